@@ -1,1 +1,18 @@
+//! Kiln: diffusion models for [burn](https://burn.dev).
+//!
+//! This facade re-exports the member crates, each generic over burn's `Backend`:
+//! - [`schedule`] (`kiln-schedule`): β schedules and every table derived from them;
+//! - [`forward`] (`kiln-forward`): the forward process on tensors, prediction targets and
+//!   loss weights;
+//!
+//! and adds what the examples and benches share: [`device`] (pick a backend by name at run
+//! time) and [`pixels`] (images to tensors in [−1, 1] and back).
+//!
+//! Backends are Cargo features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu` (Vulkan,
+//! Metal, DX12, WebGPU) and `cuda`.
 
+pub mod device;
+pub mod pixels;
+
+pub use kiln_forward as forward;
+pub use kiln_schedule as schedule;

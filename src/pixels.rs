@@ -1,0 +1,194 @@
+//! Images to tensors in [−1, 1] and back.
+//!
+//! Diffusion models work on data scaled to [−1, 1] (Ho et al. 2020, §3.3): a pixel value
+//! p ∈ {0, …, 255} becomes x = p/127.5 − 1, and x becomes p = round((x + 1)·127.5). The inverse
+//! saturates: values of x_t beyond ±1 (common under noise, whose standard deviation is up to 1)
+//! show as black or white rather than wrapping around.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use image::imageops::{self, FilterType};
+use image::{DynamicImage, GrayImage, RgbImage};
+use thiserror::Error;
+
+/// Why an image could not be read, converted or written.
+#[derive(Debug, Error)]
+pub enum PixelError {
+    /// The file could not be opened or decoded.
+    #[error("cannot read image {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder reported.
+        source: image::ImageError,
+    },
+    /// The file could not be encoded or written.
+    #[error("cannot write image {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the encoder reported.
+        source: image::ImageError,
+    },
+    /// Only grayscale (1) and RGB (3) channels can be shown as an image.
+    #[error("cannot make an image of {0} channels; expected 1 (grayscale) or 3 (RGB)")]
+    Channels(usize),
+    /// A grid was asked for with no columns.
+    #[error("a grid needs at least one column")]
+    NoColumns,
+}
+
+/// Opens and decodes an image file.
+pub fn open(path: &Path) -> Result<DynamicImage, PixelError> {
+    image::open(path).map_err(|source| PixelError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Saves an image, choosing the format from the file extension.
+pub fn save(image: &DynamicImage, path: &Path) -> Result<(), PixelError> {
+    image.save(path).map_err(|source| PixelError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The largest centred square of `image`, resized to `size`×`size` (Catmull-Rom filter) unless
+/// `size` is `None`.
+pub fn center_square(image: &DynamicImage, size: Option<u32>) -> DynamicImage {
+    let side = image.width().min(image.height());
+    let square = image.crop_imm(
+        (image.width() - side) / 2,
+        (image.height() - side) / 2,
+        side,
+        side,
+    );
+    match size {
+        Some(size) if size != side => square.resize_exact(size, size, FilterType::CatmullRom),
+        _ => square,
+    }
+}
+
+/// An image as a `[channels, height, width]` tensor in [−1, 1]: 1 channel (luma) or 3 (RGB),
+/// whatever the image's own colour type.
+pub fn to_tensor<B: Backend>(
+    image: &DynamicImage,
+    channels: usize,
+    device: &B::Device,
+) -> Result<Tensor<B, 3>, PixelError> {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let bytes = match channels {
+        1 => image.to_luma8().into_raw(),
+        3 => image.to_rgb8().into_raw(),
+        other => return Err(PixelError::Channels(other)),
+    };
+    let values: Vec<f32> = bytes.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
+    let interleaved = Tensor::<B, 3>::from_data(
+        TensorData::new(values, [height, width, channels]),
+        device,
+    );
+    Ok(interleaved.permute([2, 0, 1]))
+}
+
+/// A `[batch, channels, height, width]` tensor in [−1, 1] laid out as one image: `columns`
+/// tiles per row, `gap` white pixels between tiles. Reads the tensor back to the host.
+pub fn grid<B: Backend>(
+    images: Tensor<B, 4>,
+    columns: usize,
+    gap: u32,
+) -> Result<DynamicImage, PixelError> {
+    let [batch, channels, height, width] = images.dims();
+    if columns == 0 {
+        return Err(PixelError::NoColumns);
+    }
+    if channels != 1 && channels != 3 {
+        return Err(PixelError::Channels(channels));
+    }
+    let rows = batch.div_ceil(columns);
+    let (tile_w, tile_h) = (width as u32, height as u32);
+    let canvas_w = columns as u32 * tile_w + (columns as u32 - 1) * gap;
+    let canvas_h = rows as u32 * tile_h + rows.saturating_sub(1) as u32 * gap;
+    let pixels: Vec<u8> = images
+        .permute([0, 2, 3, 1])
+        .into_data()
+        .iter::<f32>()
+        .map(to_pixel)
+        .collect();
+    let tile_len = height * width * channels;
+    let mut canvas = DynamicImage::from(RgbImage::from_pixel(
+        canvas_w,
+        canvas_h,
+        image::Rgb([255, 255, 255]),
+    ));
+    for (index, tile) in pixels.chunks(tile_len).enumerate() {
+        let tile = if channels == 1 {
+            DynamicImage::from(GrayImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"))
+        } else {
+            DynamicImage::from(RgbImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"))
+        };
+        let (column, row) = ((index % columns) as u32, (index / columns) as u32);
+        let x = column * (tile_w + gap);
+        let y = row * (tile_h + gap);
+        imageops::overlay(&mut canvas, &tile, x.into(), y.into());
+    }
+    Ok(if channels == 1 {
+        DynamicImage::from(canvas.to_luma8())
+    } else {
+        canvas
+    })
+}
+
+/// x ∈ [−1, 1] to a pixel value, saturating outside the range.
+fn to_pixel(x: f32) -> u8 {
+    ((x + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn pixels_survive_the_round_trip() {
+        let device = Default::default();
+        let original = DynamicImage::from(GrayImage::from_fn(5, 4, |x, y| {
+            image::Luma([(x * 60 + y * 7) as u8])
+        }));
+        let tensor = to_tensor::<Flex>(&original, 1, &device).unwrap();
+        assert_eq!(tensor.dims(), [1, 4, 5]);
+        let back = grid(tensor.unsqueeze::<4>(), 1, 0).unwrap();
+        assert_eq!(back.to_luma8(), original.to_luma8());
+    }
+
+    #[test]
+    fn values_map_to_the_full_range_and_saturate_beyond() {
+        assert_eq!(to_pixel(-1.0), 0);
+        assert_eq!(to_pixel(1.0), 255);
+        assert_eq!(to_pixel(0.0), 128);
+        assert_eq!(to_pixel(-3.0), 0);
+        assert_eq!(to_pixel(2.5), 255);
+    }
+
+    #[test]
+    fn grid_places_tiles_with_gaps() {
+        let device = Default::default();
+        let tiles = Tensor::<Flex, 4>::full([3, 3, 2, 2], -1.0, &device);
+        let image = grid(tiles, 2, 1).unwrap().to_rgb8();
+        assert_eq!(image.dimensions(), (5, 5));
+        assert_eq!(image.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(image.get_pixel(2, 0).0, [255, 255, 255]);
+        assert_eq!(image.get_pixel(3, 3).0, [255, 255, 255]);
+        assert!(grid(Tensor::<Flex, 4>::zeros([1, 2, 2, 2], &device), 1, 0).is_err());
+    }
+
+    #[test]
+    fn center_square_crops_the_middle() {
+        let tall = DynamicImage::from(GrayImage::from_fn(4, 8, |_, y| image::Luma([y as u8])));
+        let square = center_square(&tall, None).to_luma8();
+        assert_eq!(square.dimensions(), (4, 4));
+        assert_eq!(square.get_pixel(0, 0).0, [2]);
+        assert_eq!(center_square(&tall, Some(2)).dimensions(), (2, 2));
+    }
+}
