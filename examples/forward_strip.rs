@@ -83,7 +83,11 @@ impl BackendTask for Strip {
         let args = self.0;
         if args.frames < 2 || args.frames > args.timesteps + 1 {
             let frames = args.frames;
-            return Err(format!("--frames must be in 2..={}, got {frames}", args.timesteps + 1).into());
+            return Err(format!(
+                "--frames must be in 2..={}, got {frames}",
+                args.timesteps + 1
+            )
+            .into());
         }
         let beta = BetaSchedule::from_name(&args.schedule)
             .ok_or_else(|| format!("unknown schedule {:?}", args.schedule))?;

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Tensor, backend::Backend};
 use thiserror::Error;
@@ -146,26 +147,32 @@ fn run_checked<B: Backend, T: BackendTask>(
 
 /// Runs a one-element computation on `device` and reads it back.
 ///
-/// burn's GPU backends panic when they find no adapter or driver (cubecl's runtime
-/// initialisation, e.g. `cubecl-wgpu`'s `runtime.rs` and `cubecl-cuda`'s `runtime.rs` in
-/// cubecl 0.10), so the probe catches that panic, with the panic hook silenced meanwhile, and
-/// returns its message. This is the one place Kiln catches a panic.
+/// burn's GPU backends panic when they find no adapter or driver, often on cubecl's device
+/// thread, which leaves the calling thread with only a `RecvError` (cubecl 0.10's
+/// `cubecl-runtime` device handle). So the probe catches the panic and, with its own panic hook
+/// installed meanwhile, records the first panic message from any thread as the reason. This is
+/// the one place Kiln catches a panic.
 fn probe<B: Backend>(device: &B::Device) -> Result<(), String> {
+    let first_message = Arc::new(Mutex::new(None::<String>));
+    let sink = Arc::clone(&first_message);
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        let mut first = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        first.get_or_insert_with(|| info.payload_as_str().unwrap_or("a panic").to_string());
+    }));
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let one = Tensor::<B, 1>::from_floats([1.0], device);
         (one + 1.0).into_data()
     }));
     std::panic::set_hook(hook);
+    let message = first_message
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
     match outcome {
         Ok(data) if data.to_vec::<f32>().ok() == Some(vec![2.0]) => Ok(()),
         Ok(data) => Err(format!("1 + 1 gave {data}")),
-        Err(payload) => Err(payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the backend panicked".to_string())),
+        Err(_) => Err(message.unwrap_or_else(|| "the backend panicked".to_string())),
     }
 }
 
@@ -180,7 +187,10 @@ mod tests {
         }
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         for bad in ["gpu", "cuda:x", "flex:1", ""] {
-            assert_eq!(bad.parse::<DeviceSpec>(), Err(DeviceError::Unknown(bad.into())));
+            assert_eq!(
+                bad.parse::<DeviceSpec>(),
+                Err(DeviceError::Unknown(bad.into()))
+            );
         }
     }
 

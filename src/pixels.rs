@@ -85,10 +85,8 @@ pub fn to_tensor<B: Backend>(
         other => return Err(PixelError::Channels(other)),
     };
     let values: Vec<f32> = bytes.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
-    let interleaved = Tensor::<B, 3>::from_data(
-        TensorData::new(values, [height, width, channels]),
-        device,
-    );
+    let interleaved =
+        Tensor::<B, 3>::from_data(TensorData::new(values, [height, width, channels]), device);
     Ok(interleaved.permute([2, 0, 1]))
 }
 
@@ -124,9 +122,13 @@ pub fn grid<B: Backend>(
     ));
     for (index, tile) in pixels.chunks(tile_len).enumerate() {
         let tile = if channels == 1 {
-            DynamicImage::from(GrayImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"))
+            DynamicImage::from(
+                GrayImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"),
+            )
         } else {
-            DynamicImage::from(RgbImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"))
+            DynamicImage::from(
+                RgbImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"),
+            )
         };
         let (column, row) = ((index % columns) as u32, (index / columns) as u32);
         let x = column * (tile_w + gap);
