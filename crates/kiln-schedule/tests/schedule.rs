@@ -397,7 +397,7 @@ fn random_schedules_are_monotone_and_in_range() {
             abar.windows(2).all(|w| w[1] < w[0]),
             "case {case}: ᾱ must decrease"
         );
-        assert!(abar.iter().all(|&a| a < 1.0 && a >= 0.0));
+        assert!(abar.iter().all(|a| (0.0..1.0).contains(a)));
         assert!(abar[..timesteps - 1].iter().all(|&a| a > 0.0));
         assert_eq!(abar[timesteps - 1] == 0.0, zero_snr, "case {case}");
         assert!(s.snr().windows(2).all(|w| w[1] < w[0]));
