@@ -11,7 +11,9 @@
 //! - `block`: a UNet-like block at batch 16, 64×64 (conv 3→64, GroupNorm(32), SiLU,
 //!   conv 64→64, stride-2 conv 64→64, nearest ×2 upsampling), forward and backward.
 //!
-//! Threads: set `RAYON_NUM_THREADS` (both backends use rayon).
+//! Threads: set `RAYON_NUM_THREADS` (both backends use rayon). The example uses mimalloc as its
+//! allocator: with glibc's, every large tensor is a fresh `mmap` that page-faults on first touch
+//! (docs/performance.md has the figures).
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,10 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, activation::silu};
 use clap::Parser;
+
+/// See the module docs: the system allocator page-faults on every large tensor.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::{ForwardProcess, standard_normal};
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
