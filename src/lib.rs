@@ -11,6 +11,8 @@
 //! Backends are Cargo features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu` (Vulkan,
 //! Metal, DX12, WebGPU) and `cuda`.
 
+#![warn(missing_docs)]
+
 pub mod device;
 pub mod pixels;
 

@@ -26,6 +26,8 @@
 //! # Ok::<(), kiln_schedule::ScheduleError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod beta;
 mod error;
 mod karras;
