@@ -6,10 +6,10 @@ use rand_distr::{Distribution, StandardNormal};
 /// uploaded to `device`, so that one seed gives the same tensor on every backend.
 pub fn standard_normal<B: Backend, const D: usize>(
     shape: [usize; D],
-    rng: &mut impl Rng,
+    rng: &mut (impl Rng + ?Sized),
     device: &B::Device,
 ) -> Tensor<B, D> {
     let count = shape.iter().product();
-    let values: Vec<f32> = StandardNormal.sample_iter(rng).take(count).collect();
+    let values: Vec<f32> = StandardNormal.sample_iter(&mut *rng).take(count).collect();
     Tensor::from_data(TensorData::new(values, shape), device)
 }

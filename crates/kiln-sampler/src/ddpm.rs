@@ -1,0 +1,132 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::{Prediction, standard_normal};
+use kiln_schedule::{NoiseSchedule, TimestepGrid};
+use rand::Rng;
+
+use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::{SampleClipping, Sampler, SamplerError};
+
+/// The variance of DDPM's reverse steps (diffusers' `variance_type`; Ho et al. 2020, §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VarianceType {
+    /// `fixed_small`: the posterior variance β̃_t, optimal for deterministic x_0.
+    #[default]
+    FixedSmall,
+    /// `fixed_large`: β_t, optimal for x_0 ~ N(0, I).
+    FixedLarge,
+}
+
+/// Settings of [`Ddpm`], with diffusers' `DDPMScheduler` defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdpmConfig {
+    /// The variance of each step.
+    pub variance_type: VarianceType,
+    /// Clipping of x̂_0 (diffusers clips to [−1, 1] by default).
+    pub clipping: SampleClipping,
+    /// The inference timesteps (`leading`, `steps_offset = 0` by default).
+    pub grid: TimestepGrid,
+}
+
+impl Default for DdpmConfig {
+    fn default() -> Self {
+        Self {
+            variance_type: VarianceType::FixedSmall,
+            clipping: SampleClipping {
+                clip_sample: true,
+                ..SampleClipping::default()
+            },
+            grid: TimestepGrid::default(),
+        }
+    }
+}
+
+/// Ancestral sampling (Ho et al. 2020, Algorithm 2, generalised to skipped steps as in
+/// diffusers): from timestep t to t' = t − ⌊T/N⌋ with α = ᾱ_t/ᾱ_{t'} and β = 1 − α,
+///
+/// ```text
+/// x_{t'} = √ᾱ_{t'} β/(1 − ᾱ_t) · x̂_0 + √α (1 − ᾱ_{t'})/(1 − ᾱ_t) · x_t + √v z,   z ~ N(0, I)
+/// ```
+///
+/// (the posterior mean of eq. 7 at the clipped x̂_0) with v = (1 − ᾱ_{t'})/(1 − ᾱ_t)·β
+/// (`fixed_small`) or β (`fixed_large`), and no noise at t = 0.
+#[derive(Debug, Clone)]
+pub struct Ddpm {
+    config: DdpmConfig,
+    alphas_cumprod: Vec<f64>,
+    timesteps: Vec<f64>,
+    step_ratio: usize,
+}
+
+impl Ddpm {
+    /// DDPM over `schedule` in `steps` steps (T steps reproduce the paper's sampler).
+    pub fn new(
+        config: DdpmConfig,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        config.clipping.validate()?;
+        let train_timesteps = schedule.num_timesteps();
+        let timesteps = config
+            .grid
+            .discrete_timesteps(train_timesteps, steps)?
+            .into_iter()
+            .map(|t| t as f64)
+            .collect();
+        Ok(Self {
+            config,
+            alphas_cumprod: schedule.alphas_cumprod().to_vec(),
+            timesteps,
+            step_ratio: train_timesteps / steps,
+        })
+    }
+}
+
+impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        index: usize,
+        output: Tensor<B, D>,
+        prediction: Prediction,
+        sample: Tensor<B, D>,
+        rng: &mut R,
+    ) -> Result<Step<B, D>, SamplerError> {
+        let timestep = timestep_at(&self.timesteps, index)?;
+        let t = timestep as usize;
+        let alpha_cumprod = self.alphas_cumprod[t];
+        let alpha_cumprod_prev = t
+            .checked_sub(self.step_ratio)
+            .map_or(1.0, |prev| self.alphas_cumprod[prev]);
+        let alpha = alpha_cumprod / alpha_cumprod_prev;
+        let beta = 1.0 - alpha;
+        let (x0, _) = clean_and_noise(
+            "DDPM",
+            output,
+            prediction,
+            sample.clone(),
+            alpha_cumprod,
+            timestep,
+        )?;
+        let x0 = self.config.clipping.apply(x0);
+        let on_clean = alpha_cumprod_prev.sqrt() * beta / (1.0 - alpha_cumprod);
+        let on_sample = alpha.sqrt() * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod);
+        let mut next = linear(&x0, on_clean, &sample, on_sample);
+        if t > 0 {
+            let variance = match self.config.variance_type {
+                VarianceType::FixedSmall => {
+                    ((1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod) * beta).max(1e-20)
+                }
+                VarianceType::FixedLarge => beta,
+            };
+            let noise = standard_normal::<B, D>(x0.dims(), rng, &x0.device());
+            next = next + noise.mul_scalar(variance.sqrt());
+        }
+        Ok(Step {
+            sample: next,
+            denoised: x0,
+        })
+    }
+}

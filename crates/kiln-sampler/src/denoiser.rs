@@ -1,0 +1,61 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::Prediction;
+
+/// A denoising model: maps a noisy sample x_t at timestep t to a prediction of the kind
+/// [`Denoiser::prediction`] names (ε, x_0 or v).
+///
+/// x_t is in the variance-preserving scale of training, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε; σ-space
+/// samplers rescale their state before calling the model. Timesteps are `f64` because σ-space
+/// samplers (Euler, Karras σ) ask for fractional ones; a model trained on integer timesteps
+/// embeds them as it would any real number. The same timestep applies to the whole batch.
+/// Tensors may have any rank: images are `[batch, channels, height, width]`, test points
+/// `[batch, dims]`.
+pub trait Denoiser<B: Backend, const D: usize> {
+    /// The kind of output the model makes.
+    fn prediction(&self) -> Prediction;
+
+    /// The model's output for `sample` = x_t at `timestep`.
+    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Tensor<B, D>;
+}
+
+/// A [`Denoiser`] made from a closure.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use kiln_sampler::{Denoiser, FnDenoiser, Prediction};
+///
+/// // diffusers' scheduler-test model: x · t / (t + 1).
+/// let dummy = FnDenoiser::new(Prediction::Epsilon, |x: burn::tensor::Tensor<Flex, 4>, t| {
+///     x.mul_scalar(t / (t + 1.0))
+/// });
+/// assert_eq!(dummy.prediction(), Prediction::Epsilon);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct FnDenoiser<F> {
+    prediction: Prediction,
+    function: F,
+}
+
+impl<F> FnDenoiser<F> {
+    /// A denoiser that predicts `prediction` by calling `function(x_t, t)`.
+    pub fn new(prediction: Prediction, function: F) -> Self {
+        Self {
+            prediction,
+            function,
+        }
+    }
+}
+
+impl<B, const D: usize, F> Denoiser<B, D> for FnDenoiser<F>
+where
+    B: Backend,
+    F: Fn(Tensor<B, D>, f64) -> Tensor<B, D>,
+{
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Tensor<B, D> {
+        (self.function)(sample, timestep)
+    }
+}

@@ -1,0 +1,73 @@
+use kiln_forward::Prediction;
+use kiln_schedule::ScheduleError;
+use thiserror::Error;
+
+/// Everything that can be wrong with a sampler's configuration or use.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum SamplerError {
+    /// The schedule or the requested steps are invalid (zero steps, more steps than training
+    /// timesteps, …).
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+
+    /// The sampler has no solver of this order.
+    #[error("{sampler} has no order {order}; expected {expected}")]
+    UnsupportedOrder {
+        /// The sampler's name.
+        sampler: &'static str,
+        /// The requested order.
+        order: usize,
+        /// The orders it has.
+        expected: &'static str,
+    },
+
+    /// The sampler cannot use this kind of model output at this step (an ε prediction where
+    /// ᾱ = 0, as at the last step of a zero-terminal-SNR schedule).
+    #[error("{sampler} cannot use a {prediction:?} prediction at timestep {timestep}")]
+    UnsupportedPrediction {
+        /// The sampler's name.
+        sampler: &'static str,
+        /// The kind of model output.
+        prediction: Prediction,
+        /// The timestep of the step.
+        timestep: f64,
+    },
+
+    /// A numeric setting is outside its range.
+    #[error("{name} is {value}; expected {expected}")]
+    OutOfRange {
+        /// The setting's name in diffusers' vocabulary.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// The range it must lie in, in words.
+        expected: &'static str,
+    },
+
+    /// A step index past the end of the sampler's timesteps.
+    #[error("step {index} requested, but the sampler has {steps} steps")]
+    StepOutOfRange {
+        /// The requested step index.
+        index: usize,
+        /// The number of steps.
+        steps: usize,
+    },
+}
+
+/// Checks that `value` is finite and within `range`.
+pub(crate) fn check_range(
+    name: &'static str,
+    value: f64,
+    range: std::ops::RangeInclusive<f64>,
+    expected: &'static str,
+) -> Result<(), SamplerError> {
+    if value.is_finite() && range.contains(&value) {
+        Ok(())
+    } else {
+        Err(SamplerError::OutOfRange {
+            name,
+            value,
+            expected,
+        })
+    }
+}

@@ -1,0 +1,44 @@
+//! The reverse process: samplers that turn noise into data with a denoising model.
+//!
+//! A model is anything that implements [`Denoiser`]: it maps (x_t, t) to a prediction of the
+//! noise, the clean data or the velocity ([`Prediction`]). A sampler is configured with
+//! diffusers' vocabulary, laid over a [`NoiseSchedule`](kiln_schedule::NoiseSchedule) for a
+//! number of steps, and driven from initial noise to x_0 by [`sample`]:
+//!
+//! | sampler | update | paper |
+//! | --- | --- | --- |
+//! | [`Ddpm`] | ancestral sampling from the posterior q(x_{t−1} \| x_t, x̂_0) | Ho et al. 2020, Algorithm 2 |
+//! | [`Ddim`] | x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z | Song et al. 2021, eq. 12 |
+//! | [`Euler`] | x ← x + (x − x̂_0)/σ · (σ' − σ), optionally ancestral | Karras et al. 2022, Algorithm 1 |
+//! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE | Lu et al. 2022 (DPM-Solver++) |
+//!
+//! Every coefficient is computed on the host in `f64`; the loop never reads a tensor back.
+//! Randomness comes from a caller's RNG, drawn on the host (see
+//! [`standard_normal`](kiln_forward::standard_normal)), so a seed gives the same samples on
+//! every backend.
+//!
+//! [`GaussianMixture`] is an exact denoiser for data from a Gaussian mixture: a test oracle for
+//! samplers, Kiln's and yours.
+
+#![warn(missing_docs)]
+
+mod ddim;
+mod ddpm;
+mod denoiser;
+mod dpm_solver;
+mod error;
+mod euler;
+mod mixture;
+mod sampler;
+mod thresholding;
+
+pub use ddim::{Ddim, DdimConfig};
+pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
+pub use denoiser::{Denoiser, FnDenoiser};
+pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, FinalSigmas, SolverType};
+pub use error::SamplerError;
+pub use euler::{Euler, EulerConfig};
+pub use kiln_forward::Prediction;
+pub use mixture::GaussianMixture;
+pub use sampler::{Sampler, Step, StepEvent, sample};
+pub use thresholding::{DynamicThresholding, SampleClipping};

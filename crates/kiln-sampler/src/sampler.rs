@@ -1,0 +1,164 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::Prediction;
+use rand::Rng;
+
+use crate::{Denoiser, SamplerError};
+
+/// The result of one sampler step.
+#[derive(Debug, Clone)]
+pub struct Step<B: Backend, const D: usize> {
+    /// The sample after the step (diffusers' `prev_sample`).
+    pub sample: Tensor<B, D>,
+    /// The step's estimate of the clean data x̂_0 (`pred_original_sample`).
+    pub denoised: Tensor<B, D>,
+}
+
+/// What a progress callback of [`sample`] sees after each step.
+#[derive(Debug)]
+pub struct StepEvent<'a, B: Backend, const D: usize> {
+    /// The 0-based step index.
+    pub index: usize,
+    /// The number of steps.
+    pub steps: usize,
+    /// The timestep the model was called at.
+    pub timestep: f64,
+    /// The sample after the step.
+    pub sample: &'a Tensor<B, D>,
+    /// The step's estimate of x_0.
+    pub denoised: &'a Tensor<B, D>,
+}
+
+/// A sampler laid out for a number of steps: one model call per entry of
+/// [`Sampler::timesteps`], each followed by [`Sampler::step`].
+///
+/// This is diffusers' scheduler interface; [`sample`] drives it. A sampler keeps state between
+/// steps (the history of a multistep solver), so a value samples one trajectory batch at a
+/// time, and steps must be taken in order from index 0.
+pub trait Sampler<B: Backend, const D: usize> {
+    /// The timestep of each model call, in order.
+    fn timesteps(&self) -> &[f64];
+
+    /// The standard deviation of the initial noise: N(0, I) noise is multiplied by it.
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    /// The factor the running sample is multiplied by before the model call at step `index`
+    /// (σ-space samplers keep x_0 + σε and the model expects √ᾱ-scaled input).
+    fn model_input_scale(&self, index: usize) -> f64 {
+        let _ = index;
+        1.0
+    }
+
+    /// Advances `sample` by one step given the model's `output` (of kind `prediction`) at
+    /// step `index`. Stochastic samplers draw their noise from `rng`.
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        index: usize,
+        output: Tensor<B, D>,
+        prediction: Prediction,
+        sample: Tensor<B, D>,
+        rng: &mut R,
+    ) -> Result<Step<B, D>, SamplerError>;
+}
+
+/// Runs `sampler` over `denoiser` from `noise` (standard normal; scaled by
+/// [`Sampler::init_noise_sigma`] here) to the final sample, calling `on_step` after each step.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use burn::tensor::Tensor;
+/// use kiln_sampler::{Ddim, DdimConfig, FnDenoiser, Prediction, sample};
+/// use kiln_schedule::{BetaSchedule, NoiseSchedule};
+/// use rand::{SeedableRng, rngs::StdRng};
+///
+/// let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000)?;
+/// let mut ddim = Ddim::new(DdimConfig::default(), &schedule, 10)?;
+/// let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<Flex, 2>, _t| x.mul_scalar(0.5));
+/// let noise = Tensor::<Flex, 2>::ones([4, 2], &Default::default());
+/// let x0 = sample(&mut ddim, &model, noise, &mut StdRng::seed_from_u64(0), |event| {
+///     assert!(event.index < event.steps);
+/// })?;
+/// assert_eq!(x0.dims(), [4, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn sample<B, const D: usize, S, M, R>(
+    sampler: &mut S,
+    denoiser: &M,
+    noise: Tensor<B, D>,
+    rng: &mut R,
+    mut on_step: impl FnMut(StepEvent<'_, B, D>),
+) -> Result<Tensor<B, D>, SamplerError>
+where
+    B: Backend,
+    S: Sampler<B, D>,
+    M: Denoiser<B, D>,
+    R: Rng + ?Sized,
+{
+    let timesteps = sampler.timesteps().to_vec();
+    let mut x = noise.mul_scalar(sampler.init_noise_sigma());
+    for (index, &timestep) in timesteps.iter().enumerate() {
+        let input = x.clone().mul_scalar(sampler.model_input_scale(index));
+        let output = denoiser.denoise(input, timestep);
+        let step = sampler.step(index, output, denoiser.prediction(), x, rng)?;
+        on_step(StepEvent {
+            index,
+            steps: timesteps.len(),
+            timestep,
+            sample: &step.sample,
+            denoised: &step.denoised,
+        });
+        x = step.sample;
+    }
+    Ok(x)
+}
+
+/// x̂_0 and ε̂ from a model output at a VP sample with signal fraction ᾱ: each is a
+/// combination c_x·x + c_out·output with host coefficients
+/// ([`Prediction::conversion_coefficients`]).
+pub(crate) fn clean_and_noise<B: Backend, const D: usize>(
+    sampler: &'static str,
+    output: Tensor<B, D>,
+    prediction: Prediction,
+    sample: Tensor<B, D>,
+    alpha_cumprod: f64,
+    timestep: f64,
+) -> Result<(Tensor<B, D>, Tensor<B, D>), SamplerError> {
+    let combine = |to: Prediction| -> Result<Tensor<B, D>, SamplerError> {
+        let [on_sample, on_output] = prediction.conversion_coefficients(to, alpha_cumprod);
+        if !(on_sample.is_finite() && on_output.is_finite()) {
+            return Err(SamplerError::UnsupportedPrediction {
+                sampler,
+                prediction,
+                timestep,
+            });
+        }
+        Ok(linear(&sample, on_sample, &output, on_output))
+    };
+    Ok((combine(Prediction::Sample)?, combine(Prediction::Epsilon)?))
+}
+
+/// a·x + b·y, skipping zero terms.
+pub(crate) fn linear<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    a: f64,
+    y: &Tensor<B, D>,
+    b: f64,
+) -> Tensor<B, D> {
+    match (a == 0.0, b == 0.0) {
+        (true, _) => y.clone().mul_scalar(b),
+        (_, true) => x.clone().mul_scalar(a),
+        _ => x.clone().mul_scalar(a) + y.clone().mul_scalar(b),
+    }
+}
+
+/// The step's timestep, or an error if `index` is past the end.
+pub(crate) fn timestep_at(timesteps: &[f64], index: usize) -> Result<f64, SamplerError> {
+    timesteps
+        .get(index)
+        .copied()
+        .ok_or(SamplerError::StepOutOfRange {
+            index,
+            steps: timesteps.len(),
+        })
+}
