@@ -35,14 +35,18 @@ impl Default for DdimConfig {
 }
 
 /// Denoising diffusion implicit models (Song, Meng & Ermon 2021, eq. 12): from timestep t to
-/// the previous inference timestep t' = t − ⌊T/N⌋,
+/// the next inference timestep t' (ᾱ_{t'} = 1, or ᾱ_0 without `set_alpha_to_one`, after the
+/// last),
 ///
 /// ```text
 /// x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ_t²) ε̂ + σ_t z,
 /// σ_t = η √((1 − ᾱ_{t'})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t'}),      z ~ N(0, I)
 /// ```
 ///
-/// with x̂_0 clipped as configured. η = 0 gives a deterministic sampler (a first-order solver
+/// with x̂_0 clipped as configured. diffusers steps to t − ⌊T/N⌋ instead, which is the next
+/// timestep for `leading` grids but not for `trailing` or `linspace` grids whose spacing is not
+/// a whole number (there its sampler evaluates the model at one timestep and steps to
+/// another); Kiln always steps to the next timestep of the grid. η = 0 gives a deterministic sampler (a first-order solver
 /// of the probability-flow ODE); η = 1 matches DDPM's posterior variance.
 #[derive(Debug, Clone)]
 pub struct Ddim {
@@ -50,7 +54,6 @@ pub struct Ddim {
     alphas_cumprod: Vec<f64>,
     final_alpha_cumprod: f64,
     timesteps: Vec<f64>,
-    step_ratio: usize,
 }
 
 impl Ddim {
@@ -79,7 +82,6 @@ impl Ddim {
             },
             alphas_cumprod,
             timesteps,
-            step_ratio: train_timesteps / steps,
         })
     }
 }
@@ -100,9 +102,12 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddim {
         let timestep = timestep_at(&self.timesteps, index)?;
         let t = timestep as usize;
         let alpha = self.alphas_cumprod[t];
-        let alpha_prev = t
-            .checked_sub(self.step_ratio)
-            .map_or(self.final_alpha_cumprod, |prev| self.alphas_cumprod[prev]);
+        let alpha_prev = self
+            .timesteps
+            .get(index + 1)
+            .map_or(self.final_alpha_cumprod, |&prev| {
+                self.alphas_cumprod[prev as usize]
+            });
         let (x0, eps) = clean_and_noise("DDIM", output, prediction, sample, alpha, timestep)?;
         let x0 = self.config.clipping.apply(x0);
         let variance = (1.0 - alpha_prev) / (1.0 - alpha) * (1.0 - alpha / alpha_prev);

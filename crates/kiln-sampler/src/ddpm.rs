@@ -41,7 +41,8 @@ impl Default for DdpmConfig {
 }
 
 /// Ancestral sampling (Ho et al. 2020, Algorithm 2, generalised to skipped steps as in
-/// diffusers): from timestep t to t' = t − ⌊T/N⌋ with α = ᾱ_t/ᾱ_{t'} and β = 1 − α,
+/// diffusers): from timestep t to the next inference timestep t' (the clean data after the
+/// last; see [`Ddim`](crate::Ddim) on diffusers' t − ⌊T/N⌋) with α = ᾱ_t/ᾱ_{t'} and β = 1 − α,
 ///
 /// ```text
 /// x_{t'} = √ᾱ_{t'} β/(1 − ᾱ_t) · x̂_0 + √α (1 − ᾱ_{t'})/(1 − ᾱ_t) · x_t + √v z,   z ~ N(0, I)
@@ -54,7 +55,6 @@ pub struct Ddpm {
     config: DdpmConfig,
     alphas_cumprod: Vec<f64>,
     timesteps: Vec<f64>,
-    step_ratio: usize,
 }
 
 impl Ddpm {
@@ -76,7 +76,6 @@ impl Ddpm {
             config,
             alphas_cumprod: schedule.alphas_cumprod().to_vec(),
             timesteps,
-            step_ratio: train_timesteps / steps,
         })
     }
 }
@@ -97,9 +96,10 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
         let timestep = timestep_at(&self.timesteps, index)?;
         let t = timestep as usize;
         let alpha_cumprod = self.alphas_cumprod[t];
-        let alpha_cumprod_prev = t
-            .checked_sub(self.step_ratio)
-            .map_or(1.0, |prev| self.alphas_cumprod[prev]);
+        let alpha_cumprod_prev = self
+            .timesteps
+            .get(index + 1)
+            .map_or(1.0, |&prev| self.alphas_cumprod[prev as usize]);
         let alpha = alpha_cumprod / alpha_cumprod_prev;
         let beta = 1.0 - alpha;
         let (x0, _) = clean_and_noise(
