@@ -4,6 +4,8 @@
 //! - [`schedule`] (`kiln-schedule`): β schedules and every table derived from them;
 //! - [`forward`] (`kiln-forward`): the forward process on tensors, prediction targets and
 //!   loss weights;
+//! - [`sampler`] (`kiln-sampler`): the `Denoiser` trait, the samplers (DDPM, DDIM, Euler,
+//!   DPM-Solver++) and an exact Gaussian-mixture denoiser for testing them;
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
 //! time) and [`pixels`] (images to tensors in [−1, 1] and back).
@@ -17,4 +19,5 @@ pub mod device;
 pub mod pixels;
 
 pub use kiln_forward as forward;
+pub use kiln_sampler as sampler;
 pub use kiln_schedule as schedule;

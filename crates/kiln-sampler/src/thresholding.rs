@@ -54,7 +54,7 @@ impl SampleClipping {
             check_range(
                 "clip_sample_range",
                 range,
-                0.0..=f64::MAX,
+                f64::MIN_POSITIVE..=f64::MAX,
                 "a positive number",
             )?;
         }
@@ -67,7 +67,12 @@ impl SampleClipping {
                 "a value in [0, 1]",
             )?;
             let max = threshold.max_value;
-            check_range("sample_max_value", max, 0.0..=f64::MAX, "a positive number")?;
+            check_range(
+                "sample_max_value",
+                max,
+                f64::MIN_POSITIVE..=f64::MAX,
+                "a positive number",
+            )?;
         }
         Ok(())
     }

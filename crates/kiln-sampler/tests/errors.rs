@@ -1,0 +1,196 @@
+//! Bad configurations and uses are typed errors, and two samplers that must agree do.
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use kiln_forward::standard_normal;
+use kiln_sampler::{
+    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, Euler,
+    EulerConfig, FnDenoiser, Prediction, SampleClipping, Sampler, SamplerError, sample,
+};
+use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
+use rand::{SeedableRng, rngs::StdRng};
+
+type B = Flex;
+
+fn schedule() -> NoiseSchedule {
+    NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap()
+}
+
+#[test]
+fn step_counts_are_checked() {
+    let s = schedule();
+    assert_eq!(
+        Ddim::new(DdimConfig::default(), &s, 0).unwrap_err(),
+        SamplerError::Schedule(ScheduleError::ZeroSteps)
+    );
+    assert_eq!(
+        Ddpm::new(DdpmConfig::default(), &s, 1001).unwrap_err(),
+        SamplerError::Schedule(ScheduleError::TooManySteps {
+            steps: 1001,
+            train_timesteps: 1000
+        })
+    );
+    assert!(Euler::new(EulerConfig::default(), &s, 0).is_err());
+    assert!(DpmSolver::<B, 2>::new(DpmSolverConfig::default(), &s, 2000).is_err());
+}
+
+#[test]
+fn orders_and_settings_are_checked() {
+    let s = schedule();
+    for (solver_order, algorithm_type) in [
+        (0, AlgorithmType::DpmSolverPlusPlus),
+        (4, AlgorithmType::DpmSolverPlusPlus),
+        (3, AlgorithmType::SdeDpmSolverPlusPlus),
+    ] {
+        let config = DpmSolverConfig {
+            solver_order,
+            algorithm_type,
+            ..DpmSolverConfig::default()
+        };
+        let error = DpmSolver::<B, 2>::new(config, &s, 10).unwrap_err();
+        assert!(
+            matches!(error, SamplerError::UnsupportedOrder { order, .. } if order == solver_order)
+        );
+    }
+    let negative_eta = DdimConfig {
+        eta: -0.5,
+        ..DdimConfig::default()
+    };
+    assert!(matches!(
+        Ddim::new(negative_eta, &s, 10).unwrap_err(),
+        SamplerError::OutOfRange { name: "eta", .. }
+    ));
+    let bad_clip = DdimConfig {
+        clipping: SampleClipping {
+            clip_sample: true,
+            clip_sample_range: 0.0,
+            thresholding: None,
+        },
+        ..DdimConfig::default()
+    };
+    assert!(Ddim::new(bad_clip, &s, 10).is_err());
+}
+
+#[test]
+fn epsilon_at_zero_terminal_snr_is_an_error_not_a_nan() {
+    let zero_snr = schedule().rescale_zero_terminal_snr().unwrap();
+    let trailing = kiln_schedule::TimestepGrid {
+        spacing: kiln_schedule::TimestepSpacing::Trailing,
+        ..Default::default()
+    };
+    let config = DdimConfig {
+        grid: trailing,
+        ..DdimConfig::default()
+    };
+    let mut ddim = Ddim::new(config, &zero_snr, 10).unwrap();
+    let noise = Tensor::<B, 2>::ones([2, 2], &Default::default());
+    let mut rng = StdRng::seed_from_u64(0);
+    let epsilon = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, _| x);
+    let error = sample(&mut ddim, &epsilon, noise.clone(), &mut rng, |_| {}).unwrap_err();
+    assert!(
+        matches!(error, SamplerError::UnsupportedPrediction { timestep, .. } if timestep == 999.0)
+    );
+    // v-prediction is defined there.
+    let mut ddim = Ddim::new(config, &zero_snr, 10).unwrap();
+    let v = FnDenoiser::new(Prediction::V, |x: Tensor<B, 2>, _| x.mul_scalar(0.1));
+    assert!(sample(&mut ddim, &v, noise, &mut rng, |_| {}).is_ok());
+    // Euler cannot start from σ = ∞.
+    assert!(matches!(
+        Euler::new(
+            EulerConfig {
+                grid: trailing,
+                ..EulerConfig::default()
+            },
+            &zero_snr,
+            10
+        ),
+        Err(SamplerError::OutOfRange {
+            name: "sigma_max",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn stepping_past_the_end_is_an_error() {
+    let mut ddim = Ddim::new(DdimConfig::default(), &schedule(), 3).unwrap();
+    let x = Tensor::<B, 2>::zeros([1, 2], &Default::default());
+    let mut rng = StdRng::seed_from_u64(0);
+    let error = ddim
+        .step(3, x.clone(), Prediction::Epsilon, x, &mut rng)
+        .unwrap_err();
+    assert_eq!(error, SamplerError::StepOutOfRange { index: 3, steps: 3 });
+}
+
+/// DDIM with η = 1 has DDPM's posterior mean and `fixed_small` variance (Song et al. 2021,
+/// §4.1), so with the same noise draws the two samplers produce the same samples.
+#[test]
+fn ddim_with_eta_one_is_ddpm() {
+    let s = schedule();
+    let no_clip = SampleClipping::default();
+    let mut ddim = Ddim::new(
+        DdimConfig {
+            eta: 1.0,
+            clipping: no_clip,
+            ..DdimConfig::default()
+        },
+        &s,
+        50,
+    )
+    .unwrap();
+    let mut ddpm = Ddpm::new(
+        DdpmConfig {
+            clipping: no_clip,
+            ..DdpmConfig::default()
+        },
+        &s,
+        50,
+    )
+    .unwrap();
+    let device = Default::default();
+    let noise = standard_normal::<B, 2>([64, 3], &mut StdRng::seed_from_u64(1), &device);
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 2000.0)
+    });
+    let a = sample(
+        &mut ddim,
+        &model,
+        noise.clone(),
+        &mut StdRng::seed_from_u64(2),
+        |_| {},
+    )
+    .unwrap();
+    let b = sample(
+        &mut ddpm,
+        &model,
+        noise,
+        &mut StdRng::seed_from_u64(2),
+        |_| {},
+    )
+    .unwrap();
+    let difference: f32 = (a - b).abs().max().into_scalar();
+    assert!(difference < 1e-4, "{difference}");
+}
+
+#[test]
+fn the_callback_sees_every_step_in_order() {
+    let mut solver = DpmSolver::<B, 2>::new(DpmSolverConfig::default(), &schedule(), 7).unwrap();
+    let expected = <DpmSolver<B, 2> as Sampler<B, 2>>::timesteps(&solver).to_vec();
+    let model = FnDenoiser::new(Prediction::Sample, |x: Tensor<B, 2>, _| x.mul_scalar(0.0));
+    let noise = Tensor::<B, 2>::ones([2, 2], &Default::default());
+    let mut seen = Vec::new();
+    sample(
+        &mut solver,
+        &model,
+        noise,
+        &mut StdRng::seed_from_u64(0),
+        |event| {
+            assert_eq!(event.steps, 7);
+            seen.push((event.index, event.timestep));
+        },
+    )
+    .unwrap();
+    let indices: Vec<usize> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(indices, (0..7).collect::<Vec<_>>());
+    assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), expected);
+}
