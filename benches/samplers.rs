@@ -1,0 +1,115 @@
+//! Sampler bookkeeping: the cost of a sampling loop beyond the model.
+//!
+//! ```text
+//! cargo bench --bench samplers
+//! ```
+//!
+//! Each bench runs a full 20-step `sample()` on a 16×3×64×64 batch on the default (Flex) device
+//! with a trivial denoiser (one multiply), reading the result back. `model_only` runs the same
+//! 20 denoiser calls without a sampler, so (sampler − model_only)/20 is the per-step overhead.
+
+use std::hint::black_box;
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use criterion::{Criterion, criterion_group, criterion_main};
+use kiln::forward::standard_normal;
+use kiln::sampler::{
+    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, Euler,
+    EulerConfig, FnDenoiser, Prediction, Sampler, sample,
+};
+use kiln::schedule::{BetaSchedule, NoiseSchedule};
+use rand::{SeedableRng, rngs::StdRng};
+
+type B = Flex;
+const STEPS: usize = 20;
+
+fn run(sampler: &mut impl Sampler<B, 4>, noise: &Tensor<B, 4>) -> Vec<f32> {
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 4>, _| x.mul_scalar(0.1));
+    let mut rng = StdRng::seed_from_u64(0);
+    let x = sample(sampler, &model, noise.clone(), &mut rng, |_| {}).expect("valid sampler");
+    x.into_data().to_vec().expect("f32 data")
+}
+
+fn samplers(c: &mut Criterion) {
+    let device = Default::default();
+    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).expect("valid schedule");
+    let noise = standard_normal::<B, 4>([16, 3, 64, 64], &mut StdRng::seed_from_u64(1), &device);
+    let mut group = c.benchmark_group("sample_20_steps_16x3x64x64");
+    group.sample_size(20);
+    group.bench_function("model_only", |b| {
+        b.iter(|| {
+            let mut x = noise.clone();
+            for step in 0..STEPS {
+                x = x.mul_scalar(black_box(0.1 + step as f64 * 1e-3));
+            }
+            x.into_data()
+        })
+    });
+    group.bench_function("ddpm", |b| {
+        b.iter(|| {
+            run(
+                &mut Ddpm::new(DdpmConfig::default(), &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    group.bench_function("ddim", |b| {
+        b.iter(|| {
+            run(
+                &mut Ddim::new(DdimConfig::default(), &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    group.bench_function("euler", |b| {
+        b.iter(|| {
+            run(
+                &mut Euler::new(EulerConfig::default(), &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    let ancestral = EulerConfig {
+        ancestral: true,
+        ..EulerConfig::default()
+    };
+    group.bench_function("euler_ancestral", |b| {
+        b.iter(|| {
+            run(
+                &mut Euler::new(ancestral, &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    for (name, config) in [
+        ("dpm++2m", DpmSolverConfig::default()),
+        (
+            "dpm++3m",
+            DpmSolverConfig {
+                solver_order: 3,
+                ..DpmSolverConfig::default()
+            },
+        ),
+        (
+            "dpm++2m_sde",
+            DpmSolverConfig {
+                algorithm_type: AlgorithmType::SdeDpmSolverPlusPlus,
+                ..DpmSolverConfig::default()
+            },
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                run(
+                    &mut DpmSolver::<B, 4>::new(config, &schedule, STEPS).unwrap(),
+                    &noise,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, samplers);
+criterion_main!(benches);
