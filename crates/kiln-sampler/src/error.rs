@@ -44,6 +44,17 @@ pub enum SamplerError {
         expected: &'static str,
     },
 
+    /// A step taken out of order by a sampler that keeps state between steps.
+    #[error("step {index} taken out of order; {sampler} expected step {expected}")]
+    OutOfOrder {
+        /// The sampler's name.
+        sampler: &'static str,
+        /// The step index given.
+        index: usize,
+        /// The step index the sampler's state is at.
+        expected: usize,
+    },
+
     /// A step index past the end of the sampler's timesteps.
     #[error("step {index} requested, but the sampler has {steps} steps")]
     StepOutOfRange {

@@ -1,9 +1,10 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
-use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas};
+use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::sampler::{Step, linear, timestep_at};
+use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Euler`], with diffusers' `EulerDiscreteScheduler` defaults.
@@ -45,9 +46,7 @@ impl Default for EulerConfig {
 #[derive(Debug, Clone)]
 pub struct Euler {
     config: EulerConfig,
-    timesteps: Vec<f64>,
-    /// σ at each step, then the final 0.
-    sigmas: Vec<f64>,
+    grid: SigmaGrid,
 }
 
 impl Euler {
@@ -57,52 +56,22 @@ impl Euler {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        let grid = config.grid.timesteps(schedule.num_timesteps(), steps)?;
-        let mut sigmas: Vec<f64> = grid.iter().map(|&t| schedule.sigma_at(t)).collect();
-        let sigma_max = sigmas[0];
-        if !sigma_max.is_finite() {
-            return Err(SamplerError::OutOfRange {
-                name: "sigma_max",
-                value: sigma_max,
-                expected: "a finite σ; Euler cannot start from a zero-terminal-SNR timestep",
-            });
-        }
-        let timesteps = if config.use_karras_sigmas {
-            sigmas = karras_sigmas(sigmas[steps - 1], sigma_max, steps, 7.0)?;
-            sigmas
-                .iter()
-                .map(|&sigma| schedule.sigma_to_timestep(sigma))
-                .collect()
-        } else {
-            grid
-        };
-        sigmas.push(0.0);
-        Ok(Self {
-            config,
-            timesteps,
-            sigmas,
-        })
+        let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
+        Ok(Self { config, grid })
     }
 }
 
 impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.grid.timesteps
     }
 
-    /// σ_max for `linspace` and `trailing` grids, √(σ_max² + 1) for `leading`, as diffusers.
     fn init_noise_sigma(&self) -> f64 {
-        let sigma_max = self.sigmas[0];
-        match self.config.grid.spacing {
-            TimestepSpacing::Linspace | TimestepSpacing::Trailing => sigma_max,
-            TimestepSpacing::Leading => (sigma_max * sigma_max + 1.0).sqrt(),
-        }
+        self.grid.init_noise_sigma()
     }
 
-    /// 1/√(σ² + 1): from x_0 + σ ε to the VP sample the model was trained on.
     fn model_input_scale(&self, index: usize) -> f64 {
-        let sigma = self.sigmas[index.min(self.sigmas.len() - 1)];
-        1.0 / (sigma * sigma + 1.0).sqrt()
+        vp_scale(self.grid.sigmas[index.min(self.grid.sigmas.len() - 1)])
     }
 
     fn step<R: Rng + ?Sized>(
@@ -113,19 +82,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
         sample: Tensor<B, D>,
         rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
-        let timestep = timestep_at(&self.timesteps, index)?;
-        let (sigma, sigma_next) = (self.sigmas[index], self.sigmas[index + 1]);
-        let scale = <Self as Sampler<B, D>>::model_input_scale(self, index);
-        let alpha_cumprod = scale * scale;
-        let vp_sample = sample.clone().mul_scalar(scale);
-        let (x0, _) = clean_and_noise(
-            "Euler",
-            output,
-            prediction,
-            vp_sample,
-            alpha_cumprod,
-            timestep,
-        )?;
+        let timestep = timestep_at(&self.grid.timesteps, index)?;
+        let (sigma, sigma_next) = (self.grid.sigmas[index], self.grid.sigmas[index + 1]);
+        let x0 = denoised("Euler", output, prediction, &sample, sigma, timestep)?;
         let (target, sigma_up) = if self.config.ancestral {
             let up = (sigma_next.powi(2) * (sigma.powi(2) - sigma_next.powi(2)) / sigma.powi(2))
                 .max(0.0)

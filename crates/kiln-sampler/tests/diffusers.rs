@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use kiln_forward::ForwardProcess;
 use kiln_sampler::{
     Ddim, DdimConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler,
-    EulerConfig, FinalSigmas, FnDenoiser, Prediction, Sampler, sample,
+    EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Prediction, Sampler, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -134,23 +134,59 @@ fn ddim_full_loop_with_noise() {
     assert_sum_and_mean(x, 354.5418, 0.4616);
 }
 
-/// diffusers' Euler test loop overwrites the sample with its scaled model input and passes that
-/// to `step`; reproducing its numbers means doing the same.
-fn euler_test_loop(config: EulerConfig, prediction: Prediction) -> Tensor<B, 4> {
-    let mut euler = Euler::new(config, &linear(1100, 1e-4), 10).unwrap();
-    let timesteps = <Euler as Sampler<B, 4>>::timesteps(&euler).to_vec();
-    let mut x = deterministic(false).mul_scalar(<Euler as Sampler<B, 4>>::init_noise_sigma(&euler));
+/// diffusers' Euler and Heun test loops overwrite the sample with its scaled model input and
+/// pass that to `step`; reproducing their numbers means doing the same.
+fn sigma_test_loop(sampler: &mut impl Sampler<B, 4>, prediction: Prediction) -> Tensor<B, 4> {
+    let timesteps = sampler.timesteps().to_vec();
+    let mut x = deterministic(false).mul_scalar(sampler.init_noise_sigma());
     let model = dummy(prediction);
     let mut rng = StdRng::seed_from_u64(0);
     for (index, &t) in timesteps.iter().enumerate() {
-        x = x.mul_scalar(<Euler as Sampler<B, 4>>::model_input_scale(&euler, index));
+        x = x.mul_scalar(sampler.model_input_scale(index));
         let output = model.denoise(x.clone(), t);
-        x = euler
+        x = sampler
             .step(index, output, prediction, x, &mut rng)
             .unwrap()
             .sample;
     }
     x
+}
+
+fn euler_test_loop(config: EulerConfig, prediction: Prediction) -> Tensor<B, 4> {
+    sigma_test_loop(
+        &mut Euler::new(config, &linear(1100, 1e-4), 10).unwrap(),
+        prediction,
+    )
+}
+
+fn heun_test_loop(config: HeunConfig, prediction: Prediction) -> Tensor<B, 4> {
+    let mut heun = Heun::<B, 4>::new(config, &linear(1100, 1e-4), 10).unwrap();
+    sigma_test_loop(&mut heun, prediction)
+}
+
+#[test]
+fn heun_full_loop_no_noise() {
+    let x = heun_test_loop(HeunConfig::default(), Prediction::Epsilon);
+    assert_sum_and_mean(x, 0.1233, 0.0002);
+}
+
+#[test]
+fn heun_full_loop_with_v_prediction() {
+    let x = heun_test_loop(HeunConfig::default(), Prediction::V);
+    assert_sum_and_mean(x, 4.6934e-07, 6.1112e-10);
+}
+
+#[test]
+fn heun_full_loop_karras_sigmas() {
+    let config = HeunConfig {
+        use_karras_sigmas: true,
+        ..HeunConfig::default()
+    };
+    assert_sum_and_mean(
+        heun_test_loop(config, Prediction::Epsilon),
+        0.00015,
+        1.9869554535034695e-07,
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, Euler,
-    EulerConfig, GaussianMixture, Prediction, SampleClipping, Sampler, sample,
+    EulerConfig, GaussianMixture, Heun, HeunConfig, Prediction, SampleClipping, Sampler, sample,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -61,6 +61,13 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
                 ..EulerConfig::default()
             };
             Box::new(Euler::new(config, &schedule, steps).unwrap())
+        }
+        "heun" => {
+            let config = HeunConfig {
+                grid: trailing(GridEnd::AtLastStep),
+                ..HeunConfig::default()
+            };
+            Box::new(Heun::<B, 2>::new(config, &schedule, steps).unwrap())
         }
         "dpm++2m" | "dpm++3m" => {
             let config = DpmSolverConfig {
@@ -190,6 +197,7 @@ fn deterministic_samplers_converge_at_their_order() {
         ("euler", 0.5, 1.5),
         ("dpm++2m", 1.2, 4.0),
         ("dpm++3m", 1.2, 4.0),
+        ("heun", 1.2, 4.0),
     ] {
         let reference = host(deterministic(name, 1000).run(&oracle, noise.clone()));
         let errors: Vec<f64> = [10, 20, 40, 80, 160]
@@ -213,11 +221,12 @@ fn deterministic_samplers_converge_at_their_order() {
     // The higher-order solvers are more accurate at equal cost.
     assert!(errors_at_160[2] * 5.0 < errors_at_160[0]);
     assert!(errors_at_160[3] * 5.0 < errors_at_160[0]);
+    assert!(errors_at_160[4] * 5.0 < errors_at_160[0]);
     // All four solve the same ODE: their 1000-step solutions agree with the most accurate
     // (DPM-Solver++ 2M) to within the first-order solvers' remaining error (about 0.16 × their
     // 160-step error, by the 1/N trend).
     let anchor = &references[2].1;
-    for ((name, reference), tolerance) in references.iter().zip([0.02, 0.02, 0.0, 3e-3]) {
+    for ((name, reference), tolerance) in references.iter().zip([0.02, 0.02, 0.0, 3e-3, 3e-3]) {
         let distance = rms_distance(reference, anchor);
         println!("{name} at 1000 steps vs dpm++2m: {distance:.2e}");
         assert!(distance <= tolerance, "{name} vs dpm++2m: {distance}");

@@ -1,0 +1,91 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::Prediction;
+use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas};
+
+use crate::SamplerError;
+use crate::sampler::clean_and_noise;
+
+/// The noise levels of a σ-space sampler (Euler, Heun): the state is x = x_0 + σ ε, which is
+/// the VP sample times √(σ² + 1) (Karras et al. 2022, Table 1, "VP" column).
+#[derive(Debug, Clone)]
+pub(crate) struct SigmaGrid {
+    /// The timestep of each grid point (fractional for `linspace` or Karras σ).
+    pub timesteps: Vec<f64>,
+    /// σ at each grid point, then the final 0.
+    pub sigmas: Vec<f64>,
+    spacing: TimestepSpacing,
+}
+
+impl SigmaGrid {
+    /// σ interpolated at the grid's timesteps (diffusers' `interpolation_type = "linear"`), or
+    /// Karras et al.'s ρ = 7 spacing between the first and last of them with the timesteps
+    /// found by log-σ interpolation.
+    pub fn new(
+        grid: TimestepGrid,
+        use_karras_sigmas: bool,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        let timesteps = grid.timesteps(schedule.num_timesteps(), steps)?;
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| schedule.sigma_at(t)).collect();
+        let sigma_max = sigmas[0];
+        if !sigma_max.is_finite() {
+            return Err(SamplerError::OutOfRange {
+                name: "sigma_max",
+                value: sigma_max,
+                expected: "a finite σ; σ-space samplers cannot start from zero terminal SNR",
+            });
+        }
+        let timesteps = if use_karras_sigmas {
+            sigmas = karras_sigmas(sigmas[steps - 1], sigma_max, steps, 7.0)?;
+            sigmas
+                .iter()
+                .map(|&sigma| schedule.sigma_to_timestep(sigma))
+                .collect()
+        } else {
+            timesteps
+        };
+        sigmas.push(0.0);
+        Ok(Self {
+            timesteps,
+            sigmas,
+            spacing: grid.spacing,
+        })
+    }
+
+    /// σ_max for `linspace` and `trailing` grids, √(σ_max² + 1) for `leading`, as diffusers.
+    pub fn init_noise_sigma(&self) -> f64 {
+        let sigma_max = self.sigmas[0];
+        match self.spacing {
+            TimestepSpacing::Linspace | TimestepSpacing::Trailing => sigma_max,
+            TimestepSpacing::Leading => (sigma_max * sigma_max + 1.0).sqrt(),
+        }
+    }
+}
+
+/// 1/√(σ² + 1): from x_0 + σ ε to the VP sample a model was trained on.
+pub(crate) fn vp_scale(sigma: f64) -> f64 {
+    1.0 / (sigma * sigma + 1.0).sqrt()
+}
+
+/// x̂_0 from a model output made at the σ-space sample x = `sample` with noise level `sigma`.
+pub(crate) fn denoised<B: Backend, const D: usize>(
+    sampler: &'static str,
+    output: Tensor<B, D>,
+    prediction: Prediction,
+    sample: &Tensor<B, D>,
+    sigma: f64,
+    timestep: f64,
+) -> Result<Tensor<B, D>, SamplerError> {
+    let scale = vp_scale(sigma);
+    let vp_sample = sample.clone().mul_scalar(scale);
+    let (x0, _) = clean_and_noise(
+        sampler,
+        output,
+        prediction,
+        vp_sample,
+        scale * scale,
+        timestep,
+    )?;
+    Ok(x0)
+}
