@@ -1,17 +1,36 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::Prediction;
+use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
+use crate::error::check_range;
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
 use crate::{Sampler, SamplerError};
+
+/// The stochastic "churn" of Karras et al. 2022, Algorithm 2: before step i, noise raises σ_i
+/// to σ̂_i = (1 + γ_i) σ_i with γ_i = min(S_churn/N, √2 − 1) where σ_i ∈ [S_tmin, S_tmax], and
+/// 0 elsewhere. The paper's ImageNet settings are S_churn = 40–80, S_tmin = 0.05, S_tmax = 50,
+/// S_noise = 1.003.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Churn {
+    /// S_churn: the total amount of churn over the N steps.
+    pub s_churn: f64,
+    /// S_tmin: the smallest σ that is churned.
+    pub s_tmin: f64,
+    /// S_tmax: the largest σ that is churned.
+    pub s_tmax: f64,
+    /// S_noise: the standard deviation of the added noise relative to N(0, I).
+    pub s_noise: f64,
+}
 
 /// Settings of [`Heun`], with diffusers' `HeunDiscreteScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeunConfig {
     /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ.
     pub use_karras_sigmas: bool,
+    /// Stochastic churn (EDM's stochastic sampler); `None` is the deterministic Algorithm 1.
+    pub churn: Option<Churn>,
     /// The inference timesteps (`linspace` by default).
     pub grid: TimestepGrid,
 }
@@ -20,6 +39,7 @@ impl Default for HeunConfig {
     fn default() -> Self {
         Self {
             use_karras_sigmas: false,
+            churn: None,
             grid: TimestepGrid {
                 spacing: TimestepSpacing::Linspace,
                 steps_offset: 0,
@@ -39,9 +59,17 @@ impl Default for HeunConfig {
 ///
 /// and the last step, to σ = 0, is a plain Euler step: 2N − 1 model calls for N steps. The
 /// model-call timesteps repeat each interior timestep, as diffusers' do.
+///
+/// With [`Churn`] this is EDM's stochastic sampler (Karras et al. 2022, Algorithm 2): each step
+/// starts from x̂_i = x_i + S_noise √(σ̂_i² − σ_i²) z at σ̂_i instead of x_i at σ_i. The churn
+/// noise for step i + 1 is added at the end of step i (so [`Step::sample`] is the churned
+/// x̂_{i+1}), and the first step's is folded into the initial noise level.
 #[derive(Debug, Clone)]
 pub struct Heun<B: Backend, const D: usize> {
     grid: SigmaGrid,
+    /// σ̂_i, the churned σ each step starts from (σ_i without churn).
+    start_sigmas: Vec<f64>,
+    s_noise: f64,
     /// The timestep and σ of each model call.
     call_timesteps: Vec<f64>,
     call_sigmas: Vec<f64>,
@@ -57,13 +85,39 @@ impl<B: Backend, const D: usize> Heun<B, D> {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
-        let call = |k: usize| (grid.timesteps[k], grid.sigmas[k]);
-        let calls: Vec<(f64, f64)> = std::iter::once(call(0))
-            .chain((1..steps).flat_map(|k| [call(k), call(k)]))
+        let gamma = |sigma: f64| match config.churn {
+            Some(c) if (c.s_tmin..=c.s_tmax).contains(&sigma) => {
+                (c.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0)
+            }
+            _ => 0.0,
+        };
+        if let Some(churn) = config.churn {
+            check_range("s_churn", churn.s_churn, 0.0..=f64::MAX, "S_churn >= 0")?;
+            check_range("s_noise", churn.s_noise, 0.0..=f64::MAX, "S_noise >= 0")?;
+        }
+        let start_sigmas: Vec<f64> = grid.sigmas[..steps]
+            .iter()
+            .map(|&sigma| sigma * (1.0 + gamma(sigma)))
+            .collect();
+        // The predictor of step k runs at σ̂_k, the corrector at σ_{k+1}.
+        let start = |k: usize| {
+            let churned = start_sigmas[k] != grid.sigmas[k];
+            let timestep = if churned {
+                schedule.sigma_to_timestep(start_sigmas[k])
+            } else {
+                grid.timesteps[k]
+            };
+            (timestep, start_sigmas[k])
+        };
+        let end = |k: usize| (grid.timesteps[k], grid.sigmas[k]);
+        let calls: Vec<(f64, f64)> = std::iter::once(start(0))
+            .chain((1..steps).flat_map(|k| [end(k), start(k)]))
             .collect();
         Ok(Self {
             call_timesteps: calls.iter().map(|c| c.0).collect(),
             call_sigmas: calls.iter().map(|c| c.1).collect(),
+            s_noise: config.churn.map_or(1.0, |c| c.s_noise),
+            start_sigmas,
             grid,
             pending: None,
         })
@@ -75,8 +129,10 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
         &self.call_timesteps
     }
 
+    /// diffusers' initial noise level, raised by the first step's churn.
     fn init_noise_sigma(&self) -> f64 {
-        self.grid.init_noise_sigma()
+        let churn = self.start_sigmas[0].powi(2) - self.grid.sigmas[0].powi(2);
+        (self.grid.init_noise_sigma().powi(2) + self.s_noise.powi(2) * churn).sqrt()
     }
 
     fn model_input_scale(&self, index: usize) -> f64 {
@@ -89,7 +145,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
         output: Tensor<B, D>,
         prediction: Prediction,
         sample: Tensor<B, D>,
-        _rng: &mut R,
+        rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.call_timesteps, index)?;
         let sigma = self.call_sigmas[index];
@@ -115,10 +171,20 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
                 next
             }
             Some((start, first_slope)) => {
-                let sigma_start = self.grid.sigmas[k - 1];
+                let sigma_start = self.start_sigmas[k - 1];
                 let slope = (sample - x0.clone()).div_scalar(sigma);
                 let dt = sigma - sigma_start;
-                linear(&start, 1.0, &(first_slope + slope), 0.5 * dt)
+                let next = linear(&start, 1.0, &(first_slope + slope), 0.5 * dt);
+                // Churn for the step that starts here.
+                let added = (self.start_sigmas[k].powi(2) - sigma * sigma)
+                    .max(0.0)
+                    .sqrt();
+                if added > 0.0 {
+                    let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
+                    next + noise.mul_scalar(self.s_noise * added)
+                } else {
+                    next
+                }
             }
         };
         Ok(Step {

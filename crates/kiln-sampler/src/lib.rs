@@ -10,7 +10,7 @@
 //! | [`Ddpm`] | ancestral sampling from the posterior q(x_{t−1} \| x_t, x̂_0) | Ho et al. 2020, Algorithm 2 |
 //! | [`Ddim`] | x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z | Song et al. 2021, eq. 12 |
 //! | [`Euler`] | x ← x + (x − x̂_0)/σ · (σ' − σ), optionally ancestral | Karras et al. 2022, Algorithm 1 |
-//! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step) | Karras et al. 2022, Algorithm 1 |
+//! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step); with churn, EDM's stochastic sampler | Karras et al. 2022, Algorithms 1 and 2 |
 //! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE | Lu et al. 2022 (DPM-Solver++) |
 //!
 //! Every coefficient is computed on the host in `f64`; the loop never reads a tensor back.
@@ -41,7 +41,7 @@ pub use denoiser::{Denoiser, FnDenoiser};
 pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, FinalSigmas, SolverType};
 pub use error::SamplerError;
 pub use euler::{Euler, EulerConfig};
-pub use heun::{Heun, HeunConfig};
+pub use heun::{Churn, Heun, HeunConfig};
 pub use kiln_forward::Prediction;
 pub use mixture::GaussianMixture;
 pub use sampler::{Sampler, Step, StepEvent, sample};

@@ -6,8 +6,9 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, Euler,
-    EulerConfig, GaussianMixture, Heun, HeunConfig, Prediction, SampleClipping, Sampler, sample,
+    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
+    Euler, EulerConfig, GaussianMixture, Heun, HeunConfig, Prediction, SampleClipping, Sampler,
+    sample,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -339,6 +340,24 @@ fn samples_match_the_mixture() {
             ),
         ),
     ];
+    let edm = HeunConfig {
+        use_karras_sigmas: true,
+        churn: Some(Churn {
+            s_churn: 40.0,
+            s_tmin: 0.05,
+            s_tmax: 50.0,
+            s_noise: 1.0,
+        }),
+        ..HeunConfig::default()
+    };
+    samplers.push((
+        "heun",
+        Box::new(Heun::<B, 2>::new(HeunConfig::default(), &schedule, 50).unwrap()),
+    ));
+    samplers.push((
+        "edm churn",
+        Box::new(Heun::<B, 2>::new(edm, &schedule, 50).unwrap()),
+    ));
     let worst_baseline = baseline.iter().cloned().fold(0.0, f64::max);
     for (name, sampler) in samplers.iter_mut() {
         let samples = host(sampler.run(&oracle, noise.clone()));
