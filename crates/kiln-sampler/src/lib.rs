@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | [`Ddpm`] | ancestral sampling from the posterior q(x_{t−1} \| x_t, x̂_0) | Ho et al. 2020, Algorithm 2 |
 //! | [`Ddim`] | x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z | Song et al. 2021, eq. 12 |
+//! | [`Pndm`] | Runge–Kutta warm-up, then 4th-order linear multistep on the noise estimates | Liu et al. 2022 |
 //! | [`Euler`] | x ← x + (x − x̂_0)/σ · (σ' − σ), optionally ancestral | Karras et al. 2022, Algorithm 1 |
 //! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step); with churn, EDM's stochastic sampler | Karras et al. 2022, Algorithms 1 and 2 |
 //! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE | Lu et al. 2022 (DPM-Solver++) |
@@ -31,6 +32,7 @@ mod error;
 mod euler;
 mod heun;
 mod mixture;
+mod pndm;
 mod sampler;
 mod sigma_grid;
 mod thresholding;
@@ -44,5 +46,6 @@ pub use euler::{Euler, EulerConfig};
 pub use heun::{Churn, Heun, HeunConfig};
 pub use kiln_forward::Prediction;
 pub use mixture::GaussianMixture;
+pub use pndm::{Pndm, PndmConfig};
 pub use sampler::{Sampler, Step, StepEvent, sample};
 pub use thresholding::{DynamicThresholding, SampleClipping};

@@ -10,7 +10,8 @@ use burn::tensor::{Tensor, TensorData};
 use kiln_forward::ForwardProcess;
 use kiln_sampler::{
     Ddim, DdimConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler,
-    EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Prediction, Sampler, sample,
+    EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Pndm, PndmConfig, Prediction, Sampler,
+    sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -246,4 +247,46 @@ fn dpm_solver_full_loop_with_thresholding() {
         ..dpm_test_config()
     };
     assert_mean(dpm_run(config, Prediction::Epsilon), 1.1364);
+}
+
+fn pndm_run(config: PndmConfig, beta_start: f64, prediction: Prediction) -> Tensor<B, 4> {
+    let mut pndm = Pndm::<B, 4>::new(config, &linear(1000, beta_start), 10).unwrap();
+    run(&mut pndm, prediction)
+}
+
+#[test]
+fn pndm_timesteps_with_offset() {
+    let config = PndmConfig {
+        steps_offset: 1,
+        ..PndmConfig::default()
+    };
+    let pndm = Pndm::<B, 4>::new(config, &linear(1000, 1e-4), 10).unwrap();
+    let expected = [
+        901, 851, 851, 801, 801, 751, 751, 701, 701, 651, 651, 601, 601, 501, 401, 301, 201, 101, 1,
+    ];
+    let expected: Vec<f64> = expected.iter().map(|&t| t as f64).collect();
+    assert_eq!(pndm.timesteps(), expected);
+}
+
+#[test]
+fn pndm_full_loop_no_noise() {
+    let x = pndm_run(PndmConfig::default(), 1e-4, Prediction::Epsilon);
+    assert_sum_and_mean(x, 198.1318, 0.2580);
+}
+
+#[test]
+fn pndm_full_loop_with_v_prediction() {
+    let x = pndm_run(PndmConfig::default(), 1e-4, Prediction::V);
+    assert_sum_and_mean(x, 67.3986, 0.0878);
+}
+
+#[test]
+fn pndm_full_loop_with_and_without_set_alpha_to_one() {
+    for (set_alpha_to_one, sum, mean) in [(true, 230.0399, 0.2995), (false, 186.9482, 0.2434)] {
+        let config = PndmConfig {
+            set_alpha_to_one,
+            ..PndmConfig::default()
+        };
+        assert_sum_and_mean(pndm_run(config, 0.01, Prediction::Epsilon), sum, mean);
+    }
 }

@@ -7,8 +7,8 @@ use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
-    Euler, EulerConfig, GaussianMixture, Heun, HeunConfig, Prediction, SampleClipping, Sampler,
-    sample,
+    Euler, EulerConfig, GaussianMixture, Heun, HeunConfig, Pndm, PndmConfig, Prediction,
+    SampleClipping, Sampler, sample,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -350,6 +350,17 @@ fn samples_match_the_mixture() {
         }),
         ..HeunConfig::default()
     };
+    for skip_prk_steps in [false, true] {
+        let config = PndmConfig {
+            skip_prk_steps,
+            ..PndmConfig::default()
+        };
+        let name = if skip_prk_steps { "plms" } else { "pndm" };
+        samplers.push((
+            name,
+            Box::new(Pndm::<B, 2>::new(config, &schedule, 50).unwrap()),
+        ));
+    }
     samplers.push((
         "heun",
         Box::new(Heun::<B, 2>::new(HeunConfig::default(), &schedule, 50).unwrap()),
