@@ -1,9 +1,10 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
-use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas};
+use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::sigma_grid::{FinalSigmas, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
 
 /// Which equation DPM-Solver++ integrates (diffusers' `algorithm_type`).
@@ -24,16 +25,6 @@ pub enum SolverType {
     Midpoint,
     /// `heun`: D1 weighted by α_t((e^{−h} − 1)/h + 1).
     Heun,
-}
-
-/// The σ the last step lands on (diffusers' `final_sigmas_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FinalSigmas {
-    /// `zero`: the clean data; the last step is then always first order.
-    #[default]
-    Zero,
-    /// `sigma_min`: σ of the first training timestep.
-    SigmaMin,
 }
 
 /// Settings of [`DpmSolver`], with diffusers' `DPMSolverMultistepScheduler` defaults.
@@ -130,26 +121,13 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             ..SampleClipping::default()
         }
         .validate()?;
-        let table = schedule.sigmas();
-        let mut timesteps: Vec<f64> = config
-            .grid
-            .discrete_timesteps(schedule.num_timesteps(), steps)?
-            .into_iter()
-            .map(|t| t as f64)
-            .collect();
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| table[t as usize]).collect();
-        if config.use_karras_sigmas {
-            let sigma_max = table[table.len() - 1];
-            sigmas = karras_sigmas(table[0], sigma_max, steps, 7.0)?;
-            timesteps = sigmas
-                .iter()
-                .map(|&sigma| schedule.sigma_to_timestep(sigma).round_ties_even())
-                .collect();
-        }
-        sigmas.push(match config.final_sigmas_type {
-            FinalSigmas::Zero => 0.0,
-            FinalSigmas::SigmaMin => table[0],
-        });
+        let (timesteps, sigmas) = discrete_sigma_grid(
+            config.grid,
+            config.use_karras_sigmas,
+            config.final_sigmas_type,
+            schedule,
+            steps,
+        )?;
         Ok(Self {
             config,
             timesteps,
@@ -175,11 +153,6 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             3
         }
     }
-}
-
-/// λ = log(α/s) = −log σ for a VE noise level σ.
-fn lambda(sigma: f64) -> f64 {
-    -sigma.ln()
 }
 
 /// (e^{−h} − 1)/h + 1, with its limit 1 at h = ∞ (a step to σ = 0).

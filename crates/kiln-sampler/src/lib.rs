@@ -12,6 +12,7 @@
 //! | [`Pndm`] | Runge–Kutta warm-up, then 4th-order linear multistep on the noise estimates | Liu et al. 2022 |
 //! | [`Euler`] | x ← x + (x − x̂_0)/σ · (σ' − σ), optionally ancestral | Karras et al. 2022, Algorithm 1 |
 //! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step); with churn, EDM's stochastic sampler | Karras et al. 2022, Algorithms 1 and 2 |
+//! | [`UniPc`] | multistep predictor UniP-p with a free corrector UniC-p of order p + 1 | Zhao et al. 2023 |
 //! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE | Lu et al. 2022 (DPM-Solver++) |
 //!
 //! Every coefficient is computed on the host in `f64`; the loop never reads a tensor back.
@@ -36,11 +37,12 @@ mod pndm;
 mod sampler;
 mod sigma_grid;
 mod thresholding;
+mod unipc;
 
 pub use ddim::{Ddim, DdimConfig};
 pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
 pub use denoiser::{Denoiser, FnDenoiser};
-pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, FinalSigmas, SolverType};
+pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, SolverType};
 pub use error::SamplerError;
 pub use euler::{Euler, EulerConfig};
 pub use heun::{Churn, Heun, HeunConfig};
@@ -48,4 +50,6 @@ pub use kiln_forward::Prediction;
 pub use mixture::GaussianMixture;
 pub use pndm::{Pndm, PndmConfig};
 pub use sampler::{Sampler, Step, StepEvent, sample};
+pub use sigma_grid::FinalSigmas;
 pub use thresholding::{DynamicThresholding, SampleClipping};
+pub use unipc::{UniPc, UniPcConfig, UniPcSolverType};

@@ -89,3 +89,55 @@ pub(crate) fn denoised<B: Backend, const D: usize>(
     )?;
     Ok(x0)
 }
+
+/// The σ the last step lands on (diffusers' `final_sigmas_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinalSigmas {
+    /// `zero`: the clean data; the last step is then always first order.
+    #[default]
+    Zero,
+    /// `sigma_min`: σ of the first training timestep.
+    SigmaMin,
+}
+
+/// The grid of diffusers' multistep solvers (DPM-Solver++, UniPC): whole timesteps from the
+/// grid and σ from the table at them, or Karras σ between the table's smallest and largest σ
+/// with their timesteps rounded to whole numbers; then the final σ.
+pub(crate) fn discrete_sigma_grid(
+    grid: TimestepGrid,
+    use_karras_sigmas: bool,
+    final_sigmas: FinalSigmas,
+    schedule: &NoiseSchedule,
+    steps: usize,
+) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
+    let table = schedule.sigmas();
+    let mut timesteps: Vec<f64> = grid
+        .discrete_timesteps(schedule.num_timesteps(), steps)?
+        .into_iter()
+        .map(|t| t as f64)
+        .collect();
+    let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| table[t as usize]).collect();
+    if use_karras_sigmas {
+        sigmas = karras_sigmas(table[0], table[table.len() - 1], steps, 7.0)?;
+        timesteps = sigmas
+            .iter()
+            .map(|&sigma| schedule.sigma_to_timestep(sigma).round_ties_even())
+            .collect();
+    }
+    sigmas.push(match final_sigmas {
+        FinalSigmas::Zero => 0.0,
+        FinalSigmas::SigmaMin => table[0],
+    });
+    Ok((timesteps, sigmas))
+}
+
+/// λ = log(α/s) = −log σ for a VE noise level σ (Lu et al. 2022's half log-SNR).
+pub(crate) fn lambda(sigma: f64) -> f64 {
+    -sigma.ln()
+}
+
+/// (α, s) = (1/√(σ² + 1), σ/√(σ² + 1)): the VP signal and noise scales at VE level σ.
+pub(crate) fn alpha_sigma(sigma: f64) -> (f64, f64) {
+    let alpha = vp_scale(sigma);
+    (alpha, sigma * alpha)
+}

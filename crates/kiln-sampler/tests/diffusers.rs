@@ -11,7 +11,7 @@ use kiln_forward::ForwardProcess;
 use kiln_sampler::{
     Ddim, DdimConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler,
     EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Pndm, PndmConfig, Prediction, Sampler,
-    sample,
+    UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -289,4 +289,50 @@ fn pndm_full_loop_with_and_without_set_alpha_to_one() {
         };
         assert_sum_and_mean(pndm_run(config, 0.01, Prediction::Epsilon), sum, mean);
     }
+}
+
+/// test_scheduler_unipc.py: order 2, bh2, `final_sigmas_type = "sigma_min"`.
+fn unipc_run(use_karras_sigmas: bool, prediction: Prediction) -> Tensor<B, 4> {
+    let config = UniPcConfig {
+        final_sigmas_type: FinalSigmas::SigmaMin,
+        use_karras_sigmas,
+        ..UniPcConfig::default()
+    };
+    let mut unipc = UniPc::<B, 4>::new(config, &linear(1000, 1e-4), 10).unwrap();
+    run(&mut unipc, prediction)
+}
+
+#[test]
+fn unipc_full_loops() {
+    assert_mean(unipc_run(false, Prediction::Epsilon), 0.2464);
+    assert_mean(unipc_run(true, Prediction::Epsilon), 0.2925);
+    assert_mean(unipc_run(false, Prediction::V), 0.1014);
+    assert_mean(unipc_run(true, Prediction::V), 0.1966);
+}
+
+/// `add_noise` at the 9th of 10 timesteps, then the last two steps from a fresh scheduler.
+#[test]
+fn unipc_full_loop_with_noise() {
+    let schedule = linear(1000, 1e-4);
+    let config = UniPcConfig {
+        final_sigmas_type: FinalSigmas::SigmaMin,
+        ..UniPcConfig::default()
+    };
+    let mut unipc = UniPc::<B, 4>::new(config, &schedule, 10).unwrap();
+    let timesteps = unipc.timesteps().to_vec();
+    let forward = ForwardProcess::<B>::new(schedule, &Default::default());
+    let start = timesteps[8] as usize;
+    let mut x = forward
+        .q_sample(deterministic(false), &[start; 4], deterministic(true))
+        .unwrap();
+    let model = dummy(Prediction::Epsilon);
+    let mut rng = StdRng::seed_from_u64(0);
+    for (index, &t) in timesteps.iter().enumerate().skip(8) {
+        let output = model.denoise(x.clone(), t);
+        x = unipc
+            .step(index, output, Prediction::Epsilon, x, &mut rng)
+            .unwrap()
+            .sample;
+    }
+    assert_sum_and_mean(x, 315.5757, 0.4109);
 }

@@ -1,0 +1,293 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::Prediction;
+use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
+use rand::Rng;
+
+use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::sigma_grid::{FinalSigmas, alpha_sigma, discrete_sigma_grid, lambda};
+use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
+
+/// UniPC's choice of B(h) (diffusers' `solver_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UniPcSolverType {
+    /// `bh1`: B(h) = h (recommended for unconditional sampling with few steps).
+    Bh1,
+    /// `bh2`: B(h) = e^h − 1 (recommended for guided sampling).
+    #[default]
+    Bh2,
+}
+
+/// Settings of [`UniPc`], with diffusers' `UniPCMultistepScheduler` defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UniPcConfig {
+    /// The order p of the predictor UniP-p, 1–3 (the corrector reaches p + 1).
+    pub solver_order: usize,
+    /// B(h).
+    pub solver_type: UniPcSolverType,
+    /// Lower the order over the last steps (order ≤ steps left).
+    pub lower_order_final: bool,
+    /// Where the last step lands.
+    pub final_sigmas_type: FinalSigmas,
+    /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
+    pub use_karras_sigmas: bool,
+    /// Dynamic thresholding of x̂_0.
+    pub thresholding: Option<DynamicThresholding>,
+    /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
+    pub grid: TimestepGrid,
+}
+
+impl Default for UniPcConfig {
+    fn default() -> Self {
+        Self {
+            solver_order: 2,
+            solver_type: UniPcSolverType::Bh2,
+            lower_order_final: true,
+            final_sigmas_type: FinalSigmas::Zero,
+            use_karras_sigmas: false,
+            thresholding: None,
+            grid: TimestepGrid {
+                spacing: TimestepSpacing::Linspace,
+                steps_offset: 0,
+                end: GridEnd::BeforeZero,
+            },
+        }
+    }
+}
+
+/// UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast
+/// Sampling of Diffusion Models", Algorithms 1–2, data-prediction form): a multistep
+/// predictor UniP-p and, reusing the model call the next step makes anyway, a corrector UniC-p
+/// of order p + 1.
+///
+/// With h = λ_t − λ_s (λ = log(α/s)), r_k = (λ_{s_k} − λ_s)/h for the earlier steps and
+/// D_k = (x̂_0(s_k) − x̂_0(s))/r_k:
+///
+/// ```text
+/// UniP:  x_t = (s_t/s_s) x_s − α_t (e^{−h} − 1) x̂_0(s) − α_t B(h) Σ_k a_k D_k
+/// UniC:  x_t^c = (s_t/s_s) x_s − α_t (e^{−h} − 1) x̂_0(s) − α_t B(h) (Σ_k c_k D_k + c_t (x̂_0(t) − x̂_0(s)))
+/// ```
+///
+/// where the weights solve R a = g with R_{ik} = r_k^{i−1} and g_i = i!·φ_{i+1}(−h)/B(h)
+/// (φ the exponential-integrator functions); p = 2 uses a = ½ and p = 1 the corrector c = ½.
+#[derive(Debug, Clone)]
+pub struct UniPc<B: Backend, const D: usize> {
+    config: UniPcConfig,
+    timesteps: Vec<f64>,
+    /// σ at each step, then the final σ.
+    sigmas: Vec<f64>,
+    /// x̂_0 of recent steps with their step index, newest last.
+    history: Vec<(usize, Tensor<B, D>)>,
+    /// The sample the last predictor started from, for the corrector.
+    last_sample: Option<Tensor<B, D>>,
+    /// The order of the last predictor, which the corrector matches.
+    this_order: usize,
+    lower_order_nums: usize,
+}
+
+impl<B: Backend, const D: usize> UniPc<B, D> {
+    /// UniPC over `schedule` in `steps` steps.
+    pub fn new(
+        config: UniPcConfig,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        if !(1..=3).contains(&config.solver_order) {
+            return Err(SamplerError::UnsupportedOrder {
+                sampler: "UniPC",
+                order: config.solver_order,
+                expected: "1, 2 or 3",
+            });
+        }
+        SampleClipping {
+            thresholding: config.thresholding,
+            ..SampleClipping::default()
+        }
+        .validate()?;
+        let (timesteps, sigmas) = discrete_sigma_grid(
+            config.grid,
+            config.use_karras_sigmas,
+            config.final_sigmas_type,
+            schedule,
+            steps,
+        )?;
+        Ok(Self {
+            config,
+            timesteps,
+            sigmas,
+            history: Vec::with_capacity(config.solver_order),
+            last_sample: None,
+            this_order: 1,
+            lower_order_nums: 0,
+        })
+    }
+
+    /// One UniP (`corrected_output` = None) or UniC update from step index `from` to `to`
+    /// of order `order`, starting at `sample`; the newest history entry is x̂_0 at `from`.
+    fn update(
+        &self,
+        sample: &Tensor<B, D>,
+        from: usize,
+        to: usize,
+        order: usize,
+        corrected_output: Option<&Tensor<B, D>>,
+    ) -> Tensor<B, D> {
+        let (sigma_s, sigma_t) = (self.sigmas[from], self.sigmas[to]);
+        let ((_, noise_s), (alpha_t, noise_t)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
+        let h = lambda(sigma_t) - lambda(sigma_s);
+        let n = self.history.len();
+        let m0 = &self.history[n - 1].1;
+        // Earlier x̂_0 as ratios r_k and scaled differences D_k, newest first.
+        let (ratios, differences): (Vec<f64>, Vec<Tensor<B, D>>) = (1..order)
+            .map(|k| {
+                let (index, older) = &self.history[n - 1 - k];
+                let r = (lambda(self.sigmas[*index]) - lambda(sigma_s)) / h;
+                (r, (older.clone() - m0.clone()).div_scalar(r))
+            })
+            .unzip();
+
+        let hh = -h;
+        let h_phi_1 = hh.exp_m1();
+        let b_h = match self.config.solver_type {
+            UniPcSolverType::Bh1 => hh,
+            UniPcSolverType::Bh2 => h_phi_1,
+        };
+        let mut x = linear(sample, noise_t / noise_s, m0, -alpha_t * h_phi_1);
+        let weights = match corrected_output {
+            None if order == 2 => vec![0.5],
+            None if order > 2 => {
+                let (matrix, rhs) = system(&ratios, hh, b_h, order);
+                solve(&truncate(&matrix, order - 1), &rhs[..order - 1])
+            }
+            None => Vec::new(),
+            Some(_) if order == 1 => vec![0.5],
+            Some(_) => {
+                let (matrix, rhs) = system(&ratios, hh, b_h, order);
+                solve(&matrix, &rhs)
+            }
+        };
+        let scale = -alpha_t * b_h;
+        for (difference, weight) in differences.iter().zip(&weights) {
+            x = x + difference.clone().mul_scalar(scale * weight);
+        }
+        if let Some(model_t) = corrected_output {
+            let last = weights[weights.len() - 1];
+            x = x + (model_t.clone() - m0.clone()).mul_scalar(scale * last);
+        }
+        x
+    }
+}
+
+/// The order × order system R, g of UniPC's weights: R_{ik} = r_k^i (with r = 1 appended for
+/// the corrector's own term) and g_i = i!·h_φ_{i+1}/B(h), where h_φ_1 = e^{hh} − 1 and
+/// h_φ_{k+1} = h_φ_k/hh − 1/k!.
+fn system(ratios: &[f64], hh: f64, b_h: f64, order: usize) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let mut rks = ratios.to_vec();
+    rks.push(1.0);
+    let mut h_phi_k = hh.exp_m1() / hh - 1.0;
+    let mut factorial = 1.0;
+    let mut matrix = Vec::with_capacity(order);
+    let mut rhs = Vec::with_capacity(order);
+    for i in 1..=order {
+        matrix.push(rks.iter().map(|r| r.powi(i as i32 - 1)).collect());
+        rhs.push(h_phi_k * factorial / b_h);
+        factorial *= (i + 1) as f64;
+        h_phi_k = h_phi_k / hh - 1.0 / factorial;
+    }
+    (matrix, rhs)
+}
+
+/// The leading `size` × `size` block of a matrix.
+fn truncate(matrix: &[Vec<f64>], size: usize) -> Vec<Vec<f64>> {
+    matrix
+        .iter()
+        .take(size)
+        .map(|row| row[..size].to_vec())
+        .collect()
+}
+
+/// Solves a small dense system by Gaussian elimination with partial pivoting.
+fn solve(matrix: &[Vec<f64>], rhs: &[f64]) -> Vec<f64> {
+    let n = rhs.len();
+    let mut a: Vec<Vec<f64>> = matrix.iter().map(|row| row[..n].to_vec()).collect();
+    let mut b = rhs.to_vec();
+    for column in 0..n {
+        let pivot = (column..n)
+            .max_by(|&i, &j| a[i][column].abs().total_cmp(&a[j][column].abs()))
+            .unwrap_or(column);
+        a.swap(column, pivot);
+        b.swap(column, pivot);
+        for row in column + 1..n {
+            let factor = a[row][column] / a[column][column];
+            for k in column..n {
+                a[row][k] -= factor * a[column][k];
+            }
+            b[row] -= factor * b[column];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let tail: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - tail) / a[row][row];
+    }
+    x
+}
+
+impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        index: usize,
+        output: Tensor<B, D>,
+        prediction: Prediction,
+        sample: Tensor<B, D>,
+        _rng: &mut R,
+    ) -> Result<Step<B, D>, SamplerError> {
+        let timestep = timestep_at(&self.timesteps, index)?;
+        let (alpha, _) = alpha_sigma(self.sigmas[index]);
+        let (x0, _) = clean_and_noise(
+            "UniPC",
+            output,
+            prediction,
+            sample.clone(),
+            alpha * alpha,
+            timestep,
+        )?;
+        let x0 = SampleClipping {
+            thresholding: self.config.thresholding,
+            ..SampleClipping::default()
+        }
+        .apply(x0);
+
+        let mut sample = sample;
+        if let (Some(last), true) = (&self.last_sample, index > 0) {
+            sample = self.update(last, index - 1, index, self.this_order, Some(&x0));
+        }
+        if self.history.len() == self.config.solver_order {
+            self.history.remove(0);
+        }
+        self.history.push((index, x0.clone()));
+
+        let steps = self.timesteps.len();
+        let mut order = self.config.solver_order;
+        if self.config.lower_order_final {
+            order = order.min(steps - index);
+        }
+        // A step to σ = 0 has h = ∞, where only the first-order update is finite.
+        if self.sigmas[index + 1] == 0.0 {
+            order = 1;
+        }
+        self.this_order = order.min(self.lower_order_nums + 1);
+        let next = self.update(&sample, index, index + 1, self.this_order, None);
+        self.last_sample = Some(sample);
+        if self.lower_order_nums < self.config.solver_order {
+            self.lower_order_nums += 1;
+        }
+        Ok(Step {
+            sample: next,
+            denoised: x0,
+        })
+    }
+}
