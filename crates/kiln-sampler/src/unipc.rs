@@ -216,10 +216,11 @@ fn solve(matrix: &[Vec<f64>], rhs: &[f64]) -> Vec<f64> {
             .unwrap_or(column);
         a.swap(column, pivot);
         b.swap(column, pivot);
+        let pivot_row = a[column].clone();
         for row in column + 1..n {
-            let factor = a[row][column] / a[column][column];
-            for k in column..n {
-                a[row][k] -= factor * a[column][k];
+            let factor = a[row][column] / pivot_row[column];
+            for (value, above) in a[row][column..].iter_mut().zip(&pivot_row[column..]) {
+                *value -= factor * above;
             }
             b[row] -= factor * b[column];
         }
