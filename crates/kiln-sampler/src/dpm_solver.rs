@@ -4,7 +4,7 @@ use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
-use crate::sigma_grid::{FinalSigmas, discrete_sigma_grid, lambda};
+use crate::sigma_grid::{FinalSigmas, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
 
 /// Which equation DPM-Solver++ integrates (diffusers' `algorithm_type`).
@@ -189,8 +189,8 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         let timestep = timestep_at(&self.timesteps, index)?;
         let sigma_s = self.sigmas[index];
         let sigma_t = self.sigmas[index + 1];
-        let alpha_s = 1.0 / (sigma_s * sigma_s + 1.0).sqrt();
-        let alpha_t = 1.0 / (sigma_t * sigma_t + 1.0).sqrt();
+        let (alpha_s, noise_s) = alpha_sigma(sigma_s);
+        let (alpha_t, noise_t) = alpha_sigma(sigma_t);
         let (x0, _) = clean_and_noise(
             "DPM-Solver++",
             output,
@@ -214,17 +214,13 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         let sde = self.config.algorithm_type == AlgorithmType::SdeDpmSolverPlusPlus;
         // Both variants: x_t = c_x x_s + w0 D0 + w1 D1 + w2 D2 (+ noise).
         let (c_x, w0) = if sde {
-            // (s_t/s_s) e^{−h} and α_t (1 − e^{−2h}); s_t/s_s = σ_t α_t/(σ_s α_s).
-            let decay = (-h).exp();
+            // (s_t/s_s) e^{−h} and α_t (1 − e^{−2h}).
             (
-                sigma_t * alpha_t / (sigma_s * alpha_s) * decay,
+                noise_t / noise_s * (-h).exp(),
                 -alpha_t * (-2.0 * h).exp_m1(),
             )
         } else {
-            (
-                sigma_t * alpha_t / (sigma_s * alpha_s),
-                -alpha_t * (-h).exp_m1(),
-            )
+            (noise_t / noise_s, -alpha_t * (-h).exp_m1())
         };
         let mut next = linear(&sample, c_x, &x0, w0);
         if order >= 2 {
@@ -256,7 +252,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             }
         }
         if sde && sigma_t > 0.0 {
-            let scale = sigma_t * alpha_t * (-(-2.0 * h).exp_m1()).sqrt();
+            let scale = noise_t * (-(-2.0 * h).exp_m1()).sqrt();
             let noise = standard_normal::<B, D>(x0.dims(), rng, &x0.device());
             next = next + noise.mul_scalar(scale);
         }
