@@ -8,7 +8,8 @@
 //!   DPM-Solver++) and an exact Gaussian-mixture denoiser for testing them;
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
-//! time) and [`pixels`] (images to tensors in [−1, 1] and back).
+//! time), [`pixels`] (images to tensors in [−1, 1] and back) and [`npy`] (arrays to and from
+//! NumPy files).
 //!
 //! Backends are Cargo features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu` (Vulkan,
 //! Metal, DX12, WebGPU) and `cuda`.
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod device;
+pub mod npy;
 pub mod pixels;
 
 pub use kiln_forward as forward;

@@ -47,7 +47,7 @@ pub use error::SamplerError;
 pub use euler::{Euler, EulerConfig};
 pub use heun::{Churn, Heun, HeunConfig};
 pub use kiln_forward::Prediction;
-pub use mixture::GaussianMixture;
+pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
 pub use sampler::{Sampler, Step, StepEvent, sample};
 pub use sigma_grid::FinalSigmas;

@@ -186,3 +186,46 @@ impl<B: Backend> Denoiser<B, 2> for GaussianMixture {
         crate::sampler::linear(&sample, on_sample, &x0, on_x0)
     }
 }
+
+/// The sliced Wasserstein-2 distance between two equal-size point sets in d dimensions
+/// (Rabin et al. 2011): the root mean, over `directions` random unit vectors θ drawn from
+/// `rng`, of the squared W2 distance between the projections ⟨x, θ⟩ of the two sets, which in
+/// one dimension pairs the sorted values.
+///
+/// `a` and `b` hold the points row by row (`dims` values each). Returns `None` when the sets
+/// differ in size, are empty, or `dims` does not divide their length.
+pub fn sliced_wasserstein_2(
+    a: &[f32],
+    b: &[f32],
+    dims: usize,
+    directions: usize,
+    rng: &mut (impl Rng + ?Sized),
+) -> Option<f64> {
+    if dims == 0 || a.len() != b.len() || a.is_empty() || a.len() % dims != 0 || directions == 0 {
+        return None;
+    }
+    let count = a.len() / dims;
+    let mut total = 0.0;
+    for _ in 0..directions {
+        let raw: Vec<f64> = (0..dims)
+            .map(|_| StandardNormal.sample(&mut *rng))
+            .collect();
+        let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let project = |points: &[f32]| {
+            let mut values: Vec<f64> = points
+                .chunks(dims)
+                .map(|p| p.iter().zip(&raw).map(|(x, t)| *x as f64 * t).sum::<f64>() / norm)
+                .collect();
+            values.sort_by(f64::total_cmp);
+            values
+        };
+        let (pa, pb) = (project(a), project(b));
+        total += pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            / count as f64;
+    }
+    Some((total / directions as f64).sqrt())
+}

@@ -8,7 +8,7 @@ use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
     Euler, EulerConfig, GaussianMixture, Heun, HeunConfig, Pndm, PndmConfig, Prediction,
-    SampleClipping, Sampler, UniPc, UniPcConfig, UniPcSolverType, sample,
+    SampleClipping, Sampler, UniPc, UniPcConfig, UniPcSolverType, sample, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -131,27 +131,16 @@ fn moments(points: &[[f64; 2]]) -> [[f64; 3]; 2] {
     })
 }
 
-/// Sliced Wasserstein-2 distance between two equal-size point sets, over 64 fixed directions.
+/// Sliced W2 over 64 directions from a fixed seed.
 fn sliced_w2(a: &[[f64; 2]], b: &[[f64; 2]]) -> f64 {
-    let directions = 64;
-    let mut total = 0.0;
-    for k in 0..directions {
-        let angle = std::f64::consts::PI * k as f64 / directions as f64;
-        let (c, s) = (angle.cos(), angle.sin());
-        let project = |points: &[[f64; 2]]| {
-            let mut values: Vec<f64> = points.iter().map(|p| c * p[0] + s * p[1]).collect();
-            values.sort_by(f64::total_cmp);
-            values
-        };
-        let (pa, pb) = (project(a), project(b));
-        total += pa
+    let flat = |points: &[[f64; 2]]| -> Vec<f32> {
+        points
             .iter()
-            .zip(&pb)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            / pa.len() as f64;
-    }
-    (total / directions as f64).sqrt()
+            .flat_map(|p| [p[0] as f32, p[1] as f32])
+            .collect()
+    };
+    let mut rng = StdRng::seed_from_u64(64);
+    sliced_wasserstein_2(&flat(a), &flat(b), 2, 64, &mut rng).unwrap()
 }
 
 #[test]
