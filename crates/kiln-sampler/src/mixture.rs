@@ -201,7 +201,12 @@ pub fn sliced_wasserstein_2(
     directions: usize,
     rng: &mut (impl Rng + ?Sized),
 ) -> Option<f64> {
-    if dims == 0 || a.len() != b.len() || a.is_empty() || a.len() % dims != 0 || directions == 0 {
+    if dims == 0
+        || a.len() != b.len()
+        || a.is_empty()
+        || !a.len().is_multiple_of(dims)
+        || directions == 0
+    {
         return None;
     }
     let count = a.len() / dims;
