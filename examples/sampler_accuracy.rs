@@ -10,8 +10,8 @@
 //! Prints a table of sliced Wasserstein-2 distances (128 random directions) between each
 //! sampler's samples and as many exact draws from the mixture, with the distance between two
 //! independent exact draws as the noise floor: a sampler at the floor is as good as exact.
-//! Every sampler uses `trailing` timesteps (so all start from pure noise at t = T − 1; PNDM
-//! has only `leading`) and its diffusers defaults otherwise.
+//! Every sampler uses `trailing` timesteps (so all start from pure noise at t = T − 1) and its
+//! diffusers defaults otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -203,11 +203,7 @@ fn build<B: Backend>(
     schedule: &NoiseSchedule,
     steps: usize,
 ) -> Result<Box<dyn Run<B>>, Error> {
-    let trailing = |end| TimestepGrid {
-        spacing: TimestepSpacing::Trailing,
-        steps_offset: 0,
-        end,
-    };
+    let trailing = |end| TimestepGrid::new(TimestepSpacing::Trailing, end);
     let last_step = trailing(GridEnd::AtLastStep);
     let no_clip = SampleClipping::default();
     let dpm = |solver_order, algorithm_type| DpmSolverConfig {
@@ -236,7 +232,14 @@ fn build<B: Backend>(
             schedule,
             steps,
         )?),
-        "pndm" => Box::new(Pndm::<B, 2>::new(PndmConfig::default(), schedule, steps)?),
+        "pndm" => Box::new(Pndm::<B, 2>::new(
+            PndmConfig {
+                grid: last_step,
+                ..PndmConfig::default()
+            },
+            schedule,
+            steps,
+        )?),
         "euler" | "euler_a" => Box::new(Euler::new(
             EulerConfig {
                 ancestral: name == "euler_a",
@@ -265,6 +268,7 @@ fn build<B: Backend>(
                 use_karras_sigmas: true,
                 churn: Some(churn),
                 grid: last_step,
+                ..HeunConfig::default()
             };
             Box::new(Heun::<B, 2>::new(config, schedule, steps)?)
         }

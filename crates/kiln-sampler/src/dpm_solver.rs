@@ -58,11 +58,7 @@ impl Default for DpmSolverConfig {
             final_sigmas_type: FinalSigmas::Zero,
             use_karras_sigmas: false,
             thresholding: None,
-            grid: TimestepGrid {
-                spacing: TimestepSpacing::Linspace,
-                steps_offset: 0,
-                end: GridEnd::BeforeZero,
-            },
+            grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
     }
 }
@@ -116,11 +112,7 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
                 },
             });
         }
-        SampleClipping {
-            thresholding: config.thresholding,
-            ..SampleClipping::default()
-        }
-        .validate()?;
+        SampleClipping::thresholding_only(config.thresholding).validate()?;
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
             config.use_karras_sigmas,
@@ -199,11 +191,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             alpha_s * alpha_s,
             timestep,
         )?;
-        let x0 = SampleClipping {
-            thresholding: self.config.thresholding,
-            ..SampleClipping::default()
-        }
-        .apply(x0);
+        let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
         if self.history.len() == self.config.solver_order {
             self.history.remove(0);
         }

@@ -24,11 +24,7 @@ impl Default for EulerConfig {
         Self {
             ancestral: false,
             use_karras_sigmas: false,
-            grid: TimestepGrid {
-                spacing: TimestepSpacing::Linspace,
-                steps_offset: 0,
-                end: GridEnd::AtLastStep,
-            },
+            grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
     }
 }

@@ -6,7 +6,7 @@ use rand::Rng;
 use crate::error::check_range;
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
-use crate::{Sampler, SamplerError};
+use crate::{SampleClipping, Sampler, SamplerError};
 
 /// The stochastic "churn" of Karras et al. 2022, Algorithm 2: before step i, noise raises σ_i
 /// to σ̂_i = (1 + γ_i) σ_i with γ_i = min(S_churn/N, √2 − 1) where σ_i ∈ [S_tmin, S_tmax], and
@@ -31,6 +31,8 @@ pub struct HeunConfig {
     pub use_karras_sigmas: bool,
     /// Stochastic churn (EDM's stochastic sampler); `None` is the deterministic Algorithm 1.
     pub churn: Option<Churn>,
+    /// Clipping of x̂_0 (diffusers' `clip_sample`, off by default).
+    pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default).
     pub grid: TimestepGrid,
 }
@@ -40,11 +42,8 @@ impl Default for HeunConfig {
         Self {
             use_karras_sigmas: false,
             churn: None,
-            grid: TimestepGrid {
-                spacing: TimestepSpacing::Linspace,
-                steps_offset: 0,
-                end: GridEnd::AtLastStep,
-            },
+            clipping: SampleClipping::thresholding_only(None),
+            grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
     }
 }
@@ -67,6 +66,7 @@ impl Default for HeunConfig {
 #[derive(Debug, Clone)]
 pub struct Heun<B: Backend, const D: usize> {
     grid: SigmaGrid,
+    clipping: SampleClipping,
     /// σ̂_i, the churned σ each step starts from (σ_i without churn).
     start_sigmas: Vec<f64>,
     s_noise: f64,
@@ -84,6 +84,7 @@ impl<B: Backend, const D: usize> Heun<B, D> {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
+        config.clipping.validate()?;
         let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
         let gamma = |sigma: f64| match config.churn {
             Some(c) if (c.s_tmin..=c.s_tmax).contains(&sigma) => {
@@ -119,6 +120,7 @@ impl<B: Backend, const D: usize> Heun<B, D> {
             s_noise: config.churn.map_or(1.0, |c| c.s_noise),
             start_sigmas,
             grid,
+            clipping: config.clipping,
             pending: None,
         })
     }
@@ -150,6 +152,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
         let timestep = timestep_at(&self.call_timesteps, index)?;
         let sigma = self.call_sigmas[index];
         let x0 = denoised("Heun", output, prediction, &sample, sigma, timestep)?;
+        let x0 = self.clipping.apply(x0);
         let corrector = index % 2 == 1;
         if corrector != self.pending.is_some() {
             return Err(SamplerError::OutOfOrder {

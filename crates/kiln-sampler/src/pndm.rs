@@ -1,6 +1,6 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
-use kiln_schedule::NoiseSchedule;
+use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
 use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
@@ -14,8 +14,26 @@ pub struct PndmConfig {
     pub skip_prk_steps: bool,
     /// Whether the step after the last goes to ᾱ = 1 rather than to ᾱ_0.
     pub set_alpha_to_one: bool,
-    /// Added to every timestep (PNDM always uses `leading` spacing).
-    pub steps_offset: usize,
+    /// The inference timesteps (`leading`, `steps_offset = 0` by default).
+    pub grid: TimestepGrid,
+}
+
+/// What one model call of PNDM is for.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// Stage `stage` (0–3) of a Runge–Kutta block from timestep `from`, transferring to `to`.
+    RungeKutta {
+        stage: usize,
+        from: usize,
+        to: usize,
+    },
+    /// A linear multistep step from `from` to `to` (None: the clean data). `repeat` marks the
+    /// warm-up call that redoes the first step with two noise estimates.
+    Multistep {
+        from: usize,
+        to: Option<usize>,
+        repeat: bool,
+    },
 }
 
 /// Pseudo numerical methods for diffusion models (Liu et al. 2022, "Pseudo Numerical Methods
@@ -27,41 +45,39 @@ pub struct PndmConfig {
 /// φ(x, e, t, t') = √(ᾱ_{t'}/ᾱ_t) x − (ᾱ_{t'} − ᾱ_t) e / (ᾱ_t √(1 − ᾱ_{t'}) + √(ᾱ_t (1 − ᾱ_t) ᾱ_{t'}))
 /// ```
 ///
-/// The first three steps use a 4-stage Runge–Kutta scheme (PRK: model calls at t, t − δ/2
-/// twice and t − δ, combined with weights 1/6, 1/3, 1/3, 1/6); the rest use the 4th-order
-/// linear multistep combination (55 e_0 − 59 e_1 + 37 e_2 − 9 e_3)/24 of the last four noise
-/// estimates (PLMS). With `skip_prk_steps`, PLMS starts at once with lower orders and one
-/// repeated call for its second step.
+/// The first three steps use a 4-stage Runge–Kutta scheme (PRK: model calls at t, at the
+/// midpoint m twice and at t', combined with weights 1/6, 1/3, 1/3, 1/6, every stage transferring
+/// from t); the rest use the 4th-order linear multistep combination
+/// (55 e_0 − 59 e_1 + 37 e_2 − 9 e_3)/24 of the last four noise estimates (PLMS). With
+/// `skip_prk_steps`, PLMS starts at once with lower orders and one repeated call for its
+/// second step. Every step goes to the next timestep of the grid (see [`Ddim`](crate::Ddim)
+/// on diffusers' t − ⌊T/N⌋).
 #[derive(Debug, Clone)]
 pub struct Pndm<B: Backend, const D: usize> {
     alphas_cumprod: Vec<f64>,
     final_alpha_cumprod: f64,
-    step_ratio: usize,
-    prk_steps: usize,
     timesteps: Vec<f64>,
-    counter: usize,
-    /// The noise estimates of past PLMS-relevant steps, newest last.
+    plan: Vec<Call>,
+    next_call: usize,
+    /// The noise estimates of past steps, newest last (at most four).
     ets: Vec<Tensor<B, D>>,
-    /// The running Runge–Kutta combination within a PRK block.
+    /// The running Runge–Kutta combination within a block.
     combined: Option<Tensor<B, D>>,
-    /// The sample a PRK block (or the repeated PLMS warm-up call) starts from.
+    /// The sample a Runge–Kutta block (or the repeated warm-up call) starts from.
     block_start: Option<Tensor<B, D>>,
 }
 
 impl<B: Backend, const D: usize> Pndm<B, D> {
-    /// PNDM over `schedule` in `steps` steps (9 more model calls than steps with PRK warm-up,
-    /// one more without). PRK warm-up needs at least 4 steps.
+    /// PNDM over `schedule` in `steps` steps (9 more model calls than steps with the
+    /// Runge–Kutta warm-up, which needs at least 4 steps; one more without).
     pub fn new(
         config: PndmConfig,
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        let train_timesteps = schedule.num_timesteps();
-        let grid = kiln_schedule::TimestepGrid {
-            steps_offset: config.steps_offset,
-            ..Default::default()
-        };
-        let base: Vec<usize> = grid.discrete_timesteps(train_timesteps, steps)?;
+        let grid = config
+            .grid
+            .discrete_timesteps(schedule.num_timesteps(), steps)?;
         if !config.skip_prk_steps && steps < 4 {
             return Err(SamplerError::OutOfRange {
                 name: "num_inference_steps",
@@ -69,23 +85,53 @@ impl<B: Backend, const D: usize> Pndm<B, D> {
                 expected: "at least 4 for PNDM's Runge-Kutta warm-up (or skip_prk_steps)",
             });
         }
-        let step_ratio = train_timesteps / steps;
-        // `base` runs from the largest timestep down.
-        let timesteps: Vec<usize> = if config.skip_prk_steps {
-            let mut plms = vec![base[0]];
-            plms.extend(base.iter().skip(1).take(1));
-            plms.extend(base.iter().skip(1));
-            plms
-        } else {
-            let half = step_ratio / 2;
-            // The first four timesteps d > c > b > a as three 4-stage blocks (d, c+h, c+h, c),
-            // (c, b+h, b+h, b), (b, a+h, a+h, a); PLMS then continues from a.
-            let prk = (0..3).flat_map(|block| {
-                let (from, to) = (base[block], base[block + 1]);
-                [from, to + half, to + half, to]
-            });
-            prk.chain(base.iter().skip(3).copied()).collect()
+        let multistep = |k: usize, repeat: bool| Call::Multistep {
+            from: grid[k],
+            to: grid.get(k + 1).copied(),
+            repeat,
         };
+        let plan: Vec<Call> = if config.skip_prk_steps {
+            let warm_up = (steps > 1).then(|| multistep(0, true));
+            std::iter::once(multistep(0, false))
+                .chain(warm_up)
+                .chain((1..steps).map(|k| multistep(k, false)))
+                .collect()
+        } else {
+            // Three blocks over the first three steps, then multistep from the fourth point.
+            let blocks = (0..3).flat_map(|k| {
+                let (from, to) = (grid[k], grid[k + 1]);
+                let midpoint = to + (from - to) / 2;
+                [midpoint, midpoint, to, to]
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(stage, to)| Call::RungeKutta { stage, from, to })
+            });
+            blocks
+                .chain((3..steps).map(|k| multistep(k, false)))
+                .collect()
+        };
+        // The model is called where each call starts: a block's first stage at t, each later
+        // stage where the one before it landed (m, m, t').
+        let timesteps = plan
+            .iter()
+            .enumerate()
+            .map(|(i, call)| match *call {
+                Call::RungeKutta { stage: 0, from, .. } => from,
+                Call::RungeKutta { .. } => match plan[i - 1] {
+                    Call::RungeKutta { to, .. } => to,
+                    Call::Multistep { from, .. } => from,
+                },
+                Call::Multistep {
+                    from, to, repeat, ..
+                } => {
+                    if repeat {
+                        to.unwrap_or(from)
+                    } else {
+                        from
+                    }
+                }
+            } as f64)
+            .collect();
         let alphas_cumprod = schedule.alphas_cumprod().to_vec();
         Ok(Self {
             final_alpha_cumprod: if config.set_alpha_to_one {
@@ -94,36 +140,35 @@ impl<B: Backend, const D: usize> Pndm<B, D> {
                 alphas_cumprod[0]
             },
             alphas_cumprod,
-            step_ratio,
-            prk_steps: if config.skip_prk_steps { 0 } else { 12 },
-            timesteps: timesteps.into_iter().map(|t| t as f64).collect(),
-            counter: 0,
+            timesteps,
+            plan,
+            next_call: 0,
             ets: Vec::with_capacity(4),
             combined: None,
             block_start: None,
         })
     }
 
-    /// φ: moves `sample` from `timestep` to `prev_timestep` with the model `output` (of kind
-    /// `prediction`, turned into a noise estimate at `timestep`). Returns the new sample and
-    /// the implied x̂_0.
+    /// φ: moves `sample` from timestep `from` to `to` with the model `output` (of kind
+    /// `prediction`, turned into a noise estimate at `from`). Returns the new sample and the
+    /// implied x̂_0.
     fn transfer(
         &self,
         sample: Tensor<B, D>,
-        timestep: usize,
-        prev_timestep: Option<usize>,
+        from: usize,
+        to: Option<usize>,
         output: Tensor<B, D>,
         prediction: Prediction,
-    ) -> Result<(Tensor<B, D>, Tensor<B, D>), SamplerError> {
-        let alpha = self.alphas_cumprod[timestep];
-        let alpha_prev = prev_timestep.map_or(self.final_alpha_cumprod, |t| self.alphas_cumprod[t]);
+    ) -> Result<Step<B, D>, SamplerError> {
+        let alpha = self.alphas_cumprod[from];
+        let alpha_prev = to.map_or(self.final_alpha_cumprod, |t| self.alphas_cumprod[t]);
         let (x0, eps) = clean_and_noise(
             "PNDM",
             output,
             prediction,
             sample.clone(),
             alpha,
-            timestep as f64,
+            from as f64,
         )?;
         let denominator =
             alpha * (1.0 - alpha_prev).sqrt() + (alpha * (1.0 - alpha) * alpha_prev).sqrt();
@@ -133,7 +178,18 @@ impl<B: Backend, const D: usize> Pndm<B, D> {
             &eps,
             -(alpha_prev - alpha) / denominator,
         );
-        Ok((next, x0))
+        Ok(Step {
+            sample: next,
+            denoised: x0,
+        })
+    }
+
+    /// Keeps the newest four noise estimates.
+    fn remember(&mut self, output: &Tensor<B, D>) {
+        if self.ets.len() == 4 {
+            self.ets.remove(0);
+        }
+        self.ets.push(output.clone());
     }
 }
 
@@ -150,92 +206,62 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Pndm<B, D> {
         sample: Tensor<B, D>,
         _rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
-        let timestep = timestep_at(&self.timesteps, index)? as usize;
-        if index != self.counter {
+        timestep_at(&self.timesteps, index)?;
+        if index != self.next_call {
             return Err(SamplerError::OutOfOrder {
                 sampler: "PNDM",
                 index,
-                expected: self.counter,
+                expected: self.next_call,
             });
         }
-        let counter = self.counter;
-        self.counter += 1;
-        let before = |t: usize, by: usize| t.checked_sub(by);
-
-        if counter < self.prk_steps {
-            // Stage s of a Runge–Kutta block that starts at the block's first timestep.
-            let stage = counter % 4;
-            let block_timestep = self.timesteps[counter / 4 * 4] as usize;
-            let prev = before(
-                timestep,
-                if counter % 2 == 1 {
-                    0
+        self.next_call += 1;
+        match self.plan[index] {
+            Call::RungeKutta { stage, from, to } => {
+                let weighted = |weight: f64| output.clone().mul_scalar(weight);
+                let so_far = self.combined.take();
+                let effective = match (stage, so_far) {
+                    (0, _) => {
+                        self.remember(&output);
+                        self.block_start = Some(sample.clone());
+                        self.combined = Some(weighted(1.0 / 6.0));
+                        output
+                    }
+                    (3, Some(so_far)) => so_far + weighted(1.0 / 6.0),
+                    (_, so_far) => {
+                        let term = weighted(1.0 / 3.0);
+                        self.combined = Some(so_far.map_or(term.clone(), |s| s + term));
+                        output
+                    }
+                };
+                let start = self.block_start.clone().unwrap_or(sample);
+                self.transfer(start, from, Some(to), effective, prediction)
+            }
+            Call::Multistep { from, to, repeat } => {
+                let mut start = sample;
+                let combined = if repeat {
+                    // Redo the first step with the mean of its two noise estimates.
+                    start = self.block_start.take().unwrap_or(start);
+                    (output + self.ets[0].clone()).mul_scalar(0.5)
                 } else {
-                    self.step_ratio / 2
-                },
-            );
-            let weighted = |weight: f64| output.clone().mul_scalar(weight);
-            let effective = match stage {
-                0 => {
-                    self.ets.push(output.clone());
-                    self.block_start = Some(sample.clone());
-                    self.combined = Some(weighted(1.0 / 6.0));
-                    output
-                }
-                1 | 2 => {
-                    let so_far = self.combined.take().unwrap_or_else(|| weighted(0.0));
-                    self.combined = Some(so_far + weighted(1.0 / 3.0));
-                    output
-                }
-                _ => {
-                    let so_far = self.combined.take().unwrap_or_else(|| weighted(0.0));
-                    so_far + weighted(1.0 / 6.0)
-                }
-            };
-            let start = self.block_start.clone().unwrap_or(sample);
-            let (next, x0) = self.transfer(start, block_timestep, prev, effective, prediction)?;
-            return Ok(Step {
-                sample: next,
-                denoised: x0,
-            });
+                    self.remember(&output);
+                    let e = &self.ets;
+                    match e.len() {
+                        1 => {
+                            self.block_start = Some(start.clone());
+                            output
+                        }
+                        2 => (e[1].clone().mul_scalar(3.0) - e[0].clone()).mul_scalar(0.5),
+                        3 => (e[2].clone().mul_scalar(23.0) - e[1].clone().mul_scalar(16.0)
+                            + e[0].clone().mul_scalar(5.0))
+                        .mul_scalar(1.0 / 12.0),
+                        _ => (e[3].clone().mul_scalar(55.0) - e[2].clone().mul_scalar(59.0)
+                            + e[1].clone().mul_scalar(37.0)
+                            - e[0].clone().mul_scalar(9.0))
+                        .mul_scalar(1.0 / 24.0),
+                    }
+                };
+                self.transfer(start, from, to, combined, prediction)
+            }
         }
-
-        // PLMS. The second call of a run without PRK repeats the first step with the average of
-        // two noise estimates (a Heun-like warm-up).
-        let (mut from, mut to) = (timestep, before(timestep, self.step_ratio));
-        if counter != 1 {
-            if self.ets.len() == 4 {
-                self.ets.remove(0);
-            }
-            self.ets.push(output.clone());
-        } else {
-            to = Some(timestep);
-            from = timestep + self.step_ratio;
-        }
-        let e = &self.ets;
-        let mut start = sample;
-        let combined = match (e.len(), counter) {
-            (1, 0) => {
-                self.block_start = Some(start.clone());
-                output
-            }
-            (1, 1) => {
-                start = self.block_start.take().unwrap_or(start);
-                (output + e[0].clone()).mul_scalar(0.5)
-            }
-            (2, _) => (e[1].clone().mul_scalar(3.0) - e[0].clone()).mul_scalar(0.5),
-            (3, _) => (e[2].clone().mul_scalar(23.0) - e[1].clone().mul_scalar(16.0)
-                + e[0].clone().mul_scalar(5.0))
-            .mul_scalar(1.0 / 12.0),
-            _ => (e[3].clone().mul_scalar(55.0) - e[2].clone().mul_scalar(59.0)
-                + e[1].clone().mul_scalar(37.0)
-                - e[0].clone().mul_scalar(9.0))
-            .mul_scalar(1.0 / 24.0),
-        };
-        let (next, x0) = self.transfer(start, from, to, combined, prediction)?;
-        Ok(Step {
-            sample: next,
-            denoised: x0,
-        })
     }
 }

@@ -47,6 +47,15 @@ impl Default for SampleClipping {
 }
 
 impl SampleClipping {
+    /// Dynamic thresholding alone, if any (the multistep solvers have no plain clamp).
+    pub const fn thresholding_only(thresholding: Option<DynamicThresholding>) -> Self {
+        Self {
+            clip_sample: false,
+            clip_sample_range: 1.0,
+            thresholding,
+        }
+    }
+
     /// Checks the settings.
     pub(crate) fn validate(&self) -> Result<(), SamplerError> {
         if self.clip_sample {

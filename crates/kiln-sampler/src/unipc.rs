@@ -45,11 +45,7 @@ impl Default for UniPcConfig {
             final_sigmas_type: FinalSigmas::Zero,
             use_karras_sigmas: false,
             thresholding: None,
-            grid: TimestepGrid {
-                spacing: TimestepSpacing::Linspace,
-                steps_offset: 0,
-                end: GridEnd::BeforeZero,
-            },
+            grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
     }
 }
@@ -98,11 +94,7 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
                 expected: "1, 2 or 3",
             });
         }
-        SampleClipping {
-            thresholding: config.thresholding,
-            ..SampleClipping::default()
-        }
-        .validate()?;
+        SampleClipping::thresholding_only(config.thresholding).validate()?;
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
             config.use_karras_sigmas,
@@ -256,11 +248,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
             alpha * alpha,
             timestep,
         )?;
-        let x0 = SampleClipping {
-            thresholding: self.config.thresholding,
-            ..SampleClipping::default()
-        }
-        .apply(x0);
+        let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
 
         let mut sample = sample;
         if let (Some(last), true) = (&self.last_sample, index > 0) {

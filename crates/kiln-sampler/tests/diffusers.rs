@@ -13,7 +13,7 @@ use kiln_sampler::{
     EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Pndm, PndmConfig, Prediction, Sampler,
     UniPc, UniPcConfig, sample,
 };
-use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid};
 use rand::{SeedableRng, rngs::StdRng};
 
 type B = Flex;
@@ -257,7 +257,10 @@ fn pndm_run(config: PndmConfig, beta_start: f64, prediction: Prediction) -> Tens
 #[test]
 fn pndm_timesteps_with_offset() {
     let config = PndmConfig {
-        steps_offset: 1,
+        grid: TimestepGrid {
+            steps_offset: 1,
+            ..TimestepGrid::default()
+        },
         ..PndmConfig::default()
     };
     let pndm = Pndm::<B, 4>::new(config, &linear(1000, 1e-4), 10).unwrap();

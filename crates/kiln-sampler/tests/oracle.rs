@@ -29,19 +29,11 @@ fn mixture() -> GaussianMixture {
     .unwrap()
 }
 
-const NO_CLIPPING: SampleClipping = SampleClipping {
-    clip_sample: false,
-    clip_sample_range: 1.0,
-    thresholding: None,
-};
+const NO_CLIPPING: SampleClipping = SampleClipping::thresholding_only(None);
 
 /// Every grid starts at t = T − 1 so all samplers integrate the same ODE interval.
 fn trailing(end: GridEnd) -> TimestepGrid {
-    TimestepGrid {
-        spacing: TimestepSpacing::Trailing,
-        steps_offset: 0,
-        end,
-    }
+    TimestepGrid::new(TimestepSpacing::Trailing, end)
 }
 
 /// A deterministic sampler by name, laid out for `steps` steps over a trailing grid.
@@ -71,6 +63,13 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
                 ..UniPcConfig::default()
             };
             Box::new(UniPc::<B, 2>::new(config, &schedule, steps).unwrap())
+        }
+        "pndm" => {
+            let config = PndmConfig {
+                grid: trailing(GridEnd::AtLastStep),
+                ..PndmConfig::default()
+            };
+            Box::new(Pndm::<B, 2>::new(config, &schedule, steps).unwrap())
         }
         "heun" => {
             let config = HeunConfig {
@@ -199,6 +198,7 @@ fn deterministic_samplers_converge_at_their_order() {
         ("heun", 1.2, 4.0),
         ("unipc2", 1.2, 4.0),
         ("unipc3", 1.2, 4.5),
+        ("pndm", 1.2, 4.5),
     ] {
         let reference = host(deterministic(name, 1000).run(&oracle, noise.clone()));
         let errors: Vec<f64> = [10, 20, 40, 80, 160]

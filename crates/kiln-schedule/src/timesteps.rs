@@ -63,6 +63,15 @@ pub struct TimestepGrid {
 }
 
 impl TimestepGrid {
+    /// A grid with the given spacing and end convention and no `steps_offset`.
+    pub const fn new(spacing: TimestepSpacing, end: GridEnd) -> Self {
+        Self {
+            spacing,
+            steps_offset: 0,
+            end,
+        }
+    }
+
     /// The N = `steps` inference timesteps for a schedule of T = `train_timesteps`, in
     /// decreasing order. `linspace` values are fractional (diffusers' σ-space samplers
     /// interpolate them); the other spacings give whole numbers.
