@@ -185,21 +185,23 @@ fn deterministic_samplers_converge_at_their_order() {
     let oracle = mixture();
     let noise =
         standard_normal::<B, 2>([512, 2], &mut StdRng::seed_from_u64(5), &Default::default());
-    let mut references = Vec::new();
-    let mut errors_at_160 = Vec::new();
     // Bands for the observed order: on this t-uniform trailing grid the steps are far from
     // uniform in log σ, so no solver is fully asymptotic by 160 steps; first-order solvers
-    // measure 0.65 and the multistep ones 1.4–2.8 (docs/samplers.md).
-    for (name, low, high) in [
-        ("ddim", 0.5, 1.5),
-        ("euler", 0.5, 1.5),
-        ("dpm++2m", 1.2, 4.0),
-        ("dpm++3m", 1.2, 4.0),
-        ("heun", 1.2, 4.0),
-        ("unipc2", 1.2, 4.0),
-        ("unipc3", 1.2, 4.5),
-        ("pndm", 1.2, 4.5),
-    ] {
+    // measure 0.65 and the others 1.4–2.8 (docs/samplers.md). First-order solvers are marked:
+    // the others must be 5× more accurate than DDIM at 160 steps.
+    let solvers = [
+        ("ddim", 0.5, 1.5, true),
+        ("euler", 0.5, 1.5, true),
+        ("dpm++2m", 1.2, 4.0, false),
+        ("dpm++3m", 1.2, 4.0, false),
+        ("heun", 1.2, 4.0, false),
+        ("unipc2", 1.2, 4.0, false),
+        ("unipc3", 1.2, 4.5, false),
+        ("pndm", 1.2, 4.5, false),
+    ];
+    let anchor = host(deterministic("dpm++2m", 1000).run(&oracle, noise.clone()));
+    let mut ddim_error_at_160 = f64::NAN;
+    for (name, low, high, first_order) in solvers {
         let reference = host(deterministic(name, 1000).run(&oracle, noise.clone()));
         let errors: Vec<f64> = [10, 20, 40, 80, 160]
             .iter()
@@ -216,25 +218,17 @@ fn deterministic_samplers_converge_at_their_order() {
             (low..=high).contains(&order),
             "{name}: observed order {order}"
         );
-        references.push((name, reference));
-        errors_at_160.push(errors[4]);
-    }
-    // The higher-order solvers are more accurate at equal cost.
-    assert!(errors_at_160[2] * 5.0 < errors_at_160[0]);
-    assert!(errors_at_160[3] * 5.0 < errors_at_160[0]);
-    for higher_order in &errors_at_160[2..] {
-        assert!(higher_order * 5.0 < errors_at_160[0]);
-    }
-    // All four solve the same ODE: their 1000-step solutions agree with the most accurate
-    // (DPM-Solver++ 2M) to within the first-order solvers' remaining error (about 0.16 × their
-    // 160-step error, by the 1/N trend).
-    let anchor = &references[2].1;
-    for ((name, reference), tolerance) in references
-        .iter()
-        .zip([0.02, 0.02, 0.0, 3e-3, 3e-3, 3e-3, 3e-3])
-    {
-        let distance = rms_distance(reference, anchor);
+        if name == "ddim" {
+            ddim_error_at_160 = errors[4];
+        } else if !first_order {
+            assert!(errors[4] * 5.0 < ddim_error_at_160, "{name}: {}", errors[4]);
+        }
+        // All solve the same ODE: their 1000-step solutions agree with DPM-Solver++ 2M's to
+        // within the first-order solvers' remaining error (about 0.16 × their 160-step error,
+        // by the 1/N trend), or far closer for the higher-order ones.
+        let distance = rms_distance(&reference, &anchor);
         println!("{name} at 1000 steps vs dpm++2m: {distance:.2e}");
+        let tolerance = if first_order { 0.02 } else { 1e-3 };
         assert!(distance <= tolerance, "{name} vs dpm++2m: {distance}");
     }
 }
