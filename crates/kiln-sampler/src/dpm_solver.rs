@@ -78,6 +78,10 @@ impl Default for DpmSolverConfig {
 ///
 /// and a third-order term with D2 from three steps. The SDE variant multiplies the first term
 /// by e^{−h}, uses (1 − e^{−2h}) in place of −(e^{−h} − 1) and adds s_t √(1 − e^{−2h}) z.
+///
+/// A step at index 0 starts a new trajectory, so one value can sample again and again. A run
+/// may also start at a later index (image-to-image from a partly noised input) on a sampler
+/// that has not stepped yet; its first steps are then of lower order.
 #[derive(Debug, Clone)]
 pub struct DpmSolver<B: Backend, const D: usize> {
     config: DpmSolverConfig,
@@ -192,11 +196,17 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             timestep,
         )?;
         let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
+        if index == 0 {
+            // A new trajectory: forget the last one's history.
+            self.history.clear();
+            self.lower_order_nums = 0;
+        }
         if self.history.len() == self.config.solver_order {
             self.history.remove(0);
         }
         self.history.push(x0.clone());
-        let order = self.order_at(index);
+        // Never reach back past the start of the trajectory.
+        let order = self.order_at(index).min(self.history.len()).min(index + 1);
 
         let h = lambda(sigma_t) - lambda(sigma_s);
         let sde = self.config.algorithm_type == AlgorithmType::SdeDpmSolverPlusPlus;

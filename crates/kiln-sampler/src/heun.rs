@@ -63,6 +63,8 @@ impl Default for HeunConfig {
 /// starts from x̂_i = x_i + S_noise √(σ̂_i² − σ_i²) z at σ̂_i instead of x_i at σ_i. The churn
 /// noise for step i + 1 is added at the end of step i (so [`Step::sample`] is the churned
 /// x̂_{i+1}), and the first step's is folded into the initial noise level.
+///
+/// Calls must come in order; one at index 0 starts a new trajectory.
 #[derive(Debug, Clone)]
 pub struct Heun<B: Backend, const D: usize> {
     grid: SigmaGrid,
@@ -75,6 +77,7 @@ pub struct Heun<B: Backend, const D: usize> {
     call_sigmas: Vec<f64>,
     /// After a predictor call: the sample it started from and its slope d_i.
     pending: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    next_call: usize,
 }
 
 impl<B: Backend, const D: usize> Heun<B, D> {
@@ -122,6 +125,7 @@ impl<B: Backend, const D: usize> Heun<B, D> {
             grid,
             clipping: config.clipping,
             pending: None,
+            next_call: 0,
         })
     }
 }
@@ -153,14 +157,19 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
         let sigma = self.call_sigmas[index];
         let x0 = denoised("Heun", output, prediction, &sample, sigma, timestep)?;
         let x0 = self.clipping.apply(x0);
-        let corrector = index % 2 == 1;
-        if corrector != self.pending.is_some() {
+        if index == 0 {
+            // A new trajectory.
+            self.pending = None;
+            self.next_call = 0;
+        }
+        if index != self.next_call {
             return Err(SamplerError::OutOfOrder {
                 sampler: "Heun",
                 index,
-                expected: if corrector { index - 1 } else { index + 1 },
+                expected: self.next_call,
             });
         }
+        self.next_call += 1;
         // Grid point k is where this call's step starts (predictor) or ends (corrector).
         let k = index.div_ceil(2);
         let next = match self.pending.take() {

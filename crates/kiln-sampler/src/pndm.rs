@@ -51,7 +51,8 @@ enum Call {
 /// (55 e_0 − 59 e_1 + 37 e_2 − 9 e_3)/24 of the last four noise estimates (PLMS). With
 /// `skip_prk_steps`, PLMS starts at once with lower orders and one repeated call for its
 /// second step. Every step goes to the next timestep of the grid (see [`Ddim`](crate::Ddim)
-/// on diffusers' t − ⌊T/N⌋).
+/// on diffusers' t − ⌊T/N⌋). Calls must come in order; one at index 0 starts a new
+/// trajectory.
 #[derive(Debug, Clone)]
 pub struct Pndm<B: Backend, const D: usize> {
     alphas_cumprod: Vec<f64>,
@@ -207,6 +208,13 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Pndm<B, D> {
         _rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         timestep_at(&self.timesteps, index)?;
+        if index == 0 {
+            // A new trajectory.
+            self.ets.clear();
+            self.combined = None;
+            self.block_start = None;
+            self.next_call = 0;
+        }
         if index != self.next_call {
             return Err(SamplerError::OutOfOrder {
                 sampler: "PNDM",

@@ -32,8 +32,9 @@ pub struct StepEvent<'a, B: Backend, const D: usize> {
 /// [`Sampler::timesteps`], each followed by [`Sampler::step`].
 ///
 /// This is diffusers' scheduler interface; [`sample`] drives it. A sampler keeps state between
-/// steps (the history of a multistep solver), so a value samples one trajectory batch at a
-/// time, and steps must be taken in order from index 0.
+/// steps (the history of a multistep solver), so a value samples one trajectory at a time,
+/// taking steps in order; a step at index 0 starts a new trajectory, so the same value can
+/// sample again.
 pub trait Sampler<B: Backend, const D: usize> {
     /// The timestep of each model call, in order.
     fn timesteps(&self) -> &[f64];

@@ -65,6 +65,9 @@ impl Default for UniPcConfig {
 ///
 /// where the weights solve R a = g with R_{ik} = r_k^{i−1} and g_i = i!·φ_{i+1}(−h)/B(h)
 /// (φ the exponential-integrator functions); p = 2 uses a = ½ and p = 1 the corrector c = ½.
+///
+/// A step at index 0 starts a new trajectory; a run may also start at a later index on a
+/// sampler that has not stepped yet, as diffusers' image-to-image does.
 #[derive(Debug, Clone)]
 pub struct UniPc<B: Backend, const D: usize> {
     config: UniPcConfig,
@@ -250,6 +253,12 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         )?;
         let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
 
+        if index == 0 {
+            // A new trajectory: forget the last one's history.
+            self.history.clear();
+            self.last_sample = None;
+            self.lower_order_nums = 0;
+        }
         let mut sample = sample;
         if let (Some(last), true) = (&self.last_sample, index > 0) {
             sample = self.update(last, index - 1, index, self.this_order, Some(&x0));
@@ -268,7 +277,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         if self.sigmas[index + 1] == 0.0 {
             order = 1;
         }
-        self.this_order = order.min(self.lower_order_nums + 1);
+        self.this_order = order.min(self.lower_order_nums + 1).min(self.history.len());
         let next = self.update(&sample, index, index + 1, self.this_order, None);
         self.last_sample = Some(sample);
         if self.lower_order_nums < self.config.solver_order {

@@ -4,8 +4,9 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, Euler,
-    EulerConfig, FnDenoiser, Prediction, SampleClipping, Sampler, SamplerError, sample,
+    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, Euler,
+    EulerConfig, FnDenoiser, Heun, Pndm, Prediction, SampleClipping, Sampler, SamplerError, UniPc,
+    sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -193,4 +194,69 @@ fn the_callback_sees_every_step_in_order() {
     let indices: Vec<usize> = seen.iter().map(|s| s.0).collect();
     assert_eq!(indices, (0..7).collect::<Vec<_>>());
     assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), expected);
+}
+
+/// Every sampler can be reused: a second run from index 0 repeats the first exactly.
+#[test]
+fn samplers_can_sample_twice() {
+    let s = schedule();
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 1500.0)
+    });
+    let noise = standard_normal::<B, 2>([8, 2], &mut StdRng::seed_from_u64(3), &Default::default());
+    fn twice<S: Sampler<B, 2>>(
+        mut sampler: S,
+        model: &impl Denoiser<B, 2>,
+        noise: &Tensor<B, 2>,
+    ) -> f32 {
+        let first = sample(
+            &mut sampler,
+            model,
+            noise.clone(),
+            &mut StdRng::seed_from_u64(4),
+            |_| {},
+        )
+        .unwrap();
+        let second = sample(
+            &mut sampler,
+            model,
+            noise.clone(),
+            &mut StdRng::seed_from_u64(4),
+            |_| {},
+        )
+        .unwrap();
+        (first - second).abs().max().into_scalar()
+    }
+    let order3 = DpmSolverConfig {
+        solver_order: 3,
+        ..DpmSolverConfig::default()
+    };
+    let differences = [
+        twice(
+            DpmSolver::<B, 2>::new(order3, &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            UniPc::<B, 2>::new(Default::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            Heun::<B, 2>::new(Default::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            Pndm::<B, 2>::new(Default::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            Ddpm::new(DdpmConfig::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+    ];
+    assert!(differences.iter().all(|&d| d == 0.0), "{differences:?}");
 }
