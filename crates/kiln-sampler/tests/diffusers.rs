@@ -112,12 +112,13 @@ fn ddim_full_loop_with_and_without_set_alpha_to_one() {
     }
 }
 
-/// `add_noise` at the 9th of 10 timesteps (kiln-forward's q_sample), then the last two steps.
-#[test]
-fn ddim_full_loop_with_noise() {
-    let schedule = linear(1000, 1e-4);
-    let mut ddim = Ddim::new(DdimConfig::default(), &schedule, 10).unwrap();
-    let timesteps = <Ddim as Sampler<B, 4>>::timesteps(&ddim).to_vec();
+/// diffusers' `full_loop_with_noise`: `add_noise` (kiln-forward's q_sample) at the 9th of 10
+/// timesteps, then the last two steps.
+fn noised_then_last_two_steps(
+    sampler: &mut impl Sampler<B, 4>,
+    schedule: NoiseSchedule,
+) -> Tensor<B, 4> {
+    let timesteps = sampler.timesteps().to_vec();
     let forward = ForwardProcess::<B>::new(schedule, &Default::default());
     let start = timesteps[8] as usize;
     let mut x = forward
@@ -127,11 +128,19 @@ fn ddim_full_loop_with_noise() {
     let mut rng = StdRng::seed_from_u64(0);
     for (index, &t) in timesteps.iter().enumerate().skip(8) {
         let output = model.denoise(x.clone(), t);
-        x = ddim
+        x = sampler
             .step(index, output, Prediction::Epsilon, x, &mut rng)
             .unwrap()
             .sample;
     }
+    x
+}
+
+#[test]
+fn ddim_full_loop_with_noise() {
+    let schedule = linear(1000, 1e-4);
+    let mut ddim = Ddim::new(DdimConfig::default(), &schedule, 10).unwrap();
+    let x = noised_then_last_two_steps(&mut ddim, schedule);
     assert_sum_and_mean(x, 354.5418, 0.4616);
 }
 
@@ -313,7 +322,7 @@ fn unipc_full_loops() {
     assert_mean(unipc_run(true, Prediction::V), 0.1966);
 }
 
-/// `add_noise` at the 9th of 10 timesteps, then the last two steps from a fresh scheduler.
+/// From a fresh scheduler, so the first of the two steps is first order.
 #[test]
 fn unipc_full_loop_with_noise() {
     let schedule = linear(1000, 1e-4);
@@ -322,20 +331,6 @@ fn unipc_full_loop_with_noise() {
         ..UniPcConfig::default()
     };
     let mut unipc = UniPc::<B, 4>::new(config, &schedule, 10).unwrap();
-    let timesteps = unipc.timesteps().to_vec();
-    let forward = ForwardProcess::<B>::new(schedule, &Default::default());
-    let start = timesteps[8] as usize;
-    let mut x = forward
-        .q_sample(deterministic(false), &[start; 4], deterministic(true))
-        .unwrap();
-    let model = dummy(Prediction::Epsilon);
-    let mut rng = StdRng::seed_from_u64(0);
-    for (index, &t) in timesteps.iter().enumerate().skip(8) {
-        let output = model.denoise(x.clone(), t);
-        x = unipc
-            .step(index, output, Prediction::Epsilon, x, &mut rng)
-            .unwrap()
-            .sample;
-    }
+    let x = noised_then_last_two_steps(&mut unipc, schedule);
     assert_sum_and_mean(x, 315.5757, 0.4109);
 }
