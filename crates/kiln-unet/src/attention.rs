@@ -1,0 +1,85 @@
+use burn::module::Module;
+use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Multi-head self-attention over the pixels of a feature map, with a residual connection
+/// (Ho et al. 2020, Appendix B; diffusers' `Attention` as built by `AttnDownBlock2D`):
+///
+/// ```text
+/// n = GroupNorm(x) as [b, h·w, c] (or x itself without the norm);  Q, K, V = n W_q, n W_k, n W_v split into heads of size d
+/// y = x + (softmax(Q Kᵀ/√d) V, heads joined) W_out
+/// ```
+#[derive(Module, Debug)]
+pub struct AttentionBlock<B: Backend> {
+    /// GroupNorm on the input (absent in the middle block of scale-shift models, as in
+    /// diffusers' `UNetMidBlock2D`).
+    pub group_norm: Option<GroupNorm<B>>,
+    /// Query projection.
+    pub to_q: Linear<B>,
+    /// Key projection.
+    pub to_k: Linear<B>,
+    /// Value projection.
+    pub to_v: Linear<B>,
+    /// Output projection.
+    pub to_out: Linear<B>,
+    heads: usize,
+}
+
+impl<B: Backend> AttentionBlock<B> {
+    /// Attention over `channels` channels in `heads` heads, normalised by GroupNorm of
+    /// `groups` groups (with ε `eps`) unless `groups` is `None`.
+    pub(crate) fn new(
+        channels: usize,
+        heads: usize,
+        groups: Option<usize>,
+        eps: f64,
+        device: &B::Device,
+    ) -> Self {
+        let linear = || LinearConfig::new(channels, channels).init(device);
+        Self {
+            group_norm: groups.map(|groups| {
+                GroupNormConfig::new(groups, channels)
+                    .with_epsilon(eps)
+                    .init(device)
+            }),
+            to_q: linear(),
+            to_k: linear(),
+            to_v: linear(),
+            to_out: linear(),
+            heads,
+        }
+    }
+
+    /// `[b, c, h, w]` → `[b, c, h, w]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, channels, height, width] = x.dims();
+        let tokens = height * width;
+        let head_dim = channels / self.heads;
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
+        let normed: Tensor<B, 3> = normed.reshape([batch, channels, tokens]).swap_dims(1, 2);
+        let split = |projection: &Linear<B>| -> Tensor<B, 4> {
+            projection
+                .forward(normed.clone())
+                .reshape([batch, tokens, self.heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (split(&self.to_q), split(&self.to_k), split(&self.to_v));
+        let scores = q
+            .matmul(k.transpose())
+            .mul_scalar(1.0 / (head_dim as f64).sqrt());
+        let attended = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, tokens, channels]);
+        let out: Tensor<B, 4> = self
+            .to_out
+            .forward(attended)
+            .swap_dims(1, 2)
+            .reshape([batch, channels, height, width]);
+        x + out
+    }
+}

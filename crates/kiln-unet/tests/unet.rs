@@ -1,0 +1,127 @@
+//! The UNet's architecture against diffusers' `UNet2DModel` (parameter counts from
+//! `fixtures/param_counts.py`), its shapes, conditioning and input checks.
+
+use burn::backend::Flex;
+use burn::module::Module;
+use burn::tensor::{Int, Tensor};
+use kiln_unet::{UNetConfig, UNetError};
+
+type B = Flex;
+
+/// Parameter counts printed by `fixtures/param_counts.py` for the same architectures.
+#[test]
+fn parameter_counts_equal_diffusers() {
+    let device = Default::default();
+    let count = |config: UNetConfig| config.init::<B>(&device).unwrap().num_params();
+    assert_eq!(count(UNetConfig::tiny(1)), 701_345);
+    assert_eq!(
+        count(UNetConfig::tiny(3).with_num_class_embeds(Some(11))),
+        703_907
+    );
+    assert_eq!(count(UNetConfig::faces64(3)), 27_659_075);
+    assert_eq!(count(UNetConfig::ddpm_cifar10()), 35_746_307);
+    assert_eq!(count(UNetConfig::ddpm_celebahq256()), 113_673_219);
+}
+
+#[test]
+fn output_has_the_input_shape() {
+    let device = Default::default();
+    for (config, size) in [
+        (UNetConfig::tiny(1), 16),
+        (UNetConfig::tiny(3), 24),
+        (UNetConfig::ddpm_cifar10(), 32),
+    ] {
+        let model = config.init::<B>(&device).unwrap();
+        let channels = config.in_channels;
+        let x = Tensor::<B, 4>::ones([2, channels, size, size], &device);
+        let t = Tensor::<B, 1>::from_floats([3.0, 700.5], &device);
+        let y = model.forward(x, t, None).unwrap();
+        assert_eq!(y.dims(), [2, config.out_channels, size, size]);
+    }
+}
+
+#[test]
+fn class_labels_change_the_output_and_none_is_the_null_label() {
+    let device = Default::default();
+    let model = UNetConfig::tiny(1)
+        .with_num_class_embeds(Some(4))
+        .init::<B>(&device)
+        .unwrap();
+    let x = Tensor::<B, 4>::ones([2, 1, 8, 8], &device);
+    let t = Tensor::<B, 1>::from_floats([10.0, 10.0], &device);
+    let run = |labels: Option<[i64; 2]>| {
+        let labels = labels.map(|l| Tensor::<B, 1, Int>::from_ints(l, &device));
+        model.forward(x.clone(), t.clone(), labels).unwrap()
+    };
+    let difference =
+        |a: Tensor<B, 4>, b: Tensor<B, 4>| -> f32 { (a - b).abs().max().into_scalar() };
+    assert!(difference(run(Some([0, 0])), run(Some([1, 1]))) > 1e-4);
+    assert_eq!(difference(run(None), run(Some([3, 3]))), 0.0);
+}
+
+#[test]
+fn timesteps_change_the_output() {
+    let device = Default::default();
+    let model = UNetConfig::tiny(1).init::<B>(&device).unwrap();
+    let x = Tensor::<B, 4>::ones([1, 1, 8, 8], &device);
+    let at = |t: f32| {
+        model
+            .forward(x.clone(), Tensor::from_floats([t], &device), None)
+            .unwrap()
+    };
+    let difference: f32 = (at(1.0) - at(900.0)).abs().max().into_scalar();
+    assert!(difference > 1e-4);
+}
+
+#[test]
+fn bad_inputs_and_configs_are_errors() {
+    let device = Default::default();
+    let model = UNetConfig::tiny(1).init::<B>(&device).unwrap();
+    let t = Tensor::<B, 1>::from_floats([1.0], &device);
+    let odd = Tensor::<B, 4>::ones([1, 1, 9, 8], &device);
+    assert!(matches!(
+        model.forward(odd, t.clone(), None),
+        Err(UNetError::Input { .. })
+    ));
+    let rgb = Tensor::<B, 4>::ones([1, 3, 8, 8], &device);
+    assert!(matches!(
+        model.forward(rgb, t.clone(), None),
+        Err(UNetError::Input { .. })
+    ));
+    let gray = Tensor::<B, 4>::ones([1, 1, 8, 8], &device);
+    let labels = Some(Tensor::<B, 1, Int>::from_ints([0], &device));
+    assert!(matches!(
+        model.forward(gray, t, labels),
+        Err(UNetError::Input { .. })
+    ));
+
+    let bad = |config: UNetConfig| config.init::<B>(&device).unwrap_err();
+    assert!(matches!(
+        bad(UNetConfig::new(vec![], vec![])),
+        UNetError::Config {
+            field: "block_out_channels",
+            ..
+        }
+    ));
+    assert!(matches!(
+        bad(UNetConfig::new(vec![32], vec![true, false])),
+        UNetError::Config {
+            field: "attention",
+            ..
+        }
+    ));
+    assert!(matches!(
+        bad(UNetConfig::new(vec![30], vec![false])),
+        UNetError::Config {
+            field: "block_out_channels",
+            ..
+        }
+    ));
+    assert!(matches!(
+        bad(UNetConfig::new(vec![32], vec![true]).with_attention_head_dim(Some(5))),
+        UNetError::Config {
+            field: "attention_head_dim",
+            ..
+        }
+    ));
+}
