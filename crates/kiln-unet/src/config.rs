@@ -62,6 +62,30 @@ pub enum UNetError {
         /// What is wrong.
         problem: String,
     },
+    /// A diffusers configuration uses a feature Kiln does not implement.
+    #[error("unsupported {field}: {value}")]
+    Unsupported {
+        /// The `config.json` field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A file could not be read or parsed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The weights do not fit the model.
+    #[error("{path}: {problem}")]
+    Weights {
+        /// The weights file.
+        path: String,
+        /// The first mismatch (a missing, unused or wrongly shaped tensor).
+        problem: String,
+    },
     /// The input does not fit the model.
     #[error("input of shape {shape:?}: {problem}")]
     Input {

@@ -16,6 +16,7 @@
 
 mod attention;
 mod config;
+mod diffusers;
 mod embedding;
 mod resample;
 mod resnet;
@@ -23,6 +24,7 @@ mod unet;
 
 pub use attention::AttentionBlock;
 pub use config::{UNetConfig, UNetError};
+pub use diffusers::load_diffusers;
 pub use embedding::{TimestepEmbedding, sinusoidal_embedding};
 pub use resample::{Downsample, Upsample};
 pub use resnet::ResnetBlock;
