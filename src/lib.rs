@@ -6,6 +6,8 @@
 //!   loss weights;
 //! - [`sampler`] (`kiln-sampler`): the `Denoiser` trait, the samplers (DDPM, DDIM, Euler,
 //!   DPM-Solver++) and an exact Gaussian-mixture denoiser for testing them;
+//! - [`unet`] (`kiln-unet`): the noise-prediction UNet, diffusers checkpoint import and Kiln's
+//!   own self-describing checkpoints;
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
 //! time), [`pixels`] (images to tensors in [−1, 1] and back) and [`npy`] (arrays to and from
@@ -22,4 +24,5 @@ pub mod pixels;
 
 pub use kiln_forward as forward;
 pub use kiln_sampler as sampler;
+pub use kiln_unet as unet;
 pub use kiln_schedule as schedule;

@@ -1,5 +1,6 @@
 use burn::config::Config;
-use burn::tensor::backend::Backend;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Tensor, backend::Backend};
 use thiserror::Error;
 
 use crate::UNet;
@@ -138,9 +139,15 @@ impl UNetConfig {
     }
 
     /// Checks the configuration and builds the module on `device`.
+    ///
+    /// burn initialises parameters lazily, at first use, so their random draws would follow
+    /// the order of the first forward pass; every parameter is initialised here instead, in
+    /// module order, so that `B::seed(device, s)` before `init` always gives the same weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, UNetError> {
         self.validate()?;
-        Ok(UNet::new(self, device))
+        let model = UNet::new(self, device);
+        model.visit(&mut Materialize);
+        Ok(model)
     }
 
     /// The time embedding's width, 4 × `block_out_channels[0]`.
@@ -207,5 +214,14 @@ impl UNetConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// Forces the lazy initialisation of every float parameter it visits.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
     }
 }

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod attention;
+mod checkpoint;
 mod config;
 mod diffusers;
 mod embedding;
@@ -23,6 +24,7 @@ mod resnet;
 mod unet;
 
 pub use attention::AttentionBlock;
+pub use checkpoint::{load_checkpoint, load_weights, read_config, save_checkpoint};
 pub use config::{UNetConfig, UNetError};
 pub use diffusers::load_diffusers;
 pub use embedding::{TimestepEmbedding, sinusoidal_embedding};

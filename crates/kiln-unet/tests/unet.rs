@@ -125,3 +125,58 @@ fn bad_inputs_and_configs_are_errors() {
         }
     ));
 }
+
+/// Every parameter (the class embedding included) gets a non-zero gradient from a loss on the
+/// output.
+#[test]
+fn gradients_reach_every_parameter() {
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::module::{ModuleVisitor, Param};
+
+    type A = Autodiff<B>;
+    struct Check<'a> {
+        grads: &'a Gradients,
+        seen: usize,
+        zero: Vec<String>,
+    }
+    impl ModuleVisitor<A> for Check<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
+            self.seen += 1;
+            let gradient = param.val().grad(self.grads);
+            let magnitude: f32 = gradient.map_or(0.0, |g| g.abs().sum().into_scalar());
+            if magnitude == 0.0 {
+                self.zero.push(format!("{:?}", param.val().dims()));
+            }
+        }
+    }
+
+    let device = Default::default();
+    let config = UNetConfig::tiny(1)
+        .with_scale_shift(true)
+        .with_num_class_embeds(Some(3));
+    let model = config.init::<A>(&device).unwrap();
+    let x = Tensor::<A, 4>::ones([2, 1, 8, 8], &device);
+    let t = Tensor::<A, 1>::from_floats([3.0, 600.0], &device);
+    let labels = Tensor::<A, 1, Int>::from_ints([0, 1], &device);
+    let loss = model
+        .forward(x, t, Some(labels))
+        .unwrap()
+        .powi_scalar(2)
+        .mean();
+    let grads = loss.backward();
+    let mut check = Check {
+        grads: &grads,
+        seen: 0,
+        zero: Vec::new(),
+    };
+    model.visit(&mut check);
+    assert!(check.seen > 20);
+    // Labels 0 and 1 are used, so only the null label's row (index 2) has no gradient: the
+    // embedding table is one parameter, whose gradient is non-zero as a whole.
+    assert!(
+        check.zero.is_empty(),
+        "parameters without gradient: {:?}",
+        check.zero
+    );
+}
