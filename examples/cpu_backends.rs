@@ -15,7 +15,7 @@
 //! allocator: with glibc's, every large tensor is a fresh `mmap` that page-faults on first touch
 //! (docs/performance.md has the figures).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::backend::Autodiff;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -32,6 +32,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::{ForwardProcess, standard_normal};
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
+use kiln::timing::median_time;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// Times q_sample and a UNet-like block (forward + backward) on one CPU backend.
@@ -88,19 +89,6 @@ impl BackendTask for Bench {
         let block = median_time(iterations, || block.step(input.clone()));
         Timings { q_sample, block }
     }
-}
-
-fn median_time(iterations: usize, mut work: impl FnMut()) -> Duration {
-    work();
-    let mut times: Vec<Duration> = (0..iterations)
-        .map(|_| {
-            let start = Instant::now();
-            work();
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
 }
 
 /// The UNet-like block of the measurement.

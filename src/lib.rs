@@ -10,8 +10,8 @@
 //!   own self-describing checkpoints;
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
-//! time), [`pixels`] (images to tensors in [−1, 1] and back) and [`npy`] (arrays to and from
-//! NumPy files).
+//! time), [`pixels`] (images to tensors in [−1, 1] and back), [`npy`] (arrays to and from
+//! NumPy files) and [`timing`] (median wall times).
 //!
 //! Backends are Cargo features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu` (Vulkan,
 //! Metal, DX12, WebGPU) and `cuda`.
@@ -21,8 +21,9 @@
 pub mod device;
 pub mod npy;
 pub mod pixels;
+pub mod timing;
 
 pub use kiln_forward as forward;
 pub use kiln_sampler as sampler;
-pub use kiln_unet as unet;
 pub use kiln_schedule as schedule;
+pub use kiln_unet as unet;
