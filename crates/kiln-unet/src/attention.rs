@@ -3,6 +3,8 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::norm::group_norm;
+
 /// Multi-head self-attention over the pixels of a feature map, with a residual connection
 /// (Ho et al. 2020, Appendix B; diffusers' `Attention` as built by `AttnDownBlock2D`):
 ///
@@ -57,7 +59,7 @@ impl<B: Backend> AttentionBlock<B> {
         let tokens = height * width;
         let head_dim = channels / self.heads;
         let normed = match &self.group_norm {
-            Some(norm) => norm.forward(x.clone()),
+            Some(norm) => group_norm(norm, x.clone()),
             None => x.clone(),
         };
         let normed: Tensor<B, 3> = normed.reshape([batch, channels, tokens]).swap_dims(1, 2);

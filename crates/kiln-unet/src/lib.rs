@@ -19,6 +19,7 @@ mod checkpoint;
 mod config;
 mod diffusers;
 mod embedding;
+mod norm;
 mod resample;
 mod resnet;
 mod unet;

@@ -4,6 +4,7 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, Linea
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::norm::{add_per_channel, group_norm, scale_shift};
 use crate::resample::conv3x3;
 
 /// A residual block with time conditioning (Ho et al. 2020, Appendix B; diffusers'
@@ -76,17 +77,15 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// `[batch, input, h, w]` and the `[batch, time_channels]` embedding → `[batch, output, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>, embedding: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
         let projected = self.time_emb_proj.forward(silu(embedding));
-        let [batch, channels] = projected.dims();
-        let projected: Tensor<B, 4> = projected.reshape([batch, channels, 1, 1]);
         let h = if self.scale_shift {
-            let half = channels / 2;
+            let half = projected.dims()[1] / 2;
             let scale = projected.clone().narrow(1, 0, half);
             let shift = projected.narrow(1, half, half);
-            self.norm2.forward(h) * (scale + 1.0) + shift
+            scale_shift(group_norm(&self.norm2, h), scale, shift)
         } else {
-            self.norm2.forward(h + projected)
+            group_norm(&self.norm2, add_per_channel(h, projected))
         };
         let h = self.conv2.forward(self.dropout.forward(silu(h)));
         let skip = match &self.conv_shortcut {

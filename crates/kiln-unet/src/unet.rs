@@ -4,6 +4,7 @@ use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor, backend::Backend};
 
+use crate::norm::group_norm;
 use crate::resample::conv3x3;
 use crate::resnet::ResnetSpec;
 use crate::{
@@ -226,7 +227,9 @@ impl<B: Backend> UNet<B> {
                 h = up.forward(h);
             }
         }
-        Ok(self.conv_out.forward(silu(self.conv_norm_out.forward(h))))
+        Ok(self
+            .conv_out
+            .forward(silu(group_norm(&self.conv_norm_out, h))))
     }
 
     fn check_input(
