@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::config::{Config, config_to_json};
 use burn::tensor::backend::Backend;
-use burn_store::{ModuleSnapshot, SafetensorsStore};
+use burn_store::{ApplyResult, ModuleSnapshot, SafetensorsStore};
 use safetensors::SafeTensors;
 
 use crate::{UNet, UNetConfig, UNetError};
@@ -55,7 +55,31 @@ pub fn load_weights<B: Backend>(mut model: UNet<B>, path: &Path) -> Result<UNet<
         path: path.display().to_string(),
         message: error.to_string(),
     })?;
-    let problem = result
+    match first_problem(&result) {
+        Some(problem) => Err(UNetError::Weights {
+            path: path.display().to_string(),
+            problem,
+        }),
+        None => Ok(model),
+    }
+}
+
+/// The first thing wrong with a load: an error (a shape or type mismatch), a tensor of the
+/// module that the file lacks, or a tensor of the file that has no place in the module.
+pub(crate) fn first_problem(result: &ApplyResult) -> Option<String> {
+    // burn-store lists a norm's `weight`/`bias` as unused even when it applied them as
+    // `gamma`/`beta` (burn-store 0.21, `ApplyResult::unused`); only the rest are unused.
+    let applied_as = |path: &str| {
+        let alias = path
+            .strip_suffix(".weight")
+            .map(|stem| format!("{stem}.gamma"))
+            .or_else(|| {
+                path.strip_suffix(".bias")
+                    .map(|stem| format!("{stem}.beta"))
+            });
+        alias.is_some_and(|alias| result.applied.contains(&alias))
+    };
+    result
         .errors
         .first()
         .map(ToString::to_string)
@@ -68,16 +92,10 @@ pub fn load_weights<B: Backend>(mut model: UNet<B>, path: &Path) -> Result<UNet<
         .or_else(|| {
             result
                 .unused
-                .first()
-                .map(|name| format!("tensor {name} has no place in the model"))
-        });
-    match problem {
-        Some(problem) => Err(UNetError::Weights {
-            path: path.display().to_string(),
-            problem,
-        }),
-        None => Ok(model),
-    }
+                .iter()
+                .find(|path| !applied_as(path))
+                .map(|path| format!("tensor {path} has no place in the model"))
+        })
 }
 
 /// The configuration stored in a checkpoint's metadata.

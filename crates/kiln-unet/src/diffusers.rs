@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::Deserialize;
 
+use crate::checkpoint::first_problem;
 use crate::{UNet, UNetConfig, UNetError};
 
 /// The fields of a diffusers `UNet2DModel` `config.json` that decide the architecture, with
@@ -242,29 +243,7 @@ pub fn load_diffusers<B: Backend>(
         path: weights.display().to_string(),
         message: error.to_string(),
     })?;
-    let problem = if let Some(error) = result.errors.first() {
-        Some(error.to_string())
-    } else if let Some((path, _)) = result.missing.first() {
-        Some(format!("no tensor for {path}"))
-    } else {
-        // burn-store lists a norm's `weight`/`bias` as unused even when it applied them as
-        // `gamma`/`beta` (burn-store 0.21, `ApplyResult::unused`); only the rest are unused.
-        let applied_as = |path: &str| {
-            let alias = path
-                .strip_suffix(".weight")
-                .map(|stem| format!("{stem}.gamma"))
-                .or_else(|| {
-                    path.strip_suffix(".bias")
-                        .map(|stem| format!("{stem}.beta"))
-                });
-            alias.is_some_and(|alias| result.applied.contains(&alias))
-        };
-        result
-            .unused
-            .iter()
-            .find(|path| !applied_as(path))
-            .map(|path| format!("tensor {path} has no place in the model"))
-    };
+    let problem = first_problem(&result);
     match problem {
         Some(problem) => Err(UNetError::Weights {
             path: weights.display().to_string(),
