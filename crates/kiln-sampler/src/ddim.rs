@@ -4,7 +4,9 @@ use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
 use crate::error::check_range;
-use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::sampler::{
+    Step, clean_and_noise, final_alpha_cumprod, linear, timestep_at, whole_timesteps,
+};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`Ddim`], with diffusers' `DDIMScheduler` defaults.
@@ -65,22 +67,11 @@ impl Ddim {
     ) -> Result<Self, SamplerError> {
         check_range("eta", config.eta, 0.0..=f64::MAX, "η >= 0")?;
         config.clipping.validate()?;
-        let train_timesteps = schedule.num_timesteps();
-        let timesteps = config
-            .grid
-            .discrete_timesteps(train_timesteps, steps)?
-            .into_iter()
-            .map(|t| t as f64)
-            .collect();
-        let alphas_cumprod = schedule.alphas_cumprod().to_vec();
+        let timesteps = whole_timesteps(config.grid, schedule, steps)?;
         Ok(Self {
             config,
-            final_alpha_cumprod: if config.set_alpha_to_one {
-                1.0
-            } else {
-                alphas_cumprod[0]
-            },
-            alphas_cumprod,
+            final_alpha_cumprod: final_alpha_cumprod(config.set_alpha_to_one, schedule),
+            alphas_cumprod: schedule.alphas_cumprod().to_vec(),
             timesteps,
         })
     }

@@ -3,7 +3,7 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
-use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::sampler::{Step, clean_and_noise, linear, timestep_at, whole_timesteps};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// The variance of DDPM's reverse steps (diffusers' `variance_type`; Ho et al. 2020, §3.2).
@@ -65,13 +65,7 @@ impl Ddpm {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         config.clipping.validate()?;
-        let train_timesteps = schedule.num_timesteps();
-        let timesteps = config
-            .grid
-            .discrete_timesteps(train_timesteps, steps)?
-            .into_iter()
-            .map(|t| t as f64)
-            .collect();
+        let timesteps = whole_timesteps(config.grid, schedule, steps)?;
         Ok(Self {
             config,
             alphas_cumprod: schedule.alphas_cumprod().to_vec(),

@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
-use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::sampler::{Step, clean_and_noise, final_alpha_cumprod, linear, timestep_at};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Pndm`], with diffusers' `PNDMScheduler` defaults.
@@ -133,14 +133,9 @@ impl<B: Backend, const D: usize> Pndm<B, D> {
                 }
             } as f64)
             .collect();
-        let alphas_cumprod = schedule.alphas_cumprod().to_vec();
         Ok(Self {
-            final_alpha_cumprod: if config.set_alpha_to_one {
-                1.0
-            } else {
-                alphas_cumprod[0]
-            },
-            alphas_cumprod,
+            final_alpha_cumprod: final_alpha_cumprod(config.set_alpha_to_one, schedule),
+            alphas_cumprod: schedule.alphas_cumprod().to_vec(),
             timesteps,
             plan,
             next_call: 0,

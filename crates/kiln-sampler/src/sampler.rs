@@ -1,5 +1,6 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
+use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
 use crate::{Denoiser, SamplerError};
@@ -162,4 +163,26 @@ pub(crate) fn timestep_at(timesteps: &[f64], index: usize) -> Result<f64, Sample
             index,
             steps: timesteps.len(),
         })
+}
+
+/// The grid's whole training timesteps for `steps` steps over `schedule`, as `f64`.
+pub(crate) fn whole_timesteps(
+    grid: TimestepGrid,
+    schedule: &NoiseSchedule,
+    steps: usize,
+) -> Result<Vec<f64>, SamplerError> {
+    Ok(grid
+        .discrete_timesteps(schedule.num_timesteps(), steps)?
+        .into_iter()
+        .map(|t| t as f64)
+        .collect())
+}
+
+/// ᾱ after the last step: 1 (the clean data) with `set_alpha_to_one`, else ᾱ_0.
+pub(crate) fn final_alpha_cumprod(set_alpha_to_one: bool, schedule: &NoiseSchedule) -> f64 {
+    if set_alpha_to_one {
+        1.0
+    } else {
+        schedule.alphas_cumprod()[0]
+    }
 }

@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas};
 
 use crate::SamplerError;
-use crate::sampler::clean_and_noise;
+use crate::sampler::{clean_and_noise, whole_timesteps};
 
 /// The noise levels of a σ-space sampler (Euler, Heun): the state is x = x_0 + σ ε, which is
 /// the VP sample times √(σ² + 1) (Karras et al. 2022, Table 1, "VP" column).
@@ -111,11 +111,7 @@ pub(crate) fn discrete_sigma_grid(
     steps: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
     let table = schedule.sigmas();
-    let mut timesteps: Vec<f64> = grid
-        .discrete_timesteps(schedule.num_timesteps(), steps)?
-        .into_iter()
-        .map(|t| t as f64)
-        .collect();
+    let mut timesteps = whole_timesteps(grid, schedule, steps)?;
     let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| table[t as usize]).collect();
     if use_karras_sigmas {
         sigmas = karras_sigmas(table[0], table[table.len() - 1], steps, 7.0)?;
