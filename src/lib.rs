@@ -8,10 +8,12 @@
 //!   DPM-Solver++) and an exact Gaussian-mixture denoiser for testing them;
 //! - [`unet`] (`kiln-unet`): the noise-prediction UNet, diffusers checkpoint import and Kiln's
 //!   own self-describing checkpoints;
+//! - [`train`] (`kiln-train`): image-folder datasets, the training loop with EMA and
+//!   checkpoints, sample grids; [`pixels`] (images to tensors in [−1, 1] and back) is its
+//!   module;
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
-//! time), [`pixels`] (images to tensors in [−1, 1] and back), [`npy`] (arrays to and from
-//! NumPy files) and [`timing`] (median wall times).
+//! time), [`npy`] (arrays to and from NumPy files) and [`timing`] (median wall times).
 //!
 //! Backends are Cargo features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu` (Vulkan,
 //! Metal, DX12, WebGPU) and `cuda`.
@@ -20,10 +22,11 @@
 
 pub mod device;
 pub mod npy;
-pub mod pixels;
 pub mod timing;
 
 pub use kiln_forward as forward;
 pub use kiln_sampler as sampler;
 pub use kiln_schedule as schedule;
+pub use kiln_train as train;
+pub use kiln_train::pixels;
 pub use kiln_unet as unet;

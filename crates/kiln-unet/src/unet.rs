@@ -232,12 +232,38 @@ impl<B: Backend> UNet<B> {
             .forward(silu(group_norm(&self.conv_norm_out, h))))
     }
 
+    /// The number of input channels.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// Checks that `x` is a valid `[batch, in_channels, h, w]` input: the channel count, and
+    /// h and w positive multiples of 2^(levels − 1).
+    pub fn check_input_shape(&self, x: &Tensor<B, 4>) -> Result<(), UNetError> {
+        let shape = x.dims();
+        let [_, channels, height, width] = shape;
+        let problem = if channels != self.in_channels {
+            format!("expected {} channels", self.in_channels)
+        } else {
+            let factor = 1 << (self.down_blocks.len() - 1);
+            if height % factor == 0 && width % factor == 0 && height > 0 && width > 0 {
+                return Ok(());
+            }
+            format!("height and width must be positive multiples of {factor}")
+        };
+        Err(UNetError::Input {
+            shape: shape.to_vec(),
+            problem,
+        })
+    }
+
     fn check_input(
         &self,
         x: &Tensor<B, 4>,
         timesteps: &Tensor<B, 1>,
         labels: Option<&Tensor<B, 1, Int>>,
     ) -> Result<(), UNetError> {
+        self.check_input_shape(x)?;
         let shape = x.dims();
         let bad = |problem: String| {
             Err(UNetError::Input {
@@ -245,16 +271,7 @@ impl<B: Backend> UNet<B> {
                 problem,
             })
         };
-        let [batch, channels, height, width] = shape;
-        if channels != self.in_channels {
-            return bad(format!("expected {} channels", self.in_channels));
-        }
-        let factor = 1 << (self.down_blocks.len() - 1);
-        if height % factor != 0 || width % factor != 0 || height == 0 || width == 0 {
-            return bad(format!(
-                "height and width must be positive multiples of {factor}"
-            ));
-        }
+        let batch = shape[0];
         if timesteps.dims() != [batch] {
             return bad(format!(
                 "{:?} timesteps for a batch of {batch}",

@@ -97,45 +97,63 @@ pub fn grid<B: Backend>(
     columns: usize,
     gap: u32,
 ) -> Result<DynamicImage, PixelError> {
-    let [batch, channels, height, width] = images.dims();
-    if columns == 0 {
-        return Err(PixelError::NoColumns);
-    }
+    let [_, channels, height, width] = images.dims();
     if channels != 1 && channels != 3 {
         return Err(PixelError::Channels(channels));
     }
-    let rows = batch.div_ceil(columns);
-    let (tile_w, tile_h) = (width as u32, height as u32);
-    let canvas_w = columns as u32 * tile_w + (columns as u32 - 1) * gap;
-    let canvas_h = rows as u32 * tile_h + rows.saturating_sub(1) as u32 * gap;
     let pixels: Vec<u8> = images
         .permute([0, 2, 3, 1])
         .into_data()
         .iter::<f32>()
         .map(to_pixel)
         .collect();
-    let tile_len = height * width * channels;
+    let (tile_w, tile_h) = (width as u32, height as u32);
+    let tiles: Vec<DynamicImage> = pixels
+        .chunks(height * width * channels)
+        .map(|tile| {
+            if channels == 1 {
+                DynamicImage::from(
+                    GrayImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"),
+                )
+            } else {
+                DynamicImage::from(
+                    RgbImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"),
+                )
+            }
+        })
+        .collect();
+    montage(&tiles, columns, gap)
+}
+
+/// Images laid out row by row, `columns` per row, `gap` white pixels between them, each cell
+/// the size of the largest image. Grayscale if every image is grayscale, RGB otherwise.
+pub fn montage(
+    images: &[DynamicImage],
+    columns: usize,
+    gap: u32,
+) -> Result<DynamicImage, PixelError> {
+    if columns == 0 {
+        return Err(PixelError::NoColumns);
+    }
+    let cell_w = images.iter().map(DynamicImage::width).max().unwrap_or(0);
+    let cell_h = images.iter().map(DynamicImage::height).max().unwrap_or(0);
+    let columns_used = columns.min(images.len().max(1)) as u32;
+    let rows = images.len().div_ceil(columns) as u32;
+    let canvas_w = columns_used * cell_w + (columns_used - 1) * gap;
+    let canvas_h = rows * cell_h + rows.saturating_sub(1) * gap;
     let mut canvas = DynamicImage::from(RgbImage::from_pixel(
         canvas_w,
         canvas_h,
         image::Rgb([255, 255, 255]),
     ));
-    for (index, tile) in pixels.chunks(tile_len).enumerate() {
-        let tile = if channels == 1 {
-            DynamicImage::from(
-                GrayImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"),
-            )
-        } else {
-            DynamicImage::from(
-                RgbImage::from_raw(tile_w, tile_h, tile.to_vec()).expect("tile size"),
-            )
-        };
+    for (index, image) in images.iter().enumerate() {
         let (column, row) = ((index % columns) as u32, (index / columns) as u32);
-        let x = column * (tile_w + gap);
-        let y = row * (tile_h + gap);
-        imageops::overlay(&mut canvas, &tile, x.into(), y.into());
+        let x = column * (cell_w + gap);
+        let y = row * (cell_h + gap);
+        imageops::overlay(&mut canvas, image, x.into(), y.into());
     }
-    Ok(if channels == 1 {
+    let grayscale = images.iter().all(|image| image.color().channel_count() < 3);
+    Ok(if grayscale {
         DynamicImage::from(canvas.to_luma8())
     } else {
         canvas
@@ -147,7 +165,7 @@ fn to_pixel(x: f32) -> u8 {
     ((x + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::Flex;

@@ -1,0 +1,244 @@
+//! Everything that defines a training run, stored with every checkpoint.
+
+use burn::config::Config;
+use kiln_forward::{LossWeighting, Prediction};
+use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use kiln_unet::UNetConfig;
+
+use crate::TrainError;
+
+/// A training run: the model, the data size, the optimisation and the bookkeeping.
+///
+/// The defaults follow Ho et al. 2020 (T = 1000, linear β from 1e-4 to 0.02, ε-prediction,
+/// uniform loss weighting, gradient clipping at norm 1, EMA) with a higher learning rate and a
+/// shorter EMA horizon suited to small datasets and short runs.
+#[derive(Config, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// The UNet.
+    pub unet: UNetConfig,
+    /// Height and width of the training images.
+    pub image_size: usize,
+    /// Passes over the data.
+    #[config(default = 50)]
+    pub epochs: usize,
+    /// Images per optimizer step (split over the devices and the accumulation steps).
+    #[config(default = 16)]
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are summed before each optimizer step.
+    #[config(default = 1)]
+    pub grad_accumulation: usize,
+    /// Peak learning rate of AdamW.
+    #[config(default = 2e-4)]
+    pub learning_rate: f64,
+    /// Optimizer steps of linear learning-rate warm-up from 0.
+    #[config(default = 100)]
+    pub warmup_steps: usize,
+    /// Clip the global gradient norm to this value (`None`: no clipping).
+    #[config(default = "Some(1.0)")]
+    pub max_grad_norm: Option<f64>,
+    /// AdamW's decoupled weight decay.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// The EMA's decay cap (see [`crate::Ema`]).
+    #[config(default = 0.999)]
+    pub ema_decay: f64,
+    /// Diffusion timesteps T.
+    #[config(default = 1000)]
+    pub num_train_timesteps: usize,
+    /// The β schedule, by its diffusers name (`linear`, `scaled_linear`, `squaredcos_cap_v2`,
+    /// `sigmoid`).
+    #[config(default = "String::from(\"linear\")")]
+    pub beta_schedule: String,
+    /// What the model predicts: `epsilon`, `sample` or `v_prediction`.
+    #[config(default = "String::from(\"epsilon\")")]
+    pub prediction: String,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023); `None` weighs every timestep equally.
+    #[config(default = "None")]
+    pub min_snr_gamma: Option<f64>,
+    /// Mirror each training image left to right with probability ½.
+    #[config(default = true)]
+    pub random_flip: bool,
+    /// Write a grid of samples from the EMA model every this many epochs (and after the last).
+    #[config(default = 5)]
+    pub sample_every_epochs: usize,
+    /// Images in each sample grid.
+    #[config(default = 16)]
+    pub sample_count: usize,
+    /// DPM-Solver++ steps for the sample grids.
+    #[config(default = 20)]
+    pub sample_steps: usize,
+    /// Save a checkpoint every this many epochs (and after the last, and on interruption).
+    #[config(default = 5)]
+    pub checkpoint_every_epochs: usize,
+    /// How many checkpoints to keep; older ones are deleted.
+    #[config(default = 3)]
+    pub keep_checkpoints: usize,
+    /// The seed of everything random: the initial weights, the data order, flips, timesteps,
+    /// noise, dropout and the sample grids' noise. (The initial weights and dropout come from
+    /// burn's backend RNG, which is global to the process: two runs reproduce each other
+    /// only if nothing else draws from it meanwhile.)
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+/// Fields that may change when a run is resumed: they steer how long the run goes on and what
+/// it writes, not the state it continues from.
+const RESUMABLE_CHANGES: [&str; 6] = [
+    "epochs",
+    "sample_every_epochs",
+    "sample_count",
+    "sample_steps",
+    "checkpoint_every_epochs",
+    "keep_checkpoints",
+];
+
+impl TrainConfig {
+    /// The parsed prediction type.
+    pub fn prediction(&self) -> Result<Prediction, TrainError> {
+        Prediction::from_name(&self.prediction).ok_or_else(|| {
+            invalid(
+                "prediction",
+                format!(
+                    "{:?}; expected epsilon, sample or v_prediction",
+                    self.prediction
+                ),
+            )
+        })
+    }
+
+    /// The loss weighting.
+    pub fn weighting(&self) -> LossWeighting {
+        match self.min_snr_gamma {
+            Some(gamma) => LossWeighting::MinSnr { gamma },
+            None => LossWeighting::Uniform,
+        }
+    }
+
+    /// The noise schedule.
+    pub fn schedule(&self) -> Result<NoiseSchedule, TrainError> {
+        let beta = BetaSchedule::from_name(&self.beta_schedule).ok_or_else(|| {
+            invalid(
+                "beta_schedule",
+                format!(
+                    "{:?}; expected linear, scaled_linear, squaredcos_cap_v2 or sigmoid",
+                    self.beta_schedule
+                ),
+            )
+        })?;
+        NoiseSchedule::new(&beta, self.num_train_timesteps)
+            .map_err(|error| invalid("num_train_timesteps", error.to_string()))
+    }
+
+    /// Checks every field that the types do not.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.prediction()?;
+        self.schedule()?;
+        if let Some(gamma) = self.min_snr_gamma {
+            self.weighting()
+                .weight(1.0, Prediction::Epsilon)
+                .map_err(|_| invalid("min_snr_gamma", format!("{gamma}; must be > 0")))?;
+        }
+        let positive = [
+            ("image_size", self.image_size),
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("grad_accumulation", self.grad_accumulation),
+            ("sample_every_epochs", self.sample_every_epochs),
+            ("sample_count", self.sample_count),
+            ("sample_steps", self.sample_steps),
+            ("checkpoint_every_epochs", self.checkpoint_every_epochs),
+            ("keep_checkpoints", self.keep_checkpoints),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(field, "must be at least 1".into()));
+        }
+        if self.batch_size % self.grad_accumulation != 0 {
+            return Err(invalid(
+                "grad_accumulation",
+                format!(
+                    "{} does not divide the batch size {}",
+                    self.grad_accumulation, self.batch_size
+                ),
+            ));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(invalid("learning_rate", "must be positive".into()));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(invalid("ema_decay", "must be in [0, 1)".into()));
+        }
+        if self.max_grad_norm.is_some_and(|norm| !(norm > 0.0)) {
+            return Err(invalid("max_grad_norm", "must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The first field (in alphabetical order) in which `other` differs from `self`, other
+    /// than those a resumed run may change; `None` if the runs are compatible.
+    pub fn first_difference(&self, other: &TrainConfig) -> Option<String> {
+        let (ours, theirs) = (fields(self), fields(other));
+        ours.iter().find_map(|(name, value)| {
+            let other_value = theirs.get(name).cloned().unwrap_or(serde_json::Value::Null);
+            (!RESUMABLE_CHANGES.contains(&name.as_str()) && *value != other_value)
+                .then(|| format!("{name}: checkpoint has {other_value}, this run has {value}"))
+        })
+    }
+}
+
+fn invalid(field: &str, problem: String) -> TrainError {
+    TrainError::Config {
+        field: field.to_string(),
+        problem,
+    }
+}
+
+/// The fields of a config as JSON values, by name.
+fn fields(config: &TrainConfig) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrainConfig {
+        TrainConfig::new(UNetConfig::tiny(1), 16)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_fields_are_named() {
+        config().validate().unwrap();
+        let bad = config().with_prediction("noise".into()).validate();
+        assert!(bad.unwrap_err().to_string().starts_with("prediction"));
+        let bad = config().with_batch_size(16).with_grad_accumulation(3);
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("grad_accumulation")
+        );
+        let bad = config().with_beta_schedule("quadratic".into()).validate();
+        assert!(bad.unwrap_err().to_string().starts_with("beta_schedule"));
+    }
+
+    #[test]
+    fn differences_name_the_field_except_resumable_ones() {
+        assert_eq!(config().first_difference(&config()), None);
+        assert_eq!(config().first_difference(&config().with_epochs(500)), None);
+        let message = config()
+            .with_learning_rate(1e-3)
+            .first_difference(&config())
+            .unwrap();
+        assert!(
+            message.starts_with("learning_rate: checkpoint has 0.0002"),
+            "{message}"
+        );
+        let message = config()
+            .first_difference(&TrainConfig::new(UNetConfig::tiny(3), 16))
+            .unwrap();
+        assert!(message.starts_with("unet"), "{message}");
+    }
+}

@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+use kiln_forward::ForwardError;
+use kiln_sampler::SamplerError;
+use kiln_unet::UNetError;
+use thiserror::Error;
+
+use crate::{dataset::DatasetError, pixels::PixelError};
+
+/// Everything that can stop a training run or a generation.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// A [`crate::TrainConfig`] field is invalid.
+    #[error("{field}: {problem}")]
+    Config {
+        /// The field.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The checkpoint to resume from was made with a different configuration.
+    #[error("cannot resume from {path}: {difference}")]
+    ConfigMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The first differing field, with both values.
+        difference: String,
+    },
+    /// The checkpoint to resume from was made on a different dataset size.
+    #[error("cannot resume from {path}: it was trained on {expected} images, the data has {found}")]
+    DataMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Images when the checkpoint was written.
+        expected: usize,
+        /// Images now.
+        found: usize,
+    },
+    /// The loss became NaN or infinite; the last checkpoint on disk is untouched.
+    #[error(
+        "the loss became {loss} at step {step} (epoch {epoch}); stopped without saving. \
+         Try a lower learning rate or gradient clipping, and resume from the last checkpoint"
+    )]
+    NonFiniteLoss {
+        /// The optimizer step (0-based) whose loss was not finite.
+        step: u64,
+        /// Its epoch (0-based).
+        epoch: usize,
+        /// The loss.
+        loss: f64,
+    },
+    /// No devices were given.
+    #[error("training needs at least one device")]
+    NoDevices,
+    /// The batch does not split over the devices and accumulation steps.
+    #[error("a micro-batch of {micro_batch} images cannot be split over {devices} devices")]
+    BatchSplit {
+        /// Images per micro-batch.
+        micro_batch: usize,
+        /// Devices.
+        devices: usize,
+    },
+    /// A file or folder of the run could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The training images.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The model.
+    #[error(transparent)]
+    UNet(#[from] UNetError),
+    /// The forward process.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// A sampler.
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    /// Writing an image.
+    #[error(transparent)]
+    Pixels(#[from] PixelError),
+}
+
+impl TrainError {
+    /// An [`TrainError::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, error: impl std::fmt::Display) -> Self {
+        Self::Io {
+            path: path.into(),
+            message: error.to_string(),
+        }
+    }
+}

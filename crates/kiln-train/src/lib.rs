@@ -1,0 +1,36 @@
+//! Training diffusion UNets on folders of images, with burn.
+//!
+//! - [`ImageFolder`]: a folder of images decoded once, in parallel, into memory, with bad
+//!   files reported by path;
+//! - [`train`]: the training loop (ε/x₀/v targets, optional min-SNR weighting, AdamW with
+//!   warm-up and gradient clipping, gradient accumulation, several devices, an [`Ema`] of the
+//!   weights), writing sample grids, a loss log and atomic, exactly resumable checkpoints;
+//! - [`generate`] and [`UNetDenoiser`]: sampling a trained model with any Kiln sampler, picked
+//!   by name; [`load_for_sampling`] reads a run, a checkpoint or a diffusers model folder;
+//! - [`pixels`]: images to tensors in [−1, 1] and back, grids and montages.
+//!
+//! The library never prints: progress arrives through callbacks ([`LoadEvent`],
+//! [`TrainEvent`]).
+
+#![warn(missing_docs)]
+
+mod checkpoint;
+mod config;
+mod dataset;
+mod ema;
+mod error;
+pub mod pixels;
+mod sampling;
+mod trainer;
+
+pub use checkpoint::{
+    EMA_FILE, LATEST, SamplingModel, TrainState, latest_checkpoint, load_for_sampling, read_state,
+};
+pub use config::TrainConfig;
+pub use dataset::{
+    DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, LoadEvent, SkippedFile,
+};
+pub use ema::Ema;
+pub use error::TrainError;
+pub use sampling::{Generation, SamplerName, UNetDenoiser, generate};
+pub use trainer::{RunOptions, TrainEvent, TrainSummary, train};

@@ -1,0 +1,197 @@
+//! Generating images with a trained UNet: the [`Denoiser`] adapter and samplers chosen by name.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::{Prediction, standard_normal};
+use kiln_sampler::{
+    Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, Euler, EulerConfig,
+    Heun, HeunConfig, Pndm, PndmConfig, Sampler, SamplerError, StepEvent, UniPc, UniPcConfig,
+    sample,
+};
+use kiln_schedule::NoiseSchedule;
+use kiln_unet::UNet;
+use rand::{SeedableRng, rngs::StdRng};
+
+/// A [`UNet`] seen as a [`Denoiser`]: the timestep is broadcast over the batch; class-conditional
+/// models get the null label (unconditional generation).
+#[derive(Debug, Clone)]
+pub struct UNetDenoiser<'a, B: Backend> {
+    model: &'a UNet<B>,
+    prediction: Prediction,
+}
+
+impl<'a, B: Backend> UNetDenoiser<'a, B> {
+    /// `model`, trained to predict `prediction`.
+    pub fn new(model: &'a UNet<B>, prediction: Prediction) -> Self {
+        Self { model, prediction }
+    }
+}
+
+impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    /// # Panics
+    /// If the sample's shape does not suit the model (checked before sampling starts by
+    /// [`generate`]).
+    fn denoise(&self, sample: Tensor<B, 4>, timestep: f64) -> Tensor<B, 4> {
+        let [batch, ..] = sample.dims();
+        let timesteps = Tensor::full([batch], timestep, &sample.device());
+        self.model
+            .forward(sample, timesteps, None)
+            .expect("input shape checked by generate()")
+    }
+}
+
+/// The samplers a user can pick by name, with diffusers' default settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerName {
+    /// `ddpm`: ancestral sampling of Ho et al. 2020.
+    Ddpm,
+    /// `ddim`: deterministic DDIM (η = 0).
+    Ddim,
+    /// `pndm`: pseudo-numerical (PRK warm-up, then PLMS).
+    Pndm,
+    /// `euler`: Euler on the probability-flow ODE in σ.
+    Euler,
+    /// `euler_a`: Euler ancestral.
+    EulerAncestral,
+    /// `heun`: Heun's second-order method (Karras et al. 2022).
+    Heun,
+    /// `dpm++`: DPM-Solver++ (2M).
+    DpmSolver,
+    /// `unipc`: UniPC (bh2, order 2).
+    UniPc,
+}
+
+impl SamplerName {
+    /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
+    pub const ALL: [SamplerName; 8] = [
+        Self::Ddpm,
+        Self::Ddim,
+        Self::Pndm,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::Heun,
+        Self::DpmSolver,
+        Self::UniPc,
+    ];
+    /// The names accepted by [`FromStr`].
+    pub const NAMES: [&'static str; 8] = [
+        "ddpm", "ddim", "pndm", "euler", "euler_a", "heun", "dpm++", "unipc",
+    ];
+}
+
+impl FromStr for SamplerName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::NAMES
+            .iter()
+            .position(|known| *known == name)
+            .map(|index| Self::ALL[index])
+            .ok_or_else(|| {
+                format!(
+                    "unknown sampler {name:?}; expected one of {}",
+                    Self::NAMES.join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for SamplerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let index = Self::ALL.iter().position(|s| s == self).expect("listed");
+        f.write_str(Self::NAMES[index])
+    }
+}
+
+/// What to generate: `count` images of the model's channels at `image_size`, from the
+/// standard-normal noise of `seed` (the same seed gives the same images), in `steps` steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Generation {
+    /// The sampler.
+    pub sampler: SamplerName,
+    /// Model evaluations' worth of steps (Heun uses about two evaluations per step).
+    pub steps: usize,
+    /// How many images.
+    pub count: usize,
+    /// Height and width.
+    pub image_size: usize,
+    /// The seed of the initial noise and of stochastic samplers.
+    pub seed: u64,
+}
+
+/// Generates images in [−1, 1] (approximately; see [`crate::pixels`] for display) with
+/// `model`, calling `on_step` after every sampler step.
+pub fn generate<B: Backend>(
+    model: &UNet<B>,
+    prediction: Prediction,
+    schedule: &NoiseSchedule,
+    generation: Generation,
+    device: &B::Device,
+    on_step: impl FnMut(StepEvent<'_, B, 4>),
+) -> Result<Tensor<B, 4>, crate::TrainError> {
+    let shape = [
+        generation.count,
+        model.in_channels(),
+        generation.image_size,
+        generation.image_size,
+    ];
+    let mut rng = StdRng::seed_from_u64(generation.seed);
+    let noise = standard_normal::<B, 4>(shape, &mut rng, device);
+    model.check_input_shape(&noise)?;
+    let denoiser = UNetDenoiser::new(model, prediction);
+    let steps = generation.steps;
+    let mut on_step = on_step;
+    let mut go = |sampler: &mut dyn SamplerRun<B>| {
+        sampler.run(&denoiser, noise.clone(), &mut rng, &mut on_step)
+    };
+    let output = match generation.sampler {
+        SamplerName::Ddpm => go(&mut Ddpm::new(DdpmConfig::default(), schedule, steps)?),
+        SamplerName::Ddim => go(&mut Ddim::new(DdimConfig::default(), schedule, steps)?),
+        SamplerName::Pndm => go(&mut Pndm::new(PndmConfig::default(), schedule, steps)?),
+        SamplerName::Euler => go(&mut Euler::new(EulerConfig::default(), schedule, steps)?),
+        SamplerName::EulerAncestral => {
+            let config = EulerConfig {
+                ancestral: true,
+                ..EulerConfig::default()
+            };
+            go(&mut Euler::new(config, schedule, steps)?)
+        }
+        SamplerName::Heun => go(&mut Heun::new(HeunConfig::default(), schedule, steps)?),
+        SamplerName::DpmSolver => go(&mut DpmSolver::new(
+            DpmSolverConfig::default(),
+            schedule,
+            steps,
+        )?),
+        SamplerName::UniPc => go(&mut UniPc::new(UniPcConfig::default(), schedule, steps)?),
+    }?;
+    Ok(output)
+}
+
+/// [`sample`] behind a trait object, so [`generate`] can pick the sampler at run time.
+trait SamplerRun<B: Backend> {
+    fn run(
+        &mut self,
+        denoiser: &UNetDenoiser<'_, B>,
+        noise: Tensor<B, 4>,
+        rng: &mut StdRng,
+        on_step: &mut dyn FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, SamplerError>;
+}
+
+impl<B: Backend, S: Sampler<B, 4>> SamplerRun<B> for S {
+    fn run(
+        &mut self,
+        denoiser: &UNetDenoiser<'_, B>,
+        noise: Tensor<B, 4>,
+        rng: &mut StdRng,
+        on_step: &mut dyn FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, SamplerError> {
+        sample(self, denoiser, noise, rng, on_step)
+    }
+}

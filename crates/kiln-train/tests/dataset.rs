@@ -1,0 +1,168 @@
+//! ImageFolder on a temporary folder of good, odd and broken files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+use kiln_train::{DatasetError, ImageFolder, ImageFolderOptions, LoadEvent};
+
+/// A fresh empty folder under the target directory's temp space.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dataset-{name}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn options(channels: usize, strict: bool) -> ImageFolderOptions {
+    ImageFolderOptions {
+        image_size: 8,
+        channels,
+        strict,
+    }
+}
+
+/// Good files of several colour types (one in a subfolder), a corrupt PNG, a truncated PNG,
+/// an empty JPEG and a text file.
+fn mixed_folder(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    fs::create_dir_all(dir.join("nested")).unwrap();
+    // 12×8 grayscale whose left half is black and right half white: after the centre crop
+    // (columns 2..10) and resize the left half stays black.
+    let gray = ImageBuffer::from_fn(12, 8, |x, _| Luma([if x < 6 { 0u8 } else { 255 }]));
+    DynamicImage::from(gray)
+        .save(dir.join("a_gray.png"))
+        .unwrap();
+    let rgba = ImageBuffer::from_pixel(8, 8, Rgba([255u8, 0, 0, 128]));
+    DynamicImage::from(rgba)
+        .save(dir.join("b_rgba.png"))
+        .unwrap();
+    let deep = ImageBuffer::from_pixel(8, 8, Rgb([65535u16, 0, 0]));
+    DynamicImage::ImageRgb16(deep)
+        .save(dir.join("c_16bit.png"))
+        .unwrap();
+    let luma_alpha = ImageBuffer::from_pixel(16, 16, LumaA([200u8, 255]));
+    DynamicImage::from(luma_alpha)
+        .save(dir.join("nested/d.png"))
+        .unwrap();
+    DynamicImage::from(ImageBuffer::from_pixel(8, 8, Rgb([0u8, 0, 255])))
+        .save(dir.join("e.bmp"))
+        .unwrap();
+    fs::write(dir.join("corrupt.png"), b"this is not a png").unwrap();
+    let mut bytes = Vec::new();
+    DynamicImage::from(ImageBuffer::from_pixel(8, 8, Luma([9u8])))
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    fs::write(dir.join("truncated.png"), &bytes[..bytes.len() / 2]).unwrap();
+    fs::write(dir.join("empty.jpg"), b"").unwrap();
+    fs::write(dir.join("notes.txt"), b"not an image").unwrap();
+    dir
+}
+
+fn skipped_names(folder: &ImageFolder) -> Vec<String> {
+    folder
+        .skipped()
+        .iter()
+        .map(|file| {
+            file.path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn good_files_load_and_bad_ones_are_skipped_by_path() {
+    let dir = mixed_folder("mixed");
+    let mut skipped_events = 0;
+    let mut last_progress = None;
+    let folder = ImageFolder::load(&dir, options(3, false), |event| match event {
+        LoadEvent::Skipped(file) => {
+            assert!(file.path.starts_with(&dir));
+            skipped_events += 1;
+        }
+        LoadEvent::Progress { done, total } => last_progress = Some((done, total)),
+    })
+    .unwrap();
+    assert_eq!(folder.len(), 5);
+    assert_eq!(skipped_events, 3);
+    assert_eq!(last_progress, Some((8, 8)));
+    assert_eq!(
+        skipped_names(&folder),
+        ["corrupt.png", "empty.jpg", "truncated.png"]
+    );
+
+    let device = Default::default();
+    let batch = folder.batch::<Flex>(&[0, 1, 2, 3], &[false; 4], &device);
+    assert_eq!(batch.dims(), [4, 3, 8, 8]);
+    let values: Vec<f32> = batch.into_data().to_vec().unwrap();
+    assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
+    let pixel = |image: usize, channel: usize, y: usize, x: usize| {
+        values[((image * 3 + channel) * 8 + y) * 8 + x]
+    };
+    // Grayscale becomes equal RGB channels; the crop keeps the black left half.
+    assert_eq!(pixel(0, 0, 3, 0), -1.0);
+    assert_eq!(pixel(0, 2, 3, 7), 1.0);
+    // RGBA drops alpha; 16-bit scales to 8 bits; BMP reads.
+    assert_eq!([pixel(1, 0, 0, 0), pixel(1, 1, 0, 0)], [1.0, -1.0]);
+    assert_eq!([pixel(2, 0, 5, 5), pixel(2, 2, 5, 5)], [1.0, -1.0]);
+    assert_eq!(pixel(3, 2, 1, 1), 1.0);
+}
+
+#[test]
+fn grayscale_loading_and_flips() {
+    let dir = mixed_folder("gray");
+    let folder = ImageFolder::load(&dir, options(1, false), |_| {}).unwrap();
+    assert_eq!(folder.channels(), 1);
+    let device = Default::default();
+    let plain: Vec<f32> = folder
+        .batch::<Flex>(&[0], &[false], &device)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let flipped: Vec<f32> = folder
+        .batch::<Flex>(&[0], &[true], &device)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    for row in 0..8 {
+        for x in 0..8 {
+            assert_eq!(plain[row * 8 + x], flipped[row * 8 + 7 - x]);
+        }
+    }
+    assert_ne!(plain, flipped);
+}
+
+#[test]
+fn strict_mode_fails_on_the_first_bad_file_naming_it() {
+    let dir = mixed_folder("strict");
+    let error = ImageFolder::load(&dir, options(3, true), |_| {}).unwrap_err();
+    assert!(error.to_string().contains("corrupt.png"), "{error}");
+}
+
+fn load_error(dir: &Path) -> DatasetError {
+    ImageFolder::load(dir, options(3, false), |_| {}).unwrap_err()
+}
+
+#[test]
+fn empty_and_imageless_folders_are_errors_naming_the_folder() {
+    let empty = scratch("empty");
+    assert!(matches!(load_error(&empty), DatasetError::Empty(path) if path == empty));
+    let text_only = scratch("text");
+    fs::write(text_only.join("readme.md"), "no images").unwrap();
+    assert!(matches!(load_error(&text_only), DatasetError::NoImages(_)));
+    let broken_only = scratch("broken");
+    fs::write(broken_only.join("x.png"), b"").unwrap();
+    assert!(matches!(
+        load_error(&broken_only),
+        DatasetError::NoneReadable { count: 1, .. }
+    ));
+    let missing = empty.join("missing");
+    assert!(load_error(&missing).to_string().contains("missing"));
+}

@@ -1,0 +1,205 @@
+//! The training loop end to end on a small synthetic dataset at 16×16: the loss goes down,
+//! a stopped and resumed run ends bit-identical to an uninterrupted one, a killed checkpoint
+//! write leaves the previous checkpoint in charge, and resuming with another config fails.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Module;
+use burn::record::{BinFileRecorder, FullPrecisionSettings};
+use image::{DynamicImage, ImageBuffer, Luma};
+use kiln_train::{
+    ImageFolder, ImageFolderOptions, LATEST, RunOptions, TrainConfig, TrainError, TrainEvent,
+    latest_checkpoint, train,
+};
+use kiln_unet::{UNet, UNetConfig, save_checkpoint};
+use safetensors::SafeTensors;
+
+type B = Autodiff<Flex>;
+
+/// burn's backend RNG (initial weights, dropout) is global to the process, so runs that must
+/// reproduce each other cannot overlap with other runs: the tests take turns.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("training-{name}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 32 grayscale 16×16 images: a bright disc at one of a few positions on a dark background.
+fn discs(test: &str) -> ImageFolder {
+    let dir = scratch(&format!("{test}-data"));
+    for i in 0..32u32 {
+        let (cx, cy) = (4.0 + (i % 4) as f32 * 2.5, 5.0 + (i / 8) as f32 * 2.0);
+        let image = ImageBuffer::from_fn(16, 16, |x, y| {
+            let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+            Luma([if d2 < 10.0 { 230u8 } else { 20 }])
+        });
+        DynamicImage::from(image)
+            .save(dir.join(format!("{i:02}.png")))
+            .unwrap();
+    }
+    let options = ImageFolderOptions {
+        image_size: 16,
+        channels: 1,
+        strict: true,
+    };
+    ImageFolder::load(&dir, options, |_| {}).unwrap()
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig::new(UNetConfig::tiny(1), 16)
+        .with_epochs(epochs)
+        .with_batch_size(8)
+        .with_learning_rate(1e-3)
+        .with_warmup_steps(5)
+        .with_sample_every_epochs(100)
+        .with_sample_count(4)
+        .with_sample_steps(2)
+        .with_checkpoint_every_epochs(2)
+        .with_seed(3)
+}
+
+/// Trains into `out`, setting the stop flag once `stop_after` steps are done; returns the
+/// losses of the steps it ran.
+fn run(
+    config: &TrainConfig,
+    data: &ImageFolder,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<Vec<f64>, TrainError> {
+    let _turn = ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let stop = AtomicBool::new(false);
+    let options = RunOptions {
+        out,
+        resume,
+        stop: &stop,
+    };
+    let mut losses = Vec::new();
+    train::<B>(config, data, &[Default::default()], options, |event| {
+        if let TrainEvent::Step { step, loss, .. } = event {
+            losses.push(loss);
+            if Some(step) == stop_after {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    })?;
+    Ok(losses)
+}
+
+/// The final checkpoint's trained and EMA weights, tensor by tensor. (The recorder files also
+/// hold parameter ids, which are random per process, and safetensors metadata is unordered, so
+/// the weights are compared by value.)
+fn final_weights(out: &Path) -> [BTreeMap<String, Vec<u8>>; 2] {
+    let checkpoint = latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let config = UNetConfig::tiny(1);
+    let device = Default::default();
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let model: UNet<Flex> = config
+        .init(&device)
+        .unwrap()
+        .load_file(checkpoint.join("model"), &recorder, &device)
+        .unwrap();
+    let exported = out.join("model-export.safetensors");
+    save_checkpoint(&model, &config, &exported).unwrap();
+    [exported, checkpoint.join("ema.safetensors")].map(|file| {
+        let bytes = fs::read(file).unwrap();
+        let tensors = SafeTensors::deserialize(&bytes).unwrap();
+        tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.data().to_vec()))
+            .collect()
+    })
+}
+
+#[test]
+fn loss_goes_down_and_resume_is_bit_identical() {
+    let data = discs("resume");
+    let config = config(6); // 4 steps per epoch, 24 steps.
+
+    let straight = scratch("straight");
+    let losses = run(&config, &data, &straight, false, None).unwrap();
+    assert_eq!(losses.len(), 24);
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let (early, late) = (mean(&losses[..4]), mean(&losses[20..]));
+    assert!(late < 0.7 * early, "loss {early} -> {late}");
+    assert!(straight.join("progress.png").is_file());
+    assert!(straight.join("samples/epoch-0006.png").is_file());
+    let csv = fs::read_to_string(straight.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 25);
+
+    // Stopped after step 7 (mid-epoch), then resumed to the end.
+    let split = scratch("split");
+    let first = run(&config, &data, &split, false, Some(7)).unwrap();
+    assert_eq!(first.len(), 7);
+    assert_eq!(first, losses[..7]);
+    let rest = run(&config, &data, &split, true, None).unwrap();
+    assert_eq!(rest, losses[7..]);
+    let (a, b) = (final_weights(&straight), final_weights(&split));
+    assert_eq!(a[0].len(), 144);
+    assert!(a[0] == b[0], "trained weights differ");
+    assert!(a[1] == b[1], "EMA weights differ");
+    let csv_split = fs::read_to_string(split.join("loss.csv")).unwrap();
+    assert_eq!(csv_split, csv);
+
+    // Only the newest 3 checkpoints are kept (steps 8, 16, 24 and the stop at 7 were written).
+    let kept = fs::read_dir(split.join("checkpoints"))
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("step-")
+        })
+        .count();
+    assert_eq!(kept, 3);
+}
+
+#[test]
+fn a_killed_write_leaves_the_previous_checkpoint_latest() {
+    let data = discs("killed");
+    let out = scratch("killed");
+    run(&config(2), &data, &out, false, None).unwrap();
+    let checkpoints = out.join("checkpoints");
+    let complete = latest_checkpoint(&checkpoints).unwrap().unwrap();
+    assert!(complete.ends_with("step-00000008"));
+
+    // A write killed mid-way leaves a partial folder and, killed later, a stale pointer file.
+    let partial = checkpoints.join(".step-00000012.partial");
+    fs::create_dir_all(&partial).unwrap();
+    fs::write(partial.join("model.bin"), b"half").unwrap();
+    fs::write(checkpoints.join(format!("{LATEST}.partial")), b"step-000").unwrap();
+    assert_eq!(latest_checkpoint(&checkpoints).unwrap().unwrap(), complete);
+
+    // The run resumes from the complete checkpoint and writes its next one over the debris.
+    run(&config(3), &data, &out, true, None).unwrap();
+    let newest = latest_checkpoint(&checkpoints).unwrap().unwrap();
+    assert!(newest.ends_with("step-00000012"));
+    assert!(!partial.exists());
+}
+
+#[test]
+fn resuming_with_another_config_names_the_difference() {
+    let data = discs("mismatch");
+    let out = scratch("mismatch");
+    run(&config(1), &data, &out, false, None).unwrap();
+    let changed = config(2).with_learning_rate(5e-4);
+    let error = run(&changed, &data, &out, true, None).unwrap_err();
+    assert!(
+        matches!(&error, TrainError::ConfigMismatch { difference, .. } if difference.starts_with("learning_rate")),
+        "{error}"
+    );
+    // A fresh run into a folder that holds one is refused rather than overwriting it.
+    let error = run(&config(1), &data, &out, false, None).unwrap_err();
+    assert!(error.to_string().contains("already holds a run"), "{error}");
+}
