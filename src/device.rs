@@ -6,6 +6,8 @@
 //!
 //! A backend that was not compiled in, or a GPU that this machine does not have, is a
 //! [`DeviceError`], not a panic: the device is probed with a one-element computation first.
+//! Data-parallel work on several devices of one backend is a [`MultiDeviceTask`] run with
+//! [`run_on_all`].
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -43,6 +45,12 @@ pub enum DeviceError {
         /// The Cargo feature that enables it.
         feature: &'static str,
     },
+    /// No device was named.
+    #[error("no device given")]
+    NoDevices,
+    /// Devices of different backends were named together.
+    #[error("{0} and {1} belong to different backends; train on devices of one backend")]
+    Mixed(DeviceSpec, DeviceSpec),
     /// The backend is compiled in but the device failed its first computation (no such GPU,
     /// no driver).
     #[error("the {device} device is not usable on this machine: {reason}")]
@@ -94,31 +102,80 @@ pub trait BackendTask {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Work that uses several devices of one backend (data-parallel training), run with
+/// [`run_on_all`].
+pub trait MultiDeviceTask {
+    /// What the work returns.
+    type Output;
+
+    /// Does the work on `devices` (at least one) of backend `B`.
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
 /// Runs `task` on the device `spec` names, after checking that the device works.
 pub fn run_on<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, DeviceError> {
-    match spec {
+    run_on_all(&[spec], OnFirst(task))
+}
+
+/// Runs `task` on all the devices `specs` names, after checking that each works. They must
+/// all belong to one backend (`cuda:0,cuda:1`, not `cuda:0,wgpu`).
+pub fn run_on_all<T: MultiDeviceTask>(
+    specs: &[DeviceSpec],
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    let first = *specs.first().ok_or(DeviceError::NoDevices)?;
+    if let Some(other) = specs
+        .iter()
+        .find(|spec| feature_of(**spec) != feature_of(first))
+    {
+        return Err(DeviceError::Mixed(first, *other));
+    }
+    match first {
         #[cfg(feature = "flex")]
-        DeviceSpec::Flex => run_checked::<burn::backend::Flex, T>(spec, Default::default(), task),
+        DeviceSpec::Flex => {
+            run_checked::<burn::backend::Flex, T>(specs, |_| Default::default(), task)
+        }
         #[cfg(feature = "ndarray")]
         DeviceSpec::NdArray => {
-            run_checked::<burn::backend::NdArray, T>(spec, Default::default(), task)
+            run_checked::<burn::backend::NdArray, T>(specs, |_| Default::default(), task)
         }
         #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(index) => {
+        DeviceSpec::Wgpu(_) => {
             use burn::backend::wgpu::WgpuDevice;
-            let device = index.map_or(WgpuDevice::DefaultDevice, WgpuDevice::DiscreteGpu);
-            run_checked::<burn::backend::Wgpu, T>(spec, device, task)
+            let device = |spec| match spec {
+                DeviceSpec::Wgpu(Some(index)) => WgpuDevice::DiscreteGpu(index),
+                _ => WgpuDevice::DefaultDevice,
+            };
+            run_checked::<burn::backend::Wgpu, T>(specs, device, task)
         }
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(index) => {
-            let device = burn::backend::cuda::CudaDevice { index };
-            run_checked::<burn::backend::Cuda, T>(spec, device, task)
+        DeviceSpec::Cuda(_) => {
+            let device = |spec| match spec {
+                DeviceSpec::Cuda(index) => burn::backend::cuda::CudaDevice { index },
+                _ => burn::backend::cuda::CudaDevice { index: 0 },
+            };
+            run_checked::<burn::backend::Cuda, T>(specs, device, task)
         }
         #[allow(unreachable_patterns)]
         _ => Err(DeviceError::NotCompiled {
-            device: spec,
-            feature: feature_of(spec),
+            device: first,
+            feature: feature_of(first),
         }),
+    }
+}
+
+/// A [`BackendTask`] run as a [`MultiDeviceTask`] on the first device.
+struct OnFirst<T>(T);
+
+impl<T: BackendTask> MultiDeviceTask for OnFirst<T> {
+    type Output = T::Output;
+
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> T::Output {
+        let device = devices
+            .into_iter()
+            .next()
+            .expect("run_on_all checks for one device");
+        self.0.run::<B>(device)
     }
 }
 
@@ -133,16 +190,19 @@ fn feature_of(spec: DeviceSpec) -> &'static str {
 }
 
 #[allow(dead_code)] // Unused only in a build with no backend feature at all.
-fn run_checked<B: Backend, T: BackendTask>(
-    spec: DeviceSpec,
-    device: B::Device,
+fn run_checked<B: Backend, T: MultiDeviceTask>(
+    specs: &[DeviceSpec],
+    device_of: impl Fn(DeviceSpec) -> B::Device,
     task: T,
 ) -> Result<T::Output, DeviceError> {
-    probe::<B>(&device).map_err(|reason| DeviceError::Unavailable {
-        device: spec,
-        reason,
-    })?;
-    Ok(task.run::<B>(device))
+    let devices: Vec<B::Device> = specs.iter().map(|spec| device_of(*spec)).collect();
+    for (spec, device) in specs.iter().zip(&devices) {
+        probe::<B>(device).map_err(|reason| DeviceError::Unavailable {
+            device: *spec,
+            reason,
+        })?;
+    }
+    Ok(task.run::<B>(devices))
 }
 
 /// Runs a one-element computation on `device` and reads it back.
@@ -209,6 +269,19 @@ mod tests {
     #[test]
     fn runs_on_the_default_device() {
         assert_eq!(run_on(DeviceSpec::Flex, AddOne), Ok(vec![2.0, 3.0]));
+    }
+
+    #[test]
+    fn devices_of_several_backends_are_refused() {
+        let error = run_on_all(&[DeviceSpec::Flex, DeviceSpec::Cuda(1)], OnFirst(AddOne));
+        assert_eq!(
+            error,
+            Err(DeviceError::Mixed(DeviceSpec::Flex, DeviceSpec::Cuda(1)))
+        );
+        assert_eq!(
+            run_on_all(&[], OnFirst(AddOne)),
+            Err(DeviceError::NoDevices)
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -152,7 +152,7 @@ impl TrainConfig {
         if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(field, "must be at least 1".into()));
         }
-        if self.batch_size % self.grad_accumulation != 0 {
+        if !self.batch_size.is_multiple_of(self.grad_accumulation) {
             return Err(invalid(
                 "grad_accumulation",
                 format!(
@@ -167,7 +167,10 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(invalid("ema_decay", "must be in [0, 1)".into()));
         }
-        if self.max_grad_norm.is_some_and(|norm| !(norm > 0.0)) {
+        if self
+            .max_grad_norm
+            .is_some_and(|norm| norm.is_nan() || norm <= 0.0)
+        {
             return Err(invalid("max_grad_norm", "must be positive".into()));
         }
         Ok(())

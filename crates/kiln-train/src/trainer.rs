@@ -128,7 +128,7 @@ pub fn train<B: AutodiffBackend>(
     config.validate()?;
     let device = devices.first().ok_or(TrainError::NoDevices)?;
     let micro_batch = config.batch_size / config.grad_accumulation;
-    if micro_batch % devices.len() != 0 {
+    if !micro_batch.is_multiple_of(devices.len()) {
         return Err(TrainError::BatchSplit {
             micro_batch,
             devices: devices.len(),
@@ -316,7 +316,7 @@ pub fn train<B: AutodiffBackend>(
         let epochs_done = ((step + 1) / steps_per_epoch) as usize;
         let last = step + 1 == total_steps;
         let stop = options.stop.load(Ordering::SeqCst);
-        if finished_epoch && (epochs_done % config.sample_every_epochs == 0 || last) {
+        if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
             let path = samples.join(format!("epoch-{epochs_done:04}.png"));
             write_grid(config, ema.model(), device, &path)?;
             on_event(TrainEvent::Sampled {
@@ -325,7 +325,10 @@ pub fn train<B: AutodiffBackend>(
             });
             summary.grids.push(path);
         }
-        if stop || (finished_epoch && (epochs_done % config.checkpoint_every_epochs == 0 || last)) {
+        if stop
+            || (finished_epoch
+                && (epochs_done.is_multiple_of(config.checkpoint_every_epochs) || last))
+        {
             log.flush()?;
             let state = TrainState {
                 config: config.clone(),

@@ -14,7 +14,7 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use image::{DynamicImage, ImageBuffer, Luma};
 use kiln_train::{
     ImageFolder, ImageFolderOptions, LATEST, RunOptions, TrainConfig, TrainError, TrainEvent,
-    latest_checkpoint, train,
+    latest_checkpoint, load_for_sampling, train,
 };
 use kiln_unet::{UNet, UNetConfig, save_checkpoint};
 use safetensors::SafeTensors;
@@ -186,6 +186,11 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
     let newest = latest_checkpoint(&checkpoints).unwrap().unwrap();
     assert!(newest.ends_with("step-00000012"));
     assert!(!partial.exists());
+
+    // The run folder is what face_sample reads: the newest EMA weights and the training size.
+    let loaded = load_for_sampling::<Flex>(&out, &Default::default()).unwrap();
+    assert_eq!(loaded.image_size, Some(16));
+    assert_eq!(loaded.config, UNetConfig::tiny(1));
 }
 
 #[test]

@@ -1,0 +1,66 @@
+//! Loading models to sample from: a diffusers model folder and every sampler by name.
+
+use std::path::Path;
+
+use burn::backend::Flex;
+use kiln_train::{Generation, SamplerName, generate, load_for_sampling};
+
+#[test]
+fn a_diffusers_folder_generates_with_every_sampler() {
+    let folder =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&folder, &device).unwrap();
+    let size = loaded.image_size.unwrap();
+    for (sampler, name) in SamplerName::ALL.iter().zip(SamplerName::NAMES) {
+        assert_eq!(name.parse::<SamplerName>(), Ok(*sampler));
+        assert_eq!(sampler.to_string(), name);
+        let generation = Generation {
+            sampler: *sampler,
+            steps: 4,
+            count: 2,
+            image_size: size,
+            seed: 1,
+        };
+        let mut steps = 0;
+        let images = generate(
+            &loaded.model,
+            loaded.prediction,
+            &loaded.schedule,
+            generation,
+            &device,
+            |_| steps += 1,
+        )
+        .unwrap();
+        assert_eq!(images.dims()[0], 2, "{name}");
+        assert!(steps >= 4, "{name}: {steps} steps");
+        let values: Vec<f32> = images.into_data().to_vec().unwrap();
+        assert!(values.iter().all(|v| v.is_finite()), "{name}");
+    }
+    assert!("dpm".parse::<SamplerName>().unwrap_err().contains("dpm++"));
+}
+
+#[test]
+fn a_size_the_model_cannot_take_is_an_error() {
+    let folder =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&folder, &device).unwrap();
+    let generation = Generation {
+        sampler: SamplerName::Ddim,
+        steps: 2,
+        count: 1,
+        image_size: 7,
+        seed: 0,
+    };
+    let error = generate(
+        &loaded.model,
+        loaded.prediction,
+        &loaded.schedule,
+        generation,
+        &device,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("multiples"), "{error}");
+}

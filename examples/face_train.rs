@@ -1,0 +1,337 @@
+//! Trains a diffusion UNet on a folder of face photos and watches faces emerge.
+//!
+//! ```text
+//! cargo run --release --example face_train                      # the bundled faces, CPU
+//! cargo run --release --example face_train -- --data ~/faces --channels 3 --image-size 64 \
+//!     --preset faces64 --epochs 50 --features cuda --device cuda
+//! cargo run --release --example face_train -- --resume           # continue runs/faces
+//! ```
+//!
+//! Writes into `--out` (default `runs/faces`): `samples/epoch-NNNN.png` (16 samples from the
+//! EMA weights with a fixed seed, so successive grids show the same faces improving),
+//! `progress.png` (all grids side by side), `loss.csv`, and `checkpoints/` (continue with
+//! `--resume`; sample with `face_sample --checkpoint runs/faces`). Ctrl-C saves a checkpoint
+//! before exiting. See docs/training.md.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use clap::Parser;
+use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
+use kiln::train::{
+    ImageFolder, ImageFolderOptions, LoadEvent, RunOptions, TrainConfig, TrainEvent, train,
+};
+use kiln::unet::UNetConfig;
+
+/// See the allocator note in `cpu_backends.rs`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The folder of the bundled faces (AT&T "The Database of Faces": 400 grayscale photos of 40
+/// people; see assets/faces/README.md).
+const BUNDLED_FACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/faces");
+
+/// Trains a diffusion model (a UNet predicting the noise) on a folder of images, writing
+/// sample grids, a loss log and resumable checkpoints.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Folder of training images, searched recursively (JPEG, PNG, WebP, BMP, PNM). Default:
+    /// the 400 bundled grayscale faces.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Fail on the first unreadable image instead of skipping it with a warning.
+    #[arg(long)]
+    strict: bool,
+    /// Training images are centre-cropped to a square and resized to this size.
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// 1 (grayscale) or 3 (RGB). Default: 1 for the bundled faces, 3 otherwise.
+    #[arg(long)]
+    channels: Option<usize>,
+    /// The UNet: faces32 (CPU demo: 32, 64, 128 channels, attention at 8×8), tiny (32, 64),
+    /// faces64 (64, 128, 256, 256; a GPU model) or cifar10 (the 35.7 M DDPM CIFAR-10 UNet).
+    #[arg(long, default_value = "faces32")]
+    preset: String,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 60)]
+    epochs: usize,
+    /// Images per optimizer step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Split each batch into this many micro-batches (gradients summed): the same step with
+    /// less memory.
+    #[arg(long, default_value_t = 1)]
+    grad_accumulation: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Steps of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 100)]
+    warmup_steps: usize,
+    /// Clip the gradient norm to this value (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Cap of the EMA decay.
+    #[arg(long, default_value_t = 0.995)]
+    ema_decay: f64,
+    /// What the model predicts: epsilon, sample or v_prediction.
+    #[arg(long, default_value = "epsilon")]
+    prediction: String,
+    /// β schedule: linear, scaled_linear, squaredcos_cap_v2 or sigmoid.
+    #[arg(long, default_value = "linear")]
+    beta_schedule: String,
+    /// Min-SNR-γ loss weighting (5 is the paper's choice); off by default.
+    #[arg(long)]
+    min_snr_gamma: Option<f64>,
+    /// Write a sample grid every this many epochs.
+    #[arg(long, default_value_t = 5)]
+    sample_every: usize,
+    /// Save a checkpoint every this many epochs.
+    #[arg(long, default_value_t = 5)]
+    checkpoint_every: usize,
+    /// Checkpoints to keep.
+    #[arg(long, default_value_t = 3)]
+    keep_checkpoints: usize,
+    /// Seed of the initial weights, data order, noise and sample grids.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Device: flex (CPU), ndarray, wgpu[:N] or cuda[:N] (GPU backends need
+    /// `--features wgpu` or `--features cuda`).
+    #[arg(long, default_value = "flex", conflicts_with = "devices")]
+    device: DeviceSpec,
+    /// Several devices of one backend for data-parallel training, e.g. cuda:0,cuda:1.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<DeviceSpec>,
+    /// The run folder.
+    #[arg(long, default_value = "runs/faces")]
+    out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let devices = if args.devices.is_empty() {
+        vec![args.device]
+    } else {
+        args.devices.clone()
+    };
+    match run_on_all(&devices, Training(args))
+        .map_err(Into::into)
+        .and_then(|done| done)
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Training(Args);
+
+impl MultiDeviceTask for Training {
+    type Output = Result<(), Box<dyn std::error::Error>>;
+
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let args = self.0;
+        let data_dir = args.data.clone().unwrap_or_else(|| BUNDLED_FACES.into());
+        let channels = args
+            .channels
+            .unwrap_or(if args.data.is_none() { 1 } else { 3 });
+        let config = train_config(&args, channels)?;
+
+        let started = Instant::now();
+        let options = ImageFolderOptions {
+            image_size: args.image_size as u32,
+            channels,
+            strict: args.strict,
+        };
+        let data = ImageFolder::load(&data_dir, options, |event| match event {
+            LoadEvent::Progress { done, total } => {
+                eprint!("\rloading {}: {done}/{total} images", data_dir.display());
+            }
+            LoadEvent::Skipped(file) => {
+                eprintln!(
+                    "\nwarning: skipped {}: {}",
+                    file.path.display(),
+                    file.reason
+                );
+            }
+        })?;
+        eprintln!(
+            "\nloaded {} images ({}×{}×{}) in {:.1?}{}",
+            data.len(),
+            channels,
+            args.image_size,
+            args.image_size,
+            started.elapsed(),
+            match data.skipped().len() {
+                0 => String::new(),
+                n => format!("; skipped {n} unreadable files"),
+            }
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler_flag = Arc::clone(&stop);
+        ctrlc::set_handler(move || {
+            if handler_flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)"
+            );
+        })?;
+        let run = RunOptions {
+            out: &args.out,
+            resume: args.resume,
+            stop: &stop,
+        };
+        let mut progress = Progress::new(config.epochs);
+        let summary =
+            train::<Autodiff<B>>(&config, &data, &devices, run, |event| progress.show(&event))?;
+        eprintln!();
+        if summary.interrupted {
+            println!(
+                "stopped at step {}; continue with --resume --out {}",
+                summary.steps,
+                args.out.display()
+            );
+        } else {
+            println!("done: {} steps in {:.1?}", summary.steps, started.elapsed());
+        }
+        if let Some(montage) = summary.montage {
+            println!("training progression: {}", montage.display());
+        }
+        Ok(())
+    }
+}
+
+fn train_config(args: &Args, channels: usize) -> Result<TrainConfig, String> {
+    let unet = match args.preset.as_str() {
+        "faces32" => UNetConfig::new(vec![32, 64, 128], vec![false, false, true])
+            .with_layers_per_block(1)
+            .with_norm_num_groups(8)
+            .with_attention_head_dim(Some(32)),
+        "tiny" => UNetConfig::tiny(channels),
+        "faces64" => UNetConfig::faces64(channels),
+        "cifar10" => UNetConfig::ddpm_cifar10(),
+        other => {
+            return Err(format!(
+                "unknown preset {other:?}; expected faces32, tiny, faces64 or cifar10"
+            ));
+        }
+    }
+    .with_in_channels(channels)
+    .with_out_channels(channels);
+    Ok(TrainConfig::new(unet, args.image_size)
+        .with_epochs(args.epochs)
+        .with_batch_size(args.batch_size)
+        .with_grad_accumulation(args.grad_accumulation)
+        .with_learning_rate(args.lr)
+        .with_warmup_steps(args.warmup_steps)
+        .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
+        .with_ema_decay(args.ema_decay)
+        .with_prediction(args.prediction.clone())
+        .with_beta_schedule(args.beta_schedule.clone())
+        .with_min_snr_gamma(args.min_snr_gamma)
+        .with_sample_every_epochs(args.sample_every)
+        .with_checkpoint_every_epochs(args.checkpoint_every)
+        .with_keep_checkpoints(args.keep_checkpoints)
+        .with_seed(args.seed))
+}
+
+/// The one-line progress display: epoch, a bar, step, smoothed loss, images/s and ETA.
+struct Progress {
+    epochs: usize,
+    smoothed_loss: Option<f64>,
+    images_per_second: Option<f64>,
+    started: Instant,
+    first_step: u64,
+}
+
+impl Progress {
+    fn new(epochs: usize) -> Self {
+        Self {
+            epochs,
+            smoothed_loss: None,
+            images_per_second: None,
+            started: Instant::now(),
+            first_step: 0,
+        }
+    }
+
+    fn show(&mut self, event: &TrainEvent<'_>) {
+        match *event {
+            TrainEvent::Started {
+                step,
+                total_steps,
+                resumed_from,
+                ..
+            } => {
+                self.first_step = step;
+                self.started = Instant::now();
+                if let Some(path) = resumed_from {
+                    eprintln!(
+                        "resuming from {} (step {step} of {total_steps})",
+                        path.display()
+                    );
+                }
+            }
+            TrainEvent::Step {
+                step,
+                total_steps,
+                epoch,
+                loss,
+                images_per_second,
+                ..
+            } => {
+                let smooth = |old: Option<f64>, new: f64, keep: f64| {
+                    Some(old.map_or(new, |old| keep * old + (1.0 - keep) * new))
+                };
+                self.smoothed_loss = smooth(self.smoothed_loss, loss, 0.95);
+                self.images_per_second = smooth(self.images_per_second, images_per_second, 0.9);
+                let done = (step - self.first_step) as f64;
+                let per_step = self.started.elapsed().as_secs_f64() / done.max(1.0);
+                let eta = per_step * (total_steps - step) as f64;
+                let width = 24;
+                let filled = (width as u64 * step / total_steps.max(1)) as usize;
+                eprint!(
+                    "\repoch {}/{} [{}{}] step {step}/{total_steps} loss {:.4} {:.1} img/s ETA {}   ",
+                    epoch + 1,
+                    self.epochs,
+                    "#".repeat(filled),
+                    "-".repeat(width - filled),
+                    self.smoothed_loss.unwrap_or(loss),
+                    self.images_per_second.unwrap_or(images_per_second),
+                    clock(eta),
+                );
+                let _ = std::io::stderr().flush();
+            }
+            TrainEvent::Sampled { epoch, path } => {
+                eprintln!("\nepoch {epoch}: samples in {}", path.display());
+            }
+            TrainEvent::Saved { step, path } => {
+                eprintln!("\nstep {step}: checkpoint {}", path.display());
+            }
+        }
+    }
+}
+
+/// Seconds as `1h02m03s`, `2m03s` or `3s`.
+fn clock(seconds: f64) -> String {
+    let total = seconds.round() as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s:02}s"),
+        _ => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
