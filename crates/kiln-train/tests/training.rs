@@ -75,6 +75,18 @@ fn run(
     resume: bool,
     stop_after: Option<u64>,
 ) -> Result<Vec<f64>, TrainError> {
+    run_on(config, data, out, resume, stop_after, 1)
+}
+
+/// [`run`] with the batch split over `devices` copies of the CPU device.
+fn run_on(
+    config: &TrainConfig,
+    data: &ImageFolder,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+    devices: usize,
+) -> Result<Vec<f64>, TrainError> {
     let _turn = ONE_RUN_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -85,14 +97,20 @@ fn run(
         stop: &stop,
     };
     let mut losses = Vec::new();
-    train::<B>(config, data, &[Default::default()], options, |event| {
-        if let TrainEvent::Step { step, loss, .. } = event {
-            losses.push(loss);
-            if Some(step) == stop_after {
-                stop.store(true, Ordering::SeqCst);
+    train::<B>(
+        config,
+        data,
+        &vec![Default::default(); devices],
+        options,
+        |event| {
+            if let TrainEvent::Step { step, loss, .. } = event {
+                losses.push(loss);
+                if Some(step) == stop_after {
+                    stop.store(true, Ordering::SeqCst);
+                }
             }
-        }
-    })?;
+        },
+    )?;
     Ok(losses)
 }
 
@@ -207,4 +225,27 @@ fn resuming_with_another_config_names_the_difference() {
     // A fresh run into a folder that holds one is refused rather than overwriting it.
     let error = run(&config(1), &data, &out, false, None).unwrap_err();
     assert!(error.to_string().contains("already holds a run"), "{error}");
+}
+
+#[test]
+fn splitting_batches_over_devices_and_micro_batches_keeps_the_losses() {
+    let data = discs("split-devices");
+    let config = config(1);
+    let whole = run(&config, &data, &scratch("one-device"), false, None).unwrap();
+    let two = run_on(&config, &data, &scratch("two-devices"), false, None, 2).unwrap();
+    let accumulated = run(
+        &config.clone().with_grad_accumulation(4),
+        &data,
+        &scratch("accumulated"),
+        false,
+        None,
+    )
+    .unwrap();
+    for split in [two, accumulated] {
+        for (a, b) in whole.iter().zip(&split) {
+            assert!((a - b).abs() < 1e-4 * a.abs(), "{whole:?} vs {split:?}");
+        }
+    }
+    let error = run_on(&config, &data, &scratch("three-devices"), false, None, 3).unwrap_err();
+    assert!(matches!(error, TrainError::BatchSplit { .. }), "{error}");
 }
