@@ -55,6 +55,10 @@ struct Args {
     /// sample_size).
     #[arg(long)]
     image_size: Option<usize>,
+    /// Let the predicted x_0 leave [−1, 1] (by default it is clipped where the sampler
+    /// supports it: DDPM, DDIM, Heun, DPM-Solver++, UniPC).
+    #[arg(long)]
+    no_clip: bool,
     /// flex, ndarray, wgpu[:N] or cuda[:N] (GPU backends need `--features wgpu|cuda`).
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
@@ -101,6 +105,7 @@ impl BackendTask for Sampling {
             count: args.count,
             image_size,
             seed: args.seed,
+            clip: !args.no_clip,
         };
         let frames = args.strip_frames.clamp(2, args.steps.max(2));
         let mut noisy = Vec::new();

@@ -6,9 +6,9 @@ use std::str::FromStr;
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
 use kiln_sampler::{
-    Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, Euler, EulerConfig,
-    Heun, HeunConfig, Pndm, PndmConfig, Sampler, SamplerError, StepEvent, UniPc, UniPcConfig,
-    sample,
+    Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding,
+    Euler, EulerConfig, Heun, HeunConfig, Pndm, PndmConfig, SampleClipping, Sampler, SamplerError,
+    StepEvent, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
@@ -123,6 +123,12 @@ pub struct Generation {
     pub image_size: usize,
     /// The seed of the initial noise and of stochastic samplers.
     pub seed: u64,
+    /// Keep each step's prediction of x_0 within [−1, 1], the range of the training data,
+    /// where the sampler supports it: `clip_sample` for DDPM, DDIM and Heun, dynamic
+    /// thresholding with a maximum of 1 for DPM-Solver++ and UniPC (Euler and PNDM have no
+    /// such option). A partly trained pixel-space model otherwise predicts x_0 far outside
+    /// the data range at high noise, which multistep solvers amplify into speckle.
+    pub clip: bool,
 }
 
 /// Generates images in [−1, 1] (approximately; see [`crate::pixels`] for display) with
@@ -150,9 +156,26 @@ pub fn generate<B: Backend>(
     let mut go = |sampler: &mut dyn SamplerRun<B>| {
         sampler.run(&denoiser, noise.clone(), &mut rng, &mut on_step)
     };
+    let clipping = SampleClipping {
+        clip_sample: generation.clip,
+        ..SampleClipping::default()
+    };
+    let thresholding = generation.clip.then(DynamicThresholding::default);
     let output = match generation.sampler {
-        SamplerName::Ddpm => go(&mut Ddpm::new(DdpmConfig::default(), schedule, steps)?),
-        SamplerName::Ddim => go(&mut Ddim::new(DdimConfig::default(), schedule, steps)?),
+        SamplerName::Ddpm => {
+            let config = DdpmConfig {
+                clipping,
+                ..DdpmConfig::default()
+            };
+            go(&mut Ddpm::new(config, schedule, steps)?)
+        }
+        SamplerName::Ddim => {
+            let config = DdimConfig {
+                clipping,
+                ..DdimConfig::default()
+            };
+            go(&mut Ddim::new(config, schedule, steps)?)
+        }
         SamplerName::Pndm => go(&mut Pndm::new(PndmConfig::default(), schedule, steps)?),
         SamplerName::Euler => go(&mut Euler::new(EulerConfig::default(), schedule, steps)?),
         SamplerName::EulerAncestral => {
@@ -162,13 +185,27 @@ pub fn generate<B: Backend>(
             };
             go(&mut Euler::new(config, schedule, steps)?)
         }
-        SamplerName::Heun => go(&mut Heun::new(HeunConfig::default(), schedule, steps)?),
-        SamplerName::DpmSolver => go(&mut DpmSolver::new(
-            DpmSolverConfig::default(),
-            schedule,
-            steps,
-        )?),
-        SamplerName::UniPc => go(&mut UniPc::new(UniPcConfig::default(), schedule, steps)?),
+        SamplerName::Heun => {
+            let config = HeunConfig {
+                clipping,
+                ..HeunConfig::default()
+            };
+            go(&mut Heun::new(config, schedule, steps)?)
+        }
+        SamplerName::DpmSolver => {
+            let config = DpmSolverConfig {
+                thresholding,
+                ..DpmSolverConfig::default()
+            };
+            go(&mut DpmSolver::new(config, schedule, steps)?)
+        }
+        SamplerName::UniPc => {
+            let config = UniPcConfig {
+                thresholding,
+                ..UniPcConfig::default()
+            };
+            go(&mut UniPc::new(config, schedule, steps)?)
+        }
     }?;
     Ok(output)
 }

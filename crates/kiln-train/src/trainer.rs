@@ -387,7 +387,8 @@ fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {
     order
 }
 
-/// Samples a grid from the EMA model with DPM-Solver++ and the run's seed.
+/// Samples a grid from the EMA model with DPM-Solver++ (x_0 kept in [−1, 1]) and the run's
+/// seed.
 fn write_grid<B: Backend>(
     config: &TrainConfig,
     model: &UNet<B>,
@@ -400,6 +401,7 @@ fn write_grid<B: Backend>(
         count: config.sample_count,
         image_size: config.image_size,
         seed: config.seed,
+        clip: true,
     };
     let images = generate(
         model,

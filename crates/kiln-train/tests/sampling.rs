@@ -21,6 +21,7 @@ fn a_diffusers_folder_generates_with_every_sampler() {
             count: 2,
             image_size: size,
             seed: 1,
+            clip: true,
         };
         let mut steps = 0;
         let images = generate(
@@ -52,6 +53,7 @@ fn a_size_the_model_cannot_take_is_an_error() {
         count: 1,
         image_size: 7,
         seed: 0,
+        clip: false,
     };
     let error = generate(
         &loaded.model,
