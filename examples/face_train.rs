@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo run --release --example face_train                      # the bundled faces, CPU
-//! cargo run --release --example face_train -- --data ~/faces --channels 3 --image-size 64 \
-//!     --preset faces64 --epochs 50 --features cuda --device cuda
+//! cargo run --release --features cuda --example face_train -- --data ~/faces --channels 3 \
+//!     --image-size 64 --preset faces64 --epochs 50 --device cuda
 //! cargo run --release --example face_train -- --resume           # continue runs/faces
 //! ```
 //!
@@ -59,7 +59,7 @@ struct Args {
     #[arg(long, default_value = "faces32")]
     preset: String,
     /// Passes over the data.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 25)]
     epochs: usize,
     /// Images per optimizer step.
     #[arg(long, default_value_t = 16)]
@@ -216,10 +216,7 @@ impl MultiDeviceTask for Training {
 
 fn train_config(args: &Args, channels: usize) -> Result<TrainConfig, String> {
     let unet = match args.preset.as_str() {
-        "faces32" => UNetConfig::new(vec![32, 64, 128], vec![false, false, true])
-            .with_layers_per_block(1)
-            .with_norm_num_groups(8)
-            .with_attention_head_dim(Some(32)),
+        "faces32" => UNetConfig::faces32(channels),
         "tiny" => UNetConfig::tiny(channels),
         "faces64" => UNetConfig::faces64(channels),
         "cifar10" => UNetConfig::ddpm_cifar10(),

@@ -64,7 +64,7 @@ pub struct TrainConfig {
     /// Images in each sample grid.
     #[config(default = 16)]
     pub sample_count: usize,
-    /// DPM-Solver++ steps for the sample grids.
+    /// DDIM steps for the sample grids.
     #[config(default = 20)]
     pub sample_steps: usize,
     /// Save a checkpoint every this many epochs (and after the last, and on interruption).

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
@@ -22,8 +22,15 @@ use safetensors::SafeTensors;
 type B = Autodiff<Flex>;
 
 /// burn's backend RNG (initial weights, dropout) is global to the process, so runs that must
-/// reproduce each other cannot overlap with other runs: the tests take turns.
-static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// reproduce each other cannot overlap with anything that draws from it (a run, or building a
+/// model to load weights into): the tests take turns.
+static BACKEND_RNG: Mutex<()> = Mutex::new(());
+
+fn my_turn() -> MutexGuard<'static, ()> {
+    BACKEND_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("training-{name}"));
@@ -87,9 +94,7 @@ fn run_on(
     stop_after: Option<u64>,
     devices: usize,
 ) -> Result<Vec<f64>, TrainError> {
-    let _turn = ONE_RUN_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = my_turn();
     let stop = AtomicBool::new(false);
     let options = RunOptions {
         out,
@@ -124,6 +129,7 @@ fn final_weights(out: &Path) -> [BTreeMap<String, Vec<u8>>; 2] {
     let config = UNetConfig::tiny(1);
     let device = Default::default();
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let _turn = my_turn();
     let model: UNet<Flex> = config
         .init(&device)
         .unwrap()
@@ -206,7 +212,10 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
     assert!(!partial.exists());
 
     // The run folder is what face_sample reads: the newest EMA weights and the training size.
-    let loaded = load_for_sampling::<Flex>(&out, &Default::default()).unwrap();
+    let loaded = {
+        let _turn = my_turn();
+        load_for_sampling::<Flex>(&out, &Default::default()).unwrap()
+    };
     assert_eq!(loaded.image_size, Some(16));
     assert_eq!(loaded.config, UNetConfig::tiny(1));
 }
@@ -248,4 +257,20 @@ fn splitting_batches_over_devices_and_micro_batches_keeps_the_losses() {
     }
     let error = run_on(&config, &data, &scratch("three-devices"), false, None, 3).unwrap_err();
     assert!(matches!(error, TrainError::BatchSplit { .. }), "{error}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_writes_no_checkpoint() {
+    let data = discs("diverging");
+    let out = scratch("diverging");
+    let config = config(2)
+        .with_learning_rate(1e30)
+        .with_warmup_steps(1)
+        .with_max_grad_norm(None);
+    let error = run(&config, &data, &out, false, None).unwrap_err();
+    let TrainError::NonFiniteLoss { step, loss, .. } = error else {
+        panic!("{error}");
+    };
+    assert!(!loss.is_finite() && (1..8).contains(&step), "{step} {loss}");
+    assert_eq!(latest_checkpoint(&out.join("checkpoints")).unwrap(), None);
 }

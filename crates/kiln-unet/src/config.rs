@@ -108,6 +108,18 @@ impl UNetConfig {
             .with_norm_num_groups(8)
     }
 
+    /// `faces32`: a 32×32 face model that trains on a CPU: 3 levels of 32, 64, 128 channels,
+    /// one residual block per level, attention (4 heads of 32 channels) at 8×8, 8 groups
+    /// (2.7 M parameters with one channel).
+    pub fn faces32(channels: usize) -> Self {
+        Self::new(vec![32, 64, 128], vec![false, false, true])
+            .with_in_channels(channels)
+            .with_out_channels(channels)
+            .with_layers_per_block(1)
+            .with_norm_num_groups(8)
+            .with_attention_head_dim(Some(32))
+    }
+
     /// `faces64`: a 64×64 face model that trains on one consumer GPU: 4 levels of 64, 128,
     /// 256, 256 channels with attention at 16×16 and 8×8, 2 blocks per level, scale-shift
     /// time conditioning, dropout 0.1.

@@ -18,6 +18,7 @@ fn parameter_counts_equal_diffusers() {
         count(UNetConfig::tiny(3).with_num_class_embeds(Some(11))),
         703_907
     );
+    assert_eq!(count(UNetConfig::faces32(1)), 2_734_945);
     assert_eq!(count(UNetConfig::faces64(3)), 27_659_075);
     assert_eq!(count(UNetConfig::ddpm_cifar10()), 35_746_307);
     assert_eq!(count(UNetConfig::ddpm_celebahq256()), 113_673_219);
