@@ -9,7 +9,7 @@
 //!
 //! Writes into `--out` (default `runs/faces`): `samples/epoch-NNNN.png` (16 samples from the
 //! EMA weights with a fixed seed, so successive grids show the same faces improving),
-//! `progress.png` (all grids side by side), `loss.csv`, and `checkpoints/` (continue with
+//! `progress.png` (all grids side by side), `loss.csv` and `loss.png`, and `checkpoints/` (continue with
 //! `--resume`; sample with `face_sample --checkpoint runs/faces`). Ctrl-C saves a checkpoint
 //! before exiting. See docs/training.md.
 
@@ -209,6 +209,9 @@ impl MultiDeviceTask for Training {
         }
         if let Some(montage) = summary.montage {
             println!("training progression: {}", montage.display());
+        }
+        if let Some(curve) = summary.loss_curve {
+            println!("loss curve: {}", curve.display());
         }
         Ok(())
     }

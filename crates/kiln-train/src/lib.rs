@@ -7,7 +7,8 @@
 //!   weights), writing sample grids, a loss log and atomic, exactly resumable checkpoints;
 //! - [`generate`] and [`UNetDenoiser`]: sampling a trained model with any Kiln sampler, picked
 //!   by name; [`load_for_sampling`] reads a run, a checkpoint or a diffusers model folder;
-//! - [`pixels`]: images to tensors in [−1, 1] and back, grids and montages.
+//! - [`pixels`]: images to tensors in [−1, 1] and back, grids and montages; [`plot`]: the loss
+//!   curve.
 //!
 //! The library never prints: progress arrives through callbacks ([`LoadEvent`],
 //! [`TrainEvent`]).
@@ -20,6 +21,7 @@ mod dataset;
 mod ema;
 mod error;
 pub mod pixels;
+pub mod plot;
 mod sampling;
 mod trainer;
 

@@ -39,9 +39,9 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use crate::checkpoint::{self, TrainState};
 use crate::dataset::ImageFolder;
 use crate::ema::Ema;
-use crate::pixels;
 use crate::sampling::{Generation, SamplerName, generate};
 use crate::{TrainConfig, TrainError};
+use crate::{pixels, plot};
 
 /// Where a run writes, and how it may be stopped.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +114,9 @@ pub struct TrainSummary {
     pub grids: Vec<PathBuf>,
     /// All sample grids of the run side by side (`progress.png`), written at the end.
     pub montage: Option<PathBuf>,
+    /// The loss of every step of the run as a picture (`loss.png`, see
+    /// [`crate::plot::loss_curve`]), written at the end.
+    pub loss_curve: Option<PathBuf>,
 }
 
 /// Trains a UNet on `data` according to `config`, on `devices` (the first holds the model;
@@ -223,6 +226,7 @@ pub fn train<B: AutodiffBackend>(
         checkpoint: None,
         grids: Vec::new(),
         montage: None,
+        loss_curve: None,
     };
     let mut order: Option<(usize, Vec<usize>)> = None;
     for step in start..total_steps {
@@ -357,6 +361,7 @@ pub fn train<B: AutodiffBackend>(
     log.flush()?;
     if !summary.interrupted && summary.steps == total_steps {
         summary.montage = write_montage(&samples, &options.out.join("progress.png"))?;
+        summary.loss_curve = log.plot(&options.out.join("loss.png"))?;
     }
     Ok(summary)
 }
@@ -478,6 +483,24 @@ impl LossLog {
     fn append(&mut self, step: u64, epoch: usize, loss: f64, lr: f64) -> Result<(), TrainError> {
         writeln!(self.writer, "{},{epoch},{loss},{lr}", step + 1)
             .map_err(|error| TrainError::io(&self.path, error))
+    }
+
+    /// Draws every loss in the log into `path`; `None` if there was nothing to draw.
+    fn plot(&self, path: &Path) -> Result<Option<PathBuf>, TrainError> {
+        let text =
+            fs::read_to_string(&self.path).map_err(|error| TrainError::io(&self.path, error))?;
+        let losses: Vec<f64> = text
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split(',').nth(2)?.parse().ok())
+            .collect();
+        let Some(image) = plot::loss_curve(&losses, 800, 300) else {
+            return Ok(None);
+        };
+        image
+            .save(path)
+            .map_err(|error| TrainError::io(path, error))?;
+        Ok(Some(path.to_path_buf()))
     }
 
     fn flush(&mut self) -> Result<(), TrainError> {

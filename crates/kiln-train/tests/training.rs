@@ -160,6 +160,7 @@ fn loss_goes_down_and_resume_is_bit_identical() {
     let (early, late) = (mean(&losses[..4]), mean(&losses[20..]));
     assert!(late < 0.7 * early, "loss {early} -> {late}");
     assert!(straight.join("progress.png").is_file());
+    assert!(straight.join("loss.png").is_file());
     assert!(straight.join("samples/epoch-0006.png").is_file());
     let csv = fs::read_to_string(straight.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 25);
