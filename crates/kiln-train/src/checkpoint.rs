@@ -172,9 +172,9 @@ pub struct SamplingModel<B: Backend> {
 /// - a run folder (its latest checkpoint's EMA weights) or a checkpoint folder in it;
 /// - a Kiln UNet checkpoint file (`.safetensors`; ε-prediction and the linear schedule of
 ///   Ho et al. 2020 are assumed);
-/// - a diffusers model folder (`config.json` + `diffusion_pytorch_model.safetensors`), with the
-///   schedule and prediction type read from `scheduler_config.json` beside it, or from a
-///   `scheduler/` folder one level up, where present.
+/// - a diffusers model folder (`config.json` + `diffusion_pytorch_model.safetensors`), or a
+///   pipeline folder holding one as `unet/`, with the schedule and prediction type read from
+///   `scheduler_config.json` beside it or from a sibling `scheduler/` folder, where present.
 pub fn load_for_sampling<B: Backend>(
     path: &Path,
     device: &B::Device,
@@ -204,6 +204,12 @@ pub fn load_for_sampling<B: Backend>(
             image_size: Some(state.config.image_size),
         });
     }
+    // A diffusers pipeline folder keeps the model in `unet/` and the schedule in `scheduler/`.
+    let path = &if path.join("unet/config.json").is_file() {
+        path.join("unet")
+    } else {
+        path.to_path_buf()
+    };
     let (config, model) = load_diffusers(path, device)?;
     let scheduler = [
         path.join("scheduler_config.json"),

@@ -1,8 +1,10 @@
 //! Loading models to sample from: a diffusers model folder and every sampler by name.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
+use kiln_forward::Prediction;
 use kiln_train::{Generation, SamplerName, generate, load_for_sampling};
 
 #[test]
@@ -65,4 +67,26 @@ fn a_size_the_model_cannot_take_is_an_error() {
     )
     .unwrap_err();
     assert!(error.to_string().contains("multiples"), "{error}");
+}
+
+#[test]
+fn a_pipeline_folder_with_unet_and_scheduler_loads_the_schedule() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let pipeline = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sampling-pipeline");
+    let _ = fs::remove_dir_all(&pipeline);
+    fs::create_dir_all(pipeline.join("unet")).unwrap();
+    fs::create_dir_all(pipeline.join("scheduler")).unwrap();
+    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        fs::copy(fixture.join(file), pipeline.join("unet").join(file)).unwrap();
+    }
+    fs::write(
+        pipeline.join("scheduler/scheduler_config.json"),
+        r#"{"num_train_timesteps": 500, "beta_schedule": "squaredcos_cap_v2",
+            "prediction_type": "v_prediction"}"#,
+    )
+    .unwrap();
+    let loaded = load_for_sampling::<Flex>(&pipeline, &Default::default()).unwrap();
+    assert_eq!(loaded.prediction, Prediction::V);
+    assert_eq!(loaded.schedule.num_timesteps(), 500);
 }
