@@ -11,7 +11,7 @@
 //! `--checkpoint` takes a run folder of `face_train` (its latest EMA weights), one of its
 //! checkpoint folders, a Kiln UNet `.safetensors` file, or a diffusers model folder (such as a
 //! download of google/ddpm-celebahq-256: `config.json`, `diffusion_pytorch_model.safetensors`
-//! and `scheduler_config.json`).
+//! and `scheduler_config.json`, or a pipeline folder with `unet/` and `scheduler/`).
 //!
 //! The strip shows sample 0 along the way: the top row is x_t at evenly spaced steps, the
 //! bottom row the model's prediction of x_0 at the same steps.
