@@ -179,6 +179,9 @@ pub fn load_for_sampling<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<SamplingModel<B>, TrainError> {
+    if !path.exists() {
+        return Err(TrainError::io(path, "no such file or folder"));
+    }
     if path.is_file() {
         let (config, model) = load_checkpoint(path, device)?;
         return Ok(SamplingModel {

@@ -115,7 +115,7 @@ impl fmt::Display for SamplerName {
 pub struct Generation {
     /// The sampler.
     pub sampler: SamplerName,
-    /// Model evaluations' worth of steps (Heun uses about two evaluations per step).
+    /// Sampler steps (Heun evaluates the model about twice per step).
     pub steps: usize,
     /// How many images.
     pub count: usize,

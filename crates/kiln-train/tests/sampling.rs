@@ -41,6 +41,11 @@ fn a_diffusers_folder_generates_with_every_sampler() {
         assert!(values.iter().all(|v| v.is_finite()), "{name}");
     }
     assert!("dpm".parse::<SamplerName>().unwrap_err().contains("dpm++"));
+    let missing = load_for_sampling::<Flex>(&folder.join("missing"), &device).unwrap_err();
+    assert!(
+        missing.to_string().contains("missing: no such file"),
+        "{missing}"
+    );
 }
 
 #[test]
