@@ -31,7 +31,8 @@ use burn::optim::{
 };
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use kiln_forward::{ForwardProcess, standard_normal};
+use kiln_forward::{ForwardProcess, Prediction, standard_normal};
+use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -129,7 +130,7 @@ pub fn train<B: AutodiffBackend>(
     mut on_event: impl FnMut(TrainEvent<'_>),
 ) -> Result<TrainSummary, TrainError> {
     config.validate()?;
-    let device = devices.first().ok_or(TrainError::NoDevices)?;
+    let main_device = devices.first().ok_or(TrainError::NoDevices)?;
     let micro_batch = config.batch_size / config.grad_accumulation;
     if !micro_batch.is_multiple_of(devices.len()) {
         return Err(TrainError::BatchSplit {
@@ -168,7 +169,7 @@ pub fn train<B: AutodiffBackend>(
     let latest = checkpoint::latest_checkpoint(&checkpoints)?;
     let (mut model, mut ema, start, resumed_from) = match (options.resume, latest) {
         (true, Some(latest)) => {
-            let restored = checkpoint::restore::<B, _>(&latest, optimizer, device)?;
+            let restored = checkpoint::restore::<B, _>(&latest, optimizer, main_device)?;
             if let Some(difference) = restored.state.config.first_difference(config) {
                 return Err(TrainError::ConfigMismatch {
                     path: latest,
@@ -196,8 +197,8 @@ pub fn train<B: AutodiffBackend>(
             ));
         }
         (false, None) => {
-            B::seed(device, config.seed);
-            let model = config.unet.init::<B>(device)?;
+            B::seed(main_device, config.seed);
+            let model = config.unet.init::<B>(main_device)?;
             let ema = Ema::new(&model, config.ema_decay);
             (model, ema, 0, None)
         }
@@ -249,7 +250,9 @@ pub fn train<B: AutodiffBackend>(
             .map(|_| rng.random_range(0..config.num_train_timesteps))
             .collect();
         let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
-        let mut loss_sum = 0.0_f64;
+        // Each part's loss stays on the first device until the step's end: reading it back
+        // per part would make every device wait for the previous one.
+        let mut part_losses = Vec::new();
         let shard = micro_batch / devices.len();
         for (index, device) in devices.iter().enumerate() {
             B::seed(
@@ -285,15 +288,19 @@ pub fn train<B: AutodiffBackend>(
             let loss = (per_image * weights)
                 .sum()
                 .div_scalar(config.batch_size as f64);
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            part_losses.push(loss.clone().inner().to_device(main_device));
             let grads = GradientsParams::from_grads(loss.backward(), &replica);
             let grads = if device_index == 0 {
                 grads
             } else {
-                grads.to_device(devices.first().expect("checked"), &model)
+                grads.to_device(main_device, &model)
             };
             accumulator.accumulate(&model, grads);
         }
+        let loss_sum = Tensor::cat(part_losses, 0)
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
         if !loss_sum.is_finite() {
             return Err(TrainError::NonFiniteLoss {
                 step,
@@ -322,7 +329,14 @@ pub fn train<B: AutodiffBackend>(
         let stop = options.stop.load(Ordering::SeqCst);
         if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
             let path = samples.join(format!("epoch-{epochs_done:04}.png"));
-            write_grid(config, ema.model(), device, &path)?;
+            write_grid(
+                config,
+                ema.model(),
+                prediction,
+                &schedule,
+                main_device,
+                &path,
+            )?;
             on_event(TrainEvent::Sampled {
                 epoch: epochs_done,
                 path: &path,
@@ -400,6 +414,8 @@ fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {
 fn write_grid<B: Backend>(
     config: &TrainConfig,
     model: &UNet<B>,
+    prediction: Prediction,
+    schedule: &NoiseSchedule,
     device: &B::Device,
     path: &Path,
 ) -> Result<(), TrainError> {
@@ -411,14 +427,7 @@ fn write_grid<B: Backend>(
         seed: config.seed,
         clip: true,
     };
-    let images = generate(
-        model,
-        config.prediction()?,
-        &config.schedule()?,
-        generation,
-        device,
-        |_| {},
-    )?;
+    let images = generate(model, prediction, schedule, generation, device, |_| {})?;
     let columns = (config.sample_count as f64).sqrt().ceil() as usize;
     pixels::save(&pixels::grid(images, columns, 2)?, path)?;
     Ok(())
