@@ -1,7 +1,7 @@
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, backend::Backend};
+use kiln_kernels::softmax;
 
 use crate::norm::group_norm;
 

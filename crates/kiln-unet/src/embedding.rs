@@ -1,7 +1,7 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use kiln_kernels::silu;
 
 /// The sinusoidal embedding of timesteps (Vaswani et al. 2017, §3.5, as used by Ho et al.
 /// 2020), `[batch]` → `[batch, dim]`, in diffusers' `UNet2DModel` layout (cosines first,

@@ -1,8 +1,8 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
+use kiln_kernels::silu;
 
 use crate::norm::{add_per_channel, group_norm, scale_shift};
 use crate::resample::conv3x3;

@@ -1,8 +1,8 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor, backend::Backend};
+use kiln_kernels::silu;
 
 use crate::norm::group_norm;
 use crate::resample::conv3x3;

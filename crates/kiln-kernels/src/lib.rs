@@ -1,0 +1,42 @@
+//! Kiln's own CPU kernels, as an extension of burn's Flex backend.
+//!
+//! burn 0.21's Flex backend computes `exp` and `sigmoid` one scalar at a time on one thread,
+//! splits softmax into five ops under autodiff, and applies GroupNorm's γ and β with a slow
+//! middle-dimension broadcast (`docs/performance.md` has the profile). This crate replaces those
+//! ops for the UNet with fused kernels:
+//!
+//! | op | forward | backward |
+//! | --- | --- | --- |
+//! | [`silu`] | x·σ(x), SIMD `exp` | g·σ(x)·(1 + x·(1 − σ(x))) |
+//! | [`softmax`] (last dimension) | one pass per row, SIMD `exp` | s ⊙ (g − ⟨g, s⟩) per row |
+//! | [`group_norm`] | mean and variance per (batch, group), then the affine map | the closed-form gradient of all three inputs |
+//!
+//! Each runs on the rows or chunks of a contiguous `f32` buffer split over rayon's threads,
+//! with the SIMD `exp` of `rten-vecmath` (AVX-512, AVX2 or NEON chosen at run time).
+//!
+//! # How an op picks its kernel
+//! Every op is a function generic over `B: Backend`, so a model written with them (Kiln's UNet)
+//! runs unchanged on any backend. When `B` is `Flex` or `Autodiff<Flex>` and the tensor is
+//! `f32`, the op runs Kiln's kernel (under autodiff with the hand-written backward registered as
+//! one node of burn's graph); on every other backend (wgpu, CUDA, ndarray, a user's own) and
+//! dtype it runs burn's own ops, exactly as the model did before. The choice is made by type
+//! ([`std::any::TypeId`]) in one place, `route.rs`: stable Rust has no specialisation, and a
+//! trait bound such as `B: KilnBackend` would have to be implemented for every backend a user
+//! brings, which the orphan rule forbids for backends the user does not own.
+//!
+//! The kernels are checked against burn's ops, values and gradients, on random inputs with
+//! awkward shapes (`tests/kernels.rs`).
+
+#![warn(missing_docs)]
+
+mod group_norm;
+#[cfg(feature = "flex")]
+mod parallel;
+#[cfg(feature = "flex")]
+mod route;
+mod silu;
+mod softmax;
+
+pub use group_norm::group_norm;
+pub use silu::silu;
+pub use softmax::softmax;

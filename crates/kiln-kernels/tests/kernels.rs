@@ -1,0 +1,188 @@
+//! Kiln's kernels against burn's own ops on Flex: values, and gradients through
+//! `Autodiff<Flex>`, on random inputs with awkward shapes (batch 1, channel and row lengths that
+//! are not multiples of any SIMD width, odd image sizes, strided inputs).
+
+use burn::backend::{Autodiff, Flex};
+use burn::nn::GroupNormConfig;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, ElementConversion, Tensor, activation};
+use kiln_kernels::{group_norm, silu, softmax};
+
+type A = Autodiff<Flex>;
+
+/// The largest difference relative to the largest magnitude of `expected`.
+fn relative_error<B: Backend, const D: usize>(actual: Tensor<B, D>, expected: Tensor<B, D>) -> f32 {
+    let scale: f32 = expected.clone().abs().max().into_scalar().elem();
+    let difference: f32 = (actual - expected).abs().max().into_scalar().elem();
+    difference / scale.max(f32::MIN_POSITIVE)
+}
+
+fn random<B: Backend, const D: usize>(shape: [usize; D], scale: f64) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Normal(0.0, scale), &Default::default())
+}
+
+/// Checks `kiln` against `burn` on `x`: values on Flex, and on `Autodiff<Flex>` the output and the
+/// gradient of Σ w·f(x) for a random w.
+fn check_unary<const D: usize>(
+    x: Tensor<Flex, D>,
+    kiln: impl Fn(Tensor<A, D>) -> Tensor<A, D>,
+    burn: impl Fn(Tensor<A, D>) -> Tensor<A, D>,
+    what: &str,
+) {
+    let weights = random::<A, D>(x.dims(), 1.0);
+    let run = |op: &dyn Fn(Tensor<A, D>) -> Tensor<A, D>| {
+        let input = Tensor::<A, D>::from_inner(x.clone()).require_grad();
+        let y = op(input.clone());
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        (y.inner(), input.grad(&grads).expect("x has a gradient"))
+    };
+    let (y_kiln, grad_kiln) = run(&kiln);
+    let (y_burn, grad_burn) = run(&burn);
+    let error = relative_error(y_kiln, y_burn);
+    assert!(
+        error <= 1e-4,
+        "{what} {:?}: values differ by {error:e}",
+        x.dims()
+    );
+    let error = relative_error(grad_kiln, grad_burn);
+    assert!(
+        error <= 1e-4,
+        "{what} {:?}: gradients differ by {error:e}",
+        x.dims()
+    );
+}
+
+#[test]
+fn silu_matches_burn() {
+    for shape in [[1, 3, 5, 7], [2, 17, 9, 9], [16, 32, 32, 32]] {
+        let x = random::<Flex, 4>(shape, 4.0);
+        let error = relative_error(silu(x.clone()), activation::silu(x.clone()));
+        assert!(error <= 1e-4, "silu {shape:?}: {error:e}");
+        check_unary(x, silu, activation::silu, "silu");
+    }
+    // Extreme inputs saturate instead of overflowing.
+    let x = Tensor::<Flex, 1>::from_floats([-200.0, -30.0, 0.0, 30.0, 200.0], &Default::default());
+    let error = relative_error(silu(x.clone()), activation::silu(x));
+    assert!(error <= 1e-6, "{error:e}");
+}
+
+#[test]
+fn silu_of_a_strided_tensor() {
+    let x = random::<Flex, 4>([2, 5, 6, 3], 2.0).swap_dims(1, 3);
+    let error = relative_error(silu(x.clone()), activation::silu(x.clone()));
+    assert!(error <= 1e-4, "{error:e}");
+    check_unary(x, silu, activation::silu, "strided silu");
+}
+
+#[test]
+fn softmax_matches_burn() {
+    for shape in [[1, 1, 1, 1], [1, 2, 3, 7], [2, 3, 17, 33], [16, 8, 64, 64]] {
+        let x = random::<Flex, 4>(shape, 3.0);
+        let error = relative_error(softmax(x.clone(), 3), activation::softmax(x.clone(), 3));
+        assert!(error <= 1e-4, "softmax {shape:?}: {error:e}");
+        check_unary(
+            x,
+            |x| softmax(x, 3),
+            |x| activation::softmax(x, 3),
+            "softmax",
+        );
+    }
+}
+
+#[test]
+fn softmax_over_other_dimensions_and_strided_rows() {
+    let x = random::<Flex, 3>([4, 9, 5], 2.0);
+    check_unary(
+        x.clone(),
+        |x| softmax(x, 1),
+        |x| activation::softmax(x, 1),
+        "dim 1",
+    );
+    let strided = x.swap_dims(1, 2);
+    check_unary(
+        strided,
+        |x| softmax(x, 2),
+        |x| activation::softmax(x, 2),
+        "strided",
+    );
+}
+
+#[test]
+fn group_norm_matches_burn() {
+    let device = Default::default();
+    for ([batch, channels, height, width], groups) in [
+        ([1, 4, 3, 5], 2),
+        ([2, 12, 7, 9], 3),
+        ([3, 24, 8, 8], 8),
+        ([16, 64, 16, 16], 32),
+    ] {
+        let shape = [batch, channels, height, width];
+        // A mean far from zero checks the two-pass variance.
+        let x = random::<Flex, 4>(shape, 2.0).add_scalar(5.0);
+        let norm = GroupNormConfig::new(groups, channels)
+            .with_epsilon(1e-5)
+            .init::<A>(&device);
+        let gamma = random::<A, 1>([channels], 1.0)
+            .add_scalar(1.0)
+            .require_grad();
+        let beta = random::<A, 1>([channels], 1.0).require_grad();
+        let weights = random::<A, 4>(shape, 1.0);
+        let run = |kiln: bool| {
+            let input = Tensor::<A, 4>::from_inner(x.clone()).require_grad();
+            let (gamma, beta) = (gamma.clone(), beta.clone());
+            let y = if kiln {
+                group_norm(
+                    input.clone(),
+                    groups,
+                    Some((gamma.clone(), beta.clone())),
+                    1e-5,
+                )
+            } else {
+                let mut reference = norm.clone();
+                reference.gamma = Some(burn::module::Param::from_tensor(gamma.clone()));
+                reference.beta = Some(burn::module::Param::from_tensor(beta.clone()));
+                reference.forward(input.clone())
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let grad = |t: &Tensor<A, 1>| t.grad(&grads).expect("γ and β have gradients");
+            (
+                y.inner(),
+                input.grad(&grads).expect("x has a gradient"),
+                grad(&gamma),
+                grad(&beta),
+            )
+        };
+        let (kiln, burn) = (run(true), run(false));
+        // Flex without autodiff takes the same kernel.
+        let plain = group_norm(x, groups, Some((gamma.inner(), beta.inner())), 1e-5);
+        let errors = [
+            relative_error(plain, burn.0.clone()),
+            relative_error(kiln.0, burn.0),
+            relative_error(kiln.1, burn.1),
+            relative_error(kiln.2, burn.2),
+            relative_error(kiln.3, burn.3),
+        ];
+        assert!(
+            errors.iter().all(|&e| e <= 1e-4),
+            "{shape:?} / {groups}: y (Flex), y, dx, dγ, dβ errors {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn group_norm_without_affine_and_of_strided_input() {
+    let x = random::<Flex, 4>([2, 6, 5, 4], 1.0);
+    let strided = x.clone().swap_dims(2, 3);
+    let gamma = random::<Flex, 1>([6], 1.0);
+    let beta = random::<Flex, 1>([6], 1.0);
+    let kiln = group_norm(
+        strided.clone(),
+        3,
+        Some((gamma.clone(), beta.clone())),
+        1e-6,
+    );
+    let plain = group_norm(strided, 3, None, 1e-6);
+    let expected = plain * gamma.reshape([1, 6, 1, 1]) + beta.reshape([1, 6, 1, 1]);
+    let error = relative_error(kiln, expected);
+    assert!(error <= 1e-4, "{error:e}");
+}
