@@ -1,10 +1,12 @@
 //! The UNet on the default CPU device (Flex): a forward pass and a full training step
 //! (forward, MSE on ε, backward, AdamW) at batch 16, for `tiny` at 32×32 and `faces64` at
-//! 64×64.
+//! 64×64; and each of Kiln's kernels (`kiln::kernels`) against burn's op for the same work, on a
+//! 16×32×32×32 activation, forward and forward + backward.
 //!
 //! ```text
-//! cargo bench --bench unet                 # all four (faces64 takes minutes per sample)
+//! cargo bench --bench unet                 # everything (faces64 takes minutes per sample)
 //! cargo bench --bench unet -- tiny         # just the tiny model
+//! cargo bench --bench unet -- kernels      # Kiln's kernels against burn's ops
 //! ```
 //!
 //! `examples/unet_step.rs` measures the same workloads with a median of a few runs, which is
@@ -15,9 +17,11 @@ use std::time::Duration;
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Distribution, Tensor, activation, module};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::forward::standard_normal;
+use kiln::kernels;
 use kiln::unet::{UNet, UNetConfig};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -65,5 +69,71 @@ fn unet(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, unet);
+/// One op, Kiln's kernel and burn's: the forward pass on Flex, and forward + backward of Σ f(x)
+/// through `Autodiff<Flex>`.
+fn compare(
+    c: &mut Criterion,
+    name: &str,
+    x: &Tensor<Flex, 4>,
+    kiln: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+    burn: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+) {
+    let mut group = c.benchmark_group(format!("kernels/{name}"));
+    for (who, op) in [
+        ("kiln", &kiln as &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>),
+        ("burn", &burn),
+    ] {
+        group.bench_function(format!("{who}/forward"), |b| {
+            b.iter(|| op(Tensor::from_inner(x.clone())).inner().into_data())
+        });
+        group.bench_function(format!("{who}/forward_backward"), |b| {
+            b.iter(|| {
+                let input = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
+                let grads = op(input.clone()).sum().backward();
+                input.grad(&grads).expect("x has a gradient").into_data()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    let device = Default::default();
+    let random = |shape| Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let x = random([16, 32, 32, 32]);
+    let weight = Tensor::<B, 4>::from_inner(random([32, 32, 3, 3]).mul_scalar(0.1));
+    let bias = Tensor::<B, 1>::zeros([32], &device);
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    compare(
+        c,
+        "conv3x3_32to32",
+        &x,
+        |x| kernels::conv2d(x, weight.clone(), Some(bias.clone()), options.clone()),
+        |x| module::conv2d(x, weight.clone(), Some(bias.clone()), options.clone()),
+    );
+    compare(c, "silu", &x, kernels::silu, activation::silu);
+    let (gamma, beta) = (
+        Tensor::<B, 1>::ones([32], &device),
+        Tensor::<B, 1>::zeros([32], &device),
+    );
+    let norm = burn::nn::GroupNormConfig::new(8, 32).init::<B>(&device);
+    compare(
+        c,
+        "group_norm_8",
+        &x,
+        |x| kernels::group_norm(x, 8, Some((gamma.clone(), beta.clone())), 1e-5),
+        |x| norm.forward(x),
+    );
+    // The attention scores of the tiny UNet's 16×16 level: 8 heads, 256 × 256.
+    let scores = random([16, 8, 256, 256]);
+    compare(
+        c,
+        "softmax_16x8x256x256",
+        &scores,
+        |x| kernels::softmax(x, 3),
+        |x| activation::softmax(x, 3),
+    );
+}
+
+criterion_group!(benches, unet, kernels);
 criterion_main!(benches);

@@ -25,6 +25,7 @@ pub mod npy;
 pub mod timing;
 
 pub use kiln_forward as forward;
+pub use kiln_kernels as kernels;
 pub use kiln_sampler as sampler;
 pub use kiln_schedule as schedule;
 pub use kiln_train as train;

@@ -7,6 +7,7 @@
 //!
 //! | op | forward | backward |
 //! | --- | --- | --- |
+//! | [`conv2d`] | per image: im2col, then W·X̃ (`gemm`) | dW = Σ dY·X̃ᵀ, dx = col2im(Wᵀ·dY) |
 //! | [`silu`] | x·σ(x), SIMD `exp` | g·σ(x)·(1 + x·(1 − σ(x))) |
 //! | [`softmax`] (last dimension) | one pass per row, SIMD `exp` | s ⊙ (g − ⟨g, s⟩) per row |
 //! | [`group_norm`] | mean and variance per (batch, group), then the affine map | the closed-form gradient of all three inputs |
@@ -29,6 +30,9 @@
 
 #![warn(missing_docs)]
 
+mod conv;
+#[cfg(feature = "flex")]
+mod gemm;
 mod group_norm;
 #[cfg(feature = "flex")]
 mod parallel;
@@ -37,6 +41,7 @@ mod route;
 mod silu;
 mod softmax;
 
+pub use conv::conv2d;
 pub use group_norm::group_norm;
 pub use silu::silu;
 pub use softmax::softmax;

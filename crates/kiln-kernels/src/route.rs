@@ -7,9 +7,9 @@
 
 use std::any::{Any, TypeId};
 
-use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_autodiff::Autodiff;
 use burn_flex::Flex;
 
 /// The primitive of an `Autodiff<Flex>` float tensor: a Flex tensor and its graph node.

@@ -5,8 +5,10 @@
 use burn::backend::{Autodiff, Flex};
 use burn::nn::GroupNormConfig;
 use burn::tensor::backend::Backend;
+use burn::tensor::module;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor, activation};
-use kiln_kernels::{group_norm, silu, softmax};
+use kiln_kernels::{conv2d, group_norm, silu, softmax};
 
 type A = Autodiff<Flex>;
 
@@ -185,4 +187,127 @@ fn group_norm_without_affine_and_of_strided_input() {
     let expected = plain * gamma.reshape([1, 6, 1, 1]) + beta.reshape([1, 6, 1, 1]);
     let error = relative_error(kiln, expected);
     assert!(error <= 1e-4, "{error:e}");
+}
+
+/// Kiln's `conv2d` against burn's on Flex, values and the gradients of x, w and the bias.
+fn check_conv(x: Tensor<Flex, 4>, weight_shape: [usize; 4], bias: bool, options: ConvOptions<2>) {
+    let weight = random::<Flex, 4>(weight_shape, 0.3);
+    let bias_values = bias.then(|| random::<Flex, 1>([weight_shape[0]], 1.0));
+    let case = format!(
+        "x {:?}, w {weight_shape:?}, bias {bias}, {options:?}",
+        x.dims()
+    );
+
+    let plain = conv2d(
+        x.clone(),
+        weight.clone(),
+        bias_values.clone(),
+        options.clone(),
+    );
+    let reference = module::conv2d(
+        x.clone(),
+        weight.clone(),
+        bias_values.clone(),
+        options.clone(),
+    );
+    let error = relative_error(plain, reference.clone());
+    assert!(error <= 1e-4, "{case}: Flex values differ by {error:e}");
+
+    let weights = random::<A, 4>(reference.dims(), 1.0);
+    let run = |kiln: bool| {
+        let x = Tensor::<A, 4>::from_inner(x.clone()).require_grad();
+        let w = Tensor::<A, 4>::from_inner(weight.clone()).require_grad();
+        let b = bias_values
+            .clone()
+            .map(|b| Tensor::<A, 1>::from_inner(b).require_grad());
+        let y = if kiln {
+            conv2d(x.clone(), w.clone(), b.clone(), options.clone())
+        } else {
+            module::conv2d(x.clone(), w.clone(), b.clone(), options.clone())
+        };
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        let grad_b = b.map(|b| b.grad(&grads).expect("the bias has a gradient"));
+        (
+            y.inner(),
+            x.grad(&grads).expect("x has a gradient"),
+            w.grad(&grads).expect("w too"),
+            grad_b,
+        )
+    };
+    let (kiln, burn) = (run(true), run(false));
+    let mut errors = vec![
+        relative_error(kiln.0, burn.0),
+        relative_error(kiln.1, burn.1),
+        relative_error(kiln.2, burn.2),
+    ];
+    if let (Some(kiln), Some(burn)) = (kiln.3, burn.3) {
+        errors.push(relative_error(kiln, burn));
+    }
+    assert!(
+        errors.iter().all(|&e| e <= 1e-4),
+        "{case}: y, dx, dw, dbias errors {errors:?}"
+    );
+}
+
+#[test]
+fn conv2d_matches_burn() {
+    let options =
+        |stride, padding| ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1);
+    // 3×3 same-size, as in every UNet resnet; batch 1 and channel counts off any SIMD width.
+    check_conv(random([1, 3, 5, 7], 1.0), [5, 3, 3, 3], true, options(1, 1));
+    check_conv(
+        random([4, 17, 9, 8], 1.0),
+        [11, 17, 3, 3],
+        true,
+        options(1, 1),
+    );
+    // Stride 2 (the downsamplers) on even and odd sizes.
+    check_conv(random([2, 8, 8, 8], 1.0), [8, 8, 3, 3], true, options(2, 1));
+    check_conv(
+        random([3, 5, 7, 9], 1.0),
+        [6, 5, 3, 3],
+        false,
+        options(2, 1),
+    );
+    // 1×1 (the resnet shortcuts), with and without padding.
+    check_conv(
+        random([2, 12, 6, 5], 1.0),
+        [7, 12, 1, 1],
+        true,
+        options(1, 0),
+    );
+    check_conv(
+        random([2, 4, 3, 3], 1.0),
+        [3, 4, 1, 1],
+        false,
+        options(1, 1),
+    );
+    // No padding, a non-square kernel, padding wider than the kernel's reach.
+    check_conv(random([2, 3, 8, 9], 1.0), [4, 3, 3, 3], true, options(1, 0));
+    check_conv(random([2, 3, 6, 7], 1.0), [4, 3, 2, 3], true, options(1, 1));
+    check_conv(random([1, 2, 4, 4], 1.0), [2, 2, 3, 3], true, options(3, 3));
+    // A strided (non-contiguous) input, and the sizes of the tiny UNet's first layer.
+    check_conv(
+        random::<Flex, 4>([2, 9, 6, 4], 1.0).swap_dims(1, 3),
+        [4, 4, 3, 3],
+        true,
+        options(1, 1),
+    );
+    check_conv(
+        random([16, 32, 32, 32], 1.0),
+        [32, 32, 3, 3],
+        true,
+        options(1, 1),
+    );
+}
+
+#[test]
+fn conv2d_falls_back_for_groups_and_dilation() {
+    let x = random::<Flex, 4>([2, 4, 7, 7], 1.0);
+    for (weight_shape, options) in [
+        ([6, 2, 3, 3], ConvOptions::new([1, 1], [1, 1], [1, 1], 2)),
+        ([6, 4, 3, 3], ConvOptions::new([1, 1], [2, 2], [2, 2], 1)),
+    ] {
+        check_conv(x.clone(), weight_shape, true, options);
+    }
 }

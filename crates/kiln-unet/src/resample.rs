@@ -2,8 +2,25 @@ use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
+
+/// `conv.forward(x)` through `kiln_kernels::conv2d` (Kiln's kernel on Flex, burn's op elsewhere),
+/// with the module's weight, bias, stride, dilation and groups. Padding other than `Valid` or
+/// the same explicit amount on both sides of each axis (all the UNet uses) goes through
+/// `conv.forward`.
+pub(crate) fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        _ => return conv.forward(x),
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    let bias = conv.bias.as_ref().map(|bias| bias.val());
+    kiln_kernels::conv2d(x, conv.weight.val(), bias, options)
+}
 
 /// A 3×3 convolution with padding 1 and the given stride.
 pub(crate) fn conv3x3<B: Backend>(
@@ -35,7 +52,7 @@ impl<B: Backend> Downsample<B> {
 
     /// `[b, c, h, w]` → `[b, c, h/2, w/2]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(x)
+        conv(&self.conv, x)
     }
 }
 
@@ -62,6 +79,6 @@ impl<B: Backend> Upsample<B> {
             [2 * height, 2 * width],
             InterpolateOptions::new(InterpolateMode::Nearest),
         );
-        self.conv.forward(up)
+        conv(&self.conv, up)
     }
 }

@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use kiln_kernels::silu;
 
 use crate::norm::{add_per_channel, group_norm, scale_shift};
-use crate::resample::conv3x3;
+use crate::resample::{conv, conv3x3};
 
 /// A residual block with time conditioning (Ho et al. 2020, Appendix B; diffusers'
 /// `ResnetBlock2D` with `pre_norm`):
@@ -77,7 +77,7 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// `[batch, input, h, w]` and the `[batch, time_channels]` embedding → `[batch, output, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>, embedding: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
+        let h = conv(&self.conv1, silu(group_norm(&self.norm1, x.clone())));
         let projected = self.time_emb_proj.forward(silu(embedding));
         let h = if self.scale_shift {
             let half = projected.dims()[1] / 2;
@@ -87,9 +87,9 @@ impl<B: Backend> ResnetBlock<B> {
         } else {
             group_norm(&self.norm2, add_per_channel(h, projected))
         };
-        let h = self.conv2.forward(self.dropout.forward(silu(h)));
+        let h = conv(&self.conv2, self.dropout.forward(silu(h)));
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(shortcut) => conv(shortcut, x),
             None => x,
         };
         skip + h

@@ -5,7 +5,7 @@ use burn::tensor::{Int, Tensor, backend::Backend};
 use kiln_kernels::silu;
 
 use crate::norm::group_norm;
-use crate::resample::conv3x3;
+use crate::resample::{conv, conv3x3};
 use crate::resnet::ResnetSpec;
 use crate::{
     AttentionBlock, Downsample, ResnetBlock, TimestepEmbedding, UNetConfig, UNetError, Upsample,
@@ -191,7 +191,7 @@ impl<B: Backend> UNet<B> {
             embedding = embedding + classes.squeeze_dim(1);
         }
 
-        let mut h = self.conv_in.forward(x);
+        let mut h = conv(&self.conv_in, x);
         let mut skips = vec![h.clone()];
         for level in &self.down_blocks {
             for (j, resnet) in level.resnets.iter().enumerate() {
@@ -227,9 +227,10 @@ impl<B: Backend> UNet<B> {
                 h = up.forward(h);
             }
         }
-        Ok(self
-            .conv_out
-            .forward(silu(group_norm(&self.conv_norm_out, h))))
+        Ok(conv(
+            &self.conv_out,
+            silu(group_norm(&self.conv_norm_out, h)),
+        ))
     }
 
     /// The number of input channels.

@@ -1,0 +1,442 @@
+//! 2-D convolution (cross-correlation, as in every deep-learning framework) and its two
+//! gradients. For x `[B, C, H, W]`, a weight w `[O, C, K_h, K_w]`, stride s and zero padding p:
+//!
+//! ```text
+//! y[b, o, i, j] = bias[o] + Σ_{c, u, v} w[o, c, u, v] · x[b, c, i·s_h + u − p_h, j·s_w + v − p_w]
+//! ```
+//!
+//! As matrices, per image b: `Y_b = W · X̃_b` with W the `O × C·K_h·K_w` weight and X̃_b the
+//! `C·K_h·K_w × H_out·W_out` patch matrix (im2col). Then `dW = Σ_b dY_b · X̃_bᵀ`,
+//! `dbias = Σ_{b, pixels} dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`, col2im being the adjoint of
+//! im2col (it adds every patch entry back onto the pixel it came from).
+//!
+//! Flex kernel: images are spread over rayon's threads; each thread owns one patch buffer and
+//! runs the `gemm` crate's product for its image on that thread (packed SIMD tiles; AVX-512 where
+//! the CPU has it). A 1×1 convolution with stride 1 and no padding uses x_b itself as X̃_b, with no
+//! copy. The backward pass is one sweep over the images: build X̃_b, add dY_b·X̃_bᵀ to the
+//! thread's dW, and scatter Wᵀ·dY_b into dx_b. Nothing is transposed or reordered in memory
+//! (the products read Wᵀ and X̃ᵀ through strides). Grouped or dilated convolutions, and every
+//! other backend, use burn's `conv2d`.
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::module;
+use burn::tensor::ops::ConvOptions;
+
+/// 2-D convolution of `x` (`[B, C, H, W]`) with `weight` (`[O, C/groups, K_h, K_w]`) and an
+/// optional `bias` (`[O]`), as burn's `module::conv2d`. Kiln's kernel on Flex and
+/// `Autodiff<Flex>` (with its backward) for `groups` = 1 and dilation 1; burn's op otherwise.
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: ConvOptions<2>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let (x, weight, bias) = match flex::conv2d(x, weight, bias, &options) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    module::conv2d(x, weight, bias, options)
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Shape, Tensor};
+    use burn_autodiff::checkpoint::base::Checkpointer;
+    use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn_autodiff::grads::Gradients;
+    use burn_autodiff::ops::{Backward, Ops, OpsKind};
+    use burn_flex::{Flex, FlexTensor};
+    use rayon::prelude::*;
+
+    use crate::gemm::{Matrix, matmul};
+    use crate::parallel::{contiguous, flex_tensor, values};
+    use crate::route::{self, AutodiffFlexTensor, Route};
+
+    type Inputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
+
+    /// Kiln's convolution when the backend, dtype and options allow it; the inputs back otherwise.
+    pub(super) fn conv2d<B: Backend>(
+        x: Tensor<B, 4>,
+        weight: Tensor<B, 4>,
+        bias: Option<Tensor<B, 1>>,
+        options: &ConvOptions<2>,
+    ) -> Result<Tensor<B, 4>, Inputs<B>> {
+        let Some(geometry) = Geometry::new(x.dims(), weight.dims(), options) else {
+            return Err((x, weight, bias));
+        };
+        match route::backend_of::<B>(x.dtype()) {
+            Route::Flex => {
+                let x = contiguous(route::into_primitive::<B, 4, FlexTensor>(x));
+                let w = contiguous(route::into_primitive::<B, 4, FlexTensor>(weight));
+                let bias = bias.map(|b| contiguous(route::into_primitive::<B, 1, FlexTensor>(b)));
+                let y = forward(&geometry, values(&x), values(&w), bias.as_ref().map(values));
+                Ok(route::from_primitive(y))
+            }
+            Route::AutodiffFlex => {
+                let y = autodiff(
+                    geometry,
+                    route::into_primitive::<B, 4, AutodiffFlexTensor>(x),
+                    route::into_primitive::<B, 4, AutodiffFlexTensor>(weight),
+                    bias.map(route::into_primitive::<B, 1, AutodiffFlexTensor>),
+                );
+                Ok(route::from_primitive(y))
+            }
+            Route::Burn => Err((x, weight, bias)),
+        }
+    }
+
+    /// The sizes of one convolution.
+    #[derive(Debug, Clone, Copy)]
+    struct Geometry {
+        batch: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        outputs: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        out_height: usize,
+        out_width: usize,
+    }
+
+    impl Geometry {
+        /// The geometry, or `None` for what the kernel does not handle (groups, dilation, shapes
+        /// that do not fit, empty outputs).
+        fn new(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> Option<Self> {
+            let [batch, channels, height, width] = x;
+            let [outputs, per_group, kh, kw] = w;
+            let out = |size: usize, k: usize, axis: usize| {
+                let padded = size + 2 * options.padding[axis];
+                (padded >= k && options.stride[axis] > 0)
+                    .then(|| (padded - k) / options.stride[axis] + 1)
+            };
+            let supported = options.groups == 1
+                && options.dilation == [1, 1]
+                && per_group == channels
+                && batch * outputs > 0;
+            let (out_height, out_width) = (out(height, kh, 0)?, out(width, kw, 1)?);
+            supported.then_some(Self {
+                batch,
+                channels,
+                height,
+                width,
+                outputs,
+                kernel: [kh, kw],
+                stride: options.stride,
+                padding: options.padding,
+                out_height,
+                out_width,
+            })
+        }
+
+        fn image_len(&self) -> usize {
+            self.channels * self.height * self.width
+        }
+
+        fn out_pixels(&self) -> usize {
+            self.out_height * self.out_width
+        }
+
+        /// Rows of the patch matrix: C·K_h·K_w.
+        fn patch_rows(&self) -> usize {
+            self.channels * self.kernel[0] * self.kernel[1]
+        }
+
+        /// A 1×1, stride-1, unpadded convolution, whose patch matrix is the image itself.
+        fn is_pointwise(&self) -> bool {
+            self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+        }
+
+        /// For patch row (c, u, v) and output row i: the input row, if inside the image.
+        fn source_row(&self, u: usize, i: usize) -> Option<usize> {
+            (i * self.stride[0] + u)
+                .checked_sub(self.padding[0])
+                .filter(|&row| row < self.height)
+        }
+
+        /// For kernel column v: the output columns j whose input column j·s + v − p is inside
+        /// the image, and the input column of the first of them.
+        fn valid_columns(&self, v: usize) -> (std::ops::Range<usize>, usize) {
+            let (s, p) = (self.stride[1], self.padding[1]);
+            let first = p.saturating_sub(v).div_ceil(s);
+            let last = (self.width + p)
+                .saturating_sub(v)
+                .div_ceil(s)
+                .min(self.out_width);
+            let first = first.min(last);
+            (first..last, (first * s + v).saturating_sub(p))
+        }
+
+        /// Whether products should use rayon inside (too few images to spread over threads).
+        fn threads_inside(&self) -> bool {
+            self.batch < rayon::current_num_threads()
+        }
+    }
+
+    /// Fills `patches` (C·K_h·K_w × H_out·W_out, row-major) from one image (C × H × W).
+    fn im2col(g: &Geometry, image: &[f32], patches: &mut [f32]) {
+        let [kh, kw] = g.kernel;
+        for (row, patch) in patches.chunks_exact_mut(g.out_pixels()).enumerate() {
+            let (c, u, v) = (row / (kh * kw), row / kw % kh, row % kw);
+            let (columns, first_source) = g.valid_columns(v);
+            for (i, out) in patch.chunks_exact_mut(g.out_width).enumerate() {
+                let Some(source_row) = g.source_row(u, i) else {
+                    out.fill(0.0);
+                    continue;
+                };
+                let source = &image[(c * g.height + source_row) * g.width..][..g.width];
+                out[..columns.start].fill(0.0);
+                out[columns.end..].fill(0.0);
+                let inside = &mut out[columns.clone()];
+                if g.stride[1] == 1 {
+                    inside.copy_from_slice(&source[first_source..first_source + inside.len()]);
+                } else {
+                    let strided = source[first_source..].iter().step_by(g.stride[1]);
+                    inside.iter_mut().zip(strided).for_each(|(o, &s)| *o = s);
+                }
+            }
+        }
+    }
+
+    /// Adds every entry of `patches` onto the pixel of `image` it was taken from (im2col's
+    /// adjoint); `image` must start at zero.
+    fn col2im(g: &Geometry, patches: &[f32], image: &mut [f32]) {
+        let [kh, kw] = g.kernel;
+        for (row, patch) in patches.chunks_exact(g.out_pixels()).enumerate() {
+            let (c, u, v) = (row / (kh * kw), row / kw % kh, row % kw);
+            let (columns, first_source) = g.valid_columns(v);
+            for (i, values) in patch.chunks_exact(g.out_width).enumerate() {
+                let Some(source_row) = g.source_row(u, i) else {
+                    continue;
+                };
+                let target = &mut image[(c * g.height + source_row) * g.width..][..g.width];
+                let strided = target[first_source..].iter_mut().step_by(g.stride[1]);
+                for (t, &value) in strided.zip(&values[columns.clone()]) {
+                    *t += value;
+                }
+            }
+        }
+    }
+
+    /// The patch matrix of image `b`: the image itself for a pointwise convolution, else built
+    /// in `buffer`.
+    fn patches<'a>(g: &Geometry, x: &'a [f32], b: usize, buffer: &'a mut Vec<f32>) -> &'a [f32] {
+        let image = &x[b * g.image_len()..(b + 1) * g.image_len()];
+        if g.is_pointwise() {
+            return image;
+        }
+        buffer.resize(g.patch_rows() * g.out_pixels(), 0.0);
+        im2col(g, image, buffer);
+        buffer
+    }
+
+    /// y = conv(x, w) + bias.
+    fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> FlexTensor {
+        let pixels = g.out_pixels();
+        let mut y = vec![0.0f32; g.batch * g.outputs * pixels];
+        let weight = Matrix::row_major(w, g.outputs, g.patch_rows());
+        y.par_chunks_mut(g.outputs * pixels)
+            .enumerate()
+            .for_each_init(Vec::new, |buffer, (b, out)| {
+                if let Some(bias) = bias {
+                    for (row, &value) in out.chunks_exact_mut(pixels).zip(bias) {
+                        row.fill(value);
+                    }
+                }
+                let patches = Matrix::row_major(patches(g, x, b, buffer), g.patch_rows(), pixels);
+                matmul(out, weight, patches, bias.is_some(), g.threads_inside());
+            });
+        flex_tensor(
+            y,
+            Shape::new([g.batch, g.outputs, g.out_height, g.out_width]),
+        )
+    }
+
+    /// dx (when `need_input`), dW and dbias from x, w and dy.
+    fn backward(
+        g: &Geometry,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        need_input: bool,
+    ) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
+        let pixels = g.out_pixels();
+        let weight_t = Matrix::row_major(w, g.outputs, g.patch_rows()).t();
+        let threads = g.threads_inside();
+        let mut dx = vec![
+            0.0f32;
+            if need_input {
+                g.batch * g.image_len()
+            } else {
+                0
+            }
+        ];
+        let mut dx_images: Vec<Option<&mut [f32]>> = if need_input {
+            dx.chunks_mut(g.image_len()).map(Some).collect()
+        } else {
+            (0..g.batch).map(|_| None).collect()
+        };
+        let weight_len = g.outputs * g.patch_rows();
+        let (dw, dbias) = dx_images
+            .par_iter_mut()
+            .enumerate()
+            .fold(
+                || {
+                    (
+                        vec![0.0f32; weight_len],
+                        vec![0.0f32; g.outputs],
+                        Vec::new(),
+                        Vec::new(),
+                    )
+                },
+                |(mut dw, mut dbias, mut buffer, mut scratch), (b, dx_image)| {
+                    let grad = &dy[b * g.outputs * pixels..(b + 1) * g.outputs * pixels];
+                    for (sum, row) in dbias.iter_mut().zip(grad.chunks_exact(pixels)) {
+                        *sum += row.iter().sum::<f32>();
+                    }
+                    let grad = Matrix::row_major(grad, g.outputs, pixels);
+                    let patches =
+                        Matrix::row_major(patches(g, x, b, &mut buffer), g.patch_rows(), pixels);
+                    matmul(&mut dw, grad, patches.t(), true, threads);
+                    if let Some(dx_image) = dx_image.as_deref_mut() {
+                        if g.is_pointwise() {
+                            matmul(dx_image, weight_t, grad, false, threads);
+                        } else {
+                            scratch.resize(g.patch_rows() * pixels, 0.0);
+                            matmul(&mut scratch, weight_t, grad, false, threads);
+                            col2im(g, &scratch, dx_image);
+                        }
+                    }
+                    (dw, dbias, buffer, scratch)
+                },
+            )
+            .map(|(dw, dbias, _, _)| (dw, dbias))
+            .reduce(
+                || (vec![0.0f32; weight_len], vec![0.0f32; g.outputs]),
+                |(mut dw, mut dbias), (other_w, other_b)| {
+                    dw.iter_mut().zip(other_w).for_each(|(a, b)| *a += b);
+                    dbias.iter_mut().zip(other_b).for_each(|(a, b)| *a += b);
+                    (dw, dbias)
+                },
+            );
+        drop(dx_images);
+        let [kh, kw] = g.kernel;
+        let dx = need_input
+            .then(|| flex_tensor(dx, Shape::new([g.batch, g.channels, g.height, g.width])));
+        let dw = flex_tensor(dw, Shape::new([g.outputs, g.channels, kh, kw]));
+        (dx, dw, flex_tensor(dbias, Shape::new([g.outputs])))
+    }
+
+    /// The convolution node of burn's autodiff graph, with parents x, w and bias.
+    #[derive(Debug)]
+    struct ConvWithBias;
+
+    /// The convolution node of burn's autodiff graph, with parents x and w.
+    #[derive(Debug)]
+    struct ConvWithoutBias;
+
+    /// What the backward pass needs: the geometry, x and w.
+    #[derive(Debug, Clone)]
+    struct Saved {
+        geometry: Geometry,
+        x: FlexTensor,
+        weight: FlexTensor,
+    }
+
+    /// The backward step of either node: parents are x, w and, if present, the bias.
+    fn register_gradients<const N: usize>(ops: Ops<Saved, N>, grads: &mut Gradients) {
+        let Saved {
+            geometry,
+            x,
+            weight,
+        } = ops.state;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let mut parents = ops.parents.into_iter();
+        let (node_x, node_w, node_bias) = (
+            parents.next().flatten(),
+            parents.next().flatten(),
+            parents.next().flatten(),
+        );
+        let (dx, dw, dbias) = backward(
+            &geometry,
+            values(&x),
+            values(&weight),
+            values(&dy),
+            node_x.is_some(),
+        );
+        for (node, grad) in [(node_x, dx), (node_w, Some(dw)), (node_bias, Some(dbias))] {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+
+    impl Backward<Flex, 3> for ConvWithBias {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            register_gradients(ops, grads);
+        }
+    }
+
+    impl Backward<Flex, 2> for ConvWithoutBias {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            register_gradients(ops, grads);
+        }
+    }
+
+    /// Convolution on `Autodiff<Flex>`: the forward kernel, and the backward node when any input
+    /// needs a gradient.
+    fn autodiff(
+        geometry: Geometry,
+        x: AutodiffFlexTensor,
+        weight: AutodiffFlexTensor,
+        bias: Option<AutodiffFlexTensor>,
+    ) -> AutodiffFlexTensor {
+        let input = contiguous(x.primitive.clone());
+        let w = contiguous(weight.primitive.clone());
+        let bias_values = bias.as_ref().map(|b| contiguous(b.primitive.clone()));
+        let y = forward(
+            &geometry,
+            values(&input),
+            values(&w),
+            bias_values.as_ref().map(values),
+        );
+        let saved = Saved {
+            geometry,
+            x: input,
+            weight: w,
+        };
+        match bias {
+            Some(bias) => {
+                let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+                match ConvWithBias
+                    .prepare::<NoCheckpointing>(nodes)
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(prep) => prep.finish(saved, y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                }
+            }
+            None => {
+                let nodes = [x.node.clone(), weight.node.clone()];
+                match ConvWithoutBias
+                    .prepare::<NoCheckpointing>(nodes)
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(prep) => prep.finish(saved, y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                }
+            }
+        }
+    }
+}
