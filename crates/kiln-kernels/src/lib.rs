@@ -40,6 +40,8 @@ mod parallel;
 mod route;
 mod silu;
 mod softmax;
+#[cfg(feature = "flex")]
+mod unary;
 
 pub use conv::conv2d;
 pub use group_norm::group_norm;

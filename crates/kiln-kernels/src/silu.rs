@@ -13,91 +13,50 @@ use burn::tensor::{Tensor, activation};
 /// burn's `activation::silu` elsewhere.
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
-    {
-        use crate::route::{self, Route};
-        match route::backend_of::<B>(x.dtype()) {
-            Route::Flex => {
-                let y = flex::forward(&crate::parallel::contiguous(
-                    route::into_primitive::<B, D, _>(x),
-                ));
-                return route::from_primitive(y);
-            }
-            Route::AutodiffFlex => {
-                return route::from_primitive(flex::autodiff(route::into_primitive::<B, D, _>(x)));
-            }
-            Route::Burn => {}
-        }
-    }
+    return crate::unary::apply::<flex::Silu, B, D>(x, activation::silu);
+    #[cfg(not(feature = "flex"))]
     activation::silu(x)
 }
 
 #[cfg(feature = "flex")]
 mod flex {
-    use burn_autodiff::checkpoint::base::Checkpointer;
-    use burn_autodiff::checkpoint::strategy::NoCheckpointing;
-    use burn_autodiff::grads::Gradients;
-    use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
-    use burn_flex::{Flex, FlexTensor};
+    use burn_flex::FlexTensor;
     use rten_simd::SimdUnaryOp;
-    use rten_vecmath::{Sigmoid, Silu};
+    use rten_vecmath::{Sigmoid, Silu as SimdSilu};
 
-    use crate::parallel::{CHUNK, contiguous, flex_tensor, par_rows, values};
-    use crate::route::AutodiffFlexTensor;
+    use crate::parallel::{CHUNK, flex_tensor, par_rows, values};
+    use crate::unary::UnaryKernel;
 
-    /// y = x·σ(x) for a contiguous `f32` tensor.
-    pub(super) fn forward(x: &FlexTensor) -> FlexTensor {
-        let input = values(x);
-        let output = par_rows(input.len(), CHUNK, |index, chunk| {
-            let start = index * CHUNK;
-            Silu {}.map(&input[start..start + chunk.len()], chunk)
-        });
-        flex_tensor(output, x.layout().shape().clone())
-    }
-
-    /// dL/dx = g·σ(x)·(1 + x·(1 − σ(x))) for contiguous `f32` tensors x and g = dL/dy.
-    pub(super) fn backward(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
-        let (input, grad_out) = (values(x), values(grad));
-        let output = par_rows(input.len(), CHUNK, |index, chunk| {
-            let range = index * CHUNK..index * CHUNK + chunk.len();
-            let sigmoid = Sigmoid {}.map(&input[range.clone()], chunk);
-            for ((s, &x), &g) in sigmoid
-                .iter_mut()
-                .zip(&input[range.clone()])
-                .zip(&grad_out[range])
-            {
-                *s = g * *s * (1.0 + x * (1.0 - *s));
-            }
-            sigmoid
-        });
-        flex_tensor(output, x.layout().shape().clone())
-    }
-
-    /// The SiLU node of burn's autodiff graph; its state is the (contiguous) input.
+    /// The SiLU kernels; the backward pass keeps x.
     #[derive(Debug)]
-    struct SiluBackward;
+    pub(super) struct Silu;
 
-    impl Backward<Flex, 1> for SiluBackward {
-        type State = FlexTensor;
+    impl UnaryKernel for Silu {
+        const KEEPS_OUTPUT: bool = false;
 
-        fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let x = ops.state;
-            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-                backward(&x, &contiguous(grad))
+        /// y = x·σ(x).
+        fn forward(x: &FlexTensor) -> FlexTensor {
+            let input = values(x);
+            let output = par_rows(input.len(), CHUNK, |index, chunk| {
+                let start = index * CHUNK;
+                SimdSilu {}.map(&input[start..start + chunk.len()], chunk)
             });
+            flex_tensor(output, x.layout().shape().clone())
         }
-    }
 
-    /// SiLU on `Autodiff<Flex>`: the forward kernel, and [`SiluBackward`] when x needs a gradient.
-    pub(super) fn autodiff(x: AutodiffFlexTensor) -> AutodiffFlexTensor {
-        let input = contiguous(x.primitive.clone());
-        let output = forward(&input);
-        match SiluBackward
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(input, output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
+        /// dL/dx = g·σ(x)·(1 + x·(1 − σ(x))).
+        fn backward(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
+            let (input, grad_out) = (values(x), values(grad));
+            let output = par_rows(input.len(), CHUNK, |index, chunk| {
+                let range = index * CHUNK..index * CHUNK + chunk.len();
+                let sigmoid = Sigmoid {}.map(&input[range.clone()], chunk);
+                let inputs = input[range.clone()].iter().zip(&grad_out[range]);
+                for (s, (&x, &g)) in sigmoid.iter_mut().zip(inputs) {
+                    *s = g * *s * (1.0 + x * (1.0 - *s));
+                }
+                sigmoid
+            });
+            flex_tensor(output, x.layout().shape().clone())
         }
     }
 }

@@ -14,35 +14,19 @@ use burn::tensor::{Tensor, activation};
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
     if dim + 1 == D && x.dims()[dim] > 0 {
-        use crate::route::{self, Route};
-        match route::backend_of::<B>(x.dtype()) {
-            Route::Flex => {
-                let s = flex::forward(&crate::parallel::contiguous(
-                    route::into_primitive::<B, D, _>(x),
-                ));
-                return route::from_primitive(s);
-            }
-            Route::AutodiffFlex => {
-                return route::from_primitive(flex::autodiff(route::into_primitive::<B, D, _>(x)));
-            }
-            Route::Burn => {}
-        }
+        return crate::unary::apply::<flex::Softmax, B, D>(x, |x| activation::softmax(x, dim));
     }
     activation::softmax(x, dim)
 }
 
 #[cfg(feature = "flex")]
 mod flex {
-    use burn_autodiff::checkpoint::base::Checkpointer;
-    use burn_autodiff::checkpoint::strategy::NoCheckpointing;
-    use burn_autodiff::grads::Gradients;
-    use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
-    use burn_flex::{Flex, FlexTensor};
+    use burn_flex::FlexTensor;
     use rten_simd::SimdOp;
-    use rten_vecmath::Softmax;
+    use rten_vecmath::Softmax as SimdSoftmax;
 
-    use crate::parallel::{contiguous, flex_tensor, par_rows, values, write_all};
-    use crate::route::AutodiffFlexTensor;
+    use crate::parallel::{flex_tensor, par_rows, values, write_all};
+    use crate::unary::UnaryKernel;
 
     /// Length of the last dimension.
     fn row_len(x: &FlexTensor) -> usize {
@@ -50,53 +34,32 @@ mod flex {
         shape[shape.num_dims() - 1]
     }
 
-    /// Softmax of every row of a contiguous `f32` tensor.
-    pub(super) fn forward(x: &FlexTensor) -> FlexTensor {
-        let (input, row) = (values(x), row_len(x));
-        let output = par_rows(input.len(), row, |index, out| {
-            Softmax::new(&input[index * row..(index + 1) * row], out).dispatch()
-        });
-        flex_tensor(output, x.layout().shape().clone())
-    }
-
-    /// sᵢ·(gᵢ − Σⱼ gⱼ sⱼ) on every row, for contiguous `f32` tensors s and g.
-    pub(super) fn backward(s: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
-        let (softmax, grad_out, row) = (values(s), values(grad), row_len(s));
-        let output = par_rows(softmax.len(), row, |index, out| {
-            let range = index * row..(index + 1) * row;
-            let (s, g) = (&softmax[range.clone()], &grad_out[range]);
-            let dot: f32 = s.iter().zip(g).map(|(s, g)| s * g).sum();
-            write_all(out, s.iter().zip(g).map(|(&s, &g)| s * (g - dot)))
-        });
-        flex_tensor(output, s.layout().shape().clone())
-    }
-
-    /// The softmax node of burn's autodiff graph; its state is the output s.
+    /// The softmax kernels along the last dimension; the backward pass keeps s.
     #[derive(Debug)]
-    struct SoftmaxBackward;
+    pub(super) struct Softmax;
 
-    impl Backward<Flex, 1> for SoftmaxBackward {
-        type State = FlexTensor;
+    impl UnaryKernel for Softmax {
+        const KEEPS_OUTPUT: bool = true;
 
-        fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let s = ops.state;
-            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-                backward(&s, &contiguous(grad))
+        /// Softmax of every row.
+        fn forward(x: &FlexTensor) -> FlexTensor {
+            let (input, row) = (values(x), row_len(x));
+            let output = par_rows(input.len(), row, |index, out| {
+                SimdSoftmax::new(&input[index * row..(index + 1) * row], out).dispatch()
             });
+            flex_tensor(output, x.layout().shape().clone())
         }
-    }
 
-    /// Softmax on `Autodiff<Flex>`: the forward kernel, and [`SoftmaxBackward`] when x needs a
-    /// gradient.
-    pub(super) fn autodiff(x: AutodiffFlexTensor) -> AutodiffFlexTensor {
-        let output = forward(&contiguous(x.primitive.clone()));
-        match SoftmaxBackward
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(output.clone(), output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
+        /// sᵢ·(gᵢ − Σⱼ gⱼ sⱼ) on every row.
+        fn backward(s: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
+            let (softmax, grad_out, row) = (values(s), values(grad), row_len(s));
+            let output = par_rows(softmax.len(), row, |index, out| {
+                let range = index * row..(index + 1) * row;
+                let (s, g) = (&softmax[range.clone()], &grad_out[range]);
+                let dot: f32 = s.iter().zip(g).map(|(s, g)| s * g).sum();
+                write_all(out, s.iter().zip(g).map(|(&s, &g)| s * (g - dot)))
+            });
+            flex_tensor(output, s.layout().shape().clone())
         }
     }
 }
