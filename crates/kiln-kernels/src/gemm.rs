@@ -47,6 +47,16 @@ impl<'a> Matrix<'a> {
 /// dst = a·b (`accumulate` false) or dst + a·b (`accumulate` true), with `dst` row-major
 /// `a.rows × b.cols`, on the calling thread unless `threads` asks for rayon.
 pub(crate) fn matmul(dst: &mut [f32], a: Matrix, b: Matrix, accumulate: bool, threads: bool) {
+    product(dst, a, b, 1.0, accumulate, threads);
+}
+
+/// dst = scale·a·b, with `dst` row-major `a.rows × b.cols`, on the calling thread.
+pub(crate) fn matmul_scaled(dst: &mut [f32], a: Matrix, b: Matrix, scale: f32) {
+    product(dst, a, b, scale, false, false);
+}
+
+/// dst = scale·a·b, plus the old dst when `accumulate`.
+fn product(dst: &mut [f32], a: Matrix, b: Matrix, scale: f32, accumulate: bool, threads: bool) {
     assert!(a.cols == b.rows && dst.len() == a.rows * b.cols && a.in_bounds() && b.in_bounds());
     let parallelism = if threads {
         Parallelism::Rayon(0)
@@ -71,7 +81,7 @@ pub(crate) fn matmul(dst: &mut [f32], a: Matrix, b: Matrix, accumulate: bool, th
             b.col_stride as isize,
             b.row_stride as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,

@@ -7,6 +7,7 @@
 //!
 //! | op | forward | backward |
 //! | --- | --- | --- |
+//! | [`attention`] | per head: c·QKᵀ into P, SIMD softmax in place, P·V (`gemm`) | dV = PᵀdO, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = c·dS K, dK = c·dSᵀQ |
 //! | [`conv2d`] | per image: im2col, then W·X̃ (`gemm`) | dW = Σ dY·X̃ᵀ, dx = col2im(Wᵀ·dY) |
 //! | [`silu`] | x·σ(x), SIMD `exp` | g·σ(x)·(1 + x·(1 − σ(x))) |
 //! | [`softmax`] (last dimension) | one pass per row, SIMD `exp` | s ⊙ (g − ⟨g, s⟩) per row |
@@ -30,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod attention;
 mod conv;
 #[cfg(feature = "flex")]
 mod gemm;
@@ -43,6 +45,7 @@ mod softmax;
 #[cfg(feature = "flex")]
 mod unary;
 
+pub use attention::attention;
 pub use conv::conv2d;
 pub use group_norm::group_norm;
 pub use silu::silu;

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor, activation};
-use kiln_kernels::{conv2d, group_norm, silu, softmax};
+use kiln_kernels::{attention, conv2d, group_norm, silu, softmax};
 
 type A = Autodiff<Flex>;
 
@@ -309,5 +309,53 @@ fn conv2d_falls_back_for_groups_and_dilation() {
         ([6, 4, 3, 3], ConvOptions::new([1, 1], [2, 2], [2, 2], 1)),
     ] {
         check_conv(x.clone(), weight_shape, true, options);
+    }
+}
+
+#[test]
+fn attention_matches_burn() {
+    // [b, h, t, d] queries against [b, h, s, d] keys and values: the tiny UNet's 16×16 level
+    // (8 heads of 8 channels), odd sizes, batch 1, more keys than queries.
+    for (q_shape, keys) in [([2, 8, 256, 8], 256), ([1, 3, 7, 5], 7), ([2, 2, 5, 3], 9)] {
+        let [batch, heads, _, dim] = q_shape;
+        let k_shape = [batch, heads, keys, dim];
+        let scale = 1.0 / (dim as f64).sqrt();
+        let [q, k, v] = [q_shape, k_shape, k_shape].map(|shape| random::<Flex, 4>(shape, 1.0));
+        let reference = |q: Tensor<Flex, 4>, k: Tensor<Flex, 4>, v: Tensor<Flex, 4>| {
+            activation::softmax(q.matmul(k.transpose()).mul_scalar(scale), 3).matmul(v)
+        };
+        let error = relative_error(
+            attention(q.clone(), k.clone(), v.clone(), scale),
+            reference(q.clone(), k.clone(), v.clone()),
+        );
+        assert!(
+            error <= 1e-4,
+            "{q_shape:?}: Flex values differ by {error:e}"
+        );
+
+        let weights = random::<A, 4>(q_shape, 1.0);
+        let run = |kiln: bool| {
+            let [q, k, v] =
+                [&q, &k, &v].map(|t| Tensor::<A, 4>::from_inner(t.clone()).require_grad());
+            let out = if kiln {
+                attention(q.clone(), k.clone(), v.clone(), scale)
+            } else {
+                activation::softmax(q.clone().matmul(k.clone().transpose()).mul_scalar(scale), 3)
+                    .matmul(v.clone())
+            };
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            let grad = |t: &Tensor<A, 4>| t.grad(&grads).expect("q, k and v have gradients");
+            [out.inner(), grad(&q), grad(&k), grad(&v)]
+        };
+        let (kiln, burn) = (run(true), run(false));
+        let errors: Vec<f32> = kiln
+            .into_iter()
+            .zip(burn)
+            .map(|(a, b)| relative_error(a, b))
+            .collect();
+        assert!(
+            errors.iter().all(|&e| e <= 1e-4),
+            "{q_shape:?}: out, dq, dk, dv errors {errors:?}"
+        );
     }
 }

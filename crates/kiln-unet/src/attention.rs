@@ -1,7 +1,6 @@
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_kernels::softmax;
 
 use crate::norm::group_norm;
 
@@ -70,11 +69,7 @@ impl<B: Backend> AttentionBlock<B> {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (split(&self.to_q), split(&self.to_k), split(&self.to_v));
-        let scores = q
-            .matmul(k.transpose())
-            .mul_scalar(1.0 / (head_dim as f64).sqrt());
-        let attended = softmax(scores, 3)
-            .matmul(v)
+        let attended = kiln_kernels::attention(q, k, v, 1.0 / (head_dim as f64).sqrt())
             .swap_dims(1, 2)
             .reshape([batch, tokens, channels]);
         let out: Tensor<B, 4> = self
