@@ -47,6 +47,7 @@ mod flex {
     use rten_vecmath::Softmax;
 
     use crate::gemm::{Matrix, matmul, matmul_scaled};
+    use crate::node::register_gradients;
     use crate::parallel::{contiguous, flex_tensor, values};
     use crate::route::{self, AutodiffFlexTensor, Route};
 
@@ -200,11 +201,8 @@ mod flex {
         fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
             let gradients = backward(&ops.state.heads, &ops.state, values(&grad));
-            for (parent, gradient) in ops.parents.into_iter().zip(gradients) {
-                if let Some(node) = parent {
-                    grads.register::<Flex>(node.id, gradient);
-                }
-            }
+            let parents = ops.parents.map(|parent| parent.map(|node| node.id));
+            register_gradients(parents, gradients.map(Some), grads);
         }
     }
 

@@ -53,6 +53,7 @@ mod flex {
     use rayon::prelude::*;
 
     use crate::gemm::{Matrix, matmul};
+    use crate::node::register_gradients;
     use crate::parallel::{contiguous, flex_tensor, values};
     use crate::route::{self, AutodiffFlexTensor, Route};
 
@@ -349,38 +350,33 @@ mod flex {
     }
 
     /// The backward step of either node: parents are x, w and, if present, the bias.
-    fn register_gradients<const N: usize>(ops: Ops<Saved, N>, grads: &mut Gradients) {
+    fn backward_step<const N: usize>(ops: Ops<Saved, N>, grads: &mut Gradients) {
         let Saved {
             geometry,
             x,
             weight,
         } = ops.state;
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let mut parents = ops.parents.into_iter();
-        let (node_x, node_w, node_bias) = (
-            parents.next().flatten(),
-            parents.next().flatten(),
-            parents.next().flatten(),
-        );
+        let mut parents = ops
+            .parents
+            .into_iter()
+            .map(|parent| parent.map(|node| node.id));
+        let parents = [(); 3].map(|_| parents.next().flatten());
         let (dx, dw, dbias) = backward(
             &geometry,
             values(&x),
             values(&weight),
             values(&dy),
-            node_x.is_some(),
+            parents[0].is_some(),
         );
-        for (node, grad) in [(node_x, dx), (node_w, Some(dw)), (node_bias, Some(dbias))] {
-            if let (Some(node), Some(grad)) = (node, grad) {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        register_gradients(parents, [dx, Some(dw), Some(dbias)], grads);
     }
 
     impl Backward<Flex, 3> for ConvWithBias {
         type State = Saved;
 
         fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-            register_gradients(ops, grads);
+            backward_step(ops, grads);
         }
     }
 
@@ -388,7 +384,7 @@ mod flex {
         type State = Saved;
 
         fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-            register_gradients(ops, grads);
+            backward_step(ops, grads);
         }
     }
 

@@ -84,6 +84,7 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
 
+    use crate::node::register_gradients;
     use crate::parallel::{contiguous, flex_tensor, par_rows, values, write_all};
     use crate::route::{self, AutodiffFlexTensor, Route};
 
@@ -328,11 +329,8 @@ mod flex {
                 &saved.stats,
                 &grad,
             );
-            for (parent, gradient) in ops.parents.into_iter().zip(gradients) {
-                if let Some(node) = parent {
-                    grads.register::<Flex>(node.id, gradient);
-                }
-            }
+            let parents = ops.parents.map(|parent| parent.map(|node| node.id));
+            register_gradients(parents, gradients.map(Some), grads);
         }
     }
 

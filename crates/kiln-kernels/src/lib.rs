@@ -37,6 +37,8 @@ mod conv;
 mod gemm;
 mod group_norm;
 #[cfg(feature = "flex")]
+mod node;
+#[cfg(feature = "flex")]
 mod parallel;
 #[cfg(feature = "flex")]
 mod route;
