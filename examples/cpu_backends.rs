@@ -26,9 +26,8 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, activation::silu};
 use clap::Parser;
 
-/// See the module docs: the system allocator page-faults on every large tensor.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common/allocator.rs"]
+mod allocator;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::{ForwardProcess, standard_normal};
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
@@ -47,6 +46,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    allocator::keep_freed_memory();
     let args = Args::parse();
     let device = args.device;
     let Timings { q_sample, block } = run_on(device, Bench(args.iterations))?;

@@ -29,9 +29,8 @@ use kiln::train::{
 };
 use kiln::unet::UNetConfig;
 
-/// See the allocator note in `cpu_backends.rs`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common/allocator.rs"]
+mod allocator;
 
 /// The folder of the bundled faces (AT&T "The Database of Faces": 400 grayscale photos of 40
 /// people; see assets/faces/README.md).
@@ -117,6 +116,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let args = Args::parse();
     let devices = if args.devices.is_empty() {
         vec![args.device]

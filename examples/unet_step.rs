@@ -20,9 +20,8 @@ use kiln::timing::median_time;
 use kiln::unet::{UNet, UNetConfig};
 use rand::{SeedableRng, rngs::StdRng};
 
-/// See the allocator note in `cpu_backends.rs`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common/allocator.rs"]
+mod allocator;
 
 /// Times UNet forward passes and training steps on the Flex CPU backend.
 #[derive(Parser, Debug)]
@@ -44,6 +43,7 @@ struct Args {
 type B = Autodiff<Flex>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    allocator::keep_freed_memory();
     let args = Args::parse();
     let config = match args.preset.as_str() {
         "tiny" => UNetConfig::tiny(3),
