@@ -54,7 +54,7 @@ mod flex {
 
     use crate::gemm::{Matrix, matmul};
     use crate::node::register_gradients;
-    use crate::parallel::{contiguous, flex_tensor, values};
+    use crate::parallel::{contiguous, flex_tensor, par_rows_with, values, write_all};
     use crate::route::{self, AutodiffFlexTensor, Route};
 
     type Inputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
@@ -216,9 +216,13 @@ mod flex {
                     continue;
                 };
                 let target = &mut image[(c * g.height + source_row) * g.width..][..g.width];
-                let strided = target[first_source..].iter_mut().step_by(g.stride[1]);
-                for (t, &value) in strided.zip(&values[columns.clone()]) {
-                    *t += value;
+                let values = &values[columns.clone()];
+                if g.stride[1] == 1 {
+                    let target = &mut target[first_source..first_source + values.len()];
+                    target.iter_mut().zip(values).for_each(|(t, &v)| *t += v);
+                } else {
+                    let strided = target[first_source..].iter_mut().step_by(g.stride[1]);
+                    strided.zip(values).for_each(|(t, &v)| *t += v);
                 }
             }
         }
@@ -239,19 +243,25 @@ mod flex {
     /// y = conv(x, w) + bias.
     fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> FlexTensor {
         let pixels = g.out_pixels();
-        let mut y = vec![0.0f32; g.batch * g.outputs * pixels];
         let weight = Matrix::row_major(w, g.outputs, g.patch_rows());
-        y.par_chunks_mut(g.outputs * pixels)
-            .enumerate()
-            .for_each_init(Vec::new, |buffer, (b, out)| {
-                if let Some(bias) = bias {
-                    for (row, &value) in out.chunks_exact_mut(pixels).zip(bias) {
-                        row.fill(value);
-                    }
-                }
+        let y = par_rows_with(
+            g.batch * g.outputs * pixels,
+            g.outputs * pixels,
+            Vec::new,
+            |buffer, b, out| {
+                let start = match bias {
+                    Some(bias) => write_all(
+                        out,
+                        bias.iter()
+                            .flat_map(|&value| std::iter::repeat_n(value, pixels)),
+                    ),
+                    None => write_all(out, std::iter::repeat(0.0)),
+                };
                 let patches = Matrix::row_major(patches(g, x, b, buffer), g.patch_rows(), pixels);
-                matmul(out, weight, patches, bias.is_some(), g.threads_inside());
-            });
+                matmul(start, weight, patches, true, g.threads_inside());
+                start
+            },
+        );
         flex_tensor(
             y,
             Shape::new([g.batch, g.outputs, g.out_height, g.out_width]),

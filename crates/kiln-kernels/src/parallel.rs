@@ -44,16 +44,26 @@ pub(crate) fn par_rows<F>(len: usize, row: usize, fill: F) -> Vec<f32>
 where
     F: for<'a> Fn(usize, &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] + Sync,
 {
+    par_rows_with(len, row, || (), |_, index, part| fill(index, part))
+}
+
+/// [`par_rows`] where `fill` also gets a scratch value of its thread's, made by `scratch()` once
+/// per group of rows handed to a thread (a buffer reused across rows, say).
+pub(crate) fn par_rows_with<S, I, F>(len: usize, row: usize, scratch: I, fill: F) -> Vec<f32>
+where
+    I: Fn() -> S + Sync + Send,
+    F: for<'a> Fn(&mut S, usize, &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] + Sync,
+{
     let row = row.max(1);
     let rows_per_task = (CHUNK / row).max(1);
     let mut values = Vec::with_capacity(len);
     values.spare_capacity_mut()[..len]
         .par_chunks_mut(row * rows_per_task)
         .enumerate()
-        .for_each(|(task, rows)| {
+        .for_each_init(scratch, |scratch, (task, rows)| {
             for (index, part) in rows.chunks_mut(row).enumerate() {
                 let (start, expected) = (part.as_ptr() as usize, part.len());
-                let written = fill(task * rows_per_task + index, part);
+                let written = fill(scratch, task * rows_per_task + index, part);
                 assert!(
                     written.as_ptr() as usize == start && written.len() == expected,
                     "a row's fill must initialise the whole row"
