@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, default_value = "faces32")]
     preset: String,
     /// Passes over the data.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 60)]
     epochs: usize,
     /// Images per optimizer step.
     #[arg(long, default_value_t = 16)]
@@ -89,10 +89,10 @@ struct Args {
     #[arg(long)]
     min_snr_gamma: Option<f64>,
     /// Write a sample grid every this many epochs.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     sample_every: usize,
     /// Save a checkpoint every this many epochs.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     checkpoint_every: usize,
     /// Checkpoints to keep.
     #[arg(long, default_value_t = 3)]

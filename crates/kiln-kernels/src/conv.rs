@@ -153,6 +153,25 @@ mod flex {
             self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
         }
 
+        /// The geometry of dx as a convolution of dY (see `input_gradient`): stride 1 only, and
+        /// padding no wider than K − 1.
+        fn transposed(&self) -> Option<Self> {
+            let [kh, kw] = self.kernel;
+            let fits = self.stride == [1, 1] && self.padding[0] < kh && self.padding[1] < kw;
+            fits.then_some(Self {
+                batch: self.batch,
+                channels: self.outputs,
+                height: self.out_height,
+                width: self.out_width,
+                outputs: self.channels,
+                kernel: self.kernel,
+                stride: [1, 1],
+                padding: [kh - 1 - self.padding[0], kw - 1 - self.padding[1]],
+                out_height: self.height,
+                out_width: self.width,
+            })
+        }
+
         /// For patch row (c, u, v) and output row i: the input row, if inside the image.
         fn source_row(&self, u: usize, i: usize) -> Option<usize> {
             (i * self.stride[0] + u)
@@ -276,71 +295,83 @@ mod flex {
         dy: &[f32],
         need_input: bool,
     ) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
+        let dx = need_input.then(|| input_gradient(g, w, dy));
+        let (dw, dbias) = weight_gradients(g, x, dy);
+        let [kh, kw] = g.kernel;
+        let dw = flex_tensor(dw, Shape::new([g.outputs, g.channels, kh, kw]));
+        (dx, dw, flex_tensor(dbias, Shape::new([g.outputs])))
+    }
+
+    /// dx. With stride 1 it is itself a convolution: of dY with the weights turned by 180° and
+    /// transposed (`[C, O, K_h, K_w]`), padded by K − 1 − p, so it runs through [`forward`] (a
+    /// product with inner size O·K_h·K_w, no scatter). Otherwise each image gets
+    /// col2im(Wᵀ·dY_b).
+    fn input_gradient(g: &Geometry, w: &[f32], dy: &[f32]) -> FlexTensor {
+        if let Some(transposed) = g.transposed() {
+            return forward(&transposed, dy, &turned(g, w), None);
+        }
         let pixels = g.out_pixels();
         let weight_t = Matrix::row_major(w, g.outputs, g.patch_rows()).t();
-        let threads = g.threads_inside();
-        let mut dx = vec![
-            0.0f32;
-            if need_input {
-                g.batch * g.image_len()
-            } else {
-                0
+        let dx = par_rows_with(
+            g.batch * g.image_len(),
+            g.image_len(),
+            Vec::new,
+            |scratch, b, out| {
+                let dx_image = write_all(out, std::iter::repeat(0.0));
+                let grad = Matrix::row_major(
+                    &dy[b * g.outputs * pixels..][..g.outputs * pixels],
+                    g.outputs,
+                    pixels,
+                );
+                scratch.resize(g.patch_rows() * pixels, 0.0);
+                matmul(scratch, weight_t, grad, false, g.threads_inside());
+                col2im(g, scratch, dx_image);
+                dx_image
+            },
+        );
+        flex_tensor(dx, Shape::new([g.batch, g.channels, g.height, g.width]))
+    }
+
+    /// The weights `[O, C, K_h, K_w]` turned by 180° and transposed: w'[c, o, u, v] =
+    /// w[o, c, K_h − 1 − u, K_w − 1 − v].
+    fn turned(g: &Geometry, w: &[f32]) -> Vec<f32> {
+        let [kh, kw] = g.kernel;
+        let mut turned = Vec::with_capacity(w.len());
+        for c in 0..g.channels {
+            for o in 0..g.outputs {
+                let kernel = &w[(o * g.channels + c) * kh * kw..][..kh * kw];
+                turned.extend(kernel.iter().rev());
             }
-        ];
-        let mut dx_images: Vec<Option<&mut [f32]>> = if need_input {
-            dx.chunks_mut(g.image_len()).map(Some).collect()
-        } else {
-            (0..g.batch).map(|_| None).collect()
-        };
+        }
+        turned
+    }
+
+    /// dW = Σ_b dY_b·X̃_bᵀ and dbias = Σ_{b, pixels} dY_b, each thread summing its images.
+    fn weight_gradients(g: &Geometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let pixels = g.out_pixels();
         let weight_len = g.outputs * g.patch_rows();
-        let (dw, dbias) = dx_images
-            .par_iter_mut()
+        let zeros = || (vec![0.0f32; weight_len], vec![0.0f32; g.outputs]);
+        dy.par_chunks(g.outputs * pixels)
             .enumerate()
             .fold(
-                || {
-                    (
-                        vec![0.0f32; weight_len],
-                        vec![0.0f32; g.outputs],
-                        Vec::new(),
-                        Vec::new(),
-                    )
-                },
-                |(mut dw, mut dbias, mut buffer, mut scratch), (b, dx_image)| {
-                    let grad = &dy[b * g.outputs * pixels..(b + 1) * g.outputs * pixels];
+                || (zeros(), Vec::new()),
+                |((mut dw, mut dbias), mut buffer), (b, grad)| {
                     for (sum, row) in dbias.iter_mut().zip(grad.chunks_exact(pixels)) {
                         *sum += row.iter().sum::<f32>();
                     }
                     let grad = Matrix::row_major(grad, g.outputs, pixels);
                     let patches =
                         Matrix::row_major(patches(g, x, b, &mut buffer), g.patch_rows(), pixels);
-                    matmul(&mut dw, grad, patches.t(), true, threads);
-                    if let Some(dx_image) = dx_image.as_deref_mut() {
-                        if g.is_pointwise() {
-                            matmul(dx_image, weight_t, grad, false, threads);
-                        } else {
-                            scratch.resize(g.patch_rows() * pixels, 0.0);
-                            matmul(&mut scratch, weight_t, grad, false, threads);
-                            col2im(g, &scratch, dx_image);
-                        }
-                    }
-                    (dw, dbias, buffer, scratch)
+                    matmul(&mut dw, grad, patches.t(), true, g.threads_inside());
+                    ((dw, dbias), buffer)
                 },
             )
-            .map(|(dw, dbias, _, _)| (dw, dbias))
-            .reduce(
-                || (vec![0.0f32; weight_len], vec![0.0f32; g.outputs]),
-                |(mut dw, mut dbias), (other_w, other_b)| {
-                    dw.iter_mut().zip(other_w).for_each(|(a, b)| *a += b);
-                    dbias.iter_mut().zip(other_b).for_each(|(a, b)| *a += b);
-                    (dw, dbias)
-                },
-            );
-        drop(dx_images);
-        let [kh, kw] = g.kernel;
-        let dx = need_input
-            .then(|| flex_tensor(dx, Shape::new([g.batch, g.channels, g.height, g.width])));
-        let dw = flex_tensor(dw, Shape::new([g.outputs, g.channels, kh, kw]));
-        (dx, dw, flex_tensor(dbias, Shape::new([g.outputs])))
+            .map(|(sums, _)| sums)
+            .reduce(zeros, |(mut dw, mut dbias), (other_w, other_b)| {
+                dw.iter_mut().zip(other_w).for_each(|(a, b)| *a += b);
+                dbias.iter_mut().zip(other_b).for_each(|(a, b)| *a += b);
+                (dw, dbias)
+            })
     }
 
     /// The convolution node of burn's autodiff graph, with parents x, w and bias.
