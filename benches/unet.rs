@@ -71,16 +71,16 @@ fn unet(c: &mut Criterion) {
 
 /// One op, Kiln's kernel and burn's: the forward pass on Flex, and forward + backward of Σ f(x)
 /// through `Autodiff<Flex>`.
-fn compare(
+fn compare<const D: usize>(
     c: &mut Criterion,
     name: &str,
-    x: &Tensor<Flex, 4>,
-    kiln: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
-    burn: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+    x: &Tensor<Flex, D>,
+    kiln: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
+    burn: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
 ) {
     let mut group = c.benchmark_group(format!("kernels/{name}"));
     for (who, op) in [
-        ("kiln", &kiln as &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>),
+        ("kiln", &kiln as &dyn Fn(Tensor<B, D>) -> Tensor<B, D>),
         ("burn", &burn),
     ] {
         group.bench_function(format!("{who}/forward"), |b| {
@@ -88,7 +88,7 @@ fn compare(
         });
         group.bench_function(format!("{who}/forward_backward"), |b| {
             b.iter(|| {
-                let input = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
+                let input = Tensor::<B, D>::from_inner(x.clone()).require_grad();
                 let grads = op(input.clone()).sum().backward();
                 input.grad(&grads).expect("x has a gradient").into_data()
             })
@@ -124,7 +124,7 @@ fn kernels(c: &mut Criterion) {
         |x| kernels::group_norm(x, 8, Some((gamma.clone(), beta.clone())), 1e-5),
         |x| norm.forward(x),
     );
-    // The attention scores of the tiny UNet's 16×16 level: 8 heads, 256 × 256.
+    // The tiny UNet's attention at 16×16: 256 tokens, 8 heads of 8 channels, packed Q, K, V.
     let scores = random([16, 8, 256, 256]);
     compare(
         c,
@@ -133,6 +133,32 @@ fn kernels(c: &mut Criterion) {
         |x| kernels::softmax(x, 3),
         |x| activation::softmax(x, 3),
     );
+    let qkv = Tensor::<Flex, 3>::random([16, 256, 3 * 64], Distribution::Normal(0.0, 1.0), &device);
+    let scale = 1.0 / 8f64.sqrt();
+    compare(
+        c,
+        "attention_16x256x64_8heads",
+        &qkv,
+        |qkv| kernels::multi_head_attention(qkv, 8, scale),
+        |qkv| attention_with_burn_ops(qkv, 8, scale),
+    );
+}
+
+/// Multi-head attention on packed `[b, t, 3·c]` projections with burn's ops, as the UNet ran it
+/// before Kiln's kernel.
+fn attention_with_burn_ops(qkv: Tensor<B, 3>, heads: usize, scale: f64) -> Tensor<B, 3> {
+    let [batch, tokens, width] = qkv.dims();
+    let channels = width / 3;
+    let part = |index: usize| {
+        qkv.clone()
+            .narrow(2, index * channels, channels)
+            .reshape([batch, tokens, heads, channels / heads])
+            .swap_dims(1, 2)
+    };
+    activation::softmax(part(0).matmul(part(1).transpose()).mul_scalar(scale), 3)
+        .matmul(part(2))
+        .swap_dims(1, 2)
+        .reshape([batch, tokens, channels])
 }
 
 criterion_group!(benches, unet, kernels);

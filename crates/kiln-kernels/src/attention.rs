@@ -1,240 +1,297 @@
-//! Scaled dot-product attention (Vaswani et al. 2017, eq. 1) for every batch element and head:
+//! Multi-head self-attention (Vaswani et al. 2017, eq. 1) on packed projections. For every batch
+//! element and head, with Q, K, V the head's `t × d` blocks of the projections:
 //!
 //! ```text
-//! S = c·Q Kᵀ,  P = softmax(S) (row-wise),  O = P V            (Q: t×d, K, V: s×d, c = 1/√d)
+//! S = c·Q Kᵀ,  P = softmax(S) (row-wise),  O = P V                       (c = 1/√d usually)
 //! dV = Pᵀ dO,  dP = dO Vᵀ,  dS = P ⊙ (dP − rowsum(dP ⊙ P)),  dQ = c·dS K,  dK = c·dSᵀ Q
 //! ```
 //!
-//! Flex kernel: the `b·h` heads are spread over rayon's threads; each head's S is computed by one
-//! `gemm` product straight into its slot of P (t×s), turned into P in place by `rten-vecmath`'s SIMD
-//! softmax row by row, and multiplied by V — no scores tensor, no separate scale, exp, sum or
-//! divide pass, and no copy of Kᵀ (the products read it through strides). The backward pass keeps
-//! Q, K, V and P and needs one t×s scratch per thread. Under burn's ops the same takes two batched
-//! matmuls, a scale and the five-op softmax, each with its own output and backward node.
+//! The input is what one linear layer with the three projections side by side gives: `qkv` of
+//! shape `[b, t, 3·c]`, Q in the first c columns, K in the next c, V in the last, head h in
+//! columns h·d … (h + 1)·d − 1 of each. The output is `[b, t, c]` with the heads side by side, ready
+//! for the output projection — no reshapes or transposes into `[b, h, t, d]` and back.
+//!
+//! Flex kernel: batch elements are spread over rayon's threads, and each goes through its heads:
+//! S is computed by one `gemm` product reading Q and K in place (strided, Kᵀ through strides)
+//! straight into the head's slot of P (t × t), turned into P in place by `rten-vecmath`'s SIMD
+//! softmax row by row, and multiplied by V into the head's columns of the output. No scores
+//! tensor, no separate scale, exp, sum or divide pass. The backward pass keeps `qkv` and P, needs
+//! one t × t scratch per thread, and writes dQ, dK and dV into their columns of one `[b, t, 3·c]`
+//! gradient.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::softmax;
 
-/// softmax(Q Kᵀ·`scale`) V for `q` of shape `[b, h, t, d]` and `k`, `v` of shape `[b, h, s, d]`.
-/// Kiln's kernel on Flex and `Autodiff<Flex>` (with its backward); burn's ops otherwise.
-pub fn attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+/// softmax(Q Kᵀ·`scale`) V per head, for `qkv` of shape `[b, t, 3·c]` (Q, K and V side by side,
+/// each split into `heads` heads of c/`heads` channels); the result is `[b, t, c]`, heads side by
+/// side. Kiln's kernel on Flex and `Autodiff<Flex>` (with its backward); burn's ops otherwise.
+/// c must be a multiple of `heads`.
+pub fn multi_head_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
     scale: f64,
-) -> Tensor<B, 4> {
+) -> Tensor<B, 3> {
     #[cfg(feature = "flex")]
-    let (q, k, v) = match flex::attention(q, k, v, scale) {
+    let qkv = match flex::attention(qkv, heads, scale) {
         Ok(out) => return out,
-        Err(inputs) => inputs,
+        Err(qkv) => qkv,
     };
-    softmax(q.matmul(k.transpose()).mul_scalar(scale), 3).matmul(v)
+    with_burn_ops(qkv, heads, scale)
+}
+
+/// [`multi_head_attention`] with burn's ops: split, move the heads forward, two batched matmuls
+/// around the softmax, and back.
+fn with_burn_ops<B: Backend>(qkv: Tensor<B, 3>, heads: usize, scale: f64) -> Tensor<B, 3> {
+    let [batch, tokens, width] = qkv.dims();
+    let channels = width / 3;
+    let split = |part: usize| -> Tensor<B, 4> {
+        qkv.clone()
+            .narrow(2, part * channels, channels)
+            .reshape([batch, tokens, heads, channels / heads])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (split(0), split(1), split(2));
+    softmax(q.matmul(k.transpose()).mul_scalar(scale), 3)
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([batch, tokens, channels])
 }
 
 #[cfg(feature = "flex")]
 mod flex {
+    use std::sync::Arc;
+
     use burn::tensor::backend::Backend;
     use burn::tensor::{Shape, Tensor};
     use burn_autodiff::checkpoint::base::Checkpointer;
     use burn_autodiff::checkpoint::strategy::NoCheckpointing;
     use burn_autodiff::grads::Gradients;
-    use burn_autodiff::ops::{Backward, Ops, OpsKind};
+    use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
     use rten_simd::SimdOp;
     use rten_vecmath::Softmax;
 
-    use crate::gemm::{Matrix, matmul, matmul_scaled};
-    use crate::node::register_gradients;
+    use crate::gemm::{Matrix, matmul, matmul_into};
     use crate::parallel::{contiguous, flex_tensor, values};
     use crate::route::{self, AutodiffFlexTensor, Route};
 
-    type Inputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
-
-    /// Kiln's attention when the backend, dtype and shapes allow it; the inputs back otherwise.
+    /// Kiln's attention when the backend, dtype and shape allow it; `qkv` back otherwise.
     pub(super) fn attention<B: Backend>(
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
+        qkv: Tensor<B, 3>,
+        heads: usize,
         scale: f64,
-    ) -> Result<Tensor<B, 4>, Inputs<B>> {
-        let Some(heads) = Heads::new(q.dims(), k.dims(), v.dims(), scale) else {
-            return Err((q, k, v));
+    ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+        let Some(layout) = Heads::new(qkv.dims(), heads, scale) else {
+            return Err(qkv);
         };
-        match route::backend_of::<B>(q.dtype()) {
+        match route::backend_of::<B>(qkv.dtype()) {
             Route::Flex => {
-                let [q, k, v] =
-                    [q, k, v].map(|t| contiguous(route::into_primitive::<B, 4, FlexTensor>(t)));
-                let (out, _) = forward(&heads, values(&q), values(&k), values(&v));
+                let qkv = contiguous(route::into_primitive::<B, 3, FlexTensor>(qkv));
+                let (out, _) = forward(&layout, values(&qkv));
                 Ok(route::from_primitive(flex_tensor(
                     out,
-                    heads.shape(heads.queries),
+                    layout.output_shape(),
                 )))
             }
             Route::AutodiffFlex => {
-                let [q, k, v] = [q, k, v].map(route::into_primitive::<B, 4, AutodiffFlexTensor>);
-                Ok(route::from_primitive(autodiff(heads, q, k, v)))
+                let qkv = route::into_primitive::<B, 3, AutodiffFlexTensor>(qkv);
+                Ok(route::from_primitive(autodiff(layout, qkv)))
             }
-            Route::Burn => Err((q, k, v)),
+            Route::Burn => Err(qkv),
         }
     }
 
-    /// The sizes of one attention: `count` = b·h heads of `queries` × `keys` scores over
-    /// `dim`-wide vectors, and the score scale.
+    /// The sizes of one attention: `batch` elements of `tokens` tokens, `heads` heads of `dim`
+    /// channels each, and the score scale.
     #[derive(Debug, Clone, Copy)]
     struct Heads {
         batch: usize,
+        tokens: usize,
         heads: usize,
-        queries: usize,
-        keys: usize,
         dim: usize,
         scale: f32,
     }
 
     impl Heads {
-        fn new(q: [usize; 4], k: [usize; 4], v: [usize; 4], scale: f64) -> Option<Self> {
-            let [batch, heads, queries, dim] = q;
-            let fits = k == v && k[0] == batch && k[1] == heads && k[3] == dim;
-            (fits && batch * heads * queries * k[2] * dim > 0).then_some(Self {
+        fn new([batch, tokens, width]: [usize; 3], heads: usize, scale: f64) -> Option<Self> {
+            let fits = heads > 0 && width % (3 * heads) == 0 && batch * tokens * width > 0;
+            fits.then_some(Self {
                 batch,
+                tokens,
                 heads,
-                queries,
-                keys: k[2],
-                dim,
+                dim: width / 3 / heads,
                 scale: scale as f32,
             })
         }
 
-        fn count(&self) -> usize {
-            self.batch * self.heads
+        /// c: the width of Q, K, V and the output.
+        fn channels(&self) -> usize {
+            self.heads * self.dim
         }
 
-        fn shape(&self, tokens: usize) -> Shape {
-            Shape::new([self.batch, self.heads, tokens, self.dim])
+        fn output_shape(&self) -> Shape {
+            Shape::new([self.batch, self.tokens, self.channels()])
         }
 
-        /// Head `i`'s `tokens × dim` matrix in a `[b, h, tokens, d]` buffer.
-        fn matrix<'a>(&self, data: &'a [f32], i: usize, tokens: usize) -> Matrix<'a> {
-            let len = tokens * self.dim;
-            Matrix::row_major(&data[i * len..(i + 1) * len], tokens, self.dim)
+        /// Q (`part` 0), K (1) or V (2) of `head` inside one batch element's `[t, 3·c]` block.
+        fn part<'a>(&self, block: &'a [f32], part: usize, head: usize) -> Matrix<'a> {
+            let start = part * self.channels() + head * self.dim;
+            Matrix::strided(&block[start..], self.tokens, self.dim, 3 * self.channels())
+        }
+
+        /// Whether the products should use rayon inside (too few batch elements to spread).
+        fn threads_inside(&self) -> bool {
+            self.batch < rayon::current_num_threads()
         }
     }
 
-    /// O and P (every head's t×s softmax, kept for the backward pass).
-    fn forward(h: &Heads, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let scores = h.queries * h.keys;
-        let mut out = vec![0.0f32; h.count() * h.queries * h.dim];
-        let mut probabilities = vec![0.0f32; h.count() * scores];
-        out.par_chunks_mut(h.queries * h.dim)
-            .zip(probabilities.par_chunks_mut(scores))
+    /// The output `[b, t, c]` and P (every head's t × t softmax, `[b, h, t, t]`, kept for the
+    /// backward pass).
+    fn forward(h: &Heads, qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (tokens, channels) = (h.tokens, h.channels());
+        let mut out = vec![0.0f32; h.batch * tokens * channels];
+        let mut probabilities = vec![0.0f32; h.batch * h.heads * tokens * tokens];
+        out.par_chunks_mut(tokens * channels)
+            .zip(probabilities.par_chunks_mut(h.heads * tokens * tokens))
             .enumerate()
-            .for_each(|(i, (out, p))| {
-                let (q, k) = (h.matrix(q, i, h.queries), h.matrix(k, i, h.keys));
-                matmul_scaled(p, q, k.t(), h.scale);
-                for row in p.chunks_exact_mut(h.keys) {
-                    Softmax::new_mut(row).dispatch();
+            .for_each(|(b, (out, p_block))| {
+                let block = &qkv[b * tokens * 3 * channels..][..tokens * 3 * channels];
+                for (head, p) in p_block.chunks_exact_mut(tokens * tokens).enumerate() {
+                    let (q, k, v) = (
+                        h.part(block, 0, head),
+                        h.part(block, 1, head),
+                        h.part(block, 2, head),
+                    );
+                    matmul_into(p, tokens, q, k.t(), h.scale, h.threads_inside());
+                    for row in p.chunks_exact_mut(tokens) {
+                        Softmax::new_mut(row).dispatch();
+                    }
+                    let p = Matrix::row_major(p, tokens, tokens);
+                    matmul_into(
+                        &mut out[head * h.dim..],
+                        channels,
+                        p,
+                        v,
+                        1.0,
+                        h.threads_inside(),
+                    );
                 }
-                let p = Matrix::row_major(p, h.queries, h.keys);
-                matmul(out, p, h.matrix(v, i, h.keys), false, false);
             });
         (out, probabilities)
     }
 
-    /// dQ, dK and dV from Q, K, V, P and dO.
-    fn backward(h: &Heads, saved: &Saved, grad: &[f32]) -> [FlexTensor; 3] {
-        let (q, k, v) = (values(&saved.q), values(&saved.k), values(&saved.v));
-        let (query_len, key_len) = (h.queries * h.dim, h.keys * h.dim);
-        let mut dq = vec![0.0f32; h.count() * query_len];
-        let mut dk = vec![0.0f32; h.count() * key_len];
-        let mut dv = vec![0.0f32; h.count() * key_len];
-        dq.par_chunks_mut(query_len)
-            .zip(dk.par_chunks_mut(key_len))
-            .zip(dv.par_chunks_mut(key_len))
+    /// d`qkv` (`[b, t, 3·c]`) from `qkv`, P and dO (`[b, t, c]`).
+    fn backward(h: &Heads, qkv: &[f32], probabilities: &[f32], grad: &[f32]) -> Vec<f32> {
+        let (tokens, channels, dim) = (h.tokens, h.channels(), h.dim);
+        let threads = h.threads_inside();
+        let mut d_qkv = vec![0.0f32; h.batch * tokens * 3 * channels];
+        d_qkv
+            .par_chunks_mut(tokens * 3 * channels)
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (i, ((dq, dk), dv))| {
-                let p_values = &saved.probabilities[i * h.queries * h.keys..][..h.queries * h.keys];
-                let p = Matrix::row_major(p_values, h.queries, h.keys);
-                let d_out = h.matrix(grad, i, h.queries);
-                matmul(dv, p.t(), d_out, false, false);
-                scratch.resize(h.queries * h.keys, 0.0);
-                matmul(scratch, d_out, h.matrix(v, i, h.keys).t(), false, false);
-                for (d_row, p_row) in scratch
-                    .chunks_exact_mut(h.keys)
-                    .zip(p_values.chunks_exact(h.keys))
-                {
-                    let dot: f32 = d_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
-                    d_row
-                        .iter_mut()
-                        .zip(p_row)
-                        .for_each(|(d, &p)| *d = p * (*d - dot));
+            .for_each_init(Vec::new, |scratch, (b, d_block)| {
+                let block = &qkv[b * tokens * 3 * channels..][..tokens * 3 * channels];
+                let grad = &grad[b * tokens * channels..][..tokens * channels];
+                let p_block = &probabilities[b * h.heads * tokens * tokens..];
+                for head in 0..h.heads {
+                    let p_values = &p_block[head * tokens * tokens..][..tokens * tokens];
+                    let p = Matrix::row_major(p_values, tokens, tokens);
+                    let d_out = Matrix::strided(&grad[head * dim..], tokens, dim, channels);
+                    let (q, k, v) = (
+                        h.part(block, 0, head),
+                        h.part(block, 1, head),
+                        h.part(block, 2, head),
+                    );
+                    let column = |part: usize| part * channels + head * dim;
+                    matmul_into(
+                        &mut d_block[column(2)..],
+                        3 * channels,
+                        p.t(),
+                        d_out,
+                        1.0,
+                        threads,
+                    );
+                    scratch.resize(tokens * tokens, 0.0);
+                    matmul(scratch, d_out, v.t(), false, threads);
+                    for (d_row, p_row) in scratch
+                        .chunks_exact_mut(tokens)
+                        .zip(p_values.chunks_exact(tokens))
+                    {
+                        let dot: f32 = d_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
+                        d_row
+                            .iter_mut()
+                            .zip(p_row)
+                            .for_each(|(d, &p)| *d = p * (*d - dot));
+                    }
+                    let d_scores = Matrix::row_major(scratch, tokens, tokens);
+                    matmul_into(
+                        &mut d_block[column(0)..],
+                        3 * channels,
+                        d_scores,
+                        k,
+                        h.scale,
+                        threads,
+                    );
+                    matmul_into(
+                        &mut d_block[column(1)..],
+                        3 * channels,
+                        d_scores.t(),
+                        q,
+                        h.scale,
+                        threads,
+                    );
                 }
-                let d_scores = Matrix::row_major(scratch, h.queries, h.keys);
-                matmul_scaled(dq, d_scores, h.matrix(k, i, h.keys), h.scale);
-                matmul_scaled(dk, d_scores.t(), h.matrix(q, i, h.queries), h.scale);
             });
-        [
-            flex_tensor(dq, h.shape(h.queries)),
-            flex_tensor(dk, h.shape(h.keys)),
-            flex_tensor(dv, h.shape(h.keys)),
-        ]
+        d_qkv
     }
 
-    /// The attention node of burn's autodiff graph, with parents Q, K and V.
+    /// The attention node of burn's autodiff graph, with parent `qkv`.
     #[derive(Debug)]
     struct AttentionBackward;
 
-    /// What the backward pass needs: the sizes, Q, K, V and P.
+    /// What the backward pass needs: the sizes, `qkv` and P.
     #[derive(Debug, Clone)]
     struct Saved {
         heads: Heads,
-        q: FlexTensor,
-        k: FlexTensor,
-        v: FlexTensor,
-        probabilities: std::sync::Arc<Vec<f32>>,
+        qkv: FlexTensor,
+        probabilities: Arc<Vec<f32>>,
     }
 
-    impl Backward<Flex, 3> for AttentionBackward {
+    impl Backward<Flex, 1> for AttentionBackward {
         type State = Saved;
 
-        fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let grad = contiguous(grads.consume::<Flex>(&ops.node));
-            let gradients = backward(&ops.state.heads, &ops.state, values(&grad));
-            let parents = ops.parents.map(|parent| parent.map(|node| node.id));
-            register_gradients(parents, gradients.map(Some), grads);
+        fn backward(self, ops: Ops<Saved, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let Saved {
+                heads,
+                qkv,
+                probabilities,
+            } = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+                let grad = contiguous(grad);
+                let d_qkv = backward(&heads, values(&qkv), &probabilities, values(&grad));
+                flex_tensor(d_qkv, qkv.layout().shape().clone())
+            });
         }
     }
 
-    /// Attention on `Autodiff<Flex>`: the forward kernel, and [`AttentionBackward`] when any input
+    /// Attention on `Autodiff<Flex>`: the forward kernel, and [`AttentionBackward`] when `qkv`
     /// needs a gradient.
-    fn autodiff(
-        heads: Heads,
-        q: AutodiffFlexTensor,
-        k: AutodiffFlexTensor,
-        v: AutodiffFlexTensor,
-    ) -> AutodiffFlexTensor {
-        let [q_values, k_values, v_values] = [&q, &k, &v].map(|t| contiguous(t.primitive.clone()));
-        let (out, probabilities) = forward(
-            &heads,
-            values(&q_values),
-            values(&k_values),
-            values(&v_values),
-        );
-        let out = flex_tensor(out, heads.shape(heads.queries));
-        let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+    fn autodiff(heads: Heads, qkv: AutodiffFlexTensor) -> AutodiffFlexTensor {
+        let values_in = contiguous(qkv.primitive.clone());
+        let (out, probabilities) = forward(&heads, values(&values_in));
+        let out = flex_tensor(out, heads.output_shape());
         match AttentionBackward
-            .prepare::<NoCheckpointing>(nodes)
+            .prepare::<NoCheckpointing>([qkv.node.clone()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
                 let saved = Saved {
                     heads,
-                    q: q_values,
-                    k: k_values,
-                    v: v_values,
-                    probabilities: std::sync::Arc::new(probabilities),
+                    qkv: values_in,
+                    probabilities: Arc::new(probabilities),
                 };
                 prep.finish(saved, out)
             }

@@ -8,15 +8,18 @@
 //! As matrices, per image b: `Y_b = W · X̃_b` with W the `O × C·K_h·K_w` weight and X̃_b the
 //! `C·K_h·K_w × H_out·W_out` patch matrix (im2col). Then `dW = Σ_b dY_b · X̃_bᵀ`,
 //! `dbias = Σ_{b, pixels} dY_b`, and `dx_b = col2im(Wᵀ · dY_b)`, col2im being the adjoint of
-//! im2col (it adds every patch entry back onto the pixel it came from).
+//! im2col (it adds every patch entry back onto the pixel it came from). With stride 1 the same
+//! dx is a convolution of dY, padded by K − 1 − p, with the weights turned by 180° and their
+//! channel axes swapped.
 //!
 //! Flex kernel: images are spread over rayon's threads; each thread owns one patch buffer and
 //! runs the `gemm` crate's product for its image on that thread (packed SIMD tiles; AVX-512 where
 //! the CPU has it). A 1×1 convolution with stride 1 and no padding uses x_b itself as X̃_b, with no
-//! copy. The backward pass is one sweep over the images: build X̃_b, add dY_b·X̃_bᵀ to the
-//! thread's dW, and scatter Wᵀ·dY_b into dx_b. Nothing is transposed or reordered in memory
-//! (the products read Wᵀ and X̃ᵀ through strides). Grouped or dilated convolutions, and every
-//! other backend, use burn's `conv2d`.
+//! copy. Backward: one sweep over the images builds X̃_b and adds dY_b·X̃_bᵀ to the thread's dW;
+//! dx is the forward kernel run on dY (stride 1: a product with inner size O·K_h·K_w and no
+//! scatter) or, for larger strides, Wᵀ·dY_b scattered by col2im. Nothing else is transposed or
+//! reordered in memory (the products read Wᵀ and X̃ᵀ through strides). Grouped or dilated
+//! convolutions, and every other backend, use burn's `conv2d`.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;

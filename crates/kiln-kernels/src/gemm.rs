@@ -15,11 +15,17 @@ pub(crate) struct Matrix<'a> {
 impl<'a> Matrix<'a> {
     /// A row-major `rows × cols` matrix.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// A `rows × cols` matrix whose rows start `row_stride` elements apart (a block of columns
+    /// of a wider row-major matrix).
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
         Self {
             data,
             rows,
             cols,
-            row_stride: cols,
+            row_stride,
             col_stride: 1,
         }
     }
@@ -37,34 +43,61 @@ impl<'a> Matrix<'a> {
 
     /// Whether every element lies inside `data`.
     fn in_bounds(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
-                < self.data.len()
+        span(self.rows, self.cols, self.row_stride, self.col_stride) <= self.data.len()
+    }
+}
+
+/// The elements a `rows × cols` matrix with these strides reaches, from its first.
+fn span(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * row_stride + (cols - 1) * col_stride + 1
     }
 }
 
 /// dst = a·b (`accumulate` false) or dst + a·b (`accumulate` true), with `dst` row-major
 /// `a.rows × b.cols`, on the calling thread unless `threads` asks for rayon.
 pub(crate) fn matmul(dst: &mut [f32], a: Matrix, b: Matrix, accumulate: bool, threads: bool) {
-    product(dst, a, b, 1.0, accumulate, threads);
+    assert_eq!(dst.len(), a.rows * b.cols, "dst holds the product exactly");
+    product(dst, b.cols, a, b, 1.0, accumulate, threads);
 }
 
-/// dst = scale·a·b, with `dst` row-major `a.rows × b.cols`, on the calling thread.
-pub(crate) fn matmul_scaled(dst: &mut [f32], a: Matrix, b: Matrix, scale: f32) {
-    product(dst, a, b, scale, false, false);
+/// dst = scale·a·b, with `dst` a `a.rows × b.cols` matrix whose rows start `dst_row_stride`
+/// elements apart, on the calling thread unless `threads` asks for rayon.
+pub(crate) fn matmul_into(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    a: Matrix,
+    b: Matrix,
+    scale: f32,
+    threads: bool,
+) {
+    product(dst, dst_row_stride, a, b, scale, false, threads);
 }
 
 /// dst = scale·a·b, plus the old dst when `accumulate`.
-fn product(dst: &mut [f32], a: Matrix, b: Matrix, scale: f32, accumulate: bool, threads: bool) {
-    assert!(a.cols == b.rows && dst.len() == a.rows * b.cols && a.in_bounds() && b.in_bounds());
+fn product(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    a: Matrix,
+    b: Matrix,
+    scale: f32,
+    accumulate: bool,
+    threads: bool,
+) {
+    assert!(a.cols == b.rows && a.in_bounds() && b.in_bounds());
+    assert!(
+        span(a.rows, b.cols, dst_row_stride, 1) <= dst.len() && b.cols <= dst_row_stride.max(1)
+    );
     let parallelism = if threads {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
     };
-    // SAFETY: the assert above keeps every index of the three matrices inside its slice, and
-    // `dst` is borrowed mutably so it aliases neither input.
+    // SAFETY: the asserts above keep every index of the three matrices inside its slice, rows of
+    // `dst` do not overlap (its row stride is at least its width), and `dst` is borrowed mutably
+    // so it aliases neither input.
     unsafe {
         gemm::gemm(
             a.rows,
@@ -72,7 +105,7 @@ fn product(dst: &mut [f32], a: Matrix, b: Matrix, scale: f32, accumulate: bool, 
             a.cols,
             dst.as_mut_ptr(),
             1,
-            b.cols as isize,
+            dst_row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,

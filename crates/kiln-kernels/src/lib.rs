@@ -1,20 +1,23 @@
 //! Kiln's own CPU kernels, as an extension of burn's Flex backend.
 //!
-//! burn 0.21's Flex backend computes `exp` and `sigmoid` one scalar at a time on one thread,
-//! splits softmax into five ops under autodiff, and applies GroupNorm's γ and β with a slow
-//! middle-dimension broadcast (`docs/performance.md` has the profile). This crate replaces those
-//! ops for the UNet with fused kernels:
+//! burn 0.21's Flex backend wraps its convolutions in layout copies and computes their input
+//! gradient through a scalar col2im, computes `exp` and `sigmoid` one scalar at a time on one
+//! thread, splits softmax into five ops under autodiff, and applies GroupNorm's γ and β with a
+//! slow middle-dimension broadcast (`docs/performance.md` has the profile). This crate replaces
+//! the ops a UNet is made of with its own kernels:
 //!
 //! | op | forward | backward |
 //! | --- | --- | --- |
-//! | [`attention`] | per head: c·QKᵀ into P, SIMD softmax in place, P·V (`gemm`) | dV = PᵀdO, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = c·dS K, dK = c·dSᵀQ |
-//! | [`conv2d`] | per image: im2col, then W·X̃ (`gemm`) | dW = Σ dY·X̃ᵀ, dx = col2im(Wᵀ·dY) |
+//! | [`multi_head_attention`] | per head of packed Q, K, V: c·QKᵀ into P, SIMD softmax in place, P·V (`gemm`, strided) | dV = PᵀdO, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = c·dS K, dK = c·dSᵀQ |
+//! | [`conv2d`] | per image: im2col, then W·X̃ (`gemm`) | dW = Σ dY·X̃ᵀ; dx = dY convolved with the turned W (stride 1), col2im(Wᵀ·dY) otherwise |
 //! | [`silu`] | x·σ(x), SIMD `exp` | g·σ(x)·(1 + x·(1 − σ(x))) |
 //! | [`softmax`] (last dimension) | one pass per row, SIMD `exp` | s ⊙ (g − ⟨g, s⟩) per row |
 //! | [`group_norm`] | mean and variance per (batch, group), then the affine map | the closed-form gradient of all three inputs |
 //!
-//! Each runs on the rows or chunks of a contiguous `f32` buffer split over rayon's threads,
-//! with the SIMD `exp` of `rten-vecmath` (AVX-512, AVX2 or NEON chosen at run time).
+//! Each runs on images, heads, rows or chunks of a contiguous `f32` buffer split over rayon's
+//! threads, with the `gemm` crate's products and `rten-vecmath`'s SIMD `exp` and sums (AVX-512,
+//! AVX2 or NEON chosen at run time). Each file's doc comment gives the op's math, layout and
+//! blocking.
 //!
 //! # How an op picks its kernel
 //! Every op is a function generic over `B: Backend`, so a model written with them (Kiln's UNet)
@@ -47,7 +50,7 @@ mod softmax;
 #[cfg(feature = "flex")]
 mod unary;
 
-pub use attention::attention;
+pub use attention::multi_head_attention;
 pub use conv::conv2d;
 pub use group_norm::group_norm;
 pub use silu::silu;

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor, activation};
-use kiln_kernels::{attention, conv2d, group_norm, silu, softmax};
+use kiln_kernels::{conv2d, group_norm, multi_head_attention, silu, softmax};
 
 type A = Autodiff<Flex>;
 
@@ -312,50 +312,67 @@ fn conv2d_falls_back_for_groups_and_dilation() {
     }
 }
 
-#[test]
-fn attention_matches_burn() {
-    // [b, h, t, d] queries against [b, h, s, d] keys and values: the tiny UNet's 16×16 level
-    // (8 heads of 8 channels), odd sizes, batch 1, more keys than queries.
-    for (q_shape, keys) in [([2, 8, 256, 8], 256), ([1, 3, 7, 5], 7), ([2, 2, 5, 3], 9)] {
-        let [batch, heads, _, dim] = q_shape;
-        let k_shape = [batch, heads, keys, dim];
-        let scale = 1.0 / (dim as f64).sqrt();
-        let [q, k, v] = [q_shape, k_shape, k_shape].map(|shape| random::<Flex, 4>(shape, 1.0));
-        let reference = |q: Tensor<Flex, 4>, k: Tensor<Flex, 4>, v: Tensor<Flex, 4>| {
-            activation::softmax(q.matmul(k.transpose()).mul_scalar(scale), 3).matmul(v)
-        };
-        let error = relative_error(
-            attention(q.clone(), k.clone(), v.clone(), scale),
-            reference(q.clone(), k.clone(), v.clone()),
-        );
-        assert!(
-            error <= 1e-4,
-            "{q_shape:?}: Flex values differ by {error:e}"
-        );
+/// Multi-head attention written out with burn's ops: split the packed projections, heads
+/// forward, softmax(QKᵀ·scale)V, heads back.
+fn attention_reference<B: Backend>(qkv: Tensor<B, 3>, heads: usize, scale: f64) -> Tensor<B, 3> {
+    let [batch, tokens, width] = qkv.dims();
+    let channels = width / 3;
+    let part = |index: usize| {
+        qkv.clone()
+            .slice([
+                0..batch,
+                0..tokens,
+                index * channels..(index + 1) * channels,
+            ])
+            .reshape([batch, tokens, heads, channels / heads])
+            .permute([0, 2, 1, 3])
+    };
+    let scores = part(0)
+        .matmul(part(1).permute([0, 1, 3, 2]))
+        .mul_scalar(scale);
+    activation::softmax(scores, 3)
+        .matmul(part(2))
+        .permute([0, 2, 1, 3])
+        .reshape([batch, tokens, channels])
+}
 
-        let weights = random::<A, 4>(q_shape, 1.0);
+#[test]
+fn multi_head_attention_matches_burn() {
+    // [b, t, 3·c] packed projections: the tiny UNet's 16×16 level (8 heads of 8 channels), odd
+    // sizes, batch 1 (products threaded inside), one head.
+    for (shape, heads) in [
+        ([2, 256, 3 * 64], 8),
+        ([1, 7, 3 * 15], 3),
+        ([3, 5, 3 * 6], 2),
+        ([2, 9, 3 * 4], 1),
+    ] {
+        let scale = 1.0 / ((shape[2] / 3 / heads) as f64).sqrt();
+        let qkv = random::<Flex, 3>(shape, 1.0);
+        let error = relative_error(
+            multi_head_attention(qkv.clone(), heads, scale),
+            attention_reference(qkv.clone(), heads, scale),
+        );
+        assert!(error <= 1e-4, "{shape:?}: Flex values differ by {error:e}");
+
+        let weights = random::<A, 3>([shape[0], shape[1], shape[2] / 3], 1.0);
         let run = |kiln: bool| {
-            let [q, k, v] =
-                [&q, &k, &v].map(|t| Tensor::<A, 4>::from_inner(t.clone()).require_grad());
+            let input = Tensor::<A, 3>::from_inner(qkv.clone()).require_grad();
             let out = if kiln {
-                attention(q.clone(), k.clone(), v.clone(), scale)
+                multi_head_attention(input.clone(), heads, scale)
             } else {
-                activation::softmax(q.clone().matmul(k.clone().transpose()).mul_scalar(scale), 3)
-                    .matmul(v.clone())
+                attention_reference(input.clone(), heads, scale)
             };
             let grads = (out.clone() * weights.clone()).sum().backward();
-            let grad = |t: &Tensor<A, 4>| t.grad(&grads).expect("q, k and v have gradients");
-            [out.inner(), grad(&q), grad(&k), grad(&v)]
+            (out.inner(), input.grad(&grads).expect("qkv has a gradient"))
         };
         let (kiln, burn) = (run(true), run(false));
-        let errors: Vec<f32> = kiln
-            .into_iter()
-            .zip(burn)
-            .map(|(a, b)| relative_error(a, b))
-            .collect();
+        let errors = [
+            relative_error(kiln.0, burn.0),
+            relative_error(kiln.1, burn.1),
+        ];
         assert!(
             errors.iter().all(|&e| e <= 1e-4),
-            "{q_shape:?}: out, dq, dk, dv errors {errors:?}"
+            "{shape:?}: out, dqkv errors {errors:?}"
         );
     }
 }

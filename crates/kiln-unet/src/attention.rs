@@ -1,5 +1,6 @@
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
+use burn::tensor::module::linear;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::norm::group_norm;
@@ -52,26 +53,27 @@ impl<B: Backend> AttentionBlock<B> {
         }
     }
 
-    /// `[b, c, h, w]` → `[b, c, h, w]`.
+    /// `[b, c, h, w]` → `[b, c, h, w]`. Q, K and V come from one product with the three
+    /// projections side by side, and `kiln_kernels::multi_head_attention` works on that packed
+    /// result directly.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [batch, channels, height, width] = x.dims();
-        let tokens = height * width;
-        let head_dim = channels / self.heads;
         let normed = match &self.group_norm {
             Some(norm) => group_norm(norm, x.clone()),
             None => x.clone(),
         };
-        let normed: Tensor<B, 3> = normed.reshape([batch, channels, tokens]).swap_dims(1, 2);
-        let split = |projection: &Linear<B>| -> Tensor<B, 4> {
-            projection
-                .forward(normed.clone())
-                .reshape([batch, tokens, self.heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (split(&self.to_q), split(&self.to_k), split(&self.to_v));
-        let attended = kiln_kernels::attention(q, k, v, 1.0 / (head_dim as f64).sqrt())
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, channels]);
+        let normed: Tensor<B, 3> = normed
+            .reshape([batch, channels, height * width])
+            .swap_dims(1, 2);
+        let projections = [&self.to_q, &self.to_k, &self.to_v];
+        let weight = Tensor::cat(projections.map(|p| p.weight.val()).to_vec(), 1);
+        let bias = projections.map(|p| match &p.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([channels], &x.device()),
+        });
+        let qkv = linear(normed, weight, Some(Tensor::cat(bias.to_vec(), 0)));
+        let scale = 1.0 / ((channels / self.heads) as f64).sqrt();
+        let attended = kiln_kernels::multi_head_attention(qkv, self.heads, scale);
         let out: Tensor<B, 4> = self
             .to_out
             .forward(attended)
