@@ -69,7 +69,9 @@ mod flex {
         bias: Option<Tensor<B, 1>>,
         options: &ConvOptions<2>,
     ) -> Result<Tensor<B, 4>, Inputs<B>> {
-        let Some(geometry) = Geometry::new(x.dims(), weight.dims(), options) else {
+        let geometry = Geometry::new(x.dims(), weight.dims(), options);
+        let bias_fits = |g: &Geometry| bias.as_ref().is_none_or(|b| b.dims() == [g.outputs]);
+        let Some(geometry) = geometry.filter(bias_fits) else {
             return Err((x, weight, bias));
         };
         match route::backend_of::<B>(x.dtype()) {
@@ -201,53 +203,52 @@ mod flex {
         }
     }
 
-    /// Fills `patches` (C·K_h·K_w × H_out·W_out, row-major) from one image (C × H × W).
-    fn im2col(g: &Geometry, image: &[f32], patches: &mut [f32]) {
+    /// Every run of patch entries taken from inside the image: `visit(patch, pixel, len)` for the
+    /// `len` entries from `patch` on in the (C·K_h·K_w × H_out·W_out, row-major) patch matrix,
+    /// which come from pixels `pixel`, `pixel + s_w`, … of the (C × H × W) image. The entries no
+    /// run covers fall in the zero padding.
+    fn inside_runs(g: &Geometry, mut visit: impl FnMut(usize, usize, usize)) {
         let [kh, kw] = g.kernel;
-        for (row, patch) in patches.chunks_exact_mut(g.out_pixels()).enumerate() {
+        for row in 0..g.patch_rows() {
             let (c, u, v) = (row / (kh * kw), row / kw % kh, row % kw);
             let (columns, first_source) = g.valid_columns(v);
-            for (i, out) in patch.chunks_exact_mut(g.out_width).enumerate() {
-                let Some(source_row) = g.source_row(u, i) else {
-                    out.fill(0.0);
-                    continue;
-                };
-                let source = &image[(c * g.height + source_row) * g.width..][..g.width];
-                out[..columns.start].fill(0.0);
-                out[columns.end..].fill(0.0);
-                let inside = &mut out[columns.clone()];
-                if g.stride[1] == 1 {
-                    inside.copy_from_slice(&source[first_source..first_source + inside.len()]);
-                } else {
-                    let strided = source[first_source..].iter().step_by(g.stride[1]);
-                    inside.iter_mut().zip(strided).for_each(|(o, &s)| *o = s);
+            for i in 0..g.out_height {
+                if let Some(source_row) = g.source_row(u, i) {
+                    let patch = row * g.out_pixels() + i * g.out_width + columns.start;
+                    let pixel = (c * g.height + source_row) * g.width + first_source;
+                    visit(patch, pixel, columns.len());
                 }
             }
         }
     }
 
+    /// Fills `patches` (C·K_h·K_w × H_out·W_out, row-major) from one image (C × H × W).
+    fn im2col(g: &Geometry, image: &[f32], patches: &mut [f32]) {
+        patches.fill(0.0);
+        inside_runs(g, |patch, pixel, len| {
+            let out = &mut patches[patch..patch + len];
+            if g.stride[1] == 1 {
+                out.copy_from_slice(&image[pixel..pixel + len]);
+            } else {
+                let source = image[pixel..].iter().step_by(g.stride[1]);
+                out.iter_mut().zip(source).for_each(|(o, &s)| *o = s);
+            }
+        });
+    }
+
     /// Adds every entry of `patches` onto the pixel of `image` it was taken from (im2col's
     /// adjoint); `image` must start at zero.
     fn col2im(g: &Geometry, patches: &[f32], image: &mut [f32]) {
-        let [kh, kw] = g.kernel;
-        for (row, patch) in patches.chunks_exact(g.out_pixels()).enumerate() {
-            let (c, u, v) = (row / (kh * kw), row / kw % kh, row % kw);
-            let (columns, first_source) = g.valid_columns(v);
-            for (i, values) in patch.chunks_exact(g.out_width).enumerate() {
-                let Some(source_row) = g.source_row(u, i) else {
-                    continue;
-                };
-                let target = &mut image[(c * g.height + source_row) * g.width..][..g.width];
-                let values = &values[columns.clone()];
-                if g.stride[1] == 1 {
-                    let target = &mut target[first_source..first_source + values.len()];
-                    target.iter_mut().zip(values).for_each(|(t, &v)| *t += v);
-                } else {
-                    let strided = target[first_source..].iter_mut().step_by(g.stride[1]);
-                    strided.zip(values).for_each(|(t, &v)| *t += v);
-                }
+        inside_runs(g, |patch, pixel, len| {
+            let values = &patches[patch..patch + len];
+            if g.stride[1] == 1 {
+                let target = &mut image[pixel..pixel + len];
+                target.iter_mut().zip(values).for_each(|(t, &v)| *t += v);
+            } else {
+                let target = image[pixel..].iter_mut().step_by(g.stride[1]);
+                target.zip(values).for_each(|(t, &v)| *t += v);
             }
-        }
+        });
     }
 
     /// The patch matrix of image `b`: the image itself for a pointwise convolution, else built

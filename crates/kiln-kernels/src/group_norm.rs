@@ -102,10 +102,14 @@ mod flex {
         epsilon: f64,
     ) -> Result<Tensor<B, 4>, Inputs<B>> {
         let [_, channels, height, width] = x.dims();
-        let usable = groups > 0 && channels % groups == 0 && height * width > 0;
+        let usable = groups > 0
+            && channels % groups == 0
+            && height * width > 0
+            && gamma.dims() == [channels]
+            && beta.dims() == [channels];
+        let layout = Grouping::new(&x, groups, epsilon);
         match route::backend_of::<B>(x.dtype()) {
             Route::Flex if usable => {
-                let layout = Grouping::new(&x, groups, epsilon);
                 let [x, gamma, beta] = [
                     route::into_primitive::<B, 4, FlexTensor>(x),
                     route::into_primitive::<B, 1, FlexTensor>(gamma),
@@ -116,7 +120,6 @@ mod flex {
                 Ok(route::from_primitive(y))
             }
             Route::AutodiffFlex if usable => {
-                let layout = Grouping::new(&x, groups, epsilon);
                 let y = autodiff(
                     layout,
                     route::into_primitive::<B, 4, AutodiffFlexTensor>(x),
