@@ -18,6 +18,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use burn::tensor::{Tensor, backend::Backend};
 use clap::Parser;
@@ -110,6 +111,7 @@ impl BackendTask for Sampling {
         let frames = args.strip_frames.clamp(2, args.steps.max(2));
         let mut noisy = Vec::new();
         let mut denoised = Vec::new();
+        let began = Instant::now();
         let images = generate(
             &loaded.model,
             loaded.prediction,
@@ -135,7 +137,15 @@ impl BackendTask for Sampling {
         let columns = args
             .columns
             .unwrap_or_else(|| (args.count as f64).sqrt().ceil() as usize);
-        pixels::save(&pixels::grid(images, columns, 2)?, &args.out)?;
+        let grid = pixels::grid(images, columns, 2)?;
+        println!(
+            "sampled {} images with {} in {} steps in {:.2?}",
+            args.count,
+            args.sampler,
+            args.steps,
+            began.elapsed()
+        );
+        pixels::save(&grid, &args.out)?;
         println!("wrote {}", args.out.display());
         if let Some(strip) = &args.strip {
             let count = noisy.len();

@@ -1,20 +1,24 @@
-//! Times the UNet on the CPU: forward passes and full training steps (forward, MSE against a
-//! target, backward, AdamW), to compare with `benches/peer/unet_step.py` (PyTorch + diffusers,
-//! same architecture) in the same sitting.
+//! Times the UNet: forward passes and full training steps (forward, MSE against a target,
+//! backward, AdamW), to compare with `benches/peer/unet_step.py` (PyTorch + diffusers, same
+//! architecture) in the same sitting, or to measure a GPU.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release --example unet_step -- --preset tiny --size 32
 //! RAYON_NUM_THREADS=2 cargo run --release --example unet_step -- --preset faces64 --size 64 --iterations 3
+//! cargo run --release --features cuda --example unet_step -- --preset faces64 --size 64 --batch 128 --device cuda
 //! ```
 //!
-//! Prints the median wall time of each after one warm-up run. Peak memory: run it under
-//! `/usr/bin/time -v`.
+//! Prints the median wall time of each after one warm-up run (on a GPU, each timed run ends by
+//! waiting for the device), and the training images per second. Peak memory: run it under
+//! `/usr/bin/time -v` (CPU) or watch `nvidia-smi` (GPU).
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
+use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
 use kiln::timing::median_time;
 use kiln::unet::{UNet, UNetConfig};
@@ -23,7 +27,7 @@ use rand::{SeedableRng, rngs::StdRng};
 #[path = "common/allocator.rs"]
 mod allocator;
 
-/// Times UNet forward passes and training steps on the Flex CPU backend.
+/// Times UNet forward passes and training steps.
 #[derive(Parser, Debug)]
 struct Args {
     /// tiny, faces64 or cifar10.
@@ -38,9 +42,10 @@ struct Args {
     /// Timed runs of each workload (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     iterations: usize,
+    /// flex, ndarray, wgpu[:N] or cuda[:N] (GPU backends need `--features wgpu|cuda`).
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
 }
-
-type B = Autodiff<Flex>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     allocator::keep_freed_memory();
@@ -51,18 +56,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cifar10" => UNetConfig::ddpm_cifar10(),
         other => return Err(format!("unknown preset {other:?}").into()),
     };
-    let device = Default::default();
-    let mut model: UNet<B> = config.init(&device)?;
+    run_on(args.device, Timing { args, config })?
+}
+
+struct Timing {
+    args: Args,
+    config: UNetConfig,
+}
+
+impl BackendTask for Timing {
+    type Output = Result<(), Box<dyn std::error::Error>>;
+
+    fn run<D: Backend>(self, device: D::Device) -> Self::Output {
+        time_unet::<Autodiff<D>>(&self.args, &self.config, &device)
+    }
+}
+
+fn time_unet<B: AutodiffBackend>(
+    args: &Args,
+    config: &UNetConfig,
+    device: &B::Device,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut model: UNet<B> = config.init(device)?;
     let mut rng = StdRng::seed_from_u64(0);
     let shape = [args.batch, 3, args.size, args.size];
-    let x = standard_normal::<B, 4>(shape, &mut rng, &device);
-    let target = standard_normal::<B, 4>(shape, &mut rng, &device);
+    let x = standard_normal::<B, 4>(shape, &mut rng, device);
+    let target = standard_normal::<B, 4>(shape, &mut rng, device);
     let t = Tensor::<B, 1>::from_floats(
         (0..args.batch)
             .map(|i| (i * 61 % 1000) as f32)
             .collect::<Vec<_>>()
             .as_slice(),
-        &device,
+        device,
     );
 
     let inference = model.valid();
@@ -82,10 +107,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let loss = (y - target.clone()).powi_scalar(2).mean();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(1e-4, model.clone(), grads);
+        B::sync(device).expect("the device finished the step");
     });
     println!(
-        "{} {}x{} batch {}: forward median {forward:.1?}, train step median {step:.1?}",
-        args.preset, args.size, args.size, args.batch
+        "{} {}x{} batch {} on {}: forward median {forward:.1?}, train step median {step:.1?} \
+         ({:.1} images/s)",
+        args.preset,
+        args.size,
+        args.size,
+        args.batch,
+        args.device,
+        args.batch as f64 / step.as_secs_f64()
     );
     Ok(())
 }

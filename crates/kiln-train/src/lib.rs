@@ -34,5 +34,5 @@ pub use dataset::{
 };
 pub use ema::Ema;
 pub use error::TrainError;
-pub use sampling::{Generation, SamplerName, UNetDenoiser, generate};
+pub use sampling::{Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name};
 pub use trainer::{RunOptions, TrainEvent, TrainSummary, train};

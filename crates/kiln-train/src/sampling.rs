@@ -151,17 +151,50 @@ pub fn generate<B: Backend>(
     let noise = standard_normal::<B, 4>(shape, &mut rng, device);
     model.check_input_shape(&noise)?;
     let denoiser = UNetDenoiser::new(model, prediction);
-    let steps = generation.steps;
-    let mut on_step = on_step;
-    let mut go = |sampler: &mut dyn SamplerRun<B>| {
-        sampler.run(&denoiser, noise.clone(), &mut rng, &mut on_step)
+    let run = NamedRun {
+        sampler: generation.sampler,
+        steps: generation.steps,
+        clip: generation.clip,
+    };
+    Ok(sample_by_name(
+        run, schedule, &denoiser, noise, &mut rng, on_step,
+    )?)
+}
+
+/// A sampler picked by name for [`sample_by_name`]: diffusers' default settings for
+/// `sampler`, laid out for `steps` steps, with x_0 kept in [−1, 1] when `clip` is set (see
+/// [`Generation::clip`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedRun {
+    /// The sampler.
+    pub sampler: SamplerName,
+    /// Sampler steps.
+    pub steps: usize,
+    /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it.
+    pub clip: bool,
+}
+
+/// Runs the sampler `run` names with any [`Denoiser`] (a UNet, or the Gaussian-mixture
+/// oracle of tests) from `noise` (x_T, unscaled), drawing the noise of stochastic samplers
+/// from `rng` and calling `on_step` after every step.
+pub fn sample_by_name<B: Backend, const D: usize, M: Denoiser<B, D>>(
+    run: NamedRun,
+    schedule: &NoiseSchedule,
+    denoiser: &M,
+    noise: Tensor<B, D>,
+    rng: &mut StdRng,
+    mut on_step: impl FnMut(StepEvent<'_, B, D>),
+) -> Result<Tensor<B, D>, SamplerError> {
+    let steps = run.steps;
+    let mut go = |sampler: &mut dyn SamplerRun<B, D, M>| {
+        sampler.run(denoiser, noise.clone(), rng, &mut on_step)
     };
     let clipping = SampleClipping {
-        clip_sample: generation.clip,
+        clip_sample: run.clip,
         ..SampleClipping::default()
     };
-    let thresholding = generation.clip.then(DynamicThresholding::default);
-    let output = match generation.sampler {
+    let thresholding = run.clip.then(DynamicThresholding::default);
+    match run.sampler {
         SamplerName::Ddpm => {
             let config = DdpmConfig {
                 clipping,
@@ -206,29 +239,28 @@ pub fn generate<B: Backend>(
             };
             go(&mut UniPc::new(config, schedule, steps)?)
         }
-    }?;
-    Ok(output)
+    }
 }
 
-/// [`sample`] behind a trait object, so [`generate`] can pick the sampler at run time.
-trait SamplerRun<B: Backend> {
+/// [`sample`] behind a trait object, so [`sample_by_name`] can pick the sampler at run time.
+trait SamplerRun<B: Backend, const D: usize, M> {
     fn run(
         &mut self,
-        denoiser: &UNetDenoiser<'_, B>,
-        noise: Tensor<B, 4>,
+        denoiser: &M,
+        noise: Tensor<B, D>,
         rng: &mut StdRng,
-        on_step: &mut dyn FnMut(StepEvent<'_, B, 4>),
-    ) -> Result<Tensor<B, 4>, SamplerError>;
+        on_step: &mut dyn FnMut(StepEvent<'_, B, D>),
+    ) -> Result<Tensor<B, D>, SamplerError>;
 }
 
-impl<B: Backend, S: Sampler<B, 4>> SamplerRun<B> for S {
+impl<B: Backend, const D: usize, M: Denoiser<B, D>, S: Sampler<B, D>> SamplerRun<B, D, M> for S {
     fn run(
         &mut self,
-        denoiser: &UNetDenoiser<'_, B>,
-        noise: Tensor<B, 4>,
+        denoiser: &M,
+        noise: Tensor<B, D>,
         rng: &mut StdRng,
-        on_step: &mut dyn FnMut(StepEvent<'_, B, 4>),
-    ) -> Result<Tensor<B, 4>, SamplerError> {
+        on_step: &mut dyn FnMut(StepEvent<'_, B, D>),
+    ) -> Result<Tensor<B, D>, SamplerError> {
         sample(self, denoiser, noise, rng, on_step)
     }
 }

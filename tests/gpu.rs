@@ -1,0 +1,403 @@
+//! Kiln on a GPU backend, each result checked against the same computation on Flex (the CPU).
+//!
+//! The device under test is named by `KILN_TEST_DEVICE` (`wgpu` when unset; `cuda:0` on an
+//! NVIDIA machine, see `scripts/gpu_check.sh`). Where its backend is not compiled in or the
+//! machine has no such device, every test prints one line saying why and passes, unless
+//! `KILN_TEST_DEVICE_REQUIRED=1`, which turns that line into a failure: `.ci/run` sets it and
+//! runs these tests on Mesa's software Vulkan driver (lavapipe), so CI exercises the wgpu path
+//! on every change.
+//!
+//! ```text
+//! cargo test --release --features wgpu --test gpu                      # wgpu, if there is an adapter
+//! KILN_TEST_DEVICE=cuda:0 cargo test --release --features cuda --test gpu
+//! ```
+//!
+//! Shapes are few and small: a software driver compiles a shader for every new shape.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::record::{BinFileRecorder, FullPrecisionSettings};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use kiln::device::{BackendTask, DeviceError, DeviceSpec, run_on};
+use kiln::forward::standard_normal;
+use kiln::sampler::GaussianMixture;
+use kiln::schedule::{BetaSchedule, NoiseSchedule};
+use kiln::train::{
+    ImageFolder, ImageFolderOptions, NamedRun, RunOptions, SamplerName, TrainConfig, TrainEvent,
+    latest_checkpoint, sample_by_name, train,
+};
+use kiln::unet::{UNet, UNetConfig, load_checkpoint, save_checkpoint};
+use rand::{SeedableRng, rngs::StdRng};
+
+type Cpu = Flex;
+
+/// burn's backend RNG (initial weights) is global to the process, and a software GPU gains
+/// nothing from two tests at once: the tests take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn my_turn() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The device under test (`KILN_TEST_DEVICE`, `wgpu` by default).
+fn device_under_test() -> DeviceSpec {
+    match std::env::var("KILN_TEST_DEVICE") {
+        Ok(name) => name
+            .parse()
+            .unwrap_or_else(|error| panic!("KILN_TEST_DEVICE: {error}")),
+        Err(_) => DeviceSpec::Wgpu(None),
+    }
+}
+
+/// Runs `task` on the device under test, or says in one line why it cannot (and fails if
+/// `KILN_TEST_DEVICE_REQUIRED=1`).
+fn on_device_under_test<T: BackendTask<Output = ()>>(test: &str, task: T) {
+    let _turn = my_turn();
+    let spec = device_under_test();
+    if let Err(error) = run_on(spec, task) {
+        let required = std::env::var("KILN_TEST_DEVICE_REQUIRED").is_ok_and(|value| value == "1");
+        assert!(!required, "{test} on {spec}: {error}");
+        println!("skipped {test}: {error}");
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gpu-{name}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Every float parameter of a module, in module order, as one vector.
+#[derive(Default)]
+struct Flatten(Vec<f32>);
+
+impl<B: Backend> ModuleVisitor<B> for Flatten {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.extend(values(param.val()));
+    }
+}
+
+fn flatten<B: Backend>(model: &UNet<B>) -> Vec<f32> {
+    let mut all = Flatten::default();
+    model.visit(&mut all);
+    all.0
+}
+
+/// The tiny UNet at 16×16, batch 2, forward: unconditional with additive time conditioning,
+/// and class-conditional with scale-shift conditioning. The weights are made on the CPU and
+/// travel to the device through a Kiln checkpoint file.
+#[test]
+fn unet_forward_matches_flex() {
+    on_device_under_test("unet_forward_matches_flex", ForwardMatches);
+}
+
+struct ForwardMatches;
+
+impl BackendTask for ForwardMatches {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) {
+        let dir = scratch("forward");
+        let configs = [
+            UNetConfig::tiny(3),
+            UNetConfig::tiny(3)
+                .with_scale_shift(true)
+                .with_num_class_embeds(Some(5)),
+        ];
+        for (index, config) in configs.into_iter().enumerate() {
+            let cpu = Default::default();
+            Cpu::seed(&cpu, 11 + index as u64);
+            let model = config.init::<Cpu>(&cpu).unwrap();
+            let file = dir.join(format!("model-{index}.safetensors"));
+            save_checkpoint(&model, &config, &file).unwrap();
+            let (_, on_device) = load_checkpoint::<B>(&file, &device).unwrap();
+
+            let mut rng = StdRng::seed_from_u64(index as u64);
+            let x = standard_normal::<Cpu, 4>([2, 3, 16, 16], &mut rng, &cpu);
+            let t = [17.0f32, 802.0];
+            let labels = config.num_class_embeds.map(|_| [1i64, 4]);
+            let expected = values(
+                model
+                    .forward(
+                        x.clone(),
+                        Tensor::from_floats(t, &cpu),
+                        labels.map(|l| Tensor::<Cpu, 1, Int>::from_ints(l, &cpu)),
+                    )
+                    .unwrap(),
+            );
+            let got = values(
+                on_device
+                    .forward(
+                        Tensor::from_data(x.into_data(), &device),
+                        Tensor::from_floats(t, &device),
+                        labels.map(|l| Tensor::<B, 1, Int>::from_ints(l, &device)),
+                    )
+                    .unwrap(),
+            );
+            let diff = max_abs_diff(&expected, &got);
+            println!("UNet config {index}: max |Δ| = {diff:.1e}");
+            assert!(diff <= 1e-4, "config {index}: max |Δ| = {diff:e}");
+        }
+    }
+}
+
+/// Every sampler Kiln offers by name, 4 steps (PNDM's fewest) on the exact denoiser of a
+/// Gaussian mixture, from the same noise (and, for the stochastic ones, the same random draws).
+#[test]
+fn every_sampler_matches_flex_on_the_mixture() {
+    on_device_under_test("every_sampler_matches_flex_on_the_mixture", SamplersMatch);
+}
+
+struct SamplersMatch;
+
+impl BackendTask for SamplersMatch {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) {
+        let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+        let oracle = GaussianMixture::new(
+            vec![0.3, 0.7],
+            vec![vec![-1.0, 0.5, 0.2], vec![0.8, -0.4, 0.0]],
+            vec![0.04, 0.09],
+            schedule,
+        )
+        .unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        let noise = values(standard_normal::<Cpu, 2>([8, 3], &mut rng, &cpu()));
+        for sampler in SamplerName::ALL {
+            let expected = sample_mixture::<Cpu>(&oracle, sampler, &noise, &cpu());
+            let got = sample_mixture::<B>(&oracle, sampler, &noise, &device);
+            let diff = max_abs_diff(&expected, &got);
+            println!("{sampler}: max |Δ| = {diff:.1e}");
+            assert!(diff <= 1e-4, "{sampler}: max |Δ| = {diff:e}");
+        }
+    }
+}
+
+/// 4 steps of `sampler` on `oracle` from `noise` (8 points), on `device`.
+fn sample_mixture<B: Backend>(
+    oracle: &GaussianMixture,
+    sampler: SamplerName,
+    noise: &[f32],
+    device: &B::Device,
+) -> Vec<f32> {
+    let run = NamedRun {
+        sampler,
+        steps: 4,
+        clip: true,
+    };
+    let noise = Tensor::<B, 2>::from_data(TensorData::new(noise.to_vec(), [8, 3]), device);
+    let mut rng = StdRng::seed_from_u64(5);
+    let x0 = sample_by_name(run, oracle.schedule(), oracle, noise, &mut rng, |_| {}).unwrap();
+    values(x0)
+}
+
+fn cpu() -> Device<Cpu> {
+    Default::default()
+}
+
+/// The 10 bundled photos of one person, at 16×16.
+fn faces() -> ImageFolder {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/faces/s1");
+    let options = ImageFolderOptions {
+        image_size: 16,
+        channels: 1,
+        strict: true,
+    };
+    ImageFolder::load(&folder, options, |_| {}).unwrap()
+}
+
+/// 10 images in batches of 3: 3 optimizer steps per epoch, a checkpoint after each epoch.
+fn training_config(epochs: usize) -> TrainConfig {
+    TrainConfig::new(UNetConfig::tiny(1), 16)
+        .with_epochs(epochs)
+        .with_batch_size(3)
+        .with_learning_rate(1e-3)
+        .with_warmup_steps(2)
+        .with_sample_every_epochs(100)
+        .with_sample_count(2)
+        .with_sample_steps(2)
+        .with_checkpoint_every_epochs(1)
+        .with_seed(7)
+}
+
+/// Trains the run in `out` (continuing it if `resume`) on `device` until `epochs` epochs are
+/// done; the losses of the steps it ran.
+fn train_until<B: AutodiffBackend>(
+    data: &ImageFolder,
+    out: &Path,
+    resume: bool,
+    epochs: usize,
+    device: &B::Device,
+) -> Vec<f64> {
+    let stop = AtomicBool::new(false);
+    let options = RunOptions {
+        out,
+        resume,
+        stop: &stop,
+    };
+    let mut losses = Vec::new();
+    let config = training_config(epochs);
+    train::<B>(
+        &config,
+        data,
+        std::slice::from_ref(device),
+        options,
+        |event| {
+            if let TrainEvent::Step { loss, .. } = event {
+                losses.push(loss);
+            }
+        },
+    )
+    .unwrap();
+    losses
+}
+
+/// The trained and the EMA weights of the latest checkpoint in `out`, read on the CPU.
+fn checkpoint_weights(out: &Path) -> [Vec<f32>; 2] {
+    let checkpoint = latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let trained: UNet<Cpu> = training_config(1)
+        .unet
+        .init(&cpu())
+        .unwrap()
+        .load_file(checkpoint.join("model"), &recorder, &cpu())
+        .unwrap();
+    let (_, ema) = load_checkpoint::<Cpu>(&checkpoint.join("ema.safetensors"), &cpu()).unwrap();
+    [flatten(&trained), flatten(&ema)]
+}
+
+fn copy_run(from: &Path, to: &Path) {
+    let _ = fs::remove_dir_all(to);
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_run(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// ‖a − b‖ / ‖b − start‖: how far two runs' weights are apart, as a fraction of how far
+/// training moved them.
+fn relative_divergence(a: &[f32], b: &[f32], start: &[f32]) -> f64 {
+    let norm = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (*p as f64 - *q as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    norm(a, b) / norm(b, start)
+}
+
+/// Three training steps (forward, MSE, backward, clipped AdamW, EMA) on the device against
+/// the same steps on the CPU, both resumed from one CPU checkpoint; then the device's
+/// checkpoint resumes on the CPU.
+#[test]
+fn training_steps_match_flex_and_checkpoints_cross_backends() {
+    on_device_under_test(
+        "training_steps_match_flex_and_checkpoints_cross_backends",
+        TrainingMatches,
+    );
+}
+
+struct TrainingMatches;
+
+impl BackendTask for TrainingMatches {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) {
+        let root = scratch("training");
+        let data = faces();
+
+        let start = root.join("start");
+        train_until::<Autodiff<Cpu>>(&data, &start, false, 1, &cpu());
+        let start_weights = checkpoint_weights(&start);
+        let (on_cpu, on_device) = (root.join("cpu"), root.join("device"));
+        copy_run(&start, &on_cpu);
+        copy_run(&start, &on_device);
+
+        let expected = train_until::<Autodiff<Cpu>>(&data, &on_cpu, true, 2, &cpu());
+        let got = train_until::<Autodiff<B>>(&data, &on_device, true, 2, &device);
+        assert_eq!(got.len(), 3);
+        for (step, (e, g)) in expected.iter().zip(&got).enumerate() {
+            println!(
+                "step {}: loss {g:.6} on the device, {e:.6} on the CPU",
+                step + 4
+            );
+            assert!((e - g).abs() <= 1e-3, "step {}: loss {g} vs {e}", step + 4);
+        }
+        let (cpu_weights, device_weights) =
+            (checkpoint_weights(&on_cpu), checkpoint_weights(&on_device));
+        for (kind, index) in [("trained", 0), ("EMA", 1)] {
+            let divergence = relative_divergence(
+                &device_weights[index],
+                &cpu_weights[index],
+                &start_weights[index],
+            );
+            println!("{kind} weights: ‖device − cpu‖ = {divergence:.1e} ‖cpu − start‖");
+            assert!(
+                divergence <= 1e-3,
+                "{kind} weights: ‖device − cpu‖ is {divergence:.2e} of ‖cpu − start‖"
+            );
+        }
+
+        // The other way round: the device's checkpoint goes on training on the CPU.
+        let expected = train_until::<Autodiff<Cpu>>(&data, &on_cpu, true, 3, &cpu());
+        let got = train_until::<Autodiff<Cpu>>(&data, &on_device, true, 3, &cpu());
+        for (step, (e, g)) in expected.iter().zip(&got).enumerate() {
+            assert!((e - g).abs() <= 1e-3, "step {}: loss {g} vs {e}", step + 7);
+        }
+    }
+}
+
+/// A device the machine does not have is a `DeviceError` naming it, returned promptly.
+#[test]
+fn a_missing_device_is_a_clear_error() {
+    let _turn = my_turn();
+    let missing = match device_under_test() {
+        DeviceSpec::Cuda(_) => DeviceSpec::Cuda(63),
+        _ => DeviceSpec::Wgpu(Some(63)),
+    };
+    let began = Instant::now();
+    match run_on(missing, ForwardMatches) {
+        Err(DeviceError::Unavailable { device, reason }) => {
+            assert_eq!(device, missing);
+            assert!(!reason.is_empty());
+            let message = DeviceError::Unavailable { device, reason }.to_string();
+            assert!(message.contains(&missing.to_string()), "{message}");
+        }
+        Err(DeviceError::NotCompiled { .. }) => {
+            println!("skipped a_missing_device_is_a_clear_error: {missing} is not compiled in");
+        }
+        other => panic!("{missing}: expected an error, got {other:?}"),
+    }
+    assert!(began.elapsed() < Duration::from_secs(60));
+}
