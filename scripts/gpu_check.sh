@@ -10,7 +10,7 @@
 #
 #   scripts/gpu_check.sh [REPORT]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 report=$(realpath -m "${1:-gpu-report.txt}")
 features=cuda,wgpu
 work=$(mktemp -d)
