@@ -10,8 +10,8 @@
 //! Writes into `--out` (default `runs/faces`): `samples/epoch-NNNN.png` (16 samples from the
 //! EMA weights with a fixed seed, so successive grids show the same faces improving),
 //! `progress.png` (all grids side by side), `loss.csv` and `loss.png`, and `checkpoints/` (continue with
-//! `--resume`; sample with `face_sample --checkpoint runs/faces`). Ctrl-C saves a checkpoint
-//! before exiting. See docs/training.md.
+//! `--resume`; sample with `face_sample --checkpoint runs/faces`; verify with `--check`).
+//! Ctrl-C saves a checkpoint before exiting. See docs/training.md.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,7 +25,8 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::train::{
-    ImageFolder, ImageFolderOptions, LoadEvent, RunOptions, TrainConfig, TrainEvent, train,
+    ImageFolder, ImageFolderOptions, LoadEvent, RunOptions, TrainConfig, TrainEvent, check_run,
+    train,
 };
 use kiln::unet::UNetConfig;
 
@@ -110,14 +111,22 @@ struct Args {
     /// The run folder.
     #[arg(long, default_value = "runs/faces")]
     out: PathBuf,
-    /// Continue the run in --out from its latest checkpoint.
+    /// Continue the run in --out from its newest intact checkpoint (a damaged newer one is
+    /// renamed `step-NNNNNNNN.damaged` with a warning).
     #[arg(long)]
     resume: bool,
+    /// Verify every checkpoint of the run in --out against its checksums, list each as intact
+    /// or damaged, and exit (status 1 if any is damaged); trains nothing.
+    #[arg(long, conflicts_with = "resume")]
+    check: bool,
 }
 
 fn main() -> ExitCode {
     allocator::keep_freed_memory();
     let args = Args::parse();
+    if args.check {
+        return check(&args.out);
+    }
     let devices = if args.devices.is_empty() {
         vec![args.device]
     } else {
@@ -132,6 +141,44 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--check`: one line per checkpoint, newest first.
+fn check(out: &std::path::Path) -> ExitCode {
+    let checkpoints = match check_run(out) {
+        Ok(checkpoints) => checkpoints,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if checkpoints.is_empty() {
+        eprintln!(
+            "error: no checkpoints in {}",
+            out.join("checkpoints").display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut damaged = 0;
+    for checkpoint in &checkpoints {
+        let latest = if checkpoint.latest { " (latest)" } else { "" };
+        match &checkpoint.verdict {
+            Ok(state) => println!(
+                "intact   {}{latest}: step {}",
+                checkpoint.path.display(),
+                state.step
+            ),
+            Err(damage) => {
+                damaged += 1;
+                println!("damaged  {}{latest}: {damage}", checkpoint.path.display());
+            }
+        }
+    }
+    if damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -163,6 +210,16 @@ impl MultiDeviceTask for Training {
                     "\nwarning: skipped {}: {}",
                     file.path.display(),
                     file.reason
+                );
+            }
+            LoadEvent::Misnamed {
+                path,
+                content,
+                extension,
+            } => {
+                eprintln!(
+                    "\nwarning: {} is {content:?} named as {extension:?}; read as {content:?}",
+                    path.display()
                 );
             }
         })?;
@@ -314,6 +371,18 @@ impl Progress {
                     clock(eta),
                 );
                 let _ = std::io::stderr().flush();
+            }
+            TrainEvent::SkippedCheckpoint {
+                path,
+                damage,
+                set_aside,
+            } => {
+                eprintln!(
+                    "warning: checkpoint {} is damaged ({damage}); resuming from an older one. \
+                     Moved it to {}",
+                    path.display(),
+                    set_aside.display()
+                );
             }
             TrainEvent::Sampled { epoch, path } => {
                 eprintln!("\nepoch {epoch}: samples in {}", path.display());

@@ -8,13 +8,14 @@
 //! - `optimizer.bin`: AdamW's moments and step counts;
 //! - `ema.safetensors`: the EMA weights as a self-describing Kiln UNet checkpoint (what
 //!   `face_sample` loads);
-//! - `state.json`: the [`TrainConfig`], the number of optimizer steps done and the dataset
-//!   size. Every random draw of step k is seeded from (`seed`, k), so this is the whole RNG
-//!   state.
+//! - `state.json`: the [`TrainConfig`], the number of optimizer steps done, the dataset size,
+//!   and the size and SHA-256 of each file above ([`crate::integrity`]). Every random draw of
+//!   step k is seeded from (`seed`, k), so this is the whole RNG state.
 //!
-//! A checkpoint is written into `.step-NNNNNNNN.partial/`, renamed to its final name once
-//! complete, and only then named in `latest` (itself replaced by a rename). A write killed at
-//! any point leaves the previous checkpoint and `latest` as they were.
+//! A checkpoint is written into `.step-NNNNNNNN.partial/`, its files flushed to disk, renamed
+//! to its final name once complete, and only then named in `latest` (itself replaced by a
+//! rename). A write killed at any point leaves the previous checkpoint and `latest` as they
+//! were. A checkpoint is verified against its checksums before it is used.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,15 +29,20 @@ use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::{UNet, UNetConfig, load_checkpoint, load_diffusers, load_weights, save_checkpoint};
 use serde::{Deserialize, Serialize};
 
+use crate::integrity::{Damage, FileDigest, StateFile, newest_first, verify_checkpoint};
 use crate::{TrainConfig, TrainError};
 
 /// The file in the checkpoints folder that names the newest complete checkpoint.
 pub const LATEST: &str = "latest";
 /// The EMA weights inside a checkpoint folder.
 pub const EMA_FILE: &str = "ema.safetensors";
-const MODEL_FILE: &str = "model";
-const OPTIMIZER_FILE: &str = "optimizer";
-const STATE_FILE: &str = "state.json";
+const MODEL_FILE: &str = "model.bin";
+const OPTIMIZER_FILE: &str = "optimizer.bin";
+pub(crate) const STATE_FILE: &str = "state.json";
+/// The files of a checkpoint besides `state.json`, which records their checksums.
+pub(crate) const FILES: [&str; 3] = [MODEL_FILE, OPTIMIZER_FILE, EMA_FILE];
+/// Appended to the name of a damaged checkpoint set aside when a run resumes.
+pub const DAMAGED_SUFFIX: &str = ".damaged";
 
 type FileRecorder = BinFileRecorder<FullPrecisionSettings>;
 
@@ -110,9 +116,22 @@ where
     )
     .map_err(|error| TrainError::io(partial.join(OPTIMIZER_FILE), error))?;
     save_checkpoint(ema, &state.config.unet, &partial.join(EMA_FILE))?;
-    let json =
-        serde_json::to_string_pretty(state).map_err(|error| TrainError::io(&partial, error))?;
-    fs::write(partial.join(STATE_FILE), json).map_err(io_error(&partial))?;
+    let mut files = std::collections::BTreeMap::new();
+    for file in FILES {
+        let path = partial.join(file);
+        flush(&path)?;
+        let digest = FileDigest::of(&path).map_err(io_error(&path))?;
+        files.insert(file.to_string(), digest);
+    }
+    let state_file = StateFile {
+        state: state.clone(),
+        files,
+    };
+    let json = serde_json::to_string_pretty(&state_file)
+        .map_err(|error| TrainError::io(&partial, error))?;
+    let state_path = partial.join(STATE_FILE);
+    fs::write(&state_path, json).map_err(io_error(&state_path))?;
+    flush(&state_path)?;
     if done.exists() {
         fs::remove_dir_all(&done).map_err(io_error(&done))?;
     }
@@ -122,8 +141,9 @@ where
     Ok(done)
 }
 
-/// Reads the checkpoint folder `checkpoint` back onto `device`; `optimizer` is a fresh
-/// optimizer of the same kind.
+/// Reads the checkpoint folder `checkpoint` back onto `device` after verifying it; `optimizer`
+/// is a fresh optimizer of the same kind. A checkpoint that fails to verify or to load is a
+/// [`TrainError::DamagedCheckpoint`] naming the file.
 pub(crate) fn restore<B, O>(
     checkpoint: &Path,
     optimizer: O,
@@ -133,24 +153,75 @@ where
     B: AutodiffBackend,
     O: Optimizer<UNet<B>, B>,
 {
-    let state = read_state(checkpoint)?;
+    let damaged = |damage| TrainError::DamagedCheckpoint {
+        path: checkpoint.to_path_buf(),
+        damage,
+    };
+    // burn's own message for an undecodable record is several nested, escaped errors and a
+    // paragraph about format changes; the file's name and what it is says more.
+    let unreadable = |file: &str| damaged(Damage::new(file, "does not decode as a burn record"));
+    let state = verify_checkpoint(checkpoint).map_err(damaged)?;
     let recorder = FileRecorder::new();
     let model = state
         .config
         .unet
         .init::<B>(device)?
         .load_file(checkpoint.join(MODEL_FILE), &recorder, device)
-        .map_err(|error| TrainError::io(checkpoint.join(MODEL_FILE), error))?;
+        .map_err(|_| unreadable(MODEL_FILE))?;
     let record = Recorder::<B>::load(&recorder, checkpoint.join(OPTIMIZER_FILE), device)
-        .map_err(|error| TrainError::io(checkpoint.join(OPTIMIZER_FILE), error))?;
+        .map_err(|_| unreadable(OPTIMIZER_FILE))?;
     let optimizer = optimizer.load_record(record);
-    let ema = load_weights(model.valid(), &checkpoint.join(EMA_FILE))?;
+    let ema = load_weights(model.valid(), &checkpoint.join(EMA_FILE))
+        .map_err(|error| damaged(Damage::new(EMA_FILE, error.to_string())))?;
     Ok(Restored {
         state,
         model,
         optimizer,
         ema,
     })
+}
+
+/// Restores the newest checkpoint in `checkpoints` that verifies and loads, with a fresh
+/// optimizer from `new_optimizer` for each attempt. Each damaged checkpoint tried before it is
+/// renamed out of the way ([`set_aside`]) and reported to `on_skip` with its damage and new
+/// path, and `latest` is pointed at the one restored.
+pub(crate) fn restore_newest_intact<B, O>(
+    checkpoints: &Path,
+    new_optimizer: impl Fn() -> O,
+    device: &B::Device,
+    mut on_skip: impl FnMut(&Path, &Damage, &Path),
+) -> Result<(PathBuf, Restored<B, O>), TrainError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<UNet<B>, B>,
+{
+    let candidates = newest_first(checkpoints)?;
+    if candidates.is_empty() {
+        return Err(TrainError::io(checkpoints, "no checkpoint to resume from"));
+    }
+    let mut skipped = 0;
+    for checkpoint in candidates {
+        match restore::<B, O>(&checkpoint, new_optimizer(), device) {
+            Ok(restored) => {
+                if skipped > 0 {
+                    point_latest(checkpoints, &checkpoint)?;
+                }
+                return Ok((checkpoint, restored));
+            }
+            Err(TrainError::DamagedCheckpoint { damage, .. }) => {
+                let moved = set_aside(&checkpoint)?;
+                on_skip(&checkpoint, &damage, &moved);
+                skipped += 1;
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(TrainError::io(
+        checkpoints,
+        format!(
+            "none of its {skipped} checkpoints is intact (each set aside as *{DAMAGED_SUFFIX})"
+        ),
+    ))
 }
 
 /// A model ready to generate with, and what a sampler needs to know about its training.
@@ -197,7 +268,11 @@ pub fn load_for_sampling<B: Backend>(
         None => path.to_path_buf(),
     };
     if checkpoint.join(STATE_FILE).is_file() {
-        let state = read_state(&checkpoint)?;
+        let state =
+            verify_checkpoint(&checkpoint).map_err(|damage| TrainError::DamagedCheckpoint {
+                path: checkpoint.clone(),
+                damage,
+            })?;
         let (config, model) = load_checkpoint(&checkpoint.join(EMA_FILE), device)?;
         return Ok(SamplingModel {
             model,
@@ -312,18 +387,41 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), Train
     fs::rename(&temporary, path).map_err(|error| TrainError::io(path, error))
 }
 
-/// Deletes all but the newest `keep` complete checkpoints.
+/// Deletes all but the newest `keep` complete checkpoints (damaged ones set aside stay).
 fn prune(checkpoints: &Path, keep: usize) -> Result<(), TrainError> {
-    let mut names: Vec<String> = fs::read_dir(checkpoints)
-        .map_err(|error| TrainError::io(checkpoints, error))?
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("step-"))
-        .collect();
-    names.sort();
-    let excess = names.len().saturating_sub(keep.max(1));
-    for name in &names[..excess] {
-        let path = checkpoints.join(name);
-        fs::remove_dir_all(&path).map_err(|error| TrainError::io(&path, error))?;
+    for path in newest_first(checkpoints)?.iter().skip(keep.max(1)) {
+        fs::remove_dir_all(path).map_err(io_error(path))?;
     }
     Ok(())
+}
+
+/// Forces the file at `path` to disk, so that a checkpoint renamed into place after a power
+/// cut is whole, not only after a killed process.
+fn flush(path: &Path) -> Result<(), TrainError> {
+    fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(io_error(path))
+}
+
+/// Renames the damaged checkpoint folder `checkpoint` to `step-NNNNNNNN.damaged` (numbered
+/// further if that exists), out of the way of resuming and pruning; returns the new path.
+pub(crate) fn set_aside(checkpoint: &Path) -> Result<PathBuf, TrainError> {
+    let mut name = checkpoint.as_os_str().to_owned();
+    name.push(DAMAGED_SUFFIX);
+    let mut target = PathBuf::from(&name);
+    let mut copy = 1;
+    while target.exists() {
+        copy += 1;
+        target = PathBuf::from(format!("{}-{copy}", name.to_string_lossy()));
+    }
+    fs::rename(checkpoint, &target).map_err(io_error(checkpoint))?;
+    Ok(target)
+}
+
+/// Points `checkpoints/latest` at the checkpoint folder `checkpoint`.
+pub(crate) fn point_latest(checkpoints: &Path, checkpoint: &Path) -> Result<(), TrainError> {
+    let name = checkpoint
+        .file_name()
+        .ok_or_else(|| TrainError::io(checkpoint, "not a checkpoint folder"))?;
+    write_atomically(&checkpoints.join(LATEST), name.as_encoded_bytes())
 }

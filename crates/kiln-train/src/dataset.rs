@@ -6,18 +6,24 @@
 //! size. The result is kept as `u8` (30,000 RGB faces at 64×64 take 369 MB); a batch is made
 //! on demand as x = p/127.5 − 1 ∈ [−1, 1], optionally mirrored left to right.
 //!
-//! Files with other extensions are ignored. A file that has an image extension but cannot be
-//! decoded (corrupt, truncated, empty) is reported by path: skipped with a [`LoadEvent::Skipped`]
-//! event by default, or the error itself with [`ImageFolderOptions::strict`].
+//! Every file is decoded by its content ([`pixels::open_sniffed`]): a PNG named `.jpg`, or a
+//! WebP named `.png`, trains like a correctly named file, with a [`LoadEvent::Misnamed`]
+//! warning naming both formats. Files without an extension are read when their first bytes are
+//! an image's; files with other extensions are ignored. A file that has an image extension but
+//! cannot be decoded (corrupt, truncated, empty, or text) is reported by path: skipped with a
+//! [`LoadEvent::Skipped`] event by default, or the error itself with
+//! [`ImageFolderOptions::strict`].
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use image::ImageFormat;
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::pixels::{self, PixelError};
+use crate::pixels::{self, Formats, PixelError};
 
 /// The file extensions (lower case) read as images.
 pub const IMAGE_EXTENSIONS: [&str; 9] = [
@@ -95,6 +101,15 @@ pub enum LoadEvent<'a> {
     },
     /// A file could not be decoded and is left out (not in strict mode).
     Skipped(&'a SkippedFile),
+    /// A file was decoded as the format its bytes say, which is not the one its extension names.
+    Misnamed {
+        /// The file.
+        path: &'a Path,
+        /// The format of its bytes, which it was decoded as.
+        content: ImageFormat,
+        /// The format its extension names.
+        extension: ImageFormat,
+    },
 }
 
 /// Decoded training images, `channels × size × size` bytes each.
@@ -140,11 +155,20 @@ impl ImageFolder {
             total: files.len(),
         });
         for (chunk_index, chunk) in files.chunks(CHUNK).enumerate() {
-            let decoded: Vec<Result<Vec<u8>, PixelError>> =
+            let decoded: Vec<Result<(Vec<u8>, Formats), PixelError>> =
                 chunk.par_iter().map(|path| decode(path, options)).collect();
             for (path, result) in chunk.iter().zip(decoded) {
                 match result {
-                    Ok(bytes) => folder.pixels.extend_from_slice(&bytes),
+                    Ok((bytes, formats)) => {
+                        folder.pixels.extend_from_slice(&bytes);
+                        if let Some((content, extension)) = formats.clash() {
+                            on_event(LoadEvent::Misnamed {
+                                path,
+                                content,
+                                extension,
+                            });
+                        }
+                    }
                     Err(error) if options.strict => return Err(error.into()),
                     Err(error) => {
                         folder.skipped.push(SkippedFile {
@@ -242,7 +266,9 @@ fn image_files(root: &Path) -> Result<(Vec<PathBuf>, usize), DatasetError> {
             let path = entry.map_err(listing_error)?.path();
             if path.is_dir() {
                 folders.push(path);
-            } else if has_image_extension(&path) {
+            } else if has_image_extension(&path)
+                || (path.extension().is_none() && starts_like_an_image(&path))
+            {
                 images.push(path);
             } else {
                 others += 1;
@@ -259,15 +285,28 @@ fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|extension| IMAGE_EXTENSIONS.contains(&extension.to_lowercase().as_str()))
 }
 
-/// One file as `channels × size × size` bytes (planar).
-fn decode(path: &Path, options: ImageFolderOptions) -> Result<Vec<u8>, PixelError> {
-    let image = pixels::center_square(&pixels::open(path)?, Some(options.image_size));
+/// Whether the first bytes of the file at `path` are an image format's magic number.
+fn starts_like_an_image(path: &Path) -> bool {
+    let mut head = Vec::with_capacity(MAGIC_BYTES);
+    fs::File::open(path)
+        .and_then(|file| file.take(MAGIC_BYTES as u64).read_to_end(&mut head))
+        .is_ok_and(|_| image::guess_format(&head).is_ok())
+}
+
+/// Enough leading bytes for every magic number [`image::guess_format`] knows.
+const MAGIC_BYTES: usize = 32;
+
+/// One file as `channels × size × size` bytes (planar), and the formats it was found in.
+fn decode(path: &Path, options: ImageFolderOptions) -> Result<(Vec<u8>, Formats), PixelError> {
+    let opened = pixels::open_sniffed(path)?;
+    let image = pixels::center_square(&opened.image, Some(options.image_size));
     let interleaved = match options.channels {
         1 => image.to_luma8().into_raw(),
         _ => image.to_rgb8().into_raw(),
     };
     let channels = options.channels;
-    Ok((0..channels)
+    let planar = (0..channels)
         .flat_map(|channel| interleaved.iter().skip(channel).step_by(channels).copied())
-        .collect())
+        .collect();
+    Ok((planar, opened.formats))
 }

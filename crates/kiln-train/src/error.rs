@@ -5,6 +5,7 @@ use kiln_sampler::SamplerError;
 use kiln_unet::UNetError;
 use thiserror::Error;
 
+use crate::integrity::Damage;
 use crate::{dataset::DatasetError, pixels::PixelError};
 
 /// Everything that can stop a training run or a generation.
@@ -59,6 +60,14 @@ pub enum TrainError {
         micro_batch: usize,
         /// Devices.
         devices: usize,
+    },
+    /// A checkpoint failed verification or could not be loaded.
+    #[error("checkpoint {path} is damaged: {damage}")]
+    DamagedCheckpoint {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// The damaged file and what is wrong with it.
+        damage: Damage,
     },
     /// A file or folder of the run could not be read or written.
     #[error("{path}: {message}")]

@@ -20,13 +20,15 @@ mod config;
 mod dataset;
 mod ema;
 mod error;
+mod integrity;
 pub mod pixels;
 pub mod plot;
 mod sampling;
 mod trainer;
 
 pub use checkpoint::{
-    EMA_FILE, LATEST, SamplingModel, TrainState, latest_checkpoint, load_for_sampling, read_state,
+    DAMAGED_SUFFIX, EMA_FILE, LATEST, SamplingModel, TrainState, latest_checkpoint,
+    load_for_sampling, read_state,
 };
 pub use config::TrainConfig;
 pub use dataset::{
@@ -34,5 +36,6 @@ pub use dataset::{
 };
 pub use ema::Ema;
 pub use error::TrainError;
+pub use integrity::{CheckpointHealth, Damage, FileDigest, check_run, verify_checkpoint};
 pub use sampling::{Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name};
 pub use trainer::{RunOptions, TrainEvent, TrainSummary, train};

@@ -5,21 +5,24 @@
 //! saturates: values of x_t beyond ±1 (common under noise, whose standard deviation is up to 1)
 //! show as black or white rather than wrapping around.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
 use thiserror::Error;
 
 /// Why an image could not be read, converted or written.
 #[derive(Debug, Error)]
 pub enum PixelError {
     /// The file could not be opened or decoded.
-    #[error("cannot read image {path}: {source}")]
+    #[error("cannot read image {path}{}: {source}", clash_note(.formats))]
     Read {
         /// The file.
         path: PathBuf,
+        /// The formats its bytes and its name say it is in.
+        formats: Formats,
         /// What the decoder reported.
         source: image::ImageError,
     },
@@ -39,12 +42,86 @@ pub enum PixelError {
     NoColumns,
 }
 
-/// Opens and decodes an image file.
+/// The format of an image file as its first bytes say ([`image::guess_format`]'s magic
+/// numbers) and as its extension names it; either may be unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Formats {
+    /// What the bytes say.
+    pub content: Option<ImageFormat>,
+    /// What the file name says.
+    pub extension: Option<ImageFormat>,
+}
+
+impl Formats {
+    /// Both are known and differ: a WebP file named `.jpg`, say.
+    pub fn clash(&self) -> Option<(ImageFormat, ImageFormat)> {
+        match (self.content, self.extension) {
+            (Some(content), Some(extension)) if content != extension => Some((content, extension)),
+            _ => None,
+        }
+    }
+
+    /// The format to decode with: the content's, else the extension's.
+    pub fn chosen(&self) -> Option<ImageFormat> {
+        self.content.or(self.extension)
+    }
+}
+
+/// `" (its bytes are WebP, its name says Jpeg)"` when the formats clash, else nothing.
+fn clash_note(formats: &Formats) -> String {
+    match formats.clash() {
+        Some((content, extension)) => {
+            format!(" (its bytes are {content:?}, its name says {extension:?})")
+        }
+        None => String::new(),
+    }
+}
+
+/// An image decoded by [`open_sniffed`], with the formats its bytes and its name gave.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The pixels.
+    pub image: DynamicImage,
+    /// The formats; [`Formats::clash`] is worth a warning naming both.
+    pub formats: Formats,
+}
+
+/// Opens and decodes an image file by its content: the format is sniffed from the first bytes,
+/// and the extension is used only when the bytes match no known format. A PNG named `.jpg` or
+/// a JPEG without an extension decodes; a file that is no image fails with both formats named.
 pub fn open(path: &Path) -> Result<DynamicImage, PixelError> {
-    image::open(path).map_err(|source| PixelError::Read {
+    open_sniffed(path).map(|opened| opened.image)
+}
+
+/// [`open`], also returning the formats the bytes and the name gave, so a caller can warn
+/// about a misnamed file.
+pub fn open_sniffed(path: &Path) -> Result<Opened, PixelError> {
+    let bytes = fs::read(path).map_err(|error| PixelError::Read {
         path: path.to_path_buf(),
+        formats: Formats::default(),
+        source: image::ImageError::IoError(error),
+    })?;
+    let formats = Formats {
+        content: image::guess_format(&bytes).ok(),
+        extension: ImageFormat::from_path(path).ok(),
+    };
+    let read_error = |source| PixelError::Read {
+        path: path.to_path_buf(),
+        formats,
         source,
-    })
+    };
+    let format = formats.chosen().ok_or_else(|| {
+        read_error(image::ImageError::Unsupported(
+            image::error::UnsupportedError::from_format_and_kind(
+                image::error::ImageFormatHint::Unknown,
+                image::error::UnsupportedErrorKind::GenericFeature(
+                    "neither its bytes nor its name say which image format it is".into(),
+                ),
+            ),
+        ))
+    })?;
+    let image = image::load_from_memory_with_format(&bytes, format).map_err(read_error)?;
+    Ok(Opened { image, formats })
 }
 
 /// Saves an image, choosing the format from the file extension.

@@ -40,6 +40,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use crate::checkpoint::{self, TrainState};
 use crate::dataset::ImageFolder;
 use crate::ema::Ema;
+use crate::integrity::Damage;
 use crate::sampling::{Generation, SamplerName, generate};
 use crate::{TrainConfig, TrainError};
 use crate::{pixels, plot};
@@ -85,6 +86,16 @@ pub enum TrainEvent<'a> {
         learning_rate: f64,
         /// Training images per second over this step.
         images_per_second: f64,
+    },
+    /// A damaged checkpoint was passed over when resuming (the run continues from an older,
+    /// intact one) and renamed out of the way, not deleted.
+    SkippedCheckpoint {
+        /// The checkpoint folder as it was named.
+        path: &'a Path,
+        /// The damaged file and what is wrong with it.
+        damage: &'a Damage,
+        /// Where it was moved (`step-NNNNNNNN.damaged`).
+        set_aside: &'a Path,
     },
     /// A grid of samples from the EMA model was written.
     Sampled {
@@ -158,18 +169,29 @@ pub fn train<B: AutodiffBackend>(
         fs::create_dir_all(folder).map_err(|error| TrainError::io(folder, error))?;
     }
 
-    let mut optimizer = AdamWConfig::new()
+    let optimizer_config = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .with_grad_clipping(
             config
                 .max_grad_norm
                 .map(|norm| GradientClippingConfig::Norm(norm as f32)),
-        )
-        .init::<B, UNet<B>>();
+        );
+    let new_optimizer = || optimizer_config.init::<B, UNet<B>>();
     let latest = checkpoint::latest_checkpoint(&checkpoints)?;
-    let (mut model, mut ema, start, resumed_from) = match (options.resume, latest) {
-        (true, Some(latest)) => {
-            let restored = checkpoint::restore::<B, _>(&latest, optimizer, main_device)?;
+    let (mut model, mut optimizer, mut ema, start, resumed_from) = match (options.resume, latest) {
+        (true, _) => {
+            let (latest, restored) = checkpoint::restore_newest_intact::<B, _>(
+                &checkpoints,
+                new_optimizer,
+                main_device,
+                |path, damage, set_aside| {
+                    on_event(TrainEvent::SkippedCheckpoint {
+                        path,
+                        damage,
+                        set_aside,
+                    })
+                },
+            )?;
             if let Some(difference) = restored.state.config.first_difference(config) {
                 return Err(TrainError::ConfigMismatch {
                     path: latest,
@@ -183,12 +205,9 @@ pub fn train<B: AutodiffBackend>(
                     found: data.len(),
                 });
             }
-            optimizer = restored.optimizer;
             let ema = Ema::from_average(restored.ema, config.ema_decay);
-            (restored.model, ema, restored.state.step, Some(latest))
-        }
-        (true, None) => {
-            return Err(TrainError::io(&checkpoints, "no checkpoint to resume from"));
+            let step = restored.state.step;
+            (restored.model, restored.optimizer, ema, step, Some(latest))
         }
         (false, Some(latest)) => {
             return Err(TrainError::io(
@@ -200,7 +219,7 @@ pub fn train<B: AutodiffBackend>(
             B::seed(main_device, config.seed);
             let model = config.unet.init::<B>(main_device)?;
             let ema = Ema::new(&model, config.ema_decay);
-            (model, ema, 0, None)
+            (model, new_optimizer(), ema, 0, None)
         }
     };
 

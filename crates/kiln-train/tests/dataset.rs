@@ -88,6 +88,7 @@ fn good_files_load_and_bad_ones_are_skipped_by_path() {
             skipped_events += 1;
         }
         LoadEvent::Progress { done, total } => last_progress = Some((done, total)),
+        LoadEvent::Misnamed { path, .. } => panic!("{} is named right", path.display()),
     })
     .unwrap();
     assert_eq!(folder.len(), 5);
@@ -113,6 +114,65 @@ fn good_files_load_and_bad_ones_are_skipped_by_path() {
     assert_eq!([pixel(1, 0, 0, 0), pixel(1, 1, 0, 0)], [1.0, -1.0]);
     assert_eq!([pixel(2, 0, 5, 5), pixel(2, 2, 5, 5)], [1.0, -1.0]);
     assert_eq!(pixel(3, 2, 1, 1), 1.0);
+}
+
+/// An 8×8 RGB picture with a different colour in every pixel, encoded as `format`.
+fn encoded(format: image::ImageFormat) -> Vec<u8> {
+    let picture = ImageBuffer::from_fn(8, 8, |x, y| Rgb([x as u8 * 30, y as u8 * 30, 200]));
+    let mut bytes = Vec::new();
+    DynamicImage::from(picture)
+        .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+        .unwrap();
+    bytes
+}
+
+#[test]
+fn files_are_decoded_by_their_content_not_their_name() {
+    use image::ImageFormat::{Jpeg, Png, WebP};
+    let named_right = scratch("named-right");
+    fs::write(named_right.join("a.png"), encoded(Png)).unwrap();
+    fs::write(named_right.join("b.webp"), encoded(WebP)).unwrap();
+    fs::write(named_right.join("c.jpg"), encoded(Jpeg)).unwrap();
+    let misnamed = scratch("misnamed");
+    fs::write(misnamed.join("a.jpg"), encoded(Png)).unwrap();
+    fs::write(misnamed.join("b.png"), encoded(WebP)).unwrap();
+    fs::write(misnamed.join("c"), encoded(Jpeg)).unwrap();
+    fs::write(misnamed.join("d.png"), b"a text file named .png").unwrap();
+    let webp = encoded(WebP);
+    fs::write(misnamed.join("e.jpg"), &webp[..webp.len() / 2]).unwrap();
+    fs::write(misnamed.join("README"), b"no extension, not an image").unwrap();
+
+    let expected = ImageFolder::load(&named_right, options(3, true), |_| {}).unwrap();
+    let mut clashes = Vec::new();
+    let got = ImageFolder::load(&misnamed, options(3, false), |event| {
+        if let LoadEvent::Misnamed {
+            path,
+            content,
+            extension,
+        } = event
+        {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            clashes.push((name, content, extension));
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        clashes,
+        [("a.jpg".into(), Png, Jpeg), ("b.png".into(), WebP, Png)]
+    );
+    assert_eq!(skipped_names(&got), ["d.png", "e.jpg"]);
+    let reason = &got.skipped()[1].reason;
+    assert!(
+        reason.contains("its bytes are WebP, its name says Jpeg"),
+        "{reason}"
+    );
+    let device = Default::default();
+    let pixels = |folder: &ImageFolder| -> Vec<f32> {
+        let batch = folder.batch::<Flex>(&[0, 1, 2], &[false; 3], &device);
+        batch.into_data().to_vec().unwrap()
+    };
+    assert_eq!(got.len(), 3);
+    assert_eq!(pixels(&got), pixels(&expected));
 }
 
 #[test]

@@ -13,8 +13,8 @@ use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use image::{DynamicImage, ImageBuffer, Luma};
 use kiln_train::{
-    ImageFolder, ImageFolderOptions, LATEST, RunOptions, TrainConfig, TrainError, TrainEvent,
-    latest_checkpoint, load_for_sampling, train,
+    Damage, ImageFolder, ImageFolderOptions, LATEST, RunOptions, TrainConfig, TrainError,
+    TrainEvent, check_run, latest_checkpoint, load_for_sampling, train,
 };
 use kiln_unet::{UNet, UNetConfig, save_checkpoint};
 use safetensors::SafeTensors;
@@ -82,10 +82,11 @@ fn run(
     resume: bool,
     stop_after: Option<u64>,
 ) -> Result<Vec<f64>, TrainError> {
-    run_on(config, data, out, resume, stop_after, 1)
+    run_on(config, data, out, resume, stop_after, 1, |_| {})
 }
 
-/// [`run`] with the batch split over `devices` copies of the CPU device.
+/// [`run`] with the batch split over `devices` copies of the CPU device, passing every event
+/// to `on_event` too.
 fn run_on(
     config: &TrainConfig,
     data: &ImageFolder,
@@ -93,6 +94,7 @@ fn run_on(
     resume: bool,
     stop_after: Option<u64>,
     devices: usize,
+    mut on_event: impl FnMut(&TrainEvent<'_>),
 ) -> Result<Vec<f64>, TrainError> {
     let _turn = my_turn();
     let stop = AtomicBool::new(false);
@@ -108,6 +110,7 @@ fn run_on(
         &vec![Default::default(); devices],
         options,
         |event| {
+            on_event(&event);
             if let TrainEvent::Step { step, loss, .. } = event {
                 losses.push(loss);
                 if Some(step) == stop_after {
@@ -221,6 +224,132 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
     assert_eq!(loaded.config, UNetConfig::tiny(1));
 }
 
+/// Ways a file of a checkpoint gets damaged.
+fn truncate(path: &Path) {
+    let bytes = fs::read(path).unwrap();
+    fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+}
+
+fn empty(path: &Path) {
+    fs::write(path, b"").unwrap();
+}
+
+fn flip_a_bit(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    fs::write(path, bytes).unwrap();
+}
+
+/// A checkpoint as written before checksums were recorded, damaged: only loading finds it.
+fn forget_checksums_and_truncate(path: &Path) {
+    let state = path.with_file_name("state.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("files").unwrap();
+    fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
+    truncate(path);
+}
+
+/// A way to damage a checkpoint: the file, the damage, a word of the message it must give,
+/// and whether the checksums find it without loading the checkpoint.
+struct Case {
+    file: &'static str,
+    damage: fn(&Path),
+    symptom: &'static str,
+    by_checksum: bool,
+}
+
+impl Case {
+    fn new(
+        file: &'static str,
+        damage: fn(&Path),
+        symptom: &'static str,
+        by_checksum: bool,
+    ) -> Self {
+        Self {
+            file,
+            damage,
+            symptom,
+            by_checksum,
+        }
+    }
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_named_and_the_run_resumes_from_the_one_before() {
+    // A checkpoint every epoch (4 steps); an uninterrupted run of 3 epochs to compare with.
+    let every_epoch = |epochs| config(epochs).with_checkpoint_every_epochs(1);
+    let data = discs("damaged");
+    let straight = scratch("damaged-straight");
+    run(&every_epoch(3), &data, &straight, false, None).unwrap();
+    let expected = final_weights(&straight);
+    let out = scratch("damaged");
+    run(&every_epoch(2), &data, &out, false, None).unwrap();
+
+    // Each case damages the newest checkpoint of the same run, which then resumes from the one
+    // before and trains to step 12 again.
+    let cases = [
+        Case::new("model.bin", truncate, "bytes", true),
+        Case::new("optimizer.bin", empty, "0 bytes", true),
+        Case::new("ema.safetensors", flip_a_bit, "SHA-256 differs", true),
+        Case::new("state.json", truncate, "not a checkpoint state", true),
+        Case::new(
+            "model.bin",
+            forget_checksums_and_truncate,
+            "does not decode",
+            false,
+        ),
+    ];
+    for (index, case) in cases.into_iter().enumerate() {
+        let Case {
+            file,
+            damage,
+            symptom,
+            by_checksum,
+        } = case;
+        let newest = latest_checkpoint(&out.join("checkpoints"))
+            .unwrap()
+            .unwrap();
+        let previous_step = if index == 0 { 4 } else { 8 };
+        damage(&newest.join(file));
+
+        if by_checksum {
+            let health = check_run(&out).unwrap();
+            let found = health[0].verdict.as_ref().unwrap_err();
+            assert!(health[0].latest && health[0].path == newest);
+            assert_eq!(found.file, file, "case {index}: {found}");
+            assert!(found.problem.contains(symptom), "case {index}: {found}");
+            let older = health[1].verdict.as_ref().unwrap();
+            assert_eq!(older.step, previous_step);
+        }
+
+        let mut skipped = Vec::new();
+        let losses = run_on(&every_epoch(3), &data, &out, true, None, 1, |event| {
+            if let TrainEvent::SkippedCheckpoint {
+                path,
+                damage,
+                set_aside,
+            } = event
+            {
+                skipped.push((
+                    path.to_path_buf(),
+                    Damage::clone(damage),
+                    set_aside.to_path_buf(),
+                ));
+            }
+        })
+        .unwrap();
+        assert_eq!(losses.len(), 12 - previous_step as usize, "case {index}");
+        let [(path, damage, set_aside)] = &skipped[..] else {
+            panic!("case {index}: {skipped:?}");
+        };
+        assert_eq!((path, damage.file.as_str()), (&newest, file));
+        assert!(damage.problem.contains(symptom), "case {index}: {damage}");
+        assert!(set_aside.join(file).exists(), "case {index}: kept aside");
+        assert_eq!(final_weights(&out), expected, "case {index}");
+    }
+}
+
 #[test]
 fn resuming_with_another_config_names_the_difference() {
     let data = discs("mismatch");
@@ -242,7 +371,16 @@ fn splitting_batches_over_devices_and_micro_batches_keeps_the_losses() {
     let data = discs("split-devices");
     let config = config(1);
     let whole = run(&config, &data, &scratch("one-device"), false, None).unwrap();
-    let two = run_on(&config, &data, &scratch("two-devices"), false, None, 2).unwrap();
+    let two = run_on(
+        &config,
+        &data,
+        &scratch("two-devices"),
+        false,
+        None,
+        2,
+        |_| {},
+    )
+    .unwrap();
     let accumulated = run(
         &config.clone().with_grad_accumulation(4),
         &data,
@@ -256,7 +394,16 @@ fn splitting_batches_over_devices_and_micro_batches_keeps_the_losses() {
             assert!((a - b).abs() < 1e-4 * a.abs(), "{whole:?} vs {split:?}");
         }
     }
-    let error = run_on(&config, &data, &scratch("three-devices"), false, None, 3).unwrap_err();
+    let error = run_on(
+        &config,
+        &data,
+        &scratch("three-devices"),
+        false,
+        None,
+        3,
+        |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(error, TrainError::BatchSplit { .. }), "{error}");
 }
 
