@@ -20,7 +20,7 @@ args=(--data assets/faces/s1 --channels 1 --image-size 16 --preset tiny --batch-
 mid_write=0
 # The half-written checkpoint folders (with their times), which a kill mid-write leaves behind.
 partials() {
-    find "$out/checkpoints" -maxdepth 1 -name '.step-*.partial' -printf '%f %T@\n' 2>/dev/null
+    find "$out/checkpoints" -maxdepth 1 -name '.step-*.partial' -printf '%f %T@\n' 2>/dev/null || true
 }
 for ((kill = 1; kill <= kills; kill++)); do
     resume=()

@@ -133,7 +133,7 @@ where
     fs::write(&state_path, json).map_err(io_error(&state_path))?;
     flush(&state_path)?;
     if done.exists() {
-        fs::remove_dir_all(&done).map_err(io_error(&done))?;
+        discard(checkpoints, &done)?;
     }
     fs::rename(&partial, &done).map_err(io_error(&done))?;
     write_atomically(&checkpoints.join(LATEST), name.as_bytes())?;
@@ -387,13 +387,41 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), Train
     fs::rename(&temporary, path).map_err(|error| TrainError::io(path, error))
 }
 
-/// Deletes all but the newest `keep` complete checkpoints (damaged ones set aside stay).
+/// Deletes all but the newest `keep` complete checkpoints (damaged ones set aside stay), and
+/// what a killed deletion left behind.
 fn prune(checkpoints: &Path, keep: usize) -> Result<(), TrainError> {
     for path in newest_first(checkpoints)?.iter().skip(keep.max(1)) {
-        fs::remove_dir_all(path).map_err(io_error(path))?;
+        discard(checkpoints, path)?;
+    }
+    let listing = fs::read_dir(checkpoints).map_err(io_error(checkpoints))?;
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(DELETING_SUFFIX) {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(io_error(&path))?;
+        }
     }
     Ok(())
 }
+
+/// Deletes the checkpoint folder `path` after renaming it to `.step-NNNNNNNN.deleting`, so a
+/// process killed while deleting leaves a hidden folder for [`prune`] to finish, never a
+/// half-deleted one under a checkpoint's name.
+fn discard(checkpoints: &Path, path: &Path) -> Result<(), TrainError> {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned());
+    let doomed = checkpoints.join(format!(".{}{DELETING_SUFFIX}", name.unwrap_or_default()));
+    if doomed.exists() {
+        fs::remove_dir_all(&doomed).map_err(io_error(&doomed))?;
+    }
+    fs::rename(path, &doomed).map_err(io_error(path))?;
+    fs::remove_dir_all(&doomed).map_err(io_error(&doomed))
+}
+
+/// Appended to the hidden name of a checkpoint being deleted.
+const DELETING_SUFFIX: &str = ".deleting";
 
 /// Forces the file at `path` to disk, so that a checkpoint renamed into place after a power
 /// cut is whole, not only after a killed process.

@@ -208,12 +208,17 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
     fs::write(partial.join("model.bin"), b"half").unwrap();
     fs::write(checkpoints.join(format!("{LATEST}.partial")), b"step-000").unwrap();
     assert_eq!(latest_checkpoint(&checkpoints).unwrap().unwrap(), complete);
+    // A deletion of an old checkpoint killed mid-way leaves a hidden folder, not a checkpoint.
+    let deleting = checkpoints.join(".step-00000004.deleting");
+    fs::create_dir_all(&deleting).unwrap();
+    fs::write(deleting.join("optimizer.bin"), b"rest").unwrap();
+    assert_eq!(check_run(&out).unwrap().len(), 1);
 
     // The run resumes from the complete checkpoint and writes its next one over the debris.
     run(&config(3), &data, &out, true, None).unwrap();
     let newest = latest_checkpoint(&checkpoints).unwrap().unwrap();
     assert!(newest.ends_with("step-00000012"));
-    assert!(!partial.exists());
+    assert!(!partial.exists() && !deleting.exists());
 
     // The run folder is what face_sample reads: the newest EMA weights and the training size.
     let loaded = {
