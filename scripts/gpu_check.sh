@@ -29,6 +29,7 @@ step() {
     else
         note "FAIL  $name ($((SECONDS - began)) s), last lines:"
         tail -n 15 "$work/$name.log" | sed 's/^/      /' | tee -a "$report"
+        return 1
     fi
 }
 
@@ -52,7 +53,8 @@ note "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) threads"
 note "rustc: $(rustc --version)"
 
 step build 420 bash -c "cargo build --release --features $features --examples &&
-    cargo test --release --features $features --test gpu --no-run"
+    cargo test --release --features $features --test gpu --no-run" ||
+    { note "nothing else can run without the build"; exit 1; }
 
 for device in cuda:0 wgpu; do
     step "tests-$device" 240 env KILN_TEST_DEVICE=$device KILN_TEST_DEVICE_REQUIRED=1 \
