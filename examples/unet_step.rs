@@ -12,6 +12,8 @@
 //! waiting for the device), and the training images per second. Peak memory: run it under
 //! `/usr/bin/time -v` (CPU) or watch `nvidia-smi` (GPU).
 
+use std::process::ExitCode;
+
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -47,16 +49,28 @@ struct Args {
     device: DeviceSpec,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
     allocator::keep_freed_memory();
     let args = Args::parse();
     let config = match args.preset.as_str() {
         "tiny" => UNetConfig::tiny(3),
         "faces64" => UNetConfig::faces64(3),
         "cifar10" => UNetConfig::ddpm_cifar10(),
-        other => return Err(format!("unknown preset {other:?}").into()),
+        other => {
+            eprintln!("error: unknown preset {other:?}; expected tiny, faces64 or cifar10");
+            return ExitCode::FAILURE;
+        }
     };
-    run_on(args.device, Timing { args, config })?
+    match run_on(args.device, Timing { args, config })
+        .map_err(Into::into)
+        .and_then(|done| done)
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 struct Timing {
