@@ -32,6 +32,8 @@ use kiln::unet::UNetConfig;
 
 #[path = "common/allocator.rs"]
 mod allocator;
+#[path = "common/exit.rs"]
+mod exit;
 
 /// The folder of the bundled faces (AT&T "The Database of Faces": 400 grayscale photos of 40
 /// people; see assets/faces/README.md).
@@ -132,16 +134,7 @@ fn main() -> ExitCode {
     } else {
         args.devices.clone()
     };
-    match run_on_all(&devices, Training(args))
-        .map_err(Into::into)
-        .and_then(|done| done)
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    exit::exit_code(run_on_all(&devices, Training(args)))
 }
 
 /// `--check`: one line per checkpoint, newest first.

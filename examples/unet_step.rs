@@ -28,6 +28,8 @@ use rand::{SeedableRng, rngs::StdRng};
 
 #[path = "common/allocator.rs"]
 mod allocator;
+#[path = "common/exit.rs"]
+mod exit;
 
 /// Times UNet forward passes and training steps.
 #[derive(Parser, Debug)]
@@ -61,16 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run_on(args.device, Timing { args, config })
-        .map_err(Into::into)
-        .and_then(|done| done)
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    exit::exit_code(run_on(args.device, Timing { args, config }))
 }
 
 struct Timing {
