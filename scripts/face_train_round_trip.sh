@@ -5,16 +5,23 @@
 # tiny UNet), so a software GPU runs it in CI.
 #
 #   scripts/face_train_round_trip.sh DEVICE FEATURES     e.g. wgpu wgpu, or cuda:0 cuda
+#
+# With KILN_BIN set, its face_train (built elsewhere with FEATURES) is used and nothing is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device=${1:?usage: $0 DEVICE FEATURES}
 features=${2:?usage: $0 DEVICE FEATURES}
 
-cargo build --release --quiet --features "$features" --example face_train
+if [[ -n ${KILN_BIN:-} ]]; then
+    face_train=$KILN_BIN/face_train
+else
+    cargo build --release --quiet --features "$features" --example face_train
+    face_train=target/release/examples/face_train
+fi
 runs=$(mktemp -d)
 trap 'rm -rf "$runs"' EXIT
 train() {
-    target/release/examples/face_train --data assets/faces/s1 --channels 1 --image-size 16 \
+    "$face_train" --data assets/faces/s1 --channels 1 --image-size 16 \
         --preset tiny --batch-size 4 --sample-every 1 --checkpoint-every 1 "$@"
 }
 expect() {

@@ -8,13 +8,26 @@
 # Everything goes to one small report (default gpu-report.txt; the first argument overrides),
 # which docs/performance.md quotes.
 #
-#   scripts/gpu_check.sh [REPORT]
+# On a GPU machine without a Rust toolchain, build here with the same features and point
+# KILN_BIN at a folder holding the binaries `face_train`, `face_sample`, `unet_step` and `gpu`
+# (the test binary); the build step is then skipped. The GPU tests and face_train find the
+# bundled faces by the path of the checkout they were built in, which must exist there too.
+#
+# Each step's whole output is kept in LOGS when that second argument is given.
+#
+#   [KILN_BIN=DIR] scripts/gpu_check.sh [REPORT [LOGS]]
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 report=$(realpath -m "${1:-gpu-report.txt}")
 features=cuda,wgpu
-work=$(mktemp -d)
-trap 'kill "$sampler_pid" 2>/dev/null; rm -rf "$work"' EXIT
+if [[ -n ${2:-} ]]; then
+    work=$(realpath -m "$2")
+    mkdir -p "$work"
+    trap 'kill "$sampler_pid" 2>/dev/null' EXIT
+else
+    work=$(mktemp -d)
+    trap 'kill "$sampler_pid" 2>/dev/null; rm -rf "$work"' EXIT
+fi
 sampler_pid=
 
 note() { echo "$*" | tee -a "$report"; }
@@ -50,19 +63,25 @@ with_peak_memory() {
 note "# Kiln GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null)"
 note "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -n 1)"
 note "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) threads"
-note "rustc: $(rustc --version)"
 
-step build 420 bash -c "cargo build --release --features $features --examples &&
-    cargo test --release --features $features --test gpu --no-run" ||
-    { note "nothing else can run without the build"; exit 1; }
+if [[ -n ${KILN_BIN:-} ]]; then
+    bin=$(realpath "$KILN_BIN")
+    note "binaries: built elsewhere, from $bin"
+    gpu_tests=("$bin/gpu")
+else
+    note "rustc: $(rustc --version)"
+    step build 420 bash -c "cargo build --release --features $features --examples &&
+        cargo test --release --features $features --test gpu --no-run" ||
+        { note "nothing else can run without the build"; exit 1; }
+    bin=target/release/examples
+    gpu_tests=(cargo test --release --features "$features" --test gpu --)
+fi
 
 for device in cuda:0 wgpu; do
     step "tests-$device" 240 env KILN_TEST_DEVICE=$device KILN_TEST_DEVICE_REQUIRED=1 \
-        cargo test --release --features $features --test gpu
+        "${gpu_tests[@]}" --nocapture
 done
-step round-trip-cuda 180 scripts/face_train_round_trip.sh cuda:0 $features
-
-bin=target/release/examples
+step round-trip-cuda 180 env KILN_BIN="$bin" scripts/face_train_round_trip.sh cuda:0 $features
 for batch in 64 128; do
     with_peak_memory "train-$batch" step "train-faces64-batch-$batch" 180 \
         "$bin/unet_step" --preset faces64 --size 64 --batch "$batch" --iterations 5 --device cuda:0
