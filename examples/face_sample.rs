@@ -6,7 +6,13 @@
 //! cargo run --release --example face_sample -- --checkpoint runs/faces --sampler ddim --steps 50 --seed 7 --count 64
 //! cargo run --release --example face_sample -- --checkpoint runs/faces --strip strip.png
 //! cargo run --release --example face_sample -- --checkpoint ddpm-celebahq-256 --count 4 --steps 50
+//! cargo run --release --example face_sample -- --checkpoint runs/people --class s7 --guidance 3
+//! cargo run --release --example face_sample -- --checkpoint runs/people --class s1,s2,s3 --count 8
 //! ```
+//!
+//! `--class` (a model trained with `face_train --labels folders`) samples those classes with
+//! classifier-free guidance of weight `--guidance`: one class fills the grid; several give one
+//! row each, with the same noise down every column.
 //!
 //! `--checkpoint` takes a run folder of `face_train` (its latest EMA weights), one of its
 //! checkpoint folders, a Kiln UNet `.safetensors` file, or a diffusers model folder (such as a
@@ -24,7 +30,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::pixels;
-use kiln::train::{Generation, SamplerName, generate, load_for_sampling};
+use kiln::sampler::GuidanceConfig;
+use kiln::train::{Condition, Generation, SamplerName, generate, load_for_sampling};
 
 #[path = "common/allocator.rs"]
 mod allocator;
@@ -47,9 +54,20 @@ struct Args {
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// How many images.
+    /// How many images (per class, with several classes).
     #[arg(long, default_value_t = 16)]
     count: usize,
+    /// Classes to sample, by name or label number, comma-separated (a class-conditional
+    /// model); one row per class when there are several.
+    #[arg(long, value_delimiter = ',')]
+    class: Vec<String>,
+    /// Classifier-free guidance weight w with --class (0: unconditional, 1: conditional
+    /// without guidance).
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f64,
+    /// Guidance rescale φ in [0, 1] (Lin et al. 2023).
+    #[arg(long, default_value_t = 0.0)]
+    rescale: f64,
     /// Images per row of the grid (default: about √count).
     #[arg(long)]
     columns: Option<usize>,
@@ -93,47 +111,74 @@ impl BackendTask for Sampling {
             .image_size
             .or(loaded.image_size)
             .ok_or("this checkpoint does not record its image size; pass --image-size")?;
-        let generation = Generation {
-            sampler: args.sampler,
-            steps: args.steps,
-            count: args.count,
-            image_size,
-            seed: args.seed,
-            clip: !args.no_clip,
+        let labels = args
+            .class
+            .iter()
+            .map(|name| loaded.class_label(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        // No class: one unconditional batch; else one batch per class, from the same noise.
+        let conditions = if labels.is_empty() {
+            vec![Condition::Unconditional]
+        } else {
+            let guidance = GuidanceConfig::new(args.guidance).with_rescale(args.rescale);
+            labels
+                .iter()
+                .map(|&label| Condition::Classes {
+                    labels: vec![label; args.count],
+                    guidance: guidance.clone(),
+                })
+                .collect()
         };
         let frames = args.strip_frames.clamp(2, args.steps.max(2));
         let mut noisy = Vec::new();
         let mut denoised = Vec::new();
         let began = Instant::now();
-        let images = generate(
-            &loaded.model,
-            loaded.prediction,
-            &loaded.schedule,
-            generation,
-            &device,
-            |event| {
-                eprint!(
-                    "\r{} step {}/{}",
-                    args.sampler,
-                    event.index + 1,
-                    event.steps
-                );
-                let keep = (0..frames).any(|k| k * (event.steps - 1) / (frames - 1) == event.index);
-                if args.strip.is_some() && keep {
-                    let first = |t: &Tensor<B, 4>| t.clone().narrow(0, 0, 1);
-                    noisy.push(first(event.sample));
-                    denoised.push(first(event.denoised));
-                }
-            },
-        )?;
+        let mut batches = Vec::new();
+        for (row, condition) in conditions.into_iter().enumerate() {
+            let generation = Generation {
+                sampler: args.sampler,
+                steps: args.steps,
+                count: args.count,
+                image_size,
+                seed: args.seed,
+                clip: !args.no_clip,
+                condition,
+            };
+            let images = generate(
+                &loaded.model,
+                loaded.prediction,
+                &loaded.schedule,
+                generation,
+                &device,
+                |event| {
+                    eprint!(
+                        "\r{} step {}/{}",
+                        args.sampler,
+                        event.index + 1,
+                        event.steps
+                    );
+                    let keep =
+                        (0..frames).any(|k| k * (event.steps - 1) / (frames - 1) == event.index);
+                    if args.strip.is_some() && keep && row == 0 {
+                        let first = |t: &Tensor<B, 4>| t.clone().narrow(0, 0, 1);
+                        noisy.push(first(event.sample));
+                        denoised.push(first(event.denoised));
+                    }
+                },
+            )?;
+            batches.push(images);
+        }
         eprintln!();
-        let columns = args
-            .columns
-            .unwrap_or_else(|| (args.count as f64).sqrt().ceil() as usize);
-        let grid = pixels::grid(images, columns, 2)?;
+        let rows = batches.len();
+        let count = rows * args.count;
+        let columns = match (args.columns, rows) {
+            (Some(columns), _) => columns,
+            (None, 1) => (args.count as f64).sqrt().ceil() as usize,
+            (None, _) => args.count,
+        };
+        let grid = pixels::grid(Tensor::cat(batches, 0), columns, 2)?;
         println!(
-            "sampled {} images with {} in {} steps in {:.2?}",
-            args.count,
+            "sampled {count} images with {} in {} steps in {:.2?}",
             args.sampler,
             args.steps,
             began.elapsed()

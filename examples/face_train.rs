@@ -5,7 +5,12 @@
 //! cargo run --release --features cuda --example face_train -- --data ~/faces --channels 3 \
 //!     --image-size 64 --preset faces64 --epochs 50 --device cuda
 //! cargo run --release --example face_train -- --resume           # continue runs/faces
+//! cargo run --release --example face_train -- --labels folders --out runs/people
 //! ```
+//!
+//! With `--labels folders` each image's class is its folder (the bundled faces' `s1` … `s40`
+//! are 40 people) and the model learns classifier-free guidance: sample one person with
+//! `face_sample --checkpoint runs/people --class s7 --guidance 3`.
 //!
 //! Writes into `--out` (default `runs/faces`): `samples/epoch-NNNN.png` (16 samples from the
 //! EMA weights with a fixed seed, so successive grids show the same faces improving),
@@ -25,8 +30,8 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::train::{
-    ImageFolder, ImageFolderOptions, LoadEvent, RunOptions, TrainConfig, TrainEvent, check_run,
-    train,
+    ClassConditioning, ImageFolder, ImageFolderOptions, Labels, LoadEvent, RunOptions, TrainConfig,
+    TrainEvent, check_run, train,
 };
 use kiln::unet::UNetConfig;
 
@@ -50,6 +55,13 @@ struct Args {
     /// Fail on the first unreadable image instead of skipping it with a warning.
     #[arg(long)]
     strict: bool,
+    /// Class labels: none (an unconditional model) or folders (each image's class is the
+    /// folder under --data that holds it; the model then learns classifier-free guidance).
+    #[arg(long, default_value = "none", value_parser = parse_labels)]
+    labels: Labels,
+    /// With labels: the probability of training an image as unconditional (label dropout).
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f64,
     /// Training images are centre-cropped to a square and resized to this size.
     #[arg(long, default_value_t = 32)]
     image_size: usize,
@@ -186,13 +198,12 @@ impl MultiDeviceTask for Training {
         let channels = args
             .channels
             .unwrap_or(if args.data.is_none() { 1 } else { 3 });
-        let config = train_config(&args, channels)?;
-
         let started = Instant::now();
         let options = ImageFolderOptions {
             image_size: args.image_size as u32,
             channels,
             strict: args.strict,
+            labels: args.labels,
         };
         let data = ImageFolder::load(&data_dir, options, |event| match event {
             LoadEvent::Progress { done, total } => {
@@ -228,6 +239,14 @@ impl MultiDeviceTask for Training {
                 n => format!("; skipped {n} unreadable files"),
             }
         );
+        if !data.class_names().is_empty() {
+            eprintln!(
+                "{} classes: {}",
+                data.class_names().len(),
+                data.class_names().join(" ")
+            );
+        }
+        let config = train_config(&args, channels, data.class_names())?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let handler_flag = Arc::clone(&stop);
@@ -267,7 +286,16 @@ impl MultiDeviceTask for Training {
     }
 }
 
-fn train_config(args: &Args, channels: usize) -> Result<TrainConfig, String> {
+fn parse_labels(name: &str) -> Result<Labels, String> {
+    match name {
+        "none" => Ok(Labels::None),
+        "folders" => Ok(Labels::Folders),
+        other => Err(format!("{other:?}: expected none or folders")),
+    }
+}
+
+/// The run's configuration from the flags, class-conditional when the data has `classes`.
+fn train_config(args: &Args, channels: usize, classes: &[String]) -> Result<TrainConfig, String> {
     let unet = match args.preset.as_str() {
         "faces32" => UNetConfig::faces32(channels),
         "tiny" => UNetConfig::tiny(channels),
@@ -280,8 +308,12 @@ fn train_config(args: &Args, channels: usize) -> Result<TrainConfig, String> {
         }
     }
     .with_in_channels(channels)
-    .with_out_channels(channels);
+    .with_out_channels(channels)
+    .with_num_class_embeds((!classes.is_empty()).then_some(classes.len() + 1));
+    let conditioning = (!classes.is_empty())
+        .then(|| ClassConditioning::new(classes.to_vec()).with_label_dropout(args.label_dropout));
     Ok(TrainConfig::new(unet, args.image_size)
+        .with_classes(conditioning)
         .with_epochs(args.epochs)
         .with_batch_size(args.batch_size)
         .with_grad_accumulation(args.grad_accumulation)

@@ -30,8 +30,8 @@ use kiln::forward::standard_normal;
 use kiln::sampler::GaussianMixture;
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use kiln::train::{
-    ImageFolder, ImageFolderOptions, NamedRun, RunOptions, SamplerName, TrainConfig, TrainEvent,
-    latest_checkpoint, sample_by_name, train,
+    ImageFolder, ImageFolderOptions, Labels, NamedRun, RunOptions, SamplerName, TrainConfig,
+    TrainEvent, latest_checkpoint, sample_by_name, train,
 };
 use kiln::unet::{UNet, UNetConfig, load_checkpoint, save_checkpoint};
 use rand::{SeedableRng, rngs::StdRng};
@@ -225,6 +225,7 @@ fn faces() -> ImageFolder {
         image_size: 16,
         channels: 1,
         strict: true,
+        labels: Labels::None,
     };
     ImageFolder::load(&folder, options, |_| {}).unwrap()
 }

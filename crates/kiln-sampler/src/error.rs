@@ -55,6 +55,28 @@ pub enum SamplerError {
         expected: usize,
     },
 
+    /// A class label the model does not have.
+    #[error("class {class} is out of range; the model has {classes} classes (0 to {})", classes.saturating_sub(1))]
+    ClassOutOfRange {
+        /// The label asked for.
+        class: usize,
+        /// The model's number of classes.
+        classes: usize,
+    },
+
+    /// Guidance asked of a model that has no classes.
+    #[error("the model is unconditional (it has no classes), so it cannot be guided towards one")]
+    Unconditional,
+
+    /// A batch of another size than the labels it is guided towards.
+    #[error("{labels} guidance labels for a batch of {batch}; expected one label per sample")]
+    LabelCount {
+        /// The number of labels.
+        labels: usize,
+        /// The batch size.
+        batch: usize,
+    },
+
     /// A step index past the end of the sampler's timesteps.
     #[error("step {index} requested, but the sampler has {steps} steps")]
     StepOutOfRange {

@@ -20,6 +20,9 @@
 //! [`standard_normal`](kiln_forward::standard_normal)), so a seed gives the same samples on
 //! every backend.
 //!
+//! Classifier-free guidance ([`Guided`]) wraps any [`ClassConditional`] model into a
+//! [`Denoiser`], so every sampler samples a chosen class.
+//!
 //! [`GaussianMixture`] is an exact denoiser for data from a Gaussian mixture: a test oracle for
 //! samplers, Kiln's and yours.
 
@@ -31,6 +34,7 @@ mod denoiser;
 mod dpm_solver;
 mod error;
 mod euler;
+mod guidance;
 mod heun;
 mod mixture;
 mod pndm;
@@ -45,6 +49,7 @@ pub use denoiser::{Denoiser, FnDenoiser};
 pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, SolverType};
 pub use error::SamplerError;
 pub use euler::{Euler, EulerConfig};
+pub use guidance::{ClassConditional, GuidanceConfig, Guided};
 pub use heun::{Churn, Heun, HeunConfig};
 pub use kiln_forward::Prediction;
 pub use mixture::{GaussianMixture, sliced_wasserstein_2};

@@ -5,7 +5,7 @@ use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::check_range;
-use crate::{Denoiser, SamplerError};
+use crate::{ClassConditional, Denoiser, SamplerError};
 
 /// Data from a mixture of isotropic Gaussians, Σ_k π_k N(μ_k, v_k I) in d dimensions, and its
 /// exact denoiser.
@@ -22,6 +22,10 @@ use crate::{Denoiser, SamplerError};
 /// mixture, so its samples can be compared with exact draws ([`GaussianMixture::sample_data`]).
 /// As a [`Denoiser`] it works on `[batch, d]` tensors and answers with the configured
 /// [`Prediction`] kind; fractional timesteps use σ interpolated as the Euler sampler does.
+///
+/// It is also the exact class-conditional model of its data with one class per component
+/// ([`ClassConditional`]): given class k the data is N(μ_k, v_k I), whose posterior mean is the
+/// k-th term above with r_k = 1; the null label gives the whole mixture.
 #[derive(Debug, Clone)]
 pub struct GaussianMixture {
     weights: Vec<f64>,
@@ -97,6 +101,35 @@ impl GaussianMixture {
         self.means[0].len()
     }
 
+    /// The number of components (the classes of [`ClassConditional`]).
+    pub fn components(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// For each point of `points` (d values each), its most likely component:
+    /// argmax_k π_k N(x; μ_k, v_k I).
+    pub fn components_of(&self, points: &[f32]) -> Vec<usize> {
+        points
+            .chunks(self.dims())
+            .map(|point| {
+                let log_density = |k: usize| {
+                    let variance = self.variances[k];
+                    let distance: f64 = point
+                        .iter()
+                        .zip(&self.means[k])
+                        .map(|(&x, m)| (x as f64 - m).powi(2))
+                        .sum();
+                    self.weights[k].ln()
+                        - 0.5 * distance / variance
+                        - 0.5 * self.dims() as f64 * variance.ln()
+                };
+                (0..self.components())
+                    .max_by(|&a, &b| log_density(a).total_cmp(&log_density(b)))
+                    .expect("at least one component")
+            })
+            .collect()
+    }
+
     /// The schedule the denoiser assumes.
     pub fn schedule(&self) -> &NoiseSchedule {
         &self.schedule
@@ -140,6 +173,17 @@ impl GaussianMixture {
         sample: Tensor<B, 2>,
         alpha_cumprod: f64,
     ) -> Tensor<B, 2> {
+        self.posterior_mean_given(sample, alpha_cumprod, None)
+    }
+
+    /// E[x_0 | x_t, k] for rows labelled `Some(k)`, E[x_0 | x_t] for the others (and for every
+    /// row without `labels`).
+    fn posterior_mean_given<B: Backend>(
+        &self,
+        sample: Tensor<B, 2>,
+        alpha_cumprod: f64,
+        labels: Option<&[Option<usize>]>,
+    ) -> Tensor<B, 2> {
         let device = sample.device();
         let dims = self.dims();
         let (a, s2) = (alpha_cumprod.sqrt(), 1.0 - alpha_cumprod);
@@ -162,7 +206,23 @@ impl GaussianMixture {
             let gain = a * self.variances[k] / variance;
             estimates.push(centred.mul_scalar(gain) + row(mean.clone()));
         }
-        let responsibilities = softmax(Tensor::cat(logits, 1), 1);
+        let mut responsibilities = softmax(Tensor::cat(logits, 1), 1);
+        if let Some(labels) = labels {
+            // Labelled rows: responsibility 1 for their class, 0 for the others.
+            let components = self.weights.len();
+            let keep: Vec<f32> = labels
+                .iter()
+                .map(|l| f32::from(l.is_none() as u8))
+                .collect();
+            let chosen: Vec<f32> = labels
+                .iter()
+                .flat_map(|l| (0..components).map(move |k| f32::from((*l == Some(k)) as u8)))
+                .collect();
+            let batch = labels.len();
+            responsibilities = responsibilities
+                * Tensor::from_data(TensorData::new(keep, [batch, 1]), &device)
+                + Tensor::from_data(TensorData::new(chosen, [batch, components]), &device);
+        }
         estimates
             .into_iter()
             .enumerate()
@@ -172,18 +232,50 @@ impl GaussianMixture {
     }
 }
 
+impl GaussianMixture {
+    /// The model output of kind `self.prediction` at `timestep`, given `labels` (see
+    /// [`Self::posterior_mean_given`]).
+    fn output<B: Backend>(
+        &self,
+        sample: Tensor<B, 2>,
+        timestep: f64,
+        labels: Option<&[Option<usize>]>,
+    ) -> Tensor<B, 2> {
+        let sigma = self.schedule.sigma_at(timestep);
+        let alpha_cumprod = 1.0 / (1.0 + sigma * sigma);
+        let x0 = self.posterior_mean_given(sample.clone(), alpha_cumprod, labels);
+        let [on_sample, on_x0] =
+            Prediction::Sample.conversion_coefficients(self.prediction, alpha_cumprod);
+        crate::sampler::linear(&sample, on_sample, &x0, on_x0)
+    }
+}
+
 impl<B: Backend> Denoiser<B, 2> for GaussianMixture {
     fn prediction(&self) -> Prediction {
         self.prediction
     }
 
     fn denoise(&self, sample: Tensor<B, 2>, timestep: f64) -> Tensor<B, 2> {
-        let sigma = self.schedule.sigma_at(timestep);
-        let alpha_cumprod = 1.0 / (1.0 + sigma * sigma);
-        let x0 = self.posterior_mean(sample.clone(), alpha_cumprod);
-        let [on_sample, on_x0] =
-            Prediction::Sample.conversion_coefficients(self.prediction, alpha_cumprod);
-        crate::sampler::linear(&sample, on_sample, &x0, on_x0)
+        self.output(sample, timestep, None)
+    }
+}
+
+impl<B: Backend> ClassConditional<B, 2> for GaussianMixture {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn classes(&self) -> usize {
+        self.components()
+    }
+
+    fn denoise_labelled(
+        &self,
+        sample: Tensor<B, 2>,
+        timestep: f64,
+        labels: &[Option<usize>],
+    ) -> Tensor<B, 2> {
+        self.output(sample, timestep, Some(labels))
     }
 }
 

@@ -25,6 +25,7 @@ use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_forward::Prediction;
+use kiln_sampler::SamplerError;
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::{UNet, UNetConfig, load_checkpoint, load_diffusers, load_weights, save_checkpoint};
 use serde::{Deserialize, Serialize};
@@ -237,6 +238,40 @@ pub struct SamplingModel<B: Backend> {
     pub schedule: NoiseSchedule,
     /// The image size it was trained at, where known.
     pub image_size: Option<usize>,
+    /// The names of its classes in label order (a class-conditional run's folder names, or
+    /// the label numbers where the model has classes but no names); empty for an
+    /// unconditional model.
+    pub class_names: Vec<String>,
+}
+
+impl<B: Backend> SamplingModel<B> {
+    /// The label of the class `name`: one of [`Self::class_names`], or a label number.
+    pub fn class_label(&self, name: &str) -> Result<usize, TrainError> {
+        if self.class_names.is_empty() {
+            return Err(SamplerError::Unconditional.into());
+        }
+        let count = self.class_names.len();
+        let by_number = name.parse::<usize>().ok().filter(|&label| label < count);
+        self.class_names
+            .iter()
+            .position(|known| known == name)
+            .or(by_number)
+            .ok_or_else(|| TrainError::UnknownClass {
+                name: name.to_string(),
+                classes: count,
+                example: self.class_names[0].clone(),
+            })
+    }
+}
+
+/// Class names for `model`: `names` when given, else its label numbers.
+fn class_names<B: Backend>(model: &UNet<B>, names: Option<&[String]>) -> Vec<String> {
+    match names {
+        Some(names) => names.to_vec(),
+        None => (0..model.null_label().unwrap_or(0))
+            .map(|label| label.to_string())
+            .collect(),
+    }
 }
 
 /// Loads a model to sample from. `path` may be
@@ -256,6 +291,7 @@ pub fn load_for_sampling<B: Backend>(
     if path.is_file() {
         let (config, model) = load_checkpoint(path, device)?;
         return Ok(SamplingModel {
+            class_names: class_names(&model, None),
             model,
             config,
             prediction: Prediction::Epsilon,
@@ -274,7 +310,9 @@ pub fn load_for_sampling<B: Backend>(
                 damage,
             })?;
         let (config, model) = load_checkpoint(&checkpoint.join(EMA_FILE), device)?;
+        let names = state.config.classes.as_ref().map(|c| c.names.as_slice());
         return Ok(SamplingModel {
+            class_names: class_names(&model, names),
             model,
             config,
             prediction: state.config.prediction()?,
@@ -300,6 +338,7 @@ pub fn load_for_sampling<B: Backend>(
         None => (Prediction::Epsilon, default_schedule()?),
     };
     Ok(SamplingModel {
+        class_names: class_names(&model, None),
         model,
         config,
         prediction,

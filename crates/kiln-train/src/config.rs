@@ -55,6 +55,9 @@ pub struct TrainConfig {
     /// Min-SNR-γ loss weighting (Hang et al. 2023); `None` weighs every timestep equally.
     #[config(default = "None")]
     pub min_snr_gamma: Option<f64>,
+    /// Class-conditional training (`None`: unconditional).
+    #[config(default = "None")]
+    pub classes: Option<ClassConditioning>,
     /// Mirror each training image left to right with probability ½.
     #[config(default = true)]
     pub random_flip: bool,
@@ -79,6 +82,22 @@ pub struct TrainConfig {
     /// only if nothing else draws from it meanwhile.)
     #[config(default = 0)]
     pub seed: u64,
+}
+
+/// Class-conditional training for classifier-free guidance (Ho & Salimans 2022): each image's
+/// class label goes to the UNet, and with probability `label_dropout` is replaced by the null
+/// label, so that one model learns both f(x_t, t, c) and the unconditional f(x_t, t, ∅) that
+/// guidance combines ([`kiln_sampler::Guided`]).
+///
+/// Label i is the class `names[i]`; the UNet has `names.len() + 1` class embeddings, the last
+/// being the null label.
+#[derive(Config, Debug, PartialEq)]
+pub struct ClassConditioning {
+    /// The class names, in label order.
+    pub names: Vec<String>,
+    /// The probability of training an image with the null label instead of its own.
+    #[config(default = 0.1)]
+    pub label_dropout: f64,
 }
 
 /// Fields that may change when a run is resumed: they steer how long the run goes on and what
@@ -151,6 +170,32 @@ impl TrainConfig {
         ];
         if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(field, "must be at least 1".into()));
+        }
+        let embeddings = self.unet.num_class_embeds;
+        match &self.classes {
+            Some(classes) if embeddings != Some(classes.names.len() + 1) => {
+                return Err(invalid(
+                    "unet.num_class_embeds",
+                    format!(
+                        "{embeddings:?}; {} classes need {} (one more for the null label)",
+                        classes.names.len(),
+                        classes.names.len() + 1
+                    ),
+                ));
+            }
+            Some(classes) if !(0.0..=1.0).contains(&classes.label_dropout) => {
+                return Err(invalid(
+                    "classes.label_dropout",
+                    format!("{}; must be in [0, 1]", classes.label_dropout),
+                ));
+            }
+            None if embeddings.is_some() => {
+                return Err(invalid(
+                    "unet.num_class_embeds",
+                    format!("{embeddings:?}, but the run has no classes"),
+                ));
+            }
+            _ => {}
         }
         if !self.batch_size.is_multiple_of(self.grad_accumulation) {
             return Err(invalid(

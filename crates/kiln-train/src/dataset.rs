@@ -13,6 +13,10 @@
 //! cannot be decoded (corrupt, truncated, empty, or text) is reported by path: skipped with a
 //! [`LoadEvent::Skipped`] event by default, or the error itself with
 //! [`ImageFolderOptions::strict`].
+//!
+//! With [`Labels::Folders`] each image's class is the folder directly under the root that holds
+//! it (`faces/s7/3.png` is class `s7`); classes are numbered in natural order of their names
+//! (`s2` before `s10`), and an image directly in the root is an error naming it.
 
 use std::fs;
 use std::io::Read;
@@ -67,6 +71,21 @@ pub enum DatasetError {
     /// The training size must be at least one pixel.
     #[error("the image size must be at least 1 pixel")]
     ZeroSize,
+    /// With labels from folders, an image lies directly in the root, outside every class folder.
+    #[error(
+        "{0} is not in a class folder; with labels from folders every image must be in a folder under the root"
+    )]
+    Unlabelled(PathBuf),
+}
+
+/// Where the class labels of a dataset come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Labels {
+    /// No labels: an unconditional dataset.
+    #[default]
+    None,
+    /// Each image's class is the name of the folder directly under the root that holds it.
+    Folders,
 }
 
 /// How to load an [`ImageFolder`].
@@ -78,6 +97,8 @@ pub struct ImageFolderOptions {
     pub channels: usize,
     /// Fail on the first unreadable image instead of skipping it.
     pub strict: bool,
+    /// Where class labels come from.
+    pub labels: Labels,
 }
 
 /// A file that was skipped because it could not be decoded.
@@ -119,6 +140,9 @@ pub struct ImageFolder {
     channels: usize,
     image_size: usize,
     skipped: Vec<SkippedFile>,
+    /// The class of each image, when loaded with labels.
+    labels: Vec<usize>,
+    class_names: Vec<String>,
 }
 
 impl ImageFolder {
@@ -143,12 +167,18 @@ impl ImageFolder {
                 DatasetError::NoImages(root.to_path_buf())
             });
         }
+        let (file_classes, class_names) = match options.labels {
+            Labels::None => (Vec::new(), Vec::new()),
+            Labels::Folders => classes_by_folder(root, &files)?,
+        };
         let per_image = options.channels * (options.image_size as usize).pow(2);
         let mut folder = Self {
             pixels: Vec::with_capacity(files.len() * per_image),
             channels: options.channels,
             image_size: options.image_size as usize,
             skipped: Vec::new(),
+            labels: Vec::new(),
+            class_names,
         };
         on_event(LoadEvent::Progress {
             done: 0,
@@ -157,10 +187,13 @@ impl ImageFolder {
         for (chunk_index, chunk) in files.chunks(CHUNK).enumerate() {
             let decoded: Vec<Result<(Vec<u8>, Formats), PixelError>> =
                 chunk.par_iter().map(|path| decode(path, options)).collect();
-            for (path, result) in chunk.iter().zip(decoded) {
+            for (offset, (path, result)) in chunk.iter().zip(decoded).enumerate() {
                 match result {
                     Ok((bytes, formats)) => {
                         folder.pixels.extend_from_slice(&bytes);
+                        if let Some(&class) = file_classes.get(chunk_index * CHUNK + offset) {
+                            folder.labels.push(class);
+                        }
                         if let Some((content, extension)) = formats.clash() {
                             on_event(LoadEvent::Misnamed {
                                 path,
@@ -216,6 +249,19 @@ impl ImageFolder {
     /// The files that were skipped because they could not be decoded.
     pub fn skipped(&self) -> &[SkippedFile] {
         &self.skipped
+    }
+
+    /// The class names in label order (label i is `class_names()[i]`); empty without labels.
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    /// The class label of each image at `indices`, or `None` for a dataset without labels.
+    ///
+    /// # Panics
+    /// If an index is out of range (a caller's bug).
+    pub fn labels_of(&self, indices: &[usize]) -> Option<Vec<usize>> {
+        (!self.class_names.is_empty()).then(|| indices.iter().map(|&i| self.labels[i]).collect())
     }
 
     /// The images at `indices` as a `[batch, channels, size, size]` tensor in [−1, 1]; image
@@ -277,6 +323,63 @@ fn image_files(root: &Path) -> Result<(Vec<PathBuf>, usize), DatasetError> {
     }
     images.sort();
     Ok((images, others))
+}
+
+/// The class of each of `files` (all under `root`) by the folder directly under `root` that
+/// holds it, and the class names in natural order.
+fn classes_by_folder(
+    root: &Path,
+    files: &[PathBuf],
+) -> Result<(Vec<usize>, Vec<String>), DatasetError> {
+    let folder_of = |file: &PathBuf| -> Result<String, DatasetError> {
+        let relative = file.strip_prefix(root).unwrap_or(file);
+        let mut parts = relative.components();
+        match (parts.next(), parts.next()) {
+            (Some(folder), Some(_)) => Ok(folder.as_os_str().to_string_lossy().into_owned()),
+            _ => Err(DatasetError::Unlabelled(file.clone())),
+        }
+    };
+    let folders = files.iter().map(folder_of).collect::<Result<Vec<_>, _>>()?;
+    let mut names = folders.clone();
+    names.sort_by(|a, b| natural_order(a, b));
+    names.dedup();
+    let classes = folders
+        .iter()
+        .map(|folder| {
+            names
+                .iter()
+                .position(|name| name == folder)
+                .expect("listed")
+        })
+        .collect();
+    Ok((classes, names))
+}
+
+/// Compares names with runs of digits taken as numbers: `s2` < `s10`.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    natural_key(a).cmp(&natural_key(b)).then_with(|| a.cmp(b))
+}
+
+/// The runs of a name, each digit run as (its length without leading zeros, the digits) so
+/// that runs compare as numbers, and each other run as (`usize::MAX`, the text), after numbers.
+fn natural_key(name: &str) -> Vec<(usize, &str)> {
+    let mut runs = Vec::new();
+    let mut rest = name;
+    while let Some(first) = rest.chars().next() {
+        let digits = first.is_ascii_digit();
+        let end = rest
+            .find(|c: char| c.is_ascii_digit() != digits)
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(end);
+        runs.push(if digits {
+            let number = run.trim_start_matches('0');
+            (number.len(), number)
+        } else {
+            (usize::MAX, run)
+        });
+        rest = tail;
+    }
+    runs
 }
 
 fn has_image_extension(path: &Path) -> bool {

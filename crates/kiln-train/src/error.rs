@@ -61,6 +61,18 @@ pub enum TrainError {
         /// Devices.
         devices: usize,
     },
+    /// A class asked for by a name (or number) the model does not have.
+    #[error(
+        "no class {name:?}; the model has {classes} classes: give a name such as {example:?} or a number below {classes}"
+    )]
+    UnknownClass {
+        /// The name asked for.
+        name: String,
+        /// The model's number of classes.
+        classes: usize,
+        /// The first class's name.
+        example: String,
+    },
     /// A checkpoint failed verification or could not be loaded.
     #[error("checkpoint {path} is damaged: {damage}")]
     DamagedCheckpoint {

@@ -4,9 +4,9 @@
 //!   files reported by path;
 //! - [`train`]: the training loop (ε/x₀/v targets, optional min-SNR weighting, AdamW with
 //!   warm-up and gradient clipping, gradient accumulation, several devices, an [`Ema`] of the
-//!   weights), writing sample grids, a loss log and atomic, exactly resumable checkpoints;
+//!   weights, class labels with label dropout for classifier-free guidance), writing sample grids, a loss log and atomic, exactly resumable checkpoints;
 //! - [`generate`] and [`UNetDenoiser`]: sampling a trained model with any Kiln sampler, picked
-//!   by name; [`load_for_sampling`] reads a run, a checkpoint or a diffusers model folder;
+//!   by name, unconditionally or guided towards classes ([`Condition`]); [`load_for_sampling`] reads a run, a checkpoint or a diffusers model folder;
 //! - [`pixels`]: images to tensors in [−1, 1] and back, grids and montages; [`plot`]: the loss
 //!   curve.
 //!
@@ -30,12 +30,14 @@ pub use checkpoint::{
     DAMAGED_SUFFIX, EMA_FILE, LATEST, SamplingModel, TrainState, latest_checkpoint,
     load_for_sampling, read_state,
 };
-pub use config::TrainConfig;
+pub use config::{ClassConditioning, TrainConfig};
 pub use dataset::{
-    DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, LoadEvent, SkippedFile,
+    DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, Labels, LoadEvent, SkippedFile,
 };
 pub use ema::Ema;
 pub use error::TrainError;
 pub use integrity::{CheckpointHealth, Damage, FileDigest, check_run, verify_checkpoint};
-pub use sampling::{Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name};
+pub use sampling::{
+    Condition, Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name,
+};
 pub use trainer::{RunOptions, TrainEvent, TrainSummary, train};

@@ -1,21 +1,23 @@
-//! Generating images with a trained UNet: the [`Denoiser`] adapter and samplers chosen by name.
+//! Generating images with a trained UNet: the [`Denoiser`] adapter (class-conditional and
+//! guided where the model has classes) and samplers chosen by name.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
 use kiln_sampler::{
-    Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding,
-    Euler, EulerConfig, Heun, HeunConfig, Pndm, PndmConfig, SampleClipping, Sampler, SamplerError,
-    StepEvent, UniPc, UniPcConfig, sample,
+    ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
+    DynamicThresholding, Euler, EulerConfig, GuidanceConfig, Guided, Heun, HeunConfig, Pndm,
+    PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 use rand::{SeedableRng, rngs::StdRng};
 
 /// A [`UNet`] seen as a [`Denoiser`]: the timestep is broadcast over the batch; class-conditional
-/// models get the null label (unconditional generation).
+/// models get the null label (unconditional generation). As a [`ClassConditional`] model it
+/// takes a label per sample, for guidance ([`Guided`]).
 #[derive(Debug, Clone)]
 pub struct UNetDenoiser<'a, B: Backend> {
     model: &'a UNet<B>,
@@ -44,6 +46,51 @@ impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
             .forward(sample, timesteps, None)
             .expect("input shape checked by generate()")
     }
+}
+
+impl<B: Backend> ClassConditional<B, 4> for UNetDenoiser<'_, B> {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn classes(&self) -> usize {
+        self.model.null_label().unwrap_or(0)
+    }
+
+    /// # Panics
+    /// If the sample's shape does not suit the model, or the labels are not one per sample
+    /// below [`Self::classes`] (checked before sampling starts by [`generate`]).
+    fn denoise_labelled(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f64,
+        labels: &[Option<usize>],
+    ) -> Tensor<B, 4> {
+        let [batch, ..] = sample.dims();
+        let device = sample.device();
+        let timesteps = Tensor::full([batch], timestep, &device);
+        let null = self.classes();
+        let labels: Vec<i64> = labels.iter().map(|l| l.unwrap_or(null) as i64).collect();
+        let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [batch]), &device);
+        self.model
+            .forward(sample, timesteps, Some(labels))
+            .expect("input shape and labels checked by generate()")
+    }
+}
+
+/// Which classes to generate, and how strongly to guide towards them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Condition {
+    /// Unconditional samples (the null label of a class-conditional model).
+    #[default]
+    Unconditional,
+    /// Image i of class `labels[i]`, with classifier-free guidance.
+    Classes {
+        /// One label per image.
+        labels: Vec<usize>,
+        /// The guidance weight, rescale and interval.
+        guidance: GuidanceConfig,
+    },
 }
 
 /// The samplers a user can pick by name, with diffusers' default settings.
@@ -111,7 +158,7 @@ impl fmt::Display for SamplerName {
 
 /// What to generate: `count` images of the model's channels at `image_size`, from the
 /// standard-normal noise of `seed` (the same seed gives the same images), in `steps` steps.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     /// The sampler.
     pub sampler: SamplerName,
@@ -129,6 +176,8 @@ pub struct Generation {
     /// such option). A partly trained pixel-space model otherwise predicts x_0 far outside
     /// the data range at high noise, which multistep solvers amplify into speckle.
     pub clip: bool,
+    /// Unconditional, or which classes with what guidance.
+    pub condition: Condition,
 }
 
 /// Generates images in [−1, 1] (approximately; see [`crate::pixels`] for display) with
@@ -156,9 +205,16 @@ pub fn generate<B: Backend>(
         steps: generation.steps,
         clip: generation.clip,
     };
-    Ok(sample_by_name(
-        run, schedule, &denoiser, noise, &mut rng, on_step,
-    )?)
+    Ok(match &generation.condition {
+        Condition::Unconditional => {
+            sample_by_name(run, schedule, &denoiser, noise, &mut rng, on_step)?
+        }
+        Condition::Classes { labels, guidance } => {
+            let guided = Guided::new(denoiser, labels.clone(), guidance.clone())?;
+            guided.check_batch(generation.count)?;
+            sample_by_name(run, schedule, &guided, noise, &mut rng, on_step)?
+        }
+    })
 }
 
 /// A sampler picked by name for [`sample_by_name`]: diffusers' default settings for

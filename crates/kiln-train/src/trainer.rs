@@ -3,9 +3,11 @@
 //! Optimizer step k (0-based) of a run with seed s:
 //!
 //! ```text
-//! draw, from an RNG seeded with (s, k): a mirror flag per image, t ~ U{0, …, T−1} and ε ~ N(0, I)
+//! draw, from an RNG seeded with (s, k): a mirror flag per image, t ~ U{0, …, T−1},
+//!   for a class-conditional run a label-dropout flag per image (c_i ← ∅ with probability p),
+//!   and ε ~ N(0, I)
 //! x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε                            (kiln-forward)
-//! L = 1/B Σ_i w(t_i) · mean over pixels of (f_θ(x_t, t)_i − target_i)²
+//! L = 1/B Σ_i w(t_i) · mean over pixels of (f_θ(x_t, t, c)_i − target_i)²
 //! lr_k = lr · min(1, (k + 1)/warm-up);  AdamW step on ∇L (global norm clipped);  EMA update
 //! ```
 //!
@@ -30,8 +32,9 @@ use burn::optim::{
     grad_clipping::GradientClippingConfig,
 };
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use kiln_forward::{ForwardProcess, Prediction, standard_normal};
+use kiln_sampler::GuidanceConfig;
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 use rand::seq::SliceRandom;
@@ -41,7 +44,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::dataset::ImageFolder;
 use crate::ema::Ema;
 use crate::integrity::Damage;
-use crate::sampling::{Generation, SamplerName, generate};
+use crate::sampling::{Condition, Generation, SamplerName, generate};
 use crate::{TrainConfig, TrainError};
 use crate::{pixels, plot};
 
@@ -147,6 +150,18 @@ pub fn train<B: AutodiffBackend>(
         return Err(TrainError::BatchSplit {
             micro_batch,
             devices: devices.len(),
+        });
+    }
+    if let Some(classes) = &config.classes
+        && data.class_names() != classes.names.as_slice()
+    {
+        return Err(TrainError::Config {
+            field: "classes".into(),
+            problem: format!(
+                "the run has {} classes, the data {} (load it with labels from folders)",
+                classes.names.len(),
+                data.class_names().len()
+            ),
         });
     }
     if data.channels() != config.unet.in_channels || data.image_size() != config.image_size {
@@ -268,6 +283,17 @@ pub fn train<B: AutodiffBackend>(
         let timesteps: Vec<usize> = (0..config.batch_size)
             .map(|_| rng.random_range(0..config.num_train_timesteps))
             .collect();
+        let labels: Option<Vec<i64>> = config.classes.as_ref().map(|classes| {
+            let null = classes.names.len();
+            data.labels_of(&indices)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|label| {
+                    let dropped = rng.random_bool(classes.label_dropout);
+                    (if dropped { null } else { label }) as i64
+                })
+                .collect()
+        });
         let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
         // Each part's loss stays on the first device until the step's end: reading it back
         // per part would make every device wait for the previous one.
@@ -285,6 +311,10 @@ pub fn train<B: AutodiffBackend>(
             let range = part * shard..(part + 1) * shard;
             let x0 = data.batch::<B>(&indices[range.clone()], &flips[range.clone()], device);
             let noise = standard_normal::<B, 4>(x0.dims(), &mut rng, device);
+            let part_labels = labels.as_ref().map(|labels| {
+                let part = labels[range.clone()].to_vec();
+                Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
+            });
             let t = &timesteps[range];
             let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
             let target = process.target(prediction, x0, noise, t)?;
@@ -298,7 +328,7 @@ pub fn train<B: AutodiffBackend>(
                 TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
                 device,
             );
-            let output = replica.forward(noisy, t_tensor, None)?;
+            let output = replica.forward(noisy, t_tensor, part_labels)?;
             let per_image: Tensor<B, 1> = (output - target)
                 .powi_scalar(2)
                 .flatten::<2>(1, 3)
@@ -438,6 +468,16 @@ fn write_grid<B: Backend>(
     device: &B::Device,
     path: &Path,
 ) -> Result<(), TrainError> {
+    // A class-conditional run shows its classes in turn, sampled conditionally (w = 1).
+    let condition = match &config.classes {
+        None => Condition::Unconditional,
+        Some(classes) => Condition::Classes {
+            labels: (0..config.sample_count)
+                .map(|i| i % classes.names.len())
+                .collect(),
+            guidance: GuidanceConfig::new(1.0),
+        },
+    };
     let generation = Generation {
         sampler: SamplerName::Ddim,
         steps: config.sample_steps,
@@ -445,6 +485,7 @@ fn write_grid<B: Backend>(
         image_size: config.image_size,
         seed: config.seed,
         clip: true,
+        condition,
     };
     let images = generate(model, prediction, schedule, generation, device, |_| {})?;
     let columns = (config.sample_count as f64).sqrt().ceil() as usize;

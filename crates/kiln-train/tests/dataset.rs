@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
-use kiln_train::{DatasetError, ImageFolder, ImageFolderOptions, LoadEvent};
+use kiln_train::{DatasetError, ImageFolder, ImageFolderOptions, Labels, LoadEvent};
 
 /// A fresh empty folder under the target directory's temp space.
 fn scratch(name: &str) -> PathBuf {
@@ -20,6 +20,7 @@ fn options(channels: usize, strict: bool) -> ImageFolderOptions {
         image_size: 8,
         channels,
         strict,
+        labels: Labels::None,
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use kiln_forward::Prediction;
-use kiln_train::{Generation, SamplerName, generate, load_for_sampling};
+use kiln_train::{Condition, Generation, SamplerName, generate, load_for_sampling};
 
 #[test]
 fn a_diffusers_folder_generates_with_every_sampler() {
@@ -24,6 +24,7 @@ fn a_diffusers_folder_generates_with_every_sampler() {
             image_size: size,
             seed: 1,
             clip: true,
+            condition: Condition::Unconditional,
         };
         let mut steps = 0;
         let images = generate(
@@ -61,6 +62,7 @@ fn a_size_the_model_cannot_take_is_an_error() {
         image_size: 7,
         seed: 0,
         clip: false,
+        condition: Condition::Unconditional,
     };
     let error = generate(
         &loaded.model,

@@ -13,7 +13,7 @@ use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use image::{DynamicImage, ImageBuffer, Luma};
 use kiln_train::{
-    Damage, ImageFolder, ImageFolderOptions, LATEST, RunOptions, TrainConfig, TrainError,
+    Damage, ImageFolder, ImageFolderOptions, LATEST, Labels, RunOptions, TrainConfig, TrainError,
     TrainEvent, check_run, latest_checkpoint, load_for_sampling, train,
 };
 use kiln_unet::{UNet, UNetConfig, save_checkpoint};
@@ -56,6 +56,7 @@ fn discs(test: &str) -> ImageFolder {
         image_size: 16,
         channels: 1,
         strict: true,
+        labels: Labels::None,
     };
     ImageFolder::load(&dir, options, |_| {}).unwrap()
 }

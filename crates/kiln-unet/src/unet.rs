@@ -238,6 +238,12 @@ impl<B: Backend> UNet<B> {
         self.in_channels
     }
 
+    /// The null label of a class-conditional model (its last class embedding, used for
+    /// unconditional calls); `None` for an unconditional model. Labels below it are classes.
+    pub fn null_label(&self) -> Option<usize> {
+        self.null_label
+    }
+
     /// Checks that `x` is a valid `[batch, in_channels, h, w]` input: the channel count, and
     /// h and w positive multiples of 2^(levels − 1).
     pub fn check_input_shape(&self, x: &Tensor<B, 4>) -> Result<(), UNetError> {
