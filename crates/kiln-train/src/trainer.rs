@@ -158,9 +158,9 @@ pub fn train<B: AutodiffBackend>(
         return Err(TrainError::Config {
             field: "classes".into(),
             problem: format!(
-                "the run has {} classes, the data {} (load it with labels from folders)",
-                classes.names.len(),
-                data.class_names().len()
+                "the run's classes are [{}], the data's [{}] (load it with labels from folders)",
+                classes.names.join(", "),
+                data.class_names().join(", ")
             ),
         });
     }

@@ -1,0 +1,317 @@
+//! Class-conditional training and sampling: labels from folders, label dropout deciding which
+//! class embeddings learn, class names kept with the run and asked for by name, guidance of a
+//! UNet in one doubled call, and bad requests as typed errors.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use image::{DynamicImage, ImageBuffer, Luma};
+use kiln_sampler::{ClassConditional, Denoiser, GuidanceConfig, Guided, Prediction, SamplerError};
+use kiln_train::{
+    ClassConditioning, Condition, DatasetError, Generation, ImageFolder, ImageFolderOptions,
+    Labels, RunOptions, SamplerName, TrainConfig, TrainError, UNetDenoiser, generate,
+    load_for_sampling, train,
+};
+use kiln_unet::{UNet, UNetConfig};
+
+type B = Autodiff<Flex>;
+
+/// burn's backend RNG (initial weights) is global to the process: runs and initialisations
+/// that must reproduce each other take turns.
+static BACKEND_RNG: Mutex<()> = Mutex::new(());
+
+fn my_turn() -> MutexGuard<'static, ()> {
+    BACKEND_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("classes-{name}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn options(labels: Labels) -> ImageFolderOptions {
+    ImageFolderOptions {
+        image_size: 16,
+        channels: 1,
+        strict: true,
+        labels,
+    }
+}
+
+/// Writes `count` 16×16 images of brightness `level` into `folder`.
+fn write_images(folder: &Path, count: usize, level: u8) {
+    fs::create_dir_all(folder).unwrap();
+    for i in 0..count {
+        let image = ImageBuffer::from_fn(16, 16, |x, _| Luma([level.saturating_add(x as u8)]));
+        DynamicImage::from(image)
+            .save(folder.join(format!("{i}.png")))
+            .unwrap();
+    }
+}
+
+#[test]
+fn labels_come_from_the_folders_in_natural_order() {
+    let faces = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/faces");
+    let data = ImageFolder::load(&faces, options(Labels::Folders), |_| {}).unwrap();
+    let expected: Vec<String> = (1..=40).map(|i| format!("s{i}")).collect();
+    assert_eq!(data.class_names(), expected.as_slice());
+    assert_eq!(data.len(), 400);
+    let labels = data.labels_of(&(0..400).collect::<Vec<_>>()).unwrap();
+    for class in 0..40 {
+        assert_eq!(labels.iter().filter(|&&l| l == class).count(), 10);
+    }
+
+    let root = scratch("folders");
+    write_images(&root.join("b10"), 2, 40);
+    write_images(&root.join("b2"), 3, 80);
+    write_images(&root.join("a"), 1, 120);
+    let data = ImageFolder::load(&root, options(Labels::Folders), |_| {}).unwrap();
+    assert_eq!(data.class_names(), ["a", "b2", "b10"]);
+    // Images are in path order: a/0, b10/0, b10/1, b2/0, b2/1, b2/2.
+    assert_eq!(data.labels_of(&[0, 1, 2, 3, 5]), Some(vec![0, 2, 2, 1, 1]));
+    let unlabelled = ImageFolder::load(&root, options(Labels::None), |_| {}).unwrap();
+    assert_eq!(unlabelled.labels_of(&[0]), None);
+
+    write_images(&root, 1, 10);
+    match ImageFolder::load(&root, options(Labels::Folders), |_| {}) {
+        Err(DatasetError::Unlabelled(path)) => assert_eq!(path, root.join("0.png")),
+        other => panic!("expected Unlabelled, got {other:?}"),
+    }
+}
+
+/// Two classes of 8 images each: dark and bright.
+fn two_classes() -> ImageFolder {
+    let root = scratch("two-classes");
+    write_images(&root.join("dark"), 8, 20);
+    write_images(&root.join("bright"), 8, 200);
+    ImageFolder::load(&root, options(Labels::Folders), |_| {}).unwrap()
+}
+
+fn conditional_config(label_dropout: f64) -> TrainConfig {
+    let names = vec!["bright".to_string(), "dark".to_string()];
+    TrainConfig::new(UNetConfig::tiny(1).with_num_class_embeds(Some(3)), 16)
+        .with_classes(Some(
+            ClassConditioning::new(names).with_label_dropout(label_dropout),
+        ))
+        .with_epochs(1)
+        .with_batch_size(8)
+        .with_warmup_steps(1)
+        .with_sample_count(2)
+        .with_sample_steps(2)
+        .with_seed(5)
+}
+
+fn train_into(config: &TrainConfig, data: &ImageFolder, out: &Path) -> Result<(), TrainError> {
+    let _turn = my_turn();
+    let stop = AtomicBool::new(false);
+    let options = RunOptions {
+        out,
+        resume: false,
+        stop: &stop,
+    };
+    train::<B>(config, data, &[Default::default()], options, |_| {}).map(|_| ())
+}
+
+/// The class-embedding rows of a trained run's EMA weights, and of its initial weights.
+fn embedding_rows(config: &TrainConfig, out: &Path) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let rows = |model: &UNet<Flex>| {
+        let table = model.class_embedding.as_ref().unwrap().weight.val();
+        let [count, width] = table.dims();
+        let values: Vec<f32> = table.into_data().into_vec().unwrap();
+        (0..count)
+            .map(|row| values[row * width..][..width].to_vec())
+            .collect::<Vec<_>>()
+    };
+    let device = Default::default();
+    let trained = load_for_sampling::<Flex>(out, &device).unwrap();
+    let initial = {
+        let _turn = my_turn();
+        Flex::seed(&device, config.seed);
+        config.unet.init::<Flex>(&device).unwrap()
+    };
+    (rows(&trained.model), rows(&initial))
+}
+
+#[test]
+fn label_dropout_decides_which_class_embeddings_learn() {
+    let data = two_classes();
+    // Without dropout the null label is never trained; with dropout 1 only the null label is.
+    for (dropout, learning) in [(0.0, [true, true, false]), (1.0, [false, false, true])] {
+        let config = conditional_config(dropout);
+        let out = scratch(&format!("dropout-{dropout}"));
+        train_into(&config, &data, &out).unwrap();
+        let (trained, initial) = embedding_rows(&config, &out);
+        for (row, learns) in learning.iter().enumerate() {
+            // The EMA mixes a row that did not learn with itself: equal up to rounding.
+            let moved = trained[row]
+                .iter()
+                .zip(&initial[row])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            println!("label dropout {dropout}: class-embedding row {row} moved {moved:.1e}");
+            assert_eq!(
+                moved > 1e-5,
+                *learns,
+                "label dropout {dropout}: row {row} moved by {moved:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
+    let data = two_classes();
+    let config = conditional_config(0.1);
+    let out = scratch("names");
+    train_into(&config, &data, &out).unwrap();
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&out, &device).unwrap();
+    assert_eq!(loaded.class_names, ["bright", "dark"]);
+    assert_eq!(loaded.class_label("dark").unwrap(), 1);
+    assert_eq!(loaded.class_label("0").unwrap(), 0);
+    let unknown = loaded.class_label("grey").unwrap_err();
+    assert!(
+        matches!(&unknown, TrainError::UnknownClass { name, classes: 2, .. } if name == "grey"),
+        "{unknown}"
+    );
+    assert!(unknown.to_string().contains("\"bright\""), "{unknown}");
+
+    let generation = |labels: Vec<usize>, count| Generation {
+        sampler: SamplerName::Ddim,
+        steps: 3,
+        count,
+        image_size: 16,
+        seed: 2,
+        clip: true,
+        condition: Condition::Classes {
+            labels,
+            guidance: GuidanceConfig::new(3.0),
+        },
+    };
+    let sample = |generation| {
+        generate(
+            &loaded.model,
+            loaded.prediction,
+            &loaded.schedule,
+            generation,
+            &device,
+            |_| {},
+        )
+    };
+    let images = sample(generation(vec![1, 0], 2)).unwrap();
+    assert_eq!(images.dims(), [2, 1, 16, 16]);
+    assert!(matches!(
+        sample(generation(vec![1], 2)),
+        Err(TrainError::Sampler(SamplerError::LabelCount {
+            labels: 1,
+            batch: 2
+        }))
+    ));
+    assert!(matches!(
+        sample(generation(vec![2], 1)),
+        Err(TrainError::Sampler(SamplerError::ClassOutOfRange {
+            class: 2,
+            classes: 2
+        }))
+    ));
+}
+
+#[test]
+fn an_unconditional_model_cannot_be_guided() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    assert!(loaded.class_names.is_empty());
+    assert!(matches!(
+        loaded.class_label("0"),
+        Err(TrainError::Sampler(SamplerError::Unconditional))
+    ));
+    let generation = Generation {
+        sampler: SamplerName::Ddim,
+        steps: 2,
+        count: 1,
+        image_size: loaded.image_size.unwrap(),
+        seed: 0,
+        clip: true,
+        condition: Condition::Classes {
+            labels: vec![0],
+            guidance: GuidanceConfig::new(2.0),
+        },
+    };
+    let error = generate(
+        &loaded.model,
+        loaded.prediction,
+        &loaded.schedule,
+        generation,
+        &device,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("unconditional"), "{error}");
+}
+
+#[test]
+fn guiding_a_unet_in_one_doubled_call_matches_two_calls() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_classes");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    // Five class embeddings: four classes and the null label.
+    assert_eq!(loaded.class_names, ["0", "1", "2", "3"]);
+    let size = loaded.image_size.unwrap();
+    let model = UNetDenoiser::new(&loaded.model, Prediction::Epsilon);
+    let x = kiln_forward::standard_normal::<Flex, 4>(
+        [3, loaded.model.in_channels(), size, size],
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4),
+        &device,
+    );
+    let labels = vec![3, 0, 2];
+    let conditional: Vec<Option<usize>> = labels.iter().map(|&k| Some(k)).collect();
+    let c = model.denoise_labelled(x.clone(), 500.0, &conditional);
+    let u = model.denoise_labelled(x.clone(), 500.0, &[None; 3]);
+    assert_eq!(
+        u.clone().into_data(),
+        Denoiser::denoise(&model, x.clone(), 500.0).into_data(),
+        "no label is the null label"
+    );
+    let expected: Tensor<Flex, 4> = u.clone() + (c - u).mul_scalar(2.5);
+    let guided = Guided::new(model, labels, GuidanceConfig::new(2.5)).unwrap();
+    let got = guided.denoise(x, 500.0);
+    let diff = (got - expected.clone()).abs().max().into_scalar();
+    let scale = expected.abs().max().into_scalar();
+    assert!(diff <= 1e-5 * scale, "max |Δ| {diff} of {scale}");
+}
+
+#[test]
+fn class_settings_that_do_not_fit_are_named() {
+    let mut no_null = conditional_config(0.1);
+    no_null.unet = UNetConfig::tiny(1).with_num_class_embeds(Some(2));
+    let error = no_null.validate().unwrap_err().to_string();
+    assert!(error.starts_with("unet.num_class_embeds"), "{error}");
+    let error = conditional_config(1.5).validate().unwrap_err().to_string();
+    assert!(error.starts_with("classes.label_dropout"), "{error}");
+    let unnamed = TrainConfig::new(UNetConfig::tiny(1).with_num_class_embeds(Some(3)), 16);
+    let error = unnamed.validate().unwrap_err().to_string();
+    assert!(error.contains("no classes"), "{error}");
+
+    // The run's classes must be the data's.
+    let other = conditional_config(0.1).with_classes(Some(ClassConditioning::new(vec![
+        "bright".into(),
+        "grey".into(),
+    ])));
+    let error = train_into(&other, &two_classes(), &scratch("mismatch")).unwrap_err();
+    assert!(
+        matches!(&error, TrainError::Config { field, .. } if field == "classes"),
+        "{error}"
+    );
+}
