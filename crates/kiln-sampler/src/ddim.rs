@@ -75,6 +75,39 @@ impl Ddim {
             timesteps,
         })
     }
+
+    /// The timestep of each step, in sampling order.
+    pub fn inference_timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    /// ᾱ at step `index` and at the level it steps to (the next timestep's, or the final
+    /// ᾱ after the last step).
+    ///
+    /// # Panics
+    /// If `index` is not below the number of steps.
+    pub fn step_alphas(&self, index: usize) -> (f64, f64) {
+        let alpha = self.alphas_cumprod[self.timesteps[index] as usize];
+        let alpha_next = self
+            .timesteps
+            .get(index + 1)
+            .map_or(self.final_alpha_cumprod, |&next| {
+                self.alphas_cumprod[next as usize]
+            });
+        (alpha, alpha_next)
+    }
+
+    /// Whether sampling is a deterministic, unclipped map that [`crate::invert`] can undo.
+    pub(crate) fn check_invertible(&self) -> Result<(), SamplerError> {
+        let reason = if self.config.eta != 0.0 {
+            "η > 0 adds fresh noise at every step"
+        } else if self.config.clipping.clip_sample || self.config.clipping.thresholding.is_some() {
+            "x̂_0 is clipped; configure DDIM without clip_sample or thresholding"
+        } else {
+            return Ok(());
+        };
+        Err(SamplerError::NotInvertible { reason })
+    }
 }
 
 impl<B: Backend, const D: usize> Sampler<B, D> for Ddim {
@@ -91,14 +124,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddim {
         rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.timesteps, index)?;
-        let t = timestep as usize;
-        let alpha = self.alphas_cumprod[t];
-        let alpha_prev = self
-            .timesteps
-            .get(index + 1)
-            .map_or(self.final_alpha_cumprod, |&prev| {
-                self.alphas_cumprod[prev as usize]
-            });
+        let (alpha, alpha_prev) = self.step_alphas(index);
         let (x0, eps) = clean_and_noise("DDIM", output, prediction, sample, alpha, timestep)?;
         let x0 = self.config.clipping.apply(x0);
         let variance = (1.0 - alpha_prev) / (1.0 - alpha) * (1.0 - alpha / alpha_prev);

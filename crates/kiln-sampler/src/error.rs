@@ -77,6 +77,24 @@ pub enum SamplerError {
         batch: usize,
     },
 
+    /// DDIM inversion of a sampler that is not an invertible map.
+    #[error("DDIM cannot be inverted here: {reason}")]
+    NotInvertible {
+        /// Why, in words.
+        reason: &'static str,
+    },
+
+    /// Exact DDIM inversion whose fixed-point iteration stopped converging.
+    #[error(
+        "exact DDIM inversion stopped converging at timestep {timestep} (the fixed-point change stayed at {residual:.2e}); use more steps, fewer iterations, or plain inversion"
+    )]
+    InversionDiverged {
+        /// The timestep of the step being inverted.
+        timestep: f64,
+        /// The RMS change of the iteration that grew.
+        residual: f64,
+    },
+
     /// A step index past the end of the sampler's timesteps.
     #[error("step {index} requested, but the sampler has {steps} steps")]
     StepOutOfRange {

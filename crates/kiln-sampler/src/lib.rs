@@ -20,6 +20,9 @@
 //! [`standard_normal`](kiln_forward::standard_normal)), so a seed gives the same samples on
 //! every backend.
 //!
+//! DDIM inversion ([`invert`]) finds the noise that deterministic DDIM takes to a given
+//! sample, plainly or exactly (fixed-point iteration).
+//!
 //! Classifier-free guidance ([`Guided`]) wraps any [`ClassConditional`] model into a
 //! [`Denoiser`], so every sampler samples a chosen class.
 //!
@@ -36,6 +39,7 @@ mod error;
 mod euler;
 mod guidance;
 mod heun;
+mod inversion;
 mod mixture;
 mod pndm;
 mod sampler;
@@ -51,6 +55,7 @@ pub use error::SamplerError;
 pub use euler::{Euler, EulerConfig};
 pub use guidance::{ClassConditional, GuidanceConfig, Guided};
 pub use heun::{Churn, Heun, HeunConfig};
+pub use inversion::{InversionMethod, InversionStep, invert};
 pub use kiln_forward::Prediction;
 pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};

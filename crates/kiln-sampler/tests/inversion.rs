@@ -1,0 +1,138 @@
+//! DDIM inversion against the Gaussian-mixture oracle: invert exact data, sample it back with
+//! the same DDIM, and measure the round trip's RMS error for plain and exact inversion.
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use kiln_sampler::{
+    Ddim, DdimConfig, GaussianMixture, InversionMethod, SampleClipping, SamplerError, invert,
+    sample,
+};
+use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use rand::{SeedableRng, rngs::StdRng};
+
+type B = Flex;
+
+fn schedule() -> NoiseSchedule {
+    NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap()
+}
+
+/// Three components in 6 dimensions.
+fn mixture() -> GaussianMixture {
+    let mean = |values: [f64; 6]| values.to_vec();
+    GaussianMixture::new(
+        vec![0.4, 0.35, 0.25],
+        vec![
+            mean([-0.8, 0.4, 0.0, 0.6, -0.3, 0.2]),
+            mean([0.7, -0.5, 0.3, -0.2, 0.5, -0.6]),
+            mean([0.1, 0.8, -0.7, 0.0, 0.2, 0.6]),
+        ],
+        vec![0.05, 0.08, 0.03],
+        schedule(),
+    )
+    .unwrap()
+}
+
+fn unclipped_ddim(steps: usize) -> Ddim {
+    let config = DdimConfig {
+        clipping: SampleClipping::thresholding_only(None),
+        ..DdimConfig::default()
+    };
+    Ddim::new(config, &schedule(), steps).unwrap()
+}
+
+/// The RMS error of data → inversion → DDIM sampling, or the inversion's error.
+fn round_trip(steps: usize, method: InversionMethod) -> Result<f64, SamplerError> {
+    let oracle = mixture();
+    let data: Tensor<B, 2> =
+        oracle.sample_data(64, &mut StdRng::seed_from_u64(1), &Default::default());
+    let mut ddim = unclipped_ddim(steps);
+    let noise = invert(&ddim, &oracle, data.clone(), method, |_| {})?;
+    let back = sample(
+        &mut ddim,
+        &oracle,
+        noise,
+        &mut StdRng::seed_from_u64(0),
+        |_| {},
+    )?;
+    let error: f32 = (back - data).powi_scalar(2).mean().sqrt().into_scalar();
+    Ok(error as f64)
+}
+
+#[test]
+fn exact_inversion_gives_the_data_back_and_plain_inversion_does_not() {
+    let methods = [
+        ("plain", InversionMethod::Plain),
+        ("exact × 1", InversionMethod::Exact { iterations: 1 }),
+        ("exact × 3", InversionMethod::Exact { iterations: 3 }),
+        ("exact × 10", InversionMethod::Exact { iterations: 10 }),
+    ];
+    println!("| steps | {} |", methods.map(|(name, _)| name).join(" | "));
+    let mut table = Vec::new();
+    for steps in [10, 20, 50, 100, 200] {
+        let row: Vec<Result<f64, SamplerError>> = methods
+            .iter()
+            .map(|&(_, method)| round_trip(steps, method))
+            .collect();
+        let cells: Vec<String> = row
+            .iter()
+            .map(|result| match result {
+                Ok(error) => format!("{error:.1e}"),
+                Err(SamplerError::InversionDiverged { .. }) => "diverged".into(),
+                Err(error) => panic!("{error}"),
+            })
+            .collect();
+        println!("| {steps} | {} |", cells.join(" | "));
+        table.push((steps, row));
+    }
+    let at = |steps: usize, method: usize| -> &Result<f64, SamplerError> {
+        &table.iter().find(|(s, _)| *s == steps).unwrap().1[method]
+    };
+    let plain_100 = *at(100, 0).as_ref().unwrap();
+    let exact_100 = *at(100, 3).as_ref().unwrap();
+    assert!(
+        exact_100 < 1e-4,
+        "exact inversion at 100 steps: {exact_100:e}"
+    );
+    assert!(plain_100 > 10.0 * exact_100, "plain {plain_100:e}");
+    // Plain inversion improves only as the steps shrink.
+    let plain_errors: Vec<f64> = [10, 20, 50, 100, 200]
+        .iter()
+        .map(|&steps| *at(steps, 0).as_ref().unwrap())
+        .collect();
+    assert!(
+        plain_errors.windows(2).all(|pair| pair[1] < pair[0]),
+        "{plain_errors:?}"
+    );
+    for steps in [10, 20] {
+        assert!(
+            matches!(at(steps, 3), Err(SamplerError::InversionDiverged { .. })),
+            "exact inversion in {steps} steps should stop converging: {:?}",
+            at(steps, 3)
+        );
+    }
+}
+
+#[test]
+fn only_a_deterministic_unclipped_ddim_can_be_inverted() {
+    let oracle = mixture();
+    let data: Tensor<B, 2> =
+        oracle.sample_data(2, &mut StdRng::seed_from_u64(2), &Default::default());
+    let clipped = Ddim::new(DdimConfig::default(), &schedule(), 10).unwrap();
+    let stochastic = Ddim::new(
+        DdimConfig {
+            eta: 1.0,
+            clipping: SampleClipping::thresholding_only(None),
+            ..DdimConfig::default()
+        },
+        &schedule(),
+        10,
+    )
+    .unwrap();
+    for ddim in [clipped, stochastic] {
+        let result = invert(&ddim, &oracle, data.clone(), InversionMethod::Plain, |_| {});
+        assert!(
+            matches!(result, Err(SamplerError::NotInvertible { .. })),
+            "{result:?}"
+        );
+    }
+}
