@@ -95,6 +95,12 @@ pub struct DpmSolver<B: Backend, const D: usize> {
 }
 
 impl<B: Backend, const D: usize> DpmSolver<B, D> {
+    /// Forgets the trajectory's history: the next step starts a new one.
+    fn forget(&mut self) {
+        self.history.clear();
+        self.lower_order_nums = 0;
+    }
+
     /// DPM-Solver++ over `schedule` in `steps` steps.
     pub fn new(
         config: DpmSolverConfig,
@@ -174,6 +180,12 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         &self.timesteps
     }
 
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.timesteps, index)?;
+        self.forget();
+        Ok(())
+    }
+
     fn step<R: Rng + ?Sized>(
         &mut self,
         index: usize,
@@ -197,9 +209,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         )?;
         let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
         if index == 0 {
-            // A new trajectory: forget the last one's history.
-            self.history.clear();
-            self.lower_order_nums = 0;
+            self.forget();
         }
         if self.history.len() == self.config.solver_order {
             self.history.remove(0);

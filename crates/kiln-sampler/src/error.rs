@@ -95,6 +95,28 @@ pub enum SamplerError {
         residual: f64,
     },
 
+    /// A trajectory started at a step where the sampler cannot begin one.
+    #[error(
+        "{sampler} cannot start a trajectory at step {index}, mid-way through one of its steps"
+    )]
+    CannotStartAt {
+        /// The sampler's name.
+        sampler: &'static str,
+        /// The step index asked for.
+        index: usize,
+    },
+
+    /// A tensor whose shape does not match the one it goes with.
+    #[error("the {what} has shape {found:?}; expected {expected:?}")]
+    ShapeMismatch {
+        /// Which input, in words.
+        what: &'static str,
+        /// The shape it must have.
+        expected: Vec<usize>,
+        /// Its shape.
+        found: Vec<usize>,
+    },
+
     /// A step index past the end of the sampler's timesteps.
     #[error("step {index} requested, but the sampler has {steps} steps")]
     StepOutOfRange {

@@ -135,6 +135,20 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
         &self.call_timesteps
     }
 
+    /// A trajectory starts at a predictor call: an even index.
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.call_timesteps, index)?;
+        if index % 2 == 1 {
+            return Err(SamplerError::CannotStartAt {
+                sampler: "Heun",
+                index,
+            });
+        }
+        self.pending = None;
+        self.next_call = index;
+        Ok(())
+    }
+
     /// diffusers' initial noise level, raised by the first step's churn.
     fn init_noise_sigma(&self) -> f64 {
         let churn = self.start_sigmas[0].powi(2) - self.grid.sigmas[0].powi(2);
@@ -158,9 +172,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
         let x0 = denoised("Heun", output, prediction, &sample, sigma, timestep)?;
         let x0 = self.clipping.apply(x0);
         if index == 0 {
-            // A new trajectory.
-            self.pending = None;
-            self.next_call = 0;
+            Sampler::<B, D>::restart(self, 0)?;
         }
         if index != self.next_call {
             return Err(SamplerError::OutOfOrder {

@@ -20,6 +20,9 @@
 //! [`standard_normal`](kiln_forward::standard_normal)), so a seed gives the same samples on
 //! every backend.
 //!
+//! Real images are edited with any sampler: [`image_to_image`] (SDEdit), [`inpaint`]
+//! (RePaint) and [`slerp`] between inverted noises.
+//!
 //! DDIM inversion ([`invert`]) finds the noise that deterministic DDIM takes to a given
 //! sample, plainly or exactly (fixed-point iteration).
 //!
@@ -35,6 +38,7 @@ mod ddim;
 mod ddpm;
 mod denoiser;
 mod dpm_solver;
+mod editing;
 mod error;
 mod euler;
 mod guidance;
@@ -51,6 +55,7 @@ pub use ddim::{Ddim, DdimConfig};
 pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
 pub use denoiser::{Denoiser, FnDenoiser};
 pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, SolverType};
+pub use editing::{Resampling, image_to_image, inpaint, slerp};
 pub use error::SamplerError;
 pub use euler::{Euler, EulerConfig};
 pub use guidance::{ClassConditional, GuidanceConfig, Guided};
@@ -59,7 +64,7 @@ pub use inversion::{InversionMethod, InversionStep, invert};
 pub use kiln_forward::Prediction;
 pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
-pub use sampler::{Sampler, Step, StepEvent, sample};
+pub use sampler::{Sampler, Step, StepEvent, sample, sample_from};
 pub use sigma_grid::FinalSigmas;
 pub use thresholding::{DynamicThresholding, SampleClipping};
 pub use unipc::{UniPc, UniPcConfig, UniPcSolverType};

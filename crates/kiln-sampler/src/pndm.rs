@@ -194,6 +194,27 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Pndm<B, D> {
         &self.timesteps
     }
 
+    /// A trajectory starts where a Runge–Kutta block or a plain multistep call begins; its
+    /// first multistep calls then have fewer noise estimates to combine (lower order).
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.timesteps, index)?;
+        let begins = match self.plan[index] {
+            Call::RungeKutta { stage, .. } => stage == 0,
+            Call::Multistep { repeat, .. } => !repeat,
+        };
+        if !begins {
+            return Err(SamplerError::CannotStartAt {
+                sampler: "PNDM",
+                index,
+            });
+        }
+        self.ets.clear();
+        self.combined = None;
+        self.block_start = None;
+        self.next_call = index;
+        Ok(())
+    }
+
     fn step<R: Rng + ?Sized>(
         &mut self,
         index: usize,
@@ -204,11 +225,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Pndm<B, D> {
     ) -> Result<Step<B, D>, SamplerError> {
         timestep_at(&self.timesteps, index)?;
         if index == 0 {
-            // A new trajectory.
-            self.ets.clear();
-            self.combined = None;
-            self.block_start = None;
-            self.next_call = 0;
+            Sampler::<B, D>::restart(self, 0)?;
         }
         if index != self.next_call {
             return Err(SamplerError::OutOfOrder {

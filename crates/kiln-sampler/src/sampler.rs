@@ -52,6 +52,14 @@ pub trait Sampler<B: Backend, const D: usize> {
         1.0
     }
 
+    /// Starts a new trajectory at step `index`, forgetting the history of earlier steps: a
+    /// run begins at 0; image-to-image begins later, and inpainting with resampling goes back.
+    /// Multistep samplers take lower orders over their first steps after it. A sampler that
+    /// cannot begin at `index` (mid-way through a Heun or Runge–Kutta step) says so.
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(self.timesteps(), index).map(|_| ())
+    }
+
     /// Advances `sample` by one step given the model's `output` (of kind `prediction`) at
     /// step `index`. Stochastic samplers draw their noise from `rng`.
     fn step<R: Rng + ?Sized>(
@@ -89,6 +97,27 @@ pub fn sample<B, const D: usize, S, M, R>(
     denoiser: &M,
     noise: Tensor<B, D>,
     rng: &mut R,
+    on_step: impl FnMut(StepEvent<'_, B, D>),
+) -> Result<Tensor<B, D>, SamplerError>
+where
+    B: Backend,
+    S: Sampler<B, D>,
+    M: Denoiser<B, D>,
+    R: Rng + ?Sized,
+{
+    let state = noise.mul_scalar(sampler.init_noise_sigma());
+    sample_from(sampler, denoiser, state, 0, rng, on_step)
+}
+
+/// Runs `sampler` over `denoiser` from step `start` to the end, `state` being the sampler's
+/// sample before that step (x_t at `timesteps()[start]`, divided by
+/// [`Sampler::model_input_scale`]), calling `on_step` after each step.
+pub fn sample_from<B, const D: usize, S, M, R>(
+    sampler: &mut S,
+    denoiser: &M,
+    state: Tensor<B, D>,
+    start: usize,
+    rng: &mut R,
     mut on_step: impl FnMut(StepEvent<'_, B, D>),
 ) -> Result<Tensor<B, D>, SamplerError>
 where
@@ -97,15 +126,14 @@ where
     M: Denoiser<B, D>,
     R: Rng + ?Sized,
 {
-    let timesteps = sampler.timesteps().to_vec();
-    let mut x = noise.mul_scalar(sampler.init_noise_sigma());
-    for (index, &timestep) in timesteps.iter().enumerate() {
-        let input = x.clone().mul_scalar(sampler.model_input_scale(index));
-        let output = denoiser.denoise(input, timestep);
-        let step = sampler.step(index, output, denoiser.prediction(), x, rng)?;
+    sampler.restart(start)?;
+    let steps = sampler.timesteps().len();
+    let mut x = state;
+    for index in start..steps {
+        let (timestep, step) = step_once(sampler, denoiser, x, index, rng)?;
         on_step(StepEvent {
             index,
-            steps: timesteps.len(),
+            steps,
             timestep,
             sample: &step.sample,
             denoised: &step.denoised,
@@ -113,6 +141,27 @@ where
         x = step.sample;
     }
     Ok(x)
+}
+
+/// One model call and sampler step at `index`; returns the step's timestep too.
+pub(crate) fn step_once<B, const D: usize, S, M, R>(
+    sampler: &mut S,
+    denoiser: &M,
+    x: Tensor<B, D>,
+    index: usize,
+    rng: &mut R,
+) -> Result<(f64, Step<B, D>), SamplerError>
+where
+    B: Backend,
+    S: Sampler<B, D>,
+    M: Denoiser<B, D>,
+    R: Rng + ?Sized,
+{
+    let timestep = timestep_at(sampler.timesteps(), index)?;
+    let input = x.clone().mul_scalar(sampler.model_input_scale(index));
+    let output = denoiser.denoise(input, timestep);
+    let step = sampler.step(index, output, denoiser.prediction(), x, rng)?;
+    Ok((timestep, step))
 }
 
 /// x̂_0 and ε̂ from a model output at a VP sample with signal fraction ᾱ: each is a

@@ -84,6 +84,13 @@ pub struct UniPc<B: Backend, const D: usize> {
 }
 
 impl<B: Backend, const D: usize> UniPc<B, D> {
+    /// Forgets the trajectory's history: the next step starts a new one.
+    fn forget(&mut self) {
+        self.history.clear();
+        self.last_sample = None;
+        self.lower_order_nums = 0;
+    }
+
     /// UniPC over `schedule` in `steps` steps.
     pub fn new(
         config: UniPcConfig,
@@ -233,6 +240,12 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         &self.timesteps
     }
 
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.timesteps, index)?;
+        self.forget();
+        Ok(())
+    }
+
     fn step<R: Rng + ?Sized>(
         &mut self,
         index: usize,
@@ -254,10 +267,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
 
         if index == 0 {
-            // A new trajectory: forget the last one's history.
-            self.history.clear();
-            self.last_sample = None;
-            self.lower_order_nums = 0;
+            self.forget();
         }
         let mut sample = sample;
         if let (Some(last), true) = (&self.last_sample, index > 0) {
