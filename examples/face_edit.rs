@@ -1,0 +1,320 @@
+//! Edits real photos with a trained model: fill in a covered part (inpainting), redraw a photo
+//! partly (image-to-image), morph one face into another, or check that a face comes back
+//! through DDIM inversion. Each writes one PNG strip.
+//!
+//! ```text
+//! cargo run --release --example face_edit -- --checkpoint runs/faces \
+//!     --inpaint assets/faces/s7/1.png --box 8,14,16,10 --out inpaint.png
+//! cargo run --release --example face_edit -- --checkpoint runs/faces \
+//!     --img2img assets/faces/s7/1.png --strength 0.5 --out img2img.png
+//! cargo run --release --example face_edit -- --checkpoint runs/faces \
+//!     --interpolate assets/faces/s7/1.png assets/faces/s12/1.png --frames 8 --out morph.png
+//! cargo run --release --example face_edit -- --checkpoint runs/faces \
+//!     --reconstruct assets/faces/s7/1.png --out reconstruct.png
+//! ```
+//!
+//! Photos are centre-cropped and resized to the model's training size. Inpainting samples with
+//! DDPM (RePaint, resampling with `--jump`/`--repeats`) and shows the photo, its known part
+//! and `--count` fillings; image-to-image samples with DDIM and shows the photo and `--count`
+//! results; the morph inverts both photos exactly with DDIM and shows `--frames` frames along
+//! the slerp between their noises (the first and last are the photos again); reconstruction
+//! shows the photo, the plain and the exact inversion sampled back. See docs/editing.md.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
+use clap::Parser;
+use kiln::device::{BackendTask, DeviceSpec, run_on};
+use kiln::pixels;
+use kiln::sampler::{
+    Ddim, DdimConfig, Ddpm, DdpmConfig, InversionMethod, Resampling, SampleClipping,
+    image_to_image, inpaint, invert, sample, slerp,
+};
+use kiln::train::{SamplingModel, UNetDenoiser, load_for_sampling};
+use rand::{SeedableRng, rngs::StdRng};
+
+#[path = "common/allocator.rs"]
+mod allocator;
+#[path = "common/exit.rs"]
+mod exit;
+
+/// Edits photos with a trained diffusion model.
+#[derive(Parser, Debug)]
+#[command(group = clap::ArgGroup::new("edit").required(true))]
+struct Args {
+    /// A face_train run folder, a checkpoint folder, a Kiln UNet .safetensors file or a
+    /// diffusers model folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Fill in part of this photo (the part given by --mask or --box).
+    #[arg(long, group = "edit")]
+    inpaint: Option<PathBuf>,
+    /// For --inpaint: a mask image of the photo's size, white where the photo is kept.
+    #[arg(long, conflicts_with = "area")]
+    mask: Option<PathBuf>,
+    /// For --inpaint: the rectangle to fill, as x,y,width,height in model pixels.
+    #[arg(long = "box", value_delimiter = ',', id = "area")]
+    area: Vec<usize>,
+    /// For --inpaint: RePaint's jump length (steps between jumps back).
+    #[arg(long, default_value_t = 10)]
+    jump: usize,
+    /// For --inpaint: how many times each stretch of steps is taken (1: no resampling).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Redraw this photo from partly noised (SDEdit).
+    #[arg(long, group = "edit")]
+    img2img: Option<PathBuf>,
+    /// For --img2img: the noise level in [0, 1] to redraw from (0: the photo, 1: a new face).
+    #[arg(long, default_value_t = 0.5)]
+    strength: f64,
+    /// Morph between two photos through their DDIM-inverted noises.
+    #[arg(long, group = "edit", num_args = 2, value_names = ["A", "B"])]
+    interpolate: Vec<PathBuf>,
+    /// For --interpolate: frames, both photos included.
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// Invert this photo with DDIM (plain and exact) and sample it back.
+    #[arg(long, group = "edit")]
+    reconstruct: Option<PathBuf>,
+    /// Sampler steps (DDPM for inpainting, DDIM otherwise).
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Fixed-point iterations of exact inversion.
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// Results per edit (inpainting and image-to-image).
+    #[arg(long, default_value_t = 4)]
+    count: usize,
+    /// Seed of all noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// flex, ndarray, wgpu[:N] or cuda[:N] (GPU backends need `--features wgpu|cuda`).
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
+    /// The PNG strip to write.
+    #[arg(long, default_value = "edit.png")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    allocator::keep_freed_memory();
+    let args = Args::parse();
+    exit::exit_code(run_on(args.device, Editing(args)))
+}
+
+struct Editing(Args);
+
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+impl BackendTask for Editing {
+    type Output = Outcome;
+
+    fn run<B: Backend>(self, device: B::Device) -> Outcome {
+        let args = self.0;
+        let loaded = load_for_sampling::<B>(&args.checkpoint, &device)?;
+        let size = loaded
+            .image_size
+            .ok_or("this checkpoint does not record its image size")?;
+        let edit = Edit {
+            args: &args,
+            loaded: &loaded,
+            size,
+            device: &device,
+        };
+        let tiles = if let Some(photo) = &args.inpaint {
+            edit.inpaint(photo)?
+        } else if let Some(photo) = &args.img2img {
+            edit.image_to_image(photo)?
+        } else if let [a, b] = args.interpolate.as_slice() {
+            edit.morph(a, b)?
+        } else if let Some(photo) = &args.reconstruct {
+            edit.reconstruct(photo)?
+        } else {
+            return Err(
+                "choose an edit: --inpaint, --img2img, --interpolate or --reconstruct".into(),
+            );
+        };
+        let count = tiles.dims()[0];
+        pixels::save(&pixels::grid(tiles, count, 2)?, &args.out)?;
+        println!("wrote {}", args.out.display());
+        Ok(())
+    }
+}
+
+/// One edit's settings and model.
+struct Edit<'a, B: Backend> {
+    args: &'a Args,
+    loaded: &'a SamplingModel<B>,
+    size: usize,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Edit<'_, B> {
+    /// A photo as a `[1, channels, size, size]` tensor in [−1, 1], checked against the model.
+    fn photo(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+        let image = pixels::center_square(&pixels::open(path)?, Some(self.size as u32));
+        let channels = self.loaded.model.in_channels();
+        let x = pixels::to_tensor::<B>(&image, channels, self.device)?.unsqueeze_dim(0);
+        self.loaded.model.check_input_shape(&x)?;
+        Ok(x)
+    }
+
+    fn denoiser(&self) -> UNetDenoiser<'_, B> {
+        UNetDenoiser::new(&self.loaded.model, self.loaded.prediction)
+    }
+
+    fn ddim(&self) -> Result<Ddim, Box<dyn std::error::Error>> {
+        let config = DdimConfig {
+            clipping: SampleClipping::thresholding_only(None),
+            ..DdimConfig::default()
+        };
+        Ok(Ddim::new(config, &self.loaded.schedule, self.args.steps)?)
+    }
+
+    fn repeat(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        x.repeat_dim(0, self.args.count)
+    }
+
+    /// The photo, its known part (the rest grey) and the fillings.
+    fn inpaint(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+        let photo = self.photo(path)?;
+        let mask = match (&self.args.mask, self.args.area.as_slice()) {
+            (Some(file), _) => {
+                let image = pixels::open(file)?;
+                let mask = pixels::to_tensor::<B>(&image, photo.dims()[1], self.device)?;
+                // White (1) is kept, black (−1) is filled: to 1 and 0.
+                mask.add_scalar(1.0).div_scalar(2.0).unsqueeze_dim(0)
+            }
+            (None, [x, y, width, height]) => self.box_mask(photo.dims(), *x, *y, *width, *height),
+            _ => return Err("--inpaint needs --mask FILE or --box x,y,width,height".into()),
+        };
+        if mask.dims() != photo.dims() {
+            return Err(format!(
+                "the mask is {:?} pixels; the photo is {:?} at the model's size",
+                &mask.dims()[2..],
+                &photo.dims()[2..]
+            )
+            .into());
+        }
+        let mut ddpm = Ddpm::new(
+            DdpmConfig::default(),
+            &self.loaded.schedule,
+            self.args.steps,
+        )?;
+        let resampling = Resampling {
+            jump_length: self.args.jump,
+            repeats: self.args.repeats,
+        };
+        let filled = inpaint(
+            &mut ddpm,
+            &self.denoiser(),
+            &self.loaded.schedule,
+            self.repeat(photo.clone()),
+            self.repeat(mask.clone()),
+            Some(resampling),
+            &mut StdRng::seed_from_u64(self.args.seed),
+            |event| eprint!("\rinpainting: step {}/{}", event.index + 1, event.steps),
+        )?;
+        eprintln!();
+        // The unknown part shows as mid-grey (0).
+        let known = photo.clone() * mask;
+        Ok(Tensor::cat(vec![photo, known, filled], 0))
+    }
+
+    /// 1 outside the rectangle, 0 inside it.
+    fn box_mask(&self, dims: [usize; 4], x: usize, y: usize, w: usize, h: usize) -> Tensor<B, 4> {
+        let [_, channels, height, width] = dims;
+        let values: Vec<f32> = (0..channels * height * width)
+            .map(|i| {
+                let (row, column) = ((i / width) % height, i % width);
+                let inside = (x..x + w).contains(&column) && (y..y + h).contains(&row);
+                if inside { 0.0 } else { 1.0 }
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(values, dims), self.device)
+    }
+
+    /// The photo and the redrawn versions.
+    fn image_to_image(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+        let photo = self.photo(path)?;
+        let redrawn = image_to_image(
+            &mut self.ddim()?,
+            &self.denoiser(),
+            &self.loaded.schedule,
+            self.repeat(photo.clone()),
+            self.args.strength,
+            &mut StdRng::seed_from_u64(self.args.seed),
+            |event| eprint!("\rimage-to-image: step {}/{}", event.index + 1, event.steps),
+        )?;
+        eprintln!();
+        Ok(Tensor::cat(vec![photo, redrawn], 0))
+    }
+
+    /// Exact DDIM inversion of a photo.
+    fn invert(
+        &self,
+        photo: Tensor<B, 4>,
+        method: InversionMethod,
+    ) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+        Ok(invert(
+            &self.ddim()?,
+            &self.denoiser(),
+            photo,
+            method,
+            |step| eprint!("\rinverting: step {}/{}", step.done, step.steps),
+        )?)
+    }
+
+    /// DDIM sampling from `noise`.
+    fn sample(&self, noise: Tensor<B, 4>) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+        let mut rng = StdRng::seed_from_u64(self.args.seed);
+        Ok(sample(
+            &mut self.ddim()?,
+            &self.denoiser(),
+            noise,
+            &mut rng,
+            |_| {},
+        )?)
+    }
+
+    /// The frames of the morph from photo `a` to photo `b`.
+    fn morph(&self, a: &Path, b: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+        let method = InversionMethod::Exact {
+            iterations: self.args.iterations,
+        };
+        let ends = Tensor::cat(vec![self.photo(a)?, self.photo(b)?], 0);
+        let noise = self.invert(ends, method)?;
+        eprintln!();
+        let (first, last) = (noise.clone().narrow(0, 0, 1), noise.narrow(0, 1, 1));
+        let frames = self.args.frames.max(2);
+        let path = (0..frames)
+            .map(|k| slerp(first.clone(), last.clone(), k as f64 / (frames - 1) as f64))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.sample(Tensor::cat(path, 0))
+    }
+
+    /// The photo, sampled back from its plain and from its exact inversion.
+    fn reconstruct(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+        let photo = self.photo(path)?;
+        let mut tiles = vec![photo.clone()];
+        for method in [
+            InversionMethod::Plain,
+            InversionMethod::Exact {
+                iterations: self.args.iterations,
+            },
+        ] {
+            let back = self.sample(self.invert(photo.clone(), method)?)?;
+            eprintln!();
+            let error: f32 = (back.clone() - photo.clone())
+                .powi_scalar(2)
+                .mean()
+                .sqrt()
+                .into_scalar()
+                .elem();
+            println!("{method:?}: RMS difference from the photo {error:.2e} (pixel range 2)");
+            tiles.push(back);
+        }
+        Ok(Tensor::cat(tiles, 0))
+    }
+}
