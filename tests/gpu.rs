@@ -27,7 +27,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln::device::{BackendTask, DeviceError, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
-use kiln::sampler::GaussianMixture;
+use kiln::sampler::{
+    Ddim, DdimConfig, Ddpm, DdpmConfig, GaussianMixture, GuidanceConfig, Guided, InversionMethod,
+    Resampling, SampleClipping, image_to_image, inpaint, invert, sample,
+};
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use kiln::train::{
     ImageFolder, ImageFolderOptions, Labels, NamedRun, RunOptions, SamplerName, TrainConfig,
@@ -194,6 +197,107 @@ impl BackendTask for SamplersMatch {
             assert!(diff <= 1e-4, "{sampler}: max |Δ| = {diff:e}");
         }
     }
+}
+
+/// Guided sampling, DDIM inversion, image-to-image and inpainting on the mixture oracle (one
+/// class per component), from the same noise and images as on the CPU.
+#[test]
+fn guidance_and_editing_match_flex_on_the_mixture() {
+    on_device_under_test("guidance_and_editing_match_flex_on_the_mixture", EditsMatch);
+}
+
+struct EditsMatch;
+
+impl BackendTask for EditsMatch {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) {
+        let expected = edits::<Cpu>(&cpu());
+        let got = edits::<B>(&device);
+        for ((name, expected), (_, got)) in expected.iter().zip(&got) {
+            assert!(got.iter().all(|v| v.is_finite()), "{name}: {got:?}");
+            let diff = max_abs_diff(expected, got);
+            println!("{name}: max |Δ| = {diff:.1e}; first point {:?}", &got[..3]);
+            assert!(diff <= 1e-4, "{name}: max |Δ| = {diff:e}");
+        }
+    }
+}
+
+/// Each edit's result on `device`, by name.
+fn edits<B: Backend>(device: &B::Device) -> Vec<(&'static str, Vec<f32>)> {
+    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+    let oracle = GaussianMixture::new(
+        vec![0.3, 0.7],
+        vec![vec![-1.0, 0.5, 0.2], vec![0.8, -0.4, 0.0]],
+        vec![0.04, 0.09],
+        schedule.clone(),
+    )
+    .unwrap();
+    let data = Tensor::<B, 2>::from_data(
+        TensorData::new(
+            values(oracle.sample_data::<Cpu>(8, &mut StdRng::seed_from_u64(2), &cpu())),
+            [8, 3],
+        ),
+        device,
+    );
+    let noise = standard_normal::<B, 2>([8, 3], &mut StdRng::seed_from_u64(3), device);
+    let unclipped = DdimConfig {
+        clipping: SampleClipping::thresholding_only(None),
+        ..DdimConfig::default()
+    };
+    let mut ddim = Ddim::new(unclipped, &schedule, 10).unwrap();
+    let rng = || StdRng::seed_from_u64(4);
+    let guided = Guided::new::<B, 2>(
+        &oracle,
+        vec![0, 1, 0, 1, 0, 1, 0, 1],
+        GuidanceConfig::new(3.0),
+    )
+    .unwrap();
+    let guided = sample(&mut ddim, &guided, noise, &mut rng(), |_| {}).unwrap();
+    let inverted = invert(
+        &ddim,
+        &oracle,
+        data.clone(),
+        InversionMethod::Exact { iterations: 3 },
+        |_| {},
+    )
+    .unwrap();
+    let redrawn = image_to_image(
+        &mut ddim,
+        &oracle,
+        &schedule,
+        data.clone(),
+        0.5,
+        &mut rng(),
+        |_| {},
+    )
+    .unwrap();
+    let mask = Tensor::<B, 2>::from_data(
+        TensorData::new((0..8).flat_map(|_| [1.0f32, 0.0, 0.0]).collect(), [8, 3]),
+        device,
+    );
+    let mut ddpm = Ddpm::new(DdpmConfig::default(), &schedule, 10).unwrap();
+    let resampling = Resampling {
+        jump_length: 2,
+        repeats: 2,
+    };
+    let filled = inpaint(
+        &mut ddpm,
+        &oracle,
+        &schedule,
+        data,
+        mask,
+        Some(resampling),
+        &mut rng(),
+        |_| {},
+    )
+    .unwrap();
+    vec![
+        ("guided DDIM, w = 3", values(guided)),
+        ("exact DDIM inversion", values(inverted)),
+        ("image-to-image", values(redrawn)),
+        ("inpainting with resampling", values(filled)),
+    ]
 }
 
 /// 4 steps of `sampler` on `oracle` from `noise` (8 points), on `device`.
