@@ -136,6 +136,11 @@ pub struct TrainSummary {
 
 /// Trains a UNet on `data` according to `config`, on `devices` (the first holds the model;
 /// the others share each batch), writing into `options.out`.
+///
+/// Each optimizer step is `StepDraws::for_step` (its randomness), `gradients` (forward and
+/// backward over the shards, summed on the first device), the AdamW step and the EMA update;
+/// `Bookkeeping::after_step` then writes grids and checkpoints, and a stop request ends the
+/// run after it.
 pub fn train<B: AutodiffBackend>(
     config: &TrainConfig,
     data: &ImageFolder,
@@ -143,6 +148,121 @@ pub fn train<B: AutodiffBackend>(
     options: RunOptions<'_>,
     mut on_event: impl FnMut(TrainEvent<'_>),
 ) -> Result<TrainSummary, TrainError> {
+    let main_device = check_inputs(config, data, devices)?;
+    let checkpoints = options.out.join("checkpoints");
+    let samples = options.out.join("samples");
+    for folder in [&checkpoints, &samples] {
+        fs::create_dir_all(folder).map_err(|error| TrainError::io(folder, error))?;
+    }
+    let optimizer_config = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_grad_clipping(
+            config
+                .max_grad_norm
+                .map(|norm| GradientClippingConfig::Norm(norm as f32)),
+        );
+    let new_optimizer = || optimizer_config.init::<B, UNet<B>>();
+    let Start {
+        mut model,
+        mut optimizer,
+        mut ema,
+        step: start,
+        resumed_from,
+    } = start::<B, _>(
+        config,
+        data,
+        &checkpoints,
+        options.resume,
+        main_device,
+        new_optimizer,
+        &mut on_event,
+    )?;
+
+    let schedule = config.schedule()?;
+    let prediction = config.prediction()?;
+    let processes: Vec<ForwardProcess<B>> = devices
+        .iter()
+        .map(|device| ForwardProcess::new(schedule.clone(), device))
+        .collect();
+    let steps_per_epoch = (data.len() / config.batch_size).max(1) as u64;
+    let total_steps = steps_per_epoch * config.epochs as u64;
+    let mut books = Bookkeeping {
+        config,
+        images: data.len(),
+        schedule: &schedule,
+        prediction,
+        checkpoints: &checkpoints,
+        samples: &samples,
+        log: LossLog::open(&options.out.join("loss.csv"), start)?,
+        steps_per_epoch,
+        total_steps,
+        summary: TrainSummary {
+            steps: start,
+            interrupted: false,
+            checkpoint: None,
+            grids: Vec::new(),
+            montage: None,
+            loss_curve: None,
+        },
+    };
+    on_event(TrainEvent::Started {
+        step: start,
+        total_steps,
+        steps_per_epoch,
+        resumed_from: resumed_from.as_deref(),
+    });
+
+    let mut order: Option<(usize, Vec<usize>)> = None;
+    for step in start..total_steps {
+        let began = Instant::now();
+        let epoch = (step / steps_per_epoch) as usize;
+        if order.as_ref().is_none_or(|(cached, _)| *cached != epoch) {
+            order = Some((epoch, epoch_order(config.seed, epoch, data.len())));
+        }
+        let (_, permutation) = order.as_ref().expect("just set");
+        let draws = StepDraws::for_step(config, data, step, steps_per_epoch, permutation);
+        let (grads, loss) = gradients(&model, config, data, devices, &processes, draws, step)?;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFiniteLoss { step, epoch, loss });
+        }
+        let warmup = (step + 1) as f64 / config.warmup_steps.max(1) as f64;
+        let learning_rate = config.learning_rate * warmup.min(1.0);
+        model = optimizer.step(learning_rate, model, grads);
+        ema.update(&model, step);
+        books.log.append(step, epoch, loss, learning_rate)?;
+        books.summary.steps = step + 1;
+        on_event(TrainEvent::Step {
+            step: step + 1,
+            total_steps,
+            epoch,
+            loss,
+            learning_rate,
+            images_per_second: config.batch_size as f64 / began.elapsed().as_secs_f64(),
+        });
+        let stop = options.stop.load(Ordering::SeqCst);
+        books.after_step(
+            step,
+            stop,
+            &model,
+            &optimizer,
+            &ema,
+            main_device,
+            &mut on_event,
+        )?;
+        if stop {
+            books.summary.interrupted = true;
+            break;
+        }
+    }
+    books.finish(options.out)
+}
+
+/// Checks the run's settings against the data and the devices; returns the first device.
+fn check_inputs<'d, D>(
+    config: &TrainConfig,
+    data: &ImageFolder,
+    devices: &'d [D],
+) -> Result<&'d D, TrainError> {
     config.validate()?;
     let main_device = devices.first().ok_or(TrainError::NoDevices)?;
     let micro_batch = config.batch_size / config.grad_accumulation;
@@ -178,27 +298,36 @@ pub fn train<B: AutodiffBackend>(
             ),
         });
     }
-    let checkpoints = options.out.join("checkpoints");
-    let samples = options.out.join("samples");
-    for folder in [&checkpoints, &samples] {
-        fs::create_dir_all(folder).map_err(|error| TrainError::io(folder, error))?;
-    }
+    Ok(main_device)
+}
 
-    let optimizer_config = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .with_grad_clipping(
-            config
-                .max_grad_norm
-                .map(|norm| GradientClippingConfig::Norm(norm as f32)),
-        );
-    let new_optimizer = || optimizer_config.init::<B, UNet<B>>();
-    let latest = checkpoint::latest_checkpoint(&checkpoints)?;
-    let (mut model, mut optimizer, mut ema, start, resumed_from) = match (options.resume, latest) {
+/// Where a run starts: a new model, or the newest intact checkpoint's state.
+struct Start<B: AutodiffBackend, O> {
+    model: UNet<B>,
+    optimizer: O,
+    ema: Ema<B, UNet<B>>,
+    step: u64,
+    resumed_from: Option<PathBuf>,
+}
+
+/// A new run (seeded weights, a fresh optimizer), or with `resume` the newest intact checkpoint
+/// in `checkpoints`, checked against `config` and `data`.
+fn start<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
+    config: &TrainConfig,
+    data: &ImageFolder,
+    checkpoints: &Path,
+    resume: bool,
+    device: &B::Device,
+    new_optimizer: impl Fn() -> O,
+    on_event: &mut impl FnMut(TrainEvent<'_>),
+) -> Result<Start<B, O>, TrainError> {
+    let latest = checkpoint::latest_checkpoint(checkpoints)?;
+    match (resume, latest) {
         (true, _) => {
             let (latest, restored) = checkpoint::restore_newest_intact::<B, _>(
-                &checkpoints,
+                checkpoints,
                 new_optimizer,
-                main_device,
+                device,
                 |path, damage, set_aside| {
                     on_event(TrainEvent::SkippedCheckpoint {
                         path,
@@ -220,62 +349,57 @@ pub fn train<B: AutodiffBackend>(
                     found: data.len(),
                 });
             }
-            let ema = Ema::from_average(restored.ema, config.ema_decay);
-            let step = restored.state.step;
-            (restored.model, restored.optimizer, ema, step, Some(latest))
+            Ok(Start {
+                ema: Ema::from_average(restored.ema, config.ema_decay),
+                step: restored.state.step,
+                model: restored.model,
+                optimizer: restored.optimizer,
+                resumed_from: Some(latest),
+            })
         }
-        (false, Some(latest)) => {
-            return Err(TrainError::io(
-                latest,
-                "this folder already holds a run; resume it or choose another output folder",
-            ));
-        }
+        (false, Some(latest)) => Err(TrainError::io(
+            latest,
+            "this folder already holds a run; resume it or choose another output folder",
+        )),
         (false, None) => {
-            B::seed(main_device, config.seed);
-            let model = config.unet.init::<B>(main_device)?;
-            let ema = Ema::new(&model, config.ema_decay);
-            (model, new_optimizer(), ema, 0, None)
+            B::seed(device, config.seed);
+            let model = config.unet.init::<B>(device)?;
+            Ok(Start {
+                ema: Ema::new(&model, config.ema_decay),
+                model,
+                optimizer: new_optimizer(),
+                step: 0,
+                resumed_from: None,
+            })
         }
-    };
+    }
+}
 
-    let schedule = config.schedule()?;
-    let prediction = config.prediction()?;
-    let weighting = config.weighting();
-    let processes: Vec<ForwardProcess<B>> = devices
-        .iter()
-        .map(|device| ForwardProcess::new(schedule.clone(), device))
-        .collect();
-    let steps_per_epoch = (data.len() / config.batch_size).max(1) as u64;
-    let total_steps = steps_per_epoch * config.epochs as u64;
-    let mut log = LossLog::open(&options.out.join("loss.csv"), start)?;
-    on_event(TrainEvent::Started {
-        step: start,
-        total_steps,
-        steps_per_epoch,
-        resumed_from: resumed_from.as_deref(),
-    });
+/// Everything random about one optimizer step, drawn from an RNG seeded with (seed, step) in
+/// this order: the images (from the epoch's order), a mirror flag and a timestep per image,
+/// for a class-conditional run a label-dropout flag per image; the noise comes from `rng`
+/// afterwards, shard by shard.
+struct StepDraws {
+    indices: Vec<usize>,
+    flips: Vec<bool>,
+    timesteps: Vec<usize>,
+    /// Class labels after dropout, for a class-conditional run.
+    labels: Option<Vec<i64>>,
+    rng: StdRng,
+}
 
-    let mut summary = TrainSummary {
-        steps: start,
-        interrupted: false,
-        checkpoint: None,
-        grids: Vec::new(),
-        montage: None,
-        loss_curve: None,
-    };
-    let mut order: Option<(usize, Vec<usize>)> = None;
-    for step in start..total_steps {
-        let began = Instant::now();
-        let epoch = (step / steps_per_epoch) as usize;
-        if order.as_ref().is_none_or(|(cached, _)| *cached != epoch) {
-            order = Some((epoch, epoch_order(config.seed, epoch, data.len())));
-        }
-        let (_, permutation) = order.as_ref().expect("just set");
+impl StepDraws {
+    fn for_step(
+        config: &TrainConfig,
+        data: &ImageFolder,
+        step: u64,
+        steps_per_epoch: u64,
+        permutation: &[usize],
+    ) -> Self {
         let first = (step % steps_per_epoch) as usize * config.batch_size;
         let indices: Vec<usize> = (first..first + config.batch_size)
             .map(|position| permutation[position % data.len()])
             .collect();
-
         let mut rng = StdRng::seed_from_u64(mix(config.seed, step));
         let flips: Vec<bool> = (0..config.batch_size)
             .map(|_| config.random_flip && rng.random_bool(0.5))
@@ -294,119 +418,161 @@ pub fn train<B: AutodiffBackend>(
                 })
                 .collect()
         });
-        let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
-        // Each part's loss stays on the first device until the step's end: reading it back
-        // per part would make every device wait for the previous one.
-        let mut part_losses = Vec::new();
-        let shard = micro_batch / devices.len();
-        for (index, device) in devices.iter().enumerate() {
-            B::seed(
-                device,
-                mix(config.seed ^ DROPOUT_STREAM, step) + index as u64,
-            );
+        Self {
+            indices,
+            flips,
+            timesteps,
+            labels,
+            rng,
         }
-        for part in 0..config.batch_size / shard {
-            let device_index = part % devices.len();
-            let (device, process) = (&devices[device_index], &processes[device_index]);
-            let range = part * shard..(part + 1) * shard;
-            let x0 = data.batch::<B>(&indices[range.clone()], &flips[range.clone()], device);
-            let noise = standard_normal::<B, 4>(x0.dims(), &mut rng, device);
-            let part_labels = labels.as_ref().map(|labels| {
-                let part = labels[range.clone()].to_vec();
-                Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
-            });
-            let t = &timesteps[range];
-            let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
-            let target = process.target(prediction, x0, noise, t)?;
-            let weights = process.loss_weights(weighting, prediction, t)?;
-            let replica = if device_index == 0 {
-                model.clone()
-            } else {
-                model.clone().fork(device)
-            };
-            let t_tensor = Tensor::<B, 1>::from_data(
-                TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
-                device,
-            );
-            let output = replica.forward(noisy, t_tensor, part_labels)?;
-            let per_image: Tensor<B, 1> = (output - target)
-                .powi_scalar(2)
-                .flatten::<2>(1, 3)
-                .mean_dim(1)
-                .squeeze_dim(1);
-            let loss = (per_image * weights)
-                .sum()
-                .div_scalar(config.batch_size as f64);
-            part_losses.push(loss.clone().inner().to_device(main_device));
-            let grads = GradientsParams::from_grads(loss.backward(), &replica);
-            let grads = if device_index == 0 {
-                grads
-            } else {
-                grads.to_device(main_device, &model)
-            };
-            accumulator.accumulate(&model, grads);
-        }
-        let loss_sum = Tensor::cat(part_losses, 0)
-            .sum()
-            .into_scalar()
-            .elem::<f64>();
-        if !loss_sum.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                step,
-                epoch,
-                loss: loss_sum,
-            });
-        }
-        let warmup = (step + 1) as f64 / config.warmup_steps.max(1) as f64;
-        let learning_rate = config.learning_rate * warmup.min(1.0);
-        model = optimizer.step(learning_rate, model, accumulator.grads());
-        ema.update(&model, step);
-        log.append(step, epoch, loss_sum, learning_rate)?;
-        summary.steps = step + 1;
-        on_event(TrainEvent::Step {
-            step: step + 1,
-            total_steps,
-            epoch,
-            loss: loss_sum,
-            learning_rate,
-            images_per_second: config.batch_size as f64 / began.elapsed().as_secs_f64(),
-        });
+    }
+}
 
-        let finished_epoch = (step + 1) % steps_per_epoch == 0;
-        let epochs_done = ((step + 1) / steps_per_epoch) as usize;
-        let last = step + 1 == total_steps;
-        let stop = options.stop.load(Ordering::SeqCst);
+/// The gradients of one optimizer step's loss, summed on the first device, and the loss.
+///
+/// The batch is cut into micro-batches (gradient accumulation), each split into one shard per
+/// device; each shard's forward and backward run on its device with a replica of the model,
+/// and its gradients move to the first device. Every part's loss stays on the first device
+/// until the end: reading it back per part would make every device wait for the previous one.
+fn gradients<B: AutodiffBackend>(
+    model: &UNet<B>,
+    config: &TrainConfig,
+    data: &ImageFolder,
+    devices: &[B::Device],
+    processes: &[ForwardProcess<B>],
+    mut draws: StepDraws,
+    step: u64,
+) -> Result<(GradientsParams, f64), TrainError> {
+    let main_device = &devices[0];
+    let prediction = config.prediction()?;
+    let weighting = config.weighting();
+    let micro_batch = config.batch_size / config.grad_accumulation;
+    let shard = micro_batch / devices.len();
+    for (index, device) in devices.iter().enumerate() {
+        B::seed(
+            device,
+            mix(config.seed ^ DROPOUT_STREAM, step) + index as u64,
+        );
+    }
+    let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
+    let mut part_losses = Vec::new();
+    for part in 0..config.batch_size / shard {
+        let device_index = part % devices.len();
+        let (device, process) = (&devices[device_index], &processes[device_index]);
+        let range = part * shard..(part + 1) * shard;
+        let x0 = data.batch::<B>(
+            &draws.indices[range.clone()],
+            &draws.flips[range.clone()],
+            device,
+        );
+        let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
+        let part_labels = draws.labels.as_ref().map(|labels| {
+            let part = labels[range.clone()].to_vec();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
+        });
+        let t = &draws.timesteps[range];
+        let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
+        let target = process.target(prediction, x0, noise, t)?;
+        let weights = process.loss_weights(weighting, prediction, t)?;
+        let replica = if device_index == 0 {
+            model.clone()
+        } else {
+            model.clone().fork(device)
+        };
+        let t_tensor = Tensor::<B, 1>::from_data(
+            TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
+            device,
+        );
+        let output = replica.forward(noisy, t_tensor, part_labels)?;
+        let per_image: Tensor<B, 1> = (output - target)
+            .powi_scalar(2)
+            .flatten::<2>(1, 3)
+            .mean_dim(1)
+            .squeeze_dim(1);
+        let loss = (per_image * weights)
+            .sum()
+            .div_scalar(config.batch_size as f64);
+        part_losses.push(loss.clone().inner().to_device(main_device));
+        let grads = GradientsParams::from_grads(loss.backward(), &replica);
+        let grads = if device_index == 0 {
+            grads
+        } else {
+            grads.to_device(main_device, model)
+        };
+        accumulator.accumulate(model, grads);
+    }
+    let loss = Tensor::cat(part_losses, 0)
+        .sum()
+        .into_scalar()
+        .elem::<f64>();
+    Ok((accumulator.grads(), loss))
+}
+
+/// What a run writes besides the weights' updates: the loss log, sample grids, checkpoints and
+/// the summary.
+struct Bookkeeping<'a> {
+    config: &'a TrainConfig,
+    images: usize,
+    schedule: &'a NoiseSchedule,
+    prediction: Prediction,
+    checkpoints: &'a Path,
+    samples: &'a Path,
+    log: LossLog,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    summary: TrainSummary,
+}
+
+impl Bookkeeping<'_> {
+    /// After optimizer step `step` (0-based): a grid from the EMA model at the end of every
+    /// `sample_every_epochs`-th epoch and of the last, and a checkpoint at the end of every
+    /// `checkpoint_every_epochs`-th epoch, of the last, and on a `stop` request.
+    #[allow(clippy::too_many_arguments)]
+    fn after_step<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
+        &mut self,
+        step: u64,
+        stop: bool,
+        model: &UNet<B>,
+        optimizer: &O,
+        ema: &Ema<B, UNet<B>>,
+        device: &B::Device,
+        on_event: &mut impl FnMut(TrainEvent<'_>),
+    ) -> Result<(), TrainError> {
+        let config = self.config;
+        let finished_epoch = (step + 1).is_multiple_of(self.steps_per_epoch);
+        let epochs_done = ((step + 1) / self.steps_per_epoch) as usize;
+        let last = step + 1 == self.total_steps;
         if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
-            let path = samples.join(format!("epoch-{epochs_done:04}.png"));
+            let path = self.samples.join(format!("epoch-{epochs_done:04}.png"));
             write_grid(
                 config,
                 ema.model(),
-                prediction,
-                &schedule,
-                main_device,
+                self.prediction,
+                self.schedule,
+                device,
                 &path,
             )?;
             on_event(TrainEvent::Sampled {
                 epoch: epochs_done,
                 path: &path,
             });
-            summary.grids.push(path);
+            self.summary.grids.push(path);
         }
         if stop
             || (finished_epoch
                 && (epochs_done.is_multiple_of(config.checkpoint_every_epochs) || last))
         {
-            log.flush()?;
+            self.log.flush()?;
             let state = TrainState {
                 config: config.clone(),
                 step: step + 1,
-                images: data.len(),
+                images: self.images,
             };
             let path = checkpoint::save(
-                &checkpoints,
+                self.checkpoints,
                 &state,
-                &model,
-                &optimizer,
+                model,
+                optimizer,
                 ema.model(),
                 config.keep_checkpoints,
             )?;
@@ -414,19 +580,20 @@ pub fn train<B: AutodiffBackend>(
                 step: step + 1,
                 path: &path,
             });
-            summary.checkpoint = Some(path);
+            self.summary.checkpoint = Some(path);
         }
-        if stop {
-            summary.interrupted = true;
-            break;
+        Ok(())
+    }
+
+    /// Flushes the log and, after a whole run, writes `progress.png` and `loss.png` into `out`.
+    fn finish(mut self, out: &Path) -> Result<TrainSummary, TrainError> {
+        self.log.flush()?;
+        if !self.summary.interrupted && self.summary.steps == self.total_steps {
+            self.summary.montage = write_montage(self.samples, &out.join("progress.png"))?;
+            self.summary.loss_curve = self.log.plot(&out.join("loss.png"))?;
         }
+        Ok(self.summary)
     }
-    log.flush()?;
-    if !summary.interrupted && summary.steps == total_steps {
-        summary.montage = write_montage(&samples, &options.out.join("progress.png"))?;
-        summary.loss_curve = log.plot(&options.out.join("loss.png"))?;
-    }
-    Ok(summary)
 }
 
 /// Separates the dropout seeds from the data seeds of the same step.
