@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard};
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
@@ -21,21 +20,11 @@ use kiln_unet::{UNet, UNetConfig};
 
 type B = Autodiff<Flex>;
 
-/// burn's backend RNG (initial weights) is global to the process: runs and initialisations
-/// that must reproduce each other take turns.
-static BACKEND_RNG: Mutex<()> = Mutex::new(());
+mod common;
 
-fn my_turn() -> MutexGuard<'static, ()> {
-    BACKEND_RNG
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
+/// A fresh scratch folder for this target's test `name`.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("classes-{name}"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("classes", name)
 }
 
 fn options(labels: Labels) -> ImageFolderOptions {
@@ -111,7 +100,7 @@ fn conditional_config(label_dropout: f64) -> TrainConfig {
 }
 
 fn train_into(config: &TrainConfig, data: &ImageFolder, out: &Path) -> Result<(), TrainError> {
-    let _turn = my_turn();
+    let _turn = common::my_turn();
     let stop = AtomicBool::new(false);
     let options = RunOptions {
         out,
@@ -134,7 +123,7 @@ fn embedding_rows(config: &TrainConfig, out: &Path) -> (Vec<Vec<f32>>, Vec<Vec<f
     let device = Default::default();
     let trained = load_for_sampling::<Flex>(out, &device).unwrap();
     let initial = {
-        let _turn = my_turn();
+        let _turn = common::my_turn();
         Flex::seed(&device, config.seed);
         config.unet.init::<Flex>(&device).unwrap()
     };

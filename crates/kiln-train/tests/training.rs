@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
@@ -21,22 +20,11 @@ use safetensors::SafeTensors;
 
 type B = Autodiff<Flex>;
 
-/// burn's backend RNG (initial weights, dropout) is global to the process, so runs that must
-/// reproduce each other cannot overlap with anything that draws from it (a run, or building a
-/// model to load weights into): the tests take turns.
-static BACKEND_RNG: Mutex<()> = Mutex::new(());
+mod common;
 
-fn my_turn() -> MutexGuard<'static, ()> {
-    BACKEND_RNG
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
+/// A fresh scratch folder for this target's test `name`.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("training-{name}"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("training", name)
 }
 
 /// 32 grayscale 16×16 images: a bright disc at one of a few positions on a dark background.
@@ -97,7 +85,7 @@ fn run_on(
     devices: usize,
     mut on_event: impl FnMut(&TrainEvent<'_>),
 ) -> Result<Vec<f64>, TrainError> {
-    let _turn = my_turn();
+    let _turn = common::my_turn();
     let stop = AtomicBool::new(false);
     let options = RunOptions {
         out,
@@ -133,7 +121,7 @@ fn final_weights(out: &Path) -> [BTreeMap<String, Vec<u8>>; 2] {
     let config = UNetConfig::tiny(1);
     let device = Default::default();
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let _turn = my_turn();
+    let _turn = common::my_turn();
     let model: UNet<Flex> = config
         .init(&device)
         .unwrap()
@@ -223,7 +211,7 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
 
     // The run folder is what face_sample reads: the newest EMA weights and the training size.
     let loaded = {
-        let _turn = my_turn();
+        let _turn = common::my_turn();
         load_for_sampling::<Flex>(&out, &Default::default()).unwrap()
     };
     assert_eq!(loaded.image_size, Some(16));
