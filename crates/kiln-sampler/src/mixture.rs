@@ -124,7 +124,9 @@ impl GaussianMixture {
                         - 0.5 * self.dims() as f64 * variance.ln()
                 };
                 (0..self.components())
-                    .max_by(|&a, &b| log_density(a).total_cmp(&log_density(b)))
+                    .map(|k| (k, log_density(k)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(k, _)| k)
                     .expect("at least one component")
             })
             .collect()

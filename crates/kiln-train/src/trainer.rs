@@ -33,7 +33,7 @@ use burn::optim::{
 };
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use kiln_forward::{ForwardProcess, Prediction, standard_normal};
+use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
 use kiln_sampler::GuidanceConfig;
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
@@ -180,10 +180,14 @@ pub fn train<B: AutodiffBackend>(
 
     let schedule = config.schedule()?;
     let prediction = config.prediction()?;
-    let processes: Vec<ForwardProcess<B>> = devices
-        .iter()
-        .map(|device| ForwardProcess::new(schedule.clone(), device))
-        .collect();
+    let objective = Objective {
+        prediction,
+        weighting: config.weighting(),
+        processes: devices
+            .iter()
+            .map(|device| ForwardProcess::new(schedule.clone(), device))
+            .collect(),
+    };
     let steps_per_epoch = (data.len() / config.batch_size).max(1) as u64;
     let total_steps = steps_per_epoch * config.epochs as u64;
     let mut books = Bookkeeping {
@@ -221,7 +225,7 @@ pub fn train<B: AutodiffBackend>(
         }
         let (_, permutation) = order.as_ref().expect("just set");
         let draws = StepDraws::for_step(config, data, step, steps_per_epoch, permutation);
-        let (grads, loss) = gradients(&model, config, data, devices, &processes, draws, step)?;
+        let (grads, loss) = gradients(&model, config, data, devices, &objective, draws, step)?;
         if !loss.is_finite() {
             return Err(TrainError::NonFiniteLoss { step, epoch, loss });
         }
@@ -428,6 +432,14 @@ impl StepDraws {
     }
 }
 
+/// What the loss is made of, set up once per run: the target kind, the loss weighting and the
+/// forward process on each device.
+struct Objective<B: Backend> {
+    prediction: Prediction,
+    weighting: LossWeighting,
+    processes: Vec<ForwardProcess<B>>,
+}
+
 /// The gradients of one optimizer step's loss, summed on the first device, and the loss.
 ///
 /// The batch is cut into micro-batches (gradient accumulation), each split into one shard per
@@ -439,13 +451,17 @@ fn gradients<B: AutodiffBackend>(
     config: &TrainConfig,
     data: &ImageFolder,
     devices: &[B::Device],
-    processes: &[ForwardProcess<B>],
+    objective: &Objective<B>,
     mut draws: StepDraws,
     step: u64,
 ) -> Result<(GradientsParams, f64), TrainError> {
     let main_device = &devices[0];
-    let prediction = config.prediction()?;
-    let weighting = config.weighting();
+    let Objective {
+        prediction,
+        weighting,
+        processes,
+    } = objective;
+    let (prediction, weighting) = (*prediction, *weighting);
     let micro_batch = config.batch_size / config.grad_accumulation;
     let shard = micro_batch / devices.len();
     for (index, device) in devices.iter().enumerate() {
