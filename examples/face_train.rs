@@ -6,6 +6,8 @@
 //!     --image-size 64 --preset faces64 --epochs 50 --device cuda
 //! cargo run --release --example face_train -- --resume           # continue runs/faces
 //! cargo run --release --example face_train -- --labels folders --out runs/people
+//! cargo build --release --features mpi --example face_train        # then, across processes:
+//! mpirun -np 2 target/release/examples/face_train --distributed mpi --out runs/faces-mpi
 //! ```
 //!
 //! With `--labels folders` each image's class is its folder (the bundled faces' `s1` … `s40`
@@ -16,7 +18,9 @@
 //! EMA weights with a fixed seed, so successive grids show the same faces improving),
 //! `progress.png` (all grids side by side), `loss.csv` and `loss.png`, and `checkpoints/` (continue with
 //! `--resume`; sample with `face_sample --checkpoint runs/faces`; verify with `--check`).
-//! Ctrl-C saves a checkpoint before exiting. See docs/training.md.
+//! Ctrl-C saves a checkpoint before exiting. With `--distributed mpi` every process trains its
+//! share of each batch, rank 0 alone prints and writes, and a process that fails ends the job.
+//! See docs/training.md.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,8 +34,8 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::train::{
-    ClassConditioning, ImageFolder, ImageFolderOptions, Labels, LoadEvent, RunOptions, TrainConfig,
-    TrainEvent, check_run, train,
+    ClassConditioning, ImageFolder, ImageFolderOptions, Labels, LoadEvent, ProcessGroup,
+    RunOptions, SingleProcess, TrainConfig, TrainEvent, check_run, train,
 };
 use kiln::unet::UNetConfig;
 
@@ -122,6 +126,10 @@ struct Args {
     /// Several devices of one backend for data-parallel training, e.g. cuda:0,cuda:1.
     #[arg(long, value_delimiter = ',')]
     devices: Vec<DeviceSpec>,
+    /// Train across processes: none, or mpi (one process per `mpirun`/`srun` task, each with
+    /// its --device or --devices; needs `--features mpi`).
+    #[arg(long, default_value = "none", value_parser = ["none", "mpi"])]
+    distributed: String,
     /// The run folder.
     #[arg(long, default_value = "runs/faces")]
     out: PathBuf,
@@ -146,7 +154,37 @@ fn main() -> ExitCode {
     } else {
         args.devices.clone()
     };
-    exit::exit_code(run_on_all(&devices, Training(args)))
+    let processes = match processes(&args.distributed) {
+        Ok(processes) => processes,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = run_on_all(
+        &devices,
+        Training {
+            args,
+            processes: &*processes,
+        },
+    );
+    let code = exit::exit_code(outcome);
+    if code != ExitCode::SUCCESS && processes.size() > 1 {
+        // The other processes may be waiting for this one in an exchange: end them all.
+        processes.abort(1);
+    }
+    code
+}
+
+/// The processes of the run for `--distributed`.
+fn processes(distributed: &str) -> Result<Box<dyn ProcessGroup>, Box<dyn std::error::Error>> {
+    match distributed {
+        #[cfg(feature = "mpi")]
+        "mpi" => Ok(Box::new(kiln::train::MpiProcesses::init()?)),
+        #[cfg(not(feature = "mpi"))]
+        "mpi" => Err("--distributed mpi needs a build with `--features mpi`".into()),
+        _ => Ok(Box::new(SingleProcess)),
+    }
 }
 
 /// `--check`: one line per checkpoint, newest first.
@@ -187,13 +225,18 @@ fn check(out: &std::path::Path) -> ExitCode {
     }
 }
 
-struct Training(Args);
+struct Training<'p> {
+    args: Args,
+    processes: &'p dyn ProcessGroup,
+}
 
-impl MultiDeviceTask for Training {
+impl MultiDeviceTask for Training<'_> {
     type Output = Result<(), Box<dyn std::error::Error>>;
 
     fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
-        let args = self.0;
+        let Training { args, processes } = self;
+        // Only the first process talks; the others report nothing but their errors.
+        let talks = processes.rank() == 0;
         let data_dir = args.data.clone().unwrap_or_else(|| BUNDLED_FACES.into());
         let channels = args
             .channels
@@ -206,6 +249,7 @@ impl MultiDeviceTask for Training {
             labels: args.labels,
         };
         let data = ImageFolder::load(&data_dir, options, |event| match event {
+            _ if !talks => {}
             LoadEvent::Progress { done, total } => {
                 eprint!("\rloading {}: {done}/{total} images", data_dir.display());
             }
@@ -227,24 +271,8 @@ impl MultiDeviceTask for Training {
                 );
             }
         })?;
-        eprintln!(
-            "\nloaded {} images ({}×{}×{}) in {:.1?}{}",
-            data.len(),
-            channels,
-            args.image_size,
-            args.image_size,
-            started.elapsed(),
-            match data.skipped().len() {
-                0 => String::new(),
-                n => format!("; skipped {n} unreadable files"),
-            }
-        );
-        if !data.class_names().is_empty() {
-            eprintln!(
-                "{} classes: {}",
-                data.class_names().len(),
-                data.class_names().join(" ")
-            );
+        if talks {
+            report_data(&data, &data_dir, channels, args.image_size, started);
         }
         let config = train_config(&args, channels, data.class_names())?;
 
@@ -259,13 +287,22 @@ impl MultiDeviceTask for Training {
             );
         })?;
         let run = RunOptions {
-            out: &args.out,
-            resume: args.resume,
-            stop: &stop,
+            processes,
+            ..RunOptions::new(&args.out, args.resume, &stop)
         };
         let mut progress = Progress::new(config.epochs);
-        let summary =
-            train::<Autodiff<B>>(&config, &data, &devices, run, |event| progress.show(&event))?;
+        let summary = train::<Autodiff<B>>(&config, &data, &devices, run, |event| {
+            if talks {
+                progress.show(&event)
+            }
+        })
+        .map_err(|error| match processes.size() {
+            1 => error.to_string(),
+            _ => format!("rank {}: {error}", processes.rank()),
+        })?;
+        if !talks {
+            return Ok(());
+        }
         eprintln!();
         if summary.interrupted {
             println!(
@@ -283,6 +320,33 @@ impl MultiDeviceTask for Training {
             println!("loss curve: {}", curve.display());
         }
         Ok(())
+    }
+}
+
+/// One line about the loaded data, and the classes if it has any.
+fn report_data(
+    data: &ImageFolder,
+    folder: &std::path::Path,
+    channels: usize,
+    image_size: usize,
+    started: Instant,
+) {
+    eprintln!(
+        "\nloaded {} images ({channels}×{image_size}×{image_size}) from {} in {:.1?}{}",
+        data.len(),
+        folder.display(),
+        started.elapsed(),
+        match data.skipped().len() {
+            0 => String::new(),
+            n => format!("; skipped {n} unreadable files"),
+        }
+    );
+    if !data.class_names().is_empty() {
+        eprintln!(
+            "{} classes: {}",
+            data.class_names().len(),
+            data.class_names().join(" ")
+        );
     }
 }
 

@@ -358,11 +358,7 @@ fn train_until<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Vec<f64> {
     let stop = AtomicBool::new(false);
-    let options = RunOptions {
-        out,
-        resume,
-        stop: &stop,
-    };
+    let options = RunOptions::new(out, resume, &stop);
     let mut losses = Vec::new();
     let config = training_config(epochs);
     train::<B>(

@@ -61,6 +61,21 @@ pub enum TrainError {
         /// Devices.
         devices: usize,
     },
+    /// A worker panicked (for example on a lost device); the other workers were stopped.
+    #[error("worker {worker} (device {worker} of this process) panicked: {message}")]
+    WorkerPanicked {
+        /// The worker's device index in this process.
+        worker: usize,
+        /// The panic's message.
+        message: String,
+    },
+    /// Exchanging gradients between this process's devices failed: another worker stopped
+    /// (its own error is the one reported), or burn-collective refused the exchange.
+    #[error("exchanging gradients between devices failed: {0}")]
+    Collective(String),
+    /// The processes of a distributed run disagree, or one of them failed to start.
+    #[error("distributed training: {0}")]
+    Distributed(String),
     /// A class asked for by a name (or number) the model does not have.
     #[error(
         "no class {name:?}; the model has {classes} classes: give a name such as {example:?} or a number below {classes}"

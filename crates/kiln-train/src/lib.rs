@@ -18,12 +18,18 @@
 mod checkpoint;
 mod config;
 mod dataset;
+mod bookkeeping;
 mod ema;
 mod error;
 mod integrity;
+#[cfg(feature = "mpi")]
+mod mpi;
 pub mod pixels;
 pub mod plot;
+mod processes;
+mod reduction;
 mod sampling;
+mod step;
 mod trainer;
 
 pub use checkpoint::{
@@ -36,6 +42,9 @@ pub use dataset::{
 };
 pub use ema::Ema;
 pub use error::TrainError;
+#[cfg(feature = "mpi")]
+pub use mpi::MpiProcesses;
+pub use processes::{ProcessGroup, SingleProcess};
 pub use integrity::{CheckpointHealth, Damage, FileDigest, check_run, verify_checkpoint};
 pub use sampling::{
     Condition, Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name,

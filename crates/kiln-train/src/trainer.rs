@@ -1,4 +1,5 @@
-//! The training loop (Ho et al. 2020, Algorithm 1, with the usual refinements).
+//! The training loop (Ho et al. 2020, Algorithm 1, with the usual refinements), data-parallel
+//! over devices and processes.
 //!
 //! Optimizer step k (0-based) of a run with seed s:
 //!
@@ -8,7 +9,7 @@
 //!   and ε ~ N(0, I)
 //! x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε                            (kiln-forward)
 //! L = 1/B Σ_i w(t_i) · mean over pixels of (f_θ(x_t, t, c)_i − target_i)²
-//! lr_k = lr · min(1, (k + 1)/warm-up);  AdamW step on ∇L (global norm clipped);  EMA update
+//! lr_k = lr · min(1, (k + 1)/warm-up);  AdamW step on ∇L (norm clipped);  EMA update
 //! ```
 //!
 //! where the target is ε, x_0 or v and w is 1 or min-SNR-γ ([`crate::TrainConfig`]). Images
@@ -16,39 +17,38 @@
 //! is seeded from the step number (dropout included, through the backend's seed), a run
 //! resumed from a checkpoint continues with exactly the numbers it would have drawn.
 //!
-//! With several devices each micro-batch is split between them; their gradients are moved to
-//! the first device and summed there before the optimizer step (synchronous data
-//! parallelism).
+//! Synchronous data parallelism (as PyTorch's DistributedDataParallel): every device of every
+//! process is a worker with its own replica of the model and its own optimizer. Each step the
+//! workers compute the gradients of their shards of the batch, sum them (burn-collective's
+//! all-reduce between the devices of a process, then a [`ProcessGroup`] between processes) and
+//! all take the same AdamW step, so the replicas stay identical. The first worker of the first
+//! process keeps the EMA and writes the grids, checkpoints and log.
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{
-    AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer,
-    grad_clipping::GradientClippingConfig,
-};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
-use kiln_sampler::GuidanceConfig;
+use burn::optim::{AdamWConfig, Optimizer, grad_clipping::GradientClippingConfig};
+use burn::tensor::backend::AutodiffBackend;
+use kiln_forward::{ForwardProcess, Prediction};
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
-use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, TrainState};
+use crate::bookkeeping::{Bookkeeping, checkpoints_folder};
+use crate::checkpoint;
 use crate::dataset::ImageFolder;
 use crate::ema::Ema;
 use crate::integrity::Damage;
-use crate::sampling::{Condition, Generation, SamplerName, generate};
-use crate::{TrainConfig, TrainError};
-use crate::{pixels, plot};
+use crate::reduction::{self, Reduction, Totals};
+use crate::step::{Objective, Place, StepDraws, epoch_order, gradients};
+use crate::{ProcessGroup, SingleProcess, TrainConfig, TrainError};
 
-/// Where a run writes, and how it may be stopped.
+/// Where a run writes, how it may be stopped, and which processes train it together.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions<'a> {
     /// The run folder: `checkpoints/`, `samples/`, `loss.csv`, `progress.png`.
@@ -56,9 +56,26 @@ pub struct RunOptions<'a> {
     /// Continue from the latest checkpoint in `out` (which must exist). Without it, `out` must
     /// not hold checkpoints yet, so an earlier run is never overwritten.
     pub resume: bool,
-    /// Set (for example from a Ctrl-C handler) to stop after the current step with a
-    /// checkpoint.
+    /// Set (for example from a Ctrl-C handler) to stop with a checkpoint after the step in
+    /// progress. The flag is read once per step, before the workers exchange gradients (so that
+    /// all stop together): set while step k's `Step` event is handled, it stops after step
+    /// k + 1. In a run of several processes, rank 0's flag decides for all.
     pub stop: &'a AtomicBool,
+    /// The processes training this model together: [`SingleProcess`], or an MPI job
+    /// (`crate::MpiProcesses`, feature `mpi`).
+    pub processes: &'a dyn ProcessGroup,
+}
+
+impl<'a> RunOptions<'a> {
+    /// A run of this process alone in `out`, stopped by `stop`.
+    pub fn new(out: &'a Path, resume: bool, stop: &'a AtomicBool) -> Self {
+        Self {
+            out,
+            resume,
+            stop,
+            processes: &SingleProcess,
+        }
+    }
 }
 
 /// What a run reports while it works.
@@ -134,13 +151,21 @@ pub struct TrainSummary {
     pub loss_curve: Option<PathBuf>,
 }
 
-/// Trains a UNet on `data` according to `config`, on `devices` (the first holds the model;
-/// the others share each batch), writing into `options.out`.
+/// Trains a UNet on `data` according to `config`, on `devices` (of this process), writing into
+/// `options.out`.
 ///
-/// Each optimizer step is `StepDraws::for_step` (its randomness), `gradients` (forward and
-/// backward over the shards, summed on the first device), the AdamW step and the EMA update;
-/// `Bookkeeping::after_step` then writes grids and checkpoints, and a stop request ends the
-/// run after it.
+/// Each device gets a worker with a replica of the model (the first device's worker runs on
+/// the calling thread; the others on threads of their own). Each optimizer step is
+/// `StepDraws::for_step` (its randomness, the same in every worker), `gradients` (forward and
+/// backward over the worker's shards), the [`Reduction`] (sum over all workers), the AdamW
+/// step, and on the first worker the books (EMA, log, grids, checkpoints); a stop request
+/// ends the run after the step that saw it.
+///
+/// A worker that fails — an error, a panic, a lost device — stops the others at their next
+/// exchange, and the run returns that worker's error; checkpoints are written atomically, so
+/// the last complete one stays the latest. In a run of several processes every process calls
+/// `train`; one that fails leaves the others waiting in their exchange, so the program must
+/// then end the job ([`ProcessGroup::abort`]), as `mpirun` does for a process that dies.
 pub fn train<B: AutodiffBackend>(
     config: &TrainConfig,
     data: &ImageFolder,
@@ -148,12 +173,9 @@ pub fn train<B: AutodiffBackend>(
     options: RunOptions<'_>,
     mut on_event: impl FnMut(TrainEvent<'_>),
 ) -> Result<TrainSummary, TrainError> {
-    let main_device = check_inputs(config, data, devices)?;
-    let checkpoints = options.out.join("checkpoints");
-    let samples = options.out.join("samples");
-    for folder in [&checkpoints, &samples] {
-        fs::create_dir_all(folder).map_err(|error| TrainError::io(folder, error))?;
-    }
+    let processes = options.processes;
+    check_inputs(config, data, devices, processes.size())?;
+    agree_on_run(processes, config, data.len(), devices.len())?;
     let optimizer_config = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .with_grad_clipping(
@@ -161,119 +183,325 @@ pub fn train<B: AutodiffBackend>(
                 .max_grad_norm
                 .map(|norm| GradientClippingConfig::Norm(norm as f32)),
         );
-    let new_optimizer = || optimizer_config.init::<B, UNet<B>>();
     let Start {
-        mut model,
-        mut optimizer,
-        mut ema,
+        model,
+        optimizer,
+        ema,
         step: start,
         resumed_from,
-    } = start::<B, _>(
+    } = start_everywhere::<B, _>(
         config,
         data,
-        &checkpoints,
-        options.resume,
-        main_device,
-        new_optimizer,
+        options,
+        &devices[0],
+        || optimizer_config.init::<B, UNet<B>>(),
         &mut on_event,
     )?;
-
     let schedule = config.schedule()?;
     let prediction = config.prediction()?;
-    let objective = Objective {
-        prediction,
-        weighting: config.weighting(),
-        processes: devices
-            .iter()
-            .map(|device| ForwardProcess::new(schedule.clone(), device))
-            .collect(),
-    };
     let steps_per_epoch = (data.len() / config.batch_size).max(1) as u64;
-    let total_steps = steps_per_epoch * config.epochs as u64;
-    let mut books = Bookkeeping {
+    let run = Run {
         config,
-        images: data.len(),
+        data,
         schedule: &schedule,
         prediction,
-        checkpoints: &checkpoints,
-        samples: &samples,
-        log: LossLog::open(&options.out.join("loss.csv"), start)?,
         steps_per_epoch,
-        total_steps,
-        summary: TrainSummary {
-            steps: start,
-            interrupted: false,
+        total_steps: steps_per_epoch * config.epochs as u64,
+        start,
+        rank: processes.rank(),
+        local_devices: devices.len(),
+        workers: devices.len() * processes.size(),
+    };
+    let books = match processes.rank() {
+        0 => Some(Bookkeeping::open(
+            config,
+            data.len(),
+            &schedule,
+            prediction,
+            options.out,
+            ema,
+            start,
+            steps_per_epoch,
+        )?),
+        _ => None,
+    };
+    on_event(TrainEvent::Started {
+        step: start,
+        total_steps: run.total_steps,
+        steps_per_epoch,
+        resumed_from: resumed_from.as_deref(),
+    });
+    let mut lead = Lead {
+        stop: options.stop,
+        books,
+        on_event,
+    };
+    let done = if devices.len() == 1 {
+        let reduction = Reduction::join::<B>(0, 1, &devices[0], processes.size() > 1)?
+            .leading(processes);
+        run_steps(&run, 0, model, optimizer, &devices[0], reduction, Some(&mut lead))?
+    } else {
+        run_threads(&run, model, optimizer, devices, processes, &mut lead)?
+    };
+    match lead.books {
+        Some(books) => books.finish(done.steps, done.interrupted),
+        None => Ok(TrainSummary {
+            steps: done.steps,
+            interrupted: done.interrupted,
             checkpoint: None,
             grids: Vec::new(),
             montage: None,
             loss_curve: None,
-        },
-    };
-    on_event(TrainEvent::Started {
-        step: start,
-        total_steps,
-        steps_per_epoch,
-        resumed_from: resumed_from.as_deref(),
-    });
+        }),
+    }
+}
 
+/// What every worker of a run shares.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    data: &'a ImageFolder,
+    schedule: &'a NoiseSchedule,
+    prediction: Prediction,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    /// The step the run starts from.
+    start: u64,
+    /// This process's rank.
+    rank: usize,
+    /// This process's devices.
+    local_devices: usize,
+    /// All workers of all processes.
+    workers: usize,
+}
+
+impl Run<'_> {
+    /// The place among all workers of device `local` of this process.
+    fn place(&self, local: usize) -> Place {
+        Place {
+            index: self.rank * self.local_devices + local,
+            count: self.workers,
+        }
+    }
+}
+
+/// What the worker on the calling thread does besides training: it reads the stop flag,
+/// reports events and (on rank 0) keeps the books.
+struct Lead<'a, B: AutodiffBackend, F> {
+    stop: &'a AtomicBool,
+    books: Option<Bookkeeping<'a, B>>,
+    on_event: F,
+}
+
+/// How the steps ended.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    steps: u64,
+    interrupted: bool,
+}
+
+/// Makes sure only one run at a time uses burn-collective in this process: its groups are
+/// per backend type and process-wide.
+static COLLECTIVE_RUNS: Mutex<()> = Mutex::new(());
+
+/// Runs the steps with one worker per device: the first on this thread (with `lead`), the
+/// others on scoped threads; returns the first worker's outcome or, if any failed, the error
+/// that started the failure.
+fn run_threads<B, O, F>(
+    run: &Run<'_>,
+    model: UNet<B>,
+    optimizer: O,
+    devices: &[B::Device],
+    processes: &dyn ProcessGroup,
+    lead: &mut Lead<'_, B, F>,
+) -> Result<Done, TrainError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<UNet<B>, B>,
+    F: FnMut(TrainEvent<'_>),
+{
+    let _one_run = COLLECTIVE_RUNS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let across_processes = processes.size() > 1;
+    thread::scope(|scope| {
+        let others: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(local, device)| {
+                let (replica, optimizer) = (model.clone().fork(device), optimizer.clone());
+                scope.spawn(move || {
+                    guarded::<B, _>(local, || {
+                        let reduction =
+                            Reduction::join::<B>(local, devices.len(), device, across_processes)?;
+                        run_steps::<B, O, F>(run, local, replica, optimizer, device, reduction, None)
+                    })
+                })
+            })
+            .collect();
+        let first = guarded::<B, _>(0, || {
+            let reduction =
+                Reduction::join::<B>(0, devices.len(), &devices[0], across_processes)?
+                    .leading(processes);
+            run_steps(run, 0, model, optimizer, &devices[0], reduction, Some(lead))
+        });
+        let outcomes = std::iter::once(first).chain(others.into_iter().map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|payload| Err(panicked(0, payload)))
+        }));
+        first_failure(outcomes.collect())
+    })
+}
+
+/// Worker `local`'s `body`, with a panic turned into [`TrainError::WorkerPanicked`]; on any
+/// failure the process's other workers are woken from their exchanges.
+fn guarded<B: AutodiffBackend, T>(
+    local: usize,
+    body: impl FnOnce() -> Result<T, TrainError>,
+) -> Result<T, TrainError> {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(body))
+        .unwrap_or_else(|payload| Err(panicked(local, payload)));
+    if outcome.is_err() {
+        reduction::abandon::<B>();
+    }
+    outcome
+}
+
+/// A worker's panic as an error.
+fn panicked(worker: usize, payload: Box<dyn std::any::Any + Send>) -> TrainError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|message| message.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    TrainError::WorkerPanicked { worker, message }
+}
+
+/// The first worker's outcome if all succeeded; otherwise the failure that came first in
+/// cause: an error other than a failed exchange (which only says that another worker stopped).
+fn first_failure(outcomes: Vec<Result<Done, TrainError>>) -> Result<Done, TrainError> {
+    let mut errors: Vec<TrainError> = Vec::new();
+    let mut first = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(done) => first = first.or(Some(done)),
+            Err(error) => errors.push(error),
+        }
+    }
+    let cause = errors
+        .iter()
+        .position(|error| !matches!(error, TrainError::Collective(_)))
+        .unwrap_or(0);
+    match errors.len() {
+        0 => Ok(first.expect("at least one worker")),
+        _ => Err(errors.swap_remove(cause)),
+    }
+}
+
+/// Worker `local`'s loop over the run's steps, with its replica `model` and `optimizer` on
+/// `device`; `lead` on the calling thread's worker.
+fn run_steps<B, O, F>(
+    run: &Run<'_>,
+    local: usize,
+    mut model: UNet<B>,
+    mut optimizer: O,
+    device: &B::Device,
+    reduction: Reduction<'_>,
+    mut lead: Option<&mut Lead<'_, B, F>>,
+) -> Result<Done, TrainError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<UNet<B>, B>,
+    F: FnMut(TrainEvent<'_>),
+{
+    let config = run.config;
+    let objective = Objective {
+        prediction: run.prediction,
+        weighting: config.weighting(),
+        process: ForwardProcess::new(run.schedule.clone(), device),
+        device: device.clone(),
+    };
+    let place = run.place(local);
+    let mut done = Done {
+        steps: run.start,
+        interrupted: false,
+    };
     let mut order: Option<(usize, Vec<usize>)> = None;
-    for step in start..total_steps {
+    for step in run.start..run.total_steps {
         let began = Instant::now();
-        let epoch = (step / steps_per_epoch) as usize;
+        let epoch = (step / run.steps_per_epoch) as usize;
         if order.as_ref().is_none_or(|(cached, _)| *cached != epoch) {
-            order = Some((epoch, epoch_order(config.seed, epoch, data.len())));
+            order = Some((epoch, epoch_order(config.seed, epoch, run.data.len())));
         }
         let (_, permutation) = order.as_ref().expect("just set");
-        let draws = StepDraws::for_step(config, data, step, steps_per_epoch, permutation);
-        let (grads, loss) = gradients(&model, config, data, devices, &objective, draws, step)?;
-        if !loss.is_finite() {
-            return Err(TrainError::NonFiniteLoss { step, epoch, loss });
+        let draws = StepDraws::for_step(config, run.data, step, run.steps_per_epoch, permutation);
+        let (grads, loss) = gradients(&model, config, run.data, &objective, place, draws, step)?;
+        let stop = run.rank == 0
+            && lead
+                .as_ref()
+                .is_some_and(|lead| lead.stop.load(Ordering::SeqCst));
+        let (grads, totals) = reduction.sum(&model, grads, Totals { loss, stop }, device)?;
+        if !totals.loss.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                step,
+                epoch,
+                loss: totals.loss,
+            });
         }
         let warmup = (step + 1) as f64 / config.warmup_steps.max(1) as f64;
         let learning_rate = config.learning_rate * warmup.min(1.0);
         model = optimizer.step(learning_rate, model, grads);
-        ema.update(&model, step);
-        books.log.append(step, epoch, loss, learning_rate)?;
-        books.summary.steps = step + 1;
-        on_event(TrainEvent::Step {
-            step: step + 1,
-            total_steps,
-            epoch,
-            loss,
-            learning_rate,
-            images_per_second: config.batch_size as f64 / began.elapsed().as_secs_f64(),
-        });
-        let stop = options.stop.load(Ordering::SeqCst);
-        books.after_step(
-            step,
-            stop,
-            &model,
-            &optimizer,
-            &ema,
-            main_device,
-            &mut on_event,
-        )?;
-        if stop {
-            books.summary.interrupted = true;
+        done.steps = step + 1;
+        if let Some(lead) = lead.as_deref_mut() {
+            (lead.on_event)(TrainEvent::Step {
+                step: step + 1,
+                total_steps: run.total_steps,
+                epoch,
+                loss: totals.loss,
+                learning_rate,
+                images_per_second: config.batch_size as f64 / began.elapsed().as_secs_f64(),
+            });
+            if let Some(books) = lead.books.as_mut() {
+                books.after_step(
+                    step,
+                    epoch,
+                    totals.loss,
+                    learning_rate,
+                    totals.stop,
+                    &model,
+                    &optimizer,
+                    device,
+                    &mut lead.on_event,
+                )?;
+            }
+        }
+        if totals.stop {
+            done.interrupted = true;
             break;
         }
     }
-    books.finish(options.out)
+    reduction.leave::<B>()?;
+    Ok(done)
 }
 
-/// Checks the run's settings against the data and the devices; returns the first device.
-fn check_inputs<'d, D>(
+/// Checks the run's settings against the data and the devices of all `processes` processes.
+fn check_inputs<D>(
     config: &TrainConfig,
     data: &ImageFolder,
-    devices: &'d [D],
-) -> Result<&'d D, TrainError> {
+    devices: &[D],
+    processes: usize,
+) -> Result<(), TrainError> {
     config.validate()?;
-    let main_device = devices.first().ok_or(TrainError::NoDevices)?;
+    if devices.is_empty() {
+        return Err(TrainError::NoDevices);
+    }
     let micro_batch = config.batch_size / config.grad_accumulation;
-    if !micro_batch.is_multiple_of(devices.len()) {
+    let workers = devices.len() * processes;
+    if !micro_batch.is_multiple_of(workers) {
         return Err(TrainError::BatchSplit {
             micro_batch,
-            devices: devices.len(),
+            devices: workers,
         });
     }
     if let Some(classes) = &config.classes
@@ -302,7 +530,121 @@ fn check_inputs<'d, D>(
             ),
         });
     }
-    Ok(main_device)
+    Ok(())
+}
+
+/// What every process of a run must agree on.
+#[derive(Serialize, Deserialize)]
+struct RunShape {
+    config: TrainConfig,
+    images: usize,
+    devices: usize,
+}
+
+impl RunShape {
+    /// How `self` (this process's run) differs from rank 0's, if it does.
+    fn difference(&self, rank0: &RunShape) -> Option<String> {
+        if let Some(difference) = rank0.config.first_difference(&self.config) {
+            Some(format!("config: {difference}"))
+        } else if self.images != rank0.images {
+            Some(format!(
+                "{} images here, {} on rank 0",
+                self.images, rank0.images
+            ))
+        } else if self.devices != rank0.devices {
+            Some(format!(
+                "{} devices here, {} on rank 0 (every process must drive as many)",
+                self.devices, rank0.devices
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Checks that every process trains the same run as rank 0: the same config, as many images
+/// and as many devices. Every process learns the outcome; one that differs names the first
+/// difference, the others which ranks differ.
+fn agree_on_run(
+    processes: &dyn ProcessGroup,
+    config: &TrainConfig,
+    images: usize,
+    devices: usize,
+) -> Result<(), TrainError> {
+    if processes.size() == 1 {
+        return Ok(());
+    }
+    let ours = RunShape {
+        config: config.clone(),
+        images,
+        devices,
+    };
+    let mut shared = serde_json::to_vec(&ours).map_err(distributed)?;
+    processes.broadcast(&mut shared);
+    let rank0: RunShape = serde_json::from_slice(&shared).map_err(distributed)?;
+    let difference = ours.difference(&rank0);
+    let mut differs = vec![0.0; processes.size()];
+    differs[processes.rank()] = if difference.is_some() { 1.0 } else { 0.0 };
+    processes.all_reduce_sum(&mut differs);
+    if let Some(difference) = difference {
+        return Err(TrainError::Distributed(format!(
+            "rank {} trains another run than rank 0: {difference}",
+            processes.rank()
+        )));
+    }
+    let ranks: Vec<usize> = (0..differs.len()).filter(|&r| differs[r] > 0.5).collect();
+    match ranks.is_empty() {
+        true => Ok(()),
+        false => Err(TrainError::Distributed(format!(
+            "ranks {ranks:?} train another run than rank 0 (their errors name the difference)"
+        ))),
+    }
+}
+
+/// A serialisation failure while processes agree on a run.
+fn distributed(error: serde_json::Error) -> TrainError {
+    TrainError::Distributed(error.to_string())
+}
+
+/// [`start`] on every process: rank 0 first (it alone sets damaged checkpoints aside), then
+/// the others, which must arrive at rank 0's step.
+fn start_everywhere<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
+    config: &TrainConfig,
+    data: &ImageFolder,
+    options: RunOptions<'_>,
+    device: &B::Device,
+    new_optimizer: impl Fn() -> O,
+    on_event: &mut impl FnMut(TrainEvent<'_>),
+) -> Result<Start<B, O>, TrainError> {
+    let processes = options.processes;
+    let checkpoints = checkpoints_folder(options.out);
+    let mut here = || start(config, data, &checkpoints, options.resume, device, &new_optimizer, on_event);
+    if processes.size() == 1 {
+        return here();
+    }
+    let ours = (processes.rank() == 0).then(&mut here);
+    let rank0: Result<u64, String> = match &ours {
+        Some(Ok(start)) => Ok(start.step),
+        Some(Err(error)) => Err(error.to_string()),
+        None => Ok(0),
+    };
+    let mut shared = serde_json::to_vec(&rank0).map_err(distributed)?;
+    processes.broadcast(&mut shared);
+    let rank0: Result<u64, String> = serde_json::from_slice(&shared).map_err(distributed)?;
+    if let Some(ours) = ours {
+        return ours;
+    }
+    let step = rank0
+        .map_err(|error| TrainError::Distributed(format!("rank 0 could not start: {error}")))?;
+    let ours = here()?;
+    match ours.step == step {
+        true => Ok(ours),
+        false => Err(TrainError::Distributed(format!(
+            "rank {} starts at step {}, rank 0 at step {step}: do all ranks see the same run folder?",
+            processes.rank(),
+            ours.step
+        ))),
+    }
 }
 
 /// Where a run starts: a new model, or the newest intact checkpoint's state.
@@ -379,385 +721,3 @@ fn start<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
     }
 }
 
-/// Everything random about one optimizer step, drawn from an RNG seeded with (seed, step) in
-/// this order: the images (from the epoch's order), a mirror flag and a timestep per image,
-/// for a class-conditional run a label-dropout flag per image; the noise comes from `rng`
-/// afterwards, shard by shard.
-struct StepDraws {
-    indices: Vec<usize>,
-    flips: Vec<bool>,
-    timesteps: Vec<usize>,
-    /// Class labels after dropout, for a class-conditional run.
-    labels: Option<Vec<i64>>,
-    rng: StdRng,
-}
-
-impl StepDraws {
-    fn for_step(
-        config: &TrainConfig,
-        data: &ImageFolder,
-        step: u64,
-        steps_per_epoch: u64,
-        permutation: &[usize],
-    ) -> Self {
-        let first = (step % steps_per_epoch) as usize * config.batch_size;
-        let indices: Vec<usize> = (first..first + config.batch_size)
-            .map(|position| permutation[position % data.len()])
-            .collect();
-        let mut rng = StdRng::seed_from_u64(mix(config.seed, step));
-        let flips: Vec<bool> = (0..config.batch_size)
-            .map(|_| config.random_flip && rng.random_bool(0.5))
-            .collect();
-        let timesteps: Vec<usize> = (0..config.batch_size)
-            .map(|_| rng.random_range(0..config.num_train_timesteps))
-            .collect();
-        let labels: Option<Vec<i64>> = config.classes.as_ref().map(|classes| {
-            let null = classes.names.len();
-            data.labels_of(&indices)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|label| {
-                    let dropped = rng.random_bool(classes.label_dropout);
-                    (if dropped { null } else { label }) as i64
-                })
-                .collect()
-        });
-        Self {
-            indices,
-            flips,
-            timesteps,
-            labels,
-            rng,
-        }
-    }
-}
-
-/// What the loss is made of, set up once per run: the target kind, the loss weighting and the
-/// forward process on each device.
-struct Objective<B: Backend> {
-    prediction: Prediction,
-    weighting: LossWeighting,
-    processes: Vec<ForwardProcess<B>>,
-}
-
-/// The gradients of one optimizer step's loss, summed on the first device, and the loss.
-///
-/// The batch is cut into micro-batches (gradient accumulation), each split into one shard per
-/// device; each shard's forward and backward run on its device with a replica of the model,
-/// and its gradients move to the first device. Every part's loss stays on the first device
-/// until the end: reading it back per part would make every device wait for the previous one.
-fn gradients<B: AutodiffBackend>(
-    model: &UNet<B>,
-    config: &TrainConfig,
-    data: &ImageFolder,
-    devices: &[B::Device],
-    objective: &Objective<B>,
-    mut draws: StepDraws,
-    step: u64,
-) -> Result<(GradientsParams, f64), TrainError> {
-    let main_device = &devices[0];
-    let Objective {
-        prediction,
-        weighting,
-        processes,
-    } = objective;
-    let (prediction, weighting) = (*prediction, *weighting);
-    let micro_batch = config.batch_size / config.grad_accumulation;
-    let shard = micro_batch / devices.len();
-    for (index, device) in devices.iter().enumerate() {
-        B::seed(
-            device,
-            mix(config.seed ^ DROPOUT_STREAM, step) + index as u64,
-        );
-    }
-    let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
-    let mut part_losses = Vec::new();
-    for part in 0..config.batch_size / shard {
-        let device_index = part % devices.len();
-        let (device, process) = (&devices[device_index], &processes[device_index]);
-        let range = part * shard..(part + 1) * shard;
-        let x0 = data.batch::<B>(
-            &draws.indices[range.clone()],
-            &draws.flips[range.clone()],
-            device,
-        );
-        let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
-        let part_labels = draws.labels.as_ref().map(|labels| {
-            let part = labels[range.clone()].to_vec();
-            Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
-        });
-        let t = &draws.timesteps[range];
-        let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
-        let target = process.target(prediction, x0, noise, t)?;
-        let weights = process.loss_weights(weighting, prediction, t)?;
-        let replica = if device_index == 0 {
-            model.clone()
-        } else {
-            model.clone().fork(device)
-        };
-        let t_tensor = Tensor::<B, 1>::from_data(
-            TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
-            device,
-        );
-        let output = replica.forward(noisy, t_tensor, part_labels)?;
-        let per_image: Tensor<B, 1> = (output - target)
-            .powi_scalar(2)
-            .flatten::<2>(1, 3)
-            .mean_dim(1)
-            .squeeze_dim(1);
-        let loss = (per_image * weights)
-            .sum()
-            .div_scalar(config.batch_size as f64);
-        part_losses.push(loss.clone().inner().to_device(main_device));
-        let grads = GradientsParams::from_grads(loss.backward(), &replica);
-        let grads = if device_index == 0 {
-            grads
-        } else {
-            grads.to_device(main_device, model)
-        };
-        accumulator.accumulate(model, grads);
-    }
-    let loss = Tensor::cat(part_losses, 0)
-        .sum()
-        .into_scalar()
-        .elem::<f64>();
-    Ok((accumulator.grads(), loss))
-}
-
-/// What a run writes besides the weights' updates: the loss log, sample grids, checkpoints and
-/// the summary.
-struct Bookkeeping<'a> {
-    config: &'a TrainConfig,
-    images: usize,
-    schedule: &'a NoiseSchedule,
-    prediction: Prediction,
-    checkpoints: &'a Path,
-    samples: &'a Path,
-    log: LossLog,
-    steps_per_epoch: u64,
-    total_steps: u64,
-    summary: TrainSummary,
-}
-
-impl Bookkeeping<'_> {
-    /// After optimizer step `step` (0-based): a grid from the EMA model at the end of every
-    /// `sample_every_epochs`-th epoch and of the last, and a checkpoint at the end of every
-    /// `checkpoint_every_epochs`-th epoch, of the last, and on a `stop` request.
-    #[allow(clippy::too_many_arguments)]
-    fn after_step<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
-        &mut self,
-        step: u64,
-        stop: bool,
-        model: &UNet<B>,
-        optimizer: &O,
-        ema: &Ema<B, UNet<B>>,
-        device: &B::Device,
-        on_event: &mut impl FnMut(TrainEvent<'_>),
-    ) -> Result<(), TrainError> {
-        let config = self.config;
-        let finished_epoch = (step + 1).is_multiple_of(self.steps_per_epoch);
-        let epochs_done = ((step + 1) / self.steps_per_epoch) as usize;
-        let last = step + 1 == self.total_steps;
-        if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
-            let path = self.samples.join(format!("epoch-{epochs_done:04}.png"));
-            write_grid(
-                config,
-                ema.model(),
-                self.prediction,
-                self.schedule,
-                device,
-                &path,
-            )?;
-            on_event(TrainEvent::Sampled {
-                epoch: epochs_done,
-                path: &path,
-            });
-            self.summary.grids.push(path);
-        }
-        if stop
-            || (finished_epoch
-                && (epochs_done.is_multiple_of(config.checkpoint_every_epochs) || last))
-        {
-            self.log.flush()?;
-            let state = TrainState {
-                config: config.clone(),
-                step: step + 1,
-                images: self.images,
-            };
-            let path = checkpoint::save(
-                self.checkpoints,
-                &state,
-                model,
-                optimizer,
-                ema.model(),
-                config.keep_checkpoints,
-            )?;
-            on_event(TrainEvent::Saved {
-                step: step + 1,
-                path: &path,
-            });
-            self.summary.checkpoint = Some(path);
-        }
-        Ok(())
-    }
-
-    /// Flushes the log and, after a whole run, writes `progress.png` and `loss.png` into `out`.
-    fn finish(mut self, out: &Path) -> Result<TrainSummary, TrainError> {
-        self.log.flush()?;
-        if !self.summary.interrupted && self.summary.steps == self.total_steps {
-            self.summary.montage = write_montage(self.samples, &out.join("progress.png"))?;
-            self.summary.loss_curve = self.log.plot(&out.join("loss.png"))?;
-        }
-        Ok(self.summary)
-    }
-}
-
-/// Separates the dropout seeds from the data seeds of the same step.
-const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7421;
-/// Separates the epoch orders from the step seeds.
-const ORDER_STREAM: u64 = 0x6f72_6465_7273_2121;
-
-/// A 64-bit seed for stream position `index` of `seed` (SplitMix64's finaliser, so nearby
-/// inputs give unrelated seeds).
-fn mix(seed: u64, index: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The order in which epoch `epoch` visits `len` images.
-fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..len).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(mix(
-        seed ^ ORDER_STREAM,
-        epoch as u64,
-    )));
-    order
-}
-
-/// Samples a grid from the EMA model with DDIM (x_0 kept in [−1, 1]) and the run's seed.
-///
-/// DDIM rather than a multistep solver: early in training the model's errors are large, and
-/// DPM-Solver++ and UniPC amplify them into speckle where first-order DDIM with the same 20
-/// steps gives clean faces (docs/training.md).
-fn write_grid<B: Backend>(
-    config: &TrainConfig,
-    model: &UNet<B>,
-    prediction: Prediction,
-    schedule: &NoiseSchedule,
-    device: &B::Device,
-    path: &Path,
-) -> Result<(), TrainError> {
-    // A class-conditional run shows its classes in turn, sampled conditionally (w = 1).
-    let condition = match &config.classes {
-        None => Condition::Unconditional,
-        Some(classes) => Condition::Classes {
-            labels: (0..config.sample_count)
-                .map(|i| i % classes.names.len())
-                .collect(),
-            guidance: GuidanceConfig::new(1.0),
-        },
-    };
-    let generation = Generation {
-        sampler: SamplerName::Ddim,
-        steps: config.sample_steps,
-        count: config.sample_count,
-        image_size: config.image_size,
-        seed: config.seed,
-        clip: true,
-        condition,
-    };
-    let images = generate(model, prediction, schedule, generation, device, |_| {})?;
-    let columns = (config.sample_count as f64).sqrt().ceil() as usize;
-    pixels::save(&pixels::grid(images, columns, 2)?, path)?;
-    Ok(())
-}
-
-/// Lays every `epoch-*.png` grid in `samples` side by side (up to 8 per row) into `path`.
-fn write_montage(samples: &Path, path: &Path) -> Result<Option<PathBuf>, TrainError> {
-    let mut grids: Vec<PathBuf> = fs::read_dir(samples)
-        .map_err(|error| TrainError::io(samples, error))?
-        .filter_map(|entry| Some(entry.ok()?.path()))
-        .filter(|path| {
-            path.file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("epoch-") && name.ends_with(".png"))
-        })
-        .collect();
-    if grids.is_empty() {
-        return Ok(None);
-    }
-    grids.sort();
-    let images = grids
-        .iter()
-        .map(|grid| pixels::open(grid))
-        .collect::<Result<Vec<_>, _>>()?;
-    pixels::save(&pixels::montage(&images, 8, 8)?, path)?;
-    Ok(Some(path.to_path_buf()))
-}
-
-/// `loss.csv`: one line per optimizer step (`step,epoch,loss,learning_rate`).
-struct LossLog {
-    path: PathBuf,
-    writer: BufWriter<File>,
-}
-
-impl LossLog {
-    /// Opens the log for a run starting at step `start`, keeping the lines of earlier steps
-    /// (a resumed run drops those written after its checkpoint).
-    fn open(path: &Path, start: u64) -> Result<Self, TrainError> {
-        let io = |error: std::io::Error| TrainError::io(path, error);
-        let mut kept = vec!["step,epoch,loss,learning_rate".to_string()];
-        if start > 0 && path.exists() {
-            let reader = BufReader::new(File::open(path).map_err(io)?);
-            for line in reader.lines().skip(1) {
-                let line = line.map_err(io)?;
-                let step: Option<u64> = line.split(',').next().and_then(|s| s.parse().ok());
-                if step.is_some_and(|step| step <= start) {
-                    kept.push(line);
-                }
-            }
-        }
-        let mut writer = BufWriter::new(File::create(path).map_err(io)?);
-        for line in &kept {
-            writeln!(writer, "{line}").map_err(io)?;
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            writer,
-        })
-    }
-
-    /// Logs 0-based step `step` (written as the count of steps done).
-    fn append(&mut self, step: u64, epoch: usize, loss: f64, lr: f64) -> Result<(), TrainError> {
-        writeln!(self.writer, "{},{epoch},{loss},{lr}", step + 1)
-            .map_err(|error| TrainError::io(&self.path, error))
-    }
-
-    /// Draws every loss in the log into `path`; `None` if there was nothing to draw.
-    fn plot(&self, path: &Path) -> Result<Option<PathBuf>, TrainError> {
-        let text =
-            fs::read_to_string(&self.path).map_err(|error| TrainError::io(&self.path, error))?;
-        let losses: Vec<f64> = text
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split(',').nth(2)?.parse().ok())
-            .collect();
-        let Some(image) = plot::loss_curve(&losses, 800, 300) else {
-            return Ok(None);
-        };
-        image
-            .save(path)
-            .map_err(|error| TrainError::io(path, error))?;
-        Ok(Some(path.to_path_buf()))
-    }
-
-    fn flush(&mut self) -> Result<(), TrainError> {
-        self.writer
-            .flush()
-            .map_err(|error| TrainError::io(&self.path, error))
-    }
-}

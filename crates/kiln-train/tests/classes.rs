@@ -102,11 +102,7 @@ fn conditional_config(label_dropout: f64) -> TrainConfig {
 fn train_into(config: &TrainConfig, data: &ImageFolder, out: &Path) -> Result<(), TrainError> {
     let _turn = common::my_turn();
     let stop = AtomicBool::new(false);
-    let options = RunOptions {
-        out,
-        resume: false,
-        stop: &stop,
-    };
+    let options = RunOptions::new(out, false, &stop);
     train::<B>(config, data, &[Default::default()], options, |_| {}).map(|_| ())
 }
 

@@ -2,25 +2,24 @@
 //! a stopped and resumed run ends bit-identical to an uninterrupted one, a killed checkpoint
 //! write leaves the previous checkpoint in charge, and resuming with another config fails.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::Module;
-use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use image::{DynamicImage, ImageBuffer, Luma};
 use kiln_train::{
     Damage, ImageFolder, ImageFolderOptions, LATEST, Labels, RunOptions, TrainConfig, TrainError,
     TrainEvent, check_run, latest_checkpoint, load_for_sampling, train,
 };
-use kiln_unet::{UNet, UNetConfig, save_checkpoint};
-use safetensors::SafeTensors;
+use kiln_unet::UNetConfig;
 
 type B = Autodiff<Flex>;
 
 mod common;
+mod weights;
+
+use weights::final_weights;
 
 /// A fresh scratch folder for this target's test `name`.
 fn scratch(name: &str) -> PathBuf {
@@ -62,7 +61,8 @@ fn config(epochs: usize) -> TrainConfig {
         .with_seed(3)
 }
 
-/// Trains into `out`, setting the stop flag once `stop_after` steps are done; returns the
+/// Trains into `out`, stopping after `stop_after` steps (the flag is set as step
+/// `stop_after − 1` ends, so step `stop_after`'s exchange carries the request); returns the
 /// losses of the steps it ran.
 fn run(
     config: &TrainConfig,
@@ -87,11 +87,7 @@ fn run_on(
 ) -> Result<Vec<f64>, TrainError> {
     let _turn = common::my_turn();
     let stop = AtomicBool::new(false);
-    let options = RunOptions {
-        out,
-        resume,
-        stop: &stop,
-    };
+    let options = RunOptions::new(out, resume, &stop);
     let mut losses = Vec::new();
     train::<B>(
         config,
@@ -102,42 +98,13 @@ fn run_on(
             on_event(&event);
             if let TrainEvent::Step { step, loss, .. } = event {
                 losses.push(loss);
-                if Some(step) == stop_after {
+                if Some(step + 1) == stop_after {
                     stop.store(true, Ordering::SeqCst);
                 }
             }
         },
     )?;
     Ok(losses)
-}
-
-/// The final checkpoint's trained and EMA weights, tensor by tensor. (The recorder files also
-/// hold parameter ids, which are random per process, and safetensors metadata is unordered, so
-/// the weights are compared by value.)
-fn final_weights(out: &Path) -> [BTreeMap<String, Vec<u8>>; 2] {
-    let checkpoint = latest_checkpoint(&out.join("checkpoints"))
-        .unwrap()
-        .unwrap();
-    let config = UNetConfig::tiny(1);
-    let device = Default::default();
-    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let _turn = common::my_turn();
-    let model: UNet<Flex> = config
-        .init(&device)
-        .unwrap()
-        .load_file(checkpoint.join("model"), &recorder, &device)
-        .unwrap();
-    let exported = out.join("model-export.safetensors");
-    save_checkpoint(&model, &config, &exported).unwrap();
-    [exported, checkpoint.join("ema.safetensors")].map(|file| {
-        let bytes = fs::read(file).unwrap();
-        let tensors = SafeTensors::deserialize(&bytes).unwrap();
-        tensors
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| (name, view.data().to_vec()))
-            .collect()
-    })
 }
 
 #[test]
@@ -361,44 +328,66 @@ fn resuming_with_another_config_names_the_difference() {
 }
 
 #[test]
-fn splitting_batches_over_devices_and_micro_batches_keeps_the_losses() {
+fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
     let data = discs("split-devices");
-    let config = config(1);
-    let whole = run(&config, &data, &scratch("one-device"), false, None).unwrap();
-    let two = run_on(
-        &config,
-        &data,
-        &scratch("two-devices"),
-        false,
-        None,
-        2,
-        |_| {},
-    )
-    .unwrap();
+    // Stopped after 5 steps (mid-epoch: a checkpoint is written on the stop request).
+    let config = config(2);
+    let one = scratch("one-device");
+    let whole = run(&config, &data, &one, false, Some(5)).unwrap();
+    let two = scratch("two-devices");
+    let split = run_on(&config, &data, &two, false, Some(5), 2, |_| {}).unwrap();
     let accumulated = run(
         &config.clone().with_grad_accumulation(4),
         &data,
         &scratch("accumulated"),
         false,
-        None,
+        Some(5),
     )
     .unwrap();
-    for split in [two, accumulated] {
-        for (a, b) in whole.iter().zip(&split) {
+    for split in [&split, &accumulated] {
+        assert_eq!(split.len(), 5);
+        for (a, b) in whole.iter().zip(split) {
             assert!((a - b).abs() < 1e-4 * a.abs(), "{whole:?} vs {split:?}");
         }
     }
-    let error = run_on(
-        &config,
-        &data,
-        &scratch("three-devices"),
-        false,
-        None,
-        3,
-        |_| {},
-    )
-    .unwrap_err();
+    let (a, b) = (final_weights(&one), final_weights(&two));
+    let (trained, ema) = (
+        weights::max_difference(&a[0], &b[0]),
+        weights::max_difference(&a[1], &b[1]),
+    );
+    println!("two devices vs one after 5 steps: max |Δ| trained {trained:e}, EMA {ema:e}");
+    assert!(trained <= 1e-5 && ema <= 1e-5, "{trained} {ema}");
+
+    let error = run_on(&config, &data, &scratch("three-devices"), false, None, 3, |_| {})
+        .unwrap_err();
     assert!(matches!(error, TrainError::BatchSplit { .. }), "{error}");
+}
+
+#[test]
+fn a_failing_worker_stops_the_others_and_the_last_checkpoint_stays_latest() {
+    let data = discs("failing-worker");
+    let out = scratch("failing-worker");
+    let config = config(2).with_checkpoint_every_epochs(1);
+    // The first worker's event handler panics during step 6, while the second worker
+    // computes its shard of step 7 and then waits for the first in the gradient exchange.
+    let error = run_on(&config, &data, &out, false, None, 2, |event| {
+        if let TrainEvent::Step { step: 6, .. } = event {
+            panic!("lost the device");
+        }
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&error, TrainError::WorkerPanicked { worker: 0, message } if message == "lost the device"),
+        "{error}"
+    );
+    let latest = latest_checkpoint(&out.join("checkpoints")).unwrap().unwrap();
+    assert!(latest.ends_with("step-00000004"), "{}", latest.display());
+    let health = check_run(&out).unwrap();
+    assert!(health.iter().all(|checkpoint| checkpoint.verdict.is_ok()));
+    // The run resumes from there on the same two devices (so the collective group was left
+    // usable), and on one.
+    let rest = run_on(&config, &data, &out, true, None, 2, |_| {}).unwrap();
+    assert_eq!(rest.len(), 4);
 }
 
 #[test]

@@ -1,0 +1,290 @@
+//! What a run writes besides the weights' updates: the loss log, sample grids, checkpoints and
+//! the run's summary. Only the first process of a run (rank 0) keeps these books.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use burn::optim::Optimizer;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use kiln_forward::Prediction;
+use kiln_sampler::GuidanceConfig;
+use kiln_schedule::NoiseSchedule;
+use kiln_unet::UNet;
+
+use crate::checkpoint::{self, TrainState};
+use crate::ema::Ema;
+use crate::sampling::{Condition, Generation, SamplerName, generate};
+use crate::trainer::{TrainEvent, TrainSummary};
+use crate::{TrainConfig, TrainError};
+use crate::{pixels, plot};
+
+/// Rank 0's books: the EMA of the weights, `loss.csv`, sample grids and checkpoints in the run
+/// folder.
+pub(crate) struct Bookkeeping<'a, B: AutodiffBackend> {
+    config: &'a TrainConfig,
+    images: usize,
+    schedule: &'a NoiseSchedule,
+    prediction: Prediction,
+    out: &'a Path,
+    ema: Ema<B, UNet<B>>,
+    log: LossLog,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    grids: Vec<PathBuf>,
+    checkpoint: Option<PathBuf>,
+}
+
+/// The folder of a run's checkpoints inside its run folder `out`.
+pub(crate) fn checkpoints_folder(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
+    /// The books of a run in `out` over `images` images that starts at step `start` with the
+    /// EMA `ema`; creates `checkpoints/` and `samples/` and opens `loss.csv`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open(
+        config: &'a TrainConfig,
+        images: usize,
+        schedule: &'a NoiseSchedule,
+        prediction: Prediction,
+        out: &'a Path,
+        ema: Ema<B, UNet<B>>,
+        start: u64,
+        steps_per_epoch: u64,
+    ) -> Result<Self, TrainError> {
+        for folder in [checkpoints_folder(out), out.join("samples")] {
+            fs::create_dir_all(&folder).map_err(|error| TrainError::io(&folder, error))?;
+        }
+        Ok(Self {
+            config,
+            images,
+            schedule,
+            prediction,
+            out,
+            ema,
+            log: LossLog::open(&out.join("loss.csv"), start)?,
+            steps_per_epoch,
+            total_steps: steps_per_epoch * config.epochs as u64,
+            grids: Vec::new(),
+            checkpoint: None,
+        })
+    }
+
+    /// After optimizer step `step` (0-based, of `epoch`, with `loss` at `learning_rate`): the
+    /// EMA update and the log line; a grid from the EMA model at the end of every
+    /// `sample_every_epochs`-th epoch and of the last; a checkpoint at the end of every
+    /// `checkpoint_every_epochs`-th epoch, of the last, and on a `stop` request.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn after_step<O: Optimizer<UNet<B>, B>>(
+        &mut self,
+        step: u64,
+        epoch: usize,
+        loss: f64,
+        learning_rate: f64,
+        stop: bool,
+        model: &UNet<B>,
+        optimizer: &O,
+        device: &B::Device,
+        on_event: &mut impl FnMut(TrainEvent<'_>),
+    ) -> Result<(), TrainError> {
+        self.ema.update(model, step);
+        self.log.append(step, epoch, loss, learning_rate)?;
+        let config = self.config;
+        let finished_epoch = (step + 1).is_multiple_of(self.steps_per_epoch);
+        let epochs_done = ((step + 1) / self.steps_per_epoch) as usize;
+        let last = step + 1 == self.total_steps;
+        if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
+            let path = self
+                .out
+                .join("samples")
+                .join(format!("epoch-{epochs_done:04}.png"));
+            write_grid(
+                config,
+                self.ema.model(),
+                self.prediction,
+                self.schedule,
+                device,
+                &path,
+            )?;
+            on_event(TrainEvent::Sampled {
+                epoch: epochs_done,
+                path: &path,
+            });
+            self.grids.push(path);
+        }
+        if stop
+            || (finished_epoch
+                && (epochs_done.is_multiple_of(config.checkpoint_every_epochs) || last))
+        {
+            self.log.flush()?;
+            let state = TrainState {
+                config: config.clone(),
+                step: step + 1,
+                images: self.images,
+            };
+            let path = checkpoint::save(
+                &checkpoints_folder(self.out),
+                &state,
+                model,
+                optimizer,
+                self.ema.model(),
+                config.keep_checkpoints,
+            )?;
+            on_event(TrainEvent::Saved {
+                step: step + 1,
+                path: &path,
+            });
+            self.checkpoint = Some(path);
+        }
+        Ok(())
+    }
+
+    /// Flushes the log and, after a whole run, writes `progress.png` and `loss.png`; the
+    /// summary of a run that ended after `steps` steps.
+    pub(crate) fn finish(mut self, steps: u64, interrupted: bool) -> Result<TrainSummary, TrainError> {
+        self.log.flush()?;
+        let whole = !interrupted && steps == self.total_steps;
+        let (montage, loss_curve) = if whole {
+            (
+                write_montage(&self.out.join("samples"), &self.out.join("progress.png"))?,
+                self.log.plot(&self.out.join("loss.png"))?,
+            )
+        } else {
+            (None, None)
+        };
+        Ok(TrainSummary {
+            steps,
+            interrupted,
+            checkpoint: self.checkpoint,
+            grids: self.grids,
+            montage,
+            loss_curve,
+        })
+    }
+}
+
+/// Samples a grid from the EMA model with DDIM (x_0 kept in [−1, 1]) and the run's seed.
+///
+/// DDIM rather than a multistep solver: early in training the model's errors are large, and
+/// DPM-Solver++ and UniPC amplify them into speckle where first-order DDIM with the same 20
+/// steps gives clean faces (docs/training.md).
+fn write_grid<B: Backend>(
+    config: &TrainConfig,
+    model: &UNet<B>,
+    prediction: Prediction,
+    schedule: &NoiseSchedule,
+    device: &B::Device,
+    path: &Path,
+) -> Result<(), TrainError> {
+    // A class-conditional run shows its classes in turn, sampled conditionally (w = 1).
+    let condition = match &config.classes {
+        None => Condition::Unconditional,
+        Some(classes) => Condition::Classes {
+            labels: (0..config.sample_count)
+                .map(|i| i % classes.names.len())
+                .collect(),
+            guidance: GuidanceConfig::new(1.0),
+        },
+    };
+    let generation = Generation {
+        sampler: SamplerName::Ddim,
+        steps: config.sample_steps,
+        count: config.sample_count,
+        image_size: config.image_size,
+        seed: config.seed,
+        clip: true,
+        condition,
+    };
+    let images = generate(model, prediction, schedule, generation, device, |_| {})?;
+    let columns = (config.sample_count as f64).sqrt().ceil() as usize;
+    pixels::save(&pixels::grid(images, columns, 2)?, path)?;
+    Ok(())
+}
+
+/// Lays every `epoch-*.png` grid in `samples` side by side (up to 8 per row) into `path`.
+fn write_montage(samples: &Path, path: &Path) -> Result<Option<PathBuf>, TrainError> {
+    let mut grids: Vec<PathBuf> = fs::read_dir(samples)
+        .map_err(|error| TrainError::io(samples, error))?
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("epoch-") && name.ends_with(".png"))
+        })
+        .collect();
+    if grids.is_empty() {
+        return Ok(None);
+    }
+    grids.sort();
+    let images = grids
+        .iter()
+        .map(|grid| pixels::open(grid))
+        .collect::<Result<Vec<_>, _>>()?;
+    pixels::save(&pixels::montage(&images, 8, 8)?, path)?;
+    Ok(Some(path.to_path_buf()))
+}
+
+/// `loss.csv`: one line per optimizer step (`step,epoch,loss,learning_rate`).
+struct LossLog {
+    path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+impl LossLog {
+    /// Opens the log for a run starting at step `start`, keeping the lines of earlier steps
+    /// (a resumed run drops those written after its checkpoint).
+    fn open(path: &Path, start: u64) -> Result<Self, TrainError> {
+        let io = |error: std::io::Error| TrainError::io(path, error);
+        let mut kept = vec!["step,epoch,loss,learning_rate".to_string()];
+        if start > 0 && path.exists() {
+            let reader = BufReader::new(File::open(path).map_err(io)?);
+            for line in reader.lines().skip(1) {
+                let line = line.map_err(io)?;
+                let step: Option<u64> = line.split(',').next().and_then(|s| s.parse().ok());
+                if step.is_some_and(|step| step <= start) {
+                    kept.push(line);
+                }
+            }
+        }
+        let mut writer = BufWriter::new(File::create(path).map_err(io)?);
+        for line in &kept {
+            writeln!(writer, "{line}").map_err(io)?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer,
+        })
+    }
+
+    /// Logs 0-based step `step` (written as the count of steps done).
+    fn append(&mut self, step: u64, epoch: usize, loss: f64, lr: f64) -> Result<(), TrainError> {
+        writeln!(self.writer, "{},{epoch},{loss},{lr}", step + 1)
+            .map_err(|error| TrainError::io(&self.path, error))
+    }
+
+    /// Draws every loss in the log into `path`; `None` if there was nothing to draw.
+    fn plot(&self, path: &Path) -> Result<Option<PathBuf>, TrainError> {
+        let text =
+            fs::read_to_string(&self.path).map_err(|error| TrainError::io(&self.path, error))?;
+        let losses: Vec<f64> = text
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split(',').nth(2)?.parse().ok())
+            .collect();
+        let Some(image) = plot::loss_curve(&losses, 800, 300) else {
+            return Ok(None);
+        };
+        image
+            .save(path)
+            .map_err(|error| TrainError::io(path, error))?;
+        Ok(Some(path.to_path_buf()))
+    }
+
+    fn flush(&mut self) -> Result<(), TrainError> {
+        self.writer
+            .flush()
+            .map_err(|error| TrainError::io(&self.path, error))
+    }
+}

@@ -1,0 +1,193 @@
+//! One optimizer step's randomness and one worker's share of its gradients.
+
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
+use kiln_unet::UNet;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::dataset::ImageFolder;
+use crate::{TrainConfig, TrainError};
+
+/// Everything random about one optimizer step, drawn from an RNG seeded with (seed, step) in
+/// this order: the images (from the epoch's order), a mirror flag and a timestep per image,
+/// for a class-conditional run a label-dropout flag per image; the noise comes from `rng`
+/// afterwards, shard by shard.
+pub(crate) struct StepDraws {
+    indices: Vec<usize>,
+    flips: Vec<bool>,
+    timesteps: Vec<usize>,
+    /// Class labels after dropout, for a class-conditional run.
+    labels: Option<Vec<i64>>,
+    rng: StdRng,
+}
+
+impl StepDraws {
+    /// The draws of 0-based step `step`, whose images come from the epoch's `permutation`.
+    pub(crate) fn for_step(
+        config: &TrainConfig,
+        data: &ImageFolder,
+        step: u64,
+        steps_per_epoch: u64,
+        permutation: &[usize],
+    ) -> Self {
+        let first = (step % steps_per_epoch) as usize * config.batch_size;
+        let indices: Vec<usize> = (first..first + config.batch_size)
+            .map(|position| permutation[position % data.len()])
+            .collect();
+        let mut rng = StdRng::seed_from_u64(mix(config.seed, step));
+        let flips: Vec<bool> = (0..config.batch_size)
+            .map(|_| config.random_flip && rng.random_bool(0.5))
+            .collect();
+        let timesteps: Vec<usize> = (0..config.batch_size)
+            .map(|_| rng.random_range(0..config.num_train_timesteps))
+            .collect();
+        let labels: Option<Vec<i64>> = config.classes.as_ref().map(|classes| {
+            let null = classes.names.len();
+            data.labels_of(&indices)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|label| {
+                    let dropped = rng.random_bool(classes.label_dropout);
+                    (if dropped { null } else { label }) as i64
+                })
+                .collect()
+        });
+        Self {
+            indices,
+            flips,
+            timesteps,
+            labels,
+            rng,
+        }
+    }
+}
+
+/// What the loss is made of, set up once per run and worker: the target kind, the loss
+/// weighting and the forward process on the worker's device.
+pub(crate) struct Objective<B: Backend> {
+    pub(crate) prediction: Prediction,
+    pub(crate) weighting: LossWeighting,
+    pub(crate) process: ForwardProcess<B>,
+    pub(crate) device: B::Device,
+}
+
+/// One worker among all the run's workers (every device of every process): it takes the
+/// shards `index`, `index + count`, `index + 2·count`, … of each step's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+}
+
+/// This worker's share of one optimizer step's loss and its gradients, on its device.
+///
+/// The batch is cut into micro-batches (gradient accumulation), each into one shard per
+/// worker; shard p belongs to worker p mod W. The noise of every shard is drawn in order from
+/// the step's RNG (a worker draws and skips the others'), so W workers together see exactly
+/// the numbers one worker with the whole batch would. Each shard's loss is divided by the
+/// whole batch size, so the workers' losses and gradients add up to the step's. The losses
+/// stay on the device until the end: reading each back would wait for its backward pass.
+pub(crate) fn gradients<B: AutodiffBackend>(
+    model: &UNet<B>,
+    config: &TrainConfig,
+    data: &ImageFolder,
+    objective: &Objective<B>,
+    place: Place,
+    mut draws: StepDraws,
+    step: u64,
+) -> Result<(GradientsParams, f64), TrainError> {
+    let Objective {
+        prediction,
+        weighting,
+        process,
+        device,
+    } = objective;
+    let micro_batch = config.batch_size / config.grad_accumulation;
+    let shard = micro_batch / place.count;
+    let shard_values = shard * data.channels() * data.image_size() * data.image_size();
+    B::seed(
+        device,
+        mix(config.seed ^ DROPOUT_STREAM, step) + place.index as u64,
+    );
+    let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
+    let mut part_losses = Vec::new();
+    for part in 0..config.batch_size / shard {
+        if part % place.count != place.index {
+            skip_normals(&mut draws.rng, shard_values);
+            continue;
+        }
+        let range = part * shard..(part + 1) * shard;
+        let x0 = data.batch::<B>(
+            &draws.indices[range.clone()],
+            &draws.flips[range.clone()],
+            device,
+        );
+        let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
+        let part_labels = draws.labels.as_ref().map(|labels| {
+            let part = labels[range.clone()].to_vec();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
+        });
+        let t = &draws.timesteps[range];
+        let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
+        let target = process.target(*prediction, x0, noise, t)?;
+        let weights = process.loss_weights(*weighting, *prediction, t)?;
+        let t_tensor = Tensor::<B, 1>::from_data(
+            TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
+            device,
+        );
+        let output = model.forward(noisy, t_tensor, part_labels)?;
+        let per_image: Tensor<B, 1> = (output - target)
+            .powi_scalar(2)
+            .flatten::<2>(1, 3)
+            .mean_dim(1)
+            .squeeze_dim(1);
+        let loss = (per_image * weights)
+            .sum()
+            .div_scalar(config.batch_size as f64);
+        part_losses.push(loss.clone().inner());
+        accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+    }
+    let loss = Tensor::cat(part_losses, 0)
+        .sum()
+        .into_scalar()
+        .elem::<f64>();
+    Ok((accumulator.grads(), loss))
+}
+
+/// Advances `rng` past `count` standard normal draws, as [`standard_normal`] would.
+fn skip_normals(rng: &mut StdRng, count: usize) {
+    StandardNormal
+        .sample_iter(rng)
+        .take(count)
+        .for_each(|_: f32| {});
+}
+
+/// Separates the dropout seeds from the data seeds of the same step.
+const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7421;
+/// Separates the epoch orders from the step seeds.
+const ORDER_STREAM: u64 = 0x6f72_6465_7273_2121;
+
+/// A 64-bit seed for stream position `index` of `seed` (SplitMix64's finaliser, so nearby
+/// inputs give unrelated seeds).
+fn mix(seed: u64, index: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The order in which epoch `epoch` visits `len` images.
+pub(crate) fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(mix(
+        seed ^ ORDER_STREAM,
+        epoch as u64,
+    )));
+    order
+}
