@@ -143,7 +143,11 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
 
     /// Flushes the log and, after a whole run, writes `progress.png` and `loss.png`; the
     /// summary of a run that ended after `steps` steps.
-    pub(crate) fn finish(mut self, steps: u64, interrupted: bool) -> Result<TrainSummary, TrainError> {
+    pub(crate) fn finish(
+        mut self,
+        steps: u64,
+        interrupted: bool,
+    ) -> Result<TrainSummary, TrainError> {
         self.log.flush()?;
         let whole = !interrupted && steps == self.total_steps;
         let (montage, loss_curve) = if whole {

@@ -15,10 +15,10 @@
 
 #![warn(missing_docs)]
 
+mod bookkeeping;
 mod checkpoint;
 mod config;
 mod dataset;
-mod bookkeeping;
 mod ema;
 mod error;
 mod integrity;
@@ -42,10 +42,10 @@ pub use dataset::{
 };
 pub use ema::Ema;
 pub use error::TrainError;
+pub use integrity::{CheckpointHealth, Damage, FileDigest, check_run, verify_checkpoint};
 #[cfg(feature = "mpi")]
 pub use mpi::MpiProcesses;
 pub use processes::{ProcessGroup, SingleProcess};
-pub use integrity::{CheckpointHealth, Damage, FileDigest, check_run, verify_checkpoint};
 pub use sampling::{
     Condition, Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name,
 };

@@ -124,8 +124,9 @@ impl<'a> Reduction<'a> {
     /// Leaves the process's collective group at the end of a run.
     pub(crate) fn leave<B: AutodiffBackend>(self) -> Result<(), TrainError> {
         match self.peer {
-            Some(peer) => collective::finish_collective::<B::InnerBackend>(peer)
-                .map_err(collective_error),
+            Some(peer) => {
+                collective::finish_collective::<B::InnerBackend>(peer).map_err(collective_error)
+            }
             None => Ok(()),
         }
     }
@@ -176,8 +177,7 @@ fn sum_over_processes<B: AutodiffBackend>(
 }
 
 /// A function applied to one gradient, flattened.
-type GradientMap<'f, B> =
-    dyn FnMut(Tensor<B, 1>) -> Result<Tensor<B, 1>, TrainError> + 'f;
+type GradientMap<'f, B> = dyn FnMut(Tensor<B, 1>) -> Result<Tensor<B, 1>, TrainError> + 'f;
 
 /// Replaces the gradient g of every parameter of `model` that has one, in the module's order
 /// (the same in every replica and every process), by `f(g)` (flattened, reshaped back).

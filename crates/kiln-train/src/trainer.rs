@@ -237,9 +237,17 @@ pub fn train<B: AutodiffBackend>(
         on_event,
     };
     let done = if devices.len() == 1 {
-        let reduction = Reduction::join::<B>(0, 1, &devices[0], processes.size() > 1)?
-            .leading(processes);
-        run_steps(&run, 0, model, optimizer, &devices[0], reduction, Some(&mut lead))?
+        let reduction =
+            Reduction::join::<B>(0, 1, &devices[0], processes.size() > 1)?.leading(processes);
+        run_steps(
+            &run,
+            0,
+            model,
+            optimizer,
+            &devices[0],
+            reduction,
+            Some(&mut lead),
+        )?
     } else {
         run_threads(&run, model, optimizer, devices, processes, &mut lead)?
     };
@@ -334,15 +342,16 @@ where
                     guarded::<B, _>(local, || {
                         let reduction =
                             Reduction::join::<B>(local, devices.len(), device, across_processes)?;
-                        run_steps::<B, O, F>(run, local, replica, optimizer, device, reduction, None)
+                        run_steps::<B, O, F>(
+                            run, local, replica, optimizer, device, reduction, None,
+                        )
                     })
                 })
             })
             .collect();
         let first = guarded::<B, _>(0, || {
-            let reduction =
-                Reduction::join::<B>(0, devices.len(), &devices[0], across_processes)?
-                    .leading(processes);
+            let reduction = Reduction::join::<B>(0, devices.len(), &devices[0], across_processes)?
+                .leading(processes);
             run_steps(run, 0, model, optimizer, &devices[0], reduction, Some(lead))
         });
         let outcomes = std::iter::once(first).chain(others.into_iter().map(|handle| {
@@ -618,7 +627,17 @@ fn start_everywhere<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
 ) -> Result<Start<B, O>, TrainError> {
     let processes = options.processes;
     let checkpoints = checkpoints_folder(options.out);
-    let mut here = || start(config, data, &checkpoints, options.resume, device, &new_optimizer, on_event);
+    let mut here = || {
+        start(
+            config,
+            data,
+            &checkpoints,
+            options.resume,
+            device,
+            &new_optimizer,
+            on_event,
+        )
+    };
     if processes.size() == 1 {
         return here();
     }
@@ -720,4 +739,3 @@ fn start<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
         }
     }
 }
-

@@ -1,64 +1,36 @@
 //! The training loop end to end on a small synthetic dataset at 16×16: the loss goes down,
 //! a stopped and resumed run ends bit-identical to an uninterrupted one, a killed checkpoint
-//! write leaves the previous checkpoint in charge, and resuming with another config fails.
+//! write leaves the previous checkpoint in charge, resuming with another config fails, two
+//! devices in threads train like one, and a failing worker stops the run without a hang.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::{Autodiff, Flex};
-use image::{DynamicImage, ImageBuffer, Luma};
 use kiln_train::{
-    Damage, ImageFolder, ImageFolderOptions, LATEST, Labels, RunOptions, TrainConfig, TrainError,
-    TrainEvent, check_run, latest_checkpoint, load_for_sampling, train,
+    Damage, ImageFolder, LATEST, RunOptions, TrainConfig, TrainError, TrainEvent, check_run,
+    latest_checkpoint, load_for_sampling, train,
 };
 use kiln_unet::UNetConfig;
 
 type B = Autodiff<Flex>;
 
 mod common;
-mod weights;
+mod runs;
 
-use weights::final_weights;
+use runs::{config, final_weights};
 
 /// A fresh scratch folder for this target's test `name`.
 fn scratch(name: &str) -> PathBuf {
     common::scratch("training", name)
 }
 
-/// 32 grayscale 16×16 images: a bright disc at one of a few positions on a dark background.
+/// The discs in a fresh folder for test `test`.
 fn discs(test: &str) -> ImageFolder {
     let dir = scratch(&format!("{test}-data"));
-    for i in 0..32u32 {
-        let (cx, cy) = (4.0 + (i % 4) as f32 * 2.5, 5.0 + (i / 8) as f32 * 2.0);
-        let image = ImageBuffer::from_fn(16, 16, |x, y| {
-            let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-            Luma([if d2 < 10.0 { 230u8 } else { 20 }])
-        });
-        DynamicImage::from(image)
-            .save(dir.join(format!("{i:02}.png")))
-            .unwrap();
-    }
-    let options = ImageFolderOptions {
-        image_size: 16,
-        channels: 1,
-        strict: true,
-        labels: Labels::None,
-    };
-    ImageFolder::load(&dir, options, |_| {}).unwrap()
-}
-
-fn config(epochs: usize) -> TrainConfig {
-    TrainConfig::new(UNetConfig::tiny(1), 16)
-        .with_epochs(epochs)
-        .with_batch_size(8)
-        .with_learning_rate(1e-3)
-        .with_warmup_steps(5)
-        .with_sample_every_epochs(100)
-        .with_sample_count(4)
-        .with_sample_steps(2)
-        .with_checkpoint_every_epochs(2)
-        .with_seed(3)
+    runs::write_discs(&dir);
+    runs::load_discs(&dir)
 }
 
 /// Trains into `out`, stopping after `stop_after` steps (the flag is set as step
@@ -352,14 +324,22 @@ fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
     }
     let (a, b) = (final_weights(&one), final_weights(&two));
     let (trained, ema) = (
-        weights::max_difference(&a[0], &b[0]),
-        weights::max_difference(&a[1], &b[1]),
+        runs::max_difference(&a[0], &b[0]),
+        runs::max_difference(&a[1], &b[1]),
     );
     println!("two devices vs one after 5 steps: max |Δ| trained {trained:e}, EMA {ema:e}");
     assert!(trained <= 1e-5 && ema <= 1e-5, "{trained} {ema}");
 
-    let error = run_on(&config, &data, &scratch("three-devices"), false, None, 3, |_| {})
-        .unwrap_err();
+    let error = run_on(
+        &config,
+        &data,
+        &scratch("three-devices"),
+        false,
+        None,
+        3,
+        |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(error, TrainError::BatchSplit { .. }), "{error}");
 }
 
@@ -380,7 +360,9 @@ fn a_failing_worker_stops_the_others_and_the_last_checkpoint_stays_latest() {
         matches!(&error, TrainError::WorkerPanicked { worker: 0, message } if message == "lost the device"),
         "{error}"
     );
-    let latest = latest_checkpoint(&out.join("checkpoints")).unwrap().unwrap();
+    let latest = latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .unwrap();
     assert!(latest.ends_with("step-00000004"), "{}", latest.display());
     let health = check_run(&out).unwrap();
     assert!(health.iter().all(|checkpoint| checkpoint.verdict.is_ok()));

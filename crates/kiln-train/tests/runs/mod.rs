@@ -1,5 +1,5 @@
-//! The weights a run ends with, read back from its checkpoint for comparison (shared by the
-//! test targets that compare runs).
+//! The small run that the training tests compare between setups: its data (discs), its
+//! config, and the weights it ends with, read back from its checkpoint.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,11 +8,52 @@ use std::path::Path;
 use burn::backend::Flex;
 use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
-use kiln_train::latest_checkpoint;
+use image::{DynamicImage, ImageBuffer, Luma};
+use kiln_train::{ImageFolder, ImageFolderOptions, Labels, TrainConfig, latest_checkpoint};
 use kiln_unet::{UNet, UNetConfig, save_checkpoint};
 use safetensors::SafeTensors;
 
 use crate::common::my_turn;
+
+/// Writes 32 grayscale 16×16 images into `dir`: a bright disc at one of a few positions on a
+/// dark background.
+pub fn write_discs(dir: &Path) {
+    for i in 0..32u32 {
+        let (cx, cy) = (4.0 + (i % 4) as f32 * 2.5, 5.0 + (i / 8) as f32 * 2.0);
+        let image = ImageBuffer::from_fn(16, 16, |x, y| {
+            let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+            Luma([if d2 < 10.0 { 230u8 } else { 20 }])
+        });
+        DynamicImage::from(image)
+            .save(dir.join(format!("{i:02}.png")))
+            .unwrap();
+    }
+}
+
+/// The discs written by [`write_discs`] into `dir`.
+pub fn load_discs(dir: &Path) -> ImageFolder {
+    let options = ImageFolderOptions {
+        image_size: 16,
+        channels: 1,
+        strict: true,
+        labels: Labels::None,
+    };
+    ImageFolder::load(dir, options, |_| {}).unwrap()
+}
+
+/// A tiny model on the discs, batch 8 (4 steps an epoch), for `epochs` epochs.
+pub fn config(epochs: usize) -> TrainConfig {
+    TrainConfig::new(UNetConfig::tiny(1), 16)
+        .with_epochs(epochs)
+        .with_batch_size(8)
+        .with_learning_rate(1e-3)
+        .with_warmup_steps(5)
+        .with_sample_every_epochs(100)
+        .with_sample_count(4)
+        .with_sample_steps(2)
+        .with_checkpoint_every_epochs(2)
+        .with_seed(3)
+}
 
 /// The final checkpoint's trained and EMA weights, tensor by tensor. (The recorder files also
 /// hold parameter ids, which are random per process, and safetensors metadata is unordered, so
