@@ -62,7 +62,7 @@ pub enum TrainError {
         devices: usize,
     },
     /// A worker panicked (for example on a lost device); the other workers were stopped.
-    #[error("worker {worker} (device {worker} of this process) panicked: {message}")]
+    #[error("the worker of device {worker} of this process panicked: {message}")]
     WorkerPanicked {
         /// The worker's device index in this process.
         worker: usize,

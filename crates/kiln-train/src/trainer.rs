@@ -354,11 +354,12 @@ where
                 .leading(processes);
             run_steps(run, 0, model, optimizer, &devices[0], reduction, Some(lead))
         });
-        let outcomes = std::iter::once(first).chain(others.into_iter().map(|handle| {
-            handle
-                .join()
-                .unwrap_or_else(|payload| Err(panicked(0, payload)))
-        }));
+        let outcomes =
+            std::iter::once(first).chain(others.into_iter().zip(1..).map(|(handle, local)| {
+                handle
+                    .join()
+                    .unwrap_or_else(|payload| Err(panicked(local, payload)))
+            }));
         first_failure(outcomes.collect())
     })
 }
