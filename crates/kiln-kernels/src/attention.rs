@@ -75,6 +75,7 @@ mod flex {
     use rten_vecmath::Softmax;
 
     use crate::gemm::{Matrix, matmul, matmul_into};
+    use crate::parallel::assume_init;
     use crate::parallel::{contiguous, flex_tensor, values};
     use crate::route::{self, AutodiffFlexTensor, Route};
 
@@ -152,10 +153,18 @@ mod flex {
     /// backward pass).
     fn forward(h: &Heads, qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (tokens, channels) = (h.tokens, h.channels());
-        let mut out = vec![0.0f32; h.batch * tokens * channels];
-        let mut probabilities = vec![0.0f32; h.batch * h.heads * tokens * tokens];
-        out.par_chunks_mut(tokens * channels)
-            .zip(probabilities.par_chunks_mut(h.heads * tokens * tokens))
+        let (out_len, p_len) = (
+            h.batch * tokens * channels,
+            h.batch * h.heads * tokens * tokens,
+        );
+        let mut out = Vec::with_capacity(out_len);
+        let mut probabilities = Vec::with_capacity(p_len);
+        out.spare_capacity_mut()[..out_len]
+            .par_chunks_mut(tokens * channels)
+            .zip(
+                probabilities.spare_capacity_mut()[..p_len]
+                    .par_chunks_mut(h.heads * tokens * tokens),
+            )
             .enumerate()
             .for_each(|(b, (out, p_block))| {
                 let block = &qkv[b * tokens * 3 * channels..][..tokens * 3 * channels];
@@ -166,6 +175,8 @@ mod flex {
                         h.part(block, 2, head),
                     );
                     matmul_into(p, tokens, q, k.t(), h.scale, h.threads_inside());
+                    // SAFETY: the t × t product with row stride t wrote all of `p`.
+                    let p = unsafe { assume_init(p) };
                     for row in p.chunks_exact_mut(tokens) {
                         Softmax::new_mut(row).dispatch();
                     }
@@ -180,6 +191,12 @@ mod flex {
                     );
                 }
             });
+        // SAFETY: every batch element's heads wrote their `dim` columns of every row of `out`
+        // (together all `c` of them) and their whole t × t block of P.
+        unsafe {
+            out.set_len(out_len);
+            probabilities.set_len(p_len);
+        }
         (out, probabilities)
     }
 
@@ -187,8 +204,9 @@ mod flex {
     fn backward(h: &Heads, qkv: &[f32], probabilities: &[f32], grad: &[f32]) -> Vec<f32> {
         let (tokens, channels, dim) = (h.tokens, h.channels(), h.dim);
         let threads = h.threads_inside();
-        let mut d_qkv = vec![0.0f32; h.batch * tokens * 3 * channels];
-        d_qkv
+        let len = h.batch * tokens * 3 * channels;
+        let mut d_qkv = Vec::with_capacity(len);
+        d_qkv.spare_capacity_mut()[..len]
             .par_chunks_mut(tokens * 3 * channels)
             .enumerate()
             .for_each_init(Vec::new, |scratch, (b, d_block)| {
@@ -244,6 +262,9 @@ mod flex {
                     );
                 }
             });
+        // SAFETY: for every batch element and head, dV, dQ and dK were written into the head's
+        // `dim` columns of the V, Q and K parts of every row: all 3·c columns.
+        unsafe { d_qkv.set_len(len) };
         d_qkv
     }
 

@@ -1,5 +1,7 @@
 //! A safe front for the `gemm` crate's matrix product on `f32` slices.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 
 /// A read-only matrix view: element (i, j) is `data[i·row_stride + j·col_stride]`.
@@ -60,25 +62,49 @@ fn span(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize
 /// `a.rows × b.cols`, on the calling thread unless `threads` asks for rayon.
 pub(crate) fn matmul(dst: &mut [f32], a: Matrix, b: Matrix, accumulate: bool, threads: bool) {
     assert_eq!(dst.len(), a.rows * b.cols, "dst holds the product exactly");
-    product(dst, b.cols, a, b, 1.0, accumulate, threads);
+    product(
+        dst.as_mut_ptr(),
+        dst.len(),
+        b.cols,
+        a,
+        b,
+        1.0,
+        accumulate,
+        threads,
+    );
 }
 
 /// dst = scale·a·b, with `dst` a `a.rows × b.cols` matrix whose rows start `dst_row_stride`
-/// elements apart, on the calling thread unless `threads` asks for rayon.
+/// elements apart, on the calling thread unless `threads` asks for rayon. `dst` may be memory
+/// never written: the product's entries are written without being read (no zero-filling
+/// first), and the entries between its rows are left as they are.
 pub(crate) fn matmul_into(
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     dst_row_stride: usize,
     a: Matrix,
     b: Matrix,
     scale: f32,
     threads: bool,
 ) {
-    product(dst, dst_row_stride, a, b, scale, false, threads);
+    let len = dst.len();
+    product(
+        dst.as_mut_ptr().cast(),
+        len,
+        dst_row_stride,
+        a,
+        b,
+        scale,
+        false,
+        threads,
+    );
 }
 
-/// dst = scale·a·b, plus the old dst when `accumulate`.
+/// dst = scale·a·b, plus the old dst when `accumulate`, for `dst` the `dst_len` elements from
+/// `dst` on (read only when `accumulate`).
+#[allow(clippy::too_many_arguments)]
 fn product(
-    dst: &mut [f32],
+    dst: *mut f32,
+    dst_len: usize,
     dst_row_stride: usize,
     a: Matrix,
     b: Matrix,
@@ -87,23 +113,22 @@ fn product(
     threads: bool,
 ) {
     assert!(a.cols == b.rows && a.in_bounds() && b.in_bounds());
-    assert!(
-        span(a.rows, b.cols, dst_row_stride, 1) <= dst.len() && b.cols <= dst_row_stride.max(1)
-    );
+    assert!(span(a.rows, b.cols, dst_row_stride, 1) <= dst_len && b.cols <= dst_row_stride.max(1));
     let parallelism = if threads {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
     };
-    // SAFETY: the asserts above keep every index of the three matrices inside its slice, rows of
-    // `dst` do not overlap (its row stride is at least its width), and `dst` is borrowed mutably
-    // so it aliases neither input.
+    // SAFETY: the asserts above keep every index of the three matrices inside its slice (`dst`
+    // points at `dst_len` writable elements, borrowed mutably by the caller, so it aliases
+    // neither input), rows of `dst` do not overlap (its row stride is at least its width), and
+    // gemm reads `dst` only when `accumulate` (its `read_dst`), which `matmul_into` never sets.
     unsafe {
         gemm::gemm(
             a.rows,
             b.cols,
             a.cols,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_row_stride as isize,
             accumulate,

@@ -93,5 +93,15 @@ pub(crate) fn write_all(
         "write_all needs a value for every element"
     );
     // SAFETY: all `out.len()` elements were written in the loop, as the assert checked.
-    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    unsafe { assume_init(out) }
+}
+
+/// `slice` as initialised values.
+///
+/// # Safety
+/// Every element of `slice` must have been written.
+pub(crate) unsafe fn assume_init(slice: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller guarantees that every
+    // element is initialised.
+    unsafe { &mut *(slice as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
