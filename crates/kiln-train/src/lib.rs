@@ -3,8 +3,11 @@
 //! - [`ImageFolder`]: a folder of images decoded once, in parallel, into memory, with bad
 //!   files reported by path;
 //! - [`train`]: the training loop (ε/x₀/v targets, optional min-SNR weighting, AdamW with
-//!   warm-up and gradient clipping, gradient accumulation, several devices, an [`Ema`] of the
-//!   weights, class labels with label dropout for classifier-free guidance), writing sample grids, a loss log and atomic, exactly resumable checkpoints;
+//!   warm-up and gradient clipping, gradient accumulation, an [`Ema`] of the weights, class
+//!   labels with label dropout for classifier-free guidance), writing sample grids, a loss log
+//!   and atomic, exactly resumable checkpoints; data-parallel over several devices (a worker
+//!   thread each, gradients summed with burn-collective) and several processes or machines (a
+//!   [`ProcessGroup`]: `MpiProcesses` with the `mpi` feature);
 //! - [`generate`] and [`UNetDenoiser`]: sampling a trained model with any Kiln sampler, picked
 //!   by name, unconditionally or guided towards classes ([`Condition`]); [`load_for_sampling`] reads a run, a checkpoint or a diffusers model folder;
 //! - [`pixels`]: images to tensors in [−1, 1] and back, grids and montages; [`plot`]: the loss
