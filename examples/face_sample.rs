@@ -31,7 +31,7 @@ use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::pixels;
 use kiln::sampler::GuidanceConfig;
-use kiln::train::{Condition, Generation, SamplerName, generate, load_for_sampling};
+use kiln::train::{Condition, Generation, SamplerName, load_for_sampling};
 
 #[path = "common/allocator.rs"]
 mod allocator;
@@ -144,28 +144,20 @@ impl BackendTask for Sampling {
                 clip: !args.no_clip,
                 condition,
             };
-            let images = generate(
-                &loaded.model,
-                loaded.prediction,
-                &loaded.schedule,
-                generation,
-                &device,
-                |event| {
-                    eprint!(
-                        "\r{} step {}/{}",
-                        args.sampler,
-                        event.index + 1,
-                        event.steps
-                    );
-                    let keep =
-                        (0..frames).any(|k| k * (event.steps - 1) / (frames - 1) == event.index);
-                    if args.strip.is_some() && keep && row == 0 {
-                        let first = |t: &Tensor<B, 4>| t.clone().narrow(0, 0, 1);
-                        noisy.push(first(event.sample));
-                        denoised.push(first(event.denoised));
-                    }
-                },
-            )?;
+            let images = loaded.generate(generation, &device, |event| {
+                eprint!(
+                    "\r{} step {}/{}",
+                    args.sampler,
+                    event.index + 1,
+                    event.steps
+                );
+                let keep = (0..frames).any(|k| k * (event.steps - 1) / (frames - 1) == event.index);
+                if args.strip.is_some() && keep && row == 0 {
+                    let first = |t: &Tensor<B, 4>| t.clone().narrow(0, 0, 1);
+                    noisy.push(first(event.sample));
+                    denoised.push(first(event.denoised));
+                }
+            })?;
             batches.push(images);
         }
         eprintln!();

@@ -15,22 +15,17 @@ use kiln_unet::UNet;
 use crate::checkpoint::{self, TrainState};
 use crate::ema::Ema;
 use crate::sampling::{Condition, Generation, SamplerName, generate};
-use crate::trainer::{TrainEvent, TrainSummary};
+use crate::trainer::{Run, TrainEvent, TrainSummary};
 use crate::{TrainConfig, TrainError};
 use crate::{pixels, plot};
 
 /// Rank 0's books: the EMA of the weights, `loss.csv`, sample grids and checkpoints in the run
 /// folder.
 pub(crate) struct Bookkeeping<'a, B: AutodiffBackend> {
-    config: &'a TrainConfig,
-    images: usize,
-    schedule: &'a NoiseSchedule,
-    prediction: Prediction,
+    run: &'a Run<'a>,
     out: &'a Path,
     ema: Ema<B, UNet<B>>,
     log: LossLog,
-    steps_per_epoch: u64,
-    total_steps: u64,
     grids: Vec<PathBuf>,
     checkpoint: Option<PathBuf>,
 }
@@ -41,32 +36,21 @@ pub(crate) fn checkpoints_folder(out: &Path) -> PathBuf {
 }
 
 impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
-    /// The books of a run in `out` over `images` images that starts at step `start` with the
-    /// EMA `ema`; creates `checkpoints/` and `samples/` and opens `loss.csv`.
-    #[allow(clippy::too_many_arguments)]
+    /// The books of `run` in `out`, with the EMA `ema`; creates `checkpoints/` and `samples/`
+    /// and opens `loss.csv`.
     pub(crate) fn open(
-        config: &'a TrainConfig,
-        images: usize,
-        schedule: &'a NoiseSchedule,
-        prediction: Prediction,
+        run: &'a Run<'a>,
         out: &'a Path,
         ema: Ema<B, UNet<B>>,
-        start: u64,
-        steps_per_epoch: u64,
     ) -> Result<Self, TrainError> {
         for folder in [checkpoints_folder(out), out.join("samples")] {
             fs::create_dir_all(&folder).map_err(|error| TrainError::io(&folder, error))?;
         }
         Ok(Self {
-            config,
-            images,
-            schedule,
-            prediction,
+            run,
             out,
             ema,
-            log: LossLog::open(&out.join("loss.csv"), start)?,
-            steps_per_epoch,
-            total_steps: steps_per_epoch * config.epochs as u64,
+            log: LossLog::open(&out.join("loss.csv"), run.start)?,
             grids: Vec::new(),
             checkpoint: None,
         })
@@ -91,10 +75,10 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
     ) -> Result<(), TrainError> {
         self.ema.update(model, step);
         self.log.append(step, epoch, loss, learning_rate)?;
-        let config = self.config;
-        let finished_epoch = (step + 1).is_multiple_of(self.steps_per_epoch);
-        let epochs_done = ((step + 1) / self.steps_per_epoch) as usize;
-        let last = step + 1 == self.total_steps;
+        let (run, config) = (self.run, self.run.config);
+        let finished_epoch = (step + 1).is_multiple_of(run.steps_per_epoch);
+        let epochs_done = ((step + 1) / run.steps_per_epoch) as usize;
+        let last = step + 1 == run.total_steps;
         if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
             let path = self
                 .out
@@ -103,8 +87,8 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
             write_grid(
                 config,
                 self.ema.model(),
-                self.prediction,
-                self.schedule,
+                run.prediction,
+                run.schedule,
                 device,
                 &path,
             )?;
@@ -122,7 +106,7 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
             let state = TrainState {
                 config: config.clone(),
                 step: step + 1,
-                images: self.images,
+                images: run.data.len(),
             };
             let path = checkpoint::save(
                 &checkpoints_folder(self.out),
@@ -149,7 +133,7 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
         interrupted: bool,
     ) -> Result<TrainSummary, TrainError> {
         self.log.flush()?;
-        let whole = !interrupted && steps == self.total_steps;
+        let whole = !interrupted && steps == self.run.total_steps;
         let (montage, loss_curve) = if whole {
             (
                 write_montage(&self.out.join("samples"), &self.out.join("progress.png"))?,

@@ -23,14 +23,16 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_forward::Prediction;
-use kiln_sampler::SamplerError;
+use kiln_sampler::{SamplerError, StepEvent};
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::{UNet, UNetConfig, load_checkpoint, load_diffusers, load_weights, save_checkpoint};
 use serde::{Deserialize, Serialize};
 
 use crate::integrity::{Damage, FileDigest, StateFile, newest_first, verify_checkpoint};
+use crate::sampling::{Generation, generate};
 use crate::{TrainConfig, TrainError};
 
 /// The file in the checkpoints folder that names the newest complete checkpoint.
@@ -245,6 +247,23 @@ pub struct SamplingModel<B: Backend> {
 }
 
 impl<B: Backend> SamplingModel<B> {
+    /// [`generate`] with this model, what it predicts and its schedule.
+    pub fn generate(
+        &self,
+        generation: Generation,
+        device: &B::Device,
+        on_step: impl FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, TrainError> {
+        generate(
+            &self.model,
+            self.prediction,
+            &self.schedule,
+            generation,
+            device,
+            on_step,
+        )
+    }
+
     /// The label of the class `name`: one of [`Self::class_names`], or a label number.
     pub fn class_label(&self, name: &str) -> Result<usize, TrainError> {
         if self.class_names.is_empty() {

@@ -213,16 +213,7 @@ pub fn train<B: AutodiffBackend>(
         workers: devices.len() * processes.size(),
     };
     let books = match processes.rank() {
-        0 => Some(Bookkeeping::open(
-            config,
-            data.len(),
-            &schedule,
-            prediction,
-            options.out,
-            ema,
-            start,
-            steps_per_epoch,
-        )?),
+        0 => Some(Bookkeeping::open(&run, options.out, ema)?),
         _ => None,
     };
     on_event(TrainEvent::Started {
@@ -264,16 +255,16 @@ pub fn train<B: AutodiffBackend>(
     }
 }
 
-/// What every worker of a run shares.
-struct Run<'a> {
-    config: &'a TrainConfig,
-    data: &'a ImageFolder,
-    schedule: &'a NoiseSchedule,
-    prediction: Prediction,
-    steps_per_epoch: u64,
-    total_steps: u64,
+/// What every worker of a run shares (and rank 0's books read).
+pub(crate) struct Run<'a> {
+    pub(crate) config: &'a TrainConfig,
+    pub(crate) data: &'a ImageFolder,
+    pub(crate) schedule: &'a NoiseSchedule,
+    pub(crate) prediction: Prediction,
+    pub(crate) steps_per_epoch: u64,
+    pub(crate) total_steps: u64,
     /// The step the run starts from.
-    start: u64,
+    pub(crate) start: u64,
     /// This process's rank.
     rank: usize,
     /// This process's devices.

@@ -13,8 +13,8 @@ use image::{DynamicImage, ImageBuffer, Luma};
 use kiln_sampler::{ClassConditional, Denoiser, GuidanceConfig, Guided, Prediction, SamplerError};
 use kiln_train::{
     ClassConditioning, Condition, DatasetError, Generation, ImageFolder, ImageFolderOptions,
-    Labels, RunOptions, SamplerName, TrainConfig, TrainError, UNetDenoiser, generate,
-    load_for_sampling, train,
+    Labels, RunOptions, SamplerName, TrainConfig, TrainError, UNetDenoiser, load_for_sampling,
+    train,
 };
 use kiln_unet::{UNet, UNetConfig};
 
@@ -182,16 +182,7 @@ fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
             guidance: GuidanceConfig::new(3.0),
         },
     };
-    let sample = |generation| {
-        generate(
-            &loaded.model,
-            loaded.prediction,
-            &loaded.schedule,
-            generation,
-            &device,
-            |_| {},
-        )
-    };
+    let sample = |generation| loaded.generate(generation, &device, |_| {});
     let images = sample(generation(vec![1, 0], 2)).unwrap();
     assert_eq!(images.dims(), [2, 1, 16, 16]);
     assert!(matches!(
@@ -233,15 +224,7 @@ fn an_unconditional_model_cannot_be_guided() {
             guidance: GuidanceConfig::new(2.0),
         },
     };
-    let error = generate(
-        &loaded.model,
-        loaded.prediction,
-        &loaded.schedule,
-        generation,
-        &device,
-        |_| {},
-    )
-    .unwrap_err();
+    let error = loaded.generate(generation, &device, |_| {}).unwrap_err();
     assert!(error.to_string().contains("unconditional"), "{error}");
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use kiln_forward::Prediction;
-use kiln_train::{Condition, Generation, SamplerName, generate, load_for_sampling};
+use kiln_train::{Condition, Generation, SamplerName, load_for_sampling};
 
 #[test]
 fn a_diffusers_folder_generates_with_every_sampler() {
@@ -27,15 +27,9 @@ fn a_diffusers_folder_generates_with_every_sampler() {
             condition: Condition::Unconditional,
         };
         let mut steps = 0;
-        let images = generate(
-            &loaded.model,
-            loaded.prediction,
-            &loaded.schedule,
-            generation,
-            &device,
-            |_| steps += 1,
-        )
-        .unwrap();
+        let images = loaded
+            .generate(generation, &device, |_| steps += 1)
+            .unwrap();
         assert_eq!(images.dims()[0], 2, "{name}");
         assert!(steps >= 4, "{name}: {steps} steps");
         let values: Vec<f32> = images.into_data().to_vec().unwrap();
@@ -64,15 +58,7 @@ fn a_size_the_model_cannot_take_is_an_error() {
         clip: false,
         condition: Condition::Unconditional,
     };
-    let error = generate(
-        &loaded.model,
-        loaded.prediction,
-        &loaded.schedule,
-        generation,
-        &device,
-        |_| {},
-    )
-    .unwrap_err();
+    let error = loaded.generate(generation, &device, |_| {}).unwrap_err();
     assert!(error.to_string().contains("multiples"), "{error}");
 }
 
