@@ -22,8 +22,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
+use kiln::kernels::on_worker_thread;
 use kiln::timing::median_time;
-use kiln::unet::{UNet, UNetConfig};
+use kiln::unet::{UNet, UNetConfig, UNetError};
 use rand::{SeedableRng, rngs::StdRng};
 
 #[path = "common/allocator.rs"]
@@ -84,38 +85,43 @@ fn time_unet<B: AutodiffBackend>(
     config: &UNetConfig,
     device: &B::Device,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut model: UNet<B> = config.init(device)?;
-    let mut rng = StdRng::seed_from_u64(0);
-    let shape = [args.batch, 3, args.size, args.size];
-    let x = standard_normal::<B, 4>(shape, &mut rng, device);
-    let target = standard_normal::<B, 4>(shape, &mut rng, device);
-    let t = Tensor::<B, 1>::from_floats(
-        (0..args.batch)
-            .map(|i| (i * 61 % 1000) as f32)
-            .collect::<Vec<_>>()
-            .as_slice(),
-        device,
-    );
+    // The model's work runs on one of rayon's threads, as in Kiln's trainer: every op of the
+    // CPU kernels then starts at once instead of waking the pool (`on_worker_thread`).
+    let (forward, step) = on_worker_thread(|| {
+        let mut model: UNet<B> = config.init(device)?;
+        let mut rng = StdRng::seed_from_u64(0);
+        let shape = [args.batch, 3, args.size, args.size];
+        let x = standard_normal::<B, 4>(shape, &mut rng, device);
+        let target = standard_normal::<B, 4>(shape, &mut rng, device);
+        let t = Tensor::<B, 1>::from_floats(
+            (0..args.batch)
+                .map(|i| (i * 61 % 1000) as f32)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            device,
+        );
 
-    let inference = model.valid();
-    let (x_inner, t_inner) = (x.clone().inner(), t.clone().inner());
-    let forward = median_time(args.iterations, || {
-        let y = inference
-            .forward(x_inner.clone(), t_inner.clone(), None)
-            .expect("valid input");
-        y.into_data();
-    });
+        let inference = model.valid();
+        let (x_inner, t_inner) = (x.clone().inner(), t.clone().inner());
+        let forward = median_time(args.iterations, || {
+            let y = inference
+                .forward(x_inner.clone(), t_inner.clone(), None)
+                .expect("valid input");
+            y.into_data();
+        });
 
-    let mut optimizer = AdamWConfig::new().init::<B, UNet<B>>();
-    let step = median_time(args.iterations, || {
-        let y = model
-            .forward(x.clone(), t.clone(), None)
-            .expect("valid input");
-        let loss = (y - target.clone()).powi_scalar(2).mean();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model.clone(), grads);
-        B::sync(device).expect("the device finished the step");
-    });
+        let mut optimizer = AdamWConfig::new().init::<B, UNet<B>>();
+        let step = median_time(args.iterations, || {
+            let y = model
+                .forward(x.clone(), t.clone(), None)
+                .expect("valid input");
+            let loss = (y - target.clone()).powi_scalar(2).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(1e-4, model.clone(), grads);
+            B::sync(device).expect("the device finished the step");
+        });
+        Ok::<_, UNetError>((forward, step))
+    })?;
     println!(
         "{} {}x{} batch {} on {}: forward median {forward:.1?}, train step median {step:.1?} \
          ({:.1} images/s)",

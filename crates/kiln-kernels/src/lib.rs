@@ -29,6 +29,11 @@
 //! trait bound such as `B: KilnBackend` would have to be implemented for every backend a user
 //! brings, which the orphan rule forbids for backends the user does not own.
 //!
+//! # Threads
+//! The kernels split their work over rayon's global pool. A program gets the most from them by
+//! running its model's work on one of the pool's threads ([`on_worker_thread`]); Kiln's trainer
+//! does so for its steps.
+//!
 //! The kernels are checked against burn's ops, values and gradients, on random inputs with
 //! awkward shapes (`tests/kernels.rs`).
 
@@ -47,6 +52,7 @@ mod parallel;
 mod route;
 mod silu;
 mod softmax;
+mod threads;
 #[cfg(feature = "flex")]
 mod unary;
 
@@ -55,3 +61,4 @@ pub use conv::conv2d;
 pub use group_norm::group_norm;
 pub use silu::silu;
 pub use softmax::softmax;
+pub use threads::on_worker_thread;
