@@ -78,6 +78,7 @@ mod flex {
     use crate::parallel::assume_init;
     use crate::parallel::{contiguous, flex_tensor, values};
     use crate::route::{self, AutodiffFlexTensor, Route};
+    use crate::softmax::SoftmaxGradient;
 
     /// Kiln's attention when the backend, dtype and shape allow it; `qkv` back otherwise.
     pub(super) fn attention<B: Backend>(
@@ -209,7 +210,7 @@ mod flex {
         d_qkv.spare_capacity_mut()[..len]
             .par_chunks_mut(tokens * 3 * channels)
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (b, d_block)| {
+            .for_each_init(Scratch::default, |scratch, (b, d_block)| {
                 let block = &qkv[b * tokens * 3 * channels..][..tokens * 3 * channels];
                 let grad = &grad[b * tokens * channels..][..tokens * channels];
                 let p_block = &probabilities[b * h.heads * tokens * tokens..];
@@ -231,19 +232,8 @@ mod flex {
                         1.0,
                         threads,
                     );
-                    scratch.resize(tokens * tokens, 0.0);
-                    matmul(scratch, d_out, v.t(), false, threads);
-                    for (d_row, p_row) in scratch
-                        .chunks_exact_mut(tokens)
-                        .zip(p_values.chunks_exact(tokens))
-                    {
-                        let dot: f32 = d_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
-                        d_row
-                            .iter_mut()
-                            .zip(p_row)
-                            .for_each(|(d, &p)| *d = p * (*d - dot));
-                    }
-                    let d_scores = Matrix::row_major(scratch, tokens, tokens);
+                    let d_scores = scratch.score_gradient(p_values, d_out, v, threads);
+                    let d_scores = Matrix::row_major(d_scores, tokens, tokens);
                     matmul_into(
                         &mut d_block[column(0)..],
                         3 * channels,
@@ -266,6 +256,41 @@ mod flex {
         // `dim` columns of the V, Q and K parts of every row: all 3·c columns.
         unsafe { d_qkv.set_len(len) };
         d_qkv
+    }
+
+    /// A thread's t × t buffers for the backward pass: dP, and dS.
+    #[derive(Default)]
+    struct Scratch {
+        d_probabilities: Vec<f32>,
+        d_scores: Vec<f32>,
+    }
+
+    impl Scratch {
+        /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dO Vᵀ, for P the head's `t × t`
+        /// `probabilities`.
+        fn score_gradient(
+            &mut self,
+            probabilities: &[f32],
+            d_out: Matrix,
+            v: Matrix,
+            threads: bool,
+        ) -> &[f32] {
+            let tokens = d_out.rows;
+            self.d_probabilities.resize(tokens * tokens, 0.0);
+            matmul(&mut self.d_probabilities, d_out, v.t(), false, threads);
+            self.d_scores.clear();
+            self.d_scores.reserve(tokens * tokens);
+            let rows = self.d_scores.spare_capacity_mut()[..tokens * tokens].chunks_mut(tokens);
+            for ((out, p), dp) in rows
+                .zip(probabilities.chunks_exact(tokens))
+                .zip(self.d_probabilities.chunks_exact(tokens))
+            {
+                SoftmaxGradient::new(p, dp, out).dispatch();
+            }
+            // SAFETY: the loop wrote every row of the t × t matrix.
+            unsafe { self.d_scores.set_len(tokens * tokens) };
+            &self.d_scores
+        }
     }
 
     /// The attention node of burn's autodiff graph, with parent `qkv`.

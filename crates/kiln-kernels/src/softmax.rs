@@ -20,12 +20,18 @@ pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tenso
 }
 
 #[cfg(feature = "flex")]
+pub(crate) use flex::SoftmaxGradient;
+
+#[cfg(feature = "flex")]
 mod flex {
+    use std::mem::MaybeUninit;
+
     use burn_flex::FlexTensor;
-    use rten_simd::SimdOp;
+    use rten_simd::ops::{BitOps, NumOps};
+    use rten_simd::{Isa, SimdOp};
     use rten_vecmath::Softmax as SimdSoftmax;
 
-    use crate::parallel::{flex_tensor, par_rows, values, write_all};
+    use crate::parallel::{assume_init, flex_tensor, par_rows, values};
     use crate::unary::UnaryKernel;
 
     /// Length of the last dimension.
@@ -55,11 +61,64 @@ mod flex {
             let (softmax, grad_out, row) = (values(s), values(grad), row_len(s));
             let output = par_rows(softmax.len(), row, |index, out| {
                 let range = index * row..(index + 1) * row;
-                let (s, g) = (&softmax[range.clone()], &grad_out[range]);
-                let dot: f32 = s.iter().zip(g).map(|(s, g)| s * g).sum();
-                write_all(out, s.iter().zip(g).map(|(&s, &g)| s * (g - dot)))
+                SoftmaxGradient::new(&softmax[range.clone()], &grad_out[range], out).dispatch()
             });
             flex_tensor(output, s.layout().shape().clone())
+        }
+    }
+
+    /// The vector–Jacobian product of softmax on one row, s ⊙ (g − ⟨g, s⟩) for s the softmax
+    /// and g = dL/ds, written into `out`: a SIMD dot product in four independent accumulators,
+    /// then one SIMD pass (a plain `iter().sum()` is one dependent chain of scalar additions).
+    pub(crate) struct SoftmaxGradient<'s, 'o> {
+        softmax: &'s [f32],
+        grad: &'s [f32],
+        out: &'o mut [MaybeUninit<f32>],
+    }
+
+    impl<'s, 'o> SoftmaxGradient<'s, 'o> {
+        /// The product for `softmax` and `grad` into `out`, all three of one length.
+        pub(crate) fn new(
+            softmax: &'s [f32],
+            grad: &'s [f32],
+            out: &'o mut [MaybeUninit<f32>],
+        ) -> Self {
+            assert!(softmax.len() == grad.len() && grad.len() == out.len());
+            Self { softmax, grad, out }
+        }
+    }
+
+    impl<'o> SimdOp for SoftmaxGradient<'_, 'o> {
+        type Output = &'o mut [f32];
+
+        #[inline(always)]
+        fn eval<I: Isa>(self, isa: I) -> Self::Output {
+            let ops = isa.f32();
+            let lanes = ops.len();
+            let (s, g) = (self.softmax, self.grad);
+            let whole = s.len() - s.len() % lanes;
+            let mut sums = [ops.zero(); 4];
+            for (index, start) in (0..whole).step_by(lanes).enumerate() {
+                let sum = &mut sums[index % 4];
+                *sum = ops.mul_add(ops.load(&s[start..]), ops.load(&g[start..]), *sum);
+            }
+            let [a, b, c, d] = sums;
+            let tail: f32 = s[whole..].iter().zip(&g[whole..]).map(|(s, g)| s * g).sum();
+            let dot = ops.sum(ops.add(ops.add(a, b), ops.add(c, d))) + tail;
+            let splat = ops.splat(dot);
+            for start in (0..whole).step_by(lanes) {
+                let value = ops.mul(ops.load(&s[start..]), ops.sub(ops.load(&g[start..]), splat));
+                ops.store_uninit(value, &mut self.out[start..]);
+            }
+            for ((out, &s), &g) in self.out[whole..]
+                .iter_mut()
+                .zip(&s[whole..])
+                .zip(&g[whole..])
+            {
+                out.write(s * (g - dot));
+            }
+            // SAFETY: the SIMD loop wrote every element before `whole`, the scalar loop the rest.
+            unsafe { assume_init(self.out) }
         }
     }
 }
