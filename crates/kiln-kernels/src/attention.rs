@@ -11,13 +11,15 @@
 //! columns h·d … (h + 1)·d − 1 of each. The output is `[b, t, c]` with the heads side by side, ready
 //! for the output projection — no reshapes or transposes into `[b, h, t, d]` and back.
 //!
-//! Flex kernel: batch elements are spread over rayon's threads, and each goes through its heads:
-//! S is computed by one `gemm` product reading Q and K in place (strided, Kᵀ through strides)
-//! straight into the head's slot of P (t × t), turned into P in place by `rten-vecmath`'s SIMD
-//! softmax row by row, and multiplied by V into the head's columns of the output. No scores
-//! tensor, no separate scale, exp, sum or divide pass. The backward pass keeps `qkv` and P, needs
-//! one t × t scratch per thread, and writes dQ, dK and dV into their columns of one `[b, t, 3·c]`
-//! gradient.
+//! Flex kernel: batch elements are spread over rayon's threads, and each goes through its heads
+//! on one t × t buffer per thread: S is computed by one `gemm` product reading Q and K in place
+//! (strided, Kᵀ through strides), turned row by row into E = exp(S − max) with SIMD passes, and
+//! multiplied by V into the head's columns of the output, whose rows are then divided by E's row
+//! sums. No scores tensor, and P never leaves the thread's cache: the forward pass keeps only
+//! each row's log-sum-exp lse = max + ln Σ exp(S − max), from which the backward pass recomputes
+//! P = exp(S − lse) (the recomputation of FlashAttention, Dao et al. 2022) instead of keeping
+//! b·h·t² probabilities. The backward pass needs three t × t buffers per thread and writes dQ, dK
+//! and dV into their columns of one `[b, t, 3·c]` gradient.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -72,13 +74,11 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
     use rten_simd::SimdOp;
-    use rten_vecmath::Softmax;
 
     use crate::gemm::{Matrix, matmul, matmul_into};
-    use crate::parallel::assume_init;
     use crate::parallel::{contiguous, flex_tensor, values};
     use crate::route::{self, AutodiffFlexTensor, Route};
-    use crate::softmax::SoftmaxGradient;
+    use crate::softmax::{ShiftedExp, SoftmaxGradient, row_max};
 
     /// Kiln's attention when the backend, dtype and shape allow it; `qkv` back otherwise.
     pub(super) fn attention<B: Backend>(
@@ -144,65 +144,93 @@ mod flex {
             Matrix::strided(&block[start..], self.tokens, self.dim, 3 * self.channels())
         }
 
+        /// S = c·QKᵀ of `head` in one batch element's `[t, 3·c]` block, into `buffer` (t × t).
+        fn scores<'a>(
+            &self,
+            block: &[f32],
+            head: usize,
+            buffer: &'a mut Vec<f32>,
+        ) -> &'a mut [f32] {
+            let len = self.tokens * self.tokens;
+            buffer.clear();
+            buffer.reserve(len);
+            let (q, k) = (self.part(block, 0, head), self.part(block, 1, head));
+            let scores = &mut buffer.spare_capacity_mut()[..len];
+            matmul_into(
+                scores,
+                self.tokens,
+                q,
+                k.t(),
+                self.scale,
+                self.threads_inside(),
+            );
+            // SAFETY: the t × t product with row stride t wrote all `len` elements.
+            unsafe { buffer.set_len(len) };
+            buffer
+        }
+
         /// Whether the products should use rayon inside (too few batch elements to spread).
         fn threads_inside(&self) -> bool {
             self.batch < rayon::current_num_threads()
         }
     }
 
-    /// The output `[b, t, c]` and P (every head's t × t softmax, `[b, h, t, t]`, kept for the
-    /// backward pass).
+    /// The output `[b, t, c]` and the log-sum-exps of the scores (`[b, h, t]`), from which the
+    /// backward pass recomputes P.
+    ///
+    /// Per head, on the thread's t × t buffer: S = c·QKᵀ, then row by row m = max S and
+    /// E = exp(S − m) in place with its sum l, then O = E·V into the head's columns and each
+    /// row of O divided by its l — t·d divisions instead of normalising t² probabilities.
     fn forward(h: &Heads, qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (tokens, channels) = (h.tokens, h.channels());
-        let (out_len, p_len) = (
-            h.batch * tokens * channels,
-            h.batch * h.heads * tokens * tokens,
-        );
+        let out_len = h.batch * tokens * channels;
         let mut out = Vec::with_capacity(out_len);
-        let mut probabilities = Vec::with_capacity(p_len);
+        let mut log_sums = vec![0.0f32; h.batch * h.heads * tokens];
         out.spare_capacity_mut()[..out_len]
             .par_chunks_mut(tokens * channels)
-            .zip(
-                probabilities.spare_capacity_mut()[..p_len]
-                    .par_chunks_mut(h.heads * tokens * tokens),
-            )
+            .zip(log_sums.par_chunks_mut(h.heads * tokens))
             .enumerate()
-            .for_each(|(b, (out, p_block))| {
+            .for_each_init(Vec::new, |scores, (b, (out, log_sums))| {
                 let block = &qkv[b * tokens * 3 * channels..][..tokens * 3 * channels];
-                for (head, p) in p_block.chunks_exact_mut(tokens * tokens).enumerate() {
-                    let (q, k, v) = (
-                        h.part(block, 0, head),
-                        h.part(block, 1, head),
-                        h.part(block, 2, head),
-                    );
-                    matmul_into(p, tokens, q, k.t(), h.scale, h.threads_inside());
-                    // SAFETY: the t × t product with row stride t wrote all of `p`.
-                    let p = unsafe { assume_init(p) };
-                    for row in p.chunks_exact_mut(tokens) {
-                        Softmax::new_mut(row).dispatch();
+                for head in 0..h.heads {
+                    let exps = h.scores(block, head, scores);
+                    let mut sums = Vec::with_capacity(tokens);
+                    for row in exps.chunks_exact_mut(tokens) {
+                        let max = row_max(row);
+                        let sum = ShiftedExp::new(row, max).dispatch();
+                        log_sums[head * tokens + sums.len()] = max + sum.ln();
+                        sums.push(sum);
                     }
-                    let p = Matrix::row_major(p, tokens, tokens);
+                    let exps = Matrix::row_major(exps, tokens, tokens);
+                    let out = &mut out[head * h.dim..];
                     matmul_into(
-                        &mut out[head * h.dim..],
+                        out,
                         channels,
-                        p,
-                        v,
+                        exps,
+                        h.part(block, 2, head),
                         1.0,
                         h.threads_inside(),
                     );
+                    for (row, sum) in out.chunks_mut(channels).zip(&sums) {
+                        for value in &mut row[..h.dim] {
+                            // SAFETY: the product just wrote the head's `dim` columns of every row.
+                            let value = unsafe { value.assume_init_mut() };
+                            *value /= sum;
+                        }
+                    }
                 }
             });
         // SAFETY: every batch element's heads wrote their `dim` columns of every row of `out`
-        // (together all `c` of them) and their whole t × t block of P.
-        unsafe {
-            out.set_len(out_len);
-            probabilities.set_len(p_len);
-        }
-        (out, probabilities)
+        // (together all `c` of them).
+        unsafe { out.set_len(out_len) };
+        (out, log_sums)
     }
 
-    /// d`qkv` (`[b, t, 3·c]`) from `qkv`, P and dO (`[b, t, c]`).
-    fn backward(h: &Heads, qkv: &[f32], probabilities: &[f32], grad: &[f32]) -> Vec<f32> {
+    /// d`qkv` (`[b, t, 3·c]`) from `qkv`, the forward pass's log-sum-exps and dO (`[b, t, c]`).
+    /// P is recomputed per head as exp(c·QKᵀ − lse) (FlashAttention's recomputation, Dao et al.
+    /// 2022, §3.1), which costs one t × t product with inner size d and one exp pass instead of
+    /// keeping b·h·t² probabilities between the passes.
+    fn backward(h: &Heads, qkv: &[f32], log_sums: &[f32], grad: &[f32]) -> Vec<f32> {
         let (tokens, channels, dim) = (h.tokens, h.channels(), h.dim);
         let threads = h.threads_inside();
         let len = h.batch * tokens * 3 * channels;
@@ -213,10 +241,11 @@ mod flex {
             .for_each_init(Scratch::default, |scratch, (b, d_block)| {
                 let block = &qkv[b * tokens * 3 * channels..][..tokens * 3 * channels];
                 let grad = &grad[b * tokens * channels..][..tokens * channels];
-                let p_block = &probabilities[b * h.heads * tokens * tokens..];
+                let log_sums = &log_sums[b * h.heads * tokens..];
                 for head in 0..h.heads {
-                    let p_values = &p_block[head * tokens * tokens..][..tokens * tokens];
-                    let p = Matrix::row_major(p_values, tokens, tokens);
+                    let log_sums = &log_sums[head * tokens..][..tokens];
+                    let p = scratch.probabilities(h, block, head, log_sums);
+                    let p = Matrix::row_major(p, tokens, tokens);
                     let d_out = Matrix::strided(&grad[head * dim..], tokens, dim, channels);
                     let (q, k, v) = (
                         h.part(block, 0, head),
@@ -232,7 +261,7 @@ mod flex {
                         1.0,
                         threads,
                     );
-                    let d_scores = scratch.score_gradient(p_values, d_out, v, threads);
+                    let d_scores = scratch.score_gradient(d_out, v, threads);
                     let d_scores = Matrix::row_major(d_scores, tokens, tokens);
                     matmul_into(
                         &mut d_block[column(0)..],
@@ -258,23 +287,34 @@ mod flex {
         d_qkv
     }
 
-    /// A thread's t × t buffers for the backward pass: dP, and dS.
+    /// A thread's t × t buffers for the backward pass: P, dP and dS.
     #[derive(Default)]
     struct Scratch {
+        probabilities: Vec<f32>,
         d_probabilities: Vec<f32>,
         d_scores: Vec<f32>,
     }
 
     impl Scratch {
-        /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dO Vᵀ, for P the head's `t × t`
-        /// `probabilities`.
-        fn score_gradient(
+        /// P = exp(S − lse) of `head` (row by row, with the forward pass's `log_sums`).
+        fn probabilities(
             &mut self,
-            probabilities: &[f32],
-            d_out: Matrix,
-            v: Matrix,
-            threads: bool,
+            h: &Heads,
+            block: &[f32],
+            head: usize,
+            log_sums: &[f32],
         ) -> &[f32] {
+            let scores = h.scores(block, head, &mut self.probabilities);
+            for (row, &log_sum) in scores.chunks_exact_mut(h.tokens).zip(log_sums) {
+                ShiftedExp::new(row, log_sum).dispatch();
+            }
+            &self.probabilities
+        }
+
+        /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dO Vᵀ, for P the last
+        /// [`Scratch::probabilities`].
+        fn score_gradient(&mut self, d_out: Matrix, v: Matrix, threads: bool) -> &[f32] {
+            let probabilities = &self.probabilities;
             let tokens = d_out.rows;
             self.d_probabilities.resize(tokens * tokens, 0.0);
             matmul(&mut self.d_probabilities, d_out, v.t(), false, threads);
@@ -297,12 +337,12 @@ mod flex {
     #[derive(Debug)]
     struct AttentionBackward;
 
-    /// What the backward pass needs: the sizes, `qkv` and P.
+    /// What the backward pass needs: the sizes, `qkv` and the scores' log-sum-exps.
     #[derive(Debug, Clone)]
     struct Saved {
         heads: Heads,
         qkv: FlexTensor,
-        probabilities: Arc<Vec<f32>>,
+        log_sums: Arc<Vec<f32>>,
     }
 
     impl Backward<Flex, 1> for AttentionBackward {
@@ -312,11 +352,11 @@ mod flex {
             let Saved {
                 heads,
                 qkv,
-                probabilities,
+                log_sums,
             } = ops.state;
             unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
                 let grad = contiguous(grad);
-                let d_qkv = backward(&heads, values(&qkv), &probabilities, values(&grad));
+                let d_qkv = backward(&heads, values(&qkv), &log_sums, values(&grad));
                 flex_tensor(d_qkv, qkv.layout().shape().clone())
             });
         }
@@ -326,7 +366,7 @@ mod flex {
     /// needs a gradient.
     fn autodiff(heads: Heads, qkv: AutodiffFlexTensor) -> AutodiffFlexTensor {
         let values_in = contiguous(qkv.primitive.clone());
-        let (out, probabilities) = forward(&heads, values(&values_in));
+        let (out, log_sums) = forward(&heads, values(&values_in));
         let out = flex_tensor(out, heads.output_shape());
         match AttentionBackward
             .prepare::<NoCheckpointing>([qkv.node.clone()])
@@ -337,7 +377,7 @@ mod flex {
                 let saved = Saved {
                     heads,
                     qkv: values_in,
-                    probabilities: Arc::new(probabilities),
+                    log_sums: Arc::new(log_sums),
                 };
                 prep.finish(saved, out)
             }

@@ -20,16 +20,17 @@ pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tenso
 }
 
 #[cfg(feature = "flex")]
-pub(crate) use flex::SoftmaxGradient;
+pub(crate) use flex::{ShiftedExp, SoftmaxGradient, row_max};
 
 #[cfg(feature = "flex")]
 mod flex {
     use std::mem::MaybeUninit;
 
     use burn_flex::FlexTensor;
+    use rten_simd::functional::simd_apply;
     use rten_simd::ops::{BitOps, NumOps};
-    use rten_simd::{Isa, SimdOp};
-    use rten_vecmath::Softmax as SimdSoftmax;
+    use rten_simd::{Isa, Simd, SimdOp, SimdUnaryOp};
+    use rten_vecmath::{Exp, MaxNum, Softmax as SimdSoftmax};
 
     use crate::parallel::{assume_init, flex_tensor, par_rows, values};
     use crate::unary::UnaryKernel;
@@ -119,6 +120,57 @@ mod flex {
             }
             // SAFETY: the SIMD loop wrote every element before `whole`, the scalar loop the rest.
             unsafe { assume_init(self.out) }
+        }
+    }
+
+    /// maxⱼ xⱼ of a row (SIMD; −∞ for an empty row).
+    pub(crate) fn row_max(row: &[f32]) -> f32 {
+        MaxNum::new(row).dispatch()
+    }
+
+    /// xᵢ ← exp(xᵢ − `offset`) over a row in place, returning Σᵢ exp(xᵢ − offset): with
+    /// offset maxⱼ xⱼ the numerator and denominator of softmax, with offset
+    /// m + ln Σⱼ exp(xⱼ − m) softmax itself.
+    pub(crate) struct ShiftedExp<'a> {
+        row: &'a mut [f32],
+        offset: f32,
+    }
+
+    impl<'a> ShiftedExp<'a> {
+        /// exp(x − `offset`) of `row`, in place.
+        pub(crate) fn new(row: &'a mut [f32], offset: f32) -> Self {
+            Self { row, offset }
+        }
+    }
+
+    impl SimdOp for ShiftedExp<'_> {
+        type Output = f32;
+
+        #[inline(always)]
+        fn eval<I: Isa>(self, isa: I) -> f32 {
+            let ops = isa.f32();
+            let lanes = ops.len();
+            let whole = self.row.len() - self.row.len() % lanes;
+            let (body, tail) = self.row.split_at_mut(whole);
+            let offset = ops.splat(self.offset);
+            let mut sum = ops.zero();
+            simd_apply::<_, _, _, 2>(
+                ops,
+                body,
+                // Inlined into `eval`, so that the ISA's target features reach the `exp`.
+                #[inline(always)]
+                |x| {
+                    let y = Exp::apply(isa, ops.sub(x, offset));
+                    sum = ops.add(sum, y);
+                    y
+                },
+            );
+            let mut total: f32 = sum.to_array().into_iter().sum();
+            for x in tail {
+                *x = (*x - self.offset).exp();
+                total += *x;
+            }
+            total
         }
     }
 }
