@@ -8,7 +8,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor, activation};
-use kiln_kernels::{conv2d, group_norm, multi_head_attention, silu, softmax};
+use kiln_kernels::{
+    conv2d, group_norm, multi_head_attention, pixels_to_tokens, silu, softmax, tokens_to_pixels,
+};
 
 type A = Autodiff<Flex>;
 
@@ -374,5 +376,77 @@ fn multi_head_attention_matches_burn() {
             errors.iter().all(|&e| e <= 1e-4),
             "{shape:?}: out, dqkv errors {errors:?}"
         );
+    }
+}
+
+/// Feature map → tokens → feature map with a token-wise weight between, as an attention block
+/// does, by Kiln's ops (`kiln`) or burn's reshape and `swap_dims`; returns the tokens, the
+/// result and the gradient of Σ w·result with respect to `x`.
+fn tokens_round_trip(
+    x: Tensor<Flex, 4>,
+    token_weights: Tensor<A, 3>,
+    weights: Tensor<A, 4>,
+    kiln: bool,
+) -> (Tensor<Flex, 3>, Tensor<Flex, 4>, Tensor<Flex, 4>) {
+    let [batch, channels, height, width] = x.dims();
+    let input = Tensor::<A, 4>::from_inner(x).require_grad();
+    let tokens = if kiln {
+        pixels_to_tokens(input.clone())
+    } else {
+        input
+            .clone()
+            .reshape([batch, channels, height * width])
+            .swap_dims(1, 2)
+    };
+    let weighted = tokens.clone() * token_weights;
+    let pixels = if kiln {
+        tokens_to_pixels(weighted, height, width)
+    } else {
+        weighted
+            .swap_dims(1, 2)
+            .reshape([batch, channels, height, width])
+    };
+    let grads = (pixels.clone() * weights).sum().backward();
+    let grad = input.grad(&grads).expect("x has a gradient");
+    (tokens.inner(), pixels.inner(), grad)
+}
+
+#[test]
+fn tokens_match_burns_reshape_and_swap() {
+    // Batch 1, sizes off the 16 × 16 tile, more channels than one tile, a strided input, and the
+    // tiny UNet's attention level.
+    for (shape, strided) in [
+        ([1, 3, 5, 7], false),
+        ([2, 17, 9, 4], false),
+        ([3, 40, 6, 6], true),
+        ([16, 64, 16, 16], false),
+    ] {
+        let [batch, channels, height, width] = shape;
+        let x = if strided {
+            random::<Flex, 4>([batch, width, height, channels], 1.0).swap_dims(1, 3)
+        } else {
+            random::<Flex, 4>(shape, 1.0)
+        };
+        let tokens = pixels_to_tokens(x.clone());
+        let reference = x.clone().reshape([batch, channels, height * width]);
+        assert_eq!(
+            relative_error(tokens.clone(), reference.swap_dims(1, 2)),
+            0.0,
+            "{shape:?}: tokens on Flex"
+        );
+        let pixels = tokens_to_pixels(tokens, height, width);
+        assert_eq!(
+            relative_error(pixels, x.clone()),
+            0.0,
+            "{shape:?}: round trip on Flex"
+        );
+        let token_weights = random::<A, 3>([batch, height * width, channels], 1.0);
+        let weights = random::<A, 4>(shape, 1.0);
+        let kiln = tokens_round_trip(x.clone(), token_weights.clone(), weights.clone(), true);
+        let burn = tokens_round_trip(x, token_weights, weights, false);
+        // A transpose moves values without arithmetic: equal, not merely close.
+        assert_eq!(relative_error(kiln.0, burn.0), 0.0, "{shape:?}: tokens");
+        assert_eq!(relative_error(kiln.1, burn.1), 0.0, "{shape:?}: pixels");
+        assert_eq!(relative_error(kiln.2, burn.2), 0.0, "{shape:?}: gradient");
     }
 }

@@ -3,6 +3,8 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::module::linear;
 use burn::tensor::{Tensor, backend::Backend};
 
+use kiln_kernels::{multi_head_attention, pixels_to_tokens, tokens_to_pixels};
+
 use crate::norm::group_norm;
 
 /// Multi-head self-attention over the pixels of a feature map, with a residual connection
@@ -53,18 +55,17 @@ impl<B: Backend> AttentionBlock<B> {
         }
     }
 
-    /// `[b, c, h, w]` → `[b, c, h, w]`. Q, K and V come from one product with the three
-    /// projections side by side, and `kiln_kernels::multi_head_attention` works on that packed
+    /// `[b, c, h, w]` → `[b, c, h, w]`. The pixels become tokens and back through
+    /// `kiln_kernels`' transposes (contiguous on the CPU); Q, K and V come from one product with
+    /// the three projections side by side, and `multi_head_attention` works on that packed
     /// result directly.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [batch, channels, height, width] = x.dims();
+        let [_, channels, height, width] = x.dims();
         let normed = match &self.group_norm {
             Some(norm) => group_norm(norm, x.clone()),
             None => x.clone(),
         };
-        let normed: Tensor<B, 3> = normed
-            .reshape([batch, channels, height * width])
-            .swap_dims(1, 2);
+        let normed = pixels_to_tokens(normed);
         let projections = [&self.to_q, &self.to_k, &self.to_v];
         let weight = Tensor::cat(projections.map(|p| p.weight.val()).to_vec(), 1);
         let bias = projections.map(|p| match &p.bias {
@@ -73,12 +74,8 @@ impl<B: Backend> AttentionBlock<B> {
         });
         let qkv = linear(normed, weight, Some(Tensor::cat(bias.to_vec(), 0)));
         let scale = 1.0 / ((channels / self.heads) as f64).sqrt();
-        let attended = kiln_kernels::multi_head_attention(qkv, self.heads, scale);
-        let out: Tensor<B, 4> = self
-            .to_out
-            .forward(attended)
-            .swap_dims(1, 2)
-            .reshape([batch, channels, height, width]);
+        let attended = multi_head_attention(qkv, self.heads, scale);
+        let out = tokens_to_pixels(self.to_out.forward(attended), height, width);
         x + out
     }
 }
