@@ -9,7 +9,8 @@ use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor, activation};
 use kiln_kernels::{
-    conv2d, group_norm, multi_head_attention, pixels_to_tokens, silu, softmax, tokens_to_pixels,
+    cat_channels, conv2d, group_norm, multi_head_attention, pixels_to_tokens, silu, softmax,
+    tokens_to_pixels,
 };
 
 type A = Autodiff<Flex>;
@@ -448,5 +449,48 @@ fn tokens_match_burns_reshape_and_swap() {
         assert_eq!(relative_error(kiln.0, burn.0), 0.0, "{shape:?}: tokens");
         assert_eq!(relative_error(kiln.1, burn.1), 0.0, "{shape:?}: pixels");
         assert_eq!(relative_error(kiln.2, burn.2), 0.0, "{shape:?}: gradient");
+    }
+}
+
+#[test]
+fn cat_channels_matches_burns_cat() {
+    // Batch 1, odd sizes, a strided input; gradients through a random weighting.
+    for (a_shape, second, strided) in [
+        ([1, 3, 5, 7], 2, false),
+        ([2, 17, 9, 4], 5, true),
+        ([16, 64, 16, 16], 64, false),
+    ] {
+        let [batch, first, height, width] = a_shape;
+        let a = random::<Flex, 4>(a_shape, 1.0);
+        let s = if strided {
+            random::<Flex, 4>([batch, width, height, second], 1.0).swap_dims(1, 3)
+        } else {
+            random::<Flex, 4>([batch, second, height, width], 1.0)
+        };
+        let joined = cat_channels(a.clone(), s.clone());
+        let reference = Tensor::cat(vec![a.clone(), s.clone()], 1);
+        assert_eq!(
+            relative_error(joined, reference),
+            0.0,
+            "{a_shape:?}: on Flex"
+        );
+
+        let weights = random::<A, 4>([batch, first + second, height, width], 1.0);
+        let run = |kiln: bool| {
+            let a = Tensor::<A, 4>::from_inner(a.clone()).require_grad();
+            let s = Tensor::<A, 4>::from_inner(s.clone()).require_grad();
+            let joined = if kiln {
+                cat_channels(a.clone(), s.clone())
+            } else {
+                Tensor::cat(vec![a.clone(), s.clone()], 1)
+            };
+            let grads = (joined.clone() * weights.clone()).sum().backward();
+            let grad = |t: &Tensor<A, 4>| t.grad(&grads).expect("an input has a gradient");
+            (joined.inner(), grad(&a), grad(&s))
+        };
+        let (kiln, burn) = (run(true), run(false));
+        assert_eq!(relative_error(kiln.0, burn.0), 0.0, "{a_shape:?}: joined");
+        assert_eq!(relative_error(kiln.1, burn.1), 0.0, "{a_shape:?}: da");
+        assert_eq!(relative_error(kiln.2, burn.2), 0.0, "{a_shape:?}: ds");
     }
 }

@@ -2,7 +2,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig};
 use burn::tensor::{Int, Tensor, backend::Backend};
-use kiln_kernels::silu;
+use kiln_kernels::{cat_channels, silu};
 
 use crate::norm::group_norm;
 use crate::resample::{conv, conv3x3};
@@ -218,7 +218,7 @@ impl<B: Backend> UNet<B> {
                 let skip = skips
                     .pop()
                     .expect("one skip per up resnet, by construction");
-                h = resnet.forward(Tensor::cat(vec![h, skip], 1), embedding.clone());
+                h = resnet.forward(cat_channels(h, skip), embedding.clone());
                 if let Some(attention) = level.attentions.get(j) {
                     h = attention.forward(h);
                 }
