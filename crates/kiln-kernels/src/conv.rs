@@ -61,7 +61,9 @@ mod flex {
 
     use crate::gemm::{Matrix, matmul};
     use crate::node::register_gradients;
-    use crate::parallel::{contiguous, flex_tensor, par_rows_with, values, write_all};
+    use crate::parallel::{
+        contiguous, flex_tensor, par_rows_with, transpose_into, values, write_all,
+    };
     use crate::route::{self, AutodiffFlexTensor, Route};
 
     type Inputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
@@ -481,22 +483,17 @@ mod flex {
         let channels = g.channels;
         buffer.clear();
         buffer.resize(rows * channels, 0.0);
-        // Blocks of TILE channels × TILE pixels keep both sides of the transpose in cache lines.
-        const TILE: usize = 16;
+        let plane = g.height * g.width;
         for i in 0..g.height {
-            let row =
-                &mut buffer[((i + ph) * padded_width + pw) * channels..][..g.width * channels];
-            for c0 in (0..channels).step_by(TILE) {
-                for j0 in (0..g.width).step_by(TILE) {
-                    for c in c0..(c0 + TILE).min(channels) {
-                        let source =
-                            &image[(c * g.height + i) * g.width..][j0..(j0 + TILE).min(g.width)];
-                        for (j, &value) in source.iter().enumerate() {
-                            row[(j0 + j) * channels + c] = value;
-                        }
-                    }
-                }
-            }
+            let start = ((i + ph) * padded_width + pw) * channels;
+            let row = &mut buffer[start..][..g.width * channels];
+            transpose_into(
+                &image[i * g.width..],
+                [channels, g.width],
+                plane,
+                row,
+                channels,
+            );
         }
         buffer
     }

@@ -105,3 +105,46 @@ pub(crate) unsafe fn assume_init(slice: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     // element is initialised.
     unsafe { &mut *(slice as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
+
+/// A slot of an output buffer that a kernel writes once: an `f32` of an initialised buffer, or a
+/// `MaybeUninit<f32>` of one never written.
+pub(crate) trait Slot {
+    /// Stores `value`.
+    fn set(&mut self, value: f32);
+}
+
+impl Slot for f32 {
+    fn set(&mut self, value: f32) {
+        *self = value;
+    }
+}
+
+impl Slot for MaybeUninit<f32> {
+    fn set(&mut self, value: f32) {
+        self.write(value);
+    }
+}
+
+/// Writes the transpose of the `rows × cols` matrix in `source` (row i from `i·source_stride`)
+/// into `out` (row j from `j·out_stride`), in square tiles of 16 so that a tile's reads and its
+/// writes each stay within a few cache lines.
+pub(crate) fn transpose_into<S: Slot>(
+    source: &[f32],
+    [rows, cols]: [usize; 2],
+    source_stride: usize,
+    out: &mut [S],
+    out_stride: usize,
+) {
+    const TILE: usize = 16;
+    for row_start in (0..rows).step_by(TILE) {
+        for col_start in (0..cols).step_by(TILE) {
+            for row in row_start..(row_start + TILE).min(rows) {
+                let values =
+                    &source[row * source_stride..][col_start..(col_start + TILE).min(cols)];
+                for (col, &value) in (col_start..).zip(values) {
+                    out[col * out_stride + row].set(value);
+                }
+            }
+        }
+    }
+}

@@ -65,11 +65,8 @@ mod flex {
     use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
     use burn_flex::{Flex, FlexTensor};
 
-    use crate::parallel::{assume_init, contiguous, flex_tensor, par_rows, values};
+    use crate::parallel::{assume_init, contiguous, flex_tensor, par_rows, transpose_into, values};
     use crate::route::{self, AutodiffFlexTensor, Route};
-
-    /// Side of the square tiles the transpose goes through.
-    const TILE: usize = 16;
 
     /// `x` seen as `[batch, rows, cols]`, transposed per batch element and shaped as `shape`, by
     /// Kiln's kernel; `x` back when the backend or dtype is not Flex `f32`.
@@ -115,18 +112,8 @@ mod flex {
             let (source, Self { rows, cols, .. }) = (values(x), self);
             let plane = rows * cols;
             let out = par_rows(self.batch * plane, plane, |b, out| {
-                let matrix = &source[b * plane..][..plane];
-                for row_start in (0..rows).step_by(TILE) {
-                    for col_start in (0..cols).step_by(TILE) {
-                        for row in row_start..(row_start + TILE).min(rows) {
-                            for col in col_start..(col_start + TILE).min(cols) {
-                                out[col * rows + row].write(matrix[row * cols + col]);
-                            }
-                        }
-                    }
-                }
-                // SAFETY: the tiles cover every (row, col), and entry (col, row) of the output
-                // was written for each.
+                transpose_into(&source[b * plane..], [rows, cols], cols, out, rows);
+                // SAFETY: the transpose wrote entry (col, row) of the output for every (row, col).
                 unsafe { assume_init(out) }
             });
             flex_tensor(out, Shape::new(shape))
