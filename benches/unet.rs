@@ -45,24 +45,29 @@ fn unet(c: &mut Criterion) {
 
         let inference = model.valid();
         let (x_inner, t_inner) = (x.clone().inner(), t.clone().inner());
+        // Each run starts on one of rayon's threads, as the trainer's steps do.
         group.bench_function(format!("{name}/forward"), |b| {
             b.iter(|| {
-                inference
-                    .forward(x_inner.clone(), t_inner.clone(), None)
-                    .expect("valid input")
-                    .into_data()
+                kernels::on_worker_thread(|| {
+                    inference
+                        .forward(x_inner.clone(), t_inner.clone(), None)
+                        .expect("valid input")
+                        .into_data()
+                })
             })
         });
 
         let mut optimizer = AdamWConfig::new().init::<B, UNet<B>>();
         group.bench_function(format!("{name}/train_step"), |b| {
             b.iter(|| {
-                let prediction = model
-                    .forward(x.clone(), t.clone(), None)
-                    .expect("valid input");
-                let loss = (prediction - noise.clone()).powi_scalar(2).mean();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optimizer.step(1e-4, model.clone(), grads);
+                kernels::on_worker_thread(|| {
+                    let prediction = model
+                        .forward(x.clone(), t.clone(), None)
+                        .expect("valid input");
+                    let loss = (prediction - noise.clone()).powi_scalar(2).mean();
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    model = optimizer.step(1e-4, model.clone(), grads);
+                })
             })
         });
     }
@@ -123,6 +128,26 @@ fn kernels(c: &mut Criterion) {
         &x,
         |x| kernels::group_norm(x, 8, Some((gamma.clone(), beta.clone())), 1e-5),
         |x| norm.forward(x),
+    );
+    // An up block's input: the path and its skip connection joined (here x twice, so that the
+    // backward pass also adds two gradients, as it does for a skip connection).
+    compare(
+        c,
+        "cat_channels_32_32",
+        &x,
+        |x| kernels::cat_channels(x.clone(), x),
+        |x| Tensor::cat(vec![x.clone(), x], 1),
+    );
+    // An attention block's way in and out: pixels to tokens, a token-wise op, and back.
+    compare(
+        c,
+        "tokens_round_trip",
+        &x,
+        |x| kernels::tokens_to_pixels(kernels::pixels_to_tokens(x).mul_scalar(2.0), 32, 32),
+        |x| {
+            let tokens = x.reshape([16, 32, 32 * 32]).swap_dims(1, 2).mul_scalar(2.0);
+            tokens.swap_dims(1, 2).reshape([16, 32, 32, 32])
+        },
     );
     // The tiny UNet's attention at 16×16: 256 tokens, 8 heads of 8 channels, packed Q, K, V.
     let scores = random([16, 8, 256, 256]);

@@ -77,7 +77,7 @@ struct Args {
     #[arg(long, default_value = "faces32")]
     preset: String,
     /// Passes over the data.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 100)]
     epochs: usize,
     /// Images per optimizer step.
     #[arg(long, default_value_t = 16)]
