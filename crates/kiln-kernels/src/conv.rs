@@ -59,10 +59,10 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
 
-    use crate::gemm::{Matrix, matmul};
+    use crate::gemm::{Matrix, matmul, matmul_into};
     use crate::node::register_gradients;
     use crate::parallel::{
-        contiguous, flex_tensor, par_rows_with, transpose_into, values, write_all,
+        assume_init, contiguous, flex_tensor, par_rows_with, transpose_into, values, write_all,
     };
     use crate::route::{self, AutodiffFlexTensor, Route};
 
@@ -297,17 +297,17 @@ mod flex {
             g.outputs * pixels,
             Vec::new,
             |buffer, b, out| {
-                let start = match bias {
-                    Some(bias) => write_all(
-                        out,
-                        bias.iter()
-                            .flat_map(|&value| std::iter::repeat_n(value, pixels)),
-                    ),
-                    None => write_all(out, std::iter::repeat(0.0)),
-                };
                 let patches = Matrix::row_major(patches(g, x, b, buffer), g.patch_rows(), pixels);
-                matmul(start, weight, patches, true, g.threads_inside());
-                start
+                matmul_into(out, pixels, weight, patches, 1.0, g.threads_inside());
+                // SAFETY: the O × H_out·W_out product with row stride H_out·W_out wrote all of
+                // `out` (gemm writes without reading).
+                let out = unsafe { assume_init(out) };
+                if let Some(bias) = bias {
+                    for (row, &value) in out.chunks_exact_mut(pixels).zip(bias) {
+                        row.iter_mut().for_each(|y| *y += value);
+                    }
+                }
+                out
             },
         );
         flex_tensor(
