@@ -58,6 +58,8 @@ mod flex {
 
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
+    use rten_simd::SimdOp;
+    use rten_vecmath::Sum;
 
     use crate::gemm::{Matrix, matmul, matmul_into};
     use crate::node::register_gradients;
@@ -389,7 +391,7 @@ mod flex {
                 || (zeros(), Scratch::default()),
                 |((mut dw, mut dbias), mut scratch), (b, grad)| {
                     for (sum, row) in dbias.iter_mut().zip(grad.chunks_exact(pixels)) {
-                        *sum += row.iter().sum::<f32>();
+                        *sum += Sum::new(row).dispatch();
                     }
                     if shifted {
                         shifted_taps(g, x, b, grad, &mut scratch, &mut dw);
