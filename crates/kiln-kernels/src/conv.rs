@@ -377,17 +377,23 @@ mod flex {
         turned
     }
 
-    /// dW and dbias = Σ_{b, pixels} dY_b, each thread summing the images it is handed: by
-    /// [`shifted_taps`] for stride 1, by [`patch_products`] otherwise.
+    /// dW and dbias = Σ_{b, pixels} dY_b: the images in fixed groups, one per thread (by
+    /// [`shifted_taps`] for stride 1, by [`patch_products`] otherwise), then the groups' sums
+    /// added in order. Fixed groups and a fixed order make the result the same on every run with
+    /// the same thread count — a sum over whichever images each thread happened to take (rayon's
+    /// `fold`) differs in the last bits from run to run, and a training run would not resume
+    /// bit for bit.
     fn weight_gradients(g: &Geometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let pixels = g.out_pixels();
         let weight_len = g.outputs * g.patch_rows();
         let zeros = || (vec![0.0f32; weight_len], vec![0.0f32; g.outputs]);
         let shifted = g.stride == [1, 1];
-        let (dw, dbias) = dy
+        let group = g.batch.div_ceil(rayon::current_num_threads());
+        let groups: Vec<_> = dy
             .par_chunks(g.outputs * pixels)
             .enumerate()
-            .fold(
+            .fold_chunks(
+                group,
                 || (zeros(), Scratch::default()),
                 |((mut dw, mut dbias), mut scratch), (b, grad)| {
                     for (sum, row) in dbias.iter_mut().zip(grad.chunks_exact(pixels)) {
@@ -402,11 +408,15 @@ mod flex {
                 },
             )
             .map(|(sums, _)| sums)
-            .reduce(zeros, |(mut dw, mut dbias), (other_w, other_b)| {
+            .collect();
+        let (dw, dbias) = groups
+            .into_iter()
+            .reduce(|(mut dw, mut dbias), (other_w, other_b)| {
                 dw.iter_mut().zip(other_w).for_each(|(a, b)| *a += b);
                 dbias.iter_mut().zip(other_b).for_each(|(a, b)| *a += b);
                 (dw, dbias)
-            });
+            })
+            .unwrap_or_else(zeros);
         let dw = if shifted {
             tap_major_to_weight(g, &dw)
         } else {

@@ -9,8 +9,8 @@ use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor, activation};
 use kiln_kernels::{
-    cat_channels, conv2d, group_norm, multi_head_attention, pixels_to_tokens, silu, softmax,
-    tokens_to_pixels,
+    cat_channels, conv2d, group_norm, multi_head_attention, on_worker_thread, pixels_to_tokens,
+    silu, softmax, tokens_to_pixels,
 };
 
 type A = Autodiff<Flex>;
@@ -302,6 +302,27 @@ fn conv2d_matches_burn() {
         true,
         options(1, 1),
     );
+}
+
+/// The weight gradient sums over the batch; the sum must come out the same on every run (a
+/// training run resumes bit for bit), however rayon's threads happen to share the images.
+#[test]
+fn conv2d_weight_gradient_is_the_same_on_every_run() {
+    let x = random::<Flex, 4>([16, 8, 12, 12], 1.0);
+    let weight = random::<Flex, 4>([8, 8, 3, 3], 1.0);
+    let gradient = || {
+        let w = Tensor::<A, 4>::from_inner(weight.clone()).require_grad();
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let y = conv2d(Tensor::from_inner(x.clone()), w.clone(), None, options);
+        let grads = (y.clone() * y).sum().backward();
+        w.grad(&grads).expect("w has a gradient").into_data()
+    };
+    // From outside rayon's pool and from inside it (as the trainer runs its steps).
+    let first = gradient();
+    for _ in 0..10 {
+        assert_eq!(gradient(), first);
+        assert_eq!(on_worker_thread(gradient), first);
+    }
 }
 
 #[test]
