@@ -48,7 +48,7 @@ fn unet(c: &mut Criterion) {
         // Each run starts on one of rayon's threads, as the trainer's steps do.
         group.bench_function(format!("{name}/forward"), |b| {
             b.iter(|| {
-                kernels::on_worker_thread(|| {
+                kernels::on_worker_thread::<B, _>(|| {
                     inference
                         .forward(x_inner.clone(), t_inner.clone(), None)
                         .expect("valid input")
@@ -60,7 +60,7 @@ fn unet(c: &mut Criterion) {
         let mut optimizer = AdamWConfig::new().init::<B, UNet<B>>();
         group.bench_function(format!("{name}/train_step"), |b| {
             b.iter(|| {
-                kernels::on_worker_thread(|| {
+                kernels::on_worker_thread::<B, _>(|| {
                     let prediction = model
                         .forward(x.clone(), t.clone(), None)
                         .expect("valid input");

@@ -87,7 +87,7 @@ fn time_unet<B: AutodiffBackend>(
 ) -> Result<(), Box<dyn std::error::Error>> {
     // The model's work runs on one of rayon's threads, as in Kiln's trainer: every op of the
     // CPU kernels then starts at once instead of waking the pool (`on_worker_thread`).
-    let (forward, step) = on_worker_thread(|| {
+    let (forward, step) = on_worker_thread::<B, _>(|| {
         let mut model: UNet<B> = config.init(device)?;
         let mut rng = StdRng::seed_from_u64(0);
         let shape = [args.batch, 3, args.size, args.size];

@@ -41,6 +41,12 @@ pub(crate) fn backend_of<B: Backend>(dtype: DType) -> Route {
     }
 }
 
+/// Whether `B` is `Flex` or `Autodiff<Flex>`, whatever the dtype.
+pub(crate) fn is_flex<B: Backend>() -> bool {
+    let backend = TypeId::of::<B>();
+    backend == TypeId::of::<Flex>() || backend == TypeId::of::<Autodiff<Flex>>()
+}
+
 /// `value` as a `T`, when `S` and `T` are the same type; `value` back otherwise.
 fn cast<S: 'static, T: 'static>(value: S) -> Result<T, S> {
     let mut slot = Some(value);

@@ -321,7 +321,7 @@ fn conv2d_weight_gradient_is_the_same_on_every_run() {
     let first = gradient();
     for _ in 0..10 {
         assert_eq!(gradient(), first);
-        assert_eq!(on_worker_thread(gradient), first);
+        assert_eq!(on_worker_thread::<A, _>(gradient), first);
     }
 }
 

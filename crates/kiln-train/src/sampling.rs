@@ -44,7 +44,7 @@ impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
     fn denoise(&self, sample: Tensor<B, 4>, timestep: f64) -> Tensor<B, 4> {
         let [batch, ..] = sample.dims();
         let timesteps = Tensor::full([batch], timestep, &sample.device());
-        on_worker_thread(|| self.model.forward(sample, timesteps, None))
+        on_worker_thread::<B, _>(|| self.model.forward(sample, timesteps, None))
             .expect("input shape checked by generate()")
     }
 }
@@ -73,7 +73,7 @@ impl<B: Backend> ClassConditional<B, 4> for UNetDenoiser<'_, B> {
         let null = self.classes();
         let labels: Vec<i64> = labels.iter().map(|l| l.unwrap_or(null) as i64).collect();
         let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [batch]), &device);
-        on_worker_thread(|| self.model.forward(sample, timesteps, Some(labels)))
+        on_worker_thread::<B, _>(|| self.model.forward(sample, timesteps, Some(labels)))
             .expect("input shape and labels checked by generate()")
     }
 }

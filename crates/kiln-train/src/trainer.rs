@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, Optimizer, grad_clipping::GradientClippingConfig};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_forward::{ForwardProcess, Prediction};
 use kiln_kernels::on_worker_thread;
 use kiln_schedule::NoiseSchedule;
@@ -275,13 +275,13 @@ pub(crate) struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs a worker's computation: on one of rayon's worker threads when this process has a
-    /// single worker, where Flex's and Kiln's kernels start their parallel work fastest
-    /// ([`on_worker_thread`]); several workers stay on their own threads, since they wait on one
-    /// another in every exchange.
-    fn compute<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+    /// Runs a worker's computation on backend `B`: on one of rayon's worker threads when this
+    /// process has a single worker and `B` is Flex, where Flex's and Kiln's kernels start their
+    /// parallel work fastest ([`on_worker_thread`]); several workers stay on their own threads,
+    /// since they wait on one another in every exchange.
+    fn compute<B: Backend, R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
         if self.local_devices == 1 {
-            on_worker_thread(work)
+            on_worker_thread::<B, _>(work)
         } else {
             work()
         }
@@ -450,8 +450,9 @@ where
         }
         let (_, permutation) = order.as_ref().expect("just set");
         let draws = StepDraws::for_step(config, run.data, step, run.steps_per_epoch, permutation);
-        let (grads, loss) =
-            run.compute(|| gradients(&model, config, run.data, &objective, place, draws, step))?;
+        let (grads, loss) = run.compute::<B, _>(|| {
+            gradients(&model, config, run.data, &objective, place, draws, step)
+        })?;
         let stop = run.rank == 0
             && lead
                 .as_ref()
@@ -466,7 +467,7 @@ where
         }
         let warmup = (step + 1) as f64 / config.warmup_steps.max(1) as f64;
         let learning_rate = config.learning_rate * warmup.min(1.0);
-        model = run.compute(|| optimizer.step(learning_rate, model, grads));
+        model = run.compute::<B, _>(|| optimizer.step(learning_rate, model, grads));
         done.steps = step + 1;
         if let Some(lead) = lead.as_deref_mut() {
             (lead.on_event)(TrainEvent::Step {
