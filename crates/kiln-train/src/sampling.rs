@@ -18,8 +18,9 @@ use rand::{SeedableRng, rngs::StdRng};
 
 /// A [`UNet`] seen as a [`Denoiser`]: the timestep is broadcast over the batch; class-conditional
 /// models get the null label (unconditional generation). As a [`ClassConditional`] model it
-/// takes a label per sample, for guidance ([`Guided`]). Each model call runs on one of rayon's
-/// worker threads ([`on_worker_thread`]), where the CPU kernels start fastest.
+/// takes a label per sample, for guidance ([`Guided`]). On burn's Flex backend each model call
+/// runs on one of rayon's worker threads ([`on_worker_thread`]), where the CPU kernels start
+/// fastest.
 #[derive(Debug, Clone)]
 pub struct UNetDenoiser<'a, B: Backend> {
     model: &'a UNet<B>,
