@@ -26,15 +26,13 @@ use burn::tensor::backend::Backend;
 /// # Panics
 /// If the batch or image sizes differ (as burn's `cat` would).
 pub fn cat_channels<B: Backend>(a: Tensor<B, 4>, s: Tensor<B, 4>) -> Tensor<B, 4> {
-    let ([batch, first, height, width], [other_batch, second, ..]) = (a.dims(), s.dims());
+    let (a_dims, s_dims) = (a.dims(), s.dims());
     assert!(
-        batch == other_batch && [height, width] == s.dims()[2..],
-        "cat_channels of {:?} and {:?}: only the channels may differ",
-        a.dims(),
-        s.dims()
+        a_dims[0] == s_dims[0] && a_dims[2..] == s_dims[2..],
+        "cat_channels of {a_dims:?} and {s_dims:?}: only the channels may differ"
     );
     #[cfg(feature = "flex")]
-    let (a, s) = match flex::cat(a, s, [batch, first, second, height * width]) {
+    let (a, s) = match flex::cat(a, s) {
         Ok(joined) => return joined,
         Err(inputs) => inputs,
     };
@@ -106,15 +104,14 @@ mod flex {
     pub(super) fn cat<B: Backend>(
         a: Tensor<B, 4>,
         s: Tensor<B, 4>,
-        [batch, first, second, pixels]: [usize; 4],
     ) -> Result<Tensor<B, 4>, Inputs<B>> {
+        let ([batch, first, height, width], [_, second, ..]) = (a.dims(), s.dims());
         let blocks = Blocks {
             batch,
             first,
             second,
-            pixels,
+            pixels: height * width,
         };
-        let [_, _, height, width] = a.dims();
         let shape = Shape::new([batch, first + second, height, width]);
         match route::backend_of::<B>(a.dtype()) {
             Route::Flex if s.dtype() == a.dtype() => {
