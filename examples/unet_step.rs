@@ -123,13 +123,15 @@ fn time_unet<B: AutodiffBackend>(
         Ok::<_, UNetError>((forward, step))
     })?;
     println!(
-        "{} {}x{} batch {} on {}: forward median {forward:.1?}, train step median {step:.1?} \
+        "{} {}x{} batch {} on {}: forward median {:.1}ms, train step median {:.1}ms \
          ({:.1} images/s)",
         args.preset,
         args.size,
         args.size,
         args.batch,
         args.device,
+        forward.as_secs_f64() * 1e3,
+        step.as_secs_f64() * 1e3,
         args.batch as f64 / step.as_secs_f64()
     );
     Ok(())

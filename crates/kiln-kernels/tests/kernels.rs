@@ -289,6 +289,13 @@ fn conv2d_matches_burn() {
     check_conv(random([2, 3, 8, 9], 1.0), [4, 3, 3, 3], true, options(1, 0));
     check_conv(random([2, 3, 6, 7], 1.0), [4, 3, 2, 3], true, options(1, 1));
     check_conv(random([1, 2, 4, 4], 1.0), [2, 2, 3, 3], true, options(3, 3));
+    // A non-square kernel with unequal padding along the two axes.
+    check_conv(
+        random([2, 5, 10, 21], 1.0),
+        [6, 5, 3, 5],
+        true,
+        ConvOptions::new([1, 1], [1, 2], [1, 1], 1),
+    );
     // A strided (non-contiguous) input, and the sizes of the tiny UNet's first layer.
     check_conv(
         random::<Flex, 4>([2, 9, 6, 4], 1.0).swap_dims(1, 3),
