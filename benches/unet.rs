@@ -117,6 +117,14 @@ fn kernels(c: &mut Criterion) {
         |x| module::conv2d(x, weight.clone(), Some(bias.clone()), options.clone()),
     );
     compare(c, "silu", &x, kernels::silu, activation::silu);
+    let dropout = burn::nn::DropoutConfig::new(0.1).init();
+    compare(
+        c,
+        "dropout_0.1",
+        &x,
+        |x| kernels::dropout(&dropout, x),
+        |x| dropout.forward(x),
+    );
     let (gamma, beta) = (
         Tensor::<B, 1>::ones([32], &device),
         Tensor::<B, 1>::zeros([32], &device),

@@ -2,7 +2,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_kernels::silu;
+use kiln_kernels::{dropout, silu};
 
 use crate::norm::{add_per_channel, group_norm, scale_shift};
 use crate::resample::{conv, conv3x3};
@@ -87,7 +87,7 @@ impl<B: Backend> ResnetBlock<B> {
         } else {
             group_norm(&self.norm2, add_per_channel(h, projected))
         };
-        let h = conv(&self.conv2, self.dropout.forward(silu(h)));
+        let h = conv(&self.conv2, dropout(&self.dropout, silu(h)));
         let skip = match &self.conv_shortcut {
             Some(shortcut) => conv(shortcut, x),
             None => x,
