@@ -2,7 +2,7 @@
 //! kept with probability q = 1 − p and scaled by 1/q, y = x·m/q with m ~ Bernoulli(q), so that
 //! E[y] = x; outside training y = x. Its vector–Jacobian product is dL/dx = g·m/q.
 //!
-//! Flex kernel: the mask is never stored. A 64-bit key is drawn from the backend's random number
+//! Flex kernel: the mask is never stored. A 60-bit key is drawn from the backend's random number
 //! generator (so `Backend::seed` fixes it, as it fixes burn's dropout), and element i is kept
 //! when the SplitMix64 output function (Steele, Lea & Flood 2014) of key + (i + 1)·γ, read as a
 //! 53-bit fraction, is below q. Each element's draw depends on its index only, so the input is
