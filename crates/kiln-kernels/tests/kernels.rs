@@ -296,6 +296,27 @@ fn conv2d_matches_burn() {
         true,
         ConvOptions::new([1, 1], [1, 2], [1, 1], 1),
     );
+    // Patch matrices built a block of output rows at a time (512 KiB each), the last block
+    // shorter: 64 channels at 37×40, and stride 2 with 96 channels at 33×32.
+    check_conv(
+        random([2, 64, 37, 40], 1.0),
+        [5, 64, 3, 3],
+        true,
+        options(1, 1),
+    );
+    check_conv(
+        random([1, 96, 33, 32], 1.0),
+        [4, 96, 3, 3],
+        true,
+        options(2, 1),
+    );
+    // A kernel taller than the image, on an image one pixel wide.
+    check_conv(
+        random([2, 3, 2, 1], 1.0),
+        [4, 3, 5, 3],
+        true,
+        ConvOptions::new([1, 1], [2, 1], [1, 1], 1),
+    );
     // A strided (non-contiguous) input, and the sizes of the tiny UNet's first layer.
     check_conv(
         random::<Flex, 4>([2, 9, 6, 4], 1.0).swap_dims(1, 3),
