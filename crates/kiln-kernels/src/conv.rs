@@ -15,14 +15,15 @@
 //! Flex kernel: images are spread over rayon's threads; each thread owns one patch buffer and
 //! runs the `gemm` crate's product for its image on that thread (packed SIMD tiles; AVX-512 where
 //! the CPU has it), a block of output rows at a time so that the block's patches (at most 512
-//! KiB) stay in the core's L2 cache from im2col to the product. A 1×1 convolution with stride 1 and no padding uses x_b itself as X̃_b, with no
-//! copy. Backward: one sweep over the images adds each image's dW to its thread's sum — for
-//! stride 1 as one product per kernel tap over the zero-padded image stored pixel-major
-//! (`shifted_taps`: no patch matrix, and no transposing pack inside `gemm`), otherwise as
-//! dY_b·X̃_bᵀ; dx is the forward kernel run on dY (stride 1: a product with inner size O·K_h·K_w and no
-//! scatter) or, for larger strides, Wᵀ·dY_b scattered by col2im. Nothing else is transposed or
-//! reordered in memory (the products read Wᵀ and X̃ᵀ through strides). Grouped or dilated
-//! convolutions, and every other backend, use burn's `conv2d`.
+//! KiB) stay in the core's L2 cache from im2col to the product. A 1×1 convolution with stride 1
+//! and no padding uses x_b itself as X̃_b, with no copy. Backward: one sweep over the images adds
+//! each image's dW to its thread's sum — for stride 1 as one product per kernel row over the
+//! zero-padded image stored pixel-major (`shifted_taps`: no patch matrix, and no transposing
+//! pack inside `gemm`), otherwise as dY_b·X̃_bᵀ; dx is the forward kernel run on dY (stride 1: a
+//! product with inner size O·K_h·K_w and no scatter) or, for larger strides, Wᵀ·dY_b scattered
+//! by col2im. Nothing else is transposed or reordered in memory (the products read Wᵀ and X̃ᵀ
+//! through strides). Grouped or dilated convolutions, and every other backend, use burn's
+//! `conv2d`.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -508,7 +509,7 @@ mod flex {
             })
             .unwrap_or_else(zeros);
         let dw = if shifted {
-            tap_major_to_weight(g, &dw)
+            row_major_to_weight(g, &dw)
         } else {
             dw
         };
@@ -537,22 +538,27 @@ mod flex {
         matmul(dw, grad, patches.t(), true, g.threads_inside());
     }
 
-    /// dW += the stride-1 weight gradient of image b, one product per kernel tap, with `dw`
-    /// tap-major (`[K_h·K_w, O, C]`; [`tap_major_to_weight`] turns it into `[O, C, K_h, K_w]`).
+    /// dW += the stride-1 weight gradient of image b, one product per kernel row, with `dw`
+    /// row-major (`[K_h, O, K_w, C]`; [`row_major_to_weight`] turns it into `[O, C, K_h, K_w]`).
     ///
     /// With X̂_b image b zero-padded and stored pixel-major (a row of C channels per padded
     /// pixel; W_p = W + 2p_w padded pixels per row), and dŶ_b the `O × H_out·W_p` matrix of dY_b
     /// with every row widened to W_p by zeros, output pixel q = i·W_p + j reads X̂_b row
-    /// q + u·W_p + v under tap (u, v), whatever i and j. So each tap is one product,
+    /// q + u·W_p + v under tap (u, v), whatever i and j. The K_w taps of kernel row u read
+    /// channels c of rows q + u·W_p + v, which are entries (q + u·W_p)·C + v·C + c of X̂_b: for
+    /// row q, the K_w·C entries from (q + u·W_p)·C on. So X̂_b read with a row stride of C
+    /// (rows overlapping) is, for all taps of the kernel row at once, the matrix of each
+    /// product,
     ///
     /// ```text
-    /// dW[:, :, u, v] += dŶ_b · X̂_b[u·W_p + v ..][.. H_out·W_p]      (O × C, inner size H_out·W_p)
+    /// dW[:, :, u, :] += dŶ_b · X̂_b[(u·W_p)·C ..] as (H_out·W_p) × (K_w·C), row stride C
     /// ```
     ///
-    /// which `gemm` reads as stored: X̂_b's channels are contiguous, so its packing copies
-    /// columns instead of transposing the C·K_h·K_w × H·W patch matrix that dY_b·X̃_bᵀ packs
-    /// (half of that product's time). The widening costs (W_p − W_out)/W_out more products (6 %
-    /// at 32×32, 12 % at 16×16); building X̂_b and dŶ_b moves each value once.
+    /// (O × K_w·C, inner size H_out·W_p), which `gemm` reads as stored: its packing copies
+    /// runs of K_w·C values instead of transposing the C·K_h·K_w × H·W patch matrix that
+    /// dY_b·X̃_bᵀ packs (half of that product's time), and dŶ_b is packed K_h times, not once
+    /// per tap. The widening costs (W_p − W_out)/W_out more products (6 % at 32×32, 12 % at
+    /// 16×16); building X̂_b and dŶ_b moves each value once.
     fn shifted_taps(
         g: &Geometry,
         x: &[f32],
@@ -561,18 +567,17 @@ mod flex {
         scratch: &mut Scratch,
         dw: &mut [f32],
     ) {
-        let kw = g.kernel[1];
+        let (kw, channels) = (g.kernel[1], g.channels);
         let padded_width = g.width + 2 * g.padding[1];
         let span = g.out_height * padded_width;
         let image = &x[b * g.image_len()..][..g.image_len()];
         let padded = pixel_major_padded(g, image, &mut scratch.image);
         let grad = widened_rows(g, grad, padded_width, &mut scratch.grad);
         let grad = Matrix::row_major(grad, g.outputs, span);
-        let tap_len = g.outputs * g.channels;
-        for (tap, dw_tap) in dw.chunks_exact_mut(tap_len).enumerate() {
-            let shift = (tap / kw * padded_width + tap % kw) * g.channels;
-            let image = Matrix::row_major(&padded[shift..][..span * g.channels], span, g.channels);
-            matmul(dw_tap, grad, image, true, g.threads_inside());
+        for (u, dw_row) in dw.chunks_exact_mut(g.outputs * kw * channels).enumerate() {
+            let taps = &padded[u * padded_width * channels..];
+            let taps = Matrix::strided(taps, span, kw * channels, channels);
+            matmul(dw_row, grad, taps, true, g.threads_inside());
         }
     }
 
@@ -619,11 +624,13 @@ mod flex {
         buffer
     }
 
-    /// A tap-major weight gradient `[K_h·K_w, O, C]` as burn's `[O, C, K_h, K_w]`.
-    fn tap_major_to_weight(g: &Geometry, taps: &[f32]) -> Vec<f32> {
-        let (count, tap_len) = (g.kernel[0] * g.kernel[1], g.outputs * g.channels);
-        (0..tap_len)
-            .flat_map(|oc| (0..count).map(move |tap| taps[tap * tap_len + oc]))
+    /// A weight gradient stored by kernel row, `[K_h, O, K_w, C]`, as burn's `[O, C, K_h, K_w]`.
+    fn row_major_to_weight(g: &Geometry, rows: &[f32]) -> Vec<f32> {
+        let ([kh, kw], (outputs, channels)) = (g.kernel, (g.outputs, g.channels));
+        let at = move |o, c, u, v| rows[((u * outputs + o) * kw + v) * channels + c];
+        (0..outputs)
+            .flat_map(|o| (0..channels).map(move |c| (o, c)))
+            .flat_map(|(o, c)| (0..kh).flat_map(move |u| (0..kw).map(move |v| at(o, c, u, v))))
             .collect()
     }
 
