@@ -14,16 +14,16 @@
 //!
 //! Flex kernel: images are spread over rayon's threads; each thread owns one patch buffer and
 //! runs the `gemm` crate's product for its image on that thread (packed SIMD tiles; AVX-512 where
-//! the CPU has it), a block of output rows at a time so that the block's patches (at most 512
-//! KiB) stay in the core's L2 cache from im2col to the product. A 1×1 convolution with stride 1
-//! and no padding uses x_b itself as X̃_b, with no copy. Backward: one sweep over the images adds
-//! each image's dW to its thread's sum — for stride 1 as one product per kernel row over the
-//! zero-padded image stored pixel-major (`shifted_taps`: no patch matrix, and no transposing
-//! pack inside `gemm`), otherwise as dY_b·X̃_bᵀ; dx is the forward kernel run on dY (stride 1: a
-//! product with inner size O·K_h·K_w and no scatter) or, for larger strides, Wᵀ·dY_b scattered
-//! by col2im. Nothing else is transposed or reordered in memory (the products read Wᵀ and X̃ᵀ
-//! through strides). Grouped or dilated convolutions, and every other backend, use burn's
-//! `conv2d`.
+//! the CPU has it), a block of output rows at a time so that the block's patches (about 512 KiB)
+//! stay in the core's L2 cache from im2col to the product. A 1×1 convolution with stride 1 and no
+//! padding uses x_b itself as X̃_b, with no copy. Backward: one sweep over the images adds each
+//! image's dW to its thread's sum — for stride 1 as one product per run of taps along a kernel
+//! row, over the zero-padded image stored pixel-major (`shifted_taps`: no patch matrix, and no
+//! transposing pack inside `gemm`), otherwise as dY_b·X̃_bᵀ; dx is the forward kernel run on dY
+//! (stride 1: a product with inner size O·K_h·K_w and no scatter) or, for larger strides,
+//! Wᵀ·dY_b scattered by col2im. Nothing else is transposed or reordered in memory (the products
+//! read Wᵀ and X̃ᵀ through strides). Grouped or dilated convolutions, and every other backend,
+//! use burn's `conv2d`.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -107,6 +107,12 @@ mod flex {
 
     /// The most bytes of patch matrix the forward builds before multiplying them.
     const PATCH_BLOCK_BYTES: usize = 512 << 10;
+
+    /// The most columns (taps × channels) of one product of the stride-1 weight gradient.
+    const MAX_TAPS_WIDTH: usize = 256;
+
+    /// The fewest output pixels per block of the forward's patch matrix.
+    const MIN_BLOCK_COLUMNS: usize = 256;
 
     /// The sizes of one convolution.
     #[derive(Debug, Clone, Copy)]
@@ -211,14 +217,40 @@ mod flex {
         }
 
         /// Output rows per block of the forward's patch matrix: as many as fit in
-        /// [`PATCH_BLOCK_BYTES`], at least one; all of them for a pointwise convolution (whose
-        /// patch matrix is the image, never copied).
+        /// [`PATCH_BLOCK_BYTES`], but at least [`MIN_BLOCK_COLUMNS`] and O columns' worth (each
+        /// block's product packs all of W, O·C·K_h·K_w values, again: for 512 channels in and
+        /// 256 out, blocks of 48 pixels made the layer twice as slow as whole images); all of
+        /// them for a pointwise convolution (whose patch matrix is the image, never copied).
         fn block_rows(&self) -> usize {
+            let all = self.out_height.max(1);
             if self.is_pointwise() {
-                return self.out_height.max(1);
+                return all;
             }
-            let row_bytes = self.patch_rows() * self.out_width * size_of::<f32>();
-            (PATCH_BLOCK_BYTES / row_bytes).clamp(1, self.out_height.max(1))
+            let fitting =
+                PATCH_BLOCK_BYTES / (self.patch_rows() * self.out_width * size_of::<f32>());
+            let columns = MIN_BLOCK_COLUMNS.max(self.outputs);
+            fitting.max(columns.div_ceil(self.out_width)).clamp(1, all)
+        }
+
+        /// Taps per product of the stride-1 weight gradient ([`shifted_taps`]): as many
+        /// neighbours along a kernel row as keep the product at most [`MAX_TAPS_WIDTH`] columns
+        /// wide (K_w·C), at least one. Several taps per product pay off for few channels (the
+        /// 3-channel first layer: 5.2 → 3.7 ms on one core, all three taps of a row in one
+        /// product) but not for many (256 channels and more: one tap per product was 15 %
+        /// faster).
+        fn taps_per_product(&self) -> usize {
+            (MAX_TAPS_WIDTH / self.channels).clamp(1, self.kernel[1])
+        }
+
+        /// The runs of taps [`shifted_taps`] multiplies at once: (kernel row u, taps v₀..v₁),
+        /// row by row.
+        fn tap_runs(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+            let (per_product, kw) = (self.taps_per_product(), self.kernel[1]);
+            (0..self.kernel[0]).flat_map(move |u| {
+                (0..kw)
+                    .step_by(per_product)
+                    .map(move |v| (u, v..(v + per_product).min(kw)))
+            })
         }
 
         /// Whether products should use rayon inside (too few images to spread over threads).
@@ -509,7 +541,7 @@ mod flex {
             })
             .unwrap_or_else(zeros);
         let dw = if shifted {
-            row_major_to_weight(g, &dw)
+            products_to_weight(g, &dw)
         } else {
             dw
         };
@@ -538,27 +570,27 @@ mod flex {
         matmul(dw, grad, patches.t(), true, g.threads_inside());
     }
 
-    /// dW += the stride-1 weight gradient of image b, one product per kernel row, with `dw`
-    /// row-major (`[K_h, O, K_w, C]`; [`row_major_to_weight`] turns it into `[O, C, K_h, K_w]`).
+    /// dW += the stride-1 weight gradient of image b, one product per run of
+    /// [`Geometry::taps_per_product`] taps along a kernel row, with `dw` in those products'
+    /// layout ([`products_to_weight`] turns it into `[O, C, K_h, K_w]`).
     ///
     /// With X̂_b image b zero-padded and stored pixel-major (a row of C channels per padded
     /// pixel; W_p = W + 2p_w padded pixels per row), and dŶ_b the `O × H_out·W_p` matrix of dY_b
     /// with every row widened to W_p by zeros, output pixel q = i·W_p + j reads X̂_b row
-    /// q + u·W_p + v under tap (u, v), whatever i and j. The K_w taps of kernel row u read
-    /// channels c of rows q + u·W_p + v, which are entries (q + u·W_p)·C + v·C + c of X̂_b: for
-    /// row q, the K_w·C entries from (q + u·W_p)·C on. So X̂_b read with a row stride of C
-    /// (rows overlapping) is, for all taps of the kernel row at once, the matrix of each
-    /// product,
+    /// q + u·W_p + v under tap (u, v), whatever i and j. Taps v₀ … v₀ + n − 1 of kernel row u
+    /// read channels c of rows q + u·W_p + v, which are entries (q + u·W_p + v₀)·C + (v − v₀)·C
+    /// plus c of X̂_b: for row q, the n·C entries from (q + u·W_p + v₀)·C on. So X̂_b read with
+    /// a row stride of C (rows overlapping when n > 1) is, for the n taps at once, the matrix of
+    /// one product,
     ///
     /// ```text
-    /// dW[:, :, u, :] += dŶ_b · X̂_b[(u·W_p)·C ..] as (H_out·W_p) × (K_w·C), row stride C
+    /// dW[:, :, u, v₀..v₀+n] += dŶ_b · X̂_b[(u·W_p + v₀)·C ..] as (H_out·W_p) × (n·C), row stride C
     /// ```
     ///
-    /// (O × K_w·C, inner size H_out·W_p), which `gemm` reads as stored: its packing copies
-    /// runs of K_w·C values instead of transposing the C·K_h·K_w × H·W patch matrix that
-    /// dY_b·X̃_bᵀ packs (half of that product's time), and dŶ_b is packed K_h times, not once
-    /// per tap. The widening costs (W_p − W_out)/W_out more products (6 % at 32×32, 12 % at
-    /// 16×16); building X̂_b and dŶ_b moves each value once.
+    /// (O × n·C, inner size H_out·W_p), which `gemm` reads as stored: its packing copies runs
+    /// of n·C values instead of transposing the C·K_h·K_w × H·W patch matrix that dY_b·X̃_bᵀ
+    /// packs (half of that product's time). The widening costs (W_p − W_out)/W_out more
+    /// products (6 % at 32×32, 12 % at 16×16); building X̂_b and dŶ_b moves each value once.
     fn shifted_taps(
         g: &Geometry,
         x: &[f32],
@@ -567,17 +599,19 @@ mod flex {
         scratch: &mut Scratch,
         dw: &mut [f32],
     ) {
-        let (kw, channels) = (g.kernel[1], g.channels);
-        let padded_width = g.width + 2 * g.padding[1];
+        let (channels, padded_width) = (g.channels, g.width + 2 * g.padding[1]);
         let span = g.out_height * padded_width;
         let image = &x[b * g.image_len()..][..g.image_len()];
         let padded = pixel_major_padded(g, image, &mut scratch.image);
         let grad = widened_rows(g, grad, padded_width, &mut scratch.grad);
         let grad = Matrix::row_major(grad, g.outputs, span);
-        for (u, dw_row) in dw.chunks_exact_mut(g.outputs * kw * channels).enumerate() {
-            let taps = &padded[u * padded_width * channels..];
-            let taps = Matrix::strided(taps, span, kw * channels, channels);
-            matmul(dw_row, grad, taps, true, g.threads_inside());
+        let mut rest = dw;
+        for (u, taps) in g.tap_runs() {
+            let (dw_taps, tail) = rest.split_at_mut(g.outputs * taps.len() * channels);
+            let image = &padded[(u * padded_width + taps.start) * channels..];
+            let image = Matrix::strided(image, span, taps.len() * channels, channels);
+            matmul(dw_taps, grad, image, true, g.threads_inside());
+            rest = tail;
         }
     }
 
@@ -624,13 +658,28 @@ mod flex {
         buffer
     }
 
-    /// A weight gradient stored by kernel row, `[K_h, O, K_w, C]`, as burn's `[O, C, K_h, K_w]`.
-    fn row_major_to_weight(g: &Geometry, rows: &[f32]) -> Vec<f32> {
-        let ([kh, kw], (outputs, channels)) = (g.kernel, (g.outputs, g.channels));
-        let at = move |o, c, u, v| rows[((u * outputs + o) * kw + v) * channels + c];
+    /// The weight gradient in [`shifted_taps`]' layout — an `O × n·C` block per run of n taps
+    /// of [`Geometry::tap_runs`], in their order — as burn's `[O, C, K_h, K_w]`.
+    fn products_to_weight(g: &Geometry, products: &[f32]) -> Vec<f32> {
+        let (kw, outputs, channels) = (g.kernel[1], g.outputs, g.channels);
+        // For each tap (u, v): where its column block starts, and its product's row stride.
+        let mut places = vec![(0, 0); g.kernel[0] * kw];
+        let mut start = 0;
+        for (u, taps) in g.tap_runs() {
+            let width = taps.len() * channels;
+            for (k, v) in taps.enumerate() {
+                places[u * kw + v] = (start + k * channels, width);
+            }
+            start += outputs * width;
+        }
+        let places = &places;
         (0..outputs)
             .flat_map(|o| (0..channels).map(move |c| (o, c)))
-            .flat_map(|(o, c)| (0..kh).flat_map(move |u| (0..kw).map(move |v| at(o, c, u, v))))
+            .flat_map(|(o, c)| {
+                places
+                    .iter()
+                    .map(move |&(at, width)| products[at + o * width + c])
+            })
             .collect()
     }
 

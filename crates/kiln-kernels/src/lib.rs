@@ -9,7 +9,7 @@
 //! | op | forward | backward |
 //! | --- | --- | --- |
 //! | [`multi_head_attention`] | per head of packed Q, K, V: c·QKᵀ into a per-thread buffer, exp(S − max) in place, E·V (`gemm`, strided) divided by the row sums; keeps the row log-sum-exps | P recomputed as exp(S − lse); dV = PᵀdO, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = c·dS K, dK = c·dSᵀQ |
-//! | [`conv2d`] | per image: im2col, then W·X̃ (`gemm`) | dW = Σ dY·X̃ᵀ (stride 1: one product per kernel row over the padded image, pixel-major); dx = dY convolved with the turned W (stride 1), col2im(Wᵀ·dY) otherwise |
+//! | [`conv2d`] | per image: im2col, then W·X̃ (`gemm`) | dW = Σ dY·X̃ᵀ (stride 1: one product per run of taps along a kernel row, over the padded image stored pixel-major); dx = dY convolved with the turned W (stride 1), col2im(Wᵀ·dY) otherwise |
 //! | [`silu`] | x·σ(x), SIMD `exp` | g·σ(x)·(1 + x·(1 − σ(x))) |
 //! | [`dropout`] | x·m/(1 − p), the mask m hashed from a drawn key and each element's index | g·m/(1 − p), m recomputed from the key |
 //! | [`cat_channels`] | each image's two channel blocks copied side by side | dy's two blocks copied into two contiguous tensors |

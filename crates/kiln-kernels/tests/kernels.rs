@@ -310,6 +310,20 @@ fn conv2d_matches_burn() {
         true,
         options(2, 1),
     );
+    // The stride-1 weight gradient's products over 2 + 1 taps of a kernel row (100 channels),
+    // and over one tap each (130 channels).
+    check_conv(
+        random([2, 100, 6, 7], 1.0),
+        [3, 100, 3, 3],
+        true,
+        options(1, 1),
+    );
+    check_conv(
+        random([1, 130, 5, 4], 1.0),
+        [2, 130, 3, 3],
+        false,
+        options(1, 1),
+    );
     // A kernel taller than the image, on an image one pixel wide.
     check_conv(
         random([2, 3, 2, 1], 1.0),
