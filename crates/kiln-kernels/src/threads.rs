@@ -12,6 +12,8 @@ use burn::tensor::backend::Backend;
 /// op begins on that thread at once while the other workers take parts of it. Running a whole
 /// training step or sampling loop through this function made a `tiny` step at 32×32 about
 /// 12 % faster on 2 cores and cut the process's system time tenfold (`docs/performance.md`).
+/// While `work` runs, the pool's other workers are kept looking for work instead of going to
+/// sleep between ops, so that each op's parallel parts start on them at once.
 ///
 /// Only work on burn's Flex backend (`B` = `Flex` or `Autodiff<Flex>`, whose ops are these
 /// kernels and Flex's own rayon loops) moves; for any other backend `work` runs on the calling
@@ -31,7 +33,72 @@ pub fn on_worker_thread<B: Backend, R: Send>(work: impl FnOnce() -> R + Send) ->
     if crate::route::is_flex::<B>() && rayon::current_thread_index().is_none() {
         // `rayon::scope` called from outside the pool runs its body on a worker thread and
         // blocks the caller until it returns.
-        return rayon::scope(|_| work());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        return rayon::scope(|scope| awake::with_workers_awake(scope, work, &done));
     }
     work()
+}
+
+#[cfg(feature = "flex")]
+mod awake {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use rayon::Yield;
+
+    /// Fruitless looks for work after which a kept worker also offers its core to other
+    /// threads (`sched_yield`) between looks: tens of microseconds of spinning, about the gap
+    /// between two ops of a step.
+    const SPINS_BEFORE_YIELDING: u32 = 1_000;
+
+    /// Runs `work` on this worker thread while every other worker of the pool looks for work
+    /// without pause (rayon's `yield_now` in a loop) until `work` returns.
+    ///
+    /// A rayon worker that finds nothing to do for about a hundred microseconds goes to sleep,
+    /// and waking it takes longer than many of a step's ops last: measured here, a SiLU over
+    /// 16×32×32×32 values took 160 µs on 2 threads called back to back, but 305 µs — its
+    /// 1-thread time — after a 200 µs pause, the second thread never joining in time. A
+    /// training step pauses between ops for its autodiff bookkeeping and optimizer, so the
+    /// other workers slept through the start of op after op. (OpenMP's threads, which PyTorch
+    /// uses, spin between parallel regions for the same reason.) Kept awake, they made a `tiny`
+    /// step at 32×32 on 2 threads about 5 % faster (`docs/performance.md`). The cost: the other
+    /// cores stay busy while `work` runs alone, offering themselves to other threads after
+    /// [`SPINS_BEFORE_YIELDING`] fruitless looks (so that a second process on the same cores,
+    /// such as an MPI rank, still gets them).
+    pub(super) fn with_workers_awake<'scope, R>(
+        scope: &rayon::Scope<'scope>,
+        work: impl FnOnce() -> R,
+        done: &'scope AtomicBool,
+    ) -> R {
+        let owner = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(move |_| {
+                // This thread may pop its own keeper while it waits inside `work`: it must not
+                // spin there, beneath the work it waits for.
+                if rayon::current_thread_index() == owner {
+                    return;
+                }
+                let mut idle = 0;
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(Yield::Executed) {
+                        idle = 0;
+                    } else if idle < SPINS_BEFORE_YIELDING {
+                        idle += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        // Gives the core to any other runnable thread (another process's, say).
+                        std::thread::yield_now();
+                    }
+                }
+            });
+        }
+        /// Ends the keepers' loops when `work` returns or unwinds.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _done = Done(done);
+        work()
+    }
 }

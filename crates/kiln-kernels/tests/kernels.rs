@@ -557,3 +557,26 @@ fn cat_channels_matches_burns_cat() {
         assert_eq!(relative_error(kiln.2, burn.2), 0.0, "{a_shape:?}: ds");
     }
 }
+
+/// `on_worker_thread` runs Flex work on one of rayon's workers while the others are kept looking
+/// for work; they stop when the work returns or unwinds, and every later call runs as the first.
+#[test]
+fn on_worker_thread_returns_and_passes_panics_on() {
+    let x = random::<Flex, 4>([4, 8, 16, 16], 1.0);
+    let expected = silu(x.clone()).into_data();
+    let (thread, values) = on_worker_thread::<Flex, _>(|| {
+        (rayon::current_thread_index(), silu(x.clone()).into_data())
+    });
+    assert!(thread.is_some(), "the work ran on a worker thread");
+    assert_eq!(values, expected);
+    let panicked = std::panic::catch_unwind(|| {
+        on_worker_thread::<Flex, _>(|| panic!("a panic inside the work"));
+    });
+    assert!(panicked.is_err(), "the panic reaches the caller");
+    for _ in 0..3 {
+        assert_eq!(
+            on_worker_thread::<Flex, _>(|| silu(x.clone()).into_data()),
+            expected
+        );
+    }
+}
