@@ -53,8 +53,9 @@ mod awake {
     /// Runs `work` on this worker thread while every other worker of the pool looks for work
     /// without pause (rayon's `yield_now` in a loop) until `work` returns.
     ///
-    /// A rayon worker that finds nothing to do for about a hundred microseconds goes to sleep,
-    /// and waking it takes longer than many of a step's ops last: measured here, a SiLU over
+    /// A rayon worker that finds nothing to do in 33 rounds of looking goes to sleep (rayon-core
+    /// 1.13, <https://github.com/rayon-rs/rayon/blob/main/rayon-core/src/sleep/mod.rs>; between
+    /// 50 and 200 µs here), and waking it takes longer than many of a step's ops last: a SiLU over
     /// 16×32×32×32 values took 160 µs on 2 threads called back to back, but 305 µs — its
     /// 1-thread time — after a 200 µs pause, the second thread never joining in time. A
     /// training step pauses between ops for its autodiff bookkeeping and optimizer, so the
