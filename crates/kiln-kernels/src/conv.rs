@@ -172,6 +172,12 @@ mod flex {
             self.channels * self.kernel[0] * self.kernel[1]
         }
 
+        /// The input channel c and kernel tap (u, v) of patch row c·K_h·K_w + u·K_w + v.
+        fn patch_row_tap(&self, row: usize) -> (usize, usize, usize) {
+            let [kh, kw] = self.kernel;
+            (row / (kh * kw), row / kw % kh, row % kw)
+        }
+
         /// A 1×1, stride-1, unpadded convolution, whose patch matrix is the image itself.
         fn is_pointwise(&self) -> bool {
             self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
@@ -239,7 +245,7 @@ mod flex {
         /// product) but not for many (256 channels and more: one tap per product was 15 %
         /// faster).
         fn taps_per_product(&self) -> usize {
-            (MAX_TAPS_WIDTH / self.channels).clamp(1, self.kernel[1])
+            (MAX_TAPS_WIDTH / self.channels.max(1)).clamp(1, self.kernel[1])
         }
 
         /// The runs of taps [`shifted_taps`] multiplies at once: (kernel row u, taps v₀..v₁),
@@ -264,9 +270,8 @@ mod flex {
     /// which come from pixels `pixel`, `pixel + s_w`, … of the (C × H × W) image. The entries no
     /// run covers fall in the zero padding.
     fn inside_runs(g: &Geometry, mut visit: impl FnMut(usize, usize, usize)) {
-        let [kh, kw] = g.kernel;
         for row in 0..g.patch_rows() {
-            let (c, u, v) = (row / (kh * kw), row / kw % kh, row % kw);
+            let (c, u, v) = g.patch_row_tap(row);
             let (columns, first_source) = g.valid_columns(v);
             for i in 0..g.out_height {
                 if let Some(source_row) = g.source_row(u, i) {
@@ -292,11 +297,10 @@ mod flex {
         if g.stride == [1, 1] && g.out_width == g.width {
             return im2col_same_width(g, image, rows, patches);
         }
-        let [kh, kw] = g.kernel;
         let zeros = || std::iter::repeat(0.0);
         let block = rows.len() * g.out_width;
         for (row, patch_row) in patches.chunks_mut(block).enumerate() {
-            let (c, u, v) = (row / (kh * kw), row / kw % kh, row % kw);
+            let (c, u, v) = g.patch_row_tap(row);
             let (columns, first_source) = g.valid_columns(v);
             for (i, out) in rows.clone().zip(patch_row.chunks_mut(g.out_width)) {
                 let Some(source_row) = g.source_row(u, i) else {
@@ -329,11 +333,11 @@ mod flex {
         rows: std::ops::Range<usize>,
         patches: &mut [MaybeUninit<f32>],
     ) {
-        let ([kh, kw], [ph, pw]) = (g.kernel, g.padding);
+        let [ph, pw] = g.padding;
         let (width, plane) = (g.width, g.height * g.width);
         let zeros = || std::iter::repeat(0.0);
         for (row, out) in patches.chunks_mut(rows.len() * width).enumerate() {
-            let (c, u, v) = (row / (kh * kw), row / kw % kh, row % kw);
+            let (c, u, v) = g.patch_row_tap(row);
             let plane_values = &image[c * plane..][..plane];
             // Output rows i whose source row i + u − p_h lies inside the image.
             let first = ph.saturating_sub(u).clamp(rows.start, rows.end);
