@@ -33,9 +33,9 @@
 //! brings, which the orphan rule forbids for backends the user does not own.
 //!
 //! # Threads
-//! The kernels split their work over rayon's global pool. A program gets the most from them by
-//! running its model's work on one of the pool's threads ([`on_worker_thread`]); Kiln's trainer
-//! does so for its steps.
+//! The kernels split their work over the current rayon pool. A program gets the most from them
+//! by running its model's work on a worker thread ([`on_worker_thread`], which gives each
+//! calling thread a pool of its own); Kiln's trainer and sampler do so.
 //!
 //! The kernels are checked against burn's ops, values and gradients, on random inputs with
 //! awkward shapes (`tests/kernels.rs`).

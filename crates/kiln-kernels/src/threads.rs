@@ -2,11 +2,11 @@
 
 use burn::tensor::backend::Backend;
 
-/// Runs `work` for a model on backend `B` on one of rayon's worker threads (at once, if the
-/// calling thread is one) and returns what it returns.
+/// Runs `work` for a model on backend `B` on a rayon worker thread of the calling thread's own
+/// pool (at once, if the calling thread is a rayon worker already) and returns what it returns.
 ///
 /// Every kernel here, and every multi-threaded op of burn's Flex backend, splits its work with
-/// rayon. Started from a thread outside rayon's pool (a program's main thread), each such op is
+/// rayon. Started from a thread outside a rayon pool (a program's main thread), each such op is
 /// queued for the pool while the caller sleeps until a worker has finished it: a thread wake-up
 /// each way per op, and a training step runs hundreds of ops. Started from a worker thread, an
 /// op begins on that thread at once while the other workers take parts of it. Running a whole
@@ -15,28 +15,59 @@ use burn::tensor::backend::Backend;
 /// While `work` runs, the pool's other workers are kept looking for work instead of going to
 /// sleep between ops, so that each op's parallel parts start on them at once.
 ///
+/// The pool belongs to the calling thread: it is built on the thread's first call, with as many
+/// threads as rayon's global pool (`RAYON_NUM_THREADS`, or one per core), and lives as long as
+/// the thread. Nothing but `work` and the ops it starts ever runs on it, which is what makes
+/// this safe with several threads at once. On a shared pool, a worker waiting inside one
+/// thread's op may take up another thread's queued work, which then runs on top of the op it
+/// interrupted; burn's autodiff holds a lock of its graph while a backward pass runs its ops,
+/// and work that needs that lock, on top of a part of the op that holds it, waits forever (two
+/// tests training at once hung this way). Threads that wait on one another, such as workers
+/// exchanging gradients, may each call this too.
+///
 /// Only work on burn's Flex backend (`B` = `Flex` or `Autodiff<Flex>`, whose ops are these
 /// kernels and Flex's own rayon loops) moves; for any other backend `work` runs on the calling
 /// thread. A GPU backend gains nothing from the move, and with the trainer's steps on a worker
 /// thread and its EMA updated on the caller, the wgpu run's EMA weights ended 6× their training
 /// movement away from the CPU run's (`tests/gpu.rs`; the trained weights agreed) — not traced
-/// to its cause in burn's fusion backend, which keeps an operation stream per thread.
-///
-/// Threads that wait on one another (say, workers exchanging gradients) must not each call this
-/// with work that waits: a worker thread idle inside one op may start another caller's queued
-/// work on top of its own, which can then wait forever for the work beneath it. One caller at a
-/// time, or work that never waits on another thread, is safe.
+/// to its cause in burn's fusion backend, which keeps an operation stream per thread. Should
+/// the operating system refuse the pool's threads, `work` runs on the calling thread too.
 ///
 /// Without the `flex` feature (no rayon kernels to start) it simply calls `work`.
 pub fn on_worker_thread<B: Backend, R: Send>(work: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "flex")]
     if crate::route::is_flex::<B>() && rayon::current_thread_index().is_none() {
-        // `rayon::scope` called from outside the pool runs its body on a worker thread and
-        // blocks the caller until it returns.
-        let done = std::sync::atomic::AtomicBool::new(false);
-        return rayon::scope(|scope| awake::with_workers_awake(scope, work, &done));
+        return own_pool::OWN_POOL.with(|pool| match pool.get_or_init(own_pool::build) {
+            // `scope` runs its body on one of the pool's workers and blocks the caller until
+            // it returns.
+            Some(pool) => {
+                let done = std::sync::atomic::AtomicBool::new(false);
+                pool.scope(|scope| awake::with_workers_awake(scope, work, &done))
+            }
+            None => work(),
+        });
     }
     work()
+}
+
+#[cfg(feature = "flex")]
+mod own_pool {
+    use std::cell::OnceCell;
+
+    thread_local! {
+        /// The calling thread's pool for [`super::on_worker_thread`]; `None` if it could not
+        /// be built.
+        pub(super) static OWN_POOL: OnceCell<Option<rayon::ThreadPool>> = const { OnceCell::new() };
+    }
+
+    /// A pool of as many threads as rayon's global one.
+    pub(super) fn build() -> Option<rayon::ThreadPool> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|index| format!("kiln-worker-{index}"))
+            .build()
+            .ok()
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -70,6 +101,10 @@ mod awake {
         work: impl FnOnce() -> R,
         done: &'scope AtomicBool,
     ) -> R {
+        // The keepers are queued on this thread before any part of `work`, and other workers
+        // take a thread's queued jobs oldest first: each keeper starts on a worker with
+        // nothing beneath it, never on top of a part of `work` that it would then wait for
+        // forever. Nothing else is queued on the caller's own pool.
         let owner = rayon::current_thread_index();
         for _ in 1..rayon::current_num_threads() {
             scope.spawn(move |_| {

@@ -558,6 +558,50 @@ fn cat_channels_matches_burns_cat() {
     }
 }
 
+/// Threads that each train through `on_worker_thread` while others run autodiff work directly
+/// (as test threads do, or a program with several models) never wait on one another: burn's
+/// autodiff holds a lock of its graph while a backward pass runs its ops on rayon's threads, so a
+/// caller's work must never run on a thread beneath another thread's op.
+#[test]
+fn concurrent_callers_do_not_deadlock() {
+    let x = random::<Flex, 4>([4, 8, 12, 12], 1.0);
+    let weight = random::<Flex, 4>([8, 8, 3, 3], 1.0);
+    let gradient = move || {
+        let w = Tensor::<A, 4>::from_inner(weight.clone()).require_grad();
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let y = conv2d(Tensor::from_inner(x.clone()), w.clone(), None, options);
+        let grads = (y.clone() * y).sum().backward();
+        w.grad(&grads).expect("w has a gradient").into_data()
+    };
+    let expected = gradient();
+    let (finished, results) = std::sync::mpsc::channel();
+    for caller in 0..4 {
+        let (gradient, finished) = (gradient.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let run = || {
+                (0..40).all(|_| {
+                    let value = if caller % 2 == 0 {
+                        on_worker_thread::<A, _>(&gradient)
+                    } else {
+                        gradient()
+                    };
+                    value == gradient()
+                })
+            };
+            // A panic reaches the receiver as a dropped sender.
+            finished.send(run()).ok();
+        });
+    }
+    drop(finished);
+    for _ in 0..4 {
+        let same = results
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("every caller finishes within two minutes (no deadlock, no panic)");
+        assert!(same, "a caller's gradient changed from one run to the next");
+    }
+    assert_eq!(gradient(), expected);
+}
+
 /// `on_worker_thread` runs Flex work on one of rayon's workers while the others are kept looking
 /// for work; they stop when the work returns or unwinds, and every later call runs as the first.
 #[test]

@@ -275,10 +275,10 @@ pub(crate) struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs a worker's computation on backend `B`: on one of rayon's worker threads when this
-    /// process has a single worker and `B` is Flex, where Flex's and Kiln's kernels start their
-    /// parallel work fastest ([`on_worker_thread`]); several workers stay on their own threads,
-    /// since they wait on one another in every exchange.
+    /// Runs a worker's computation on backend `B`: on a rayon worker thread when this process
+    /// has a single worker and `B` is Flex, where Flex's and Kiln's kernels start their parallel
+    /// work fastest ([`on_worker_thread`]); several workers stay on their own threads and share
+    /// rayon's global pool, rather than each keeping a pool of one thread per core.
     fn compute<B: Backend, R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
         if self.local_devices == 1 {
             on_worker_thread::<B, _>(work)
