@@ -31,21 +31,20 @@ use burn::tensor::backend::Backend;
 /// thread and its EMA updated on the caller, the wgpu run's EMA weights ended 6× their training
 /// movement away from the CPU run's (`tests/gpu.rs`; the trained weights agreed) — not traced
 /// to its cause in burn's fusion backend, which keeps an operation stream per thread. Should
-/// the operating system refuse the pool's threads, `work` runs on the calling thread too.
+/// the operating system refuse the pool's threads (or the calling thread be exiting), `work`
+/// runs on the calling thread too.
 ///
 /// Without the `flex` feature (no rayon kernels to start) it simply calls `work`.
 pub fn on_worker_thread<B: Backend, R: Send>(work: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "flex")]
-    if crate::route::is_flex::<B>() && rayon::current_thread_index().is_none() {
-        return own_pool::OWN_POOL.with(|pool| match pool.get_or_init(own_pool::build) {
-            // `scope` runs its body on one of the pool's workers and blocks the caller until
-            // it returns.
-            Some(pool) => {
-                let done = std::sync::atomic::AtomicBool::new(false);
-                pool.scope(|scope| awake::with_workers_awake(scope, work, &done))
-            }
-            None => work(),
-        });
+    if crate::route::is_flex::<B>()
+        && rayon::current_thread_index().is_none()
+        && let Some(pool) = own_pool::get()
+    {
+        // `scope` runs its body on one of the pool's workers and blocks the caller until it
+        // returns.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        return pool.scope(|scope| awake::with_workers_awake(scope, work, &done));
     }
     work()
 }
@@ -53,20 +52,33 @@ pub fn on_worker_thread<B: Backend, R: Send>(work: impl FnOnce() -> R + Send) ->
 #[cfg(feature = "flex")]
 mod own_pool {
     use std::cell::OnceCell;
+    use std::sync::Arc;
+
+    use rayon::ThreadPool;
 
     thread_local! {
         /// The calling thread's pool for [`super::on_worker_thread`]; `None` if it could not
         /// be built.
-        pub(super) static OWN_POOL: OnceCell<Option<rayon::ThreadPool>> = const { OnceCell::new() };
+        static OWN_POOL: OnceCell<Option<Arc<ThreadPool>>> = const { OnceCell::new() };
     }
 
-    /// A pool of as many threads as rayon's global one.
-    pub(super) fn build() -> Option<rayon::ThreadPool> {
+    /// The calling thread's pool, built on its first call with as many threads as rayon's
+    /// global pool; `None` if the threads could not be started, or while the thread is being
+    /// torn down.
+    pub(super) fn get() -> Option<Arc<ThreadPool>> {
+        OWN_POOL
+            .try_with(|pool| pool.get_or_init(build).clone())
+            .ok()
+            .flatten()
+    }
+
+    fn build() -> Option<Arc<ThreadPool>> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(rayon::current_num_threads())
             .thread_name(|index| format!("kiln-worker-{index}"))
             .build()
             .ok()
+            .map(Arc::new)
     }
 }
 
