@@ -577,18 +577,16 @@ fn concurrent_callers_do_not_deadlock() {
         let (gradient, expected) = (gradient.clone(), expected.clone());
         let finished = finished.clone();
         std::thread::spawn(move || {
-            let run = || {
-                (0..40).all(|_| {
-                    let value = if caller % 2 == 0 {
-                        on_worker_thread::<A, _>(&gradient)
-                    } else {
-                        gradient()
-                    };
-                    value == expected
-                })
-            };
             // A panic reaches the receiver as a dropped sender.
-            finished.send(run()).ok();
+            let all_equal = (0..40).all(|_| {
+                let value = if caller % 2 == 0 {
+                    on_worker_thread::<A, _>(&gradient)
+                } else {
+                    gradient()
+                };
+                value == expected
+            });
+            finished.send(all_equal).ok();
         });
     }
     drop(finished);
