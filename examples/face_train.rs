@@ -34,8 +34,8 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::train::{
-    ClassConditioning, ImageFolder, ImageFolderOptions, Labels, LoadEvent, ProcessGroup,
-    RunOptions, SingleProcess, TrainConfig, TrainEvent, check_run, train,
+    ClassConditioning, DEFAULT_LOG_EVERY, ImageFolder, ImageFolderOptions, Labels, LoadEvent,
+    ProcessGroup, RunOptions, SingleProcess, TrainConfig, TrainEvent, check_run, train,
 };
 use kiln::unet::UNetConfig;
 
@@ -116,6 +116,10 @@ struct Args {
     /// Checkpoints to keep.
     #[arg(long, default_value_t = 3)]
     keep_checkpoints: usize,
+    /// Read the losses back from the device every this many steps (and at every epoch's end):
+    /// the steps in between never wait for a GPU, and the progress line moves in these jumps.
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
+    log_every: u64,
     /// Seed of the initial weights, data order, noise and sample grids.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -288,6 +292,7 @@ impl MultiDeviceTask for Training<'_> {
         })?;
         let run = RunOptions {
             processes,
+            log_every: args.log_every,
             ..RunOptions::new(&args.out, args.resume, &stop)
         };
         let mut progress = Progress::new(config.epochs);

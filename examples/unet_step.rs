@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Prints the median wall time of each after one warm-up run (on a GPU, each timed run ends by
-//! waiting for the device), and the training images per second. Peak memory: run it under
+//! waiting for the device), the training images per second, and the warm-up runs' own times (on
+//! a GPU: compiling and autotuning every kernel, or loading them from the caches of
+//! `kiln::gpu_cache`). Peak memory: run it under
 //! `/usr/bin/time -v` (CPU) or watch `nvidia-smi` (GPU).
 
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
 use kiln::kernels::on_worker_thread;
-use kiln::timing::median_time;
+use kiln::timing::first_and_median_time;
 use kiln::unet::{UNet, UNetConfig, UNetError};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -103,7 +105,7 @@ fn time_unet<B: AutodiffBackend>(
 
         let inference = model.valid();
         let (x_inner, t_inner) = (x.clone().inner(), t.clone().inner());
-        let forward = median_time(args.iterations, || {
+        let forward = first_and_median_time(args.iterations, || {
             let y = inference
                 .forward(x_inner.clone(), t_inner.clone(), None)
                 .expect("valid input");
@@ -111,7 +113,7 @@ fn time_unet<B: AutodiffBackend>(
         });
 
         let mut optimizer = AdamWConfig::new().init::<B, UNet<B>>();
-        let step = median_time(args.iterations, || {
+        let step = first_and_median_time(args.iterations, || {
             let y = model
                 .forward(x.clone(), t.clone(), None)
                 .expect("valid input");
@@ -124,15 +126,17 @@ fn time_unet<B: AutodiffBackend>(
     })?;
     println!(
         "{} {}x{} batch {} on {}: forward median {:.1}ms, train step median {:.1}ms \
-         ({:.1} images/s)",
+         ({:.1} images/s); first forward {:.2}s, first train step {:.2}s",
         args.preset,
         args.size,
         args.size,
         args.batch,
         args.device,
-        forward.as_secs_f64() * 1e3,
-        step.as_secs_f64() * 1e3,
-        args.batch as f64 / step.as_secs_f64()
+        forward.median.as_secs_f64() * 1e3,
+        step.median.as_secs_f64() * 1e3,
+        args.batch as f64 / step.median.as_secs_f64(),
+        forward.first.as_secs_f64(),
+        step.first.as_secs_f64(),
     );
     Ok(())
 }

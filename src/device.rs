@@ -7,7 +7,8 @@
 //! A backend that was not compiled in, or a GPU that this machine does not have, is a
 //! [`DeviceError`], not a panic: the device is probed with a one-element computation first.
 //! Data-parallel work on several devices of one backend is a [`MultiDeviceTask`] run with
-//! [`run_on_all`].
+//! [`run_on_all`]. Before a GPU backend's first device starts, its kernel and autotune caches
+//! are pointed at Kiln's per-user folder (`gpu_cache`).
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -142,6 +143,7 @@ pub fn run_on_all<T: MultiDeviceTask>(
         #[cfg(feature = "wgpu")]
         DeviceSpec::Wgpu(_) => {
             use burn::backend::wgpu::WgpuDevice;
+            crate::gpu_cache::use_kiln_gpu_caches();
             let device = |spec| match spec {
                 DeviceSpec::Wgpu(Some(index)) => WgpuDevice::DiscreteGpu(index),
                 _ => WgpuDevice::DefaultDevice,
@@ -150,6 +152,7 @@ pub fn run_on_all<T: MultiDeviceTask>(
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
+            crate::gpu_cache::use_kiln_gpu_caches();
             let device = |spec| match spec {
                 DeviceSpec::Cuda(index) => burn::backend::cuda::CudaDevice { index },
                 _ => burn::backend::cuda::CudaDevice { index: 0 },

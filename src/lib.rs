@@ -13,7 +13,8 @@
 //!   module;
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
-//! time), [`npy`] (arrays to and from NumPy files) and [`timing`] (median wall times).
+//! time), [`npy`] (arrays to and from NumPy files), [`timing`] (median wall times) and, with a
+//! GPU backend, `gpu_cache` (where compiled and autotuned kernels are kept between runs).
 //!
 //! Backends are Cargo features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu` (Vulkan,
 //! Metal, DX12, WebGPU) and `cuda`.
@@ -21,6 +22,8 @@
 #![warn(missing_docs)]
 
 pub mod device;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod gpu_cache;
 pub mod npy;
 pub mod timing;
 

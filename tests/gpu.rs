@@ -13,18 +13,30 @@
 //! ```
 //!
 //! Shapes are few and small: a software driver compiles a shader for every new shape.
+//!
+//! One test is not a comparison: it counts the times a training run makes the host wait for
+//! the device (on Flex, then on the device under test) and checks that only the log points do.
 
 use std::fs;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use burn::backend::ir::{BackendIr, OperationIr, TensorId, TensorIr};
+use burn::backend::router::{
+    BackendRouter, MultiBackendBridge, RouterTensor, Runner, RunnerChannel, RunnerClient,
+    get_client,
+};
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::backend::{DTypeUsageSet, ExecutionError};
+use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 use kiln::device::{BackendTask, DeviceError, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
 use kiln::sampler::{
@@ -33,8 +45,8 @@ use kiln::sampler::{
 };
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use kiln::train::{
-    ImageFolder, ImageFolderOptions, Labels, NamedRun, RunOptions, SamplerName, TrainConfig,
-    TrainEvent, latest_checkpoint, sample_by_name, train,
+    DeviceImages, ImageFolder, ImageFolderOptions, Labels, NamedRun, RunOptions, SamplerName,
+    TrainConfig, TrainEvent, latest_checkpoint, sample_by_name, train,
 };
 use kiln::unet::{UNet, UNetConfig, load_checkpoint, save_checkpoint};
 use rand::{SeedableRng, rngs::StdRng};
@@ -418,7 +430,8 @@ fn relative_divergence(a: &[f32], b: &[f32], start: &[f32]) -> f64 {
     norm(a, b) / norm(b, start)
 }
 
-/// Three training steps (forward, MSE, backward, clipped AdamW, EMA) on the device against
+/// The training images held on the device against the host's batches; three training steps
+/// (forward, MSE, backward, clipped AdamW, EMA) on the device against
 /// the same steps on the CPU, both resumed from one CPU checkpoint; then the device's
 /// checkpoint resumes on the CPU.
 #[test]
@@ -437,6 +450,12 @@ impl BackendTask for TrainingMatches {
     fn run<B: Backend>(self, device: B::Device) {
         let root = scratch("training");
         let data = faces();
+
+        // The training images held on the device give the host's batches to the bit.
+        let (indices, flips) = ([9, 0, 4, 0], [true, false, false, true]);
+        let on_device = DeviceImages::<B>::new(&data, &device).batch(&indices, &flips);
+        let on_host = data.batch::<Cpu>(&indices, &flips, &cpu());
+        assert_eq!(values(on_device), values(on_host));
 
         let start = root.join("start");
         train_until::<Autodiff<Cpu>>(&data, &start, false, 1, &cpu());
@@ -501,4 +520,216 @@ fn a_missing_device_is_a_clear_error() {
         other => panic!("{missing}: expected an error, got {other:?}"),
     }
     assert!(began.elapsed() < Duration::from_secs(60));
+}
+
+/// Training steps between two log points never make the host wait for the device: the
+/// losses stay there until the log point reads them all at once (one wait), and the batches
+/// are gathered from images held on the device. Counted on Flex and on the device under test.
+#[test]
+fn training_waits_for_the_device_only_at_log_points() {
+    {
+        let _turn = my_turn();
+        waits_at_log_points::<Cpu>(cpu());
+    }
+    on_device_under_test(
+        "training_waits_for_the_device_only_at_log_points",
+        WaitsAtLogPoints,
+    );
+}
+
+struct WaitsAtLogPoints;
+
+impl BackendTask for WaitsAtLogPoints {
+    type Output = ();
+
+    /// The counting router needs the backend by name (`BackendIr`), which a task is not given:
+    /// the device `run_on` probed is named again here.
+    fn run<B: Backend>(self, _probed: B::Device) {
+        match device_under_test() {
+            #[cfg(feature = "wgpu")]
+            DeviceSpec::Wgpu(index) => {
+                use burn::backend::wgpu::WgpuDevice;
+                let device = index.map_or(WgpuDevice::DefaultDevice, WgpuDevice::DiscreteGpu);
+                waits_at_log_points::<burn::backend::Wgpu>(device);
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(index) => {
+                waits_at_log_points::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice {
+                    index,
+                });
+            }
+            other => println!("{other}: counted on Flex only"),
+        }
+    }
+}
+
+/// Trains 10 steps (batch 1) on `device`, reading the losses back every 3 steps, and checks
+/// that the host waited for the device exactly once between two log points.
+fn waits_at_log_points<B: BackendIr>(device: B::Device) {
+    let root = scratch(&format!(
+        "waits-{}",
+        B::name(&device).replace(['<', '>', ' '], "")
+    ));
+    let config = TrainConfig::new(UNetConfig::tiny(1), 16)
+        .with_epochs(1)
+        .with_batch_size(1)
+        .with_warmup_steps(2)
+        .with_sample_every_epochs(100)
+        .with_sample_count(2)
+        .with_sample_steps(2)
+        .with_seed(7);
+    let stop = AtomicBool::new(false);
+    let options = RunOptions {
+        log_every: 3,
+        ..RunOptions::new(&root, false, &stop)
+    };
+    let waits = || {
+        get_client::<CountWaits<B>>(&device)
+            .waits
+            .load(Ordering::SeqCst)
+    };
+    let mut reported = Vec::new();
+    train::<Autodiff<BackendRouter<CountWaits<B>>>>(
+        &config,
+        &faces(),
+        std::slice::from_ref(&device),
+        options,
+        |event| {
+            if let TrainEvent::Step { step, .. } = event {
+                reported.push((step, waits()));
+            }
+        },
+    )
+    .unwrap();
+    let steps: Vec<u64> = reported.iter().map(|&(step, _)| step).collect();
+    assert_eq!(steps, (1..=10).collect::<Vec<_>>());
+    // Steps 1–3 are reported together after step 3, 4–6 after step 6, 7–9, then 10.
+    let at_log_points: Vec<usize> = reported
+        .chunks(3)
+        .map(|batch| {
+            assert!(
+                batch.iter().all(|&(_, count)| count == batch[0].1),
+                "{batch:?}"
+            );
+            batch[0].1
+        })
+        .collect();
+    let between: Vec<usize> = at_log_points.windows(2).map(|w| w[1] - w[0]).collect();
+    println!(
+        "{}: waits at the log points {at_log_points:?}",
+        B::name(&device)
+    );
+    assert_eq!(between, [1, 1, 1], "waits between log points");
+}
+
+/// A burn-router channel that runs every operation on `B` and counts the times the host
+/// waits for the device: reads (`into_data`, `into_scalar`, transactions) and syncs.
+///
+/// Waits inside one of `B`'s own operations are not seen; burn's tensor operations used in
+/// training make none.
+#[derive(Clone)]
+struct CountWaits<B>(PhantomData<B>);
+
+/// [`CountWaits`]'s client: burn-router's direct runner and the count.
+#[derive(Clone)]
+struct CountingRunner<B: BackendIr> {
+    runner: Runner<B>,
+    waits: Arc<AtomicUsize>,
+}
+
+impl<B: BackendIr> RunnerChannel for CountWaits<B> {
+    type Device = B::Device;
+    type Bridge = OneBackend<B>;
+    type Client = CountingRunner<B>;
+    type FloatElem = B::FloatElem;
+    type IntElem = B::IntElem;
+    type BoolElem = B::BoolElem;
+
+    fn name(device: &B::Device) -> String {
+        format!("counted<{}>", B::name(device))
+    }
+
+    fn init_client(device: &B::Device) -> CountingRunner<B> {
+        CountingRunner {
+            runner: Runner::new(device.clone()),
+            waits: Arc::default(),
+        }
+    }
+
+    fn get_tensor_handle(tensor: &TensorIr, client: &CountingRunner<B>) -> B::Handle {
+        client.runner.get_tensor_handle(tensor)
+    }
+
+    fn register_tensor(
+        client: &CountingRunner<B>,
+        handle: B::Handle,
+        shape: Shape,
+        dtype: DType,
+    ) -> RouterTensor<CountingRunner<B>> {
+        client
+            .runner
+            .register_tensor(handle, shape, dtype, client.clone())
+    }
+}
+
+impl<B: BackendIr> RunnerClient for CountingRunner<B> {
+    type Device = B::Device;
+
+    fn register_op(&self, op: OperationIr) {
+        self.runner.register_op(op);
+    }
+
+    fn read_tensor_async(
+        &self,
+        tensor: TensorIr,
+    ) -> Pin<Box<dyn Future<Output = Result<TensorData, ExecutionError>> + Send>> {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+        self.runner.read_tensor_async(tensor)
+    }
+
+    fn sync(&self) -> Result<(), ExecutionError> {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+        self.runner.sync()
+    }
+
+    fn create_empty_handle(&self) -> TensorId {
+        self.runner.create_empty_handle()
+    }
+
+    fn register_tensor_data(&self, data: TensorData) -> RouterTensor<Self> {
+        let tensor = self.runner.register_tensor_data_desc(data);
+        RouterTensor::new(tensor.id, tensor.shape, tensor.dtype, self.clone())
+    }
+
+    fn device(&self) -> B::Device {
+        self.runner.device()
+    }
+
+    fn seed(&self, seed: u64) {
+        self.runner.seed(seed);
+    }
+
+    fn dtype_usage(&self, dtype: DType) -> DTypeUsageSet {
+        self.runner.dtype_usage(dtype)
+    }
+}
+
+/// The bridge of a channel with one backend and one device: nothing ever moves.
+struct OneBackend<B>(PhantomData<B>);
+
+impl<B: BackendIr> MultiBackendBridge for OneBackend<B> {
+    type TensorHandle = B::Handle;
+    type Device = B::Device;
+
+    fn change_backend_float(tensor: B::Handle, _: Shape, _: &B::Device) -> B::Handle {
+        tensor
+    }
+
+    fn change_backend_int(tensor: B::Handle, _: Shape, _: &B::Device) -> B::Handle {
+        tensor
+    }
+
+    fn change_backend_bool(tensor: B::Handle, _: Shape, _: &B::Device) -> B::Handle {
+        tensor
+    }
 }

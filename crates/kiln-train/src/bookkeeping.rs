@@ -14,6 +14,7 @@ use kiln_unet::UNet;
 
 use crate::checkpoint::{self, TrainState};
 use crate::ema::Ema;
+use crate::pending::LoggedStep;
 use crate::sampling::{Condition, Generation, SamplerName, generate};
 use crate::trainer::{Run, TrainEvent, TrainSummary};
 use crate::{TrainConfig, TrainError};
@@ -56,17 +57,18 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
         })
     }
 
-    /// After optimizer step `step` (0-based, of `epoch`, with `loss` at `learning_rate`): the
-    /// EMA update and the log line; a grid from the EMA model at the end of every
+    /// Writes a step's line into `loss.csv`.
+    pub(crate) fn log(&mut self, logged: &LoggedStep) -> Result<(), TrainError> {
+        self.log.append(logged)
+    }
+
+    /// After optimizer step `step` (0-based), whose loss has been logged if it ends an epoch
+    /// or the run: the EMA update; a grid from the EMA model at the end of every
     /// `sample_every_epochs`-th epoch and of the last; a checkpoint at the end of every
     /// `checkpoint_every_epochs`-th epoch, of the last, and on a `stop` request.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn after_step<O: Optimizer<UNet<B>, B>>(
         &mut self,
         step: u64,
-        epoch: usize,
-        loss: f64,
-        learning_rate: f64,
         stop: bool,
         model: &UNet<B>,
         optimizer: &O,
@@ -74,7 +76,6 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
         on_event: &mut impl FnMut(TrainEvent<'_>),
     ) -> Result<(), TrainError> {
         self.ema.update(model, step);
-        self.log.append(step, epoch, loss, learning_rate)?;
         let (run, config) = (self.run, self.run.config);
         let finished_epoch = (step + 1).is_multiple_of(run.steps_per_epoch);
         let epochs_done = ((step + 1) / run.steps_per_epoch) as usize;
@@ -246,9 +247,15 @@ impl LossLog {
         })
     }
 
-    /// Logs 0-based step `step` (written as the count of steps done).
-    fn append(&mut self, step: u64, epoch: usize, loss: f64, lr: f64) -> Result<(), TrainError> {
-        writeln!(self.writer, "{},{epoch},{loss},{lr}", step + 1)
+    /// Logs a step (its 0-based number written as the count of steps done).
+    fn append(&mut self, logged: &LoggedStep) -> Result<(), TrainError> {
+        let LoggedStep {
+            step,
+            epoch,
+            loss,
+            learning_rate,
+        } = logged;
+        writeln!(self.writer, "{},{epoch},{loss},{learning_rate}", step + 1)
             .map_err(|error| TrainError::io(&self.path, error))
     }
 

@@ -281,7 +281,7 @@ impl ImageFolder {
         for (&index, &flip) in indices.iter().zip(flips) {
             let image = &self.pixels[index * self.image_len()..][..self.image_len()];
             for row in image.chunks(size) {
-                let scale = |&p: &u8| p as f32 / 127.5 - 1.0;
+                let scale = |&p: &u8| pixel_value(p);
                 if flip {
                     values.extend(row.iter().rev().map(scale));
                 } else {
@@ -293,9 +293,19 @@ impl ImageFolder {
         Tensor::from_data(TensorData::new(values, shape), device)
     }
 
+    /// Every image's bytes, one image after the other (`channels × size × size` each).
+    pub(crate) fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
     fn image_len(&self) -> usize {
         self.channels * self.image_size * self.image_size
     }
+}
+
+/// The value x = p/127.5 − 1 ∈ [−1, 1] that a training image's byte p stands for.
+pub(crate) fn pixel_value(p: u8) -> f32 {
+    p as f32 / 127.5 - 1.0
 }
 
 /// The image files under `root`, sorted, and the number of other files.

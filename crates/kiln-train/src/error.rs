@@ -73,6 +73,9 @@ pub enum TrainError {
     /// (its own error is the one reported), or burn-collective refused the exchange.
     #[error("exchanging gradients between devices failed: {0}")]
     Collective(String),
+    /// The device failed to compute or to hand back a result (a lost GPU, a driver error).
+    #[error("the device failed: {0}")]
+    Device(String),
     /// The processes of a distributed run disagree, or one of them failed to start.
     #[error("distributed training: {0}")]
     Distributed(String),

@@ -27,10 +27,12 @@ mod error;
 mod integrity;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod pending;
 pub mod pixels;
 pub mod plot;
 mod processes;
 mod reduction;
+mod resident;
 mod sampling;
 mod step;
 mod trainer;
@@ -49,7 +51,8 @@ pub use integrity::{CheckpointHealth, Damage, FileDigest, check_run, verify_chec
 #[cfg(feature = "mpi")]
 pub use mpi::MpiProcesses;
 pub use processes::{ProcessGroup, SingleProcess};
+pub use resident::DeviceImages;
 pub use sampling::{
     Condition, Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name,
 };
-pub use trainer::{RunOptions, TrainEvent, TrainSummary, train};
+pub use trainer::{DEFAULT_LOG_EVERY, RunOptions, TrainEvent, TrainSummary, train};

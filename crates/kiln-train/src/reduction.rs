@@ -10,11 +10,11 @@ use kiln_unet::UNet;
 
 use crate::{ProcessGroup, TrainError};
 
-/// What every worker contributes to a step besides its gradients: its part of the loss, and
-/// the stop request (counted from the first worker of rank 0 only).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Totals {
-    pub(crate) loss: f64,
+/// What every worker contributes to a step besides its gradients: its part of the loss (on
+/// its device), and the stop request (counted from the first worker of rank 0 only).
+#[derive(Debug, Clone)]
+pub(crate) struct Totals<B: Backend> {
+    pub(crate) loss: Tensor<B, 1>,
     pub(crate) stop: bool,
 }
 
@@ -67,17 +67,20 @@ impl<'a> Reduction<'a> {
     }
 
     /// Sums `grads` (gradients of `model`) and `totals` over all workers of all processes.
+    ///
+    /// A worker alone keeps its totals as they are, on the device. Several workers must agree
+    /// on the stop request every step, so they read the summed totals back: one host sync a
+    /// step, besides the exchange itself.
     pub(crate) fn sum<B: AutodiffBackend>(
         &self,
         model: &UNet<B>,
         mut grads: GradientsParams,
-        totals: Totals,
-        device: &B::Device,
-    ) -> Result<(GradientsParams, Totals), TrainError> {
+        totals: Totals<B::InnerBackend>,
+    ) -> Result<(GradientsParams, Totals<B::InnerBackend>), TrainError> {
         if self.peer.is_none() && !self.across_processes {
             return Ok((grads, totals));
         }
-        let mut totals = totals_tensor::<B::InnerBackend>(totals, device);
+        let mut totals = totals_tensor(totals);
         if let Some(peer) = self.peer {
             let mut all_reduce = |tensor: Tensor<B::InnerBackend, 1>| {
                 collective::all_reduce::<B::InnerBackend>(
@@ -105,17 +108,16 @@ impl<'a> Reduction<'a> {
             map_gradients(model, &mut grads, &mut broadcast)?;
             totals = broadcast(totals)?;
         }
-        let [loss, stop] = totals
+        let stop = totals
+            .clone()
+            .narrow(0, 1, 1)
             .into_data()
             .to_vec::<f32>()
-            .map_err(|error| TrainError::Distributed(format!("{error:?}")))?[..]
-        else {
-            unreachable!("the totals are two numbers");
-        };
+            .map_err(|error| TrainError::Distributed(format!("{error:?}")))?[0];
         Ok((
             grads,
             Totals {
-                loss: loss as f64,
+                loss: totals.narrow(0, 0, 1),
                 stop: stop > 0.5,
             },
         ))
@@ -139,10 +141,12 @@ pub(crate) fn abandon<B: AutodiffBackend>() {
     collective::reset_collective::<B::InnerBackend>();
 }
 
-/// The loss and the stop flag as a tensor of two numbers on `device`.
-fn totals_tensor<B: Backend>(totals: Totals, device: &B::Device) -> Tensor<B, 1> {
-    let values = vec![totals.loss as f32, if totals.stop { 1.0 } else { 0.0 }];
-    Tensor::from_data(TensorData::new(values, [2]), device)
+/// The loss and the stop flag as a tensor of two numbers on the loss's device.
+fn totals_tensor<B: Backend>(totals: Totals<B>) -> Tensor<B, 1> {
+    let device = totals.loss.device();
+    let stop = if totals.stop { 1.0f32 } else { 0.0 };
+    let stop = Tensor::from_data(TensorData::new(vec![stop], [1]), &device);
+    Tensor::cat(vec![totals.loss, stop], 0)
 }
 
 /// Sums the gradients and totals over the processes: one device-to-host copy of everything,

@@ -1,8 +1,8 @@
 //! One optimizer step's randomness and one worker's share of its gradients.
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
 use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
 use kiln_unet::UNet;
 use rand::seq::SliceRandom;
@@ -10,6 +10,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::dataset::ImageFolder;
+use crate::resident::DeviceImages;
 use crate::{TrainConfig, TrainError};
 
 /// Everything random about one optimizer step, drawn from an RNG seeded with (seed, step) in
@@ -67,11 +68,12 @@ impl StepDraws {
 }
 
 /// What the loss is made of, set up once per run and worker: the target kind, the loss
-/// weighting and the forward process on the worker's device.
-pub(crate) struct Objective<B: Backend> {
+/// weighting, and on the worker's device the forward process and the training images.
+pub(crate) struct Objective<B: AutodiffBackend> {
     pub(crate) prediction: Prediction,
     pub(crate) weighting: LossWeighting,
     pub(crate) process: ForwardProcess<B>,
+    pub(crate) images: DeviceImages<B::InnerBackend>,
     pub(crate) device: B::Device,
 }
 
@@ -89,26 +91,27 @@ pub(crate) struct Place {
 /// worker; shard p belongs to worker p mod W. The noise of every shard is drawn in order from
 /// the step's RNG (a worker draws and skips the others'), so W workers together see exactly
 /// the numbers one worker with the whole batch would. Each shard's loss is divided by the
-/// whole batch size, so the workers' losses and gradients add up to the step's. The losses
-/// stay on the device until the end: reading each back would wait for its backward pass.
+/// whole batch size, so the workers' losses and gradients add up to the step's. The loss
+/// stays on the device: reading it back would wait for the backward pass (the trainer reads
+/// the losses of many steps at once).
 pub(crate) fn gradients<B: AutodiffBackend>(
     model: &UNet<B>,
     config: &TrainConfig,
-    data: &ImageFolder,
     objective: &Objective<B>,
     place: Place,
     mut draws: StepDraws,
     step: u64,
-) -> Result<(GradientsParams, f64), TrainError> {
+) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>), TrainError> {
     let Objective {
         prediction,
         weighting,
         process,
+        images,
         device,
     } = objective;
     let micro_batch = config.batch_size / config.grad_accumulation;
     let shard = micro_batch / place.count;
-    let shard_values = shard * data.channels() * data.image_size() * data.image_size();
+    let shard_values = shard * images.image_len();
     B::seed(
         device,
         mix(config.seed ^ DROPOUT_STREAM, step) + place.index as u64,
@@ -121,10 +124,8 @@ pub(crate) fn gradients<B: AutodiffBackend>(
             continue;
         }
         let range = part * shard..(part + 1) * shard;
-        let x0 = data.batch::<B>(
-            &draws.indices[range.clone()],
-            &draws.flips[range.clone()],
-            device,
+        let x0 = Tensor::from_inner(
+            images.batch(&draws.indices[range.clone()], &draws.flips[range.clone()]),
         );
         let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
         let part_labels = draws.labels.as_ref().map(|labels| {
@@ -151,11 +152,7 @@ pub(crate) fn gradients<B: AutodiffBackend>(
         part_losses.push(loss.clone().inner());
         accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
     }
-    let loss = Tensor::cat(part_losses, 0)
-        .sum()
-        .into_scalar()
-        .elem::<f64>();
-    Ok((accumulator.grads(), loss))
+    Ok((accumulator.grads(), Tensor::cat(part_losses, 0).sum()))
 }
 
 /// Advances `rng` past `count` standard normal draws, as [`standard_normal`] would.

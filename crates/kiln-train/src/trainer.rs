@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, Optimizer, grad_clipping::GradientClippingConfig};
@@ -45,7 +44,9 @@ use crate::checkpoint;
 use crate::dataset::ImageFolder;
 use crate::ema::Ema;
 use crate::integrity::Damage;
+use crate::pending::PendingLosses;
 use crate::reduction::{self, Reduction, Totals};
+use crate::resident::DeviceImages;
 use crate::step::{Objective, Place, StepDraws, epoch_order, gradients};
 use crate::{ProcessGroup, SingleProcess, TrainConfig, TrainError};
 
@@ -59,22 +60,33 @@ pub struct RunOptions<'a> {
     pub resume: bool,
     /// Set (for example from a Ctrl-C handler) to stop with a checkpoint after the step in
     /// progress. The flag is read once per step, before the workers exchange gradients (so that
-    /// all stop together): set while step k's `Step` event is handled, it stops after step
-    /// k + 1. In a run of several processes, rank 0's flag decides for all.
+    /// all stop together): set while a `Step` event is handled at the log point after step k,
+    /// it stops after step k + 1. In a run of several processes, rank 0's flag decides for all.
     pub stop: &'a AtomicBool,
     /// The processes training this model together: [`SingleProcess`], or an MPI job
     /// (`crate::MpiProcesses`, feature `mpi`).
     pub processes: &'a dyn ProcessGroup,
+    /// Steps between two log points (at least 1; [`DEFAULT_LOG_EVERY`] by default). The losses
+    /// stay on the device until a log point reads them all at once (one wait for the device):
+    /// every `log_every`-th step, at the end of every epoch and when the run stops. Only then
+    /// are the losses checked, logged and reported ([`TrainEvent::Step`]), so on a GPU the
+    /// steps in between are queued without the host ever waiting for the device.
+    pub log_every: u64,
 }
 
+/// Steps between two log points unless [`RunOptions::log_every`] says otherwise.
+pub const DEFAULT_LOG_EVERY: u64 = 10;
+
 impl<'a> RunOptions<'a> {
-    /// A run of this process alone in `out`, stopped by `stop`.
+    /// A run of this process alone in `out`, stopped by `stop`, with log points every
+    /// [`DEFAULT_LOG_EVERY`] steps.
     pub fn new(out: &'a Path, resume: bool, stop: &'a AtomicBool) -> Self {
         Self {
             out,
             resume,
             stop,
             processes: &SingleProcess,
+            log_every: DEFAULT_LOG_EVERY,
         }
     }
 }
@@ -93,7 +105,8 @@ pub enum TrainEvent<'a> {
         /// The checkpoint it resumed from.
         resumed_from: Option<&'a Path>,
     },
-    /// An optimizer step finished.
+    /// An optimizer step finished. The steps between two log points
+    /// ([`RunOptions::log_every`]) are reported together at the second, in order.
     Step {
         /// Steps done, this one included.
         step: u64,
@@ -105,7 +118,7 @@ pub enum TrainEvent<'a> {
         loss: f64,
         /// The learning rate used.
         learning_rate: f64,
-        /// Training images per second over this step.
+        /// Training images per second since the previous log point.
         images_per_second: f64,
     },
     /// A damaged checkpoint was passed over when resuming (the run continues from an older,
@@ -225,6 +238,8 @@ pub fn train<B: AutodiffBackend>(
     });
     let mut lead = Lead {
         stop: options.stop,
+        log_every: options.log_every.max(1),
+        losses: PendingLosses::new(),
         books,
         on_event,
     };
@@ -296,12 +311,35 @@ impl Run<'_> {
     }
 }
 
-/// What the worker on the calling thread does besides training: it reads the stop flag,
-/// reports events and (on rank 0) keeps the books.
+/// What the worker on the calling thread does besides training: it reads the stop flag, reads
+/// the losses back at the log points, reports events and (on rank 0) keeps the books.
 struct Lead<'a, B: AutodiffBackend, F> {
     stop: &'a AtomicBool,
+    log_every: u64,
+    losses: PendingLosses<B::InnerBackend>,
     books: Option<Bookkeeping<'a, B>>,
     on_event: F,
+}
+
+impl<B: AutodiffBackend, F: FnMut(TrainEvent<'_>)> Lead<'_, B, F> {
+    /// Reads the pending losses of `run` back, checks them, reports them and logs them.
+    fn log(&mut self, run: &Run<'_>) -> Result<(), TrainError> {
+        let (steps, images_per_second) = self.losses.read(run.config.batch_size)?;
+        for logged in steps {
+            (self.on_event)(TrainEvent::Step {
+                step: logged.step + 1,
+                total_steps: run.total_steps,
+                epoch: logged.epoch,
+                loss: logged.loss,
+                learning_rate: logged.learning_rate,
+                images_per_second,
+            });
+            if let Some(books) = self.books.as_mut() {
+                books.log(&logged)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How the steps ended.
@@ -434,6 +472,7 @@ where
         prediction: run.prediction,
         weighting: config.weighting(),
         process: ForwardProcess::new(run.schedule.clone(), device),
+        images: DeviceImages::new(run.data, device),
         device: device.clone(),
     };
     let place = run.place(local);
@@ -443,47 +482,35 @@ where
     };
     let mut order: Option<(usize, Vec<usize>)> = None;
     for step in run.start..run.total_steps {
-        let began = Instant::now();
         let epoch = (step / run.steps_per_epoch) as usize;
         if order.as_ref().is_none_or(|(cached, _)| *cached != epoch) {
             order = Some((epoch, epoch_order(config.seed, epoch, run.data.len())));
         }
         let (_, permutation) = order.as_ref().expect("just set");
         let draws = StepDraws::for_step(config, run.data, step, run.steps_per_epoch, permutation);
-        let (grads, loss) = run.compute::<B, _>(|| {
-            gradients(&model, config, run.data, &objective, place, draws, step)
-        })?;
+        let (grads, loss) =
+            run.compute::<B, _>(|| gradients(&model, config, &objective, place, draws, step))?;
         let stop = run.rank == 0
             && lead
                 .as_ref()
                 .is_some_and(|lead| lead.stop.load(Ordering::SeqCst));
-        let (grads, totals) = reduction.sum(&model, grads, Totals { loss, stop }, device)?;
-        if !totals.loss.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                step,
-                epoch,
-                loss: totals.loss,
-            });
-        }
+        let (grads, totals) = reduction.sum(&model, grads, Totals { loss, stop })?;
         let warmup = (step + 1) as f64 / config.warmup_steps.max(1) as f64;
         let learning_rate = config.learning_rate * warmup.min(1.0);
         model = run.compute::<B, _>(|| optimizer.step(learning_rate, model, grads));
         done.steps = step + 1;
         if let Some(lead) = lead.as_deref_mut() {
-            (lead.on_event)(TrainEvent::Step {
-                step: step + 1,
-                total_steps: run.total_steps,
-                epoch,
-                loss: totals.loss,
-                learning_rate,
-                images_per_second: config.batch_size as f64 / began.elapsed().as_secs_f64(),
-            });
+            lead.losses.push(step, epoch, learning_rate, totals.loss);
+            let log_point = (step + 1).is_multiple_of(lead.log_every)
+                || (step + 1).is_multiple_of(run.steps_per_epoch)
+                || step + 1 == run.total_steps
+                || totals.stop;
+            if log_point {
+                lead.log(run)?;
+            }
             if let Some(books) = lead.books.as_mut() {
                 books.after_step(
                     step,
-                    epoch,
-                    totals.loss,
-                    learning_rate,
                     totals.stop,
                     &model,
                     &optimizer,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
-use kiln_train::{DatasetError, ImageFolder, ImageFolderOptions, Labels, LoadEvent};
+use kiln_train::{DatasetError, DeviceImages, ImageFolder, ImageFolderOptions, Labels, LoadEvent};
 
 /// A fresh empty folder under the target directory's temp space.
 fn scratch(name: &str) -> PathBuf {
@@ -198,6 +198,38 @@ fn grayscale_loading_and_flips() {
         }
     }
     assert_ne!(plain, flipped);
+}
+
+/// The images held on the device give the host's batches to the bit: in colour and in gray,
+/// with an image length that is (64) and is not (3·7·7 = 147) a multiple of four bytes,
+/// repeated indices and mirrored images.
+#[test]
+fn device_images_give_the_host_batches() {
+    let dir = mixed_folder("resident");
+    let device = Default::default();
+    for (channels, image_size) in [(1, 8), (3, 7)] {
+        let options = ImageFolderOptions {
+            image_size,
+            ..options(channels, false)
+        };
+        let folder = ImageFolder::load(&dir, options, |_| {}).unwrap();
+        let resident = DeviceImages::<Flex>::new(&folder, &device);
+        assert_eq!(resident.len(), folder.len());
+        assert_eq!(
+            resident.image_len(),
+            channels * (image_size * image_size) as usize
+        );
+        let indices = [4, 0, 2, 0, 1, 3];
+        let flips = [true, false, true, true, false, false];
+        let on_host = folder.batch::<Flex>(&indices, &flips, &device);
+        let on_device = resident.batch(&indices, &flips);
+        assert_eq!(on_device.dims(), on_host.dims());
+        let bits = |tensor: burn::tensor::Tensor<Flex, 4>| -> Vec<u32> {
+            let values: Vec<f32> = tensor.into_data().to_vec().unwrap();
+            values.iter().map(|value| value.to_bits()).collect()
+        };
+        assert_eq!(bits(on_device), bits(on_host), "{channels} channels");
+    }
 }
 
 #[test]

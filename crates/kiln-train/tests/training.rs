@@ -59,7 +59,12 @@ fn run_on(
 ) -> Result<Vec<f64>, TrainError> {
     let _turn = common::my_turn();
     let stop = AtomicBool::new(false);
-    let options = RunOptions::new(out, resume, &stop);
+    // Log points every 3 steps, mid-epoch too. A stop request is seen at a log point: with one
+    // every step, a run asked to stop after step k stops there (set as step k − 1 is reported).
+    let options = RunOptions {
+        log_every: if stop_after.is_some() { 1 } else { 3 },
+        ..RunOptions::new(out, resume, &stop)
+    };
     let mut losses = Vec::new();
     train::<B>(
         config,
