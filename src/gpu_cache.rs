@@ -83,3 +83,24 @@ fn kiln_cache_folder() -> Option<PathBuf> {
         _ => dirs::cache_dir().map(|dir| dir.join("kiln").join("cubecl")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_is_found_in_the_folder_or_above() {
+        let root = std::env::temp_dir().join(format!("kiln-gpu-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let inner = root.join("a").join("b");
+        std::fs::create_dir_all(&inner).unwrap();
+        assert_eq!(cubecl_config_file(&inner), None);
+        std::fs::write(root.join("a").join("burn.toml"), "").unwrap();
+        assert_eq!(
+            cubecl_config_file(&inner),
+            Some(root.join("a").join("burn.toml"))
+        );
+        std::fs::write(inner.join("cubecl.toml"), "").unwrap();
+        assert_eq!(cubecl_config_file(&inner), Some(inner.join("cubecl.toml")));
+    }
+}
