@@ -27,14 +27,17 @@ use burn::tensor::Tensor;
 use clap::Parser;
 use kiln::timing::median_time;
 use kiln::train::ProcessGroup;
-use kiln::unet::{UNet, UNetConfig};
+use kiln::unet::{UNet, UNetConfig, UNetPreset};
+
+#[path = "common/names.rs"]
+mod names;
 
 /// Times the gradient exchange of one training step.
 #[derive(Parser, Debug)]
 struct Args {
-    /// faces32, faces64 or tiny (3 channels).
-    #[arg(long, default_value = "faces32")]
-    preset: String,
+    /// The UNet (3 channels).
+    #[arg(long, default_value = "faces32", value_parser = names::by_name::<UNetPreset>(&UNetPreset::NAMES, []))]
+    preset: UNetPreset,
     /// Threads exchanging with burn-collective (ignored with --distributed mpi).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -48,15 +51,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match args.preset.as_str() {
-        "faces32" => UNetConfig::faces32(3),
-        "faces64" => UNetConfig::faces64(3),
-        "tiny" => UNetConfig::tiny(3),
-        other => {
-            eprintln!("error: unknown preset {other:?}; expected faces32, faces64 or tiny");
-            return ExitCode::FAILURE;
-        }
-    };
+    let config = args.preset.config(3);
     let device = Default::default();
     let model = match config.init::<Flex>(&device) {
         Ok(model) => model,

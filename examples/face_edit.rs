@@ -23,16 +23,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
+use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
-use kiln::pixels;
-use kiln::sampler::{
-    Ddim, DdimConfig, Ddpm, DdpmConfig, InversionMethod, Resampling, SampleClipping,
-    image_to_image, inpaint, invert, sample, slerp,
+use kiln::pipeline::edit::{box_mask, image_mask};
+use kiln::pipeline::{
+    EditSettings, PipelineError, PixelBox, SamplingModel, load_for_sampling, pixels,
 };
-use kiln::train::{SamplingModel, UNetDenoiser, load_for_sampling};
-use rand::{SeedableRng, rngs::StdRng};
+use kiln::sampler::{InversionMethod, InversionStep, Resampling};
 
 #[path = "common/allocator.rs"]
 mod allocator;
@@ -105,7 +103,7 @@ fn main() -> ExitCode {
 
 struct Editing(Args);
 
-type Outcome = Result<(), Box<dyn std::error::Error>>;
+type Outcome<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 impl BackendTask for Editing {
     type Output = Outcome;
@@ -151,69 +149,43 @@ struct Edit<'a, B: Backend> {
 }
 
 impl<B: Backend> Edit<'_, B> {
-    /// A photo as a `[1, channels, size, size]` tensor in [−1, 1], checked against the model.
-    fn photo(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
-        let image = pixels::center_square(&pixels::open(path)?, Some(self.size as u32));
-        let channels = self.loaded.model.in_channels();
-        let x = pixels::to_tensor::<B>(&image, channels, self.device)?.unsqueeze_dim(0);
-        self.loaded.model.check_input_shape(&x)?;
-        Ok(x)
+    fn photo(&self, path: &Path) -> Result<Tensor<B, 4>, PipelineError> {
+        self.loaded.photo(path, self.size, self.device)
     }
 
-    fn denoiser(&self) -> UNetDenoiser<'_, B> {
-        UNetDenoiser::new(&self.loaded.model, self.loaded.prediction)
-    }
-
-    fn ddim(&self) -> Result<Ddim, Box<dyn std::error::Error>> {
-        let config = DdimConfig {
-            clipping: SampleClipping::thresholding_only(None),
-            ..DdimConfig::default()
-        };
-        Ok(Ddim::new(config, &self.loaded.schedule, self.args.steps)?)
-    }
-
-    fn repeat(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        x.repeat_dim(0, self.args.count)
+    fn settings(&self) -> EditSettings {
+        EditSettings {
+            steps: self.args.steps,
+            seed: self.args.seed,
+        }
     }
 
     /// The photo, its known part (the rest grey) and the fillings.
-    fn inpaint(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+    fn inpaint(&self, path: &Path) -> Outcome<Tensor<B, 4>> {
         let photo = self.photo(path)?;
         let mask = match (&self.args.mask, self.args.area.as_slice()) {
-            (Some(file), _) => {
-                let image = pixels::open(file)?;
-                let mask = pixels::to_tensor::<B>(&image, photo.dims()[1], self.device)?;
-                // White (1) is kept, black (−1) is filled: to 1 and 0.
-                mask.add_scalar(1.0).div_scalar(2.0).unsqueeze_dim(0)
+            (Some(file), _) => image_mask(file, photo.dims()[1], self.device)?,
+            (None, &[x, y, width, height]) => {
+                let area = PixelBox {
+                    x,
+                    y,
+                    width,
+                    height,
+                };
+                box_mask(photo.dims(), area, self.device)?
             }
-            (None, [x, y, width, height]) => self.box_mask(photo.dims(), *x, *y, *width, *height),
             _ => return Err("--inpaint needs --mask FILE or --box x,y,width,height".into()),
         };
-        if mask.dims() != photo.dims() {
-            return Err(format!(
-                "the mask is {:?} pixels; the photo is {:?} at the model's size",
-                &mask.dims()[2..],
-                &photo.dims()[2..]
-            )
-            .into());
-        }
-        let mut ddpm = Ddpm::new(
-            DdpmConfig::default(),
-            &self.loaded.schedule,
-            self.args.steps,
-        )?;
         let resampling = Resampling {
             jump_length: self.args.jump,
             repeats: self.args.repeats,
         };
-        let filled = inpaint(
-            &mut ddpm,
-            &self.denoiser(),
-            &self.loaded.schedule,
-            self.repeat(photo.clone()),
-            self.repeat(mask.clone()),
-            Some(resampling),
-            &mut StdRng::seed_from_u64(self.args.seed),
+        let filled = self.loaded.inpaint(
+            photo.clone(),
+            mask.clone(),
+            self.args.count,
+            resampling,
+            self.settings(),
             |event| eprint!("\rinpainting: step {}/{}", event.index + 1, event.steps),
         )?;
         eprintln!();
@@ -222,80 +194,39 @@ impl<B: Backend> Edit<'_, B> {
         Ok(Tensor::cat(vec![photo, known, filled], 0))
     }
 
-    /// 1 outside the rectangle, 0 inside it.
-    fn box_mask(&self, dims: [usize; 4], x: usize, y: usize, w: usize, h: usize) -> Tensor<B, 4> {
-        let [_, channels, height, width] = dims;
-        let values: Vec<f32> = (0..channels * height * width)
-            .map(|i| {
-                let (row, column) = ((i / width) % height, i % width);
-                let inside = (x..x + w).contains(&column) && (y..y + h).contains(&row);
-                if inside { 0.0 } else { 1.0 }
-            })
-            .collect();
-        Tensor::from_data(TensorData::new(values, dims), self.device)
-    }
-
     /// The photo and the redrawn versions.
-    fn image_to_image(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+    fn image_to_image(&self, path: &Path) -> Outcome<Tensor<B, 4>> {
         let photo = self.photo(path)?;
-        let redrawn = image_to_image(
-            &mut self.ddim()?,
-            &self.denoiser(),
-            &self.loaded.schedule,
-            self.repeat(photo.clone()),
+        let redrawn = self.loaded.image_to_image(
+            photo.clone(),
+            self.args.count,
             self.args.strength,
-            &mut StdRng::seed_from_u64(self.args.seed),
+            self.settings(),
             |event| eprint!("\rimage-to-image: step {}/{}", event.index + 1, event.steps),
         )?;
         eprintln!();
         Ok(Tensor::cat(vec![photo, redrawn], 0))
     }
 
-    /// Exact DDIM inversion of a photo.
-    fn invert(
-        &self,
-        photo: Tensor<B, 4>,
-        method: InversionMethod,
-    ) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
-        Ok(invert(
-            &self.ddim()?,
-            &self.denoiser(),
-            photo,
-            method,
-            |step| eprint!("\rinverting: step {}/{}", step.done, step.steps),
-        )?)
-    }
-
-    /// DDIM sampling from `noise`.
-    fn sample(&self, noise: Tensor<B, 4>) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
-        let mut rng = StdRng::seed_from_u64(self.args.seed);
-        Ok(sample(
-            &mut self.ddim()?,
-            &self.denoiser(),
-            noise,
-            &mut rng,
-            |_| {},
-        )?)
-    }
-
     /// The frames of the morph from photo `a` to photo `b`.
-    fn morph(&self, a: &Path, b: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+    fn morph(&self, a: &Path, b: &Path) -> Outcome<Tensor<B, 4>> {
         let method = InversionMethod::Exact {
             iterations: self.args.iterations,
         };
-        let ends = Tensor::cat(vec![self.photo(a)?, self.photo(b)?], 0);
-        let noise = self.invert(ends, method)?;
+        let frames = self.loaded.interpolate(
+            self.photo(a)?,
+            self.photo(b)?,
+            self.args.frames,
+            method,
+            self.settings(),
+            progress("inverting"),
+        )?;
         eprintln!();
-        let (first, last) = (noise.clone().narrow(0, 0, 1), noise.narrow(0, 1, 1));
-        let frames = self.args.frames.max(2);
-        let path = (0..frames)
-            .map(|k| slerp(first.clone(), last.clone(), k as f64 / (frames - 1) as f64))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.sample(Tensor::cat(path, 0))
+        Ok(frames)
     }
 
     /// The photo, sampled back from its plain and from its exact inversion.
-    fn reconstruct(&self, path: &Path) -> Result<Tensor<B, 4>, Box<dyn std::error::Error>> {
+    fn reconstruct(&self, path: &Path) -> Outcome<Tensor<B, 4>> {
         let photo = self.photo(path)?;
         let mut tiles = vec![photo.clone()];
         for method in [
@@ -304,7 +235,13 @@ impl<B: Backend> Edit<'_, B> {
                 iterations: self.args.iterations,
             },
         ] {
-            let back = self.sample(self.invert(photo.clone(), method)?)?;
+            let noise = self.loaded.invert(
+                photo.clone(),
+                method,
+                self.args.steps,
+                progress("inverting"),
+            )?;
+            let back = self.loaded.decode(noise, self.settings(), |_| {})?;
             eprintln!();
             let error: f32 = (back.clone() - photo.clone())
                 .powi_scalar(2)
@@ -317,4 +254,9 @@ impl<B: Backend> Edit<'_, B> {
         }
         Ok(Tensor::cat(tiles, 0))
     }
+}
+
+/// A progress line for the steps of an inversion.
+fn progress(what: &'static str) -> impl FnMut(InversionStep) {
+    move |step| eprint!("\r{what}: step {}/{}", step.done, step.steps)
 }

@@ -37,12 +37,14 @@ use kiln::train::{
     ClassConditioning, DEFAULT_LOG_EVERY, ImageFolder, ImageFolderOptions, Labels, LoadEvent,
     ProcessGroup, RunOptions, SingleProcess, TrainConfig, TrainEvent, check_run, train,
 };
-use kiln::unet::UNetConfig;
+use kiln::unet::UNetPreset;
 
 #[path = "common/allocator.rs"]
 mod allocator;
 #[path = "common/exit.rs"]
 mod exit;
+#[path = "common/names.rs"]
+mod names;
 
 /// The folder of the bundled faces (AT&T "The Database of Faces": 400 grayscale photos of 40
 /// people; see assets/faces/README.md).
@@ -61,7 +63,7 @@ struct Args {
     strict: bool,
     /// Class labels: none (an unconditional model) or folders (each image's class is the
     /// folder under --data that holds it; the model then learns classifier-free guidance).
-    #[arg(long, default_value = "none", value_parser = parse_labels)]
+    #[arg(long, default_value = "none")]
     labels: Labels,
     /// With labels: the probability of training an image as unconditional (label dropout).
     #[arg(long, default_value_t = 0.1)]
@@ -73,9 +75,10 @@ struct Args {
     #[arg(long)]
     channels: Option<usize>,
     /// The UNet: faces32 (CPU demo: 32, 64, 128 channels, attention at 8×8), tiny (32, 64),
-    /// faces64 (64, 128, 256, 256; a GPU model) or cifar10 (the 35.7 M DDPM CIFAR-10 UNet).
-    #[arg(long, default_value = "faces32")]
-    preset: String,
+    /// faces64 (64, 128, 256, 256; a GPU model), cifar10 (the 35.7 M DDPM CIFAR-10 UNet) or
+    /// celebahq256 (the DDPM CelebA-HQ 256×256 UNet).
+    #[arg(long, default_value = "faces32", value_parser = names::by_name::<UNetPreset>(&UNetPreset::NAMES, []))]
+    preset: UNetPreset,
     /// Passes over the data.
     #[arg(long, default_value_t = 100)]
     epochs: usize,
@@ -355,30 +358,12 @@ fn report_data(
     }
 }
 
-fn parse_labels(name: &str) -> Result<Labels, String> {
-    match name {
-        "none" => Ok(Labels::None),
-        "folders" => Ok(Labels::Folders),
-        other => Err(format!("{other:?}: expected none or folders")),
-    }
-}
-
 /// The run's configuration from the flags, class-conditional when the data has `classes`.
 fn train_config(args: &Args, channels: usize, classes: &[String]) -> Result<TrainConfig, String> {
-    let unet = match args.preset.as_str() {
-        "faces32" => UNetConfig::faces32(channels),
-        "tiny" => UNetConfig::tiny(channels),
-        "faces64" => UNetConfig::faces64(channels),
-        "cifar10" => UNetConfig::ddpm_cifar10(),
-        other => {
-            return Err(format!(
-                "unknown preset {other:?}; expected faces32, tiny, faces64 or cifar10"
-            ));
-        }
-    }
-    .with_in_channels(channels)
-    .with_out_channels(channels)
-    .with_num_class_embeds((!classes.is_empty()).then_some(classes.len() + 1));
+    let unet = args
+        .preset
+        .config(channels)
+        .with_num_class_embeds((!classes.is_empty()).then_some(classes.len() + 1));
     let conditioning = (!classes.is_empty())
         .then(|| ClassConditioning::new(classes.to_vec()).with_label_dropout(args.label_dropout));
     Ok(TrainConfig::new(unet, args.image_size)

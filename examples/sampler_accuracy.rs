@@ -21,14 +21,14 @@ use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
 use kiln::npy;
-use kiln::sampler::{
-    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, Euler,
-    EulerConfig, GaussianMixture, Heun, HeunConfig, Pndm, PndmConfig, SampleClipping, Sampler,
-    SamplerError, UniPc, UniPcConfig, sample, sliced_wasserstein_2,
-};
-use kiln::schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
+use kiln::pipeline::{NamedRun, SamplerName, sample_by_name};
+use kiln::sampler::{GaussianMixture, sliced_wasserstein_2};
+use kiln::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
 use serde::Deserialize;
+
+#[path = "common/names.rs"]
+mod names;
 
 /// Measures every sampler against the exact denoiser of a Gaussian mixture.
 #[derive(Parser, Debug)]
@@ -50,8 +50,8 @@ struct Args {
     #[arg(long, default_value = "5,10,20,50,100,1000", value_delimiter = ',')]
     steps: Vec<usize>,
     /// Samplers, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
-    samplers: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = names::by_name::<SamplerName>(&SamplerName::NAMES, SamplerName::ALIASES.map(|(alias, _)| alias)))]
+    samplers: Vec<SamplerName>,
     /// Points per sampler.
     #[arg(long, default_value_t = 2000)]
     count: usize,
@@ -72,20 +72,6 @@ struct Args {
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
 }
-
-const SAMPLERS: [&str; 11] = [
-    "ddpm",
-    "ddim",
-    "pndm",
-    "euler",
-    "euler_a",
-    "heun",
-    "edm",
-    "dpm++2m",
-    "dpm++3m",
-    "dpm++2m_sde",
-    "unipc",
-];
 
 #[derive(Deserialize)]
 struct MixtureFile {
@@ -135,10 +121,10 @@ impl BackendTask for Table {
             let mut directions = StdRng::seed_from_u64(args.seed + 1);
             sliced_wasserstein_2(points, &exact, dims, 128, &mut directions).unwrap_or(f64::NAN)
         };
-        let names: Vec<&str> = if args.samplers.is_empty() {
-            SAMPLERS.to_vec()
+        let samplers = if args.samplers.is_empty() {
+            SamplerName::ALL.to_vec()
         } else {
-            args.samplers.iter().map(String::as_str).collect()
+            args.samplers.clone()
         };
 
         print!("{:<12}", "sampler");
@@ -146,17 +132,21 @@ impl BackendTask for Table {
             print!("{:>10}", steps);
         }
         println!();
-        for name in names {
-            print!("{name:<12}");
+        for sampler in samplers {
+            print!("{:<12}", sampler.to_string());
             for &steps in &args.steps {
-                let mut sampler = build::<B>(name, &schedule, steps)?;
-                let result = sampler.run(&oracle, noise.clone(), &mut rng);
+                let run = NamedRun {
+                    spacing: Some(TimestepSpacing::Trailing),
+                    ..NamedRun::new(sampler, steps, false)
+                };
+                let result =
+                    sample_by_name(run, &schedule, &oracle, noise.clone(), &mut rng, |_| {});
                 match result {
                     Ok(samples) => {
                         let samples = values(samples);
                         print!("{:>10.4}", distance(&samples));
                         if let Some(folder) = &args.write_samples {
-                            let path = folder.join(format!("{name}_{steps}"));
+                            let path = folder.join(format!("{sampler}_{steps}"));
                             write_points(&path, &samples, dims, args.json)?;
                         }
                     }
@@ -175,122 +165,6 @@ impl BackendTask for Table {
         );
         Ok(())
     }
-}
-
-/// A sampler of any type behind one interface.
-trait Run<B: Backend> {
-    fn run(
-        &mut self,
-        oracle: &GaussianMixture,
-        noise: Tensor<B, 2>,
-        rng: &mut StdRng,
-    ) -> Result<Tensor<B, 2>, SamplerError>;
-}
-
-impl<B: Backend, S: Sampler<B, 2>> Run<B> for S {
-    fn run(
-        &mut self,
-        oracle: &GaussianMixture,
-        noise: Tensor<B, 2>,
-        rng: &mut StdRng,
-    ) -> Result<Tensor<B, 2>, SamplerError> {
-        sample(self, oracle, noise, rng, |_| {})
-    }
-}
-
-fn build<B: Backend>(
-    name: &str,
-    schedule: &NoiseSchedule,
-    steps: usize,
-) -> Result<Box<dyn Run<B>>, Error> {
-    let trailing = |end| TimestepGrid::new(TimestepSpacing::Trailing, end);
-    let last_step = trailing(GridEnd::AtLastStep);
-    let no_clip = SampleClipping::default();
-    let dpm = |solver_order, algorithm_type| DpmSolverConfig {
-        solver_order,
-        algorithm_type,
-        grid: trailing(GridEnd::BeforeZero),
-        ..DpmSolverConfig::default()
-    };
-    let ode = AlgorithmType::DpmSolverPlusPlus;
-    Ok(match name {
-        "ddpm" => Box::new(Ddpm::new(
-            DdpmConfig {
-                clipping: no_clip,
-                grid: last_step,
-                ..DdpmConfig::default()
-            },
-            schedule,
-            steps,
-        )?),
-        "ddim" => Box::new(Ddim::new(
-            DdimConfig {
-                clipping: no_clip,
-                grid: last_step,
-                ..DdimConfig::default()
-            },
-            schedule,
-            steps,
-        )?),
-        "pndm" => Box::new(Pndm::<B, 2>::new(
-            PndmConfig {
-                grid: last_step,
-                ..PndmConfig::default()
-            },
-            schedule,
-            steps,
-        )?),
-        "euler" | "euler_a" => Box::new(Euler::new(
-            EulerConfig {
-                ancestral: name == "euler_a",
-                grid: last_step,
-                ..EulerConfig::default()
-            },
-            schedule,
-            steps,
-        )?),
-        "heun" => Box::new(Heun::<B, 2>::new(
-            HeunConfig {
-                grid: last_step,
-                ..HeunConfig::default()
-            },
-            schedule,
-            steps,
-        )?),
-        "edm" => {
-            let churn = Churn {
-                s_churn: 40.0,
-                s_tmin: 0.05,
-                s_tmax: 50.0,
-                s_noise: 1.003,
-            };
-            let config = HeunConfig {
-                use_karras_sigmas: true,
-                churn: Some(churn),
-                grid: last_step,
-                ..HeunConfig::default()
-            };
-            Box::new(Heun::<B, 2>::new(config, schedule, steps)?)
-        }
-        "dpm++2m" => Box::new(DpmSolver::<B, 2>::new(dpm(2, ode), schedule, steps)?),
-        "dpm++3m" => Box::new(DpmSolver::<B, 2>::new(dpm(3, ode), schedule, steps)?),
-        "dpm++2m_sde" => Box::new(DpmSolver::<B, 2>::new(
-            dpm(2, AlgorithmType::SdeDpmSolverPlusPlus),
-            schedule,
-            steps,
-        )?),
-        "unipc" => Box::new(UniPc::<B, 2>::new(
-            UniPcConfig {
-                grid: trailing(GridEnd::BeforeZero),
-                ..UniPcConfig::default()
-            },
-            schedule,
-            steps,
-        )?),
-        other => {
-            return Err(format!("unknown sampler {other:?}; expected one of {SAMPLERS:?}").into());
-        }
-    })
 }
 
 /// The mixture from --mixture-json or --mixture.

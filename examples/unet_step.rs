@@ -26,20 +26,22 @@ use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
 use kiln::kernels::on_worker_thread;
 use kiln::timing::first_and_median_time;
-use kiln::unet::{UNet, UNetConfig, UNetError};
+use kiln::unet::{UNet, UNetConfig, UNetError, UNetPreset};
 use rand::{SeedableRng, rngs::StdRng};
 
 #[path = "common/allocator.rs"]
 mod allocator;
 #[path = "common/exit.rs"]
 mod exit;
+#[path = "common/names.rs"]
+mod names;
 
 /// Times UNet forward passes and training steps.
 #[derive(Parser, Debug)]
 struct Args {
-    /// tiny, faces64 or cifar10.
-    #[arg(long, default_value = "tiny")]
-    preset: String,
+    /// The UNet (3 channels).
+    #[arg(long, default_value = "tiny", value_parser = names::by_name::<UNetPreset>(&UNetPreset::NAMES, []))]
+    preset: UNetPreset,
     /// Image height and width.
     #[arg(long, default_value_t = 32)]
     size: usize,
@@ -57,15 +59,7 @@ struct Args {
 fn main() -> ExitCode {
     allocator::keep_freed_memory();
     let args = Args::parse();
-    let config = match args.preset.as_str() {
-        "tiny" => UNetConfig::tiny(3),
-        "faces64" => UNetConfig::faces64(3),
-        "cifar10" => UNetConfig::ddpm_cifar10(),
-        other => {
-            eprintln!("error: unknown preset {other:?}; expected tiny, faces64 or cifar10");
-            return ExitCode::FAILURE;
-        }
-    };
+    let config = args.preset.config(3);
     exit::exit_code(run_on(args.device, Timing { args, config }))
 }
 

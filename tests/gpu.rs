@@ -39,14 +39,15 @@ use burn::tensor::backend::{DTypeUsageSet, ExecutionError};
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 use kiln::device::{BackendTask, DeviceError, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
+use kiln::pipeline::{NamedRun, RunFolder, SamplerName, sample_by_name};
 use kiln::sampler::{
     Ddim, DdimConfig, Ddpm, DdpmConfig, GaussianMixture, GuidanceConfig, Guided, InversionMethod,
     Resampling, SampleClipping, image_to_image, inpaint, invert, sample,
 };
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use kiln::train::{
-    DeviceImages, ImageFolder, ImageFolderOptions, Labels, NamedRun, RunOptions, SamplerName,
-    TrainConfig, TrainEvent, latest_checkpoint, sample_by_name, train,
+    DeviceImages, ImageFolder, ImageFolderOptions, Labels, RunOptions, TrainConfig, TrainEvent,
+    train,
 };
 use kiln::unet::{UNet, UNetConfig, load_checkpoint, save_checkpoint};
 use rand::{SeedableRng, rngs::StdRng};
@@ -319,11 +320,7 @@ fn sample_mixture<B: Backend>(
     noise: &[f32],
     device: &B::Device,
 ) -> Vec<f32> {
-    let run = NamedRun {
-        sampler,
-        steps: 4,
-        clip: true,
-    };
+    let run = NamedRun::new(sampler, 4, true);
     let noise = Tensor::<B, 2>::from_data(TensorData::new(noise.to_vec(), [8, 3]), device);
     let mut rng = StdRng::seed_from_u64(5);
     let x0 = sample_by_name(run, oracle.schedule(), oracle, noise, &mut rng, |_| {}).unwrap();
@@ -390,9 +387,7 @@ fn train_until<B: AutodiffBackend>(
 
 /// The trained and the EMA weights of the latest checkpoint in `out`, read on the CPU.
 fn checkpoint_weights(out: &Path) -> [Vec<f32>; 2] {
-    let checkpoint = latest_checkpoint(&out.join("checkpoints"))
-        .unwrap()
-        .unwrap();
+    let checkpoint = RunFolder::new(out).latest_checkpoint().unwrap().unwrap();
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
     let trained: UNet<Cpu> = training_config(1)
         .unet

@@ -3,8 +3,8 @@
 //! burn 0.21's Flex backend wraps its convolutions in layout copies and computes their input
 //! gradient through a scalar col2im, computes `exp` and `sigmoid` one scalar at a time on one
 //! thread, splits softmax into five ops under autodiff, and applies GroupNorm's γ and β with a
-//! slow middle-dimension broadcast (`docs/performance.md` has the profile). This crate replaces
-//! the ops a UNet is made of with its own kernels:
+//! slow middle-dimension broadcast (`docs/performance-history.md` has the profile). This crate
+//! replaces the ops a UNet is made of with its own kernels:
 //!
 //! | op | forward | backward |
 //! | --- | --- | --- |

@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 /// each way per op, and a training step runs hundreds of ops. Started from a worker thread, an
 /// op begins on that thread at once while the other workers take parts of it. Running a whole
 /// training step or sampling loop through this function made a `tiny` step at 32×32 about
-/// 12 % faster on 2 cores and cut the process's system time tenfold (`docs/performance.md`).
+/// 12 % faster on 2 cores and cut the process's system time tenfold (`docs/performance-history.md`).
 /// While `work` runs, the pool's other workers are kept looking for work instead of going to
 /// sleep between ops, so that each op's parallel parts start on them at once.
 ///
@@ -104,10 +104,10 @@ mod awake {
     /// training step pauses between ops for its autodiff bookkeeping and optimizer, so the
     /// other workers slept through the start of op after op. (OpenMP's threads, which PyTorch
     /// uses, spin between parallel regions for the same reason.) Kept awake, they made a `tiny`
-    /// step at 32×32 on 2 threads about 5 % faster (`docs/performance.md`). The cost: the other
-    /// cores stay busy while `work` runs alone, offering themselves to other threads after
-    /// [`SPINS_BEFORE_YIELDING`] fruitless looks (so that a second process on the same cores,
-    /// such as an MPI rank, still gets them).
+    /// step at 32×32 on 2 threads about 5 % faster (`docs/performance-history.md`). The cost:
+    /// the other cores stay busy while `work` runs alone, offering themselves to other threads
+    /// after [`SPINS_BEFORE_YIELDING`] fruitless looks (so that a second process on the same
+    /// cores, such as an MPI rank, still gets them).
     pub(super) fn with_workers_awake<'scope, R>(
         scope: &rayon::Scope<'scope>,
         work: impl FnOnce() -> R,

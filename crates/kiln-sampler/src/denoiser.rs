@@ -1,6 +1,8 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 
+use crate::SamplerError;
+
 /// A denoising model: maps a noisy sample x_t at timestep t to a prediction of the kind
 /// [`Denoiser::prediction`] names (ε, x_0 or v).
 ///
@@ -10,15 +12,19 @@ use kiln_forward::Prediction;
 /// embeds them as it would any real number. The same timestep applies to the whole batch.
 /// Tensors may have any rank: images are `[batch, channels, height, width]`, test points
 /// `[batch, dims]`.
+///
+/// A model may refuse an input (a shape or a label it does not take): it returns
+/// [`SamplerError::Model`] with its own error ([`crate::ModelError`]), which every sampler and
+/// editor hands on to its caller.
 pub trait Denoiser<B: Backend, const D: usize> {
     /// The kind of output the model makes.
     fn prediction(&self) -> Prediction;
 
-    /// The model's output for `sample` = x_t at `timestep`.
-    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Tensor<B, D>;
+    /// The model's output for `sample` = x_t at `timestep`, or why it cannot make one.
+    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError>;
 }
 
-/// A [`Denoiser`] made from a closure.
+/// A [`Denoiser`] made from a closure that cannot fail.
 ///
 /// ```
 /// use burn::backend::Flex;
@@ -55,7 +61,7 @@ where
         self.prediction
     }
 
-    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Tensor<B, D> {
-        (self.function)(sample, timestep)
+    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError> {
+        Ok((self.function)(sample, timestep))
     }
 }

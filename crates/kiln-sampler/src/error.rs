@@ -1,3 +1,6 @@
+use std::fmt;
+use std::sync::Arc;
+
 use kiln_forward::Prediction;
 use kiln_schedule::ScheduleError;
 use thiserror::Error;
@@ -117,6 +120,11 @@ pub enum SamplerError {
         found: Vec<usize>,
     },
 
+    /// The model ([`crate::Denoiser`]) rejected its input (a shape or a label it does not
+    /// take) or failed on it; its own error is kept ([`ModelError::downcast_ref`]).
+    #[error("the model failed: {0}")]
+    Model(#[from] ModelError),
+
     /// A step index past the end of the sampler's timesteps.
     #[error("step {index} requested, but the sampler has {steps} steps")]
     StepOutOfRange {
@@ -125,6 +133,41 @@ pub enum SamplerError {
         /// The number of steps.
         steps: usize,
     },
+}
+
+/// A model's own error, as a [`Denoiser`](crate::Denoiser) reports it: any error type, shared
+/// so that [`SamplerError`] stays `Clone`. Two are equal when their messages are.
+#[derive(Debug, Clone)]
+pub struct ModelError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ModelError {
+    /// Wraps the model's error `error`.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// The model's error as its own type `E`, if it is one.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ModelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for ModelError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 /// Checks that `value` is finite and within `range`.

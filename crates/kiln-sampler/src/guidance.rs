@@ -41,13 +41,14 @@ pub trait ClassConditional<B: Backend, const D: usize> {
     fn classes(&self) -> usize;
 
     /// The model's output for `sample` = x_t at `timestep`, element i conditioned on
-    /// `labels[i]`. Callers pass one label per batch element, each below [`Self::classes`].
+    /// `labels[i]`. Callers pass one label per batch element, each below [`Self::classes`]; a
+    /// model refuses other input with [`SamplerError::Model`], as [`Denoiser::denoise`] does.
     fn denoise_labelled(
         &self,
         sample: Tensor<B, D>,
         timestep: f64,
         labels: &[Option<usize>],
-    ) -> Tensor<B, D>;
+    ) -> Result<Tensor<B, D>, SamplerError>;
 }
 
 impl<B: Backend, const D: usize, M: ClassConditional<B, D> + ?Sized> ClassConditional<B, D> for &M {
@@ -64,7 +65,7 @@ impl<B: Backend, const D: usize, M: ClassConditional<B, D> + ?Sized> ClassCondit
         sample: Tensor<B, D>,
         timestep: f64,
         labels: &[Option<usize>],
-    ) -> Tensor<B, D> {
+    ) -> Result<Tensor<B, D>, SamplerError> {
         (**self).denoise_labelled(sample, timestep, labels)
     }
 }
@@ -161,7 +162,7 @@ impl<M> Guided<M> {
     }
 
     /// Checks that the guided labels fit a batch of `batch` samples, as [`Denoiser::denoise`]
-    /// requires.
+    /// requires (it returns this error otherwise).
     pub fn check_batch(&self, batch: usize) -> Result<(), SamplerError> {
         if self.labels.len() == batch {
             Ok(())
@@ -195,11 +196,10 @@ where
         self.model.prediction()
     }
 
-    /// # Panics
-    /// If the batch is not as long as the labels (see [`Guided::check_batch`]).
-    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Tensor<B, D> {
+    /// A batch not as long as the labels is a [`SamplerError::LabelCount`].
+    fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError> {
         let batch = sample.dims()[0];
-        assert_eq!(batch, self.labels.len(), "one guided label per sample");
+        self.check_batch(batch)?;
         let scale = if self.guides_at(timestep) {
             self.config.scale
         } else {
@@ -220,19 +220,19 @@ where
             .copied()
             .chain(std::iter::repeat_n(None, batch))
             .collect();
-        let outputs = self.model.denoise_labelled(doubled, timestep, &labels);
+        let outputs = self.model.denoise_labelled(doubled, timestep, &labels)?;
         let conditional = outputs.clone().narrow(0, 0, batch);
         let unconditional = outputs.narrow(0, batch, batch);
         let guided =
             unconditional.clone() + (conditional.clone() - unconditional).mul_scalar(scale);
         if self.config.rescale == 0.0 {
-            return guided;
+            return Ok(guided);
         }
         let ratio = sample_std(conditional) / sample_std(guided.clone());
         let factor = ratio
             .mul_scalar(self.config.rescale)
             .add_scalar(1.0 - self.config.rescale);
-        guided * factor.reshape(broadcast_shape::<D>(batch))
+        Ok(guided * factor.reshape(broadcast_shape::<D>(batch)))
     }
 }
 

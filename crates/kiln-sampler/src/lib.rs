@@ -56,7 +56,7 @@ pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
 pub use denoiser::{Denoiser, FnDenoiser};
 pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, SolverType};
 pub use editing::{Resampling, image_to_image, inpaint, slerp};
-pub use error::SamplerError;
+pub use error::{ModelError, SamplerError};
 pub use euler::{Euler, EulerConfig};
 pub use guidance::{ClassConditional, GuidanceConfig, Guided};
 pub use heun::{Churn, Heun, HeunConfig};

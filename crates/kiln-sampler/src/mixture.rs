@@ -257,8 +257,8 @@ impl<B: Backend> Denoiser<B, 2> for GaussianMixture {
         self.prediction
     }
 
-    fn denoise(&self, sample: Tensor<B, 2>, timestep: f64) -> Tensor<B, 2> {
-        self.output(sample, timestep, None)
+    fn denoise(&self, sample: Tensor<B, 2>, timestep: f64) -> Result<Tensor<B, 2>, SamplerError> {
+        Ok(self.output(sample, timestep, None))
     }
 }
 
@@ -276,8 +276,8 @@ impl<B: Backend> ClassConditional<B, 2> for GaussianMixture {
         sample: Tensor<B, 2>,
         timestep: f64,
         labels: &[Option<usize>],
-    ) -> Tensor<B, 2> {
-        self.output(sample, timestep, Some(labels))
+    ) -> Result<Tensor<B, 2>, SamplerError> {
+        Ok(self.output(sample, timestep, Some(labels)))
     }
 }
 

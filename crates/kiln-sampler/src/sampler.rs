@@ -159,7 +159,7 @@ where
 {
     let timestep = timestep_at(sampler.timesteps(), index)?;
     let input = x.clone().mul_scalar(sampler.model_input_scale(index));
-    let output = denoiser.denoise(input, timestep);
+    let output = denoiser.denoise(input, timestep)?;
     let step = sampler.step(index, output, denoiser.prediction(), x, rng)?;
     Ok((timestep, step))
 }

@@ -127,7 +127,7 @@ fn noised_then_last_two_steps(
     let model = dummy(Prediction::Epsilon);
     let mut rng = StdRng::seed_from_u64(0);
     for (index, &t) in timesteps.iter().enumerate().skip(8) {
-        let output = model.denoise(x.clone(), t);
+        let output = model.denoise(x.clone(), t).unwrap();
         x = sampler
             .step(index, output, Prediction::Epsilon, x, &mut rng)
             .unwrap()
@@ -153,7 +153,7 @@ fn sigma_test_loop(sampler: &mut impl Sampler<B, 4>, prediction: Prediction) -> 
     let mut rng = StdRng::seed_from_u64(0);
     for (index, &t) in timesteps.iter().enumerate() {
         x = x.mul_scalar(sampler.model_input_scale(index));
-        let output = model.denoise(x.clone(), t);
+        let output = model.denoise(x.clone(), t).unwrap();
         x = sampler
             .step(index, output, prediction, x, &mut rng)
             .unwrap()

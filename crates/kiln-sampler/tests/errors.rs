@@ -4,9 +4,10 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, Euler,
-    EulerConfig, FnDenoiser, Heun, Pndm, Prediction, SampleClipping, Sampler, SamplerError, UniPc,
-    sample,
+    AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver,
+    DpmSolverConfig, Euler, EulerConfig, FnDenoiser, GuidanceConfig, Guided, Heun, InversionMethod,
+    ModelError, Pndm, Prediction, SampleClipping, Sampler, SamplerError, UniPc, image_to_image,
+    inpaint, invert, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -259,4 +260,136 @@ fn samplers_can_sample_twice() {
         ),
     ];
     assert!(differences.iter().all(|&d| d == 0.0), "{differences:?}");
+}
+
+/// A model that takes batches of exactly two samples and refuses others with its own error.
+struct PairsOnly;
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("a batch of {0}; this model takes 2")]
+struct NotAPair(usize);
+
+impl PairsOnly {
+    fn check(&self, sample: &Tensor<B, 2>) -> Result<(), SamplerError> {
+        match sample.dims()[0] {
+            2 => Ok(()),
+            batch => Err(ModelError::new(NotAPair(batch)).into()),
+        }
+    }
+}
+
+impl Denoiser<B, 2> for PairsOnly {
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+
+    fn denoise(&self, sample: Tensor<B, 2>, _timestep: f64) -> Result<Tensor<B, 2>, SamplerError> {
+        self.check(&sample)?;
+        Ok(sample.mul_scalar(0.1))
+    }
+}
+
+impl ClassConditional<B, 2> for PairsOnly {
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+
+    fn classes(&self) -> usize {
+        3
+    }
+
+    fn denoise_labelled(
+        &self,
+        sample: Tensor<B, 2>,
+        timestep: f64,
+        _labels: &[Option<usize>],
+    ) -> Result<Tensor<B, 2>, SamplerError> {
+        self.denoise(sample, timestep)
+    }
+}
+
+/// The model's refusal as the model's own error type.
+fn refusal(result: Result<Tensor<B, 2>, SamplerError>) -> NotAPair {
+    match result {
+        Err(SamplerError::Model(error)) => {
+            let own = error
+                .downcast_ref::<NotAPair>()
+                .expect("the model's own error");
+            NotAPair(own.0)
+        }
+        other => panic!("expected the model's refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_model_that_refuses_its_input_stops_every_sampler_and_editor_with_its_error() {
+    let s = schedule();
+    let device = Default::default();
+    let rng = &mut StdRng::seed_from_u64(0);
+    let three = standard_normal::<B, 2>([3, 4], rng, &device);
+    let mut ddim = Ddim::new(DdimConfig::default(), &s, 5).unwrap();
+    assert_eq!(
+        refusal(sample(&mut ddim, &PairsOnly, three.clone(), rng, |_| {})),
+        NotAPair(3)
+    );
+    let mut heun = Heun::new(Default::default(), &s, 5).unwrap();
+    assert_eq!(
+        refusal(sample(&mut heun, &PairsOnly, three.clone(), rng, |_| {})),
+        NotAPair(3)
+    );
+    let edited = image_to_image(&mut ddim, &PairsOnly, &s, three.clone(), 0.5, rng, |_| {});
+    assert_eq!(refusal(edited), NotAPair(3));
+    let mask = Tensor::<B, 2>::ones([3, 4], &device);
+    let mut ddpm = Ddpm::new(DdpmConfig::default(), &s, 5).unwrap();
+    let filled = inpaint(
+        &mut ddpm,
+        &PairsOnly,
+        &s,
+        three.clone(),
+        mask,
+        None,
+        rng,
+        |_| {},
+    );
+    assert_eq!(refusal(filled), NotAPair(3));
+    let unclipped = DdimConfig {
+        clipping: SampleClipping::thresholding_only(None),
+        ..DdimConfig::default()
+    };
+    let ddim_unclipped = Ddim::new(unclipped, &s, 5).unwrap();
+    let inverted = invert(
+        &ddim_unclipped,
+        &PairsOnly,
+        three.clone(),
+        InversionMethod::Plain,
+        |_| {},
+    );
+    assert_eq!(refusal(inverted), NotAPair(3));
+    // The message names both the failure and the model's reason.
+    let message = sample(&mut ddim, &PairsOnly, three, rng, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        message,
+        "the model failed: a batch of 3; this model takes 2"
+    );
+    // Two samples pass.
+    let two = standard_normal::<B, 2>([2, 4], rng, &device);
+    assert!(sample(&mut ddim, &PairsOnly, two, rng, |_| {}).is_ok());
+}
+
+#[test]
+fn guidance_of_a_batch_other_than_its_labels_is_an_error() {
+    let guided = Guided::new::<B, 2>(PairsOnly, vec![0, 1], GuidanceConfig::new(3.0)).unwrap();
+    let three = Tensor::<B, 2>::zeros([3, 4], &Default::default());
+    assert_eq!(
+        guided.denoise(three, 500.0).unwrap_err(),
+        SamplerError::LabelCount {
+            labels: 2,
+            batch: 3
+        }
+    );
+    // The doubled batch of guidance (4) is refused by the model, and said so.
+    let two = Tensor::<B, 2>::zeros([2, 4], &Default::default());
+    assert_eq!(refusal(guided.denoise(two, 500.0)), NotAPair(4));
 }

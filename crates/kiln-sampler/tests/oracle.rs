@@ -167,13 +167,16 @@ fn the_oracle_answers_in_every_prediction_kind() {
     let abar = schedule().alphas_cumprod()[400];
     let x0 = mixture()
         .with_prediction(Prediction::Sample)
-        .denoise(x.clone(), t);
+        .denoise(x.clone(), t)
+        .unwrap();
     let eps = mixture()
         .with_prediction(Prediction::Epsilon)
-        .denoise(x.clone(), t);
+        .denoise(x.clone(), t)
+        .unwrap();
     let v = mixture()
         .with_prediction(Prediction::V)
-        .denoise(x.clone(), t);
+        .denoise(x.clone(), t)
+        .unwrap();
     let rebuilt = x0.clone().mul_scalar(abar.sqrt()) + eps.clone().mul_scalar((1.0 - abar).sqrt());
     assert!(rms_distance(&host(rebuilt), &host(x)) < 1e-5);
     let expected_v = eps.mul_scalar(abar.sqrt()) - x0.mul_scalar((1.0 - abar).sqrt());

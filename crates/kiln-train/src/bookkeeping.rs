@@ -1,5 +1,6 @@
 //! What a run writes besides the weights' updates: the loss log, sample grids, checkpoints and
-//! the run's summary. Only the first process of a run (rank 0) keeps these books.
+//! the run's summary, into the run folder ([`RunFolder`]). Only the first process of a run
+//! (rank 0) keeps these books; the EMA they sample and save is updated by the step loop.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -8,50 +9,47 @@ use std::path::{Path, PathBuf};
 use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_forward::Prediction;
+use kiln_pipeline::{Condition, Generation, RunFolder, SamplerName, generate, pixels};
 use kiln_sampler::GuidanceConfig;
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 
-use crate::checkpoint::{self, TrainState};
-use crate::ema::Ema;
+use crate::checkpoint;
+use crate::options::{TrainEvent, TrainSummary};
 use crate::pending::LoggedStep;
-use crate::sampling::{Condition, Generation, SamplerName, generate};
-use crate::trainer::{Run, TrainEvent, TrainSummary};
+use crate::plot;
+use crate::run::Run;
+use crate::state::TrainState;
 use crate::{TrainConfig, TrainError};
-use crate::{pixels, plot};
 
-/// Rank 0's books: the EMA of the weights, `loss.csv`, sample grids and checkpoints in the run
-/// folder.
-pub(crate) struct Bookkeeping<'a, B: AutodiffBackend> {
+/// Rank 0's books: `loss.csv`, sample grids and checkpoints in the run folder.
+pub(crate) struct Bookkeeping<'a> {
     run: &'a Run<'a>,
-    out: &'a Path,
-    ema: Ema<B, UNet<B>>,
+    folder: RunFolder,
     log: LossLog,
     grids: Vec<PathBuf>,
     checkpoint: Option<PathBuf>,
 }
 
-/// The folder of a run's checkpoints inside its run folder `out`.
-pub(crate) fn checkpoints_folder(out: &Path) -> PathBuf {
-    out.join("checkpoints")
+/// What a checkpoint saves after a step: the trained weights, the optimizer and the EMA.
+pub(crate) struct Trained<'w, B: AutodiffBackend, O> {
+    pub model: &'w UNet<B>,
+    pub optimizer: &'w O,
+    pub ema: &'w UNet<B::InnerBackend>,
 }
 
-impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
-    /// The books of `run` in `out`, with the EMA `ema`; creates `checkpoints/` and `samples/`
-    /// and opens `loss.csv`.
-    pub(crate) fn open(
-        run: &'a Run<'a>,
-        out: &'a Path,
-        ema: Ema<B, UNet<B>>,
-    ) -> Result<Self, TrainError> {
-        for folder in [checkpoints_folder(out), out.join("samples")] {
-            fs::create_dir_all(&folder).map_err(|error| TrainError::io(&folder, error))?;
+impl<'a> Bookkeeping<'a> {
+    /// The books of `run` in `out`; creates `checkpoints/` and `samples/` and opens
+    /// `loss.csv`.
+    pub(crate) fn open(run: &'a Run<'a>, out: &Path) -> Result<Self, TrainError> {
+        let folder = RunFolder::new(out);
+        for path in [folder.checkpoints(), folder.samples()] {
+            fs::create_dir_all(&path).map_err(|error| TrainError::io(&path, error))?;
         }
         Ok(Self {
             run,
-            out,
-            ema,
-            log: LossLog::open(&out.join("loss.csv"), run.start)?,
+            log: LossLog::open(&folder.loss_log(), run.start)?,
+            folder,
             grids: Vec::new(),
             checkpoint: None,
         })
@@ -63,31 +61,26 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
     }
 
     /// After optimizer step `step` (0-based), whose loss has been logged if it ends an epoch
-    /// or the run: the EMA update; a grid from the EMA model at the end of every
-    /// `sample_every_epochs`-th epoch and of the last; a checkpoint at the end of every
-    /// `checkpoint_every_epochs`-th epoch, of the last, and on a `stop` request.
-    pub(crate) fn after_step<O: Optimizer<UNet<B>, B>>(
+    /// or the run, and whose EMA update is done: a grid from the EMA model at the end of every
+    /// `sample_every_epochs`-th epoch and of the last; a checkpoint of `trained` at the end of
+    /// every `checkpoint_every_epochs`-th epoch, of the last, and on a `stop` request.
+    pub(crate) fn after_step<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
         &mut self,
         step: u64,
         stop: bool,
-        model: &UNet<B>,
-        optimizer: &O,
+        trained: Trained<'_, B, O>,
         device: &B::Device,
         on_event: &mut impl FnMut(TrainEvent<'_>),
     ) -> Result<(), TrainError> {
-        self.ema.update(model, step);
         let (run, config) = (self.run, self.run.config);
         let finished_epoch = (step + 1).is_multiple_of(run.steps_per_epoch);
         let epochs_done = ((step + 1) / run.steps_per_epoch) as usize;
         let last = step + 1 == run.total_steps;
         if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
-            let path = self
-                .out
-                .join("samples")
-                .join(format!("epoch-{epochs_done:04}.png"));
+            let path = self.folder.sample_grid(epochs_done);
             write_grid(
                 config,
-                self.ema.model(),
+                trained.ema,
                 run.prediction,
                 run.schedule,
                 device,
@@ -110,11 +103,11 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
                 images: run.data.len(),
             };
             let path = checkpoint::save(
-                &checkpoints_folder(self.out),
+                &self.folder,
                 &state,
-                model,
-                optimizer,
-                self.ema.model(),
+                trained.model,
+                trained.optimizer,
+                trained.ema,
                 config.keep_checkpoints,
             )?;
             on_event(TrainEvent::Saved {
@@ -137,8 +130,8 @@ impl<'a, B: AutodiffBackend> Bookkeeping<'a, B> {
         let whole = !interrupted && steps == self.run.total_steps;
         let (montage, loss_curve) = if whole {
             (
-                write_montage(&self.out.join("samples"), &self.out.join("progress.png"))?,
-                self.log.plot(&self.out.join("loss.png"))?,
+                write_montage(&self.folder.samples(), &self.folder.progress())?,
+                self.log.plot(&self.folder.loss_plot())?,
             )
         } else {
             (None, None)

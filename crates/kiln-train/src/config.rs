@@ -223,13 +223,45 @@ impl TrainConfig {
 
     /// The first field (in alphabetical order) in which `other` differs from `self`, other
     /// than those a resumed run may change; `None` if the runs are compatible.
-    pub fn first_difference(&self, other: &TrainConfig) -> Option<String> {
+    pub fn first_difference(&self, other: &TrainConfig) -> Option<ConfigDifference> {
         let (ours, theirs) = (fields(self), fields(other));
-        ours.iter().find_map(|(name, value)| {
-            let other_value = theirs.get(name).cloned().unwrap_or(serde_json::Value::Null);
-            (!RESUMABLE_CHANGES.contains(&name.as_str()) && *value != other_value)
-                .then(|| format!("{name}: checkpoint has {other_value}, this run has {value}"))
+        ours.into_iter().find_map(|(field, ours)| {
+            let theirs = theirs
+                .get(&field)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            (!RESUMABLE_CHANGES.contains(&field.as_str()) && ours != theirs).then_some(
+                ConfigDifference {
+                    field,
+                    ours,
+                    theirs,
+                },
+            )
         })
+    }
+}
+
+/// A field in which two configs differ ([`TrainConfig::first_difference`]), with both values
+/// as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigDifference {
+    /// The field's name (`unet` for any field of the UNet's config).
+    pub field: String,
+    /// Its value in the config asked (`self`).
+    pub ours: serde_json::Value,
+    /// Its value in the other config.
+    pub theirs: serde_json::Value,
+}
+
+impl ConfigDifference {
+    /// "`field`: `theirs_name` has `theirs`, `ours_name` has `ours`".
+    pub fn describe(&self, theirs_name: &str, ours_name: &str) -> String {
+        let Self {
+            field,
+            ours,
+            theirs,
+        } = self;
+        format!("{field}: {theirs_name} has {theirs}, {ours_name} has {ours}")
     }
 }
 
@@ -276,17 +308,17 @@ mod tests {
     fn differences_name_the_field_except_resumable_ones() {
         assert_eq!(config().first_difference(&config()), None);
         assert_eq!(config().first_difference(&config().with_epochs(500)), None);
-        let message = config()
+        let difference = config()
             .with_learning_rate(1e-3)
             .first_difference(&config())
             .unwrap();
-        assert!(
-            message.starts_with("learning_rate: checkpoint has 0.0002"),
-            "{message}"
+        assert_eq!(
+            difference.describe("the checkpoint", "this run"),
+            "learning_rate: the checkpoint has 0.0002, this run has 0.001"
         );
-        let message = config()
+        let difference = config()
             .first_difference(&TrainConfig::new(UNetConfig::tiny(3), 16))
             .unwrap();
-        assert!(message.starts_with("unet"), "{message}");
+        assert_eq!(difference.field, "unet");
     }
 }

@@ -27,7 +27,7 @@ use image::ImageFormat;
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::pixels::{self, Formats, PixelError};
+use kiln_pipeline::pixels::{self, Formats, PixelError};
 
 /// The file extensions (lower case) read as images.
 pub const IMAGE_EXTENSIONS: [&str; 9] = [
@@ -86,6 +86,21 @@ pub enum Labels {
     None,
     /// Each image's class is the name of the folder directly under the root that holds it.
     Folders,
+}
+
+impl std::str::FromStr for Labels {
+    type Err = String;
+
+    /// `none` or `folders`.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "none" => Ok(Self::None),
+            "folders" => Ok(Self::Folders),
+            other => Err(format!(
+                "unknown labels {other:?}; expected none or folders"
+            )),
+        }
+    }
 }
 
 /// How to load an [`ImageFolder`].

@@ -1,14 +1,15 @@
 use std::path::PathBuf;
 
 use kiln_forward::ForwardError;
+use kiln_pipeline::pixels::PixelError;
+use kiln_pipeline::{Damage, PipelineError};
 use kiln_sampler::SamplerError;
 use kiln_unet::UNetError;
 use thiserror::Error;
 
-use crate::integrity::Damage;
-use crate::{dataset::DatasetError, pixels::PixelError};
+use crate::dataset::DatasetError;
 
-/// Everything that can stop a training run or a generation.
+/// Everything that can stop a training run.
 #[derive(Debug, Error)]
 pub enum TrainError {
     /// A [`crate::TrainConfig`] field is invalid.
@@ -79,18 +80,6 @@ pub enum TrainError {
     /// The processes of a distributed run disagree, or one of them failed to start.
     #[error("distributed training: {0}")]
     Distributed(String),
-    /// A class asked for by a name (or number) the model does not have.
-    #[error(
-        "no class {name:?}; the model has {classes} classes: give a name such as {example:?} or a number below {classes}"
-    )]
-    UnknownClass {
-        /// The name asked for.
-        name: String,
-        /// The model's number of classes.
-        classes: usize,
-        /// The first class's name.
-        example: String,
-    },
     /// A checkpoint failed verification or could not be loaded.
     #[error("checkpoint {path} is damaged: {damage}")]
     DamagedCheckpoint {
@@ -122,6 +111,9 @@ pub enum TrainError {
     /// Writing an image.
     #[error(transparent)]
     Pixels(#[from] PixelError),
+    /// Generating the sample grids, or reading the run folder's layout.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
 }
 
 impl TrainError {

@@ -8,51 +8,50 @@
 //!   and atomic, exactly resumable checkpoints; data-parallel over several devices (a worker
 //!   thread each, gradients summed with burn-collective) and several processes or machines (a
 //!   [`ProcessGroup`]: `MpiProcesses` with the `mpi` feature);
-//! - [`generate`] and [`UNetDenoiser`]: sampling a trained model with any Kiln sampler, picked
-//!   by name, unconditionally or guided towards classes ([`Condition`]); [`load_for_sampling`] reads a run, a checkpoint or a diffusers model folder;
-//! - [`pixels`]: images to tensors in [−1, 1] and back, grids and montages; [`plot`]: the loss
-//!   curve.
+//! - [`check_run`] and [`verify_checkpoint`]: whether a run's checkpoints are whole;
+//! - [`plot`]: the loss curve.
+//!
+//! Sampling a trained model (the run's grids too) is kiln-pipeline's: `load_for_sampling`
+//! reads the run folders written here, whose layout is its `RunFolder`.
 //!
 //! The library never prints: progress arrives through callbacks ([`LoadEvent`],
 //! [`TrainEvent`]).
 
 #![warn(missing_docs)]
 
+mod agreement;
 mod bookkeeping;
 mod checkpoint;
 mod config;
 mod dataset;
 mod ema;
 mod error;
-mod integrity;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod options;
 mod pending;
-pub mod pixels;
 pub mod plot;
 mod processes;
 mod reduction;
 mod resident;
-mod sampling;
+mod run;
+mod start;
+mod state;
 mod step;
+mod step_loop;
 mod trainer;
+mod workers;
 
-pub use checkpoint::{
-    DAMAGED_SUFFIX, EMA_FILE, LATEST, SamplingModel, TrainState, latest_checkpoint,
-    load_for_sampling, read_state,
-};
-pub use config::{ClassConditioning, TrainConfig};
+pub use config::{ClassConditioning, ConfigDifference, TrainConfig};
 pub use dataset::{
     DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, Labels, LoadEvent, SkippedFile,
 };
 pub use ema::Ema;
 pub use error::TrainError;
-pub use integrity::{CheckpointHealth, Damage, FileDigest, check_run, verify_checkpoint};
 #[cfg(feature = "mpi")]
 pub use mpi::MpiProcesses;
+pub use options::{DEFAULT_LOG_EVERY, RunOptions, TrainEvent, TrainSummary};
 pub use processes::{ProcessGroup, SingleProcess};
 pub use resident::DeviceImages;
-pub use sampling::{
-    Condition, Generation, NamedRun, SamplerName, UNetDenoiser, generate, sample_by_name,
-};
-pub use trainer::{DEFAULT_LOG_EVERY, RunOptions, TrainEvent, TrainSummary, train};
+pub use state::{CheckpointHealth, TrainState, check_run, read_state, verify_checkpoint};
+pub use trainer::train;

@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use image::{DynamicImage, ImageBuffer, Luma};
-use kiln_sampler::{ClassConditional, Denoiser, GuidanceConfig, Guided, Prediction, SamplerError};
+use kiln_pipeline::{Condition, Generation, PipelineError, SamplerName, load_for_sampling};
+use kiln_sampler::{GuidanceConfig, SamplerError};
 use kiln_train::{
-    ClassConditioning, Condition, DatasetError, Generation, ImageFolder, ImageFolderOptions,
-    Labels, RunOptions, SamplerName, TrainConfig, TrainError, UNetDenoiser, load_for_sampling,
-    train,
+    ClassConditioning, DatasetError, ImageFolder, ImageFolderOptions, Labels, RunOptions,
+    TrainConfig, TrainError, train,
 };
 use kiln_unet::{UNet, UNetConfig};
 
@@ -77,9 +76,10 @@ fn labels_come_from_the_folders_in_natural_order() {
     }
 }
 
-/// Two classes of 8 images each: dark and bright.
-fn two_classes() -> ImageFolder {
-    let root = scratch("two-classes");
+/// Two classes of 8 images each, dark and bright, written for test `name` alone (tests run
+/// at once, and one rewriting another's files makes it read a half-written image).
+fn two_classes(name: &str) -> ImageFolder {
+    let root = scratch(&format!("two-classes-{name}"));
     write_images(&root.join("dark"), 8, 20);
     write_images(&root.join("bright"), 8, 200);
     ImageFolder::load(&root, options(Labels::Folders), |_| {}).unwrap()
@@ -128,7 +128,7 @@ fn embedding_rows(config: &TrainConfig, out: &Path) -> (Vec<Vec<f32>>, Vec<Vec<f
 
 #[test]
 fn label_dropout_decides_which_class_embeddings_learn() {
-    let data = two_classes();
+    let data = two_classes("dropout");
     // Without dropout the null label is never trained; with dropout 1 only the null label is.
     for (dropout, learning) in [(0.0, [true, true, false]), (1.0, [false, false, true])] {
         let config = conditional_config(dropout);
@@ -154,7 +154,7 @@ fn label_dropout_decides_which_class_embeddings_learn() {
 
 #[test]
 fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
-    let data = two_classes();
+    let data = two_classes("names");
     let config = conditional_config(0.1);
     let out = scratch("names");
     train_into(&config, &data, &out).unwrap();
@@ -165,7 +165,7 @@ fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
     assert_eq!(loaded.class_label("0").unwrap(), 0);
     let unknown = loaded.class_label("grey").unwrap_err();
     assert!(
-        matches!(&unknown, TrainError::UnknownClass { name, classes: 2, .. } if name == "grey"),
+        matches!(&unknown, PipelineError::UnknownClass { name, classes: 2, .. } if name == "grey"),
         "{unknown}"
     );
     assert!(unknown.to_string().contains("\"bright\""), "{unknown}");
@@ -187,77 +187,18 @@ fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
     assert_eq!(images.dims(), [2, 1, 16, 16]);
     assert!(matches!(
         sample(generation(vec![1], 2)),
-        Err(TrainError::Sampler(SamplerError::LabelCount {
+        Err(PipelineError::Sampler(SamplerError::LabelCount {
             labels: 1,
             batch: 2
         }))
     ));
     assert!(matches!(
         sample(generation(vec![2], 1)),
-        Err(TrainError::Sampler(SamplerError::ClassOutOfRange {
+        Err(PipelineError::Sampler(SamplerError::ClassOutOfRange {
             class: 2,
             classes: 2
         }))
     ));
-}
-
-#[test]
-fn an_unconditional_model_cannot_be_guided() {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
-    let device = Default::default();
-    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
-    assert!(loaded.class_names.is_empty());
-    assert!(matches!(
-        loaded.class_label("0"),
-        Err(TrainError::Sampler(SamplerError::Unconditional))
-    ));
-    let generation = Generation {
-        sampler: SamplerName::Ddim,
-        steps: 2,
-        count: 1,
-        image_size: loaded.image_size.unwrap(),
-        seed: 0,
-        clip: true,
-        condition: Condition::Classes {
-            labels: vec![0],
-            guidance: GuidanceConfig::new(2.0),
-        },
-    };
-    let error = loaded.generate(generation, &device, |_| {}).unwrap_err();
-    assert!(error.to_string().contains("unconditional"), "{error}");
-}
-
-#[test]
-fn guiding_a_unet_in_one_doubled_call_matches_two_calls() {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_classes");
-    let device = Default::default();
-    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
-    // Five class embeddings: four classes and the null label.
-    assert_eq!(loaded.class_names, ["0", "1", "2", "3"]);
-    let size = loaded.image_size.unwrap();
-    let model = UNetDenoiser::new(&loaded.model, Prediction::Epsilon);
-    let x = kiln_forward::standard_normal::<Flex, 4>(
-        [3, loaded.model.in_channels(), size, size],
-        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4),
-        &device,
-    );
-    let labels = vec![3, 0, 2];
-    let conditional: Vec<Option<usize>> = labels.iter().map(|&k| Some(k)).collect();
-    let c = model.denoise_labelled(x.clone(), 500.0, &conditional);
-    let u = model.denoise_labelled(x.clone(), 500.0, &[None; 3]);
-    assert_eq!(
-        u.clone().into_data(),
-        Denoiser::denoise(&model, x.clone(), 500.0).into_data(),
-        "no label is the null label"
-    );
-    let expected: Tensor<Flex, 4> = u.clone() + (c - u).mul_scalar(2.5);
-    let guided = Guided::new(model, labels, GuidanceConfig::new(2.5)).unwrap();
-    let got = guided.denoise(x, 500.0);
-    let diff = (got - expected.clone()).abs().max().into_scalar();
-    let scale = expected.abs().max().into_scalar();
-    assert!(diff <= 1e-5 * scale, "max |Δ| {diff} of {scale}");
 }
 
 #[test]
@@ -277,7 +218,7 @@ fn class_settings_that_do_not_fit_are_named() {
         "bright".into(),
         "grey".into(),
     ])));
-    let error = train_into(&other, &two_classes(), &scratch("mismatch")).unwrap_err();
+    let error = train_into(&other, &two_classes("mismatch"), &scratch("mismatch")).unwrap_err();
     assert!(
         matches!(&error, TrainError::Config { field, .. } if field == "classes"),
         "{error}"

@@ -9,9 +9,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::{Autodiff, Flex};
-use kiln_train::{
-    MpiProcesses, ProcessGroup, RunOptions, TrainConfig, TrainEvent, latest_checkpoint, train,
-};
+use kiln_pipeline::RunFolder;
+use kiln_train::{MpiProcesses, ProcessGroup, RunOptions, TrainConfig, TrainEvent, train};
 use serde::{Deserialize, Serialize};
 
 type B = Autodiff<Flex>;
@@ -202,7 +201,8 @@ fn two_processes_train_like_one_write_the_run_once_and_resume() {
     println!("two processes vs one after 8 steps: max |Δ| trained {trained:e}, EMA {ema:e}");
     assert!(trained <= 1e-5 && ema <= 1e-5, "{trained} {ema}");
     assert!(
-        latest_checkpoint(&two.join("checkpoints"))
+        RunFolder::new(&two)
+            .latest_checkpoint()
             .unwrap()
             .unwrap()
             .ends_with("step-00000008")

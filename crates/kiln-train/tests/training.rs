@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::{Autodiff, Flex};
-use kiln_train::{
-    Damage, ImageFolder, LATEST, RunOptions, TrainConfig, TrainError, TrainEvent, check_run,
-    latest_checkpoint, load_for_sampling, train,
-};
+use kiln_pipeline::{Damage, LATEST, RunFolder, load_for_sampling};
+use kiln_train::{ImageFolder, RunOptions, TrainConfig, TrainError, TrainEvent, check_run, train};
 use kiln_unet::UNetConfig;
 
 type B = Autodiff<Flex>;
@@ -132,7 +130,7 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
     let out = scratch("killed");
     run(&config(2), &data, &out, false, None).unwrap();
     let checkpoints = out.join("checkpoints");
-    let complete = latest_checkpoint(&checkpoints).unwrap().unwrap();
+    let complete = RunFolder::new(&out).latest_checkpoint().unwrap().unwrap();
     assert!(complete.ends_with("step-00000008"));
 
     // A write killed mid-way leaves a partial folder and, killed later, a stale pointer file.
@@ -140,7 +138,10 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
     fs::create_dir_all(&partial).unwrap();
     fs::write(partial.join("model.bin"), b"half").unwrap();
     fs::write(checkpoints.join(format!("{LATEST}.partial")), b"step-000").unwrap();
-    assert_eq!(latest_checkpoint(&checkpoints).unwrap().unwrap(), complete);
+    assert_eq!(
+        RunFolder::new(&out).latest_checkpoint().unwrap().unwrap(),
+        complete
+    );
     // A deletion of an old checkpoint killed mid-way leaves a hidden folder, not a checkpoint.
     let deleting = checkpoints.join(".step-00000004.deleting");
     fs::create_dir_all(&deleting).unwrap();
@@ -149,7 +150,7 @@ fn a_killed_write_leaves_the_previous_checkpoint_latest() {
 
     // The run resumes from the complete checkpoint and writes its next one over the debris.
     run(&config(3), &data, &out, true, None).unwrap();
-    let newest = latest_checkpoint(&checkpoints).unwrap().unwrap();
+    let newest = RunFolder::new(&out).latest_checkpoint().unwrap().unwrap();
     assert!(newest.ends_with("step-00000012"));
     assert!(!partial.exists() && !deleting.exists());
 
@@ -245,9 +246,7 @@ fn a_damaged_newest_checkpoint_is_named_and_the_run_resumes_from_the_one_before(
             symptom,
             by_checksum,
         } = case;
-        let newest = latest_checkpoint(&out.join("checkpoints"))
-            .unwrap()
-            .unwrap();
+        let newest = RunFolder::new(&out).latest_checkpoint().unwrap().unwrap();
         let previous_step = if index == 0 { 4 } else { 8 };
         damage(&newest.join(file));
 
@@ -295,8 +294,13 @@ fn resuming_with_another_config_names_the_difference() {
     run(&config(1), &data, &out, false, None).unwrap();
     let changed = config(2).with_learning_rate(5e-4);
     let error = run(&changed, &data, &out, true, None).unwrap_err();
+    // The checkpoint's value first, then this run's.
+    let expected = format!(
+        "learning_rate: the checkpoint has {}, this run has 0.0005",
+        config(1).learning_rate
+    );
     assert!(
-        matches!(&error, TrainError::ConfigMismatch { difference, .. } if difference.starts_with("learning_rate")),
+        matches!(&error, TrainError::ConfigMismatch { difference, .. } if *difference == expected),
         "{error}"
     );
     // A fresh run into a folder that holds one is refused rather than overwriting it.
@@ -365,9 +369,7 @@ fn a_failing_worker_stops_the_others_and_the_last_checkpoint_stays_latest() {
         matches!(&error, TrainError::WorkerPanicked { worker: 0, message } if message == "lost the device"),
         "{error}"
     );
-    let latest = latest_checkpoint(&out.join("checkpoints"))
-        .unwrap()
-        .unwrap();
+    let latest = RunFolder::new(&out).latest_checkpoint().unwrap().unwrap();
     assert!(latest.ends_with("step-00000004"), "{}", latest.display());
     let health = check_run(&out).unwrap();
     assert!(health.iter().all(|checkpoint| checkpoint.verdict.is_ok()));
@@ -390,5 +392,5 @@ fn a_diverging_run_stops_with_the_step_and_writes_no_checkpoint() {
         panic!("{error}");
     };
     assert!(!loss.is_finite() && (1..8).contains(&step), "{step} {loss}");
-    assert_eq!(latest_checkpoint(&out.join("checkpoints")).unwrap(), None);
+    assert_eq!(RunFolder::new(&out).latest_checkpoint().unwrap(), None);
 }

@@ -1,11 +1,8 @@
 use burn::config::Config;
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Tensor, backend::Backend};
-use thiserror::Error;
 
-use crate::UNet;
+use crate::UNetError;
 
-/// The architecture of a [`UNet`], in diffusers' `UNet2DModel` vocabulary.
+/// The architecture of a [`UNet`](crate::UNet), in diffusers' `UNet2DModel` vocabulary.
 ///
 /// Level i of the down path has `block_out_channels[i]` channels and `layers_per_block`
 /// residual blocks (followed by self-attention where `attention[i]`); every level but the last
@@ -50,51 +47,6 @@ pub struct UNetConfig {
     /// used for unconditional calls (for classifier-free guidance).
     #[config(default = "None")]
     pub num_class_embeds: Option<usize>,
-}
-
-/// Everything that can be wrong with a UNet's configuration or input.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum UNetError {
-    /// A configuration field is invalid.
-    #[error("{field}: {problem}")]
-    Config {
-        /// The field's name.
-        field: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
-    /// A diffusers configuration uses a feature Kiln does not implement.
-    #[error("unsupported {field}: {value}")]
-    Unsupported {
-        /// The `config.json` field.
-        field: &'static str,
-        /// Its value.
-        value: String,
-    },
-    /// A file could not be read or parsed.
-    #[error("{path}: {message}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The weights do not fit the model.
-    #[error("{path}: {problem}")]
-    Weights {
-        /// The weights file.
-        path: String,
-        /// The first mismatch (a missing, unused or wrongly shaped tensor).
-        problem: String,
-    },
-    /// The input does not fit the model.
-    #[error("input of shape {shape:?}: {problem}")]
-    Input {
-        /// The input's shape.
-        shape: Vec<usize>,
-        /// What is wrong.
-        problem: String,
-    },
 }
 
 impl UNetConfig {
@@ -150,18 +102,6 @@ impl UNetConfig {
         .with_attention_head_dim(None)
     }
 
-    /// Checks the configuration and builds the module on `device`.
-    ///
-    /// burn initialises parameters lazily, at first use, so their random draws would follow
-    /// the order of the first forward pass; every parameter is initialised here instead, in
-    /// module order, so that `B::seed(device, s)` before `init` always gives the same weights.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, UNetError> {
-        self.validate()?;
-        let model = UNet::new(self, device);
-        model.visit(&mut Materialize);
-        Ok(model)
-    }
-
     /// The time embedding's width, 4 × `block_out_channels[0]`.
     pub fn time_embed_dim(&self) -> usize {
         4 * self.block_out_channels[0]
@@ -172,7 +112,7 @@ impl UNetConfig {
         self.attention_head_dim.map_or(1, |dim| channels / dim)
     }
 
-    fn validate(&self) -> Result<(), UNetError> {
+    pub(crate) fn validate(&self) -> Result<(), UNetError> {
         let bad = |field, problem: String| Err(UNetError::Config { field, problem });
         if self.block_out_channels.is_empty() {
             return bad("block_out_channels", "at least one level is needed".into());
@@ -226,14 +166,5 @@ impl UNetConfig {
             );
         }
         Ok(())
-    }
-}
-
-/// Forces the lazy initialisation of every float parameter it visits.
-struct Materialize;
-
-impl<B: Backend> ModuleVisitor<B> for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
     }
 }

@@ -1,4 +1,4 @@
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig};
 use burn::tensor::{Int, Tensor, backend::Backend};
@@ -244,12 +244,21 @@ impl<B: Backend> UNet<B> {
         self.null_label
     }
 
-    /// Checks that `x` is a valid `[batch, in_channels, h, w]` input: the channel count, and
-    /// h and w positive multiples of 2^(levels − 1).
+    /// Checks that `x` is a valid `[batch, in_channels, h, w]` input: at least one sample, the
+    /// channel count, and h and w positive multiples of 2^(levels − 1).
     pub fn check_input_shape(&self, x: &Tensor<B, 4>) -> Result<(), UNetError> {
-        let shape = x.dims();
-        let [_, channels, height, width] = shape;
-        let problem = if channels != self.in_channels {
+        self.check_shape(x.dims())
+    }
+
+    /// [`Self::check_input_shape`] for an input of shape `shape`, before it is made.
+    pub fn check_shape(&self, shape: [usize; 4]) -> Result<(), UNetError> {
+        let [batch, channels, height, width] = shape;
+        // An empty batch would reach burn-flex's matmul (gemm 0.19), which crashes the process
+        // (SIGSEGV) on a zero dimension: the attention block's matmuls did so with burn 0.21.0.
+        // Refused here, on every backend, with a reason.
+        let problem = if batch == 0 {
+            "the batch is empty; give at least one sample".to_string()
+        } else if channels != self.in_channels {
             format!("expected {} channels", self.in_channels)
         } else {
             let factor = 1 << (self.down_blocks.len() - 1);
@@ -292,5 +301,28 @@ impl<B: Backend> UNet<B> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+impl UNetConfig {
+    /// Checks the configuration and builds the module on `device`.
+    ///
+    /// burn initialises parameters lazily, at first use, so their random draws would follow
+    /// the order of the first forward pass; every parameter is initialised here instead, in
+    /// module order, so that `B::seed(device, s)` before `init` always gives the same weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, UNetError> {
+        self.validate()?;
+        let model = UNet::new(self, device);
+        model.visit(&mut Materialize);
+        Ok(model)
+    }
+}
+
+/// Forces the lazy initialisation of every float parameter it visits.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
     }
 }

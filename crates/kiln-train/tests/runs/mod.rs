@@ -9,7 +9,8 @@ use burn::backend::Flex;
 use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use image::{DynamicImage, ImageBuffer, Luma};
-use kiln_train::{ImageFolder, ImageFolderOptions, Labels, TrainConfig, latest_checkpoint};
+use kiln_pipeline::RunFolder;
+use kiln_train::{ImageFolder, ImageFolderOptions, Labels, TrainConfig};
 use kiln_unet::{UNet, UNetConfig, save_checkpoint};
 use safetensors::SafeTensors;
 
@@ -59,9 +60,7 @@ pub fn config(epochs: usize) -> TrainConfig {
 /// hold parameter ids, which are random per process, and safetensors metadata is unordered, so
 /// the weights are compared by value.)
 pub fn final_weights(out: &Path) -> [BTreeMap<String, Vec<u8>>; 2] {
-    let checkpoint = latest_checkpoint(&out.join("checkpoints"))
-        .unwrap()
-        .unwrap();
+    let checkpoint = RunFolder::new(out).latest_checkpoint().unwrap().unwrap();
     let config = UNetConfig::tiny(1);
     let device = Default::default();
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();

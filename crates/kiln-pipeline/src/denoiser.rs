@@ -1,0 +1,75 @@
+//! The UNet seen by the samplers: the adapter between kiln-unet and kiln-sampler.
+
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use kiln_forward::Prediction;
+use kiln_kernels::on_worker_thread;
+use kiln_sampler::{ClassConditional, Denoiser, ModelError, SamplerError};
+use kiln_unet::{UNet, UNetError};
+
+/// A [`UNet`] seen as a [`Denoiser`]: the timestep is broadcast over the batch; class-conditional
+/// models get the null label (unconditional generation). As a [`ClassConditional`] model it
+/// takes a label per sample, for guidance ([`kiln_sampler::Guided`]). On burn's Flex backend
+/// each model call runs on one of rayon's worker threads ([`on_worker_thread`]), where the CPU
+/// kernels start fastest.
+///
+/// An input the UNet refuses (an empty batch, another channel count, a size that does not
+/// halve down its levels, a label it does not have) is a [`SamplerError::Model`] holding the
+/// [`UNetError`].
+#[derive(Debug, Clone)]
+pub struct UNetDenoiser<'a, B: Backend> {
+    model: &'a UNet<B>,
+    prediction: Prediction,
+}
+
+impl<'a, B: Backend> UNetDenoiser<'a, B> {
+    /// `model`, trained to predict `prediction`.
+    pub fn new(model: &'a UNet<B>, prediction: Prediction) -> Self {
+        Self { model, prediction }
+    }
+
+    /// The UNet at `timestep` for the whole batch, with `labels` if any.
+    fn forward(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f64,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Result<Tensor<B, 4>, SamplerError> {
+        let [batch, ..] = sample.dims();
+        let timesteps = Tensor::full([batch], timestep, &sample.device());
+        on_worker_thread::<B, _>(|| self.model.forward(sample, timesteps, labels))
+            .map_err(|error: UNetError| ModelError::new(error).into())
+    }
+}
+
+impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn denoise(&self, sample: Tensor<B, 4>, timestep: f64) -> Result<Tensor<B, 4>, SamplerError> {
+        self.forward(sample, timestep, None)
+    }
+}
+
+impl<B: Backend> ClassConditional<B, 4> for UNetDenoiser<'_, B> {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn classes(&self) -> usize {
+        self.model.null_label().unwrap_or(0)
+    }
+
+    fn denoise_labelled(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f64,
+        labels: &[Option<usize>],
+    ) -> Result<Tensor<B, 4>, SamplerError> {
+        let null = self.classes();
+        let labels: Vec<i64> = labels.iter().map(|l| l.unwrap_or(null) as i64).collect();
+        let count = labels.len();
+        let labels = Tensor::from_data(TensorData::new(labels, [count]), &sample.device());
+        self.forward(sample, timestep, Some(labels))
+    }
+}

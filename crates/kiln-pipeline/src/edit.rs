@@ -1,0 +1,248 @@
+//! Editing real images with a trained model: inpainting (RePaint), image-to-image (SDEdit),
+//! DDIM inversion and the morph between two inverted images (see docs/editing.md).
+//!
+//! Each edit checks its settings before the model runs: a box that leaves the image or has no
+//! area, a mask of another size, fewer than two frames or no results at all are
+//! [`PipelineError`]s naming the setting.
+
+use std::path::Path;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use kiln_sampler::{
+    Ddim, DdimConfig, Ddpm, DdpmConfig, InversionMethod, InversionStep, Resampling, SampleClipping,
+    StepEvent, image_to_image, inpaint, invert, sample, slerp,
+};
+use rand::{SeedableRng, rngs::StdRng};
+
+use crate::{PipelineError, SamplingModel, pixels};
+
+/// The sampler steps of an edit and the seed of all its noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EditSettings {
+    /// Sampler steps: DDPM for inpainting, DDIM for everything else.
+    pub steps: usize,
+    /// The seed of every random draw.
+    pub seed: u64,
+}
+
+/// A rectangle of pixels: `width` × `height` from column `x`, row `y`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelBox {
+    /// The first column.
+    pub x: usize,
+    /// The first row.
+    pub y: usize,
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+}
+
+impl<B: Backend> SamplingModel<B> {
+    /// The photo at `path` as a `[1, channels, size, size]` tensor in [−1, 1]: centre-cropped
+    /// to a square, resized to `size`, checked against the model.
+    pub fn photo(
+        &self,
+        path: &Path,
+        size: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        let image = pixels::center_square(&pixels::open(path)?, Some(size as u32));
+        let channels = self.model.in_channels();
+        let x = pixels::to_tensor::<B>(&image, channels, device)?.unsqueeze_dim(0);
+        self.model.check_input_shape(&x)?;
+        Ok(x)
+    }
+
+    /// `count` fillings of the part of `photo` (`[1, C, H, W]`) where `mask` is 0 (1: kept),
+    /// sampled with DDPM and RePaint's `resampling` (Lugmayr et al. 2022).
+    pub fn inpaint(
+        &self,
+        photo: Tensor<B, 4>,
+        mask: Tensor<B, 4>,
+        count: usize,
+        resampling: Resampling,
+        settings: EditSettings,
+        on_step: impl FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        if mask.dims() != photo.dims() {
+            return Err(PipelineError::edit(
+                "mask",
+                format!(
+                    "{:?} pixels; the photo is {:?} at the model's size",
+                    &mask.dims()[2..],
+                    &photo.dims()[2..]
+                ),
+            ));
+        }
+        let photos = self.repeat(photo, count)?;
+        let mut ddpm = Ddpm::new(DdpmConfig::default(), &self.schedule, settings.steps)?;
+        Ok(inpaint(
+            &mut ddpm,
+            &self.denoiser(),
+            &self.schedule,
+            photos,
+            mask.repeat_dim(0, count),
+            Some(resampling),
+            &mut StdRng::seed_from_u64(settings.seed),
+            on_step,
+        )?)
+    }
+
+    /// `count` redrawings of `photo` (`[1, C, H, W]`) from noise level `strength` ∈ [0, 1]
+    /// with DDIM (SDEdit, Meng et al. 2022).
+    pub fn image_to_image(
+        &self,
+        photo: Tensor<B, 4>,
+        count: usize,
+        strength: f64,
+        settings: EditSettings,
+        on_step: impl FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        let photos = self.repeat(photo, count)?;
+        Ok(image_to_image(
+            &mut self.ddim(settings.steps)?,
+            &self.denoiser(),
+            &self.schedule,
+            photos,
+            strength,
+            &mut StdRng::seed_from_u64(settings.seed),
+            on_step,
+        )?)
+    }
+
+    /// The noise that deterministic DDIM in `steps` steps takes to `images`
+    /// ([`kiln_sampler::invert`]); [`Self::decode`] takes it back.
+    pub fn invert(
+        &self,
+        images: Tensor<B, 4>,
+        method: InversionMethod,
+        steps: usize,
+        on_step: impl FnMut(InversionStep),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        self.model.check_input_shape(&images)?;
+        Ok(invert(
+            &self.ddim(steps)?,
+            &self.denoiser(),
+            images,
+            method,
+            on_step,
+        )?)
+    }
+
+    /// Deterministic DDIM from `noise` (x_T) to images: the inverse of [`Self::invert`].
+    pub fn decode(
+        &self,
+        noise: Tensor<B, 4>,
+        settings: EditSettings,
+        on_step: impl FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        self.model.check_input_shape(&noise)?;
+        let mut rng = StdRng::seed_from_u64(settings.seed);
+        let mut ddim = self.ddim(settings.steps)?;
+        Ok(sample(
+            &mut ddim,
+            &self.denoiser(),
+            noise,
+            &mut rng,
+            on_step,
+        )?)
+    }
+
+    /// `frames` images (at least 2) morphing from `a` to `b` (each `[1, C, H, W]`): both are
+    /// inverted with `method`, their noises joined by spherical interpolation ([`slerp`]) and
+    /// each point decoded; the first and last frames are the images again, up to the
+    /// inversion's error.
+    pub fn interpolate(
+        &self,
+        a: Tensor<B, 4>,
+        b: Tensor<B, 4>,
+        frames: usize,
+        method: InversionMethod,
+        settings: EditSettings,
+        on_inversion: impl FnMut(InversionStep),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        if frames < 2 {
+            return Err(PipelineError::edit(
+                "frames",
+                format!("{frames}; a morph has at least 2 (its two ends)"),
+            ));
+        }
+        let ends = Tensor::cat(vec![a, b], 0);
+        let noise = self.invert(ends, method, settings.steps, on_inversion)?;
+        let (first, last) = (noise.clone().narrow(0, 0, 1), noise.narrow(0, 1, 1));
+        let path = (0..frames)
+            .map(|k| slerp(first.clone(), last.clone(), k as f64 / (frames - 1) as f64))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.decode(Tensor::cat(path, 0), settings, |_| {})
+    }
+
+    /// DDIM for editing: deterministic, x̂_0 unclipped, so that inversion undoes it.
+    fn ddim(&self, steps: usize) -> Result<Ddim, PipelineError> {
+        let config = DdimConfig {
+            clipping: SampleClipping::thresholding_only(None),
+            ..DdimConfig::default()
+        };
+        Ok(Ddim::new(config, &self.schedule, steps)?)
+    }
+
+    /// `count` copies of `photo` along the batch, at least one.
+    fn repeat(&self, photo: Tensor<B, 4>, count: usize) -> Result<Tensor<B, 4>, PipelineError> {
+        let [_, channels, height, width] = photo.dims();
+        self.model.check_shape([count, channels, height, width])?;
+        Ok(photo.repeat_dim(0, count))
+    }
+}
+
+/// An inpainting mask of shape `dims` (`[1, C, H, W]`): 0 inside `area` (the part to fill),
+/// 1 elsewhere. The box must lie inside the image and have an area.
+pub fn box_mask<B: Backend>(
+    dims: [usize; 4],
+    area: PixelBox,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>, PipelineError> {
+    let [_, channels, height, width] = dims;
+    let PixelBox {
+        x,
+        y,
+        width: w,
+        height: h,
+    } = area;
+    if w == 0 || h == 0 {
+        return Err(PipelineError::edit(
+            "box",
+            format!("{w}×{h} pixels has no area to fill"),
+        ));
+    }
+    if x + w > width || y + h > height {
+        return Err(PipelineError::edit(
+            "box",
+            format!(
+                "columns {x}..{} and rows {y}..{} reach outside the {width}×{height} image",
+                x + w,
+                y + h
+            ),
+        ));
+    }
+    let values: Vec<f32> = (0..channels * height * width)
+        .map(|i| {
+            let (row, column) = ((i / width) % height, i % width);
+            let inside = (x..x + w).contains(&column) && (y..y + h).contains(&row);
+            if inside { 0.0 } else { 1.0 }
+        })
+        .collect();
+    Ok(Tensor::from_data(TensorData::new(values, dims), device))
+}
+
+/// An inpainting mask from the image at `path`: white (1) where the photo is kept, black (0)
+/// where it is filled; `channels` as the model's.
+pub fn image_mask<B: Backend>(
+    path: &Path,
+    channels: usize,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>, PipelineError> {
+    let image = pixels::open(path)?;
+    let mask = pixels::to_tensor::<B>(&image, channels, device)?;
+    // Pixels in [−1, 1] to [0, 1].
+    Ok(mask.add_scalar(1.0).div_scalar(2.0).unsqueeze_dim(0))
+}

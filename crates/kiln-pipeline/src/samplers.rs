@@ -1,0 +1,298 @@
+//! The samplers by name: the one table of the names users type (`--sampler dpm++`), with
+//! diffusers' default settings for each, run over any [`Denoiser`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_sampler::{
+    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
+    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Pndm, PndmConfig, SampleClipping,
+    Sampler, SamplerError, StepEvent, UniPc, UniPcConfig, sample,
+};
+use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
+use rand::rngs::StdRng;
+
+/// The samplers a user can pick by name, each with diffusers' default settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerName {
+    /// `ddpm`: ancestral sampling of Ho et al. 2020.
+    Ddpm,
+    /// `ddim`: deterministic DDIM (η = 0).
+    Ddim,
+    /// `pndm`: pseudo-numerical (PRK warm-up, then PLMS).
+    Pndm,
+    /// `euler`: Euler on the probability-flow ODE in σ.
+    Euler,
+    /// `euler_a`: Euler ancestral.
+    EulerAncestral,
+    /// `heun`: Heun's second-order method (Karras et al. 2022, Algorithm 1).
+    Heun,
+    /// `edm`: Heun with Karras σ and churn (Karras et al. 2022, Algorithm 2; S_churn 40,
+    /// S_tmin 0.05, S_tmax 50, S_noise 1.003).
+    Edm,
+    /// `dpm++` (also `dpm++2m`): DPM-Solver++ (2M).
+    DpmSolver,
+    /// `dpm++3m`: DPM-Solver++ (3M).
+    DpmSolver3,
+    /// `dpm++2m_sde`: SDE-DPM-Solver++ (2M).
+    DpmSolverSde,
+    /// `unipc`: UniPC (bh2, order 2).
+    UniPc,
+}
+
+impl SamplerName {
+    /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
+    pub const ALL: [SamplerName; 11] = [
+        Self::Ddpm,
+        Self::Ddim,
+        Self::Pndm,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::Heun,
+        Self::Edm,
+        Self::DpmSolver,
+        Self::DpmSolver3,
+        Self::DpmSolverSde,
+        Self::UniPc,
+    ];
+    /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
+    pub const NAMES: [&'static str; 11] = [
+        "ddpm",
+        "ddim",
+        "pndm",
+        "euler",
+        "euler_a",
+        "heun",
+        "edm",
+        "dpm++",
+        "dpm++3m",
+        "dpm++2m_sde",
+        "unipc",
+    ];
+    /// Other names [`FromStr`] accepts, with the sampler each stands for.
+    pub const ALIASES: [(&'static str, SamplerName); 1] = [("dpm++2m", Self::DpmSolver)];
+}
+
+impl FromStr for SamplerName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::NAMES
+            .iter()
+            .zip(Self::ALL)
+            .chain(
+                Self::ALIASES
+                    .iter()
+                    .map(|(alias, sampler)| (alias, *sampler)),
+            )
+            .find(|(known, _)| **known == name)
+            .map(|(_, sampler)| sampler)
+            .ok_or_else(|| {
+                format!(
+                    "unknown sampler {name:?}; expected one of {}",
+                    Self::NAMES.join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for SamplerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let index = Self::ALL.iter().position(|s| s == self).unwrap_or_default();
+        f.write_str(Self::NAMES[index])
+    }
+}
+
+/// A sampler picked by name for [`sample_by_name`]: diffusers' default settings for
+/// `sampler`, laid out for `steps` steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedRun {
+    /// The sampler.
+    pub sampler: SamplerName,
+    /// Sampler steps.
+    pub steps: usize,
+    /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it (see
+    /// [`crate::Generation::clip`]).
+    pub clip: bool,
+    /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
+    /// keeping its end convention (`trailing` starts every sampler at t = T − 1).
+    pub spacing: Option<TimestepSpacing>,
+}
+
+impl NamedRun {
+    /// `sampler` in `steps` steps with its default timesteps, x_0 clipped if `clip`.
+    pub fn new(sampler: SamplerName, steps: usize, clip: bool) -> Self {
+        Self {
+            sampler,
+            steps,
+            clip,
+            spacing: None,
+        }
+    }
+
+    /// The sampler's `default` grid with this run's spacing.
+    fn grid(&self, default: TimestepGrid) -> TimestepGrid {
+        match self.spacing {
+            Some(spacing) => TimestepGrid { spacing, ..default },
+            None => default,
+        }
+    }
+}
+
+/// Runs the sampler `run` names with any [`Denoiser`] (a UNet, or the Gaussian-mixture
+/// oracle of tests) from `noise` (x_T, unscaled), drawing the noise of stochastic samplers
+/// from `rng` and calling `on_step` after every step.
+pub fn sample_by_name<B: Backend, const D: usize, M: Denoiser<B, D>>(
+    run: NamedRun,
+    schedule: &NoiseSchedule,
+    denoiser: &M,
+    noise: Tensor<B, D>,
+    rng: &mut StdRng,
+    mut on_step: impl FnMut(StepEvent<'_, B, D>),
+) -> Result<Tensor<B, D>, SamplerError> {
+    let mut sampler = run.build::<B, D, M>(schedule)?;
+    sampler.run(denoiser, noise, rng, &mut on_step)
+}
+
+impl NamedRun {
+    /// The sampler laid over `schedule`, behind a trait object.
+    fn build<B: Backend, const D: usize, M: Denoiser<B, D>>(
+        &self,
+        schedule: &NoiseSchedule,
+    ) -> Result<Box<dyn SamplerRun<B, D, M>>, SamplerError> {
+        let steps = self.steps;
+        Ok(match self.sampler {
+            SamplerName::Ddpm => Box::new(Ddpm::new(self.ddpm(), schedule, steps)?),
+            SamplerName::Ddim => Box::new(Ddim::new(self.ddim(), schedule, steps)?),
+            SamplerName::Pndm => Box::new(Pndm::new(self.pndm(), schedule, steps)?),
+            SamplerName::Euler => Box::new(Euler::new(self.euler(false), schedule, steps)?),
+            SamplerName::EulerAncestral => Box::new(Euler::new(self.euler(true), schedule, steps)?),
+            SamplerName::Heun => Box::new(Heun::new(self.heun(None), schedule, steps)?),
+            SamplerName::Edm => Box::new(Heun::new(self.heun(Some(EDM_CHURN)), schedule, steps)?),
+            SamplerName::DpmSolver => {
+                let config = self.dpm_solver(2, AlgorithmType::DpmSolverPlusPlus);
+                Box::new(DpmSolver::new(config, schedule, steps)?)
+            }
+            SamplerName::DpmSolver3 => {
+                let config = self.dpm_solver(3, AlgorithmType::DpmSolverPlusPlus);
+                Box::new(DpmSolver::new(config, schedule, steps)?)
+            }
+            SamplerName::DpmSolverSde => {
+                let config = self.dpm_solver(2, AlgorithmType::SdeDpmSolverPlusPlus);
+                Box::new(DpmSolver::new(config, schedule, steps)?)
+            }
+            SamplerName::UniPc => Box::new(UniPc::new(self.unipc(), schedule, steps)?),
+        })
+    }
+
+    /// x̂_0 clamped to [−1, 1] when `clip` is set.
+    fn clipping(&self) -> SampleClipping {
+        SampleClipping {
+            clip_sample: self.clip,
+            ..SampleClipping::default()
+        }
+    }
+
+    /// Dynamic thresholding with a maximum of 1 when `clip` is set (the multistep solvers).
+    fn thresholding(&self) -> Option<DynamicThresholding> {
+        self.clip.then(DynamicThresholding::default)
+    }
+
+    fn ddpm(&self) -> DdpmConfig {
+        let default = DdpmConfig::default();
+        DdpmConfig {
+            clipping: self.clipping(),
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    fn ddim(&self) -> DdimConfig {
+        let default = DdimConfig::default();
+        DdimConfig {
+            clipping: self.clipping(),
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    fn pndm(&self) -> PndmConfig {
+        let default = PndmConfig::default();
+        PndmConfig {
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    fn euler(&self, ancestral: bool) -> EulerConfig {
+        let default = EulerConfig::default();
+        EulerConfig {
+            ancestral,
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    /// Heun; with `churn` and Karras σ, EDM's stochastic sampler.
+    fn heun(&self, churn: Option<Churn>) -> HeunConfig {
+        HeunConfig {
+            clipping: self.clipping(),
+            use_karras_sigmas: churn.is_some(),
+            churn,
+            grid: self.grid(HeunConfig::default().grid),
+        }
+    }
+
+    fn dpm_solver(&self, solver_order: usize, algorithm_type: AlgorithmType) -> DpmSolverConfig {
+        let default = DpmSolverConfig::default();
+        DpmSolverConfig {
+            solver_order,
+            algorithm_type,
+            thresholding: self.thresholding(),
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    fn unipc(&self) -> UniPcConfig {
+        let default = UniPcConfig::default();
+        UniPcConfig {
+            thresholding: self.thresholding(),
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+}
+
+/// The churn of `edm` (Karras et al. 2022, Algorithm 2): S_churn 40, S_tmin 0.05, S_tmax 50,
+/// S_noise 1.003.
+const EDM_CHURN: Churn = Churn {
+    s_churn: 40.0,
+    s_tmin: 0.05,
+    s_tmax: 50.0,
+    s_noise: 1.003,
+};
+
+/// [`sample`] behind a trait object, so [`sample_by_name`] can pick the sampler at run time.
+trait SamplerRun<B: Backend, const D: usize, M> {
+    fn run(
+        &mut self,
+        denoiser: &M,
+        noise: Tensor<B, D>,
+        rng: &mut StdRng,
+        on_step: &mut dyn FnMut(StepEvent<'_, B, D>),
+    ) -> Result<Tensor<B, D>, SamplerError>;
+}
+
+impl<B: Backend, const D: usize, M: Denoiser<B, D>, S: Sampler<B, D>> SamplerRun<B, D, M> for S {
+    fn run(
+        &mut self,
+        denoiser: &M,
+        noise: Tensor<B, D>,
+        rng: &mut StdRng,
+        on_step: &mut dyn FnMut(StepEvent<'_, B, D>),
+    ) -> Result<Tensor<B, D>, SamplerError> {
+        sample(self, denoiser, noise, rng, on_step)
+    }
+}

@@ -1,0 +1,139 @@
+//! Editing and generating with a loaded model: every bad request is a typed error naming the
+//! setting, before the model runs, and a refused input carries the UNet's own error.
+
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use kiln_pipeline::edit::box_mask;
+use kiln_pipeline::{
+    EditSettings, Generation, PipelineError, PixelBox, SamplerName, SamplingModel,
+    load_for_sampling,
+};
+use kiln_sampler::{Denoiser, InversionMethod, Resampling, SamplerError};
+use kiln_unet::UNetError;
+
+type B = Flex;
+
+fn model() -> SamplingModel<B> {
+    let folder =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    load_for_sampling::<B>(&folder, &Default::default()).unwrap()
+}
+
+const SETTINGS: EditSettings = EditSettings { steps: 2, seed: 0 };
+
+fn photo(model: &SamplingModel<B>) -> Tensor<B, 4> {
+    let size = model.image_size.unwrap();
+    Tensor::zeros(
+        [1, model.model.in_channels(), size, size],
+        &Default::default(),
+    )
+}
+
+fn setting(error: PipelineError) -> &'static str {
+    match error {
+        PipelineError::Edit { setting, .. } => setting,
+        other => panic!("expected an edit setting's error, got {other}"),
+    }
+}
+
+fn is_empty_batch(error: &PipelineError) -> bool {
+    matches!(error, PipelineError::UNet(UNetError::Input { shape, problem })
+        if shape[0] == 0 && problem.contains("empty"))
+}
+
+#[test]
+fn an_empty_batch_is_refused_before_the_model_runs() {
+    let model = model();
+    let generation = Generation::new(SamplerName::DpmSolver, 2, 0, model.image_size.unwrap());
+    let error = model
+        .generate(generation, &Default::default(), |_| {})
+        .unwrap_err();
+    assert!(is_empty_batch(&error), "{error}");
+    let resampling = Resampling {
+        jump_length: 1,
+        repeats: 1,
+    };
+    let mask = Tensor::ones_like(&photo(&model));
+    let error = model
+        .inpaint(photo(&model), mask, 0, resampling, SETTINGS, |_| {})
+        .unwrap_err();
+    assert!(is_empty_batch(&error), "{error}");
+    let error = model
+        .image_to_image(photo(&model), 0, 0.5, SETTINGS, |_| {})
+        .unwrap_err();
+    assert!(is_empty_batch(&error), "{error}");
+}
+
+#[test]
+fn a_box_outside_the_image_or_without_area_is_named() {
+    let dims = [1, 3, 8, 8];
+    let device = Default::default();
+    let area = |x, y, width, height| PixelBox {
+        x,
+        y,
+        width,
+        height,
+    };
+    for bad in [area(6, 0, 4, 2), area(0, 7, 2, 2), area(9, 9, 1, 1)] {
+        let error = box_mask::<B>(dims, bad, &device).unwrap_err();
+        assert_eq!(setting(error), "box", "{bad:?}");
+    }
+    for empty in [area(1, 1, 0, 3), area(1, 1, 3, 0)] {
+        let error = box_mask::<B>(dims, empty, &device).unwrap_err();
+        assert!(error.to_string().contains("no area"), "{error}");
+    }
+    // A box reaching the last row and column is inside: 3 × 2 pixels in each of 3 channels.
+    let mask = box_mask::<B>(dims, area(5, 6, 3, 2), &device).unwrap();
+    let zeros = mask.equal_elem(0.0).int().sum().into_scalar();
+    assert_eq!(zeros, 18);
+}
+
+#[test]
+fn a_morph_needs_two_frames_and_a_mask_the_photo_s_size() {
+    let model = model();
+    for frames in [0, 1] {
+        let error = model
+            .interpolate(
+                photo(&model),
+                photo(&model),
+                frames,
+                InversionMethod::Plain,
+                SETTINGS,
+                |_| {},
+            )
+            .unwrap_err();
+        assert_eq!(setting(error), "frames");
+    }
+    let small = Tensor::ones([1, 3, 4, 4], &Default::default());
+    let resampling = Resampling {
+        jump_length: 1,
+        repeats: 1,
+    };
+    let error = model
+        .inpaint(photo(&model), small, 1, resampling, SETTINGS, |_| {})
+        .unwrap_err();
+    assert_eq!(setting(error), "mask");
+}
+
+#[test]
+fn the_unet_s_refusal_reaches_the_sampler_s_caller_as_its_own_error() {
+    let model = model();
+    let size = model.image_size.unwrap();
+    let one_channel = Tensor::<B, 4>::zeros([2, 1, size, size], &Default::default());
+    let error = model.denoiser().denoise(one_channel, 10.0).unwrap_err();
+    let SamplerError::Model(refusal) = &error else {
+        panic!("expected the model's refusal, got {error}");
+    };
+    assert!(
+        matches!(refusal.downcast_ref::<UNetError>(), Some(UNetError::Input { problem, .. }) if problem.contains("channels")),
+        "{error}"
+    );
+    // A photo of the wrong size for the UNet is refused by every edit that takes one.
+    let odd = Tensor::<B, 4>::zeros([1, 3, size + 1, size + 1], &Default::default());
+    let error = model
+        .invert(odd, InversionMethod::Plain, 2, |_| {})
+        .unwrap_err();
+    assert!(error.to_string().contains("multiples"), "{error}");
+}

@@ -1,0 +1,140 @@
+//! Loading models to sample from (a diffusers model or pipeline folder), every sampler by
+//! name, and guidance of a class-conditional UNet.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use kiln_forward::Prediction;
+use kiln_pipeline::{
+    Condition, Generation, PipelineError, SamplerName, UNetDenoiser, load_for_sampling,
+};
+use kiln_sampler::{ClassConditional, Denoiser, GuidanceConfig, Guided, SamplerError};
+
+#[test]
+fn a_diffusers_folder_generates_with_every_sampler() {
+    let folder =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&folder, &device).unwrap();
+    let size = loaded.image_size.unwrap();
+    for (sampler, name) in SamplerName::ALL.iter().zip(SamplerName::NAMES) {
+        assert_eq!(name.parse::<SamplerName>(), Ok(*sampler));
+        assert_eq!(sampler.to_string(), name);
+        let generation = Generation {
+            seed: 1,
+            ..Generation::new(*sampler, 4, 2, size)
+        };
+        let mut steps = 0;
+        let images = loaded
+            .generate(generation, &device, |_| steps += 1)
+            .unwrap();
+        assert_eq!(images.dims()[0], 2, "{name}");
+        assert!(steps >= 4, "{name}: {steps} steps");
+        let values: Vec<f32> = images.into_data().to_vec().unwrap();
+        assert!(values.iter().all(|v| v.is_finite()), "{name}");
+    }
+    assert!("dpm".parse::<SamplerName>().unwrap_err().contains("dpm++"));
+    let missing = load_for_sampling::<Flex>(&folder.join("missing"), &device).unwrap_err();
+    assert!(
+        missing.to_string().contains("missing: no such file"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn a_size_the_model_cannot_take_is_an_error() {
+    let folder =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&folder, &device).unwrap();
+    let generation = Generation {
+        clip: false,
+        ..Generation::new(SamplerName::Ddim, 2, 1, 7)
+    };
+    let error = loaded.generate(generation, &device, |_| {}).unwrap_err();
+    assert!(error.to_string().contains("multiples"), "{error}");
+}
+
+#[test]
+fn a_pipeline_folder_with_unet_and_scheduler_loads_the_schedule() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let pipeline = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sampling-pipeline");
+    let _ = fs::remove_dir_all(&pipeline);
+    fs::create_dir_all(pipeline.join("unet")).unwrap();
+    fs::create_dir_all(pipeline.join("scheduler")).unwrap();
+    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        fs::copy(fixture.join(file), pipeline.join("unet").join(file)).unwrap();
+    }
+    fs::write(
+        pipeline.join("scheduler/scheduler_config.json"),
+        r#"{"num_train_timesteps": 500, "beta_schedule": "squaredcos_cap_v2",
+            "prediction_type": "v_prediction"}"#,
+    )
+    .unwrap();
+    let loaded = load_for_sampling::<Flex>(&pipeline, &Default::default()).unwrap();
+    assert_eq!(loaded.prediction, Prediction::V);
+    assert_eq!(loaded.schedule.num_timesteps(), 500);
+}
+
+#[test]
+fn an_unconditional_model_cannot_be_guided() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    assert!(loaded.class_names.is_empty());
+    assert!(matches!(
+        loaded.class_label("0"),
+        Err(PipelineError::Sampler(SamplerError::Unconditional))
+    ));
+    let generation = Generation {
+        condition: Condition::Classes {
+            labels: vec![0],
+            guidance: GuidanceConfig::new(2.0),
+        },
+        ..Generation::new(SamplerName::Ddim, 2, 1, loaded.image_size.unwrap())
+    };
+    let error = loaded.generate(generation, &device, |_| {}).unwrap_err();
+    assert!(error.to_string().contains("unconditional"), "{error}");
+}
+
+#[test]
+fn guiding_a_unet_in_one_doubled_call_matches_two_calls() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_classes");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    // Five class embeddings: four classes and the null label.
+    assert_eq!(loaded.class_names, ["0", "1", "2", "3"]);
+    let size = loaded.image_size.unwrap();
+    let model = UNetDenoiser::new(&loaded.model, Prediction::Epsilon);
+    let x = kiln_forward::standard_normal::<Flex, 4>(
+        [3, loaded.model.in_channels(), size, size],
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4),
+        &device,
+    );
+    let labels = vec![3, 0, 2];
+    let conditional: Vec<Option<usize>> = labels.iter().map(|&k| Some(k)).collect();
+    let c = model
+        .denoise_labelled(x.clone(), 500.0, &conditional)
+        .unwrap();
+    let u = model
+        .denoise_labelled(x.clone(), 500.0, &[None; 3])
+        .unwrap();
+    assert_eq!(
+        u.clone().into_data(),
+        Denoiser::denoise(&model, x.clone(), 500.0)
+            .unwrap()
+            .into_data(),
+        "no label is the null label"
+    );
+    let expected: Tensor<Flex, 4> = u.clone() + (c - u).mul_scalar(2.5);
+    let guided = Guided::new(model, labels, GuidanceConfig::new(2.5)).unwrap();
+    let got = guided.denoise(x, 500.0).unwrap();
+    let diff = (got - expected.clone()).abs().max().into_scalar();
+    let scale = expected.abs().max().into_scalar();
+    assert!(diff <= 1e-5 * scale, "max |Δ| {diff} of {scale}");
+}
