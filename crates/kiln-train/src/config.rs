@@ -1,6 +1,7 @@
 //! Everything that defines a training run, stored with every checkpoint.
 
 use burn::config::Config;
+use burn::optim::{AdamWConfig, grad_clipping::GradientClippingConfig};
 use kiln_forward::{LossWeighting, Prediction};
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::UNetConfig;
@@ -123,6 +124,17 @@ impl TrainConfig {
                 ),
             )
         })
+    }
+
+    /// AdamW with this config's weight decay and gradient clipping (the learning rate is set
+    /// at each step, with its warm-up).
+    pub fn optimizer(&self) -> AdamWConfig {
+        let clipping = self
+            .max_grad_norm
+            .map(|norm| GradientClippingConfig::Norm(norm as f32));
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .with_grad_clipping(clipping)
     }
 
     /// The loss weighting.

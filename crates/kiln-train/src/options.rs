@@ -106,7 +106,7 @@ pub enum TrainEvent<'a> {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrainSummary {
     /// Steps done.
     pub steps: u64,

@@ -5,9 +5,9 @@ use kiln_forward::Prediction;
 use kiln_kernels::on_worker_thread;
 use kiln_schedule::NoiseSchedule;
 
-use crate::TrainConfig;
 use crate::dataset::ImageFolder;
 use crate::step::Place;
+use crate::{ProcessGroup, TrainConfig, TrainError};
 
 /// What every worker of a run shares (and rank 0's books read).
 pub(crate) struct Run<'a> {
@@ -27,7 +27,32 @@ pub(crate) struct Run<'a> {
     pub(crate) workers: usize,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// The run of `config` on `data` over `schedule`, from step `start`, with `local_devices`
+    /// devices in each of `processes`.
+    pub(crate) fn new(
+        config: &'a TrainConfig,
+        data: &'a ImageFolder,
+        schedule: &'a NoiseSchedule,
+        start: u64,
+        processes: &dyn ProcessGroup,
+        local_devices: usize,
+    ) -> Result<Self, TrainError> {
+        let steps_per_epoch = (data.len() / config.batch_size).max(1) as u64;
+        Ok(Self {
+            config,
+            data,
+            schedule,
+            prediction: config.prediction()?,
+            steps_per_epoch,
+            total_steps: steps_per_epoch * config.epochs as u64,
+            start,
+            rank: processes.rank(),
+            local_devices,
+            workers: local_devices * processes.size(),
+        })
+    }
+
     /// Runs a worker's computation on backend `B`: on a rayon worker thread when this process
     /// has a single worker and `B` is Flex, where Flex's and Kiln's kernels start their parallel
     /// work fastest ([`on_worker_thread`]); several workers stay on their own threads and share

@@ -24,7 +24,6 @@
 //! processes) and all take the same AdamW step, so the replicas stay identical. The first
 //! worker of the first process keeps the EMA and writes the grids, checkpoints and log.
 
-use burn::optim::{AdamWConfig, grad_clipping::GradientClippingConfig};
 use burn::tensor::backend::AutodiffBackend;
 use kiln_unet::UNet;
 
@@ -65,13 +64,7 @@ pub fn train<B: AutodiffBackend>(
     let processes = options.processes;
     check_inputs(config, data, devices, processes.size())?;
     agree_on_run(processes, config, data.len(), devices.len())?;
-    let optimizer_config = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .with_grad_clipping(
-            config
-                .max_grad_norm
-                .map(|norm| GradientClippingConfig::Norm(norm as f32)),
-        );
+    let optimizer_config = config.optimizer();
     let Start {
         model,
         optimizer,
@@ -87,20 +80,7 @@ pub fn train<B: AutodiffBackend>(
         &mut on_event,
     )?;
     let schedule = config.schedule()?;
-    let prediction = config.prediction()?;
-    let steps_per_epoch = (data.len() / config.batch_size).max(1) as u64;
-    let run = Run {
-        config,
-        data,
-        schedule: &schedule,
-        prediction,
-        steps_per_epoch,
-        total_steps: steps_per_epoch * config.epochs as u64,
-        start,
-        rank: processes.rank(),
-        local_devices: devices.len(),
-        workers: devices.len() * processes.size(),
-    };
+    let run = Run::new(config, data, &schedule, start, processes, devices.len())?;
     let keeper = match processes.rank() {
         0 => Some(Keeper {
             ema,
@@ -111,7 +91,7 @@ pub fn train<B: AutodiffBackend>(
     on_event(TrainEvent::Started {
         step: start,
         total_steps: run.total_steps,
-        steps_per_epoch,
+        steps_per_epoch: run.steps_per_epoch,
         resumed_from: resumed_from.as_deref(),
     });
     let mut lead = Lead {
@@ -141,10 +121,7 @@ pub fn train<B: AutodiffBackend>(
         None => Ok(TrainSummary {
             steps: done.steps,
             interrupted: done.interrupted,
-            checkpoint: None,
-            grids: Vec::new(),
-            montage: None,
-            loss_curve: None,
+            ..TrainSummary::default()
         }),
     }
 }
