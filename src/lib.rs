@@ -14,6 +14,8 @@
 //!   [`pixels`] (images to tensors in [−1, 1] and back) is its module;
 //! - [`train`] (`kiln-train`): image-folder datasets, the training loop with EMA and
 //!   checkpoints, sample grids;
+//! - [`metrics`] (`kiln-metrics`): sample quality over any feature extractor: Fréchet distance,
+//!   KID, precision and recall, memorisation;
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
 //! time), [`npy`] (arrays to and from NumPy files), [`timing`] (median wall times) and, with a
@@ -32,6 +34,7 @@ pub mod timing;
 
 pub use kiln_forward as forward;
 pub use kiln_kernels as kernels;
+pub use kiln_metrics as metrics;
 pub use kiln_pipeline as pipeline;
 pub use kiln_pipeline::pixels;
 pub use kiln_sampler as sampler;

@@ -1,0 +1,58 @@
+use thiserror::Error;
+
+/// Everything that can be wrong with a metric's input.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum MetricsError {
+    /// Feature values that do not form rows of the stated width.
+    #[error("{values} feature values do not form rows of {dims}")]
+    Shape {
+        /// How many values were given.
+        values: usize,
+        /// The width of a row.
+        dims: usize,
+    },
+    /// A feature value that is NaN or infinite.
+    #[error("feature {index} of row {row} is {value}; features must be finite")]
+    NotFinite {
+        /// The row.
+        row: usize,
+        /// The position in the row.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Two feature sets of different widths.
+    #[error("feature sets of {a} and {b} dimensions cannot be compared")]
+    Dimensions {
+        /// The first set's width.
+        a: usize,
+        /// The second set's width.
+        b: usize,
+    },
+    /// Too few rows for the statistic.
+    #[error("{what} needs at least {needed} samples, got {found}")]
+    TooFew {
+        /// The statistic, in words.
+        what: &'static str,
+        /// The rows it needs.
+        needed: usize,
+        /// The rows given.
+        found: usize,
+    },
+    /// A setting outside its range.
+    #[error("{name} is {value}; expected {expected}")]
+    OutOfRange {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// The range, in words.
+        expected: &'static str,
+    },
+    /// The eigensolver did not converge (a matrix of extreme values).
+    #[error("the eigendecomposition of a {0}×{0} matrix did not converge")]
+    Eigen(usize),
+    /// Reading the features back from the device failed.
+    #[error("reading the features back from the device failed: {0}")]
+    Device(String),
+}
