@@ -5,6 +5,7 @@
 //! cargo run --release --example face_sample -- --checkpoint runs/faces
 //! cargo run --release --example face_sample -- --checkpoint runs/faces --sampler ddim --steps 50 --seed 7 --count 64
 //! cargo run --release --example face_sample -- --checkpoint runs/faces --strip strip.png
+//! cargo run --release --example face_sample -- --checkpoint runs/faces --count 1000 --out-dir samples/
 //! cargo run --release --example face_sample -- --checkpoint ddpm-celebahq-256 --count 4 --steps 50
 //! cargo run --release --example face_sample -- --checkpoint runs/people --class s7 --guidance 3
 //! cargo run --release --example face_sample -- --checkpoint runs/people --class s1,s2,s3 --count 8
@@ -22,7 +23,7 @@
 //! The strip shows sample 0 along the way: the top row is x_t at evenly spaced steps, the
 //! bottom row the model's prediction of x_0 at the same steps.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -86,6 +87,10 @@ struct Args {
     /// The grid PNG.
     #[arg(long, default_value = "samples.png")]
     out: PathBuf,
+    /// Also write every image as its own PNG into this folder (`00000.png`, … in grid order),
+    /// as external FID tools read them.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
     /// Also write the denoising strip of sample 0 here.
     #[arg(long)]
     strip: Option<PathBuf>,
@@ -169,7 +174,12 @@ impl BackendTask for Sampling {
             (None, 1) => (args.count as f64).sqrt().ceil() as usize,
             (None, _) => args.count,
         };
-        let grid = pixels::grid(Tensor::cat(batches, 0), columns, 2)?;
+        let images = Tensor::cat(batches, 0);
+        if let Some(folder) = &args.out_dir {
+            write_each(images.clone(), folder)?;
+            println!("wrote {count} images into {}", folder.display());
+        }
+        let grid = pixels::grid(images, columns, 2)?;
         println!(
             "sampled {count} images with {} in {} steps in {:.2?}",
             args.sampler,
@@ -188,6 +198,18 @@ impl BackendTask for Sampling {
     }
 }
 
+/// Writes each of `images` as `folder/NNNNN.png`, creating the folder.
+fn write_each<B: Backend>(
+    images: Tensor<B, 4>,
+    folder: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(folder).map_err(|error| format!("{}: {error}", folder.display()))?;
+    for (index, image) in pixels::to_images(images)?.iter().enumerate() {
+        pixels::save(image, &folder.join(format!("{index:05}.png")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +217,26 @@ mod tests {
     fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
         let command = ["face_sample", "--checkpoint", "runs/faces"];
         Args::try_parse_from(command.iter().chain(flags))
+    }
+
+    #[test]
+    fn every_image_is_written_as_its_own_png_in_grid_order() {
+        let folder = std::env::temp_dir().join("kiln-face-sample-out-dir");
+        let _ = std::fs::remove_dir_all(&folder);
+        let device = Default::default();
+        let levels = Tensor::<burn::backend::Flex, 1>::from_floats([-1.0, 1.0], &device);
+        let images = levels.reshape([2, 1, 1, 1]);
+        write_each(images.clone(), &folder).unwrap();
+        let pixel = |name: &str| {
+            pixels::open(&folder.join(name))
+                .unwrap()
+                .to_luma8()
+                .get_pixel(0, 0)
+                .0
+        };
+        assert_eq!((pixel("00000.png"), pixel("00001.png")), ([0], [255]));
+        let error = write_each(images, &folder.join("00000.png/x"));
+        assert!(error.unwrap_err().to_string().contains("00000.png"));
     }
 
     #[test]

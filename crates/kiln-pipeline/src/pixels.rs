@@ -174,6 +174,12 @@ pub fn grid<B: Backend>(
     columns: usize,
     gap: u32,
 ) -> Result<DynamicImage, PixelError> {
+    montage(&to_images(images)?, columns, gap)
+}
+
+/// A `[batch, channels, height, width]` tensor in [−1, 1] as one image per sample (grayscale
+/// for 1 channel, RGB for 3). Reads the tensor back to the host.
+pub fn to_images<B: Backend>(images: Tensor<B, 4>) -> Result<Vec<DynamicImage>, PixelError> {
     let [_, channels, height, width] = images.dims();
     if channels != 1 && channels != 3 {
         return Err(PixelError::Channels(channels));
@@ -185,7 +191,7 @@ pub fn grid<B: Backend>(
         .map(to_pixel)
         .collect();
     let (tile_w, tile_h) = (width as u32, height as u32);
-    let tiles: Vec<DynamicImage> = pixels
+    Ok(pixels
         .chunks(height * width * channels)
         .map(|tile| {
             if channels == 1 {
@@ -198,8 +204,7 @@ pub fn grid<B: Backend>(
                 )
             }
         })
-        .collect();
-    montage(&tiles, columns, gap)
+        .collect())
 }
 
 /// Images laid out row by row, `columns` per row, `gap` white pixels between them, each cell
@@ -278,6 +283,23 @@ mod tests {
         assert_eq!(image.get_pixel(2, 0).0, [255, 255, 255]);
         assert_eq!(image.get_pixel(3, 3).0, [255, 255, 255]);
         assert!(grid(Tensor::<Flex, 4>::zeros([1, 2, 2, 2], &device), 1, 0).is_err());
+    }
+
+    #[test]
+    fn each_sample_becomes_its_own_image() {
+        let device = Default::default();
+        let levels = Tensor::<Flex, 1>::from_floats([-1.0, 0.0, 1.0], &device);
+        let samples = levels
+            .reshape([3, 1, 1, 1])
+            .repeat_dim(2, 2)
+            .repeat_dim(3, 3);
+        let images = to_images(samples).unwrap();
+        let values: Vec<u8> = images
+            .iter()
+            .map(|i| i.to_luma8().get_pixel(2, 1).0[0])
+            .collect();
+        assert_eq!(values, [0, 128, 255]);
+        assert!(images.iter().all(|i| (i.width(), i.height()) == (3, 2)));
     }
 
     #[test]
