@@ -210,7 +210,7 @@ fn write_each<B: Backend>(
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
 
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn every_image_is_written_as_its_own_png_in_grid_order() {
-        let folder = std::env::temp_dir().join("kiln-face-sample-out-dir");
+        let folder = std::env::temp_dir().join(format!("kiln-out-dir-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&folder);
         let device = Default::default();
         let levels = Tensor::<burn::backend::Flex, 1>::from_floats([-1.0, 1.0], &device);

@@ -281,7 +281,7 @@ impl MultiDeviceTask for Training<'_> {
         if talks {
             report_data(&data, &data_dir, channels, args.image_size, started);
         }
-        let config = train_config(&args, channels, data.class_names())?;
+        let config = train_config(&args, channels, data.class_names());
 
         let stop = Arc::new(AtomicBool::new(false));
         let handler_flag = Arc::clone(&stop);
@@ -359,14 +359,14 @@ fn report_data(
 }
 
 /// The run's configuration from the flags, class-conditional when the data has `classes`.
-fn train_config(args: &Args, channels: usize, classes: &[String]) -> Result<TrainConfig, String> {
+fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig {
     let unet = args
         .preset
         .config(channels)
         .with_num_class_embeds((!classes.is_empty()).then_some(classes.len() + 1));
     let conditioning = (!classes.is_empty())
         .then(|| ClassConditioning::new(classes.to_vec()).with_label_dropout(args.label_dropout));
-    Ok(TrainConfig::new(unet, args.image_size)
+    TrainConfig::new(unet, args.image_size)
         .with_classes(conditioning)
         .with_epochs(args.epochs)
         .with_batch_size(args.batch_size)
@@ -381,7 +381,7 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> Result<Trai
         .with_sample_every_epochs(args.sample_every)
         .with_checkpoint_every_epochs(args.checkpoint_every)
         .with_keep_checkpoints(args.keep_checkpoints)
-        .with_seed(args.seed))
+        .with_seed(args.seed)
 }
 
 /// The one-line progress display: epoch, a bar, step, smoothed loss, images/s and ETA.

@@ -6,7 +6,7 @@ use crate::Features;
 
 /// D_ij = ‖x_i − y_j‖ for the rows of `x` and `y`, as ‖x‖² + ‖y‖² − 2xᵀy (clamped at 0 before
 /// the root), the expansion torch's `cdist` uses for large inputs.
-pub fn pairwise_distances(x: &Features, y: &Features) -> Mat<f64> {
+pub(crate) fn pairwise_distances(x: &Features, y: &Features) -> Mat<f64> {
     let squares = |f: &Features| -> Vec<f64> {
         let m = f.matrix();
         (0..m.nrows())
@@ -23,7 +23,7 @@ pub fn pairwise_distances(x: &Features, y: &Features) -> Mat<f64> {
 /// Each row's distance to its k-th nearest neighbour among the rows of `distances` (a square
 /// matrix of a set against itself): the (k + 1)-th smallest of the row, the row's own zero
 /// being the first (torch-fidelity's `kthvalue(k + 1)`).
-pub fn kth_neighbour_distances(distances: &Mat<f64>, k: usize) -> Vec<f64> {
+pub(crate) fn kth_neighbour_distances(distances: &Mat<f64>, k: usize) -> Vec<f64> {
     (0..distances.nrows())
         .map(|i| {
             let mut row: Vec<f64> = (0..distances.ncols()).map(|j| distances[(i, j)]).collect();

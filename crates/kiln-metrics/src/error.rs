@@ -29,6 +29,22 @@ pub enum MetricsError {
         /// The second set's width.
         b: usize,
     },
+    /// Two sets that must be of one size are not.
+    #[error("sets of {a} and {b} samples; this statistic compares sets of one size")]
+    Sizes {
+        /// The first set's size.
+        a: usize,
+        /// The second set's size.
+        b: usize,
+    },
+    /// A row index past the end of a feature set.
+    #[error("row {row} asked of a set of {rows} samples")]
+    NoSuchRow {
+        /// The index.
+        row: usize,
+        /// The set's size.
+        rows: usize,
+    },
     /// Too few rows for the statistic.
     #[error("{what} needs at least {needed} samples, got {found}")]
     TooFew {

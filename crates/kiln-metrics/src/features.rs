@@ -39,8 +39,8 @@ impl Features {
         let [_, dims] = features.dims();
         let values = features
             .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
+            .convert::<f64>()
+            .into_vec::<f64>()
             .map_err(|error| MetricsError::Device(format!("{error:?}")))?;
         Self::new(&values, dims)
     }
@@ -66,12 +66,18 @@ impl Features {
     }
 
     /// The samples at `indices`, in that order.
-    pub fn select(&self, indices: &[usize]) -> Self {
-        Self {
+    pub fn select(&self, indices: &[usize]) -> Result<Self, MetricsError> {
+        if let Some(&row) = indices.iter().find(|&&row| row >= self.len()) {
+            return Err(MetricsError::NoSuchRow {
+                row,
+                rows: self.len(),
+            });
+        }
+        Ok(Self {
             rows: Mat::from_fn(indices.len(), self.dims(), |i, j| {
                 self.rows[(indices[i], j)]
             }),
-        }
+        })
     }
 
     /// Checks that `self` and `other` have the same width.

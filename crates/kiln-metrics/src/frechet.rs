@@ -20,6 +20,8 @@ use crate::{GaussianStats, MetricsError};
 /// their square roots does, and a singular product (fewer samples than dimensions) needs no
 /// retry: the result is pytorch-fid's where its `sqrtm` succeeds.
 pub fn frechet_distance(a: &GaussianStats, b: &GaussianStats) -> Result<f64, MetricsError> {
+    a.check()?;
+    b.check()?;
     if a.dims() != b.dims() {
         return Err(MetricsError::Dimensions {
             a: a.dims(),

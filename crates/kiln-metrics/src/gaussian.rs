@@ -38,4 +38,30 @@ impl GaussianStats {
     pub fn dims(&self) -> usize {
         self.mean.len()
     }
+
+    /// Checks that the covariance is square, of the mean's dimension, and that every value is
+    /// finite (the fields are public: statistics may come from elsewhere).
+    pub(crate) fn check(&self) -> Result<(), MetricsError> {
+        let (rows, columns) = (self.covariance.nrows(), self.covariance.ncols());
+        if rows != self.dims() || columns != self.dims() {
+            return Err(MetricsError::Dimensions {
+                a: self.dims(),
+                b: rows.max(columns),
+            });
+        }
+        let covariance = (0..columns).flat_map(|j| (0..rows).map(move |i| (i, j)));
+        let values = self
+            .mean
+            .iter()
+            .copied()
+            .chain(covariance.map(|ij| self.covariance[ij]));
+        match values.enumerate().find(|(_, v)| !v.is_finite()) {
+            Some((index, value)) => Err(MetricsError::NotFinite {
+                row: 0,
+                index,
+                value,
+            }),
+            None => Ok(()),
+        }
+    }
 }

@@ -57,10 +57,9 @@ pub fn mmd2_unbiased(
     x.check_comparable(y)?;
     x.check_len("an unbiased MMD", 2)?;
     if x.len() != y.len() {
-        return Err(MetricsError::TooFew {
-            what: "an unbiased MMD of two sets of equal size",
-            needed: x.len(),
-            found: y.len(),
+        return Err(MetricsError::Sizes {
+            a: x.len(),
+            b: y.len(),
         });
     }
     let m = x.len() as f64;
@@ -148,9 +147,16 @@ pub fn kid_over_subsets(
     subsets: &[[Vec<usize>; 2]],
     kernel: &PolynomialKernel,
 ) -> Result<Kid, MetricsError> {
+    if subsets.is_empty() {
+        return Err(MetricsError::OutOfRange {
+            name: "KID subsets",
+            value: 0.0,
+            expected: "at least 1",
+        });
+    }
     let mmds = subsets
         .iter()
-        .map(|[a, b]| mmd2_unbiased(&generated.select(a), &real.select(b), kernel))
+        .map(|[a, b]| mmd2_unbiased(&generated.select(a)?, &real.select(b)?, kernel))
         .collect::<Result<Vec<f64>, _>>()?;
     let count = mmds.len().max(1) as f64;
     let mean = mmds.iter().sum::<f64>() / count;

@@ -37,7 +37,6 @@ mod kid;
 mod memorisation;
 mod precision_recall;
 
-pub use distances::{kth_neighbour_distances, pairwise_distances};
 pub use error::MetricsError;
 pub use features::Features;
 pub use frechet::frechet_distance;

@@ -3,7 +3,8 @@
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use kiln_metrics::{
-    Features, GaussianStats, MetricsError, frechet_distance, memorisation_rate, precision_recall,
+    Features, GaussianStats, MetricsError, PolynomialKernel, frechet_distance, kid_over_subsets,
+    memorisation_rate, mmd2_unbiased, precision_recall,
 };
 
 /// Rows of a `dims`-wide set.
@@ -126,4 +127,23 @@ fn bad_input_is_a_typed_error() {
         })
     ));
     assert!(memorisation_rate(&narrow, &narrow, &narrow, 1.5).is_err());
+    assert_eq!(
+        narrow.select(&[0, 3]),
+        Err(MetricsError::NoSuchRow { row: 3, rows: 3 })
+    );
+    let kernel = PolynomialKernel::default();
+    assert_eq!(
+        mmd2_unbiased(&narrow, &rows(&[0.0, 1.0], 1), &kernel),
+        Err(MetricsError::Sizes { a: 3, b: 2 })
+    );
+    assert!(kid_over_subsets(&narrow, &narrow, &[], &kernel).is_err());
+    assert!(kid_over_subsets(&narrow, &narrow, &[[vec![0, 1], vec![0, 5]]], &kernel).is_err());
+    // Statistics of mismatched shapes, made by hand, are refused rather than crashing.
+    let mut broken = GaussianStats::of(&wide).unwrap();
+    broken.mean.push(0.0);
+    let fine = GaussianStats::of(&rows(&[0.0, 1.0, 2.0, 4.0, 1.0, 1.0], 3)).unwrap();
+    assert!(matches!(
+        frechet_distance(&broken, &fine),
+        Err(MetricsError::Dimensions { .. })
+    ));
 }

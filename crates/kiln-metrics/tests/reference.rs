@@ -70,7 +70,7 @@ fn kid_is_torch_fidelity_s_on_the_whole_sets_and_on_its_subsets() {
         let (generated, real) = sets(&case);
         // The first n rows of each set, n the smaller size: one subset of n is a permutation.
         let n = generated.len().min(real.len());
-        let first = |f: &Features| f.select(&(0..n).collect::<Vec<_>>());
+        let first = |f: &Features| f.select(&(0..n).collect::<Vec<_>>()).unwrap();
         let mmd = mmd2_unbiased(&first(&generated), &first(&real), &kernel).unwrap();
         let error = relative(mmd, case.mmd2_whole);
         println!(

@@ -13,8 +13,8 @@ use kiln_unet::{UNet, UNetError};
 /// kernels start fastest.
 ///
 /// An input the UNet refuses (an empty batch, another channel count, a size that does not
-/// halve down its levels, a label it does not have) is a [`SamplerError::Model`] holding the
-/// [`UNetError`].
+/// halve down its levels, labels not one per sample) is a [`SamplerError::Model`] holding the
+/// [`UNetError`]; a label the model does not have is a [`SamplerError::ClassOutOfRange`].
 #[derive(Debug, Clone)]
 pub struct UNetDenoiser<'a, B: Backend> {
     model: &'a UNet<B>,
@@ -67,6 +67,17 @@ impl<B: Backend> ClassConditional<B, 4> for UNetDenoiser<'_, B> {
         labels: &[Option<usize>],
     ) -> Result<Tensor<B, 4>, SamplerError> {
         let null = self.classes();
+        if let Some(class) = labels
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&class| class >= null)
+        {
+            return Err(SamplerError::ClassOutOfRange {
+                class,
+                classes: null,
+            });
+        }
         let labels: Vec<i64> = labels.iter().map(|l| l.unwrap_or(null) as i64).collect();
         let count = labels.len();
         let labels = Tensor::from_data(TensorData::new(labels, [count]), &sample.device());

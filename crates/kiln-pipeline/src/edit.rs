@@ -168,6 +168,16 @@ impl<B: Backend> SamplingModel<B> {
                 format!("{frames}; a morph has at least 2 (its two ends)"),
             ));
         }
+        if a.dims() != b.dims() || a.dims()[0] != 1 {
+            return Err(PipelineError::edit(
+                "the images to morph",
+                format!(
+                    "{:?} and {:?}; expected one image each, of one shape",
+                    a.dims(),
+                    b.dims()
+                ),
+            ));
+        }
         let ends = Tensor::cat(vec![a, b], 0);
         let noise = self.invert(ends, method, settings.steps, on_inversion)?;
         let (first, last) = (noise.clone().narrow(0, 0, 1), noise.narrow(0, 1, 1));
@@ -194,14 +204,14 @@ impl<B: Backend> SamplingModel<B> {
     }
 }
 
-/// An inpainting mask of shape `dims` (`[1, C, H, W]`): 0 inside `area` (the part to fill),
-/// 1 elsewhere. The box must lie inside the image and have an area.
+/// An inpainting mask of shape `dims` (`[batch, C, H, W]`): 0 inside `area` (the part to fill),
+/// 1 elsewhere, the same for every sample. The box must lie inside the image and have an area.
 pub fn box_mask<B: Backend>(
     dims: [usize; 4],
     area: PixelBox,
     device: &B::Device,
 ) -> Result<Tensor<B, 4>, PipelineError> {
-    let [_, channels, height, width] = dims;
+    let [batch, channels, height, width] = dims;
     let PixelBox {
         x,
         y,
@@ -214,13 +224,11 @@ pub fn box_mask<B: Backend>(
             format!("{w}×{h} pixels has no area to fill"),
         ));
     }
-    if x + w > width || y + h > height {
+    if w > width.saturating_sub(x) || h > height.saturating_sub(y) {
         return Err(PipelineError::edit(
             "box",
             format!(
-                "columns {x}..{} and rows {y}..{} reach outside the {width}×{height} image",
-                x + w,
-                y + h
+                "{w}×{h} pixels from column {x}, row {y} reach outside the {width}×{height} image"
             ),
         ));
     }
@@ -231,7 +239,11 @@ pub fn box_mask<B: Backend>(
             if inside { 0.0 } else { 1.0 }
         })
         .collect();
-    Ok(Tensor::from_data(TensorData::new(values, dims), device))
+    let one = Tensor::from_data(
+        TensorData::new(values, [1, channels, height, width]),
+        device,
+    );
+    Ok(one.repeat_dim(0, batch))
 }
 
 /// An inpainting mask from the image at `path`: white (1) where the photo is kept, black (0)

@@ -76,7 +76,8 @@ fn a_box_outside_the_image_or_without_area_is_named() {
         width,
         height,
     };
-    for bad in [area(6, 0, 4, 2), area(0, 7, 2, 2), area(9, 9, 1, 1)] {
+    let huge = area(usize::MAX, 0, 2, 2);
+    for bad in [area(6, 0, 4, 2), area(0, 7, 2, 2), area(9, 9, 1, 1), huge] {
         let error = box_mask::<B>(dims, bad, &device).unwrap_err();
         assert_eq!(setting(error), "box", "{bad:?}");
     }
@@ -84,10 +85,12 @@ fn a_box_outside_the_image_or_without_area_is_named() {
         let error = box_mask::<B>(dims, empty, &device).unwrap_err();
         assert!(error.to_string().contains("no area"), "{error}");
     }
-    // A box reaching the last row and column is inside: 3 × 2 pixels in each of 3 channels.
-    let mask = box_mask::<B>(dims, area(5, 6, 3, 2), &device).unwrap();
+    // A box reaching the last row and column is inside: 3 × 2 pixels in each of 3 channels,
+    // for each of 2 samples.
+    let mask = box_mask::<B>([2, 3, 8, 8], area(5, 6, 3, 2), &device).unwrap();
+    assert_eq!(mask.dims(), [2, 3, 8, 8]);
     let zeros = mask.equal_elem(0.0).int().sum().into_scalar();
-    assert_eq!(zeros, 18);
+    assert_eq!(zeros, 36);
 }
 
 #[test]
@@ -106,6 +109,18 @@ fn a_morph_needs_two_frames_and_a_mask_the_photo_s_size() {
             .unwrap_err();
         assert_eq!(setting(error), "frames");
     }
+    let pair = Tensor::cat(vec![photo(&model), photo(&model)], 0);
+    let error = model
+        .interpolate(
+            pair,
+            photo(&model),
+            4,
+            InversionMethod::Plain,
+            SETTINGS,
+            |_| {},
+        )
+        .unwrap_err();
+    assert_eq!(setting(error), "the images to morph");
     let small = Tensor::ones([1, 3, 4, 4], &Default::default());
     let resampling = Resampling {
         jump_length: 1,

@@ -118,6 +118,14 @@ fn guiding_a_unet_in_one_doubled_call_matches_two_calls() {
     );
     let labels = vec![3, 0, 2];
     let conditional: Vec<Option<usize>> = labels.iter().map(|&k| Some(k)).collect();
+    let beyond = model.denoise_labelled(x.clone(), 500.0, &[Some(4), None, Some(0)]);
+    assert_eq!(
+        beyond.unwrap_err(),
+        SamplerError::ClassOutOfRange {
+            class: 4,
+            classes: 4
+        }
+    );
     let c = model
         .denoise_labelled(x.clone(), 500.0, &conditional)
         .unwrap();

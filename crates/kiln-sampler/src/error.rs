@@ -123,7 +123,7 @@ pub enum SamplerError {
     /// The model ([`crate::Denoiser`]) rejected its input (a shape or a label it does not
     /// take) or failed on it; its own error is kept ([`ModelError::downcast_ref`]).
     #[error("the model failed: {0}")]
-    Model(#[from] ModelError),
+    Model(ModelError),
 
     /// A step index past the end of the sampler's timesteps.
     #[error("step {index} requested, but the sampler has {steps} steps")]
@@ -161,6 +161,14 @@ impl fmt::Display for ModelError {
 impl std::error::Error for ModelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
+    }
+}
+
+impl From<ModelError> for SamplerError {
+    /// [`SamplerError::Model`]: its message includes the model's, so the model's error is not
+    /// also its `source` (an error chain would print it twice).
+    fn from(error: ModelError) -> Self {
+        Self::Model(error)
     }
 }
 

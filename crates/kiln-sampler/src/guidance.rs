@@ -42,7 +42,8 @@ pub trait ClassConditional<B: Backend, const D: usize> {
 
     /// The model's output for `sample` = x_t at `timestep`, element i conditioned on
     /// `labels[i]`. Callers pass one label per batch element, each below [`Self::classes`]; a
-    /// model refuses other input with [`SamplerError::Model`], as [`Denoiser::denoise`] does.
+    /// model refuses other input with an error ([`SamplerError::ClassOutOfRange`] for a label
+    /// it does not have, [`SamplerError::Model`] for an input it cannot take).
     fn denoise_labelled(
         &self,
         sample: Tensor<B, D>,

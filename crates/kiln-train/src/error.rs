@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use kiln_forward::ForwardError;
 use kiln_pipeline::pixels::PixelError;
 use kiln_pipeline::{Damage, PipelineError};
-use kiln_sampler::SamplerError;
 use kiln_unet::UNetError;
 use thiserror::Error;
 
@@ -105,9 +104,6 @@ pub enum TrainError {
     /// The forward process.
     #[error(transparent)]
     Forward(#[from] ForwardError),
-    /// A sampler.
-    #[error(transparent)]
-    Sampler(#[from] SamplerError),
     /// Writing an image.
     #[error(transparent)]
     Pixels(#[from] PixelError),
