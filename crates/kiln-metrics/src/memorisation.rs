@@ -1,6 +1,6 @@
 //! How many generated samples copy a training sample.
 
-use crate::distances::pairwise_distances;
+use crate::distances::nearest;
 use crate::{Features, MetricsError};
 
 /// The share of generated samples counted as memorised, and the distance below which a sample
@@ -52,16 +52,4 @@ pub fn memorisation_rate(
         rate: copies as f64 / generated.len() as f64,
         threshold,
     })
-}
-
-/// Each row of `x`'s distance to its nearest row of `y`.
-fn nearest(x: &Features, y: &Features) -> Vec<f64> {
-    let distances = pairwise_distances(x, y);
-    (0..distances.nrows())
-        .map(|i| {
-            (0..distances.ncols())
-                .map(|j| distances[(i, j)])
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect()
 }

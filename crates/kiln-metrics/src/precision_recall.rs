@@ -1,6 +1,6 @@
 //! Improved precision and recall (Kynkäänniemi et al. 2019).
 
-use crate::distances::{kth_neighbour_distances, pairwise_distances};
+use crate::distances::{kth_neighbour_distances, share_covered};
 use crate::{Features, MetricsError};
 
 /// Precision, recall and their harmonic mean.
@@ -35,18 +35,8 @@ pub fn precision_recall(
     }
     generated.check_len("precision and recall with this k", k + 1)?;
     real.check_len("precision and recall with this k", k + 1)?;
-    let generated_radii = kth_neighbour_distances(&pairwise_distances(generated, generated), k);
-    let real_radii = kth_neighbour_distances(&pairwise_distances(real, real), k);
-    let across = pairwise_distances(generated, real);
-    let covered = |count: usize, inside: &dyn Fn(usize) -> bool| {
-        (0..count).filter(|&i| inside(i)).count() as f64 / count as f64
-    };
-    let precision = covered(generated.len(), &|g| {
-        (0..real.len()).any(|r| across[(g, r)] <= real_radii[r])
-    });
-    let recall = covered(real.len(), &|r| {
-        (0..generated.len()).any(|g| across[(g, r)] <= generated_radii[g])
-    });
+    let precision = share_covered(generated, real, &kth_neighbour_distances(real, k));
+    let recall = share_covered(real, generated, &kth_neighbour_distances(generated, k));
     let f_score = 2.0 * precision * recall / (precision + recall).max(1e-5);
     Ok(PrecisionRecall {
         precision,
