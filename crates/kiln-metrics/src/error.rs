@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 /// Everything that can be wrong with a metric's input.
@@ -71,4 +73,49 @@ pub enum MetricsError {
     /// Reading the features back from the device failed.
     #[error("reading the features back from the device failed: {0}")]
     Device(String),
+    /// Images a feature network cannot take.
+    #[error("images of shape {shape:?}: {reason}")]
+    Images {
+        /// The shape given.
+        shape: Vec<usize>,
+        /// What is wrong, in words.
+        reason: &'static str,
+    },
+    /// No InceptionV3 weights were named.
+    #[error(
+        "no InceptionV3 weights: pass their path or set {env} to pytorch-fid's \
+         pt_inception-2015-12-05-6726825d.pth (download it from {url})"
+    )]
+    NoInceptionWeights {
+        /// The environment variable read.
+        env: &'static str,
+        /// Where the file is published.
+        url: &'static str,
+    },
+    /// A weight file that cannot be read.
+    #[error("cannot read the weights in {path}: {reason}")]
+    WeightFile {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A tensor a network needs is not in its weights.
+    #[error("{source_name} has no tensor {name}")]
+    MissingWeight {
+        /// The tensor's name.
+        name: String,
+        /// Where the weights come from, in words.
+        source_name: String,
+    },
+    /// A weight tensor of the wrong shape.
+    #[error("{name} has shape {found:?}; the network needs {expected:?}")]
+    WeightShape {
+        /// The tensor's name.
+        name: String,
+        /// The shape the network needs.
+        expected: Vec<usize>,
+        /// The shape in the weights.
+        found: Vec<usize>,
+    },
 }

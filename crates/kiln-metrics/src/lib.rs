@@ -9,6 +9,9 @@
 //! - [`memorisation_rate`] (the share of samples nearer to a training sample than new real data
 //!   is).
 //!
+//! Features come from a [`FeatureExtractor`]: [`FidInception`] is pytorch-fid's InceptionV3, whose
+//! weights a user downloads ([`inception_weights`] finds them).
+//!
 //! Features are f32 from a network (a burn tensor, read back once by [`Features::from_tensor`])
 //! and every statistic is computed in f64, with faer for the dense linear algebra (covariances,
 //! symmetric eigendecompositions): pure Rust, actively maintained, with blocked and parallel
@@ -30,19 +33,27 @@
 
 mod distances;
 mod error;
+mod extractor;
 mod features;
 mod frechet;
 mod gaussian;
+mod inception;
 mod kid;
 mod memorisation;
 mod precision_recall;
+mod weights;
 
 pub use error::MetricsError;
+pub use extractor::{FeatureExtractor, extract};
 pub use features::Features;
 pub use frechet::frechet_distance;
 pub use gaussian::GaussianStats;
+pub use inception::{
+    FidInception, INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_URL, inception_weights,
+};
 pub use kid::{
     Kid, KidConfig, PolynomialKernel, kernel_inception_distance, kid_over_subsets, mmd2_unbiased,
 };
 pub use memorisation::{Memorisation, memorisation_rate};
 pub use precision_recall::{PrecisionRecall, precision_recall};
+pub use weights::{PthWeights, WeightSource};
