@@ -142,22 +142,22 @@ pub fn run_on_all<T: MultiDeviceTask>(
         }
         #[cfg(feature = "wgpu")]
         DeviceSpec::Wgpu(_) => {
-            use burn::backend::wgpu::WgpuDevice;
+            use burn_wgpu::WgpuDevice;
             crate::gpu_cache::use_kiln_gpu_caches();
             let device = |spec| match spec {
                 DeviceSpec::Wgpu(Some(index)) => WgpuDevice::DiscreteGpu(index),
                 _ => WgpuDevice::DefaultDevice,
             };
-            run_checked::<burn::backend::Wgpu, T>(specs, device, task)
+            run_checked::<burn_wgpu::Wgpu, T>(specs, device, task)
         }
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => {
             crate::gpu_cache::use_kiln_gpu_caches();
             let device = |spec| match spec {
-                DeviceSpec::Cuda(index) => burn::backend::cuda::CudaDevice { index },
-                _ => burn::backend::cuda::CudaDevice { index: 0 },
+                DeviceSpec::Cuda(index) => burn_cuda::CudaDevice { index },
+                _ => burn_cuda::CudaDevice { index: 0 },
             };
-            run_checked::<burn::backend::Cuda, T>(specs, device, task)
+            run_checked::<burn_cuda::Cuda, T>(specs, device, task)
         }
         #[allow(unreachable_patterns)]
         _ => Err(DeviceError::NotCompiled {

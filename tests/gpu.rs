@@ -543,15 +543,13 @@ impl BackendTask for WaitsAtLogPoints {
         match device_under_test() {
             #[cfg(feature = "wgpu")]
             DeviceSpec::Wgpu(index) => {
-                use burn::backend::wgpu::WgpuDevice;
+                use burn_wgpu::WgpuDevice;
                 let device = index.map_or(WgpuDevice::DefaultDevice, WgpuDevice::DiscreteGpu);
-                waits_at_log_points::<burn::backend::Wgpu>(device);
+                waits_at_log_points::<burn_wgpu::Wgpu>(device);
             }
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(index) => {
-                waits_at_log_points::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice {
-                    index,
-                });
+                waits_at_log_points::<burn_cuda::Cuda>(burn_cuda::CudaDevice { index });
             }
             other => println!("{other}: counted on Flex only"),
         }
