@@ -9,8 +9,8 @@
 #      busiest threads and their stacks; then the faces64 steps as for wgpu if it finished;
 #   3. the original project's run: a 30,000-face folder (examples/timing_faces) trained for
 #      one epoch at 64×64, batch 64, on the faster backend; 1.5 M image-steps projected from
-#      its speed; then 64 faces × 50 DDIM steps from that run; with KILN_BIN_AUTOTUNE, part 2
-#      and the wgpu steps again with binaries built with burn's autotune (`gpu-autotune`);
+#      its speed; then 64 faces × 50 DDIM steps from that run; with KILN_BIN_NO_AUTOTUNE,
+#      part 2 and the wgpu steps again with binaries built without burn's autotune;
 #   4. the GPU test target (tests/gpu.rs, every result against the CPU) on wgpu and CUDA.
 # Everything goes to one small report (default gpu-report.txt; the first argument overrides),
 # which docs/performance.md quotes; each part's whole log goes to LOGS when that second
@@ -23,7 +23,7 @@
 # they were built in must exist at the same path, for the bundled faces. Without KILN_BIN the
 # script builds them (about 15 minutes).
 #
-#   [KILN_BIN=DIR [KILN_BIN_AUTOTUNE=DIR]] scripts/gpu_check.sh [REPORT [LOGS]]
+#   [KILN_BIN=DIR [KILN_BIN_NO_AUTOTUNE=DIR]] scripts/gpu_check.sh [REPORT [LOGS]]
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 repo=$PWD
@@ -241,10 +241,10 @@ fi
 note "## 2. CUDA"
 cuda_ok=0
 diagnose_cuda "$bin" kiln && cuda_ok=1
-if [[ -n ${KILN_BIN_AUTOTUNE:-} ]]; then
-    autotune_bin=$(realpath "$KILN_BIN_AUTOTUNE")
-    note "## 2b. CUDA with burn's autotune (binaries from $autotune_bin)"
-    diagnose_cuda "$autotune_bin" autotune
+if [[ -n ${KILN_BIN_NO_AUTOTUNE:-} ]]; then
+    plain_bin=$(realpath "$KILN_BIN_NO_AUTOTUNE")
+    note "## 2b. CUDA without burn's autotune (binaries from $plain_bin)"
+    diagnose_cuda "$plain_bin" no-autotune
 fi
 
 note "## 3. The original project's run: 30,000 faces at 64×64"
@@ -266,9 +266,9 @@ with_peak_memory sample step sample-64-ddim-50 120 "$bin/face_sample" \
     --checkpoint "$work/faces30k-run" --sampler ddim --steps 50 --count 64 --device "$fastest" \
     --out "$work/samples.png" && note "      $(grep '^sampled' "$work/sample-64-ddim-50.log")"
 
-if [[ -n ${KILN_BIN_AUTOTUNE:-} ]]; then
-    note "## 3b. wgpu with burn's autotune"
-    time_faces64 "$autotune_bin" autotune wgpu
+if [[ -n ${KILN_BIN_NO_AUTOTUNE:-} ]]; then
+    note "## 3b. wgpu without burn's autotune"
+    time_faces64 "$plain_bin" no-autotune wgpu
 fi
 
 note "## 4. Every result against the CPU"

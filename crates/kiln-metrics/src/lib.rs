@@ -10,7 +10,8 @@
 //!   is).
 //!
 //! Features come from a [`FeatureExtractor`]: [`FidInception`] is pytorch-fid's InceptionV3, whose
-//! weights a user downloads ([`inception_weights`] finds them).
+//! weights a user downloads ([`inception_weights`] finds them); [`FaceEncoder`] is a small
+//! face-identity network whose weights ship with the crate, the offline default for faces.
 //!
 //! Features are f32 from a network (a burn tensor, read back once by [`Features::from_tensor`])
 //! and every statistic is computed in f64, with faer for the dense linear algebra (covariances,
@@ -34,6 +35,7 @@
 mod distances;
 mod error;
 mod extractor;
+mod face_encoder;
 mod features;
 mod frechet;
 mod gaussian;
@@ -45,6 +47,9 @@ mod weights;
 
 pub use error::MetricsError;
 pub use extractor::{FeatureExtractor, extract};
+pub use face_encoder::{
+    FACE_ENCODER_DIMS, FACE_ENCODER_IDENTITIES, FACE_ENCODER_INPUT, FaceEncoder, IdentitySplit,
+};
 pub use features::Features;
 pub use frechet::frechet_distance;
 pub use gaussian::GaussianStats;
