@@ -120,7 +120,7 @@ fn train<B: AutodiffBackend>(
         for batch in order.chunks(args.batch_size) {
             let images = augmented::<B>(&faces, batch, &mut rng, device);
             let targets = identities::<B>(&labels, batch, device);
-            let loss = loss_of.forward(encoder.logits(encoder.embed(images)?), targets);
+            let loss = loss_of.forward(encoder.logits(images)?, targets);
             loss_sum += loss.clone().into_scalar().elem::<f64>();
             steps += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &encoder);
@@ -136,11 +136,13 @@ fn train<B: AutodiffBackend>(
         }
     }
     let encoder = encoder.valid();
+    let scale = feature_scale(&encoder, &faces, &split.train)?;
+    let encoder = encoder.with_feature_scale(scale);
     let train = accuracy(&encoder, &faces, &labels, &split.train)?;
     let held_out = accuracy(&encoder, &faces, &labels, &split.held_out)?;
     encoder.save(&args.out)?;
     println!(
-        "accuracy: {:.1} % on the {} training photos, {:.1} % on the {} held out; weights in {}",
+        "accuracy: {:.1} % on the {} training photos, {:.1} % on the {} held out; feature scale {scale:.5}; weights in {}",
         train * 100.0,
         split.train.len(),
         held_out * 100.0,
@@ -176,6 +178,23 @@ fn identities<B: Backend>(
 ) -> Tensor<B, 1, Int> {
     let values: Vec<i64> = indices.iter().map(|&i| labels[i] as i64).collect();
     Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+/// 1 / the root mean square of the features of the photos at `indices`.
+fn feature_scale<B: Backend>(
+    encoder: &FaceEncoder<B>,
+    faces: &ImageFolder,
+    indices: &[usize],
+) -> Result<f32, Box<dyn std::error::Error>> {
+    let device = &encoder.devices()[0];
+    let images = (faces.batch::<B>(indices, &vec![false; indices.len()], device) + 1.0) / 2.0;
+    let mean_square: f32 = encoder
+        .embed(images)?
+        .powi_scalar(2)
+        .mean()
+        .into_scalar()
+        .elem();
+    Ok(1.0 / mean_square.sqrt())
 }
 
 /// The share of the photos at `indices` whose identity the encoder names.

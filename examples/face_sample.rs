@@ -23,6 +23,7 @@
 //! The strip shows sample 0 along the way: the top row is x_t at evenly spaced steps, the
 //! bottom row the model's prediction of x_0 at the same steps.
 
+use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -30,8 +31,12 @@ use std::time::Instant;
 use burn::tensor::{Tensor, backend::Backend};
 use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
+use kiln::metrics::{
+    Evaluator, FaceEncoder, FidInception, MetricsError, QualityConfig, inception_weights,
+};
 use kiln::pipeline::{Condition, Generation, SamplerName, load_for_sampling, pixels};
 use kiln::sampler::GuidanceConfig;
+use kiln::train::{ImageFolder, ImageFolderOptions, Labels};
 
 #[path = "common/allocator.rs"]
 mod allocator;
@@ -97,7 +102,22 @@ struct Args {
     /// Frames in the strip.
     #[arg(long, default_value_t = 10)]
     strip_frames: usize,
+    /// Score what was drawn against the real images in this folder, loaded at the samples'
+    /// size and channels: Fréchet distance, KID, precision and recall (and the memorisation
+    /// rate with --eval-held-out), in InceptionV3's features when its weights are found
+    /// (--inception-weights or KILN_INCEPTION_WEIGHTS), else in the bundled face encoder's.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Real images the model was not trained on: the scale of --eval's memorisation rate.
+    #[arg(long, requires = "eval")]
+    eval_held_out: Option<PathBuf>,
+    /// pytorch-fid's InceptionV3 weights (pt_inception-2015-12-05-*.pth) for --eval.
+    #[arg(long, requires = "eval")]
+    inception_weights: Option<PathBuf>,
 }
+
+/// Images per batch through a feature network.
+const EVAL_BATCH: usize = 50;
 
 fn main() -> ExitCode {
     allocator::keep_freed_memory();
@@ -175,6 +195,9 @@ impl BackendTask for Sampling {
             (None, _) => args.count,
         };
         let images = Tensor::cat(batches, 0);
+        if let Some(real) = &args.eval {
+            evaluate(&args, images.clone(), real, &device)?;
+        }
         if let Some(folder) = &args.out_dir {
             write_each(images.clone(), folder)?;
             println!("wrote {count} images into {}", folder.display());
@@ -196,6 +219,72 @@ impl BackendTask for Sampling {
         }
         Ok(())
     }
+}
+
+/// Scores `images` (in [−1, 1]) against the images in `real` as `--eval` says, and prints it.
+fn evaluate<B: Backend>(
+    args: &Args,
+    images: Tensor<B, 4>,
+    real: &Path,
+    device: &B::Device,
+) -> Result<(), Box<dyn Error>> {
+    let began = Instant::now();
+    let [count, channels, size, _] = images.dims();
+    let in_unit_range = |batch: Tensor<B, 4>| ((batch + 1.0) / 2.0).clamp(0.0, 1.0);
+    let load = |folder: &Path| -> Result<Vec<Tensor<B, 4>>, Box<dyn Error>> {
+        let options = ImageFolderOptions {
+            image_size: size as u32,
+            channels,
+            strict: false,
+            labels: Labels::None,
+        };
+        let folder = ImageFolder::load(folder, options, |_| {})?;
+        let indices: Vec<usize> = (0..folder.len()).collect();
+        Ok(indices
+            .chunks(EVAL_BATCH)
+            .map(|batch| in_unit_range(folder.batch(batch, &vec![false; batch.len()], device)))
+            .collect())
+    };
+    let training = load(real)?;
+    let held_out = args.eval_held_out.as_deref().map(load).transpose()?;
+    let generated: Vec<_> = images
+        .split(EVAL_BATCH, 0)
+        .into_iter()
+        .map(in_unit_range)
+        .collect();
+    let config = QualityConfig::default();
+    let (quality, space) = match inception_weights(args.inception_weights.as_deref()) {
+        Ok(weights) => {
+            let inception = FidInception::<B>::from_pth(&weights, device)?;
+            let evaluator = Evaluator::new(inception, training, held_out, config)?;
+            (evaluator.score(generated)?, "InceptionV3 (pool3)")
+        }
+        Err(MetricsError::NoInceptionWeights { .. }) => {
+            let encoder = FaceEncoder::<B>::bundled(device)?;
+            let evaluator = Evaluator::new(encoder, training, held_out, config)?;
+            (evaluator.score(generated)?, "the bundled face encoder")
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let pr = quality.precision_recall;
+    println!(
+        "against {} in {space}'s features: FD {:.4}, KID {:.5} ± {:.5}, precision {:.3}, recall {:.3}",
+        real.display(),
+        quality.frechet,
+        quality.kid.mean,
+        quality.kid.std,
+        pr.precision,
+        pr.recall
+    );
+    if let Some(memorisation) = quality.memorisation {
+        println!(
+            "memorised: {:.1} % of the samples (nearer to a training image than {:.4})",
+            memorisation.rate * 100.0,
+            memorisation.threshold
+        );
+    }
+    println!("evaluated {count} samples in {:.2?}", began.elapsed());
+    Ok(())
 }
 
 /// Writes each of `images` as `folder/NNNNN.png`, creating the folder.

@@ -5,10 +5,11 @@
 use std::path::Path;
 
 use burn::backend::Flex;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Distribution, Tensor, TensorData};
 use kiln::metrics::{
-    FACE_ENCODER_DIMS, FACE_ENCODER_INPUT, FaceEncoder, FeatureExtractor, IdentitySplit,
-    MetricsError,
+    Evaluator, FACE_ENCODER_DIMS, FACE_ENCODER_INPUT, FaceEncoder, FeatureExtractor, IdentitySplit,
+    MetricsError, Quality, QualityConfig,
 };
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels};
 
@@ -144,4 +145,33 @@ fn saved_weights_load_back_unchanged() {
     );
     let (a, b) = (encoder.embed(x.clone()).unwrap(), loaded.embed(x).unwrap());
     assert_eq!(a.into_data(), b.into_data());
+}
+
+#[test]
+fn the_face_metric_puts_new_photos_nearer_than_blurred_ones_and_noise() {
+    let (faces, labels) = faces();
+    let split = IdentitySplit::new(&labels, 2);
+    let device = Default::default();
+    let encoder = FaceEncoder::<B>::bundled(&device).unwrap();
+    let train = vec![images(&faces, &split.train)];
+    let evaluator = Evaluator::new(encoder, train, None, QualityConfig::default()).unwrap();
+    let held_out = images(&faces, &split.held_out);
+    // The held-out photos with their detail gone: 4×4 blocks averaged.
+    let blurred = doubled(doubled(adaptive_avg_pool2d(held_out.clone(), [8, 8])));
+    let noise = Tensor::<B, 4>::random(held_out.dims(), Distribution::Default, &device);
+    let scores: Vec<Quality> = [held_out, blurred, noise]
+        .into_iter()
+        .map(|set| evaluator.score([set]).unwrap())
+        .collect();
+    for (name, quality) in ["held-out photos", "blurred", "noise"].iter().zip(&scores) {
+        println!(
+            "{name} against the 320 training photos: FD {:.4}, KID {:.5}, precision {:.3}, recall {:.3}",
+            quality.frechet,
+            quality.kid.mean,
+            quality.precision_recall.precision,
+            quality.precision_recall.recall
+        );
+    }
+    assert!(scores[0].frechet < scores[1].frechet && scores[1].frechet < scores[2].frechet);
+    assert!(scores[0].kid.mean < scores[1].kid.mean && scores[1].kid.mean < scores[2].kid.mean);
 }

@@ -15,11 +15,12 @@
 //! 3×3 convolutions with ReLU (16, 32, 64, 64 channels), each of the first three followed by a
 //! 2×2 max pool; the mean over the remaining 4×4 positions gives the 64 features; a linear
 //! layer maps them to one logit per identity. The features are those of the layer before the
-//! logits, as pool3 is InceptionV3's.
+//! logits, as pool3 is InceptionV3's, times one constant that gives the training photos'
+//! features a root mean square of 1.
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
@@ -49,6 +50,10 @@ const BUNDLED_PATH: &str = "kiln-metrics/weights/face_encoder.safetensors";
 pub struct FaceEncoder<B: Backend> {
     convs: Vec<Conv2d<B>>,
     head: Linear<B>,
+    /// One factor on every feature, set after training so that the training photos' features
+    /// have a root mean square of 1 (as values of the order of InceptionV3's keep KID's cubic
+    /// kernel, (x·y/d + 1)³, in its working range); not trained.
+    feature_scale: Param<Tensor<B, 1>>,
 }
 
 impl<B: Backend> FaceEncoder<B> {
@@ -68,6 +73,7 @@ impl<B: Backend> FaceEncoder<B> {
         Self {
             convs,
             head: LinearConfig::new(FACE_ENCODER_DIMS, FACE_ENCODER_IDENTITIES).init(device),
+            feature_scale: Param::from_tensor(Tensor::ones([1], device)).set_require_grad(false),
         }
     }
 
@@ -126,8 +132,36 @@ impl<B: Backend> FaceEncoder<B> {
     }
 
     /// `[n, channels, h, w]` images in [0, 1] → `[n, 64]` features (the module documentation
-    /// says how). Any channel count is averaged to grayscale; an empty batch is refused.
+    /// says how), times the feature scale. Any channel count is averaged to grayscale; an
+    /// empty batch is refused.
     pub fn embed(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>, MetricsError> {
+        Ok(self.trunk(images)? * self.feature_scale.val().unsqueeze())
+    }
+
+    /// `[n, channels, h, w]` images in [0, 1] → `[n, 40]` identity logits.
+    pub fn logits(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>, MetricsError> {
+        Ok(self.head.forward(self.trunk(images)?))
+    }
+
+    /// The most likely identity of each image (`[n]`): the index of the person's folder among
+    /// the bundled faces' folders in name order (`s1`, `s10`, `s11`, …, `s9`), the order in
+    /// which an `ImageFolder` of them numbers its classes.
+    pub fn identify(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 1, Int>, MetricsError> {
+        let logits = self.logits(images)?;
+        let n = logits.dims()[0];
+        Ok(logits.argmax(1).reshape([n]))
+    }
+
+    /// The network with every feature multiplied by `scale` (what training ends with).
+    pub fn with_feature_scale(mut self, scale: f32) -> Self {
+        let device = self.feature_scale.device();
+        self.feature_scale =
+            Param::from_tensor(Tensor::from_floats([scale], &device)).set_require_grad(false);
+        self
+    }
+
+    /// The features before the feature scale.
+    fn trunk(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>, MetricsError> {
         let [n, channels, h, w] = images.dims();
         if n == 0 || channels == 0 || h == 0 || w == 0 {
             return Err(MetricsError::Images {
@@ -145,18 +179,6 @@ impl<B: Backend> FaceEncoder<B> {
             }
         }
         Ok(x.mean_dim(3).mean_dim(2).reshape([n, FACE_ENCODER_DIMS]))
-    }
-
-    /// `[n, 64]` features → `[n, 40]` identity logits.
-    pub fn logits(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.head.forward(features)
-    }
-
-    /// The most likely identity of each image (`[n]`, 0 to 39: `s1` is 0).
-    pub fn identify(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 1, Int>, MetricsError> {
-        let logits = self.logits(self.embed(images)?);
-        let n = logits.dims()[0];
-        Ok(logits.argmax(1).reshape([n]))
     }
 }
 

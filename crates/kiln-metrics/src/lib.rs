@@ -7,7 +7,8 @@
 //!   polynomial kernel, mean and standard deviation over random subsets);
 //! - [`precision_recall`] (Kynkäänniemi et al. 2019, k-nearest-neighbour manifolds);
 //! - [`memorisation_rate`] (the share of samples nearer to a training sample than new real data
-//!   is).
+//!   is);
+//! - [`quality`]: all of them for one set of samples against [`RealFeatures`].
 //!
 //! Features come from a [`FeatureExtractor`]: [`FidInception`] is pytorch-fid's InceptionV3, whose
 //! weights a user downloads ([`inception_weights`] finds them); [`FaceEncoder`] is a small
@@ -43,6 +44,7 @@ mod inception;
 mod kid;
 mod memorisation;
 mod precision_recall;
+mod quality;
 mod weights;
 
 pub use error::MetricsError;
@@ -61,4 +63,5 @@ pub use kid::{
 };
 pub use memorisation::{Memorisation, memorisation_rate};
 pub use precision_recall::{PrecisionRecall, precision_recall};
+pub use quality::{Evaluator, Quality, QualityConfig, RealFeatures, quality};
 pub use weights::{PthWeights, WeightSource};
