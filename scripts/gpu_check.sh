@@ -167,6 +167,7 @@ watched() {
 # What cubecl's compilation and autotune logs in folder DIR hold, into the report.
 log_counts() {
     local dir=$1
+    [[ -e $dir/compilation.log || -e $dir/autotune.log ]] || return 0
     note "      kernels compiled: $(grep -c '' "$dir/compilation.log" 2>/dev/null);" \
         "autotune log lines: $(grep -c '' "$dir/autotune.log" 2>/dev/null)," \
         "errors among them: $(grep -c -i 'err' "$dir/autotune.log" 2>/dev/null)"
@@ -201,7 +202,8 @@ TOML
     (cd "$diagnose/tiny" && watched "cuda-tiny-$label" 60 "$bin/unet_step" --preset tiny \
         --size 16 --batch 2 --iterations 2 --device cuda:0) && tiny_ok=1
     log_counts "$diagnose/tiny"
-    note "      the driver's PTX cache: $(du -sh "$CUDA_CACHE_PATH" 2>/dev/null | cut -f1)"
+    [[ -d $CUDA_CACHE_PATH ]] &&
+        note "      the driver's PTX cache: $(du -sh "$CUDA_CACHE_PATH" | cut -f1)"
     ((tiny_ok)) && time_faces64 "$bin" "$label" cuda:0
     ((tiny_ok))
 }
