@@ -22,7 +22,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
-use kiln::metrics::{FACE_ENCODER_IDENTITIES, FACE_ENCODER_INPUT, FaceEncoder, IdentitySplit};
+use kiln::metrics::{
+    FACE_ENCODER_IDENTITIES, FACE_ENCODER_INPUT, FACE_ENCODER_PEOPLE, FaceEncoder, IdentitySplit,
+};
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -88,9 +90,10 @@ fn train<B: AutodiffBackend>(
     };
     let faces = ImageFolder::load(&args.data, options, |_| {})?;
     let people = faces.class_names().len();
-    if people != FACE_ENCODER_IDENTITIES {
+    if faces.class_names() != FACE_ENCODER_PEOPLE {
         return Err(format!(
-            "{} has {people} people; the encoder tells apart {FACE_ENCODER_IDENTITIES}",
+            "{} has {people} people; the encoder tells apart the {FACE_ENCODER_IDENTITIES} of \
+             FACE_ENCODER_PEOPLE",
             args.data.display()
         )
         .into());

@@ -105,7 +105,8 @@ struct Args {
     /// Score what was drawn against the real images in this folder, loaded at the samples'
     /// size and channels: Fréchet distance, KID, precision and recall (and the memorisation
     /// rate with --eval-held-out), in InceptionV3's features when its weights are found
-    /// (--inception-weights or KILN_INCEPTION_WEIGHTS), else in the bundled face encoder's.
+    /// (--inception-weights or KILN_INCEPTION_WEIGHTS), else in the bundled face encoder's;
+    /// with --class, also the share of each person's samples the face encoder recognises.
     #[arg(long)]
     eval: Option<PathBuf>,
     /// Real images the model was not trained on: the scale of --eval's memorisation rate.
@@ -194,6 +195,13 @@ impl BackendTask for Sampling {
             (None, 1) => (args.count as f64).sqrt().ceil() as usize,
             (None, _) => args.count,
         };
+        if args.eval.is_some() && !labels.is_empty() {
+            let people: Vec<&str> = labels
+                .iter()
+                .map(|&label| loaded.class_names[label].as_str())
+                .collect();
+            recognised(&batches, &people, &device)?;
+        }
         let images = Tensor::cat(batches, 0);
         if let Some(real) = &args.eval {
             evaluate(&args, images.clone(), real, &device)?;
@@ -284,6 +292,36 @@ fn evaluate<B: Backend>(
         );
     }
     println!("evaluated {count} samples in {:.2?}", began.elapsed());
+    Ok(())
+}
+
+/// Prints, for each batch drawn for one of `people`, the share the bundled face encoder
+/// recognises as that person, and their mean (people it does not know are left out).
+fn recognised<B: Backend>(
+    batches: &[Tensor<B, 4>],
+    people: &[&str],
+    device: &B::Device,
+) -> Result<(), Box<dyn Error>> {
+    let encoder = FaceEncoder::<B>::bundled(device)?;
+    let mut known = Vec::new();
+    for (batch, person) in batches.iter().zip(people) {
+        let images = ((batch.clone() + 1.0) / 2.0).clamp(0.0, 1.0);
+        if let Some(accuracy) = encoder.identity_accuracy(images, person)? {
+            println!(
+                "{person}: {:.1} % recognised by the face encoder",
+                accuracy * 100.0
+            );
+            known.push(accuracy);
+        }
+    }
+    if !known.is_empty() {
+        let mean = known.iter().sum::<f64>() / known.len() as f64;
+        println!(
+            "identity accuracy: {:.1} % over {} people",
+            mean * 100.0,
+            known.len()
+        );
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ if [[ -n ${KILN_BIN:-} ]]; then
     face_train=$KILN_BIN/face_train
 else
     cargo build --release --quiet --features "$features" --example face_train
-    face_train=target/release/examples/face_train
+    face_train=${CARGO_TARGET_DIR:-target}/release/examples/face_train
 fi
 runs=$(mktemp -d)
 trap 'rm -rf "$runs"' EXIT

@@ -26,7 +26,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{ElementConversion, Int, Tensor};
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 
 use crate::{FeatureExtractor, MetricsError};
@@ -37,6 +37,14 @@ pub const FACE_ENCODER_INPUT: usize = 32;
 pub const FACE_ENCODER_DIMS: usize = 64;
 /// The identities of the bundled faces, one logit each.
 pub const FACE_ENCODER_IDENTITIES: usize = 40;
+/// The people of the bundled faces in the order of the encoder's identities: their folders'
+/// names in natural order, the order in which an `ImageFolder` of them numbers its classes.
+pub const FACE_ENCODER_PEOPLE: [&str; FACE_ENCODER_IDENTITIES] = [
+    "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15",
+    "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27", "s28",
+    "s29", "s30", "s31", "s32", "s33", "s34", "s35", "s36", "s37", "s38", "s39", "s40",
+];
+
 /// Convolution widths, input to features.
 const WIDTHS: [usize; 4] = [16, 32, 64, FACE_ENCODER_DIMS];
 
@@ -143,13 +151,36 @@ impl<B: Backend> FaceEncoder<B> {
         Ok(self.head.forward(self.trunk(images)?))
     }
 
-    /// The most likely identity of each image (`[n]`): the index of the person's folder among
-    /// the bundled faces' folders in name order (`s1`, `s10`, `s11`, …, `s9`), the order in
-    /// which an `ImageFolder` of them numbers its classes.
+    /// The most likely identity of each image (`[n]`): an index into [`FACE_ENCODER_PEOPLE`].
     pub fn identify(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 1, Int>, MetricsError> {
         let logits = self.logits(images)?;
         let n = logits.dims()[0];
         Ok(logits.argmax(1).reshape([n]))
+    }
+
+    /// The share of `images` in which the encoder recognises `person` (a folder name of the
+    /// bundled faces, as [`FACE_ENCODER_PEOPLE`] lists them): the identity accuracy of samples
+    /// drawn for that person. `None` for a name the encoder does not know.
+    pub fn identity_accuracy(
+        &self,
+        images: Tensor<B, 4>,
+        person: &str,
+    ) -> Result<Option<f64>, MetricsError> {
+        let Some(identity) = FACE_ENCODER_PEOPLE
+            .iter()
+            .position(|&known| known == person)
+        else {
+            return Ok(None);
+        };
+        let n = images.dims()[0];
+        let recognised = self
+            .identify(images)?
+            .equal_elem(identity as i64)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
+        Ok(Some(recognised / n as f64))
     }
 
     /// The network with every feature multiplied by `scale` (what training ends with).

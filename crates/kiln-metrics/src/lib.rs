@@ -50,7 +50,8 @@ mod weights;
 pub use error::MetricsError;
 pub use extractor::{FeatureExtractor, extract};
 pub use face_encoder::{
-    FACE_ENCODER_DIMS, FACE_ENCODER_IDENTITIES, FACE_ENCODER_INPUT, FaceEncoder, IdentitySplit,
+    FACE_ENCODER_DIMS, FACE_ENCODER_IDENTITIES, FACE_ENCODER_INPUT, FACE_ENCODER_PEOPLE,
+    FaceEncoder, IdentitySplit,
 };
 pub use features::Features;
 pub use frechet::frechet_distance;
