@@ -55,20 +55,31 @@ time_for() {
     fi
 }
 
+# LIMIT, or what is left of the budget if that is less.
+within_budget() {
+    echo $(($1 < budget - SECONDS ? $1 : budget - SECONDS))
+}
+
+# The report's lines for step NAME begun at BEGAN that failed: its time and its log's end.
+failed() {
+    local name=$1 began=$2
+    note "FAIL  $name ($((SECONDS - began)) s), last lines:"
+    tail -n 15 "$work/$name.log" | sed 's/^/      /' | tee -a "$report"
+    return 1
+}
+
 # Runs a step with a time limit (cut to what is left of the budget); its output goes to the
 # log, its verdict to the report.
 step() {
     local name=$1 limit=$2
     shift 2
     time_for "$name" "$limit" || return 1
-    ((limit > budget - SECONDS)) && limit=$((budget - SECONDS))
+    limit=$(within_budget "$limit")
     local began=$SECONDS
     if timeout -k 5 "$limit" "$@" >"$work/$name.log" 2>&1; then
         note "ok    $name ($((SECONDS - began)) s)"
     else
-        note "FAIL  $name ($((SECONDS - began)) s), last lines:"
-        tail -n 15 "$work/$name.log" | sed 's/^/      /' | tee -a "$report"
-        return 1
+        failed "$name" "$began"
     fi
 }
 
@@ -133,7 +144,7 @@ watched() {
     local name=$1 limit=$2
     shift 2
     time_for "$name" "$limit" || return 1
-    ((limit > budget - SECONDS)) && limit=$((budget - SECONDS))
+    limit=$(within_budget "$limit")
     local began=$SECONDS
     "$@" >"$work/$name.log" 2>&1 &
     local pid=$! looked=0
@@ -158,9 +169,7 @@ watched() {
         note "ok    $name ($((SECONDS - began)) s)"
         grep -v '^ *$' "$work/$name.log" | tail -n 12 | sed 's/^/      /' | tee -a "$report"
     else
-        note "FAIL  $name ($((SECONDS - began)) s), last lines:"
-        tail -n 15 "$work/$name.log" | sed 's/^/      /' | tee -a "$report"
-        return 1
+        failed "$name" "$began"
     fi
 }
 

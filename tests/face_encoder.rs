@@ -42,18 +42,10 @@ fn accuracy(
     labels: &[usize],
     indices: &[usize],
 ) -> f64 {
-    let named = encoder.identify(images(faces, indices)).unwrap();
-    let named = named
-        .into_data()
-        .convert::<i64>()
-        .into_vec::<i64>()
-        .unwrap();
-    let right = indices
-        .iter()
-        .zip(&named)
-        .filter(|&(&i, &n)| labels[i] as i64 == n)
-        .count();
-    right as f64 / indices.len() as f64
+    let identities: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
+    encoder
+        .accuracy(images(faces, indices), &identities)
+        .unwrap()
 }
 
 fn max_abs_diff(a: Tensor<B, 2>, b: Tensor<B, 2>) -> f32 {

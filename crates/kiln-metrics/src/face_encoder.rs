@@ -26,7 +26,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
-use burn::tensor::{ElementConversion, Int, Tensor};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 
 use crate::{FeatureExtractor, MetricsError};
@@ -173,14 +173,32 @@ impl<B: Backend> FaceEncoder<B> {
             return Ok(None);
         };
         let n = images.dims()[0];
-        let recognised = self
+        self.accuracy(images, &vec![identity; n]).map(Some)
+    }
+
+    /// The share of `images` whose identity the encoder names as `identities` (one index into
+    /// [`FACE_ENCODER_PEOPLE`] per image) says.
+    ///
+    /// # Panics
+    /// If `identities` does not have one entry per image (a caller's bug).
+    pub fn accuracy(
+        &self,
+        images: Tensor<B, 4>,
+        identities: &[usize],
+    ) -> Result<f64, MetricsError> {
+        let n = images.dims()[0];
+        assert_eq!(identities.len(), n, "one identity per image");
+        let device = images.device();
+        let expected: Vec<i64> = identities.iter().map(|&identity| identity as i64).collect();
+        let expected = Tensor::<B, 1, Int>::from_data(TensorData::new(expected, [n]), &device);
+        let right = self
             .identify(images)?
-            .equal_elem(identity as i64)
+            .equal(expected)
             .int()
             .sum()
             .into_scalar()
             .elem::<f64>();
-        Ok(Some(recognised / n as f64))
+        Ok(right / n as f64)
     }
 
     /// The network with every feature multiplied by `scale` (what training ends with).
