@@ -118,22 +118,21 @@ fn train<B: AutodiffBackend>(
     let mut order = split.train.clone();
     for epoch in 1..=args.epochs {
         order.shuffle(&mut rng);
-        let mut loss_sum = 0.0;
-        let mut steps = 0;
+        // The epoch's losses stay on the device and are read back once, when printed.
+        let mut losses = Vec::new();
         for batch in order.chunks(args.batch_size) {
             let images = augmented::<B>(&faces, batch, &mut rng, device);
             let targets = identities::<B>(&labels, batch, device);
             let loss = loss_of.forward(encoder.logits(images)?, targets);
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
-            steps += 1;
+            losses.push(loss.clone().inner());
             let grads = GradientsParams::from_grads(loss.backward(), &encoder);
             encoder = optimizer.step(args.learning_rate, encoder, grads);
         }
         if epoch % 10 == 0 || epoch == args.epochs {
             let held_out = accuracy(&encoder.valid(), &faces, &labels, &split.held_out)?;
+            let loss: f64 = Tensor::cat(losses, 0).mean().into_scalar().elem();
             println!(
-                "epoch {epoch:>3}: loss {:.4}, held-out accuracy {:.1} %",
-                loss_sum / steps as f64,
+                "epoch {epoch:>3}: loss {loss:.4}, held-out accuracy {:.1} %",
                 held_out * 100.0
             );
         }
