@@ -64,5 +64,5 @@ pub use kid::{
 };
 pub use memorisation::{Memorisation, memorisation_rate};
 pub use precision_recall::{PrecisionRecall, precision_recall};
-pub use quality::{Evaluator, Quality, QualityConfig, RealFeatures, quality};
+pub use quality::{Evaluator, Quality, QualityConfig, RealFeatures, SampleScorer, quality};
 pub use weights::{PthWeights, WeightSource};

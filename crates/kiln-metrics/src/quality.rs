@@ -1,9 +1,7 @@
 //! Every metric of the crate at once, for one set of generated samples against real data: what
 //! an evaluation during training or after sampling reports.
 
-use std::marker::PhantomData;
-
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -119,13 +117,26 @@ pub fn quality(
     })
 }
 
+/// Images per batch through the feature network when [`SampleScorer::score_data`] hands a
+/// whole set over at once (what InceptionV3 at 299×299 holds in memory comfortably).
+const SCORE_BATCH: usize = 50;
+
+/// Scores generated images handed over as host data: how a training run, which samples on its
+/// own backend, reaches an evaluator built on any backend (the images cross to the host once,
+/// a few megabytes, next to the seconds it takes to draw them).
+pub trait SampleScorer {
+    /// The [`Quality`] of `images`: `[n, channels, h, w]` values in [0, 1].
+    fn score_data(&self, images: TensorData) -> Result<Quality, MetricsError>;
+}
+
 /// A feature network and the real data in its features: scores any number of generated sets
 /// (during training, after sampling) with the real features computed once.
 pub struct Evaluator<B: Backend, E: FeatureExtractor<B>> {
     extractor: E,
     real: RealFeatures,
     config: QualityConfig,
-    backend: PhantomData<B>,
+    /// Where the real images were, and where [`SampleScorer::score_data`] puts its images.
+    device: B::Device,
 }
 
 impl<B: Backend, E: FeatureExtractor<B>> Evaluator<B, E> {
@@ -138,6 +149,11 @@ impl<B: Backend, E: FeatureExtractor<B>> Evaluator<B, E> {
         held_out: Option<Vec<Tensor<B, 4>>>,
         config: QualityConfig,
     ) -> Result<Self, MetricsError> {
+        let training: Vec<Tensor<B, 4>> = training.into_iter().collect();
+        let device = training.first().map(Tensor::device).ok_or(MetricsError::Images {
+            shape: Vec::new(),
+            reason: "there are no real training images",
+        })?;
         let training = extract(&extractor, training)?;
         let held_out = held_out
             .map(|batches| extract(&extractor, batches))
@@ -146,7 +162,7 @@ impl<B: Backend, E: FeatureExtractor<B>> Evaluator<B, E> {
             real: RealFeatures::new(training, held_out)?,
             extractor,
             config,
-            backend: PhantomData,
+            device,
         })
     }
 
@@ -165,6 +181,13 @@ impl<B: Backend, E: FeatureExtractor<B>> Evaluator<B, E> {
     /// The real data's features.
     pub fn real(&self) -> &RealFeatures {
         &self.real
+    }
+}
+
+impl<B: Backend, E: FeatureExtractor<B>> SampleScorer for Evaluator<B, E> {
+    fn score_data(&self, images: TensorData) -> Result<Quality, MetricsError> {
+        let images = Tensor::<B, 4>::from_data(images, &self.device);
+        self.score(images.split(SCORE_BATCH, 0))
     }
 }
 
@@ -221,6 +244,45 @@ mod tests {
                 .memorisation,
             None
         );
+    }
+
+    /// Each image's pixels as its features.
+    struct Pixels;
+
+    impl<B: Backend> FeatureExtractor<B> for Pixels {
+        fn dims(&self) -> usize {
+            4
+        }
+
+        fn features(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>, MetricsError> {
+            Ok(images.flatten(1, 3))
+        }
+    }
+
+    /// `n` 1×2×2 images with values in [0, 1], offset by `shift`.
+    fn images(n: usize, shift: f32) -> TensorData {
+        let values: Vec<f32> = (0..n * 4)
+            .map(|i| ((i * 7919 % 101) as f32) / 101.0 * 0.5 + shift)
+            .collect();
+        TensorData::new(values, [n, 1, 2, 2])
+    }
+
+    #[test]
+    fn host_data_scores_as_the_same_images_on_the_device() {
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let tensor = |data| Tensor::<B, 4>::from_data(data, &device);
+        let training = vec![tensor(images(30, 0.0)), tensor(images(30, 0.1))];
+        let held_out = Some(vec![tensor(images(20, 0.05))]);
+        let evaluator =
+            Evaluator::new(Pixels, training, held_out, QualityConfig::default()).unwrap();
+        // More images than one scoring batch, so the split into batches is exercised.
+        let generated = images(120, 0.3);
+        let on_device = evaluator.score([tensor(generated.clone())]).unwrap();
+        assert_eq!(evaluator.score_data(generated).unwrap(), on_device);
+        assert!(on_device.frechet > 0.0 && on_device.memorisation.is_some());
+        let none: Vec<Tensor<B, 4>> = Vec::new();
+        assert!(Evaluator::new(Pixels, none, None, QualityConfig::default()).is_err());
     }
 
     #[test]

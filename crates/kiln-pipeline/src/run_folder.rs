@@ -9,6 +9,7 @@
 //!                             state.json (the run's state and the other files' checksums)
 //!   samples/epoch-0010.png    sample grids
 //!   loss.csv, loss.png        the loss log and its plot
+//!   metrics.csv, metrics.png  sample quality at evaluated epochs, and the FD curve
 //!   progress.png              the sample grids side by side
 //! ```
 
@@ -73,6 +74,16 @@ impl RunFolder {
     /// `loss.png`, the loss curve.
     pub fn loss_plot(&self) -> PathBuf {
         self.root.join("loss.png")
+    }
+
+    /// `metrics.csv`, one line per evaluation of the samples' quality.
+    pub fn metrics_log(&self) -> PathBuf {
+        self.root.join("metrics.csv")
+    }
+
+    /// `metrics.png`, the Fréchet distance over the evaluations.
+    pub fn metrics_plot(&self) -> PathBuf {
+        self.root.join("metrics.png")
     }
 
     /// `progress.png`, the sample grids side by side.

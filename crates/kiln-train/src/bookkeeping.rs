@@ -1,12 +1,12 @@
-//! What a run writes besides the weights' updates: the loss log, sample grids, checkpoints and
-//! the run's summary, into the run folder ([`RunFolder`]). Only the first process of a run
+//! What a run writes besides the weights' updates: the loss log, sample grids, evaluations,
+//! checkpoints and the run's summary, into the run folder ([`RunFolder`]). Only the first process of a run
 //! (rank 0) keeps these books; the EMA they sample and save is updated by the step loop.
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_forward::Prediction;
 use kiln_pipeline::{Condition, Generation, RunFolder, SamplerName, generate, pixels};
@@ -15,18 +15,24 @@ use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 
 use crate::checkpoint;
-use crate::options::{TrainEvent, TrainSummary};
+use crate::csv_log::CsvLog;
+use crate::evaluation::Evaluations;
+use crate::options::{RunOptions, TrainEvent, TrainSummary};
 use crate::pending::LoggedStep;
 use crate::plot;
 use crate::run::Run;
 use crate::state::TrainState;
 use crate::{TrainConfig, TrainError};
 
-/// Rank 0's books: `loss.csv`, sample grids and checkpoints in the run folder.
+/// The header of `loss.csv`: one line per optimizer step.
+const LOSS_HEADER: &str = "step,epoch,loss,learning_rate";
+
+/// Rank 0's books: `loss.csv`, sample grids, `metrics.csv` and checkpoints in the run folder.
 pub(crate) struct Bookkeeping<'a> {
     run: &'a Run<'a>,
     folder: RunFolder,
-    log: LossLog,
+    log: CsvLog,
+    evaluations: Option<Evaluations<'a>>,
     grids: Vec<PathBuf>,
     checkpoint: Option<PathBuf>,
 }
@@ -39,30 +45,43 @@ pub(crate) struct Trained<'w, B: AutodiffBackend, O> {
 }
 
 impl<'a> Bookkeeping<'a> {
-    /// The books of `run` in `out`; creates `checkpoints/` and `samples/` and opens
-    /// `loss.csv`.
-    pub(crate) fn open(run: &'a Run<'a>, out: &Path) -> Result<Self, TrainError> {
-        let folder = RunFolder::new(out);
+    /// The books of `run` in `options.out`; creates `checkpoints/` and `samples/` and opens
+    /// `loss.csv` (and `metrics.csv` for a run with an evaluation).
+    pub(crate) fn open(run: &'a Run<'a>, options: &RunOptions<'a>) -> Result<Self, TrainError> {
+        let folder = RunFolder::new(options.out);
         for path in [folder.checkpoints(), folder.samples()] {
             fs::create_dir_all(&path).map_err(|error| TrainError::io(&path, error))?;
         }
         Ok(Self {
             run,
-            log: LossLog::open(&folder.loss_log(), run.start)?,
+            log: CsvLog::open(&folder.loss_log(), LOSS_HEADER, run.start)?,
+            evaluations: options
+                .evaluation
+                .map(|evaluation| Evaluations::open(evaluation, &folder, run.start))
+                .transpose()?,
             folder,
             grids: Vec::new(),
             checkpoint: None,
         })
     }
 
-    /// Writes a step's line into `loss.csv`.
+    /// Writes a step's line into `loss.csv` (its 0-based number written as the count of
+    /// steps done).
     pub(crate) fn log(&mut self, logged: &LoggedStep) -> Result<(), TrainError> {
-        self.log.append(logged)
+        let LoggedStep {
+            step,
+            epoch,
+            loss,
+            learning_rate,
+        } = logged;
+        self.log
+            .append(&format!("{},{epoch},{loss},{learning_rate}", step + 1))
     }
 
     /// After optimizer step `step` (0-based), whose loss has been logged if it ends an epoch
     /// or the run, and whose EMA update is done: a grid from the EMA model at the end of every
-    /// `sample_every_epochs`-th epoch and of the last; a checkpoint of `trained` at the end of
+    /// `sample_every_epochs`-th epoch and of the last; an evaluation of the EMA model where
+    /// one is due; a checkpoint of `trained` at the end of
     /// every `checkpoint_every_epochs`-th epoch, of the last, and on a `stop` request.
     pub(crate) fn after_step<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
         &mut self,
@@ -76,21 +95,26 @@ impl<'a> Bookkeeping<'a> {
         let finished_epoch = (step + 1).is_multiple_of(run.steps_per_epoch);
         let epochs_done = ((step + 1) / run.steps_per_epoch) as usize;
         let last = step + 1 == run.total_steps;
+        let sampled = Sampled {
+            model: trained.ema,
+            prediction: run.prediction,
+            schedule: run.schedule,
+            device,
+        };
         if finished_epoch && (epochs_done.is_multiple_of(config.sample_every_epochs) || last) {
             let path = self.folder.sample_grid(epochs_done);
-            write_grid(
-                config,
-                trained.ema,
-                run.prediction,
-                run.schedule,
-                device,
-                &path,
-            )?;
+            write_grid(config, &sampled, &path)?;
             on_event(TrainEvent::Sampled {
                 epoch: epochs_done,
                 path: &path,
             });
             self.grids.push(path);
+        }
+        if let Some(evaluations) = &mut self.evaluations
+            && finished_epoch
+            && evaluations.due(epochs_done, last)
+        {
+            evaluations.evaluate(config, &sampled, step + 1, epochs_done, on_event)?;
         }
         if stop
             || (finished_epoch
@@ -119,8 +143,8 @@ impl<'a> Bookkeeping<'a> {
         Ok(())
     }
 
-    /// Flushes the log and, after a whole run, writes `progress.png` and `loss.png`; the
-    /// summary of a run that ended after `steps` steps.
+    /// Flushes the logs and, after a whole run, writes `progress.png`, `loss.png` and
+    /// `metrics.png`; the summary of a run that ended after `steps` steps.
     pub(crate) fn finish(
         mut self,
         steps: u64,
@@ -128,13 +152,23 @@ impl<'a> Bookkeeping<'a> {
     ) -> Result<TrainSummary, TrainError> {
         self.log.flush()?;
         let whole = !interrupted && steps == self.run.total_steps;
-        let (montage, loss_curve) = if whole {
+        if let Some(evaluations) = &mut self.evaluations {
+            evaluations.flush()?;
+        }
+        let (montage, loss_curve, metrics_curve) = if whole {
+            let losses = self.log.read_columns([2])?;
+            let curve = plot::loss_curve(&losses.iter().map(|[loss]| *loss).collect::<Vec<_>>(), 800, 300);
+            let metrics_curve = match &mut self.evaluations {
+                Some(evaluations) => evaluations.plot(&self.folder.metrics_plot())?,
+                None => None,
+            };
             (
                 write_montage(&self.folder.samples(), &self.folder.progress())?,
-                self.log.plot(&self.folder.loss_plot())?,
+                save_plot(curve, &self.folder.loss_plot())?,
+                metrics_curve,
             )
         } else {
-            (None, None)
+            (None, None, None)
         };
         Ok(TrainSummary {
             steps,
@@ -143,7 +177,61 @@ impl<'a> Bookkeeping<'a> {
             grids: self.grids,
             montage,
             loss_curve,
+            metrics_curve,
         })
+    }
+}
+
+/// Writes a plot, if there is one, to `path`.
+pub(crate) fn save_plot(
+    image: Option<image::RgbImage>,
+    path: &Path,
+) -> Result<Option<PathBuf>, TrainError> {
+    let Some(image) = image else {
+        return Ok(None);
+    };
+    image
+        .save(path)
+        .map_err(|error| TrainError::io(path, error))?;
+    Ok(Some(path.to_path_buf()))
+}
+
+/// A model to sample from: the EMA weights, what they predict, and the run's schedule.
+pub(crate) struct Sampled<'m, B: Backend> {
+    pub model: &'m UNet<B>,
+    pub prediction: Prediction,
+    pub schedule: &'m NoiseSchedule,
+    pub device: &'m B::Device,
+}
+
+impl<B: Backend> Sampled<'_, B> {
+    /// Draws `generation`'s images, `[count, channels, size, size]` in [−1, 1].
+    pub(crate) fn generate(&self, generation: Generation) -> Result<Tensor<B, 4>, TrainError> {
+        let images = generate(
+            self.model,
+            self.prediction,
+            self.schedule,
+            generation,
+            self.device,
+            |_| {},
+        )?;
+        Ok(images)
+    }
+}
+
+/// The condition of images `indices` of a run's samples: none for an unconditional run; a
+/// class-conditional run shows its classes in turn (image i of class i mod classes), sampled
+/// conditionally and unguided (w = 1).
+pub(crate) fn sample_condition(
+    config: &TrainConfig,
+    indices: std::ops::Range<usize>,
+) -> Condition {
+    match &config.classes {
+        None => Condition::Unconditional,
+        Some(classes) => Condition::Classes {
+            labels: indices.map(|i| i % classes.names.len()).collect(),
+            guidance: GuidanceConfig::new(1.0),
+        },
     }
 }
 
@@ -154,22 +242,10 @@ impl<'a> Bookkeeping<'a> {
 /// steps gives clean faces (docs/training.md).
 fn write_grid<B: Backend>(
     config: &TrainConfig,
-    model: &UNet<B>,
-    prediction: Prediction,
-    schedule: &NoiseSchedule,
-    device: &B::Device,
+    sampled: &Sampled<'_, B>,
     path: &Path,
 ) -> Result<(), TrainError> {
-    // A class-conditional run shows its classes in turn, sampled conditionally (w = 1).
-    let condition = match &config.classes {
-        None => Condition::Unconditional,
-        Some(classes) => Condition::Classes {
-            labels: (0..config.sample_count)
-                .map(|i| i % classes.names.len())
-                .collect(),
-            guidance: GuidanceConfig::new(1.0),
-        },
-    };
+    let condition = sample_condition(config, 0..config.sample_count);
     let generation = Generation {
         sampler: SamplerName::Ddim,
         steps: config.sample_steps,
@@ -179,7 +255,7 @@ fn write_grid<B: Backend>(
         clip: true,
         condition,
     };
-    let images = generate(model, prediction, schedule, generation, device, |_| {})?;
+    let images = sampled.generate(generation)?;
     let columns = (config.sample_count as f64).sqrt().ceil() as usize;
     pixels::save(&pixels::grid(images, columns, 2)?, path)?;
     Ok(())
@@ -206,73 +282,4 @@ fn write_montage(samples: &Path, path: &Path) -> Result<Option<PathBuf>, TrainEr
         .collect::<Result<Vec<_>, _>>()?;
     pixels::save(&pixels::montage(&images, 8, 8)?, path)?;
     Ok(Some(path.to_path_buf()))
-}
-
-/// `loss.csv`: one line per optimizer step (`step,epoch,loss,learning_rate`).
-struct LossLog {
-    path: PathBuf,
-    writer: BufWriter<File>,
-}
-
-impl LossLog {
-    /// Opens the log for a run starting at step `start`, keeping the lines of earlier steps
-    /// (a resumed run drops those written after its checkpoint).
-    fn open(path: &Path, start: u64) -> Result<Self, TrainError> {
-        let io = |error: std::io::Error| TrainError::io(path, error);
-        let mut kept = vec!["step,epoch,loss,learning_rate".to_string()];
-        if start > 0 && path.exists() {
-            let reader = BufReader::new(File::open(path).map_err(io)?);
-            for line in reader.lines().skip(1) {
-                let line = line.map_err(io)?;
-                let step: Option<u64> = line.split(',').next().and_then(|s| s.parse().ok());
-                if step.is_some_and(|step| step <= start) {
-                    kept.push(line);
-                }
-            }
-        }
-        let mut writer = BufWriter::new(File::create(path).map_err(io)?);
-        for line in &kept {
-            writeln!(writer, "{line}").map_err(io)?;
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            writer,
-        })
-    }
-
-    /// Logs a step (its 0-based number written as the count of steps done).
-    fn append(&mut self, logged: &LoggedStep) -> Result<(), TrainError> {
-        let LoggedStep {
-            step,
-            epoch,
-            loss,
-            learning_rate,
-        } = logged;
-        writeln!(self.writer, "{},{epoch},{loss},{learning_rate}", step + 1)
-            .map_err(|error| TrainError::io(&self.path, error))
-    }
-
-    /// Draws every loss in the log into `path`; `None` if there was nothing to draw.
-    fn plot(&self, path: &Path) -> Result<Option<PathBuf>, TrainError> {
-        let text =
-            fs::read_to_string(&self.path).map_err(|error| TrainError::io(&self.path, error))?;
-        let losses: Vec<f64> = text
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split(',').nth(2)?.parse().ok())
-            .collect();
-        let Some(image) = plot::loss_curve(&losses, 800, 300) else {
-            return Ok(None);
-        };
-        image
-            .save(path)
-            .map_err(|error| TrainError::io(path, error))?;
-        Ok(Some(path.to_path_buf()))
-    }
-
-    fn flush(&mut self) -> Result<(), TrainError> {
-        self.writer
-            .flush()
-            .map_err(|error| TrainError::io(&self.path, error))
-    }
 }

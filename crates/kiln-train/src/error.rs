@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use kiln_forward::ForwardError;
+use kiln_metrics::MetricsError;
 use kiln_pipeline::pixels::PixelError;
 use kiln_pipeline::{Damage, PipelineError};
 use kiln_unet::UNetError;
@@ -110,6 +111,9 @@ pub enum TrainError {
     /// Generating the sample grids, or reading the run folder's layout.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// Scoring the samples of an evaluation failed.
+    #[error("evaluating the samples: {0}")]
+    Metrics(#[from] MetricsError),
 }
 
 impl TrainError {

@@ -5,11 +5,13 @@
 //! - [`train`]: the training loop (ε/x₀/v targets, optional min-SNR weighting, AdamW with
 //!   warm-up and gradient clipping, gradient accumulation, an [`Ema`] of the weights, class
 //!   labels with label dropout for classifier-free guidance), writing sample grids, a loss log
-//!   and atomic, exactly resumable checkpoints; data-parallel over several devices (a worker
-//!   thread each, gradients summed with burn-collective) and several processes or machines (a
-//!   [`ProcessGroup`]: `MpiProcesses` with the `mpi` feature);
+//!   and atomic, exactly resumable checkpoints, and scoring the samples' quality as it goes
+//!   ([`Evaluation`]: FD, KID, precision, recall and memorisation into `metrics.csv`);
+//!   data-parallel over several devices (a worker thread each, gradients summed with
+//!   burn-collective) and several processes or machines (a [`ProcessGroup`]: `MpiProcesses`
+//!   with the `mpi` feature);
 //! - [`check_run`] and [`verify_checkpoint`]: whether a run's checkpoints are whole;
-//! - [`plot`]: the loss curve.
+//! - [`plot`]: the loss and metric curves.
 //!
 //! Sampling a trained model (the run's grids too) is kiln-pipeline's: `load_for_sampling`
 //! reads the run folders written here, whose layout is its `RunFolder`.
@@ -23,9 +25,11 @@ mod agreement;
 mod bookkeeping;
 mod checkpoint;
 mod config;
+mod csv_log;
 mod dataset;
 mod ema;
 mod error;
+mod evaluation;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod options;
@@ -50,7 +54,7 @@ pub use ema::Ema;
 pub use error::TrainError;
 #[cfg(feature = "mpi")]
 pub use mpi::MpiProcesses;
-pub use options::{DEFAULT_LOG_EVERY, RunOptions, TrainEvent, TrainSummary};
+pub use options::{DEFAULT_LOG_EVERY, Evaluation, RunOptions, TrainEvent, TrainSummary};
 pub use processes::{ProcessGroup, SingleProcess};
 pub use resident::DeviceImages;
 pub use state::{CheckpointHealth, TrainState, check_run, read_state, verify_checkpoint};

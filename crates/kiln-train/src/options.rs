@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use kiln_metrics::{Quality, SampleScorer};
 use kiln_pipeline::Damage;
 
-use crate::{ProcessGroup, SingleProcess};
+use crate::{ProcessGroup, SingleProcess, TrainError};
 
 /// Where a run writes, how it may be stopped, and which processes train it together.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,63 @@ pub struct RunOptions<'a> {
     /// are the losses checked, logged and reported ([`TrainEvent::Step`]), so on a GPU the
     /// steps in between are queued without the host ever waiting for the device.
     pub log_every: u64,
+    /// Scores the EMA model's samples at the end of some epochs into `metrics.csv`; none by
+    /// default.
+    pub evaluation: Option<Evaluation<'a>>,
+}
+
+/// An evaluation of the model during a run: at the end of every `every_epochs`-th epoch and of
+/// the last, the EMA model draws `count` samples with DDIM in `steps` steps (x_0 clipped, as
+/// the sample grids are drawn; a class-conditional run draws its classes in turn, unguided),
+/// and `scorer` scores them against the real data (Fréchet distance, KID, precision, recall,
+/// memorisation: `kiln_metrics::Evaluator`). Rank 0 alone evaluates; the other workers wait
+/// at their next exchange.
+///
+/// The noise of evaluation `e` is seeded with (run seed, `e`'s epoch), so two runs with the
+/// same seed are scored on the same noise.
+#[derive(Clone, Copy)]
+pub struct Evaluation<'a> {
+    /// Epochs between two evaluations (at least 1).
+    pub every_epochs: usize,
+    /// Samples drawn per evaluation.
+    pub count: usize,
+    /// DDIM steps per sample.
+    pub steps: usize,
+    /// What scores the samples.
+    pub scorer: &'a dyn SampleScorer,
+}
+
+impl Evaluation<'_> {
+    /// Refuses an evaluation that cannot happen: every 0 epochs, fewer than 2 samples (a
+    /// covariance needs two), or 0 steps.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let refuse = |field: &str, problem: &str| {
+            Err(TrainError::Config {
+                field: format!("evaluation.{field}"),
+                problem: problem.into(),
+            })
+        };
+        if self.every_epochs == 0 {
+            return refuse("every_epochs", "must be at least 1");
+        }
+        if self.count < 2 {
+            return refuse("count", "at least 2 samples are needed for their covariance");
+        }
+        if self.steps == 0 {
+            return refuse("steps", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Evaluation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluation")
+            .field("every_epochs", &self.every_epochs)
+            .field("count", &self.count)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Steps between two log points unless [`RunOptions::log_every`] says otherwise.
@@ -45,6 +103,7 @@ impl<'a> RunOptions<'a> {
             stop,
             processes: &SingleProcess,
             log_every: DEFAULT_LOG_EVERY,
+            evaluation: None,
         }
     }
 }
@@ -96,6 +155,18 @@ pub enum TrainEvent<'a> {
         /// The PNG.
         path: &'a Path,
     },
+    /// The EMA model's samples were scored ([`Evaluation`]) and the line appended to
+    /// `metrics.csv`.
+    Evaluated {
+        /// The epoch just finished (1-based count).
+        epoch: usize,
+        /// The scores.
+        quality: &'a Quality,
+        /// Seconds spent drawing the samples.
+        sampling_seconds: f64,
+        /// Seconds spent scoring them.
+        scoring_seconds: f64,
+    },
     /// A checkpoint was written.
     Saved {
         /// Steps done.
@@ -121,4 +192,7 @@ pub struct TrainSummary {
     /// The loss of every step of the run as a picture (`loss.png`, see
     /// [`crate::plot::loss_curve`]), written at the end.
     pub loss_curve: Option<PathBuf>,
+    /// The Fréchet distance at each evaluation of the run as a picture (`metrics.png`, see
+    /// [`crate::plot::metric_curve`]), written at the end of a run that evaluated.
+    pub metrics_curve: Option<PathBuf>,
 }

@@ -1,9 +1,11 @@
-//! The loss curve of a run as a picture, drawn without a plotting library.
+//! A run's curves as pictures, drawn without a plotting library: the loss of every step
+//! ([`loss_curve`]) and a metric at a few points of the run ([`metric_curve`]).
 //!
-//! The y axis is log₁₀(loss) between the smallest and largest positive loss, with a faint
-//! horizontal line at every power of ten in between; the x axis is the step. Each step's loss
-//! is a grey dot and an exponential moving average of log₁₀(loss) (weight 0.9 on the past) a dark
-//! line, so the trend shows through the per-batch scatter.
+//! The y axis is log₁₀ of the value between the smallest and largest positive value, with a
+//! faint horizontal line at every power of ten in between; the x axis is the step (or epoch).
+//! The loss curve draws each step's loss as a grey dot and an exponential moving average of
+//! log₁₀(loss) (weight 0.9 on the past) as a dark line, so the trend shows through the
+//! per-batch scatter; a metric curve joins its points with a line and marks each with a square.
 
 use image::{Rgb, RgbImage};
 
@@ -11,46 +13,112 @@ const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
 const GRID: Rgb<u8> = Rgb([225, 225, 235]);
 const RAW: Rgb<u8> = Rgb([150, 150, 150]);
 const SMOOTH: Rgb<u8> = Rgb([20, 60, 160]);
+const POINT: Rgb<u8> = Rgb([200, 70, 30]);
 
 /// Draws `losses` (one per step; non-finite or non-positive values are skipped) on a
 /// `width`×`height` canvas. `None` if there is nothing positive and finite to draw.
 pub fn loss_curve(losses: &[f64], width: u32, height: u32) -> Option<RgbImage> {
-    let valid: Vec<(usize, f64)> = losses
+    let points: Vec<(f64, f64)> = losses
         .iter()
-        .copied()
         .enumerate()
-        .filter(|(_, loss)| loss.is_finite() && *loss > 0.0)
+        .map(|(step, &loss)| (step as f64, loss))
         .collect();
-    if valid.is_empty() || width < 2 || height < 2 {
-        return None;
+    let (mut canvas, axes, valid) = LogAxes::canvas(&points, width, height)?;
+    for &(x, log) in &valid {
+        canvas.put_pixel(axes.x_of(x), axes.y_of(log), RAW);
     }
-    let logs: Vec<f64> = valid.iter().map(|(_, loss)| loss.log10()).collect();
-    let low = logs.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let span = (high - low).max(1e-9);
-    let last_step = valid.last().map_or(1, |(step, _)| *step).max(1) as f64;
-    let x_of = |step: usize| (step as f64 / last_step * (width - 1) as f64).round() as u32;
-    let y_of = |log: f64| ((high - log) / span * (height - 1) as f64).round() as u32;
-
-    let mut canvas = RgbImage::from_pixel(width, height, BACKGROUND);
-    for decade in (low.ceil() as i32)..=(high.floor() as i32) {
-        let y = y_of(decade as f64);
-        for x in 0..width {
-            canvas.put_pixel(x, y, GRID);
-        }
-    }
-    for (&(step, _), &log) in valid.iter().zip(&logs) {
-        canvas.put_pixel(x_of(step), y_of(log), RAW);
-    }
-    let mut average = logs[0];
+    let mut average = valid[0].1;
     let mut previous: Option<(u32, u32)> = None;
-    for (&(step, _), &log) in valid.iter().zip(&logs) {
+    for &(x, log) in &valid {
         average = 0.9 * average + 0.1 * log;
-        let point = (x_of(step), y_of(average));
+        let point = (axes.x_of(x), axes.y_of(average));
         draw_line(&mut canvas, previous.unwrap_or(point), point, SMOOTH);
         previous = Some(point);
     }
     Some(canvas)
+}
+
+/// Draws a metric measured at a few points of a run, `(x, value)` in increasing x (such as
+/// the Fréchet distance after each evaluated epoch; non-finite or non-positive values are
+/// skipped), on a `width`×`height` canvas. `None` if there is nothing to draw.
+pub fn metric_curve(points: &[(f64, f64)], width: u32, height: u32) -> Option<RgbImage> {
+    let (mut canvas, axes, valid) = LogAxes::canvas(points, width, height)?;
+    let pixels: Vec<(u32, u32)> = valid
+        .iter()
+        .map(|&(x, log)| (axes.x_of(x), axes.y_of(log)))
+        .collect();
+    for pair in pixels.windows(2) {
+        draw_line(&mut canvas, pair[0], pair[1], SMOOTH);
+    }
+    for &(x, y) in &pixels {
+        for dx in -2..=2i64 {
+            for dy in -2..=2i64 {
+                let (px, py) = (x as i64 + dx, y as i64 + dy);
+                if (0..width as i64).contains(&px) && (0..height as i64).contains(&py) {
+                    canvas.put_pixel(px as u32, py as u32, POINT);
+                }
+            }
+        }
+    }
+    Some(canvas)
+}
+
+/// The axes of a plot: x from the first to the last point's x, y = log₁₀(value) from the
+/// largest (top row) to the smallest (bottom row).
+struct LogAxes {
+    first_x: f64,
+    x_span: f64,
+    low: f64,
+    high: f64,
+    width: u32,
+    height: u32,
+}
+
+impl LogAxes {
+    /// The blank canvas with its decade lines, its axes, and the points that can be drawn as
+    /// `(x, log₁₀ value)`; `None` if there are none or the canvas is too small.
+    fn canvas(
+        points: &[(f64, f64)],
+        width: u32,
+        height: u32,
+    ) -> Option<(RgbImage, Self, Vec<(f64, f64)>)> {
+        let valid: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|(x, value)| x.is_finite() && value.is_finite() && *value > 0.0)
+            .map(|&(x, value)| (x, value.log10()))
+            .collect();
+        if valid.is_empty() || width < 2 || height < 2 {
+            return None;
+        }
+        let low = valid.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let high = valid.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let first_x = valid[0].0;
+        let axes = Self {
+            first_x,
+            x_span: (valid[valid.len() - 1].0 - first_x).max(1.0),
+            low,
+            high,
+            width,
+            height,
+        };
+        let mut canvas = RgbImage::from_pixel(width, height, BACKGROUND);
+        for decade in (low.ceil() as i32)..=(high.floor() as i32) {
+            let y = axes.y_of(decade as f64);
+            for x in 0..width {
+                canvas.put_pixel(x, y, GRID);
+            }
+        }
+        Some((canvas, axes, valid))
+    }
+
+    fn x_of(&self, x: f64) -> u32 {
+        ((x - self.first_x) / self.x_span * (self.width - 1) as f64).round() as u32
+    }
+
+    fn y_of(&self, log: f64) -> u32 {
+        let span = (self.high - self.low).max(1e-9);
+        ((self.high - log) / span * (self.height - 1) as f64).round() as u32
+    }
 }
 
 /// A straight segment from `a` to `b`, one pixel per step along the longer axis.
@@ -85,6 +153,19 @@ mod tests {
             assert!(grid_share(y) > 80, "row {y}: {}", grid_share(y));
         }
         assert_eq!(grid_share(30), 0);
+    }
+
+    #[test]
+    fn a_metric_is_a_line_through_marked_points() {
+        let image = metric_curve(&[(10.0, 100.0), (20.0, 10.0), (30.0, 1.0)], 101, 51).unwrap();
+        // log₁₀ 100 … 1 over rows 0 … 50: the points at (0, 0), (50, 25) and (100, 50).
+        for (x, y) in [(0, 0), (50, 25), (100, 50)] {
+            assert_eq!(*image.get_pixel(x, y), POINT);
+        }
+        assert_eq!(*image.get_pixel(24, 12), SMOOTH);
+        assert_eq!(*image.get_pixel(25, 40), BACKGROUND);
+        assert!(metric_curve(&[(1.0, f64::NAN)], 10, 10).is_none());
+        assert!(metric_curve(&[(1.0, 3.0)], 10, 10).is_some());
     }
 
     #[test]

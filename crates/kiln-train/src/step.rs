@@ -170,7 +170,7 @@ const ORDER_STREAM: u64 = 0x6f72_6465_7273_2121;
 
 /// A 64-bit seed for stream position `index` of `seed` (SplitMix64's finaliser, so nearby
 /// inputs give unrelated seeds).
-fn mix(seed: u64, index: u64) -> u64 {
+pub(crate) fn mix(seed: u64, index: u64) -> u64 {
     let mut z = seed
         .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -63,6 +63,9 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<TrainSummary, TrainError> {
     let processes = options.processes;
     check_inputs(config, data, devices, processes.size())?;
+    if let Some(evaluation) = &options.evaluation {
+        evaluation.validate()?;
+    }
     agree_on_run(processes, config, data.len(), devices.len())?;
     let optimizer_config = config.optimizer();
     let Start {
@@ -84,7 +87,7 @@ pub fn train<B: AutodiffBackend>(
     let keeper = match processes.rank() {
         0 => Some(Keeper {
             ema,
-            books: Bookkeeping::open(&run, options.out)?,
+            books: Bookkeeping::open(&run, &options)?,
         }),
         _ => None,
     };
