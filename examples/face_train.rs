@@ -6,6 +6,7 @@
 //!     --image-size 64 --preset faces64 --epochs 50 --device cuda
 //! cargo run --release --example face_train -- --resume           # continue runs/faces
 //! cargo run --release --example face_train -- --labels folders --out runs/people
+//! cargo run --release --example face_train -- --hold-out 2 --eval-every 10   # FD/KID as it trains
 //! cargo build --release --features mpi --example face_train        # then, across processes:
 //! mpirun -np 2 target/release/examples/face_train --distributed mpi --out runs/faces-mpi
 //! ```
@@ -18,6 +19,10 @@
 //! EMA weights with a fixed seed, so successive grids show the same faces improving),
 //! `progress.png` (all grids side by side), `loss.csv` and `loss.png`, and `checkpoints/` (continue with
 //! `--resume`; sample with `face_sample --checkpoint runs/faces`; verify with `--check`).
+//! With `--eval-every N`, also `metrics.csv` and `metrics.png`: every N epochs the EMA model
+//! draws `--eval-count` samples with DDIM in `--eval-steps` steps, scored against the training
+//! images (and the `--hold-out` images, for the memorisation rate) in the bundled face
+//! encoder's features, or InceptionV3's with `--inception-weights`.
 //! Ctrl-C saves a checkpoint before exiting. With `--distributed mpi` every process trains its
 //! share of each batch, rank 0 alone prints and writes, and a process that fails ends the job.
 //! See docs/training.md.
@@ -33,9 +38,10 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
+use kiln::metrics::IdentitySplit;
 use kiln::train::{
-    ClassConditioning, DEFAULT_LOG_EVERY, ImageFolder, ImageFolderOptions, Labels, LoadEvent,
-    ProcessGroup, RunOptions, SingleProcess, TrainConfig, TrainEvent, check_run, train,
+    ClassConditioning, DEFAULT_LOG_EVERY, Evaluation, ImageFolder, ImageFolderOptions, Labels,
+    LoadEvent, ProcessGroup, RunOptions, SingleProcess, TrainConfig, TrainEvent, check_run, train,
 };
 use kiln::unet::UNetPreset;
 
@@ -45,6 +51,8 @@ mod allocator;
 mod exit;
 #[path = "common/names.rs"]
 mod names;
+#[path = "common/scorer.rs"]
+mod scorer;
 
 /// The folder of the bundled faces (AT&T "The Database of Faces": 400 grayscale photos of 40
 /// people; see assets/faces/README.md).
@@ -137,6 +145,25 @@ struct Args {
     /// its --device or --devices; needs `--features mpi`).
     #[arg(long, default_value = "none", value_parser = ["none", "mpi"])]
     distributed: String,
+    /// Keep the last this many images of each folder under --data out of training (the
+    /// bundled faces with 2: photos 9 and 10 of each person, which the face encoder did not
+    /// train on either); the evaluations measure memorisation against them.
+    #[arg(long, default_value_t = 0)]
+    hold_out: usize,
+    /// Score the EMA model's samples every this many epochs (and after the last) into
+    /// metrics.csv and metrics.png: Fréchet distance, KID, precision, recall, memorisation.
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Samples drawn per evaluation.
+    #[arg(long, default_value_t = 1000)]
+    eval_count: usize,
+    /// DDIM steps of the evaluations' samples.
+    #[arg(long, default_value_t = 10)]
+    eval_steps: usize,
+    /// pytorch-fid's InceptionV3 weights (pt_inception-2015-12-05-*.pth) for the evaluations
+    /// (default: KILN_INCEPTION_WEIGHTS, else the bundled face encoder).
+    #[arg(long, requires = "eval_every")]
+    inception_weights: Option<PathBuf>,
     /// The run folder.
     #[arg(long, default_value = "runs/faces")]
     out: PathBuf,
@@ -249,11 +276,16 @@ impl MultiDeviceTask for Training<'_> {
             .channels
             .unwrap_or(if args.data.is_none() { 1 } else { 3 });
         let started = Instant::now();
+        // Holding images out of each folder needs the folders as labels.
         let options = ImageFolderOptions {
             image_size: args.image_size as u32,
             channels,
             strict: args.strict,
-            labels: args.labels,
+            labels: if args.hold_out > 0 {
+                Labels::Folders
+            } else {
+                args.labels
+            },
         };
         let data = ImageFolder::load(&data_dir, options, |event| match event {
             _ if !talks => {}
@@ -278,10 +310,25 @@ impl MultiDeviceTask for Training<'_> {
                 );
             }
         })?;
+        let (data, held_out) = hold_out(data, args.hold_out, args.labels);
         if talks {
             report_data(&data, &data_dir, channels, args.image_size, started);
+            if let Some(held_out) = &held_out {
+                eprintln!("held out {} images", held_out.len());
+            }
         }
         let config = train_config(&args, channels, data.class_names());
+        // Rank 0 alone evaluates.
+        let scorer = match args.eval_every {
+            Some(_) if talks => {
+                let weights = args.inception_weights.as_deref();
+                let (scorer, space) =
+                    scorer::scorer::<B>(&data, held_out.as_ref(), weights, &devices[0])?;
+                eprintln!("evaluating in {space}'s features");
+                Some(scorer)
+            }
+            _ => None,
+        };
 
         let stop = Arc::new(AtomicBool::new(false));
         let handler_flag = Arc::clone(&stop);
@@ -296,6 +343,15 @@ impl MultiDeviceTask for Training<'_> {
         let run = RunOptions {
             processes,
             log_every: args.log_every,
+            evaluation: args
+                .eval_every
+                .zip(scorer.as_deref())
+                .map(|(every_epochs, scorer)| Evaluation {
+                    every_epochs,
+                    count: args.eval_count,
+                    steps: args.eval_steps,
+                    scorer,
+                }),
             ..RunOptions::new(&args.out, args.resume, &stop)
         };
         let mut progress = Progress::new(config.epochs);
@@ -327,7 +383,26 @@ impl MultiDeviceTask for Training<'_> {
         if let Some(curve) = summary.loss_curve {
             println!("loss curve: {}", curve.display());
         }
+        if let Some(curve) = summary.metrics_curve {
+            println!("FD curve: {}", curve.display());
+        }
         Ok(())
+    }
+}
+
+/// `data` without the last `count` images of each folder, and those images (none when `count`
+/// is 0); the training images keep their folders as labels only when `labels` asks for them.
+fn hold_out(data: ImageFolder, count: usize, labels: Labels) -> (ImageFolder, Option<ImageFolder>) {
+    let folders = data.labels_of(&(0..data.len()).collect::<Vec<_>>());
+    let Some(folders) = folders.filter(|_| count > 0) else {
+        return (data, None);
+    };
+    let split = IdentitySplit::new(&folders, count);
+    let held_out = data.subset(&split.held_out).without_labels();
+    let training = data.subset(&split.train);
+    match labels {
+        Labels::Folders => (training, Some(held_out)),
+        Labels::None => (training.without_labels(), Some(held_out)),
     }
 }
 
@@ -465,6 +540,22 @@ impl Progress {
             }
             TrainEvent::Sampled { epoch, path } => {
                 eprintln!("\nepoch {epoch}: samples in {}", path.display());
+            }
+            TrainEvent::Evaluated {
+                epoch,
+                quality,
+                sampling_seconds,
+                scoring_seconds,
+            } => {
+                let pr = quality.precision_recall;
+                let memorised = quality.memorisation.map_or(String::new(), |m| {
+                    format!(", memorised {:.1} %", m.rate * 100.0)
+                });
+                eprintln!(
+                    "\nepoch {epoch}: FD {:.4}, KID {:.5}, precision {:.3}, recall {:.3}{memorised} \
+                     (drawn in {sampling_seconds:.1} s, scored in {scoring_seconds:.1} s)",
+                    quality.frechet, quality.kid.mean, pr.precision, pr.recall,
+                );
             }
             TrainEvent::Saved { step, path } => {
                 eprintln!("\nstep {step}: checkpoint {}", path.display());

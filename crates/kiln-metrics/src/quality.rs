@@ -150,10 +150,13 @@ impl<B: Backend, E: FeatureExtractor<B>> Evaluator<B, E> {
         config: QualityConfig,
     ) -> Result<Self, MetricsError> {
         let training: Vec<Tensor<B, 4>> = training.into_iter().collect();
-        let device = training.first().map(Tensor::device).ok_or(MetricsError::Images {
-            shape: Vec::new(),
-            reason: "there are no real training images",
-        })?;
+        let device = training
+            .first()
+            .map(Tensor::device)
+            .ok_or(MetricsError::Images {
+                shape: Vec::new(),
+                reason: "there are no real training images",
+            })?;
         let training = extract(&extractor, training)?;
         let held_out = held_out
             .map(|batches| extract(&extractor, batches))

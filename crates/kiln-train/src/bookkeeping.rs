@@ -157,7 +157,11 @@ impl<'a> Bookkeeping<'a> {
         }
         let (montage, loss_curve, metrics_curve) = if whole {
             let losses = self.log.read_columns([2])?;
-            let curve = plot::loss_curve(&losses.iter().map(|[loss]| *loss).collect::<Vec<_>>(), 800, 300);
+            let curve = plot::loss_curve(
+                &losses.iter().map(|[loss]| *loss).collect::<Vec<_>>(),
+                800,
+                300,
+            );
             let metrics_curve = match &mut self.evaluations {
                 Some(evaluations) => evaluations.plot(&self.folder.metrics_plot())?,
                 None => None,
@@ -222,10 +226,7 @@ impl<B: Backend> Sampled<'_, B> {
 /// The condition of images `indices` of a run's samples: none for an unconditional run; a
 /// class-conditional run shows its classes in turn (image i of class i mod classes), sampled
 /// conditionally and unguided (w = 1).
-pub(crate) fn sample_condition(
-    config: &TrainConfig,
-    indices: std::ops::Range<usize>,
-) -> Condition {
+pub(crate) fn sample_condition(config: &TrainConfig, indices: std::ops::Range<usize>) -> Condition {
     match &config.classes {
         None => Condition::Unconditional,
         Some(classes) => Condition::Classes {

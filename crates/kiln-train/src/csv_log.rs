@@ -91,7 +91,9 @@ mod tests {
         resumed.append("3,33").unwrap();
         let rows = resumed.read_columns([0, 1]).unwrap();
         assert_eq!(rows, vec![[1.0, 10.0], [2.0, 20.0], [3.0, 33.0]]);
-        let fresh = CsvLog::open(&path, "step,value", 0).unwrap().read_columns([1]);
+        let fresh = CsvLog::open(&path, "step,value", 0)
+            .unwrap()
+            .read_columns([1]);
         assert!(fresh.unwrap().is_empty());
         fs::remove_file(&path).unwrap();
     }

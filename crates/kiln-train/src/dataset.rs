@@ -279,6 +279,36 @@ impl ImageFolder {
         (!self.class_names.is_empty()).then(|| indices.iter().map(|&i| self.labels[i]).collect())
     }
 
+    /// The images at `indices` (in that order) as a dataset of their own, with their labels and
+    /// the class names (every class is kept, even one with no image left); the list of
+    /// skipped files stays with the whole folder's.
+    ///
+    /// # Panics
+    /// If an index is out of range (a caller's bug).
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let image_len = self.image_len();
+        let mut pixels = Vec::with_capacity(indices.len() * image_len);
+        for &index in indices {
+            pixels.extend_from_slice(&self.pixels[index * image_len..][..image_len]);
+        }
+        Self {
+            pixels,
+            labels: self.labels_of(indices).unwrap_or_default(),
+            skipped: Vec::new(),
+            class_names: self.class_names.clone(),
+            ..*self
+        }
+    }
+
+    /// The same images without class labels (an unconditional dataset).
+    pub fn without_labels(self) -> Self {
+        Self {
+            labels: Vec::new(),
+            class_names: Vec::new(),
+            ..self
+        }
+    }
+
     /// The images at `indices` as a `[batch, channels, size, size]` tensor in [−1, 1]; image
     /// `i` of the batch is mirrored left to right where `flips[i]` is true.
     ///

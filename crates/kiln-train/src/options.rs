@@ -71,7 +71,10 @@ impl Evaluation<'_> {
             return refuse("every_epochs", "must be at least 1");
         }
         if self.count < 2 {
-            return refuse("count", "at least 2 samples are needed for their covariance");
+            return refuse(
+                "count",
+                "at least 2 samples are needed for their covariance",
+            );
         }
         if self.steps == 0 {
             return refuse("steps", "must be at least 1");

@@ -69,6 +69,25 @@ fn labels_come_from_the_folders_in_natural_order() {
     let unlabelled = ImageFolder::load(&root, options(Labels::None), |_| {}).unwrap();
     assert_eq!(unlabelled.labels_of(&[0]), None);
 
+    // A subset keeps its images' labels and every class; without labels it has none.
+    let device = Default::default();
+    let subset = data.subset(&[5, 0]);
+    assert_eq!(subset.len(), 2);
+    assert_eq!(subset.class_names(), ["a", "b2", "b10"]);
+    assert_eq!(subset.labels_of(&[0, 1]), Some(vec![1, 0]));
+    let pixels = |data: &ImageFolder, indices: &[usize]| {
+        data.batch::<Flex>(indices, &[false; 2], &device)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(pixels(&subset, &[0, 1]), pixels(&data, &[5, 0]));
+    let plain = subset.without_labels();
+    assert_eq!(
+        (plain.labels_of(&[0]), plain.class_names().len()),
+        (None, 0)
+    );
+
     write_images(&root, 1, 10);
     match ImageFolder::load(&root, options(Labels::Folders), |_| {}) {
         Err(DatasetError::Unlabelled(path)) => assert_eq!(path, root.join("0.png")),

@@ -107,7 +107,11 @@ fn every_second_epoch_and_the_last_are_scored_the_same_when_resumed() {
     assert_eq!(lines.len(), 3, "{lines:?}");
     let fields: Vec<Vec<f64>> = lines[1..]
         .iter()
-        .map(|line| line.split(',').map(|field| field.parse().unwrap()).collect())
+        .map(|line| {
+            line.split(',')
+                .map(|field| field.parse().unwrap())
+                .collect()
+        })
         .collect();
     assert_eq!((fields[0][0], fields[0][1]), (8.0, 2.0));
     assert_eq!((fields[1][0], fields[1][1]), (12.0, 3.0));
