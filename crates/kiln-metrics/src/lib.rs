@@ -8,7 +8,9 @@
 //! - [`precision_recall`] (Kynkäänniemi et al. 2019, k-nearest-neighbour manifolds);
 //! - [`memorisation_rate`] (the share of samples nearer to a training sample than new real data
 //!   is);
-//! - [`quality`]: all of them for one set of samples against [`RealFeatures`].
+//! - [`quality`]: all of them for one set of samples against [`RealFeatures`];
+//! - [`classification_accuracy_score`] (CAS, Ravuri & Vinyals 2019) of a class-conditional
+//!   model's faces: a classifier trained on them, tested on real held-out photos.
 //!
 //! Features come from a [`FeatureExtractor`]: [`FidInception`] is pytorch-fid's InceptionV3, whose
 //! weights a user downloads ([`inception_weights`] finds them); [`FaceEncoder`] is a small
@@ -37,6 +39,7 @@ mod distances;
 mod error;
 mod extractor;
 mod face_encoder;
+mod face_training;
 mod features;
 mod frechet;
 mod gaussian;
@@ -52,6 +55,9 @@ pub use extractor::{FeatureExtractor, extract};
 pub use face_encoder::{
     FACE_ENCODER_DIMS, FACE_ENCODER_IDENTITIES, FACE_ENCODER_INPUT, FACE_ENCODER_PEOPLE,
     FaceEncoder, IdentitySplit,
+};
+pub use face_training::{
+    FaceTraining, TrainedEpoch, classification_accuracy_score, train_face_encoder,
 };
 pub use features::Features;
 pub use frechet::frechet_distance;
