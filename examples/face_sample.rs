@@ -38,6 +38,10 @@ use kiln::train::{ImageFolder, ImageFolderOptions, Labels};
 
 #[path = "common/allocator.rs"]
 mod allocator;
+#[path = "common/bundled.rs"]
+mod bundled;
+#[path = "common/cas.rs"]
+mod cas;
 #[path = "common/exit.rs"]
 mod exit;
 #[path = "common/names.rs"]
@@ -64,8 +68,8 @@ struct Args {
     /// How many images (per class, with several classes).
     #[arg(long, default_value_t = 16)]
     count: usize,
-    /// Classes to sample, by name or label number, comma-separated (a class-conditional
-    /// model); one row per class when there are several.
+    /// Classes to sample, by name or label number, comma-separated, or `all` (a
+    /// class-conditional model); one row per class when there are several.
     #[arg(long, value_delimiter = ',')]
     class: Vec<String>,
     /// Classifier-free guidance weight w with --class (0: unconditional, 1: conditional
@@ -115,6 +119,12 @@ struct Args {
     /// pytorch-fid's InceptionV3 weights (pt_inception-2015-12-05-*.pth) for --eval.
     #[arg(long, requires = "eval")]
     inception_weights: Option<PathBuf>,
+    /// With --class: the classification accuracy score (Ravuri & Vinyals 2019) of the faces
+    /// drawn for bundled people: a classifier trained on them, tested on the bundled faces'
+    /// held-out photos (the last 2 of each folder in path order: 8.png and 9.png) of the same
+    /// people.
+    #[arg(long, requires = "class")]
+    cas: bool,
 }
 
 fn main() -> ExitCode {
@@ -135,11 +145,13 @@ impl BackendTask for Sampling {
             .image_size
             .or(loaded.image_size)
             .ok_or("this checkpoint does not record its image size; pass --image-size")?;
-        let labels = args
-            .class
-            .iter()
-            .map(|name| loaded.class_label(name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let labels = match args.class.as_slice() {
+            [all] if all == "all" => (0..loaded.class_names.len()).collect(),
+            names => names
+                .iter()
+                .map(|name| loaded.class_label(name))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         // No class: one unconditional batch; else one batch per class, from the same noise.
         let conditions = if labels.is_empty() {
             vec![Condition::Unconditional]
@@ -192,12 +204,26 @@ impl BackendTask for Sampling {
             (None, 1) => (args.count as f64).sqrt().ceil() as usize,
             (None, _) => args.count,
         };
+        let people: Vec<&str> = labels
+            .iter()
+            .map(|&label| loaded.class_names[label].as_str())
+            .collect();
         if args.eval.is_some() && !labels.is_empty() {
-            let people: Vec<&str> = labels
-                .iter()
-                .map(|&label| loaded.class_names[label].as_str())
-                .collect();
             recognised(&batches, &people, &device)?;
+        }
+        if args.cas {
+            let began = Instant::now();
+            match cas::classification_accuracy(&batches, &people, &device)? {
+                Some((score, photos)) => println!(
+                    "classification accuracy score: {:.1} % of {photos} held-out photos \
+                     (classifier trained on the samples in {:.1?})",
+                    score * 100.0,
+                    began.elapsed()
+                ),
+                None => println!(
+                    "classification accuracy score: none of the classes is a bundled person"
+                ),
+            }
         }
         let images = Tensor::cat(batches, 0);
         if let Some(real) = &args.eval {

@@ -47,16 +47,14 @@ use kiln::unet::UNetPreset;
 
 #[path = "common/allocator.rs"]
 mod allocator;
+#[path = "common/bundled.rs"]
+mod bundled;
 #[path = "common/exit.rs"]
 mod exit;
 #[path = "common/names.rs"]
 mod names;
 #[path = "common/scorer.rs"]
 mod scorer;
-
-/// The folder of the bundled faces (AT&T "The Database of Faces": 400 grayscale photos of 40
-/// people; see assets/faces/README.md).
-const BUNDLED_FACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/faces");
 
 /// Trains a diffusion model (a UNet predicting the noise) on a folder of images, writing
 /// sample grids, a loss log and resumable checkpoints.
@@ -145,9 +143,9 @@ struct Args {
     /// its --device or --devices; needs `--features mpi`).
     #[arg(long, default_value = "none", value_parser = ["none", "mpi"])]
     distributed: String,
-    /// Keep the last this many images of each folder under --data out of training (the
-    /// bundled faces with 2: photos 9 and 10 of each person, which the face encoder did not
-    /// train on either); the evaluations measure memorisation against them.
+    /// Keep the last this many images of each folder under --data (in path order) out of
+    /// training (the bundled faces with 2: 8.png and 9.png of each person, the photos the face
+    /// encoder did not train on either); the evaluations measure memorisation against them.
     #[arg(long, default_value_t = 0)]
     hold_out: usize,
     /// Score the EMA model's samples every this many epochs (and after the last) into
@@ -271,7 +269,10 @@ impl MultiDeviceTask for Training<'_> {
         let Training { args, processes } = self;
         // Only the first process talks; the others report nothing but their errors.
         let talks = processes.rank() == 0;
-        let data_dir = args.data.clone().unwrap_or_else(|| BUNDLED_FACES.into());
+        let data_dir = args
+            .data
+            .clone()
+            .unwrap_or_else(|| bundled::BUNDLED_FACES.into());
         let channels = args
             .channels
             .unwrap_or(if args.data.is_none() { 1 } else { 3 });
