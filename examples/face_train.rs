@@ -101,6 +101,9 @@ struct Args {
     /// Steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 100)]
     warmup_steps: usize,
+    /// The learning rate after the warm-up: constant, or cosine (down to 0 at the end).
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
+    lr_schedule: String,
     /// Clip the gradient norm to this value (0: no clipping).
     #[arg(long, default_value_t = 1.0)]
     max_grad_norm: f64,
@@ -449,6 +452,7 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_grad_accumulation(args.grad_accumulation)
         .with_learning_rate(args.lr)
         .with_warmup_steps(args.warmup_steps)
+        .with_lr_schedule((args.lr_schedule != "constant").then(|| args.lr_schedule.clone()))
         .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
         .with_ema_decay(args.ema_decay)
         .with_prediction(args.prediction.clone())

@@ -34,6 +34,12 @@ pub struct TrainConfig {
     /// Optimizer steps of linear learning-rate warm-up from 0.
     #[config(default = 100)]
     pub warmup_steps: usize,
+    /// The learning rate after the warm-up: `None` (or `constant`) keeps it, `cosine` brings it
+    /// down to 0 at the end of the run along half a cosine, as diffusers'
+    /// `get_cosine_schedule_with_warmup`; see [`TrainConfig::learning_rate_at`]. (An `Option`
+    /// so that the checkpoints of runs from before it existed still load.)
+    #[config(default = "None")]
+    pub lr_schedule: Option<String>,
     /// Clip the global gradient norm to this value (`None`: no clipping).
     #[config(default = "Some(1.0)")]
     pub max_grad_norm: Option<f64>,
@@ -126,6 +132,34 @@ impl TrainConfig {
         })
     }
 
+    /// The learning rate of optimizer step `step` (0-based) of a run of `total_steps` steps,
+    /// with η the peak rate and W the warm-up steps:
+    ///
+    /// ```text
+    /// k < W:    η · (k + 1)/W
+    /// k ≥ W:    η                                   (constant)
+    ///           η · ½ (1 + cos(π (k − W)/(K − W)))  (cosine; K = total_steps)
+    /// ```
+    pub fn learning_rate_at(&self, step: u64, total_steps: u64) -> Result<f64, TrainError> {
+        let warmup = self.warmup_steps as u64;
+        if step < warmup {
+            return Ok(self.learning_rate * (step + 1) as f64 / warmup as f64);
+        }
+        match self.lr_schedule.as_deref().unwrap_or("constant") {
+            "constant" => Ok(self.learning_rate),
+            "cosine" => {
+                let progress =
+                    (step - warmup) as f64 / total_steps.saturating_sub(warmup).max(1) as f64;
+                let factor = 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos());
+                Ok(self.learning_rate * factor)
+            }
+            other => Err(invalid(
+                "lr_schedule",
+                format!("{other:?}; expected constant or cosine"),
+            )),
+        }
+    }
+
     /// AdamW with this config's weight decay and gradient clipping (the learning rate is set
     /// at each step, with its warm-up).
     pub fn optimizer(&self) -> AdamWConfig {
@@ -164,6 +198,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         self.prediction()?;
         self.schedule()?;
+        self.learning_rate_at(u64::from(u32::MAX), u64::from(u32::MAX))?;
         if let Some(gamma) = self.min_snr_gamma {
             self.weighting()
                 .weight(1.0, Prediction::Epsilon)
@@ -314,6 +349,33 @@ mod tests {
         );
         let bad = config().with_beta_schedule("quadratic".into()).validate();
         assert!(bad.unwrap_err().to_string().starts_with("beta_schedule"));
+    }
+
+    #[test]
+    fn the_learning_rate_warms_up_then_stays_or_follows_half_a_cosine() {
+        let constant = config().with_learning_rate(1e-3).with_warmup_steps(10);
+        let at = |config: &TrainConfig, step| config.learning_rate_at(step, 110).unwrap();
+        assert_eq!(at(&constant, 0), 1e-4);
+        assert_eq!(at(&constant, 9), 1e-3);
+        assert_eq!(at(&constant, 109), 1e-3);
+        let cosine = constant.clone().with_lr_schedule(Some("cosine".into()));
+        assert_eq!(at(&cosine, 4), 5e-4);
+        assert_eq!(at(&cosine, 10), 1e-3);
+        // A quarter of the way: ½(1 + cos(π/4)); halfway: ½; the last step: ½(1 + cos(0.99π)).
+        assert!((at(&cosine, 35) - 1e-3 * 0.5 * (1.0 + 0.5f64.sqrt())).abs() < 1e-15);
+        assert!((at(&cosine, 60) - 5e-4).abs() < 1e-15);
+        assert!(
+            (at(&cosine, 109) - 1e-3 * 0.5 * (1.0 + (0.99 * std::f64::consts::PI).cos())).abs()
+                < 1e-15
+        );
+        let bad = config().with_lr_schedule(Some("linear".into())).validate();
+        assert!(bad.unwrap_err().to_string().starts_with("lr_schedule"));
+
+        // The config of a run from before the field existed reads as constant.
+        let mut older = fields(&config());
+        older.remove("lr_schedule");
+        let older: TrainConfig = serde_json::from_value(older.into()).unwrap();
+        assert_eq!(older, config());
     }
 
     #[test]

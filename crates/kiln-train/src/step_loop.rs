@@ -100,8 +100,7 @@ where
                 .as_ref()
                 .is_some_and(|lead| lead.stop.load(Ordering::SeqCst));
         let (grads, totals) = reduction.sum(&model, grads, Totals { loss, stop })?;
-        let warmup = (step + 1) as f64 / config.warmup_steps.max(1) as f64;
-        let learning_rate = config.learning_rate * warmup.min(1.0);
+        let learning_rate = config.learning_rate_at(step, run.total_steps)?;
         model = run.compute::<B, _>(|| optimizer.step(learning_rate, model, grads));
         done.steps = step + 1;
         if let Some(lead) = lead.as_deref_mut() {
