@@ -273,7 +273,8 @@ fn evaluate<B: Backend>(
     let training = load(real)?;
     let held_out = args.eval_held_out.as_deref().map(load).transpose()?;
     let weights = args.inception_weights.as_deref();
-    let (scorer, space) = scorer::scorer::<B>(&training, held_out.as_ref(), weights, device)?;
+    let scorer::Scoring { scorer, space } =
+        scorer::scorer::<B>(&training, held_out.as_ref(), weights, device)?;
     let quality = scorer.score_data(scorer::in_unit_range(images).into_data())?;
     let pr = quality.precision_recall;
     println!(

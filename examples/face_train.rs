@@ -326,7 +326,7 @@ impl MultiDeviceTask for Training<'_> {
         let scorer = match args.eval_every {
             Some(_) if talks => {
                 let weights = args.inception_weights.as_deref();
-                let (scorer, space) =
+                let scorer::Scoring { scorer, space } =
                     scorer::scorer::<B>(&data, held_out.as_ref(), weights, &devices[0])?;
                 eprintln!("evaluating in {space}'s features");
                 Some(scorer)

@@ -14,27 +14,37 @@ use kiln::train::ImageFolder;
 /// Images per batch through a feature network.
 const EVAL_BATCH: usize = 50;
 
+/// A scorer and the name of its feature space.
+pub struct Scoring {
+    pub scorer: Box<dyn SampleScorer>,
+    pub space: &'static str,
+}
+
 /// A scorer against the real `training` images (and `held_out` ones, the scale of the
-/// memorisation rate), and the name of its feature space.
+/// memorisation rate).
 pub fn scorer<B: Backend>(
     training: &ImageFolder,
     held_out: Option<&ImageFolder>,
     weights: Option<&Path>,
     device: &B::Device,
-) -> Result<(Box<dyn SampleScorer>, &'static str), Box<dyn Error>> {
+) -> Result<Scoring, Box<dyn Error>> {
     let training = unit_batches(training, device);
     let held_out = held_out.map(|folder| unit_batches(folder, device));
     let config = QualityConfig::default();
     Ok(match inception_weights(weights) {
         Ok(weights) => {
             let inception = FidInception::<B>::from_pth(&weights, device)?;
-            let evaluator = Evaluator::new(inception, training, held_out, config)?;
-            (Box::new(evaluator), "InceptionV3 (pool3)")
+            Scoring {
+                scorer: Box::new(Evaluator::new(inception, training, held_out, config)?),
+                space: "InceptionV3 (pool3)",
+            }
         }
         Err(MetricsError::NoInceptionWeights { .. }) => {
             let encoder = FaceEncoder::<B>::bundled(device)?;
-            let evaluator = Evaluator::new(encoder, training, held_out, config)?;
-            (Box::new(evaluator), "the bundled face encoder")
+            Scoring {
+                scorer: Box::new(Evaluator::new(encoder, training, held_out, config)?),
+                space: "the bundled face encoder",
+            }
         }
         Err(error) => return Err(error.into()),
     })

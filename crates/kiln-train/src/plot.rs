@@ -23,13 +23,14 @@ pub fn loss_curve(losses: &[f64], width: u32, height: u32) -> Option<RgbImage> {
         .enumerate()
         .map(|(step, &loss)| (step as f64, loss))
         .collect();
-    let (mut canvas, axes, valid) = LogAxes::canvas(&points, width, height)?;
-    for &(x, log) in &valid {
+    let axes = LogAxes::fit(&points, width, height)?;
+    let (mut canvas, valid) = (axes.canvas(), &axes.points);
+    for &(x, log) in valid {
         canvas.put_pixel(axes.x_of(x), axes.y_of(log), RAW);
     }
     let mut average = valid[0].1;
     let mut previous: Option<(u32, u32)> = None;
-    for &(x, log) in &valid {
+    for &(x, log) in valid {
         average = 0.9 * average + 0.1 * log;
         let point = (axes.x_of(x), axes.y_of(average));
         draw_line(&mut canvas, previous.unwrap_or(point), point, SMOOTH);
@@ -42,8 +43,10 @@ pub fn loss_curve(losses: &[f64], width: u32, height: u32) -> Option<RgbImage> {
 /// the Fréchet distance after each evaluated epoch; non-finite or non-positive values are
 /// skipped), on a `width`×`height` canvas. `None` if there is nothing to draw.
 pub fn metric_curve(points: &[(f64, f64)], width: u32, height: u32) -> Option<RgbImage> {
-    let (mut canvas, axes, valid) = LogAxes::canvas(points, width, height)?;
-    let pixels: Vec<(u32, u32)> = valid
+    let axes = LogAxes::fit(points, width, height)?;
+    let mut canvas = axes.canvas();
+    let pixels: Vec<(u32, u32)> = axes
+        .points
         .iter()
         .map(|&(x, log)| (axes.x_of(x), axes.y_of(log)))
         .collect();
@@ -64,8 +67,10 @@ pub fn metric_curve(points: &[(f64, f64)], width: u32, height: u32) -> Option<Rg
 }
 
 /// The axes of a plot: x from the first to the last point's x, y = log₁₀(value) from the
-/// largest (top row) to the smallest (bottom row).
+/// largest (top row) to the smallest (bottom row); and the points that can be drawn.
 struct LogAxes {
+    /// The points with a finite x and a positive, finite value, as `(x, log₁₀ value)`.
+    points: Vec<(f64, f64)>,
     first_x: f64,
     x_span: f64,
     low: f64,
@@ -75,13 +80,9 @@ struct LogAxes {
 }
 
 impl LogAxes {
-    /// The blank canvas with its decade lines, its axes, and the points that can be drawn as
-    /// `(x, log₁₀ value)`; `None` if there are none or the canvas is too small.
-    fn canvas(
-        points: &[(f64, f64)],
-        width: u32,
-        height: u32,
-    ) -> Option<(RgbImage, Self, Vec<(f64, f64)>)> {
+    /// The axes that fit `points` (`(x, value)`) on a `width`×`height` canvas; `None` if none
+    /// can be drawn or the canvas is too small.
+    fn fit(points: &[(f64, f64)], width: u32, height: u32) -> Option<Self> {
         let valid: Vec<(f64, f64)> = points
             .iter()
             .filter(|(x, value)| x.is_finite() && value.is_finite() && *value > 0.0)
@@ -93,22 +94,27 @@ impl LogAxes {
         let low = valid.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let high = valid.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
         let first_x = valid[0].0;
-        let axes = Self {
+        Some(Self {
             first_x,
             x_span: (valid[valid.len() - 1].0 - first_x).max(1.0),
+            points: valid,
             low,
             high,
             width,
             height,
-        };
-        let mut canvas = RgbImage::from_pixel(width, height, BACKGROUND);
-        for decade in (low.ceil() as i32)..=(high.floor() as i32) {
-            let y = axes.y_of(decade as f64);
-            for x in 0..width {
+        })
+    }
+
+    /// A blank canvas with a line at every power of ten.
+    fn canvas(&self) -> RgbImage {
+        let mut canvas = RgbImage::from_pixel(self.width, self.height, BACKGROUND);
+        for decade in (self.low.ceil() as i32)..=(self.high.floor() as i32) {
+            let y = self.y_of(decade as f64);
+            for x in 0..self.width {
                 canvas.put_pixel(x, y, GRID);
             }
         }
-        Some((canvas, axes, valid))
+        canvas
     }
 
     fn x_of(&self, x: f64) -> u32 {
