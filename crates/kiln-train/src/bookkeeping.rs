@@ -6,12 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_forward::Prediction;
-use kiln_pipeline::{Condition, Generation, RunFolder, SamplerName, generate, pixels};
-use kiln_sampler::GuidanceConfig;
-use kiln_schedule::NoiseSchedule;
+use kiln_pipeline::{Generation, RunFolder, SamplerName, pixels};
 use kiln_unet::UNet;
 
 use crate::checkpoint;
@@ -21,6 +17,7 @@ use crate::options::{RunOptions, TrainEvent, TrainSummary};
 use crate::pending::LoggedStep;
 use crate::plot;
 use crate::run::Run;
+use crate::sampling::{Sampled, sample_condition};
 use crate::state::TrainState;
 use crate::{TrainConfig, TrainError};
 
@@ -168,7 +165,7 @@ impl<'a> Bookkeeping<'a> {
             };
             (
                 write_montage(&self.folder.samples(), &self.folder.progress())?,
-                save_plot(curve, &self.folder.loss_plot())?,
+                plot::save(curve, &self.folder.loss_plot())?,
                 metrics_curve,
             )
         } else {
@@ -183,56 +180,6 @@ impl<'a> Bookkeeping<'a> {
             loss_curve,
             metrics_curve,
         })
-    }
-}
-
-/// Writes a plot, if there is one, to `path`.
-pub(crate) fn save_plot(
-    image: Option<image::RgbImage>,
-    path: &Path,
-) -> Result<Option<PathBuf>, TrainError> {
-    let Some(image) = image else {
-        return Ok(None);
-    };
-    image
-        .save(path)
-        .map_err(|error| TrainError::io(path, error))?;
-    Ok(Some(path.to_path_buf()))
-}
-
-/// A model to sample from: the EMA weights, what they predict, and the run's schedule.
-pub(crate) struct Sampled<'m, B: Backend> {
-    pub model: &'m UNet<B>,
-    pub prediction: Prediction,
-    pub schedule: &'m NoiseSchedule,
-    pub device: &'m B::Device,
-}
-
-impl<B: Backend> Sampled<'_, B> {
-    /// Draws `generation`'s images, `[count, channels, size, size]` in [−1, 1].
-    pub(crate) fn generate(&self, generation: Generation) -> Result<Tensor<B, 4>, TrainError> {
-        let images = generate(
-            self.model,
-            self.prediction,
-            self.schedule,
-            generation,
-            self.device,
-            |_| {},
-        )?;
-        Ok(images)
-    }
-}
-
-/// The condition of images `indices` of a run's samples: none for an unconditional run; a
-/// class-conditional run shows its classes in turn (image i of class i mod classes), sampled
-/// conditionally and unguided (w = 1).
-pub(crate) fn sample_condition(config: &TrainConfig, indices: std::ops::Range<usize>) -> Condition {
-    match &config.classes {
-        None => Condition::Unconditional,
-        Some(classes) => Condition::Classes {
-            labels: indices.map(|i| i % classes.names.len()).collect(),
-            guidance: GuidanceConfig::new(1.0),
-        },
     }
 }
 

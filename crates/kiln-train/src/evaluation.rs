@@ -7,10 +7,10 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use kiln_pipeline::{Generation, RunFolder, SamplerName};
 
-use crate::bookkeeping::{Sampled, sample_condition, save_plot};
 use crate::csv_log::CsvLog;
 use crate::options::{Evaluation, TrainEvent};
 use crate::plot;
+use crate::sampling::{Sampled, sample_condition};
 use crate::step::mix;
 use crate::{TrainConfig, TrainError};
 
@@ -113,6 +113,6 @@ impl<'a> Evaluations<'a> {
     pub(crate) fn plot(&mut self, path: &Path) -> Result<Option<PathBuf>, TrainError> {
         let rows = self.log.read_columns([1, FRECHET_COLUMN])?;
         let points: Vec<(f64, f64)> = rows.iter().map(|&[epoch, fd]| (epoch, fd)).collect();
-        save_plot(plot::metric_curve(&points, 800, 300), path)
+        plot::save(plot::metric_curve(&points, 800, 300), path)
     }
 }

@@ -39,6 +39,7 @@ mod processes;
 mod reduction;
 mod resident;
 mod run;
+mod sampling;
 mod start;
 mod state;
 mod step;

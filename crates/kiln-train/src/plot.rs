@@ -7,7 +7,11 @@
 //! log₁₀(loss) (weight 0.9 on the past) as a dark line, so the trend shows through the
 //! per-batch scatter; a metric curve joins its points with a line and marks each with a square.
 
+use std::path::{Path, PathBuf};
+
 use image::{Rgb, RgbImage};
+
+use crate::TrainError;
 
 const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
 const GRID: Rgb<u8> = Rgb([225, 225, 235]);
@@ -64,6 +68,20 @@ pub fn metric_curve(points: &[(f64, f64)], width: u32, height: u32) -> Option<Rg
         }
     }
     Some(canvas)
+}
+
+/// Writes a plot, if there is one, to `path`.
+pub(crate) fn save(
+    image: Option<image::RgbImage>,
+    path: &Path,
+) -> Result<Option<PathBuf>, TrainError> {
+    let Some(image) = image else {
+        return Ok(None);
+    };
+    image
+        .save(path)
+        .map_err(|error| TrainError::io(path, error))?;
+    Ok(Some(path.to_path_buf()))
 }
 
 /// The axes of a plot: x from the first to the last point's x, y = log₁₀(value) from the
