@@ -20,7 +20,7 @@
 //! `progress.png` (all grids side by side), `loss.csv` and `loss.png`, and `checkpoints/` (continue with
 //! `--resume`; sample with `face_sample --checkpoint runs/faces`; verify with `--check`).
 //! With `--eval-every N`, also `metrics.csv` and `metrics.png`: every N epochs the EMA model
-//! draws `--eval-count` samples with DDIM in `--eval-steps` steps, scored against the training
+//! draws `--eval-count` samples with `--eval-sampler` in `--eval-steps` steps, scored against the training
 //! images (and the `--hold-out` images, for the memorisation rate) in the bundled face
 //! encoder's features, or InceptionV3's with `--inception-weights`.
 //! Ctrl-C saves a checkpoint before exiting. With `--distributed mpi` every process trains its
@@ -39,6 +39,7 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::metrics::IdentitySplit;
+use kiln::pipeline::SamplerName;
 use kiln::train::{
     ClassConditioning, DEFAULT_LOG_EVERY, Evaluation, ImageFolder, ImageFolderOptions, Labels,
     LoadEvent, ProcessGroup, RunOptions, SingleProcess, TrainConfig, TrainEvent, check_run, train,
@@ -158,7 +159,10 @@ struct Args {
     /// Samples drawn per evaluation.
     #[arg(long, default_value_t = 1000)]
     eval_count: usize,
-    /// DDIM steps of the evaluations' samples.
+    /// The sampler of the evaluations' samples.
+    #[arg(long, default_value = "ddim", value_parser = names::by_name::<SamplerName>(&SamplerName::NAMES, SamplerName::ALIASES.map(|(alias, _)| alias)))]
+    eval_sampler: SamplerName,
+    /// Sampler steps of the evaluations' samples.
     #[arg(long, default_value_t = 10)]
     eval_steps: usize,
     /// pytorch-fid's InceptionV3 weights (pt_inception-2015-12-05-*.pth) for the evaluations
@@ -353,6 +357,7 @@ impl MultiDeviceTask for Training<'_> {
                 .map(|(every_epochs, scorer)| Evaluation {
                     every_epochs,
                     count: args.eval_count,
+                    sampler: args.eval_sampler,
                     steps: args.eval_steps,
                     scorer,
                 }),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use kiln_pipeline::{Generation, RunFolder, SamplerName};
+use kiln_pipeline::{Generation, RunFolder};
 
 use crate::csv_log::CsvLog;
 use crate::options::{Evaluation, TrainEvent};
@@ -64,6 +64,7 @@ impl<'a> Evaluations<'a> {
     ) -> Result<(), TrainError> {
         let Evaluation {
             count,
+            sampler,
             steps,
             scorer,
             ..
@@ -76,7 +77,7 @@ impl<'a> Evaluations<'a> {
             let generation = Generation {
                 seed: mix(seed, index as u64),
                 condition: sample_condition(config, first..first + size),
-                ..Generation::new(SamplerName::Ddim, steps, size, config.image_size)
+                ..Generation::new(sampler, steps, size, config.image_size)
             };
             let images = sampled.generate(generation)?;
             batches.push(((images + 1.0) / 2.0).clamp(0.0, 1.0));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use kiln_metrics::{Quality, SampleScorer};
-use kiln_pipeline::Damage;
+use kiln_pipeline::{Damage, SamplerName};
 
 use crate::{ProcessGroup, SingleProcess, TrainError};
 
@@ -37,8 +37,8 @@ pub struct RunOptions<'a> {
 }
 
 /// An evaluation of the model during a run: at the end of every `every_epochs`-th epoch and of
-/// the last, the EMA model draws `count` samples with DDIM in `steps` steps (x_0 clipped, as
-/// the sample grids are drawn; a class-conditional run draws its classes in turn, unguided),
+/// the last, the EMA model draws `count` samples with `sampler` in `steps` steps (x_0 clipped,
+/// as the sample grids are drawn; a class-conditional run draws its classes in turn, unguided),
 /// and `scorer` scores them against the real data (Fréchet distance, KID, precision, recall,
 /// memorisation: `kiln_metrics::Evaluator`). Rank 0 alone evaluates; the other workers wait
 /// at their next exchange.
@@ -51,7 +51,9 @@ pub struct Evaluation<'a> {
     pub every_epochs: usize,
     /// Samples drawn per evaluation.
     pub count: usize,
-    /// DDIM steps per sample.
+    /// The sampler that draws them.
+    pub sampler: SamplerName,
+    /// Sampler steps per sample.
     pub steps: usize,
     /// What scores the samples.
     pub scorer: &'a dyn SampleScorer,
@@ -88,6 +90,7 @@ impl std::fmt::Debug for Evaluation<'_> {
         f.debug_struct("Evaluation")
             .field("every_epochs", &self.every_epochs)
             .field("count", &self.count)
+            .field("sampler", &self.sampler)
             .field("steps", &self.steps)
             .finish_non_exhaustive()
     }

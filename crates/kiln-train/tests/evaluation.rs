@@ -11,6 +11,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_metrics::{Evaluator, FeatureExtractor, MetricsError, QualityConfig};
+use kiln_pipeline::SamplerName;
 use kiln_train::{Evaluation, RunOptions, TrainError, TrainEvent, TrainSummary, train};
 
 mod common;
@@ -63,6 +64,7 @@ fn run(
         evaluation: evaluate.map(|(every_epochs, count)| Evaluation {
             every_epochs,
             count,
+            sampler: SamplerName::Ddim,
             steps: 3,
             scorer: &evaluator,
         }),
