@@ -70,7 +70,8 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     count: usize,
     /// Classes to sample, by name or label number, comma-separated, or `all` (a
-    /// class-conditional model); one row per class when there are several.
+    /// class-conditional model); one row per class when there are several, all from the same
+    /// noise (with --eval or --cas, row r from seed + r instead).
     #[arg(long, value_delimiter = ',')]
     class: Vec<String>,
     /// Classifier-free guidance weight w with --class (0: unconditional, 1: conditional
@@ -171,13 +172,16 @@ impl BackendTask for Sampling {
         let mut denoised = Vec::new();
         let began = Instant::now();
         let mut batches = Vec::new();
+        // The rows of a grid share their noise, so that a column shows one noise through every
+        // class; a set to be scored must not hold the same noise once per class.
+        let scoring = args.eval.is_some() || args.cas;
         for (row, condition) in conditions.into_iter().enumerate() {
             let generation = Generation {
                 sampler: args.sampler,
                 steps: args.steps,
                 count: args.count,
                 image_size,
-                seed: args.seed,
+                seed: args.seed + if scoring { row as u64 } else { 0 },
                 clip: !args.no_clip,
                 condition,
             };
