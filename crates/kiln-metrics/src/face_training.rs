@@ -148,13 +148,13 @@ pub fn classification_accuracy_score<B: AutodiffBackend>(
     real_identities: &[usize],
     training: &FaceTraining,
 ) -> Result<f64, MetricsError> {
-    let classifier = train_face_encoder(generated, generated_identities, training, |_| {})?;
     if real_identities.len() != real.dims()[0] {
         return Err(MetricsError::Images {
             shape: real.dims().to_vec(),
             reason: "the real images need one identity each",
         });
     }
+    let classifier = train_face_encoder(generated, generated_identities, training, |_| {})?;
     classifier.accuracy(real, real_identities)
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use kiln_pipeline::{Generation, RunFolder};
 
@@ -82,7 +83,7 @@ impl<'a> Evaluations<'a> {
             let images = sampled.generate(generation)?;
             batches.push(((images + 1.0) / 2.0).clamp(0.0, 1.0));
         }
-        let images = burn::tensor::Tensor::cat(batches, 0).into_data();
+        let images = Tensor::cat(batches, 0).into_data();
         let sampling_seconds = began.elapsed().as_secs_f64();
         let began = Instant::now();
         let quality = scorer.score_data(images)?;
