@@ -4,17 +4,107 @@ use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
-use crate::sigma_grid::{FinalSigmas, alpha_sigma, discrete_sigma_grid, lambda};
+use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
 
-/// Which equation DPM-Solver++ integrates (diffusers' `algorithm_type`).
+/// Which equation DPM-Solver integrates, and over which model output (diffusers'
+/// `algorithm_type`).
+///
+/// The `++` solvers (Lu et al. 2022b) integrate the data prediction x̂_0; the others (Lu et al.
+/// 2022a, "DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling in Around
+/// 10 Steps") the noise prediction ε̂, which cannot step to σ = 0: they need
+/// [`FinalSigmas::SigmaMin`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AlgorithmType {
-    /// `dpmsolver++`: the probability-flow ODE (deterministic).
+    /// `dpmsolver++`: the probability-flow ODE over x̂_0 (deterministic).
     #[default]
     DpmSolverPlusPlus,
-    /// `sde-dpmsolver++`: the reverse SDE (Lu et al. 2022b, §4; orders 1 and 2).
+    /// `sde-dpmsolver++`: the reverse SDE over x̂_0 (Lu et al. 2022b, §4; orders 1 and 2, the
+    /// paper's. diffusers' third-order SDE update weighs D2 by
+    /// α_t((1 − e^{−2h} − 2h)/(2h)² − ½), where the exponential integrator's
+    /// ∫₀^h u² e^{−2(h−u)} du / h² gives + ½, so Kiln does not offer it).
     SdeDpmSolverPlusPlus,
+    /// `dpmsolver`: the probability-flow ODE over ε̂ (orders 1–3; order 1 is DDIM).
+    DpmSolver,
+    /// `sde-dpmsolver`: the reverse SDE over ε̂ (orders 1 and 2).
+    SdeDpmSolver,
+}
+
+impl AlgorithmType {
+    /// diffusers' name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DpmSolverPlusPlus => "dpmsolver++",
+            Self::SdeDpmSolverPlusPlus => "sde-dpmsolver++",
+            Self::DpmSolver => "dpmsolver",
+            Self::SdeDpmSolver => "sde-dpmsolver",
+        }
+    }
+
+    /// Whether it integrates x̂_0 (the `++` solvers) rather than ε̂.
+    fn integrates_data(self) -> bool {
+        matches!(self, Self::DpmSolverPlusPlus | Self::SdeDpmSolverPlusPlus)
+    }
+
+    /// Whether it adds fresh noise at every step.
+    fn is_sde(self) -> bool {
+        matches!(self, Self::SdeDpmSolverPlusPlus | Self::SdeDpmSolver)
+    }
+
+    /// The weights of one update from VP scales (α_s, s_s) to (α_t, s_t), h = λ_t − λ_s.
+    ///
+    /// ```text
+    /// dpmsolver++      c = s_t/s_s          w0 = −α_t(e^{−h} − 1)   w1 = α_t φ₂(h)
+    /// sde-dpmsolver++  c = s_t/s_s e^{−h}   w0 = −α_t(e^{−2h} − 1)  w1 = α_t φ₂(2h)   z: s_t √(1 − e^{−2h})
+    /// dpmsolver        c = α_t/α_s          w0 = −s_t(e^h − 1)      w1 = −s_t ψ₂(h)
+    /// sde-dpmsolver    c = α_t/α_s          w0 = −2 s_t(e^h − 1)    w1 = −2 s_t ψ₂(h)  z: s_t √(e^{2h} − 1)
+    /// ```
+    ///
+    /// with φ₂(h) = (e^{−h} − 1)/h + 1 and ψ₂(h) = (e^h − 1)/h − 1; the third-order weights
+    /// are w2 = −α_t φ₃(h) and −s_t ψ₃(h), φ₃(h) = (e^{−h} − 1 + h)/h² − ½,
+    /// ψ₃(h) = (e^h − 1 − h)/h² − ½.
+    fn update(self, (alpha_s, s_s): (f64, f64), (alpha_t, s_t): (f64, f64), h: f64) -> Update {
+        match self {
+            Self::DpmSolverPlusPlus => Update {
+                sample: s_t / s_s,
+                d0: -alpha_t * (-h).exp_m1(),
+                d1: alpha_t * phi_2(h),
+                d2: -alpha_t * phi_3(h),
+                noise: 0.0,
+            },
+            Self::SdeDpmSolverPlusPlus => Update {
+                sample: s_t / s_s * (-h).exp(),
+                d0: -alpha_t * (-2.0 * h).exp_m1(),
+                d1: alpha_t * phi_2(2.0 * h),
+                d2: f64::NAN,
+                noise: s_t * (-(-2.0 * h).exp_m1()).sqrt(),
+            },
+            Self::DpmSolver => Update {
+                sample: alpha_t / alpha_s,
+                d0: -s_t * h.exp_m1(),
+                d1: -s_t * psi_2(h),
+                d2: -s_t * psi_3(h),
+                noise: 0.0,
+            },
+            Self::SdeDpmSolver => Update {
+                sample: alpha_t / alpha_s,
+                d0: -2.0 * s_t * h.exp_m1(),
+                d1: -2.0 * s_t * psi_2(h),
+                d2: f64::NAN,
+                noise: s_t * (2.0 * h).exp_m1().sqrt(),
+            },
+        }
+    }
+}
+
+/// One multistep update x_t = c·x_s + w0·D0 + w1·D1 + w2·D2 + n·z (see
+/// [`AlgorithmType::update`]); the midpoint solver's D1 weight is ½·w0.
+struct Update {
+    sample: f64,
+    d0: f64,
+    d1: f64,
+    d2: f64,
+    noise: f64,
 }
 
 /// How the second-order correction is formed (diffusers' `solver_type`).
@@ -42,6 +132,9 @@ pub struct DpmSolverConfig {
     pub final_sigmas_type: FinalSigmas,
     /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
     pub use_karras_sigmas: bool,
+    /// σ even in λ = −log σ between the schedule's smallest and largest σ (Lu et al. 2022a's
+    /// "logSNR" steps; [`kiln_schedule::uniform_lambda_sigmas`]). Not with `use_karras_sigmas`.
+    pub use_lu_lambdas: bool,
     /// Dynamic thresholding of x̂_0 (diffusers' `thresholding`).
     pub thresholding: Option<DynamicThresholding>,
     /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
@@ -57,18 +150,22 @@ impl Default for DpmSolverConfig {
             lower_order_final: true,
             final_sigmas_type: FinalSigmas::Zero,
             use_karras_sigmas: false,
+            use_lu_lambdas: false,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
     }
 }
 
-/// DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
+/// DPM-Solver++ multistep (Lu et al. 2022b, "DPM-Solver++: Fast Solver for Guided Sampling of
 /// Diffusion Probabilistic Models", Algorithm 2), an exponential integrator in
-/// λ = log(α/σ) that extrapolates the data prediction x̂_0 from the last 1–3 steps.
+/// λ = log(α/σ) that extrapolates the data prediction x̂_0 from the last 1–3 steps; or, by
+/// [`AlgorithmType`], its SDE variant or the original DPM-Solver over the noise prediction ε̂
+/// (Lu et al. 2022a).
 ///
 /// With α_t = 1/√(σ_t² + 1), s_t = σ_t α_t (the VP noise scale), h = λ_t − λ_s, and
-/// D0 = x̂_0 of this step, D1 = (D0 − x̂_0 of the previous step)/r with r = h_prev/h:
+/// D0 = the model output of this step (x̂_0 or ε̂), D1 = (D0 − the previous one)/r with
+/// r = h_prev/h, the `++` ODE steps
 ///
 /// ```text
 /// order 1:  x_t = (s_t/s_s) x_s − α_t (e^{−h} − 1) D0                (= DDIM)
@@ -76,8 +173,8 @@ impl Default for DpmSolverConfig {
 ///           … + α_t ((e^{−h} − 1)/h + 1) D1                            (heun)
 /// ```
 ///
-/// and a third-order term with D2 from three steps. The SDE variant multiplies the first term
-/// by e^{−h}, uses (1 − e^{−2h}) in place of −(e^{−h} − 1) and adds s_t √(1 − e^{−2h}) z.
+/// and a third-order term with D2 from three steps; the other algorithms' weights are in
+/// [`AlgorithmType`]'s table (diffusers' `DPMSolverMultistepScheduler`, term for term).
 ///
 /// A step at index 0 starts a new trajectory, so one value can sample again and again. A run
 /// may also start at a later index (image-to-image from a partly noised input) on a sampler
@@ -88,7 +185,8 @@ pub struct DpmSolver<B: Backend, const D: usize> {
     timesteps: Vec<f64>,
     /// σ at each step, then the final σ.
     sigmas: Vec<f64>,
-    /// The x̂_0 of the last `solver_order` steps, newest last.
+    /// The model outputs the algorithm integrates (x̂_0 or ε̂) of the last `solver_order`
+    /// steps, newest last.
     history: Vec<Tensor<B, D>>,
     /// How many steps have fed the history, up to `solver_order`.
     lower_order_nums: usize,
@@ -101,31 +199,51 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
         self.lower_order_nums = 0;
     }
 
-    /// DPM-Solver++ over `schedule` in `steps` steps.
+    /// DPM-Solver over `schedule` in `steps` steps.
+    ///
+    /// Fails on an order the algorithm does not have, on `use_karras_sigmas` with
+    /// `use_lu_lambdas`, and on an ε̂ algorithm with [`FinalSigmas::Zero`].
     pub fn new(
         config: DpmSolverConfig,
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        let max_order = match config.algorithm_type {
-            AlgorithmType::DpmSolverPlusPlus => 3,
-            AlgorithmType::SdeDpmSolverPlusPlus => 2,
-        };
+        let algorithm = config.algorithm_type;
+        let max_order = if algorithm.is_sde() { 2 } else { 3 };
         if !(1..=max_order).contains(&config.solver_order) {
             return Err(SamplerError::UnsupportedOrder {
-                sampler: "DPM-Solver++",
+                sampler: "DPM-Solver",
                 order: config.solver_order,
                 expected: if max_order == 3 {
                     "1, 2 or 3"
                 } else {
-                    "1 or 2 for the SDE variant"
+                    "1 or 2 for the SDE variants"
                 },
             });
         }
+        if !algorithm.integrates_data() && config.final_sigmas_type == FinalSigmas::Zero {
+            return Err(SamplerError::Incompatible {
+                sampler: "DPM-Solver",
+                reason: "the noise-prediction algorithms (dpmsolver, sde-dpmsolver) cannot step \
+                         to σ = 0; use final_sigmas_type sigma_min",
+            });
+        }
+        let spacing = match (config.use_karras_sigmas, config.use_lu_lambdas) {
+            (false, false) => SigmaSpacing::Timesteps,
+            (true, false) => SigmaSpacing::Karras,
+            (false, true) => SigmaSpacing::UniformLambda,
+            (true, true) => {
+                return Err(SamplerError::Incompatible {
+                    sampler: "DPM-Solver",
+                    reason: "use_karras_sigmas and use_lu_lambdas each choose the noise levels; \
+                             set one",
+                });
+            }
+        };
         SampleClipping::thresholding_only(config.thresholding).validate()?;
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
-            config.use_karras_sigmas,
+            spacing,
             config.final_sigmas_type,
             schedule,
             steps,
@@ -137,6 +255,48 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             history: Vec::with_capacity(config.solver_order),
             lower_order_nums: 0,
         })
+    }
+
+    /// x_t from x_s = `sample` by the `order`-th update over the history, h = λ_t − λ_s > 0.
+    fn extrapolate<R: Rng + ?Sized>(
+        &self,
+        index: usize,
+        order: usize,
+        sample: Tensor<B, D>,
+        h: f64,
+        rng: &mut R,
+    ) -> Tensor<B, D> {
+        let (sigma_s, sigma_t) = (self.sigmas[index], self.sigmas[index + 1]);
+        let algorithm = self.config.algorithm_type;
+        let update = algorithm.update(alpha_sigma(sigma_s), alpha_sigma(sigma_t), h);
+        let n = self.history.len();
+        let m0 = &self.history[n - 1];
+        let mut next = linear(&sample, update.sample, m0, update.d0);
+        if order == 2 {
+            let m1 = &self.history[n - 2];
+            let r0 = (lambda(sigma_s) - lambda(self.sigmas[index - 1])) / h;
+            let w1 = match self.config.solver_type {
+                SolverType::Midpoint => 0.5 * update.d0,
+                SolverType::Heun => update.d1,
+            };
+            // D1 = (m0 − m1)/r0
+            next = next + (m0.clone() - m1.clone()).mul_scalar(w1 / r0);
+        } else if order == 3 {
+            let (m1, m2) = (&self.history[n - 2], &self.history[n - 3]);
+            let (sigma_s1, sigma_s2) = (self.sigmas[index - 1], self.sigmas[index - 2]);
+            let r0 = (lambda(sigma_s) - lambda(sigma_s1)) / h;
+            let r1 = (lambda(sigma_s1) - lambda(sigma_s2)) / h;
+            let d1_0 = (m0.clone() - m1.clone()).mul_scalar(1.0 / r0);
+            let d1_1 = (m1.clone() - m2.clone()).mul_scalar(1.0 / r1);
+            let d1 = d1_0.clone() + (d1_0.clone() - d1_1.clone()).mul_scalar(r0 / (r0 + r1));
+            let d2 = (d1_0 - d1_1).mul_scalar(1.0 / (r0 + r1));
+            next = next + d1.mul_scalar(update.d1) + d2.mul_scalar(update.d2);
+        }
+        if algorithm.is_sde() && sigma_t > 0.0 {
+            let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
+            next = next + noise.mul_scalar(update.noise);
+        }
+        next
     }
 
     /// The order of the update at step `index`.
@@ -175,6 +335,16 @@ fn phi_3(h: f64) -> f64 {
     }
 }
 
+/// (e^h − 1)/h − 1: φ₂ of the ε̂ algorithms, only ever at finite h (they stop at σ_min).
+fn psi_2(h: f64) -> f64 {
+    h.exp_m1() / h - 1.0
+}
+
+/// (e^h − 1 − h)/h² − ½.
+fn psi_3(h: f64) -> f64 {
+    (h.exp_m1() - h) / (h * h) - 0.5
+}
+
 impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
@@ -198,9 +368,8 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         let sigma_s = self.sigmas[index];
         let sigma_t = self.sigmas[index + 1];
         let (alpha_s, noise_s) = alpha_sigma(sigma_s);
-        let (alpha_t, noise_t) = alpha_sigma(sigma_t);
-        let (x0, _) = clean_and_noise(
-            "DPM-Solver++",
+        let (x0, epsilon) = clean_and_noise(
+            "DPM-Solver",
             output,
             prediction,
             sample.clone(),
@@ -208,62 +377,33 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             timestep,
         )?;
         let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
+        let algorithm = self.config.algorithm_type;
+        let integrated = if algorithm.integrates_data() {
+            x0.clone()
+        } else if self.config.thresholding.is_some() {
+            // ε̂ of the thresholded x̂_0: (x_s − α_s x̂_0)/s_s.
+            linear(&sample, 1.0 / noise_s, &x0, -alpha_s / noise_s)
+        } else {
+            epsilon
+        };
         if index == 0 {
             self.forget();
         }
         if self.history.len() == self.config.solver_order {
             self.history.remove(0);
         }
-        self.history.push(x0.clone());
+        self.history.push(integrated);
         // Never reach back past the start of the trajectory.
         let order = self.order_at(index).min(self.history.len()).min(index + 1);
 
         let h = lambda(sigma_t) - lambda(sigma_s);
-        let sde = self.config.algorithm_type == AlgorithmType::SdeDpmSolverPlusPlus;
-        // Both variants: x_t = c_x x_s + w0 D0 + w1 D1 + w2 D2 (+ noise).
-        let (c_x, w0) = if sde {
-            // (s_t/s_s) e^{−h} and α_t (1 − e^{−2h}).
-            (
-                noise_t / noise_s * (-h).exp(),
-                -alpha_t * (-2.0 * h).exp_m1(),
-            )
+        // A step that stays at its σ (a grid that already ends at t = 0, then σ_min) moves
+        // nothing; its weights would be 0/0.
+        let next = if h == 0.0 {
+            sample
         } else {
-            (noise_t / noise_s, -alpha_t * (-h).exp_m1())
+            self.extrapolate(index, order, sample, h, rng)
         };
-        let mut next = linear(&sample, c_x, &x0, w0);
-        if order >= 2 {
-            let n = self.history.len();
-            let (m0, m1) = (&self.history[n - 1], &self.history[n - 2]);
-            let sigma_s1 = self.sigmas[index - 1];
-            let h0 = lambda(sigma_s) - lambda(sigma_s1);
-            let r0 = h0 / h;
-            let w1 = match (self.config.solver_type, sde) {
-                (SolverType::Midpoint, _) => 0.5 * w0,
-                (SolverType::Heun, false) => alpha_t * phi_2(h),
-                (SolverType::Heun, true) => alpha_t * ((-2.0 * h).exp_m1() / (2.0 * h) + 1.0),
-            };
-            if order == 2 {
-                // D1 = (m0 − m1)/r0
-                next = next + (m0.clone() - m1.clone()).mul_scalar(w1 / r0);
-            } else {
-                let m2 = &self.history[n - 3];
-                let sigma_s2 = self.sigmas[index - 2];
-                let h1 = lambda(sigma_s1) - lambda(sigma_s2);
-                let r1 = h1 / h;
-                let d1_0 = (m0.clone() - m1.clone()).mul_scalar(1.0 / r0);
-                let d1_1 = (m1.clone() - m2.clone()).mul_scalar(1.0 / r1);
-                let d1 = d1_0.clone() + (d1_0.clone() - d1_1.clone()).mul_scalar(r0 / (r0 + r1));
-                let d2 = (d1_0 - d1_1).mul_scalar(1.0 / (r0 + r1));
-                let w1 = alpha_t * phi_2(h);
-                let w2 = -alpha_t * phi_3(h);
-                next = next + d1.mul_scalar(w1) + d2.mul_scalar(w2);
-            }
-        }
-        if sde && sigma_t > 0.0 {
-            let scale = noise_t * (-(-2.0 * h).exp_m1()).sqrt();
-            let noise = standard_normal::<B, D>(x0.dims(), rng, &x0.device());
-            next = next + noise.mul_scalar(scale);
-        }
         if self.lower_order_nums < self.config.solver_order {
             self.lower_order_nums += 1;
         }

@@ -47,6 +47,15 @@ pub enum SamplerError {
         expected: &'static str,
     },
 
+    /// Two settings that cannot go together.
+    #[error("{sampler}: {reason}")]
+    Incompatible {
+        /// The sampler's name.
+        sampler: &'static str,
+        /// Which settings, and what to do instead, in words.
+        reason: &'static str,
+    },
+
     /// A step taken out of order by a sampler that keeps state between steps.
     #[error("step {index} taken out of order; {sampler} expected step {expected}")]
     OutOfOrder {

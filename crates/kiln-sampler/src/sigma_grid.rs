@@ -1,6 +1,8 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
-use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas};
+use kiln_schedule::{
+    NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas, uniform_lambda_sigmas,
+};
 
 use crate::SamplerError;
 use crate::sampler::{clean_and_noise, whole_timesteps};
@@ -100,31 +102,53 @@ pub enum FinalSigmas {
     SigmaMin,
 }
 
-/// The grid of diffusers' multistep solvers (DPM-Solver++, UniPC): whole timesteps from the
-/// grid and σ from the table at them, or Karras σ between the table's smallest and largest σ
-/// with their timesteps rounded to whole numbers; then the final σ.
+/// How a multistep solver places its noise levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SigmaSpacing {
+    /// σ from the table at the grid's whole timesteps.
+    Timesteps,
+    /// Karras et al.'s ρ = 7 spacing ([`karras_sigmas`]).
+    Karras,
+    /// Even in λ = −log σ ([`uniform_lambda_sigmas`]).
+    UniformLambda,
+}
+
+/// The grid of diffusers' multistep solvers (DPM-Solver, UniPC): whole timesteps from the
+/// grid and σ from the table at them, or Karras or uniform-λ σ between the table's smallest
+/// and largest σ (the grid unused) with their timesteps rounded to whole numbers; then the
+/// final σ.
 pub(crate) fn discrete_sigma_grid(
     grid: TimestepGrid,
-    use_karras_sigmas: bool,
+    spacing: SigmaSpacing,
     final_sigmas: FinalSigmas,
     schedule: &NoiseSchedule,
     steps: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
     let table = schedule.sigmas();
-    let mut timesteps = whole_timesteps(grid, schedule, steps)?;
-    let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| table[t as usize]).collect();
-    if use_karras_sigmas {
-        sigmas = karras_sigmas(table[0], table[table.len() - 1], steps, 7.0)?;
-        timesteps = sigmas
-            .iter()
-            .map(|&sigma| schedule.sigma_to_timestep(sigma).round_ties_even())
-            .collect();
-    }
+    let (sigma_min, sigma_max) = (table[0], table[table.len() - 1]);
+    let spaced = match spacing {
+        SigmaSpacing::Timesteps => {
+            let timesteps = whole_timesteps(grid, schedule, steps)?;
+            let sigmas = timesteps.iter().map(|&t| table[t as usize]).collect();
+            return Ok((timesteps, with_final(sigmas, final_sigmas, sigma_min)));
+        }
+        SigmaSpacing::Karras => karras_sigmas(sigma_min, sigma_max, steps, 7.0)?,
+        SigmaSpacing::UniformLambda => uniform_lambda_sigmas(sigma_min, sigma_max, steps)?,
+    };
+    let timesteps = spaced
+        .iter()
+        .map(|&sigma| schedule.sigma_to_timestep(sigma).round_ties_even())
+        .collect();
+    Ok((timesteps, with_final(spaced, final_sigmas, sigma_min)))
+}
+
+/// `sigmas` with the σ the last step lands on appended.
+fn with_final(mut sigmas: Vec<f64>, final_sigmas: FinalSigmas, sigma_min: f64) -> Vec<f64> {
     sigmas.push(match final_sigmas {
         FinalSigmas::Zero => 0.0,
-        FinalSigmas::SigmaMin => table[0],
+        FinalSigmas::SigmaMin => sigma_min,
     });
-    Ok((timesteps, sigmas))
+    sigmas
 }
 
 /// λ = log(α/s) = −log σ for a VE noise level σ (Lu et al. 2022's half log-SNR).

@@ -4,7 +4,7 @@ use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
-use crate::sigma_grid::{FinalSigmas, alpha_sigma, discrete_sigma_grid, lambda};
+use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
 
 /// UniPC's choice of B(h) (diffusers' `solver_type`).
@@ -105,9 +105,14 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
             });
         }
         SampleClipping::thresholding_only(config.thresholding).validate()?;
+        let spacing = if config.use_karras_sigmas {
+            SigmaSpacing::Karras
+        } else {
+            SigmaSpacing::Timesteps
+        };
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
-            config.use_karras_sigmas,
+            spacing,
             config.final_sigmas_type,
             schedule,
             steps,

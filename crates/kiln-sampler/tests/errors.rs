@@ -43,6 +43,7 @@ fn orders_and_settings_are_checked() {
         (0, AlgorithmType::DpmSolverPlusPlus),
         (4, AlgorithmType::DpmSolverPlusPlus),
         (3, AlgorithmType::SdeDpmSolverPlusPlus),
+        (3, AlgorithmType::SdeDpmSolver),
     ] {
         let config = DpmSolverConfig {
             solver_order,
@@ -52,6 +53,22 @@ fn orders_and_settings_are_checked() {
         let error = DpmSolver::<B, 2>::new(config, &s, 10).unwrap_err();
         assert!(
             matches!(error, SamplerError::UnsupportedOrder { order, .. } if order == solver_order)
+        );
+    }
+    let both_spacings = DpmSolverConfig {
+        use_karras_sigmas: true,
+        use_lu_lambdas: true,
+        ..DpmSolverConfig::default()
+    };
+    let noise_to_zero = DpmSolverConfig {
+        algorithm_type: AlgorithmType::DpmSolver,
+        ..DpmSolverConfig::default()
+    };
+    for config in [both_spacings, noise_to_zero] {
+        let error = DpmSolver::<B, 2>::new(config, &s, 10).unwrap_err();
+        assert!(
+            matches!(error, SamplerError::Incompatible { .. }),
+            "{error}"
         );
     }
     let negative_eta = DdimConfig {

@@ -7,8 +7,9 @@ use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
-    Euler, EulerConfig, GaussianMixture, Heun, HeunConfig, Pndm, PndmConfig, Prediction,
-    SampleClipping, Sampler, UniPc, UniPcConfig, UniPcSolverType, sample, sliced_wasserstein_2,
+    Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig, Pndm, PndmConfig,
+    Prediction, SampleClipping, Sampler, UniPc, UniPcConfig, UniPcSolverType, sample,
+    sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -83,6 +84,25 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
                 solver_order: if name == "dpm++2m" { 2 } else { 3 },
                 lower_order_final: false,
                 grid: trailing(GridEnd::BeforeZero),
+                ..DpmSolverConfig::default()
+            };
+            Box::new(DpmSolver::<B, 2>::new(config, &schedule, steps).unwrap())
+        }
+        "dpm2m" | "dpm3m" => {
+            let config = DpmSolverConfig {
+                algorithm_type: AlgorithmType::DpmSolver,
+                solver_order: if name == "dpm2m" { 2 } else { 3 },
+                lower_order_final: false,
+                final_sigmas_type: FinalSigmas::SigmaMin,
+                grid: trailing(GridEnd::BeforeZero),
+                ..DpmSolverConfig::default()
+            };
+            Box::new(DpmSolver::<B, 2>::new(config, &schedule, steps).unwrap())
+        }
+        "dpm++2m lu" => {
+            let config = DpmSolverConfig {
+                use_lu_lambdas: true,
+                lower_order_final: false,
                 ..DpmSolverConfig::default()
             };
             Box::new(DpmSolver::<B, 2>::new(config, &schedule, steps).unwrap())
@@ -197,6 +217,9 @@ fn deterministic_samplers_converge_at_their_order() {
         ("euler", 0.5, 1.5, true),
         ("dpm++2m", 1.2, 4.0, false),
         ("dpm++3m", 1.2, 4.0, false),
+        ("dpm++2m lu", 1.2, 4.0, false),
+        ("dpm2m", 1.2, 4.0, false),
+        ("dpm3m", 1.2, 4.0, false),
         ("heun", 1.2, 4.0, false),
         ("unipc2", 1.2, 4.0, false),
         ("unipc3", 1.2, 4.5, false),
@@ -342,6 +365,17 @@ fn samples_match_the_mixture() {
             ),
         ),
     ];
+    for algorithm_type in [AlgorithmType::DpmSolver, AlgorithmType::SdeDpmSolver] {
+        let config = DpmSolverConfig {
+            algorithm_type,
+            final_sigmas_type: FinalSigmas::SigmaMin,
+            ..DpmSolverConfig::default()
+        };
+        samplers.push((
+            algorithm_type.name(),
+            Box::new(DpmSolver::<B, 2>::new(config, &schedule, steps).unwrap()),
+        ));
+    }
     let edm = HeunConfig {
         use_karras_sigmas: true,
         churn: Some(Churn {

@@ -3,7 +3,7 @@
 
 use kiln_schedule::{
     BetaSchedule, GridEnd, NoiseSchedule, ScheduleError, TimestepGrid, TimestepSpacing,
-    karras_sigmas,
+    karras_sigmas, uniform_lambda_sigmas,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -342,6 +342,40 @@ fn karras_sigmas_match_reference() {
     assert_rel(sigmas[3], 21.105410301025287, 1e-12);
     assert_rel(sigmas[9], 0.010000500037502566, 1e-12);
     assert_rel(s.sigma_to_timestep(sigmas[3]), 775.13315450661, 1e-11);
+}
+
+/// Even in λ = −log σ: every ratio σ_{i+1}/σ_i is the same, the ends are σ_max and σ_min, and
+/// Karras et al.'s spacing tends to it as ρ grows.
+#[test]
+fn uniform_lambda_sigmas_are_even_in_log_sigma() {
+    let s = schedule(BetaSchedule::linear());
+    let (sigma_min, sigma_max) = (s.sigmas()[0], s.sigmas()[999]);
+    let sigmas = uniform_lambda_sigmas(sigma_min, sigma_max, 10).unwrap();
+    assert_eq!(sigmas.len(), 10);
+    assert_rel(sigmas[0], sigma_max, 1e-14);
+    assert_rel(sigmas[9], sigma_min, 1e-14);
+    let ratio = (sigma_min / sigma_max).powf(1.0 / 9.0);
+    for pair in sigmas.windows(2) {
+        assert_rel(pair[1] / pair[0], ratio, 1e-12);
+    }
+    let karras = karras_sigmas(sigma_min, sigma_max, 10, 1e7).unwrap();
+    for (k, u) in karras.iter().zip(&sigmas) {
+        assert_rel(*k, *u, 1e-5);
+    }
+    assert_eq!(uniform_lambda_sigmas(0.5, 2.0, 1).unwrap(), vec![2.0]);
+    assert_eq!(
+        uniform_lambda_sigmas(0.1, 10.0, 0),
+        Err(ScheduleError::ZeroSteps)
+    );
+    for sigma_min in [20.0, -1.0] {
+        assert!(matches!(
+            uniform_lambda_sigmas(sigma_min, 10.0, 5),
+            Err(ScheduleError::OutOfRange {
+                name: "sigma_min",
+                ..
+            })
+        ));
+    }
 }
 
 #[test]
