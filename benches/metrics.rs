@@ -10,14 +10,19 @@
 //!   eigendecompositions);
 //! - `metrics/kid_10_subsets`: KID with 10 subsets of 1,000 (torch-fidelity's default is 100:
 //!   ten times this);
-//! - `metrics/precision_recall`: k = 3 manifolds of two sets of 1,000.
+//! - `metrics/precision_recall`: k = 3 manifolds of two sets of 1,000;
+//! - `features/inception_batch_10` and `features/face_encoder_batch_50`: the feature extractors
+//!   on batches of 32 × 32 grayscale samples, the default run's (InceptionV3 resizes them to
+//!   299 × 299; its weights here are a constant pattern, which costs what pytorch-fid's do).
 
 use std::hint::black_box;
 
+use burn::backend::Flex;
+use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::metrics::{
-    Features, GaussianStats, KidConfig, frechet_distance, kernel_inception_distance,
-    precision_recall,
+    FaceEncoder, FeatureExtractor, Features, FidInception, GaussianStats, KidConfig, MetricsError,
+    WeightSource, frechet_distance, kernel_inception_distance, precision_recall,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -58,5 +63,45 @@ fn metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, metrics);
+/// Weights of the right shapes that keep activations finite: batch-norm variances 1, the rest
+/// small.
+struct PatternWeights;
+
+impl WeightSource for PatternWeights {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, MetricsError> {
+        let fan_in = shape.iter().skip(1).product::<usize>().max(1) as f32;
+        let value = if name.ends_with("running_var") || name.ends_with("bn.weight") {
+            1.0
+        } else {
+            0.5 / fan_in.sqrt()
+        };
+        Ok(vec![value; shape.iter().product()])
+    }
+}
+
+fn extractors(c: &mut Criterion) {
+    let device = Default::default();
+    let mut group = c.benchmark_group("features");
+    group.sample_size(10);
+    let samples = |n| Tensor::<Flex, 4>::random([n, 1, 32, 32], Distribution::Default, &device);
+    let inception = FidInception::<Flex>::load(&mut PatternWeights, &device).unwrap();
+    let batch = samples(10);
+    group.bench_function("inception_batch_10", |bench| {
+        bench.iter(|| {
+            let features = inception.features(batch.clone()).unwrap();
+            features.into_data()
+        })
+    });
+    let encoder = FaceEncoder::<Flex>::bundled(&device).unwrap();
+    let batch = samples(50);
+    group.bench_function("face_encoder_batch_50", |bench| {
+        bench.iter(|| {
+            let features = encoder.features(batch.clone()).unwrap();
+            features.into_data()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, metrics, extractors);
 criterion_main!(benches);
