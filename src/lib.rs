@@ -5,7 +5,7 @@
 //! - [`forward`] (`kiln-forward`): the forward process on tensors, prediction targets and
 //!   loss weights;
 //! - [`sampler`] (`kiln-sampler`): the `Denoiser` trait, the samplers (DDPM, DDIM, PNDM,
-//!   Euler, Euler ancestral, Heun, DPM-Solver++, UniPC), editing, inversion, guidance and an
+//!   Euler, Euler ancestral, Heun, DPM-Solver and DPM-Solver++, UniPC), editing, inversion, guidance and an
 //!   exact Gaussian-mixture denoiser for testing them;
 //! - [`unet`] (`kiln-unet`): the noise-prediction UNet, diffusers checkpoint import and Kiln's
 //!   own self-describing checkpoints;
@@ -16,6 +16,8 @@
 //!   checkpoints, sample grids;
 //! - [`metrics`] (`kiln-metrics`): sample quality over any feature extractor: Fréchet distance,
 //!   KID, precision and recall, memorisation;
+//! - [`distill`] (`kiln-distill`): few-step students of a trained model (progressive
+//!   distillation's rounds);
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
 //! time), [`npy`] (arrays to and from NumPy files), [`timing`] (median wall times) and, with a
@@ -32,6 +34,7 @@ pub mod gpu_cache;
 pub mod npy;
 pub mod timing;
 
+pub use kiln_distill as distill;
 pub use kiln_forward as forward;
 pub use kiln_kernels as kernels;
 pub use kiln_metrics as metrics;

@@ -1,0 +1,42 @@
+use kiln_sampler::SamplerError;
+use kiln_schedule::ScheduleError;
+use thiserror::Error;
+
+/// Everything that can be wrong with a distillation's settings or inputs.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum DistillError {
+    /// The student's steps do not lay out on the schedule (zero, or twice as many as it has
+    /// timesteps).
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+
+    /// The teacher (or the student's prediction) failed, or a prediction kind cannot be used
+    /// at a timestep.
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+
+    /// A student step index past the student's steps.
+    #[error("student step {index} requested, but the student has {steps} steps")]
+    StepOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The student's number of steps.
+        steps: usize,
+    },
+
+    /// A timestep that is not one of the student's.
+    #[error("timestep {timestep} is not on the student's grid")]
+    OffGrid {
+        /// The timestep asked for.
+        timestep: f64,
+    },
+
+    /// One step index per sample was expected.
+    #[error("{indices} step indices for a batch of {batch}; expected one per sample")]
+    IndexCount {
+        /// The number of indices.
+        indices: usize,
+        /// The batch size.
+        batch: usize,
+    },
+}
