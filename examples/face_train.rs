@@ -102,8 +102,9 @@ struct Args {
     /// Steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 100)]
     warmup_steps: usize,
-    /// The learning rate after the warm-up: constant, or cosine (down to 0 at the end).
-    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
+    /// The learning rate after the warm-up: cosine (down to 0 at the last step, as diffusers'
+    /// training scripts) or constant.
+    #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
     lr_schedule: String,
     /// Clip the gradient norm to this value (0: no clipping).
     #[arg(long, default_value_t = 1.0)]
