@@ -13,7 +13,8 @@
 //! | [`Euler`] | x ← x + (x − x̂_0)/σ · (σ' − σ), optionally ancestral | Karras et al. 2022, Algorithm 1 |
 //! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step); with churn, EDM's stochastic sampler | Karras et al. 2022, Algorithms 1 and 2 |
 //! | [`UniPc`] | multistep predictor UniP-p with a free corrector UniC-p of order p + 1 | Zhao et al. 2023 |
-//! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE | Lu et al. 2022 (DPM-Solver++) |
+//! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE, over x̂_0 or ε̂ | Lu et al. 2022a (DPM-Solver), 2022b (DPM-Solver++) |
+//! | [`Lcm`] | a consistency model's answer f(x_t, t), noised afresh to the next timestep (1 step: one call) | Song et al. 2023, Algorithm 1; Luo et al. 2023 |
 //!
 //! Every coefficient is computed on the host in `f64`; the loop never reads a tensor back.
 //! Randomness comes from a caller's RNG, drawn on the host (see
@@ -44,6 +45,7 @@ mod euler;
 mod guidance;
 mod heun;
 mod inversion;
+mod lcm;
 mod mixture;
 mod pndm;
 mod sampler;
@@ -62,6 +64,7 @@ pub use guidance::{ClassConditional, GuidanceConfig, Guided};
 pub use heun::{Churn, Heun, HeunConfig};
 pub use inversion::{InversionMethod, InversionStep, invert};
 pub use kiln_forward::Prediction;
+pub use lcm::{ConsistencyScalings, Lcm, LcmConfig};
 pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
 pub use sampler::{Sampler, Step, StepEvent, sample, sample_from};

@@ -12,8 +12,8 @@ use kiln_forward::{ForwardProcess, standard_normal};
 use kiln_sampler::AlgorithmType::{self, DpmSolverPlusPlus, SdeDpmSolver, SdeDpmSolverPlusPlus};
 use kiln_sampler::{
     Ddim, DdimConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler,
-    EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Pndm, PndmConfig, Prediction, Sampler,
-    SolverType, UniPc, UniPcConfig, sample,
+    EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Pndm, PndmConfig,
+    Prediction, Sampler, SolverType, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid};
 use rand::{SeedableRng, rngs::StdRng};
@@ -297,44 +297,112 @@ fn dpm_fixture_config(settings: &str) -> (DpmSolverConfig, Prediction) {
     (config, prediction)
 }
 
+/// A fixture file's runs: the settings before ` | ` and the coefficients m, n_0, n_1, … after.
+fn linear_runs(fixtures: &str) -> Vec<(&str, Vec<f64>)> {
+    fixtures
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (settings, coefficients) = line.split_once(" | ").unwrap();
+            let coefficients = coefficients
+                .split_whitespace()
+                .map(|c| c.parse().unwrap())
+                .collect();
+            (settings, coefficients)
+        })
+        .collect()
+}
+
+/// Runs `sampler` over the dummy model from the deterministic sample and checks every element
+/// against the fixture's m·x + Σ n_k z_k, with the z_k drawn again by a second generator of
+/// the same seed; `tolerance` is relative to the result's largest value (or 1).
+fn assert_linear_run(
+    sampler: &mut impl Sampler<B, 4>,
+    prediction: Prediction,
+    coefficients: &[f64],
+    tolerance: f64,
+    settings: &str,
+) {
+    let device = Default::default();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut noise_rng = StdRng::seed_from_u64(7);
+    let x = deterministic(false);
+    let result = sample(sampler, &dummy(prediction), x.clone(), &mut rng, |_| {}).unwrap();
+    let mut expected = x.mul_scalar(coefficients[0]);
+    for &n in &coefficients[1..] {
+        let z = standard_normal::<B, 4>([4, 3, 8, 8], &mut noise_rng, &device);
+        expected = expected + z.mul_scalar(n);
+    }
+    let scale = expected.clone().abs().max().into_scalar() as f64;
+    let error = (result - expected).abs().max().into_scalar() as f64;
+    assert!(
+        error <= tolerance * scale.max(1.0),
+        "{settings}: max error {error:e} at scale {scale}"
+    );
+}
+
 /// DPM-Solver's other algorithms (ε̂, SDE) and uniform-λ steps against diffusers 0.42, element
 /// for element, SDE noise included: each loop is linear in the sample x and the noises z_k, so
 /// diffusers' run ends at m·x + Σ n_k z_k with scalars `benches/peer/dpm_solver_fixtures.py`
-/// measured; Kiln draws its own z_k, which a second generator with the same seed draws again
-/// here. diffusers keeps σ and λ in f32 and Kiln in f64: the runs agree to 3e-5 of their
+/// measured. diffusers keeps σ and λ in f32 and Kiln in f64: the runs agree to 3e-5 of their
 /// largest value (the SDE ones, whose values reach 300), where a midpoint step taken for a Heun
 /// one is off by 5 % to 300 %.
 #[test]
 fn dpm_solver_algorithms_match_diffusers_element_for_element() {
-    let device = Default::default();
-    let fixtures = include_str!("fixtures/dpm_solver.txt");
-    let mut runs = 0;
-    for line in fixtures.lines().filter(|line| !line.starts_with('#')) {
-        let (settings, coefficients) = line.split_once(" | ").unwrap();
+    let runs = linear_runs(include_str!("fixtures/dpm_solver.txt"));
+    assert_eq!(runs.len(), 36);
+    for (settings, coefficients) in runs {
         let (config, prediction) = dpm_fixture_config(settings);
-        let coefficients: Vec<f64> = coefficients
-            .split_whitespace()
-            .map(|c| c.parse().unwrap())
-            .collect();
         let mut solver = DpmSolver::new(config, &linear(1000, 1e-4), 10).unwrap();
-        let mut rng = StdRng::seed_from_u64(7);
-        let mut noise_rng = StdRng::seed_from_u64(7);
-        let x = deterministic(false);
-        let result = sample(&mut solver, &dummy(prediction), x.clone(), &mut rng, |_| {}).unwrap();
-        let mut expected = x.mul_scalar(coefficients[0]);
-        for &n in &coefficients[1..] {
-            let z = standard_normal::<B, 4>([4, 3, 8, 8], &mut noise_rng, &device);
-            expected = expected + z.mul_scalar(n);
-        }
-        let scale = expected.clone().abs().max().into_scalar() as f64;
-        let error = (result - expected).abs().max().into_scalar() as f64;
-        assert!(
-            error <= 5e-5 * scale.max(1.0),
-            "{settings}: max error {error:e} at scale {scale}"
-        );
-        runs += 1;
+        assert_linear_run(&mut solver, prediction, &coefficients, 5e-5, settings);
     }
-    assert_eq!(runs, 36);
+}
+
+fn lcm_schedule() -> NoiseSchedule {
+    let beta = BetaSchedule::ScaledLinear {
+        beta_start: 0.00085,
+        beta_end: 0.012,
+    };
+    NoiseSchedule::new(&beta, 1000).unwrap()
+}
+
+/// test_scheduler_lcm.py's `test_full_loop_onestep`: one call, no noise.
+#[test]
+fn lcm_full_loop_onestep() {
+    let mut lcm = Lcm::new(LcmConfig::default(), &lcm_schedule(), 1).unwrap();
+    assert_sum_and_mean(run(&mut lcm, Prediction::Epsilon), 18.7097, 0.0244);
+}
+
+/// LCM's grid and its multistep runs, fresh noise included, against diffusers 0.42
+/// (`benches/peer/lcm_fixtures.py`), element for element.
+#[test]
+fn lcm_matches_diffusers_element_for_element() {
+    let schedule = lcm_schedule();
+    for (steps, timesteps) in [
+        (
+            10,
+            vec![
+                999.0, 899.0, 799.0, 699.0, 599.0, 499.0, 399.0, 299.0, 199.0, 99.0,
+            ],
+        ),
+        (4, vec![999.0, 759.0, 499.0, 259.0]),
+    ] {
+        let lcm = Lcm::new(LcmConfig::default(), &schedule, steps).unwrap();
+        assert_eq!(Sampler::<B, 4>::timesteps(&lcm), timesteps.as_slice());
+    }
+    let runs = linear_runs(include_str!("fixtures/lcm.txt"));
+    assert_eq!(runs.len(), 12);
+    for (settings, coefficients) in runs {
+        let (steps, prediction) = settings.split_once(' ').unwrap();
+        let prediction = match prediction {
+            "epsilon" => Prediction::Epsilon,
+            "v_prediction" => Prediction::V,
+            "sample" => Prediction::Sample,
+            other => panic!("unknown prediction {other}"),
+        };
+        let mut lcm = Lcm::new(LcmConfig::default(), &schedule, steps.parse().unwrap()).unwrap();
+        assert_linear_run(&mut lcm, prediction, &coefficients, 1e-5, settings);
+    }
 }
 
 fn pndm_run(config: PndmConfig, beta_start: f64, prediction: Prediction) -> Tensor<B, 4> {

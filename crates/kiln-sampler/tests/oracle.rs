@@ -6,10 +6,10 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
-    Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig, Pndm, PndmConfig,
-    Prediction, SampleClipping, Sampler, UniPc, UniPcConfig, UniPcSolverType, sample,
-    sliced_wasserstein_2,
+    AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser,
+    DpmSolver, DpmSolverConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig,
+    Lcm, LcmConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, UniPc,
+    UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -264,20 +264,7 @@ fn samples_match_the_mixture() {
     let device = Default::default();
     let count = 2000;
     let oracle = mixture();
-    let exact = host(oracle.sample_data::<B>(count, &mut StdRng::seed_from_u64(11), &device));
-    let baseline: Vec<f64> = (0..5)
-        .map(|seed| {
-            sliced_w2(
-                &host(oracle.sample_data::<B>(
-                    count,
-                    &mut StdRng::seed_from_u64(100 + seed),
-                    &device,
-                )),
-                &exact,
-            )
-        })
-        .collect();
-    println!("baseline sliced W2 between exact sets: {baseline:?}");
+    let (exact, baseline) = exact_draws(&oracle, count);
     let noise = standard_normal::<B, 2>([count, 2], &mut StdRng::seed_from_u64(12), &device);
     let schedule = schedule();
     let steps = 100;
@@ -413,30 +400,127 @@ fn samples_match_the_mixture() {
         "edm churn",
         Box::new(Heun::<B, 2>::new(edm, &schedule, 50).unwrap()),
     ));
-    let worst_baseline = baseline.iter().cloned().fold(0.0, f64::max);
     for (name, sampler) in samplers.iter_mut() {
         let samples = host(sampler.run(&oracle, noise.clone()));
-        let distance = sliced_w2(&samples, &exact);
-        println!("{name}: sliced W2 {distance:.4}");
-        // Two-sample comparison of mean and variance per dimension, to 5 standard errors:
-        // SE(mean difference) = √(2σ²/n), SE(variance difference) = √(2(μ4 − σ⁴)/n).
-        let n = count as f64;
-        for (got, want) in moments(&samples).iter().zip(moments(&exact)) {
-            let [mean, variance, _] = want;
-            let mean_se = (2.0 * variance / n).sqrt();
-            let variance_se = (2.0 * (want[2] - variance * variance) / n).sqrt();
-            assert!(
-                (got[0] - mean).abs() < 5.0 * mean_se,
-                "{name}: mean {got:?} vs {want:?}"
-            );
-            assert!(
-                (got[1] - variance).abs() < 5.0 * variance_se,
-                "{name}: variance {got:?} vs {want:?}"
-            );
-        }
+        assert_matches(name, &samples, &exact, &baseline);
+    }
+}
+
+/// Draws of the mixture: `count` exact samples, and the sliced W2 between five more exact sets
+/// and them (the baseline a sampler's samples are held to).
+fn exact_draws(oracle: &GaussianMixture, count: usize) -> (Vec<[f64; 2]>, Vec<f64>) {
+    let device = Default::default();
+    let exact = host(oracle.sample_data::<B>(count, &mut StdRng::seed_from_u64(11), &device));
+    let baseline: Vec<f64> = (0..5)
+        .map(|seed| {
+            let other =
+                oracle.sample_data::<B>(count, &mut StdRng::seed_from_u64(100 + seed), &device);
+            sliced_w2(&host(other), &exact)
+        })
+        .collect();
+    println!("baseline sliced W2 between exact sets: {baseline:?}");
+    (exact, baseline)
+}
+
+/// `samples` match the mixture: per-dimension mean and variance within five standard errors
+/// of the exact draws' and sliced W2 within twice the largest baseline.
+fn assert_matches(name: &str, samples: &[[f64; 2]], exact: &[[f64; 2]], baseline: &[f64]) {
+    let distance = sliced_w2(samples, exact);
+    println!("{name}: sliced W2 {distance:.4}");
+    // Two-sample comparison of mean and variance per dimension, to 5 standard errors:
+    // SE(mean difference) = √(2σ²/n), SE(variance difference) = √(2(μ4 − σ⁴)/n).
+    let n = exact.len() as f64;
+    for (got, want) in moments(samples).iter().zip(moments(exact)) {
+        let [mean, variance, _] = want;
+        let mean_se = (2.0 * variance / n).sqrt();
+        let variance_se = (2.0 * (want[2] - variance * variance) / n).sqrt();
         assert!(
-            distance < 2.0 * worst_baseline,
-            "{name}: {distance} vs baseline {baseline:?}"
+            (got[0] - mean).abs() < 5.0 * mean_se,
+            "{name}: mean {got:?} vs {want:?}"
+        );
+        assert!(
+            (got[1] - variance).abs() < 5.0 * variance_se,
+            "{name}: variance {got:?} vs {want:?}"
         );
     }
+    let worst_baseline = baseline.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        distance < 2.0 * worst_baseline,
+        "{name}: {distance} vs baseline {baseline:?}"
+    );
+}
+
+/// The consistency function of the mixture's probability-flow ODE: x_t carried from timestep
+/// t to the data by DPM-Solver++ 2M on the grid of all 1,000 timesteps, answered as the output
+/// F that the boundary scalings turn into it, F = (f − c_skip x)/c_out.
+struct OdeConsistency {
+    oracle: GaussianMixture,
+    scalings: ConsistencyScalings,
+}
+
+impl Denoiser<B, 2> for OdeConsistency {
+    fn prediction(&self) -> Prediction {
+        Prediction::Sample
+    }
+
+    fn denoise(&self, sample: Tensor<B, 2>, timestep: f64) -> Result<Tensor<B, 2>, SamplerError> {
+        let mut solver = ode_solver();
+        let start = Sampler::<B, 2>::timesteps(&solver)
+            .iter()
+            .position(|&t| t == timestep)
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(0);
+        let clean = sample_from(
+            &mut solver,
+            &self.oracle,
+            sample.clone(),
+            start,
+            &mut rng,
+            |_| {},
+        )?;
+        let (c_skip, c_out) = self.scalings.at(timestep);
+        Ok((clean - sample.mul_scalar(c_skip)).div_scalar(c_out))
+    }
+}
+
+/// DPM-Solver++ 2M over every timestep, 999 down to 0: the reference ODE solution.
+fn ode_solver() -> DpmSolver<B, 2> {
+    let config = DpmSolverConfig {
+        lower_order_final: false,
+        grid: trailing(GridEnd::BeforeZero),
+        ..DpmSolverConfig::default()
+    };
+    DpmSolver::new(config, &schedule(), 1000).unwrap()
+}
+
+/// Multistep consistency sampling with an exact consistency function: one step is the ODE's
+/// map from noise to data, and 1, 2, 4 or 10 steps (fresh noise between them) all give
+/// samples of the mixture.
+#[test]
+fn consistency_sampling_with_the_exact_consistency_function() {
+    let count = 2000;
+    let oracle = mixture();
+    let (exact, baseline) = exact_draws(&oracle, count);
+    let device = Default::default();
+    let noise = standard_normal::<B, 2>([count, 2], &mut StdRng::seed_from_u64(12), &device);
+    let model = OdeConsistency {
+        oracle: mixture(),
+        scalings: ConsistencyScalings::default(),
+    };
+    let mut rng = StdRng::seed_from_u64(13);
+    let ode = host(sample(&mut ode_solver(), &oracle, noise.clone(), &mut rng, |_| {}).unwrap());
+    for steps in [1, 2, 4, 10] {
+        let mut lcm = Lcm::new(LcmConfig::default(), &schedule(), steps).unwrap();
+        let samples = host(sample(&mut lcm, &model, noise.clone(), &mut rng, |_| {}).unwrap());
+        if steps == 1 {
+            let distance = rms_distance(&samples, &ode);
+            println!("one consistency step against the ODE's map: {distance:.2e}");
+            assert!(distance < 1e-5, "{distance}");
+        }
+        assert_matches(&format!("lcm, {steps} steps"), &samples, &exact, &baseline);
+    }
+    // A diffusion model's answers are posterior means: too smooth to sample with.
+    let mut lcm = Lcm::new(LcmConfig::default(), &schedule(), 4).unwrap();
+    let smooth = host(sample(&mut lcm, &oracle, noise, &mut rng, |_| {}).unwrap());
+    assert!(sliced_w2(&smooth, &exact) > 2.0 * baseline.iter().cloned().fold(0.0, f64::max));
 }

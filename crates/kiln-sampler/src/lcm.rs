@@ -1,0 +1,164 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::{Prediction, standard_normal};
+use kiln_schedule::NoiseSchedule;
+use rand::Rng;
+
+use crate::error::check_range;
+use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::{SampleClipping, Sampler, SamplerError};
+
+/// The boundary scalings of a consistency model over a discrete-time diffusion model, as the
+/// latent consistency models define them (Luo et al. 2023, "Latent Consistency Models", eq. 9,
+/// after Song et al. 2023, "Consistency Models", Appendix C): with the clean estimate x̂ of
+/// the model's output,
+///
+/// ```text
+/// f(x_t, t) = c_skip(t) x_t + c_out(t) x̂(x_t, t),
+/// c_skip(t) = σ_d² / ((s t)² + σ_d²),   c_out(t) = s t / √((s t)² + σ_d²)
+/// ```
+///
+/// with σ_d = 0.5 and s the timestep scaling (10), so that f(x, 0) = x: the consistency
+/// function's boundary condition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConsistencyScalings {
+    /// s (diffusers' `timestep_scaling`).
+    pub timestep_scaling: f64,
+    /// σ_d, the data's standard deviation the scalings assume.
+    pub sigma_data: f64,
+}
+
+impl Default for ConsistencyScalings {
+    fn default() -> Self {
+        Self {
+            timestep_scaling: 10.0,
+            sigma_data: 0.5,
+        }
+    }
+}
+
+impl ConsistencyScalings {
+    /// (c_skip, c_out) at `timestep`.
+    pub fn at(&self, timestep: f64) -> (f64, f64) {
+        let scaled = timestep * self.timestep_scaling;
+        let denominator = scaled * scaled + self.sigma_data * self.sigma_data;
+        (
+            self.sigma_data * self.sigma_data / denominator,
+            scaled / denominator.sqrt(),
+        )
+    }
+}
+
+/// Settings of [`Lcm`], with diffusers' `LCMScheduler` defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LcmConfig {
+    /// M, the steps of the grid the consistency model was distilled on:
+    /// k·⌊T/M⌋ − 1 for k = 1, …, M (diffusers' `original_inference_steps`).
+    pub original_inference_steps: usize,
+    /// The boundary scalings.
+    pub scalings: ConsistencyScalings,
+    /// Clipping of x̂ before the scalings (none by default, as diffusers).
+    pub clipping: SampleClipping,
+}
+
+impl Default for LcmConfig {
+    fn default() -> Self {
+        Self {
+            original_inference_steps: 50,
+            scalings: ConsistencyScalings::default(),
+            clipping: SampleClipping::thresholding_only(None),
+        }
+    }
+}
+
+/// Multistep consistency sampling (Song et al. 2023, Algorithm 1; diffusers'
+/// `LCMScheduler`): at each of N timesteps, taken evenly from the distillation grid of M,
+/// the consistency function's answer f(x_t, t) ([`ConsistencyScalings`]) is the sample, and
+/// before every step but the last it is noised afresh to the next timestep t',
+///
+/// ```text
+/// x_{t'} = √ᾱ_{t'} f(x_t, t) + √(1 − ᾱ_{t'}) z,   z ~ N(0, I);
+/// ```
+///
+/// one step is a one-step generator. With a diffusion model in place of a consistency model
+/// the answers are posterior means and the samples too smooth: the sampler is for
+/// consistency models (latent consistency models, consistency distillation's students).
+#[derive(Debug, Clone)]
+pub struct Lcm {
+    config: LcmConfig,
+    alphas_cumprod: Vec<f64>,
+    timesteps: Vec<f64>,
+}
+
+impl Lcm {
+    /// The sampler over `schedule` in `steps` steps.
+    ///
+    /// Fails when M exceeds the schedule's timesteps, or N is 0 or exceeds M.
+    pub fn new(
+        config: LcmConfig,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        let train = schedule.num_timesteps();
+        let original = config.original_inference_steps;
+        check_range(
+            "original_inference_steps",
+            original as f64,
+            1.0..=train as f64,
+            "from 1 to the schedule's timesteps",
+        )?;
+        check_range(
+            "num_inference_steps",
+            steps as f64,
+            1.0..=original as f64,
+            "from 1 to original_inference_steps",
+        )?;
+        config.clipping.validate()?;
+        let k = train / original;
+        // The grid of M, noisiest first, and N of its points at floor(i·M/N).
+        let timesteps = (0..steps)
+            .map(|i| {
+                let position = i * original / steps;
+                ((original - position) * k - 1) as f64
+            })
+            .collect();
+        Ok(Self {
+            config,
+            alphas_cumprod: schedule.alphas_cumprod().to_vec(),
+            timesteps,
+        })
+    }
+}
+
+impl<B: Backend, const D: usize> Sampler<B, D> for Lcm {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        index: usize,
+        output: Tensor<B, D>,
+        prediction: Prediction,
+        sample: Tensor<B, D>,
+        rng: &mut R,
+    ) -> Result<Step<B, D>, SamplerError> {
+        let timestep = timestep_at(&self.timesteps, index)?;
+        let alpha = self.alphas_cumprod[timestep as usize];
+        let (x0, _) = clean_and_noise("LCM", output, prediction, sample.clone(), alpha, timestep)?;
+        let x0 = self.config.clipping.apply(x0);
+        let (c_skip, c_out) = self.config.scalings.at(timestep);
+        let denoised = linear(&x0, c_out, &sample, c_skip);
+        let next = match self.timesteps.get(index + 1) {
+            Some(&next) => {
+                let alpha = self.alphas_cumprod[next as usize];
+                let noise = standard_normal::<B, D>(denoised.dims(), rng, &denoised.device());
+                linear(&denoised, alpha.sqrt(), &noise, (1.0 - alpha).sqrt())
+            }
+            None => denoised.clone(),
+        };
+        Ok(Step {
+            sample: next,
+            denoised,
+        })
+    }
+}
