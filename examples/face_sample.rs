@@ -34,6 +34,7 @@ use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::metrics::FaceEncoder;
 use kiln::pipeline::{Condition, Generation, SamplerName, load_for_sampling, pixels};
 use kiln::sampler::GuidanceConfig;
+use kiln::schedule::TimestepSpacing;
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels};
 
 #[path = "common/allocator.rs"]
@@ -63,6 +64,10 @@ struct Args {
     /// Sampler steps.
     #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// Lay the steps out with this timestep spacing instead of the sampler's own (`trailing`
+    /// for a student of face_distill, with --sampler ddim and its steps).
+    #[arg(long, value_parser = ["leading", "linspace", "trailing"])]
+    spacing: Option<String>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -184,6 +189,7 @@ impl BackendTask for Sampling {
                 seed: args.seed + if scoring { row as u64 } else { 0 },
                 clip: !args.no_clip,
                 condition,
+                spacing: args.spacing.as_deref().and_then(TimestepSpacing::from_name),
             };
             let images = loaded.generate(generation, &device, |event| {
                 eprint!(

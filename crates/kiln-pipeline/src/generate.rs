@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
 use kiln_sampler::{GuidanceConfig, Guided, StepEvent};
-use kiln_schedule::NoiseSchedule;
+use kiln_schedule::{NoiseSchedule, TimestepSpacing};
 use kiln_unet::UNet;
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -48,6 +48,10 @@ pub struct Generation {
     pub clip: bool,
     /// Unconditional, or which classes with what guidance.
     pub condition: Condition,
+    /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default
+    /// ([`NamedRun::spacing`]): `trailing` for a progressive-distillation student, which was
+    /// trained on that grid.
+    pub spacing: Option<TimestepSpacing>,
 }
 
 impl Generation {
@@ -62,6 +66,7 @@ impl Generation {
             seed: 0,
             clip: true,
             condition: Condition::Unconditional,
+            spacing: None,
         }
     }
 }
@@ -89,7 +94,10 @@ pub fn generate<B: Backend>(
     let mut rng = StdRng::seed_from_u64(generation.seed);
     let noise = standard_normal::<B, 4>(shape, &mut rng, device);
     let denoiser = UNetDenoiser::new(model, prediction);
-    let run = NamedRun::new(generation.sampler, generation.steps, generation.clip);
+    let run = NamedRun {
+        spacing: generation.spacing,
+        ..NamedRun::new(generation.sampler, generation.steps, generation.clip)
+    };
     Ok(match &generation.condition {
         Condition::Unconditional => {
             sample_by_name(run, schedule, &denoiser, noise, &mut rng, on_step)?

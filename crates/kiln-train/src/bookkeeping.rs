@@ -183,7 +183,8 @@ impl<'a> Bookkeeping<'a> {
     }
 }
 
-/// Samples a grid from the EMA model with DDIM (x_0 kept in [−1, 1]) and the run's seed.
+/// Samples a grid from the EMA model with DDIM (x_0 kept in [−1, 1]) and the run's seed; a
+/// distillation's student in its own steps on its grid.
 ///
 /// DDIM rather than a multistep solver: early in training the model's errors are large, and
 /// DPM-Solver++ and UniPC amplify them into speckle where first-order DDIM with the same 20
@@ -194,14 +195,19 @@ fn write_grid<B: Backend>(
     path: &Path,
 ) -> Result<(), TrainError> {
     let condition = sample_condition(config, 0..config.sample_count);
+    let steps = match &config.distillation {
+        Some(distillation) => distillation.student_steps,
+        None => config.sample_steps,
+    };
     let generation = Generation {
         sampler: SamplerName::Ddim,
-        steps: config.sample_steps,
+        steps,
         count: config.sample_count,
         image_size: config.image_size,
         seed: config.seed,
         clip: true,
         condition,
+        spacing: config.sample_spacing(),
     };
     let images = sampled.generate(generation)?;
     let columns = (config.sample_count as f64).sqrt().ceil() as usize;

@@ -2,8 +2,9 @@
 
 use burn::config::Config;
 use burn::optim::{AdamWConfig, grad_clipping::GradientClippingConfig};
+use kiln_distill::ProgressiveDistillation;
 use kiln_forward::{LossWeighting, Prediction};
-use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use kiln_unet::UNetConfig;
 
 use crate::TrainError;
@@ -65,6 +66,10 @@ pub struct TrainConfig {
     /// Class-conditional training (`None`: unconditional).
     #[config(default = "None")]
     pub classes: Option<ClassConditioning>,
+    /// Progressive distillation of a teacher into this run's model (`None`: ordinary
+    /// training; see [`Distillation`]).
+    #[config(default = "None")]
+    pub distillation: Option<Distillation>,
     /// Mirror each training image left to right with probability ½.
     #[config(default = true)]
     pub random_flip: bool,
@@ -107,6 +112,22 @@ pub struct ClassConditioning {
     pub label_dropout: f64,
 }
 
+/// One round of progressive distillation (Salimans & Ho 2022,
+/// [`kiln_distill::ProgressiveDistillation`]): the run's model starts from the teacher's
+/// weights and learns to take one DDIM step where the teacher takes two. Each image is noised
+/// to one of the student's `student_steps` timesteps (the `trailing` grid) instead of any of
+/// the T, its target is the x̃ of two teacher DDIM steps, and its loss the x̂ error weighted by
+/// max(SNR, 1) (the run's `min_snr_gamma` is not used). Grids and evaluations sample with
+/// DDIM in `student_steps` steps on the `trailing` grid.
+#[derive(Config, Debug, PartialEq)]
+pub struct Distillation {
+    /// The teacher: a folder or file `kiln_pipeline::load_for_sampling` reads (a run folder,
+    /// one of its checkpoints), with this run's UNet and schedule.
+    pub teacher: String,
+    /// N, the student's DDIM steps (the teacher takes 2N).
+    pub student_steps: usize,
+}
+
 /// Fields that may change when a run is resumed: they steer how long the run goes on and what
 /// it writes, not the state it continues from.
 const RESUMABLE_CHANGES: [&str; 6] = [
@@ -130,6 +151,25 @@ impl TrainConfig {
                 ),
             )
         })
+    }
+
+    /// The distillation round of a [`Distillation`] run (`None` for ordinary training).
+    pub fn distillation_round(&self) -> Result<Option<ProgressiveDistillation>, TrainError> {
+        self.distillation
+            .as_ref()
+            .map(|distillation| {
+                ProgressiveDistillation::new(&self.schedule()?, distillation.student_steps)
+                    .map_err(|error| invalid("distillation.student_steps", error.to_string()))
+            })
+            .transpose()
+    }
+
+    /// The timestep spacing the run's grids and evaluations sample with: `trailing` for a
+    /// [`Distillation`] (the student's grid), the sampler's own otherwise.
+    pub fn sample_spacing(&self) -> Option<TimestepSpacing> {
+        self.distillation
+            .as_ref()
+            .map(|_| ProgressiveDistillation::grid().spacing)
     }
 
     /// The learning rate of optimizer step `step` (0-based) of a run of `total_steps` steps,
@@ -198,6 +238,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         self.prediction()?;
         self.schedule()?;
+        self.distillation_round()?;
         self.learning_rate_at(u64::from(u32::MAX), u64::from(u32::MAX))?;
         if let Some(gamma) = self.min_snr_gamma {
             self.weighting()

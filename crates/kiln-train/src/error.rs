@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use kiln_distill::DistillError;
 use kiln_forward::ForwardError;
 use kiln_metrics::MetricsError;
 use kiln_pipeline::pixels::PixelError;
@@ -111,6 +112,17 @@ pub enum TrainError {
     /// Generating the sample grids, or reading the run folder's layout.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A distillation's targets: the teacher failed, or a timestep is off the student's grid.
+    #[error("distilling: {0}")]
+    Distill(#[from] DistillError),
+    /// A distillation's teacher does not fit the run.
+    #[error("the teacher {path} does not fit this run: {problem}")]
+    Teacher {
+        /// The teacher's path.
+        path: PathBuf,
+        /// What differs.
+        problem: String,
+    },
     /// Scoring the samples of an evaluation failed.
     #[error("evaluating the samples: {0}")]
     Metrics(#[from] MetricsError),

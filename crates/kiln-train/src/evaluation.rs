@@ -78,6 +78,7 @@ impl<'a> Evaluations<'a> {
             let generation = Generation {
                 seed: mix(seed, index as u64),
                 condition: sample_condition(config, first..first + size),
+                spacing: config.sample_spacing(),
                 ..Generation::new(sampler, steps, size, config.image_size)
             };
             let images = sampled.generate(generation)?;

@@ -6,7 +6,9 @@
 //!   warm-up and gradient clipping, gradient accumulation, an [`Ema`] of the weights, class
 //!   labels with label dropout for classifier-free guidance), writing sample grids, a loss log
 //!   and atomic, exactly resumable checkpoints, and scoring the samples' quality as it goes
-//!   ([`Evaluation`]: FD, KID, precision, recall and memorisation into `metrics.csv`);
+//!   ([`Evaluation`]: FD, KID, precision, recall and memorisation into `metrics.csv`), or
+//!   distilling a trained model into a few-step student ([`Distillation`]: a round of
+//!   progressive distillation);
 //!   data-parallel over several devices (a worker thread each, gradients summed with
 //!   burn-collective) and several processes or machines (a [`ProcessGroup`]: `MpiProcesses`
 //!   with the `mpi` feature);
@@ -44,10 +46,11 @@ mod start;
 mod state;
 mod step;
 mod step_loop;
+mod teacher;
 mod trainer;
 mod workers;
 
-pub use config::{ClassConditioning, ConfigDifference, TrainConfig};
+pub use config::{ClassConditioning, ConfigDifference, Distillation, TrainConfig};
 pub use dataset::{
     DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, Labels, LoadEvent, SkippedFile,
 };

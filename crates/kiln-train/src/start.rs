@@ -13,6 +13,7 @@ use crate::checkpoint;
 use crate::dataset::ImageFolder;
 use crate::ema::Ema;
 use crate::options::{RunOptions, TrainEvent};
+use crate::teacher::load_teacher;
 use crate::{TrainConfig, TrainError};
 
 /// Checks the run's settings against the data and the devices of all `processes` processes.
@@ -166,7 +167,13 @@ fn start<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
         )),
         (false, None) => {
             B::seed(device, config.seed);
-            let model = config.unet.init::<B>(device)?;
+            // A distillation's student starts as its teacher.
+            let model = match &config.distillation {
+                Some(distillation) => {
+                    load_teacher::<B>(config, &distillation.teacher, device)?.model
+                }
+                None => config.unet.init::<B>(device)?,
+            };
             Ok(Start {
                 ema: Ema::new(&model, config.ema_decay),
                 model,

@@ -17,6 +17,7 @@ use crate::reduction::{Reduction, Totals};
 use crate::resident::DeviceImages;
 use crate::run::{Done, Run};
 use crate::step::{Objective, StepDraws, epoch_order, gradients};
+use crate::teacher::load_teacher;
 
 /// What the worker on the calling thread does besides training: it reads the stop flag, reads
 /// the losses back at the log points, reports events and (on rank 0) keeps the EMA and the
@@ -73,11 +74,19 @@ where
     F: FnMut(TrainEvent<'_>),
 {
     let config = run.config;
+    let distillation = match (&run.distillation, &config.distillation) {
+        (Some(round), Some(distillation)) => Some((
+            round.clone(),
+            load_teacher::<B::InnerBackend>(config, &distillation.teacher, device)?,
+        )),
+        _ => None,
+    };
     let objective = Objective {
         prediction: run.prediction,
         weighting: config.weighting(),
         process: ForwardProcess::new(run.schedule.clone(), device),
         images: DeviceImages::new(run.data, device),
+        distillation,
         device: device.clone(),
     };
     let place = run.place(local);
@@ -92,7 +101,14 @@ where
             order = Some((epoch, epoch_order(config.seed, epoch, run.data.len())));
         }
         let (_, permutation) = order.as_ref().expect("just set");
-        let draws = StepDraws::for_step(config, run.data, step, run.steps_per_epoch, permutation);
+        let draws = StepDraws::for_step(
+            config,
+            run.data,
+            run.distillation.as_ref(),
+            step,
+            run.steps_per_epoch,
+            permutation,
+        );
         let (grads, loss) =
             run.compute::<B, _>(|| gradients(&model, config, &objective, place, draws, step))?;
         let stop = run.rank == 0

@@ -12,7 +12,9 @@
 //! lr_k = lr · min(1, (k + 1)/warm-up);  AdamW step on ∇L (norm clipped);  EMA update
 //! ```
 //!
-//! where the target is ε, x_0 or v and w is 1 or min-SNR-γ ([`crate::TrainConfig`]). Images
+//! where the target is ε, x_0 or v and w is 1 or min-SNR-γ ([`crate::TrainConfig`]); a
+//! [`crate::Distillation`] draws t from the student's N timesteps instead, and its target and
+//! weight are progressive distillation's (`kiln_distill::ProgressiveDistillation`). Images
 //! are visited in a fresh random order each epoch (seeded with (s, epoch)). Because every draw
 //! is seeded from the step number (dropout included, through the backend's seed), a run
 //! resumed from a checkpoint continues with exactly the numbers it would have drawn.

@@ -1,0 +1,237 @@
+//! Distils a trained face model into a student that samples in a few DDIM steps (progressive
+//! distillation, Salimans & Ho 2022): each round trains a student, starting from its
+//! teacher's weights, to take one DDIM step where the teacher takes two, so the steps halve
+//! from `--from-steps` down to `--to-steps`. Each round is a run folder of its own,
+//! `OUT/steps-N` for the student of N steps, with face_train's checkpoints, grids (drawn in the
+//! student's steps), loss log and `--resume`; it is the next round's teacher.
+//!
+//! ```text
+//! cargo run --release --example face_distill -- --from runs/faces --to-steps 4
+//! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/steps-4 \
+//!     --sampler ddim --steps 4 --spacing trailing
+//! ```
+//!
+//! The students predict v (the paper's choice: an ε-predicting student's x̂ = (z − σ ε̂)/α
+//! blows up at high noise, where a few-step sampler starts). Finished rounds are skipped; a
+//! round that was stopped continues with `--resume`.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use clap::Parser;
+use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
+use kiln::pipeline::RunFolder;
+use kiln::train::{
+    Distillation, ImageFolder, ImageFolderOptions, Labels, RunOptions, TrainConfig, read_state,
+    train,
+};
+
+#[path = "common/allocator.rs"]
+mod allocator;
+#[path = "common/bundled.rs"]
+mod bundled;
+#[path = "common/exit.rs"]
+mod exit;
+#[path = "common/progress.rs"]
+mod progress;
+
+use progress::Progress;
+
+/// Distils a face_train run into a student that samples in a few DDIM steps.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The teacher: a face_train run folder.
+    #[arg(long, default_value = "runs/faces")]
+    from: PathBuf,
+    /// Where the rounds' run folders go (`steps-N` for the student of N steps).
+    #[arg(long, default_value = "runs/faces-distill")]
+    out: PathBuf,
+    /// The teacher's DDIM steps; the first student takes half as many.
+    #[arg(long, default_value_t = 64)]
+    from_steps: usize,
+    /// The last student's DDIM steps (`--from-steps` halved a whole number of times).
+    #[arg(long, default_value_t = 4)]
+    to_steps: usize,
+    /// Passes over the data in each round.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Peak learning rate of each round (AdamW, decayed along a cosine).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Steps of linear learning-rate warm-up in each round.
+    #[arg(long, default_value_t = 10)]
+    warmup_steps: usize,
+    /// The training images (default: the bundled faces, which the teacher trained on).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Continue a stopped round.
+    #[arg(long)]
+    resume: bool,
+    /// The device: flex (CPU), ndarray, wgpu, cuda (cuda:N for another GPU).
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
+}
+
+fn main() -> ExitCode {
+    allocator::keep_freed_memory();
+    let args = Args::parse();
+    let device = args.device;
+    exit::exit_code(run_on_all(&[device], Distilling { args }))
+}
+
+struct Distilling {
+    args: Args,
+}
+
+impl MultiDeviceTask for Distilling {
+    type Output = Result<(), Box<dyn Error>>;
+
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let Distilling { args } = self;
+        let rounds = student_steps(args.from_steps, args.to_steps)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler_flag = Arc::clone(&stop);
+        ctrlc::set_handler(move || {
+            if handler_flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)"
+            );
+        })?;
+        let started = Instant::now();
+        let mut teacher = args.from.clone();
+        let mut data: Option<ImageFolder> = None;
+        for steps in rounds {
+            let out = args.out.join(format!("steps-{steps}"));
+            let config = round_config(&args, &teacher, steps)?;
+            let data = match &mut data {
+                Some(data) => data,
+                None => data.insert(load_data(&args, &config)?),
+            };
+            let total_steps = (data.len() / config.batch_size).max(1) as u64 * config.epochs as u64;
+            match RunFolder::new(&out).latest_checkpoint()? {
+                Some(latest) if read_state(&latest)?.step >= total_steps => {
+                    eprintln!("round to {steps} steps: done before, in {}", out.display());
+                }
+                latest => {
+                    eprintln!(
+                        "round to {steps} steps: teacher {} ({} steps), student {}",
+                        teacher.display(),
+                        2 * steps,
+                        out.display()
+                    );
+                    let resume = latest.is_some() && args.resume;
+                    let mut progress = Progress::new(config.epochs);
+                    let options = RunOptions::new(&out, resume, &stop);
+                    let summary =
+                        train::<Autodiff<B>>(&config, data, &devices, options, |event| {
+                            progress.show(&event)
+                        })?;
+                    eprintln!();
+                    if summary.interrupted {
+                        println!(
+                            "stopped at step {} of the round to {steps} steps; continue with \
+                             --resume",
+                            summary.steps
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            teacher = out;
+        }
+        println!(
+            "done in {:.1?}; sample with: face_sample --checkpoint {} --sampler ddim --steps {} \
+             --spacing trailing",
+            started.elapsed(),
+            teacher.display(),
+            args.to_steps
+        );
+        Ok(())
+    }
+}
+
+/// The students' steps, `from / 2` down to `to`, halving each round.
+fn student_steps(from: usize, to: usize) -> Result<Vec<usize>, Box<dyn Error>> {
+    let mut rounds = Vec::new();
+    let mut steps = from;
+    while steps > to && steps.is_multiple_of(2) {
+        steps /= 2;
+        rounds.push(steps);
+    }
+    if steps != to || rounds.is_empty() || to == 0 {
+        return Err(format!(
+            "--from-steps {from} must be --to-steps {to} doubled one or more times"
+        )
+        .into());
+    }
+    Ok(rounds)
+}
+
+/// The round whose student takes `steps` steps: the teacher's run, with v-prediction, this
+/// round's length and learning rate, and the teacher to distil.
+fn round_config(args: &Args, teacher: &Path, steps: usize) -> Result<TrainConfig, Box<dyn Error>> {
+    let latest = RunFolder::new(teacher)
+        .latest_checkpoint()?
+        .ok_or_else(|| {
+            format!(
+                "{} holds no checkpoint to distil (train it with face_train first)",
+                teacher.display()
+            )
+        })?;
+    let teacher_config = read_state(&latest)?.config;
+    let sample_every = teacher_config.sample_every_epochs.min(args.epochs);
+    Ok(teacher_config
+        .with_prediction("v_prediction".into())
+        .with_distillation(Some(Distillation::new(
+            teacher.display().to_string(),
+            steps,
+        )))
+        .with_epochs(args.epochs)
+        .with_learning_rate(args.lr)
+        .with_warmup_steps(args.warmup_steps)
+        .with_lr_schedule(Some("cosine".into()))
+        .with_sample_every_epochs(sample_every)
+        .with_checkpoint_every_epochs(args.epochs))
+}
+
+/// The training images, as the teacher's run took them.
+fn load_data(args: &Args, config: &TrainConfig) -> Result<ImageFolder, Box<dyn Error>> {
+    let folder = args
+        .data
+        .clone()
+        .unwrap_or_else(|| bundled::BUNDLED_FACES.into());
+    let options = ImageFolderOptions {
+        image_size: config.image_size as u32,
+        channels: config.unet.in_channels,
+        strict: false,
+        labels: match config.classes {
+            Some(_) => Labels::Folders,
+            None => Labels::None,
+        },
+    };
+    let data = ImageFolder::load(&folder, options, |_| {})?;
+    eprintln!("loaded {} images from {}", data.len(), folder.display());
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_halve_the_steps_down_to_the_last() {
+        assert_eq!(student_steps(64, 4).unwrap(), [32, 16, 8, 4]);
+        assert_eq!(student_steps(2, 1).unwrap(), [1]);
+        for (from, to) in [(64, 5), (4, 4), (3, 1), (8, 0), (4, 8)] {
+            assert!(student_steps(from, to).is_err(), "{from} → {to}");
+        }
+    }
+}
