@@ -18,8 +18,6 @@
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -95,16 +93,7 @@ impl MultiDeviceTask for Distilling {
     fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
         let Distilling { args } = self;
         let rounds = student_steps(args.from_steps, args.to_steps)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler_flag = Arc::clone(&stop);
-        ctrlc::set_handler(move || {
-            if handler_flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)"
-            );
-        })?;
+        let stop = progress::stop_on_ctrl_c()?;
         let started = Instant::now();
         let mut teacher = args.from.clone();
         let mut data: Option<ImageFolder> = None;

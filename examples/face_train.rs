@@ -29,8 +29,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -342,16 +340,7 @@ impl MultiDeviceTask for Training<'_> {
             _ => None,
         };
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler_flag = Arc::clone(&stop);
-        ctrlc::set_handler(move || {
-            if handler_flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)"
-            );
-        })?;
+        let stop = progress::stop_on_ctrl_c()?;
         let run = RunOptions {
             processes,
             log_every: args.log_every,

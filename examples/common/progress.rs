@@ -1,4 +1,4 @@
-//! The examples' one-line training progress display.
+//! The examples' training display: the one-line progress and the Ctrl-C stop flag.
 
 use std::io::Write;
 use std::time::Instant;
@@ -121,4 +121,19 @@ fn clock(seconds: f64) -> String {
         (0, _) => format!("{m}m{s:02}s"),
         _ => format!("{h}h{m:02}m{s:02}s"),
     }
+}
+
+/// A stop flag that the first Ctrl-C sets (the run then saves a checkpoint after its step)
+/// and a second one turns into an exit.
+pub fn stop_on_ctrl_c() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, ctrlc::Error> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let handler_flag = std::sync::Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)");
+    })?;
+    Ok(stop)
 }
