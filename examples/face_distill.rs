@@ -1,22 +1,30 @@
-//! Distils a trained face model into a student that samples in a few DDIM steps (progressive
-//! distillation, Salimans & Ho 2022): each round trains a student, starting from its
-//! teacher's weights, to take one DDIM step where the teacher takes two, so the steps halve
-//! from `--from-steps` down to `--to-steps`. Each round is a run folder of its own,
-//! `OUT/steps-N` for the student of N steps, with face_train's checkpoints, grids (drawn in the
-//! student's steps), loss log and `--resume`; it is the next round's teacher.
+//! Distils a trained face model into a student that samples in a few steps, starting from the
+//! teacher's weights, by one of two methods:
+//!
+//! - `--method progressive` (Salimans & Ho 2022): each round trains a student to take one DDIM
+//!   step where the teacher takes two, so the steps halve from `--from-steps` down to
+//!   `--to-steps`. Each round is a run folder of its own, `OUT/steps-N` for the student of N
+//!   steps, and the next round's teacher.
+//! - `--method consistency` (Song et al. 2023): one run, `OUT/consistency`, trains a
+//!   consistency model on the teacher's DDIM grid of 50; it samples with LCM in any number of
+//!   steps up to 50 (its grids in `--to-steps`).
 //!
 //! ```text
 //! cargo run --release --example face_distill -- --from runs/faces --to-steps 4
 //! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/steps-4 \
 //!     --sampler ddim --steps 4 --spacing trailing
+//! cargo run --release --example face_distill -- --from runs/faces --method consistency
+//! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/consistency \
+//!     --sampler lcm --steps 2
 //! ```
 //!
-//! The students predict v (the paper's choice: an ε-predicting student's x̂ = (z − σ ε̂)/α
-//! blows up at high noise, where a few-step sampler starts). Finished rounds are skipped; a
-//! round that was stopped continues with `--resume`.
+//! Every run has face_train's checkpoints, grids (drawn with the student's sampler), loss log
+//! and `--resume`. The students predict v (Salimans & Ho's choice: an ε-predicting student's
+//! x̂ = (z − σ ε̂)/α blows up at high noise, where a few-step sampler starts). Finished runs
+//! are skipped; a run that was stopped continues with `--resume`.
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -41,7 +49,7 @@ mod progress;
 
 use progress::Progress;
 
-/// Distils a face_train run into a student that samples in a few DDIM steps.
+/// Distils a face_train run into a student that samples in a few steps.
 #[derive(Parser, Debug)]
 struct Args {
     /// The teacher: a face_train run folder.
@@ -50,25 +58,29 @@ struct Args {
     /// Where the rounds' run folders go (`steps-N` for the student of N steps).
     #[arg(long, default_value = "runs/faces-distill")]
     out: PathBuf,
-    /// The teacher's DDIM steps; the first student takes half as many.
+    /// `progressive` (rounds that halve the DDIM steps) or `consistency` (one run).
+    #[arg(long, default_value = "progressive", value_parser = ["progressive", "consistency"])]
+    method: String,
+    /// Progressive: the teacher's DDIM steps; the first student takes half as many.
     #[arg(long, default_value_t = 64)]
     from_steps: usize,
-    /// The last student's DDIM steps (`--from-steps` halved a whole number of times).
+    /// Progressive: the last student's DDIM steps (`--from-steps` halved a whole number of
+    /// times). Consistency: the LCM steps of the run's grids.
     #[arg(long, default_value_t = 4)]
     to_steps: usize,
-    /// Passes over the data in each round.
+    /// Passes over the data in each round (progressive) or in the run (consistency).
     #[arg(long, default_value_t = 10)]
     epochs: usize,
-    /// Peak learning rate of each round (AdamW, decayed along a cosine).
+    /// Peak learning rate of each run (AdamW, decayed along a cosine).
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
-    /// Steps of linear learning-rate warm-up in each round.
+    /// Steps of linear learning-rate warm-up in each run.
     #[arg(long, default_value_t = 10)]
     warmup_steps: usize,
     /// The training images (default: the bundled faces, which the teacher trained on).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Continue a stopped round.
+    /// Continue a stopped run.
     #[arg(long)]
     resume: bool,
     /// The device: flex (CPU), ndarray, wgpu, cuda (cuda:N for another GPU).
@@ -92,14 +104,15 @@ impl MultiDeviceTask for Distilling {
 
     fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
         let Distilling { args } = self;
-        let rounds = student_steps(args.from_steps, args.to_steps)?;
+        let stages = stages(&args)?;
         let stop = progress::stop_on_ctrl_c()?;
         let started = Instant::now();
-        let mut teacher = args.from.clone();
         let mut data: Option<ImageFolder> = None;
-        for steps in rounds {
-            let out = args.out.join(format!("steps-{steps}"));
-            let config = round_config(&args, &teacher, steps)?;
+        for stage in &stages {
+            let Stage {
+                teacher, out, name, ..
+            } = stage;
+            let config = stage_config(&args, stage)?;
             let data = match &mut data {
                 Some(data) => data,
                 None => data.insert(load_data(&args, &config)?),
@@ -107,18 +120,17 @@ impl MultiDeviceTask for Distilling {
             let total_steps = (data.len() / config.batch_size).max(1) as u64 * config.epochs as u64;
             match RunFolder::new(&out).latest_checkpoint()? {
                 Some(latest) if read_state(&latest)?.step >= total_steps => {
-                    eprintln!("round to {steps} steps: done before, in {}", out.display());
+                    eprintln!("{name}: done before, in {}", out.display());
                 }
                 latest => {
                     eprintln!(
-                        "round to {steps} steps: teacher {} ({} steps), student {}",
+                        "{name}: teacher {}, student {}",
                         teacher.display(),
-                        2 * steps,
                         out.display()
                     );
                     let resume = latest.is_some() && args.resume;
                     let mut progress = Progress::new(config.epochs);
-                    let options = RunOptions::new(&out, resume, &stop);
+                    let options = RunOptions::new(out, resume, &stop);
                     let summary =
                         train::<Autodiff<B>>(&config, data, &devices, options, |event| {
                             progress.show(&event)
@@ -126,25 +138,66 @@ impl MultiDeviceTask for Distilling {
                     eprintln!();
                     if summary.interrupted {
                         println!(
-                            "stopped at step {} of the round to {steps} steps; continue with \
-                             --resume",
+                            "stopped at step {} of {name}; continue with --resume",
                             summary.steps
                         );
                         return Ok(());
                     }
                 }
             }
-            teacher = out;
         }
+        let student = &stages[stages.len() - 1].out;
+        let sampler = match args.method.as_str() {
+            "consistency" => "lcm",
+            _ => "ddim --spacing trailing",
+        };
         println!(
-            "done in {:.1?}; sample with: face_sample --checkpoint {} --sampler ddim --steps {} \
-             --spacing trailing",
+            "done in {:.1?}; sample with: face_sample --checkpoint {} --sampler {sampler} \
+             --steps {}",
             started.elapsed(),
-            teacher.display(),
+            student.display(),
             args.to_steps
         );
         Ok(())
     }
+}
+
+/// One training run of a distillation: a student distilled from `teacher` into `out`.
+struct Stage {
+    teacher: PathBuf,
+    out: PathBuf,
+    /// What the run is, for the terminal.
+    name: String,
+    /// The run's distillation.
+    distillation: Distillation,
+}
+
+/// The runs of the distillation `args` asks for: the progressive rounds, each the next one's
+/// teacher, or the one consistency run.
+fn stages(args: &Args) -> Result<Vec<Stage>, Box<dyn Error>> {
+    if args.method == "consistency" {
+        let distillation = Distillation::new(args.from.display().to_string(), args.to_steps)
+            .with_method(Some("consistency".into()));
+        return Ok(vec![Stage {
+            teacher: args.from.clone(),
+            out: args.out.join("consistency"),
+            name: "consistency distillation".into(),
+            distillation,
+        }]);
+    }
+    let mut teacher = args.from.clone();
+    let mut stages = Vec::new();
+    for steps in student_steps(args.from_steps, args.to_steps)? {
+        let out = args.out.join(format!("steps-{steps}"));
+        stages.push(Stage {
+            teacher: teacher.clone(),
+            out: out.clone(),
+            name: format!("round to {steps} steps (teacher {} steps)", 2 * steps),
+            distillation: Distillation::new(teacher.display().to_string(), steps),
+        });
+        teacher = out;
+    }
+    Ok(stages)
 }
 
 /// The students' steps, `from / 2` down to `to`, halving each round.
@@ -164,9 +217,10 @@ fn student_steps(from: usize, to: usize) -> Result<Vec<usize>, Box<dyn Error>> {
     Ok(rounds)
 }
 
-/// The round whose student takes `steps` steps: the teacher's run, with v-prediction, this
-/// round's length and learning rate, and the teacher to distil.
-fn round_config(args: &Args, teacher: &Path, steps: usize) -> Result<TrainConfig, Box<dyn Error>> {
+/// The run of `stage`: the teacher's run, with v-prediction, this run's length and learning
+/// rate, and the distillation.
+fn stage_config(args: &Args, stage: &Stage) -> Result<TrainConfig, Box<dyn Error>> {
+    let teacher = &stage.teacher;
     let latest = RunFolder::new(teacher)
         .latest_checkpoint()?
         .ok_or_else(|| {
@@ -177,12 +231,13 @@ fn round_config(args: &Args, teacher: &Path, steps: usize) -> Result<TrainConfig
         })?;
     let teacher_config = read_state(&latest)?.config;
     let sample_every = teacher_config.sample_every_epochs.min(args.epochs);
+    let prediction = match args.method.as_str() {
+        "consistency" => teacher_config.prediction.clone(),
+        _ => "v_prediction".into(),
+    };
     Ok(teacher_config
-        .with_prediction("v_prediction".into())
-        .with_distillation(Some(Distillation::new(
-            teacher.display().to_string(),
-            steps,
-        )))
+        .with_prediction(prediction)
+        .with_distillation(Some(stage.distillation.clone()))
         .with_epochs(args.epochs)
         .with_learning_rate(args.lr)
         .with_warmup_steps(args.warmup_steps)

@@ -10,8 +10,8 @@ pub enum DistillError {
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
 
-    /// The teacher (or the student's prediction) failed, or a prediction kind cannot be used
-    /// at a timestep.
+    /// The teacher (or the student's prediction) failed, a prediction kind cannot be used
+    /// at a timestep, or a consistency distillation's grid does not fit the schedule.
     #[error(transparent)]
     Sampler(#[from] SamplerError),
 
@@ -29,6 +29,15 @@ pub enum DistillError {
     OffGrid {
         /// The timestep asked for.
         timestep: f64,
+    },
+
+    /// A student's answers and their targets differ in shape.
+    #[error("the student's answers have shape {student:?}, their targets {target:?}")]
+    ShapeMismatch {
+        /// The student's shape.
+        student: Vec<usize>,
+        /// The targets' shape.
+        target: Vec<usize>,
     },
 
     /// One step index per sample was expected.

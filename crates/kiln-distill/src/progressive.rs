@@ -3,6 +3,8 @@ use kiln_forward::Prediction;
 use kiln_sampler::{DdimConfig, Denoiser, ModelError, SampleClipping, SamplerError};
 use kiln_schedule::{GridEnd, NoiseSchedule, ScheduleError, TimestepGrid, TimestepSpacing};
 
+use crate::batch::{check_batch, combine};
+use crate::ddim::{clean_estimate, conversion, ddim_step};
 use crate::{DistillError, Teacher};
 
 /// One round of progressive distillation (Salimans & Ho 2022, "Progressive Distillation for
@@ -157,9 +159,15 @@ impl ProgressiveDistillation {
                 .map(|&index| self.teacher_timesteps[2 * index + offset])
                 .collect()
         };
-        let clean = clean_estimate(teacher, noisy.clone(), &timesteps(0), &start)?;
+        let clean = clean_estimate("the teacher", teacher, noisy.clone(), &timesteps(0), &start)?;
         let halfway = ddim_step(&noisy, &clean, &start, &middle);
-        let clean = clean_estimate(teacher, halfway.clone(), &timesteps(1), &middle)?;
+        let clean = clean_estimate(
+            "the teacher",
+            teacher,
+            halfway.clone(),
+            &timesteps(1),
+            &middle,
+        )?;
         let landed = ddim_step(&halfway, &clean, &middle, &end);
         // x̃ = (z'' − k z)/(a'' − k a), k = s''/s.
         let ratios: Vec<f64> = start
@@ -232,7 +240,7 @@ impl ProgressiveDistillation {
 /// The student a perfect round would train: at student timestep t it answers the round's
 /// target x̃ (a [`Prediction::Sample`]), computed from the teacher. N DDIM steps of it are
 /// exactly 2N of the teacher's; as the teacher of the next round it makes the perfect
-/// students of every round, which is how `tests/oracle.rs` checks the rounds' bookkeeping.
+/// students of every round, which is how `tests/progressive.rs` checks the rounds' bookkeeping.
 #[derive(Debug, Clone)]
 pub struct IdealStudent<T> {
     round: ProgressiveDistillation,
@@ -258,94 +266,5 @@ impl<B: Backend, const D: usize, T: Teacher<B, D>> Denoiser<B, D> for IdealStude
         self.round
             .target(&self.teacher, sample, &vec![index; batch])
             .map_err(model_error)
-    }
-}
-
-/// x̂ of `teacher`'s output at z = `noisy`, each sample at its timestep and ᾱ.
-fn clean_estimate<B: Backend, const D: usize, T: Teacher<B, D>>(
-    teacher: &T,
-    noisy: Tensor<B, D>,
-    timesteps: &[f64],
-    alphas: &[f64],
-) -> Result<Tensor<B, D>, DistillError> {
-    let output = teacher.predict(noisy.clone(), timesteps)?;
-    let [on_noisy, on_output] = conversion("the teacher", teacher.prediction(), timesteps, alphas)?;
-    Ok(combine(&noisy, &on_noisy, &output, &on_output))
-}
-
-/// Per sample, the coefficients (on z, on the output) of x̂ from a `prediction` at ᾱ.
-fn conversion(
-    model: &'static str,
-    prediction: Prediction,
-    timesteps: &[f64],
-    alphas: &[f64],
-) -> Result<[Vec<f64>; 2], SamplerError> {
-    let mut on_noisy = Vec::with_capacity(alphas.len());
-    let mut on_output = Vec::with_capacity(alphas.len());
-    for (&alpha, &timestep) in alphas.iter().zip(timesteps) {
-        let [a, b] = prediction.conversion_coefficients(Prediction::Sample, alpha);
-        if !(a.is_finite() && b.is_finite()) {
-            return Err(SamplerError::UnsupportedPrediction {
-                sampler: model,
-                prediction,
-                timestep,
-            });
-        }
-        on_noisy.push(a);
-        on_output.push(b);
-    }
-    Ok([on_noisy, on_output])
-}
-
-/// The DDIM step (η = 0) from z at ᾱ = `from` to ᾱ = `to` with clean estimate x̂:
-/// (s_to/s_from) z + (a_to − s_to a_from/s_from) x̂, per sample.
-fn ddim_step<B: Backend, const D: usize>(
-    noisy: &Tensor<B, D>,
-    clean: &Tensor<B, D>,
-    from: &[f64],
-    to: &[f64],
-) -> Tensor<B, D> {
-    let (on_noisy, on_clean): (Vec<f64>, Vec<f64>) = from
-        .iter()
-        .zip(to)
-        .map(|(&from, &to)| {
-            let k = ((1.0 - to) / (1.0 - from)).sqrt();
-            (k, to.sqrt() - k * from.sqrt())
-        })
-        .unzip();
-    combine(noisy, &on_noisy, clean, &on_clean)
-}
-
-/// a_i x_i + b_i y_i for each sample i of the batch.
-fn combine<B: Backend, const D: usize>(
-    x: &Tensor<B, D>,
-    a: &[f64],
-    y: &Tensor<B, D>,
-    b: &[f64],
-) -> Tensor<B, D> {
-    x.clone() * per_sample(a, &x.device()) + y.clone() * per_sample(b, &x.device())
-}
-
-/// `values` as a tensor of shape [n, 1, …, 1], to scale a batch sample by sample.
-fn per_sample<B: Backend, const D: usize>(values: &[f64], device: &B::Device) -> Tensor<B, D> {
-    let mut shape = [1; D];
-    shape[0] = values.len();
-    let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// One step index per sample of `batch`.
-fn check_batch<B: Backend, const D: usize>(
-    batch: &Tensor<B, D>,
-    indices: &[usize],
-) -> Result<(), DistillError> {
-    let size = batch.dims()[0];
-    if indices.len() == size {
-        Ok(())
-    } else {
-        Err(DistillError::IndexCount {
-            indices: indices.len(),
-            batch: size,
-        })
     }
 }

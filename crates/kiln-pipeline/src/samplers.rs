@@ -7,8 +7,8 @@ use std::str::FromStr;
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
-    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Pndm, PndmConfig, SampleClipping,
-    Sampler, SamplerError, StepEvent, UniPc, UniPcConfig, sample,
+    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm, LcmConfig, Pndm, PndmConfig,
+    SampleClipping, Sampler, SamplerError, StepEvent, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -39,11 +39,14 @@ pub enum SamplerName {
     DpmSolverSde,
     /// `unipc`: UniPC (bh2, order 2).
     UniPc,
+    /// `lcm`: multistep consistency sampling, for consistency models distilled on the grid of
+    /// 50 (diffusers' `LCMScheduler` defaults).
+    Lcm,
 }
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 11] = [
+    pub const ALL: [SamplerName; 12] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -55,9 +58,10 @@ impl SamplerName {
         Self::DpmSolver3,
         Self::DpmSolverSde,
         Self::UniPc,
+        Self::Lcm,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -69,6 +73,7 @@ impl SamplerName {
         "dpm++3m",
         "dpm++2m_sde",
         "unipc",
+        "lcm",
     ];
     /// Other names [`FromStr`] accepts, with the sampler each stands for.
     pub const ALIASES: [(&'static str, SamplerName); 1] = [("dpm++2m", Self::DpmSolver)];
@@ -183,6 +188,7 @@ impl NamedRun {
                 Box::new(DpmSolver::new(config, schedule, steps)?)
             }
             SamplerName::UniPc => Box::new(UniPc::new(self.unipc(), schedule, steps)?),
+            SamplerName::Lcm => Box::new(Lcm::new(self.lcm(), schedule, steps)?),
         })
     }
 
@@ -197,6 +203,13 @@ impl NamedRun {
     /// Dynamic thresholding with a maximum of 1 when `clip` is set (the multistep solvers).
     fn thresholding(&self) -> Option<DynamicThresholding> {
         self.clip.then(DynamicThresholding::default)
+    }
+
+    fn lcm(&self) -> LcmConfig {
+        LcmConfig {
+            clipping: self.clipping(),
+            ..LcmConfig::default()
+        }
     }
 
     fn ddpm(&self) -> DdpmConfig {

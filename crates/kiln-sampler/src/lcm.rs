@@ -70,6 +70,28 @@ impl Default for LcmConfig {
     }
 }
 
+impl LcmConfig {
+    /// The grid of M the consistency model was distilled on, noisiest first:
+    /// k·⌊T/M⌋ − 1 for k = M, …, 1.
+    ///
+    /// Fails when M is 0 or exceeds the schedule's timesteps.
+    pub fn original_timesteps(&self, schedule: &NoiseSchedule) -> Result<Vec<f64>, SamplerError> {
+        let train = schedule.num_timesteps();
+        let original = self.original_inference_steps;
+        check_range(
+            "original_inference_steps",
+            original as f64,
+            1.0..=train as f64,
+            "from 1 to the schedule's timesteps",
+        )?;
+        let stride = train / original;
+        Ok((1..=original)
+            .rev()
+            .map(|k| (k * stride - 1) as f64)
+            .collect())
+    }
+}
+
 /// Multistep consistency sampling (Song et al. 2023, Algorithm 1; diffusers'
 /// `LCMScheduler`): at each of N timesteps, taken evenly from the distillation grid of M,
 /// the consistency function's answer f(x_t, t) ([`ConsistencyScalings`]) is the sample, and
@@ -98,14 +120,8 @@ impl Lcm {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        let train = schedule.num_timesteps();
-        let original = config.original_inference_steps;
-        check_range(
-            "original_inference_steps",
-            original as f64,
-            1.0..=train as f64,
-            "from 1 to the schedule's timesteps",
-        )?;
+        let grid = config.original_timesteps(schedule)?;
+        let original = grid.len();
         check_range(
             "num_inference_steps",
             steps as f64,
@@ -113,14 +129,8 @@ impl Lcm {
             "from 1 to original_inference_steps",
         )?;
         config.clipping.validate()?;
-        let k = train / original;
-        // The grid of M, noisiest first, and N of its points at floor(i·M/N).
-        let timesteps = (0..steps)
-            .map(|i| {
-                let position = i * original / steps;
-                ((original - position) * k - 1) as f64
-            })
-            .collect();
+        // N of the grid's M points, at floor(i·M/N).
+        let timesteps = (0..steps).map(|i| grid[i * original / steps]).collect();
         Ok(Self {
             config,
             alphas_cumprod: schedule.alphas_cumprod().to_vec(),

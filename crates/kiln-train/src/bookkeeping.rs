@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_pipeline::{Generation, RunFolder, SamplerName, pixels};
+use kiln_pipeline::{Generation, RunFolder, pixels};
 use kiln_unet::UNet;
 
 use crate::checkpoint;
@@ -184,7 +184,7 @@ impl<'a> Bookkeeping<'a> {
 }
 
 /// Samples a grid from the EMA model with DDIM (x_0 kept in [−1, 1]) and the run's seed; a
-/// distillation's student in its own steps on its grid.
+/// distillation's student with its own sampler, in its own steps on its grid.
 ///
 /// DDIM rather than a multistep solver: early in training the model's errors are large, and
 /// DPM-Solver++ and UniPC amplify them into speckle where first-order DDIM with the same 20
@@ -195,12 +195,9 @@ fn write_grid<B: Backend>(
     path: &Path,
 ) -> Result<(), TrainError> {
     let condition = sample_condition(config, 0..config.sample_count);
-    let steps = match &config.distillation {
-        Some(distillation) => distillation.student_steps,
-        None => config.sample_steps,
-    };
+    let (sampler, steps) = config.sample_sampler();
     let generation = Generation {
-        sampler: SamplerName::Ddim,
+        sampler,
         steps,
         count: config.sample_count,
         image_size: config.image_size,

@@ -2,12 +2,14 @@
 
 use burn::config::Config;
 use burn::optim::{AdamWConfig, grad_clipping::GradientClippingConfig};
-use kiln_distill::ProgressiveDistillation;
+use kiln_distill::{ConsistencyDistillation, ProgressiveDistillation};
 use kiln_forward::{LossWeighting, Prediction};
+use kiln_pipeline::SamplerName;
+use kiln_sampler::{ConsistencyScalings, Lcm, LcmConfig};
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use kiln_unet::UNetConfig;
 
-use crate::TrainError;
+use crate::{Distiller, TrainError};
 
 /// A training run: the model, the data size, the optimisation and the bookkeeping.
 ///
@@ -66,8 +68,8 @@ pub struct TrainConfig {
     /// Class-conditional training (`None`: unconditional).
     #[config(default = "None")]
     pub classes: Option<ClassConditioning>,
-    /// Progressive distillation of a teacher into this run's model (`None`: ordinary
-    /// training; see [`Distillation`]).
+    /// Distillation of a teacher into this run's model (`None`: ordinary training; see
+    /// [`Distillation`]).
     #[config(default = "None")]
     pub distillation: Option<Distillation>,
     /// Mirror each training image left to right with probability ½.
@@ -112,20 +114,33 @@ pub struct ClassConditioning {
     pub label_dropout: f64,
 }
 
-/// One round of progressive distillation (Salimans & Ho 2022,
-/// [`kiln_distill::ProgressiveDistillation`]): the run's model starts from the teacher's
-/// weights and learns to take one DDIM step where the teacher takes two. Each image is noised
-/// to one of the student's `student_steps` timesteps (the `trailing` grid) instead of any of
-/// the T, its target is the x̃ of two teacher DDIM steps, and its loss the x̂ error weighted by
-/// max(SNR, 1) (the run's `min_snr_gamma` is not used). Grids and evaluations sample with
-/// DDIM in `student_steps` steps on the `trailing` grid.
+/// Distillation of a teacher into the run's model, which starts from the teacher's weights
+/// (the run's `min_snr_gamma` is not used). Two methods:
+///
+/// - `progressive` (the default): one round of progressive distillation (Salimans & Ho 2022,
+///   [`kiln_distill::ProgressiveDistillation`]). The student learns to take one DDIM step where
+///   the teacher takes two: each image is noised to one of the student's `student_steps`
+///   timesteps (the `trailing` grid) instead of any of the T, its target is the x̃ of two
+///   teacher DDIM steps, and its loss the x̂ error weighted by max(SNR, 1). Grids sample with
+///   DDIM in `student_steps` steps on the `trailing` grid.
+/// - `consistency`: consistency distillation (Song et al. 2023,
+///   [`kiln_distill::ConsistencyDistillation`]) on the teacher's DDIM grid of 50, the grid
+///   [`kiln_sampler::Lcm`] samples on with diffusers' defaults (`--sampler lcm`): each image is
+///   noised to one of its timesteps, the teacher takes one DDIM step down, and the student's
+///   consistency function there is pulled towards its own answer (without gradient) one step
+///   below. Grids sample with LCM in `student_steps` steps.
 #[derive(Config, Debug, PartialEq)]
 pub struct Distillation {
     /// The teacher: a folder or file `kiln_pipeline::load_for_sampling` reads (a run folder,
     /// one of its checkpoints), with this run's UNet and schedule.
     pub teacher: String,
-    /// N, the student's DDIM steps (the teacher takes 2N).
+    /// Progressive: N, the student's DDIM steps (the teacher takes 2N). Consistency: the
+    /// steps the run's grids sample in.
     pub student_steps: usize,
+    /// `progressive` or `consistency` (`None`: progressive, as runs from before consistency
+    /// distillation existed).
+    #[config(default = "None")]
+    pub method: Option<String>,
 }
 
 /// Fields that may change when a run is resumed: they steer how long the run goes on and what
@@ -153,23 +168,60 @@ impl TrainConfig {
         })
     }
 
-    /// The distillation round of a [`Distillation`] run (`None` for ordinary training).
-    pub fn distillation_round(&self) -> Result<Option<ProgressiveDistillation>, TrainError> {
-        self.distillation
-            .as_ref()
-            .map(|distillation| {
-                ProgressiveDistillation::new(&self.schedule()?, distillation.student_steps)
-                    .map_err(|error| invalid("distillation.student_steps", error.to_string()))
-            })
-            .transpose()
+    /// What a [`Distillation`] run trains its student with (`None` for ordinary training).
+    pub fn distiller(&self) -> Result<Option<Distiller>, TrainError> {
+        let Some(distillation) = &self.distillation else {
+            return Ok(None);
+        };
+        let schedule = self.schedule()?;
+        let steps = distillation.student_steps;
+        let steps_error = |error: &dyn std::fmt::Display| {
+            invalid("distillation.student_steps", error.to_string())
+        };
+        match distillation.method.as_deref().unwrap_or("progressive") {
+            "progressive" => ProgressiveDistillation::new(&schedule, steps)
+                .map(|round| Some(Distiller::Progressive(round)))
+                .map_err(|error| steps_error(&error)),
+            "consistency" => {
+                let config = LcmConfig::default();
+                let consistency = ConsistencyDistillation::new(
+                    &schedule,
+                    config.original_inference_steps,
+                    ConsistencyScalings::default(),
+                )
+                .map_err(|error| invalid("num_train_timesteps", error.to_string()))?;
+                Lcm::new(consistency.sampler_config(), &schedule, steps)
+                    .map_err(|error| steps_error(&error))?;
+                Ok(Some(Distiller::Consistency(consistency)))
+            }
+            other => Err(invalid(
+                "distillation.method",
+                format!("{other:?}; expected progressive or consistency"),
+            )),
+        }
+    }
+
+    /// The sampler and steps of the run's grids: DDIM in `sample_steps`, or a
+    /// [`Distillation`]'s student's sampler in its steps.
+    pub fn sample_sampler(&self) -> (SamplerName, usize) {
+        match &self.distillation {
+            None => (SamplerName::Ddim, self.sample_steps),
+            Some(distillation) if distillation.method.as_deref() == Some("consistency") => {
+                (SamplerName::Lcm, distillation.student_steps)
+            }
+            Some(distillation) => (SamplerName::Ddim, distillation.student_steps),
+        }
     }
 
     /// The timestep spacing the run's grids and evaluations sample with: `trailing` for a
-    /// [`Distillation`] (the student's grid), the sampler's own otherwise.
+    /// progressive [`Distillation`] (the student's grid), the sampler's own otherwise.
     pub fn sample_spacing(&self) -> Option<TimestepSpacing> {
-        self.distillation
-            .as_ref()
-            .map(|_| ProgressiveDistillation::grid().spacing)
+        match self.sample_sampler() {
+            (SamplerName::Ddim, _) if self.distillation.is_some() => {
+                Some(ProgressiveDistillation::grid().spacing)
+            }
+            _ => None,
+        }
     }
 
     /// The learning rate of optimizer step `step` (0-based) of a run of `total_steps` steps,
@@ -238,7 +290,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         self.prediction()?;
         self.schedule()?;
-        self.distillation_round()?;
+        self.distiller()?;
         self.learning_rate_at(u64::from(u32::MAX), u64::from(u32::MAX))?;
         if let Some(gamma) = self.min_snr_gamma {
             self.weighting()

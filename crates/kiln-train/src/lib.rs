@@ -8,7 +8,7 @@
 //!   and atomic, exactly resumable checkpoints, and scoring the samples' quality as it goes
 //!   ([`Evaluation`]: FD, KID, precision, recall and memorisation into `metrics.csv`), or
 //!   distilling a trained model into a few-step student ([`Distillation`]: a round of
-//!   progressive distillation);
+//!   progressive distillation, or consistency distillation; [`Distiller`]);
 //!   data-parallel over several devices (a worker thread each, gradients summed with
 //!   burn-collective) and several processes or machines (a [`ProcessGroup`]: `MpiProcesses`
 //!   with the `mpi` feature);
@@ -29,6 +29,7 @@ mod checkpoint;
 mod config;
 mod csv_log;
 mod dataset;
+mod distilling;
 mod ema;
 mod error;
 mod evaluation;
@@ -54,6 +55,7 @@ pub use config::{ClassConditioning, ConfigDifference, Distillation, TrainConfig}
 pub use dataset::{
     DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, Labels, LoadEvent, SkippedFile,
 };
+pub use distilling::Distiller;
 pub use ema::Ema;
 pub use error::TrainError;
 #[cfg(feature = "mpi")]

@@ -1,12 +1,12 @@
 //! What every worker of a run shares, and how a worker's steps ended.
 
 use burn::tensor::backend::Backend;
-use kiln_distill::ProgressiveDistillation;
 use kiln_forward::Prediction;
 use kiln_kernels::on_worker_thread;
 use kiln_schedule::NoiseSchedule;
 
 use crate::dataset::ImageFolder;
+use crate::distilling::Distiller;
 use crate::step::Place;
 use crate::{ProcessGroup, TrainConfig, TrainError};
 
@@ -16,8 +16,8 @@ pub(crate) struct Run<'a> {
     pub(crate) data: &'a ImageFolder,
     pub(crate) schedule: &'a NoiseSchedule,
     pub(crate) prediction: Prediction,
-    /// The distillation round of a distillation run.
-    pub(crate) distillation: Option<ProgressiveDistillation>,
+    /// What a distillation run trains its student with.
+    pub(crate) distillation: Option<Distiller>,
     pub(crate) steps_per_epoch: u64,
     pub(crate) total_steps: u64,
     /// The step the run starts from.
@@ -47,7 +47,7 @@ impl<'a> Run<'a> {
             data,
             schedule,
             prediction: config.prediction()?,
-            distillation: config.distillation_round()?,
+            distillation: config.distiller()?,
             steps_per_epoch,
             total_steps: steps_per_epoch * config.epochs as u64,
             start,

@@ -1,18 +1,17 @@
 //! One optimizer step's randomness and one worker's share of its gradients.
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use kiln_distill::{ProgressiveDistillation, Teacher};
 use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
 use kiln_pipeline::SamplingModel;
-use kiln_sampler::{ModelError, SamplerError};
 use kiln_unet::UNet;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::dataset::ImageFolder;
+use crate::distilling::Distiller;
 use crate::resident::DeviceImages;
 use crate::{TrainConfig, TrainError};
 
@@ -31,11 +30,11 @@ pub(crate) struct StepDraws {
 
 impl StepDraws {
     /// The draws of 0-based step `step`, whose images come from the epoch's `permutation`.
-    /// With a distillation `round`, the timesteps are the student's (one of its N each).
+    /// With a `distiller`, the timesteps are those it trains the student at.
     pub(crate) fn for_step(
         config: &TrainConfig,
         data: &ImageFolder,
-        round: Option<&ProgressiveDistillation>,
+        distiller: Option<&Distiller>,
         step: u64,
         steps_per_epoch: u64,
         permutation: &[usize],
@@ -48,12 +47,12 @@ impl StepDraws {
         let flips: Vec<bool> = (0..config.batch_size)
             .map(|_| config.random_flip && rng.random_bool(0.5))
             .collect();
-        let timesteps: Vec<usize> = match round {
+        let timesteps: Vec<usize> = match distiller {
             None => (0..config.batch_size)
                 .map(|_| rng.random_range(0..config.num_train_timesteps))
                 .collect(),
-            Some(round) => {
-                let student = round.student_timesteps();
+            Some(distiller) => {
+                let student = distiller.student_timesteps();
                 (0..config.batch_size)
                     .map(|_| student[rng.random_range(0..student.len())] as usize)
                     .collect()
@@ -88,7 +87,7 @@ pub(crate) struct Objective<B: AutodiffBackend> {
     pub(crate) weighting: LossWeighting,
     pub(crate) process: ForwardProcess<B>,
     pub(crate) images: DeviceImages<B::InnerBackend>,
-    pub(crate) distillation: Option<(ProgressiveDistillation, SamplingModel<B::InnerBackend>)>,
+    pub(crate) distillation: Option<(Distiller, SamplingModel<B::InnerBackend>)>,
     pub(crate) device: B::Device,
 }
 
@@ -149,12 +148,12 @@ pub(crate) fn gradients<B: AutodiffBackend>(
             Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
         });
         let t = &draws.timesteps[range];
-        let t_tensor = Tensor::<B, 1>::from_data(
-            TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
-            device,
-        );
         let loss = match distillation {
             None => {
+                let t_tensor = Tensor::<B, 1>::from_data(
+                    TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
+                    device,
+                );
                 let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
                 let target = process.target(*prediction, x0, noise, t)?;
                 let weights = process.loss_weights(*weighting, *prediction, t)?;
@@ -166,59 +165,15 @@ pub(crate) fn gradients<B: AutodiffBackend>(
                     .squeeze_dim(1);
                 (per_image * weights).sum()
             }
-            Some((round, teacher)) => {
-                let indices = t
-                    .iter()
-                    .map(|&t| round.student_index(t as f64))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let noisy = round.noisy(x0, noise, &indices)?;
-                let teacher = UNetTeacher {
-                    teacher,
-                    labels: part_labels.clone().map(Tensor::inner),
-                };
-                let target = round.target(&teacher, noisy.clone().inner(), &indices)?;
-                let output = model.forward(noisy.clone(), t_tensor, part_labels)?;
-                let target = Tensor::from_inner(target);
-                round
-                    .loss(output, *prediction, noisy, target, &indices)?
-                    .mul_scalar(shard as f64)
-            }
+            Some((distiller, teacher)) => distiller
+                .loss(model, *prediction, teacher, x0, noise, t, part_labels)?
+                .mul_scalar(shard as f64),
         }
         .div_scalar(config.batch_size as f64);
         part_losses.push(loss.clone().inner());
         accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
     }
     Ok((accumulator.grads(), Tensor::cat(part_losses, 0).sum()))
-}
-
-/// A distillation's teacher, with the labels of the images it answers for.
-struct UNetTeacher<'a, B: Backend> {
-    teacher: &'a SamplingModel<B>,
-    labels: Option<Tensor<B, 1, Int>>,
-}
-
-impl<B: Backend> Teacher<B, 4> for UNetTeacher<'_, B> {
-    fn prediction(&self) -> Prediction {
-        self.teacher.prediction
-    }
-
-    fn predict(
-        &self,
-        sample: Tensor<B, 4>,
-        timesteps: &[f64],
-    ) -> Result<Tensor<B, 4>, SamplerError> {
-        let t = Tensor::<B, 1>::from_data(
-            TensorData::new(
-                timesteps.iter().map(|&t| t as f32).collect(),
-                [timesteps.len()],
-            ),
-            &sample.device(),
-        );
-        self.teacher
-            .model
-            .forward(sample, t, self.labels.clone())
-            .map_err(|error| SamplerError::Model(ModelError::new(error)))
-    }
 }
 
 /// Advances `rng` past `count` standard normal draws, as [`standard_normal`] would.

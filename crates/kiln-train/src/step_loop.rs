@@ -75,8 +75,8 @@ where
 {
     let config = run.config;
     let distillation = match (&run.distillation, &config.distillation) {
-        (Some(round), Some(distillation)) => Some((
-            round.clone(),
+        (Some(distiller), Some(distillation)) => Some((
+            distiller.clone(),
             load_teacher::<B::InnerBackend>(config, &distillation.teacher, device)?,
         )),
         _ => None,

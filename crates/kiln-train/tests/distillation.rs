@@ -1,6 +1,7 @@
-//! Progressive distillation as a run: the student starts as its teacher, a stopped and
-//! resumed round ends with the weights of an uninterrupted one, its grids are drawn in the
-//! student's steps, and a teacher that does not fit is refused before training.
+//! Distillation as a run, progressive and consistency: the student starts as its teacher, a
+//! stopped and resumed run ends with the weights of an uninterrupted one, its grids are drawn
+//! with the student's sampler, and a teacher or settings that do not fit are refused before
+//! training.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,21 +41,39 @@ fn run(
     })
 }
 
-/// A round that distils `teacher` into 2 student steps, v-prediction.
-fn round(teacher: &Path, epochs: usize) -> TrainConfig {
+/// A distillation of `teacher` by `method` whose student samples in 2 steps, v-prediction.
+fn distilling(teacher: &Path, epochs: usize, method: &str) -> TrainConfig {
     runs::config(epochs)
         .with_prediction("v_prediction".into())
-        .with_distillation(Some(Distillation::new(teacher.display().to_string(), 2)))
+        .with_distillation(Some(
+            Distillation::new(teacher.display().to_string(), 2).with_method(Some(method.into())),
+        ))
+}
+
+/// A round of progressive distillation.
+fn round(teacher: &Path, epochs: usize) -> TrainConfig {
+    distilling(teacher, epochs, "progressive")
 }
 
 #[test]
 fn a_round_starts_from_its_teacher_and_resumes_exactly() {
-    let teacher = common::scratch("distillation", "teacher");
+    starts_from_its_teacher_and_resumes_exactly("progressive");
+}
+
+#[test]
+fn a_consistency_distillation_starts_from_its_teacher_and_resumes_exactly() {
+    starts_from_its_teacher_and_resumes_exactly("consistency");
+}
+
+fn starts_from_its_teacher_and_resumes_exactly(method: &str) {
+    let round = |teacher: &Path, epochs: usize| distilling(teacher, epochs, method);
+    let scratch = |name: &str| common::scratch("distillation", &format!("{method}-{name}"));
+    let teacher = scratch("teacher");
     run(&runs::config(2), &teacher, false, None).unwrap();
     let [_, teacher_ema] = runs::final_weights(&teacher);
 
     // With a learning rate of 1e-30 the student is still its teacher after training.
-    let frozen = common::scratch("distillation", "frozen");
+    let frozen = scratch("frozen");
     run(
         &round(&teacher, 1).with_learning_rate(1e-30),
         &frozen,
@@ -66,13 +85,13 @@ fn a_round_starts_from_its_teacher_and_resumes_exactly() {
     assert!(runs::max_difference(&student, &teacher_ema) < 1e-12);
 
     // Training moves it; stopped after step 3 and resumed, it ends where a straight run does.
-    let straight = common::scratch("distillation", "straight");
+    let straight = scratch("straight");
     let summary = run(&round(&teacher, 2), &straight, false, None).unwrap();
     assert_eq!(summary.steps, 8);
     assert!(straight.join("samples/epoch-0002.png").is_file());
     let [trained, ema] = runs::final_weights(&straight);
     assert!(runs::max_difference(&trained, &teacher_ema) > 0.0);
-    let split = common::scratch("distillation", "split");
+    let split = scratch("split");
     assert!(
         run(&round(&teacher, 2), &split, false, Some(3))
             .unwrap()
@@ -105,6 +124,22 @@ fn a_teacher_that_does_not_fit_is_refused_before_training() {
     let error = run(&too_many, &student, false, None).unwrap_err();
     assert!(
         matches!(&error, TrainError::Config { field, .. } if field == "distillation.student_steps"),
+        "{error}"
+    );
+    // A consistency model samples in at most the 50 steps of its grid.
+    let too_many = distilling(&teacher, 1, "consistency").with_distillation(Some(
+        Distillation::new(teacher.display().to_string(), 51)
+            .with_method(Some("consistency".into())),
+    ));
+    let error = run(&too_many, &student, false, None).unwrap_err();
+    assert!(
+        matches!(&error, TrainError::Config { field, .. } if field == "distillation.student_steps"),
+        "{error}"
+    );
+    let unknown = distilling(&teacher, 1, "adversarial");
+    let error = run(&unknown, &student, false, None).unwrap_err();
+    assert!(
+        matches!(&error, TrainError::Config { field, .. } if field == "distillation.method"),
         "{error}"
     );
 }

@@ -2,55 +2,28 @@
 //! students of every round reproduce the teacher's DDIM map exactly, and a small network
 //! trained for one round learns most of what two teacher steps do in one.
 
-use burn::backend::{Autodiff, Flex};
-use burn::module::{AutodiffModule, Module};
-use burn::nn::{Linear, LinearConfig};
+use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::activation::silu;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use kiln_distill::{DistillError, IdealStudent, PerTimestep, ProgressiveDistillation};
 use kiln_forward::{Prediction, standard_normal};
-use kiln_sampler::{Ddim, Denoiser, FnDenoiser, GaussianMixture, Sampler, sample};
-use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
+use kiln_sampler::{Ddim, Denoiser, FnDenoiser, Sampler};
+use kiln_schedule::ScheduleError;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-type B = Flex;
-type A = Autodiff<Flex>;
+use common::{A, B, Student, ddim_with, mixture, rms, schedule};
 
-fn schedule() -> NoiseSchedule {
-    NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap()
-}
-
-fn mixture() -> GaussianMixture {
-    GaussianMixture::new(
-        vec![0.3, 0.7],
-        vec![vec![-1.0, 0.5], vec![0.8, -0.4]],
-        vec![0.04, 0.09],
-        schedule(),
-    )
-    .unwrap()
-}
+mod common;
 
 /// `steps` deterministic DDIM steps of `model` from `noise`, on the rounds' grid.
 fn ddim<Bk: Backend>(model: &impl Denoiser<Bk, 2>, steps: usize, noise: Tensor<Bk, 2>) -> Vec<f32> {
-    let mut sampler = Ddim::new(
+    ddim_with(
         ProgressiveDistillation::sampler_config(),
-        &schedule(),
+        model,
         steps,
+        noise,
     )
-    .unwrap();
-    let mut rng = StdRng::seed_from_u64(0);
-    sample(&mut sampler, model, noise, &mut rng, |_| {})
-        .unwrap()
-        .into_data()
-        .to_vec()
-        .unwrap()
-}
-
-fn rms(a: &[f32], b: &[f32]) -> f64 {
-    let sum: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-    (sum / (a.len() / 2) as f64).sqrt()
 }
 
 #[test]
@@ -107,41 +80,6 @@ fn perfect_students_reproduce_the_teacher_in_every_round() {
     }
     // Fewer teacher steps are not the same map: the check can fail.
     assert!(rms(&ddim(&mixture(), 4, noise), &teacher) > 1e-2);
-}
-
-/// A two-layer network of the sample and the timestep, predicting v.
-#[derive(Module, Debug)]
-struct Student<B: Backend> {
-    input: Linear<B>,
-    hidden: Linear<B>,
-    output: Linear<B>,
-}
-
-impl<B: Backend> Student<B> {
-    fn new(device: &B::Device) -> Self {
-        Self {
-            input: LinearConfig::new(10, 128).init(device),
-            hidden: LinearConfig::new(128, 128).init(device),
-            output: LinearConfig::new(128, 2).init(device),
-        }
-    }
-
-    /// v for points `x` [n, 2] at their timesteps, with the timestep as sin/cos features.
-    fn forward(&self, x: Tensor<B, 2>, timesteps: &[f64]) -> Tensor<B, 2> {
-        let features: Vec<f32> = timesteps
-            .iter()
-            .flat_map(|&t| {
-                (1..=4).flat_map(move |k| {
-                    let angle = k as f64 * std::f64::consts::PI * t / 1000.0;
-                    [angle.sin() as f32, angle.cos() as f32]
-                })
-            })
-            .collect();
-        let time = Tensor::from_data(TensorData::new(features, [timesteps.len(), 8]), &x.device());
-        let h = silu(self.input.forward(Tensor::cat(vec![x, time], 1)));
-        let h = silu(self.hidden.forward(h));
-        self.output.forward(h)
-    }
 }
 
 /// One round, 8 teacher steps into 4, trained on the mixture's data (1,500 Adam steps of 512
