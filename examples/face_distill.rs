@@ -5,9 +5,10 @@
 //!   step where the teacher takes two, so the steps halve from `--from-steps` down to
 //!   `--to-steps`. Each round is a run folder of its own, `OUT/steps-N` for the student of N
 //!   steps, and the next round's teacher.
-//! - `--method consistency` (Song et al. 2023): one run, `OUT/consistency`, trains a
-//!   consistency model on the teacher's DDIM grid of 50; it samples with LCM in any number of
-//!   steps up to 50 (its grids in `--to-steps`).
+//! - `--method consistency` (Song et al. 2023): a progressive round of 100 steps into 50 makes
+//!   the teacher predict v (`OUT/steps-50`), then `OUT/consistency` trains a consistency model
+//!   on its DDIM grid of 10 (`kiln::train::CONSISTENCY_GRID`); it samples with LCM on that grid
+//!   in 1 to 10 steps (its grids in `--to-steps`).
 //!
 //! ```text
 //! cargo run --release --example face_distill -- --from runs/faces --to-steps 4
@@ -15,13 +16,17 @@
 //!     --sampler ddim --steps 4 --spacing trailing
 //! cargo run --release --example face_distill -- --from runs/faces --method consistency
 //! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/consistency \
-//!     --sampler lcm --steps 2
+//!     --sampler lcm --original-steps 10 --steps 2
 //! ```
 //!
 //! Every run has face_train's checkpoints, grids (drawn with the student's sampler), loss log
-//! and `--resume`. The students predict v (Salimans & Ho's choice: an ε-predicting student's
-//! x̂ = (z − σ ε̂)/α blows up at high noise, where a few-step sampler starts). Finished runs
-//! are skipped; a run that was stopped continues with `--resume`.
+//! and `--resume`. The progressive students predict v (Salimans & Ho's choice: an
+//! ε-predicting student's x̂ = (z − σ ε̂)/α blows up at high noise, where a few-step sampler
+//! starts). A consistency student must also start as a model whose x̂ is already an answer,
+//! which distillation sharpens: started from ε weights, a v student answers noise, which its
+//! self-consistency loss cannot tell from faces at high noise; hence the round into v first,
+//! whose one DDIM step is two of the teacher's (docs/distillation.md). Finished runs are
+//! skipped; a run that was stopped continues with `--resume`.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -34,8 +39,8 @@ use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::pipeline::RunFolder;
 use kiln::train::{
-    Distillation, ImageFolder, ImageFolderOptions, Labels, RunOptions, TrainConfig, read_state,
-    train,
+    CONSISTENCY_GRID, Distillation, ImageFolder, ImageFolderOptions, Labels, RunOptions,
+    TrainConfig, read_state, train,
 };
 
 #[path = "common/allocator.rs"]
@@ -68,9 +73,10 @@ struct Args {
     /// times). Consistency: the LCM steps of the run's grids.
     #[arg(long, default_value_t = 4)]
     to_steps: usize,
-    /// Passes over the data in each round (progressive) or in the run (consistency).
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
+    /// Passes over the data in each round (progressive: 10 by default; consistency: 20, for
+    /// the round into v and for the consistency run).
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Peak learning rate of each run (AdamW, decayed along a cosine).
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
@@ -148,8 +154,8 @@ impl MultiDeviceTask for Distilling {
         }
         let student = &stages[stages.len() - 1].out;
         let sampler = match args.method.as_str() {
-            "consistency" => "lcm",
-            _ => "ddim --spacing trailing",
+            "consistency" => format!("lcm --original-steps {CONSISTENCY_GRID}"),
+            _ => "ddim --spacing trailing".into(),
         };
         println!(
             "done in {:.1?}; sample with: face_sample --checkpoint {} --sampler {sampler} \
@@ -172,22 +178,18 @@ struct Stage {
     distillation: Distillation,
 }
 
-/// The runs of the distillation `args` asks for: the progressive rounds, each the next one's
-/// teacher, or the one consistency run.
+/// The runs of the distillation `args` asks for, each the next one's teacher: the progressive
+/// rounds, or a round into 50 steps (the teacher in v) and the consistency run.
 fn stages(args: &Args) -> Result<Vec<Stage>, Box<dyn Error>> {
-    if args.method == "consistency" {
-        let distillation = Distillation::new(args.from.display().to_string(), args.to_steps)
-            .with_method(Some("consistency".into()));
-        return Ok(vec![Stage {
-            teacher: args.from.clone(),
-            out: args.out.join("consistency"),
-            name: "consistency distillation".into(),
-            distillation,
-        }]);
-    }
+    let consistency = args.method == "consistency";
+    let rounds = if consistency {
+        vec![V_ROUND_STEPS]
+    } else {
+        student_steps(args.from_steps, args.to_steps)?
+    };
     let mut teacher = args.from.clone();
     let mut stages = Vec::new();
-    for steps in student_steps(args.from_steps, args.to_steps)? {
+    for steps in rounds {
         let out = args.out.join(format!("steps-{steps}"));
         stages.push(Stage {
             teacher: teacher.clone(),
@@ -197,8 +199,20 @@ fn stages(args: &Args) -> Result<Vec<Stage>, Box<dyn Error>> {
         });
         teacher = out;
     }
+    if consistency {
+        stages.push(Stage {
+            distillation: Distillation::new(teacher.display().to_string(), args.to_steps)
+                .with_method(Some("consistency".into())),
+            teacher,
+            out: args.out.join("consistency"),
+            name: "consistency distillation".into(),
+        });
+    }
     Ok(stages)
 }
+
+/// The steps of the progressive round that makes a consistency run's teacher predict v.
+const V_ROUND_STEPS: usize = 50;
 
 /// The students' steps, `from / 2` down to `to`, halving each round.
 fn student_steps(from: usize, to: usize) -> Result<Vec<usize>, Box<dyn Error>> {
@@ -230,20 +244,20 @@ fn stage_config(args: &Args, stage: &Stage) -> Result<TrainConfig, Box<dyn Error
             )
         })?;
     let teacher_config = read_state(&latest)?.config;
-    let sample_every = teacher_config.sample_every_epochs.min(args.epochs);
-    let prediction = match args.method.as_str() {
-        "consistency" => teacher_config.prediction.clone(),
-        _ => "v_prediction".into(),
-    };
+    let epochs = args.epochs.unwrap_or(match args.method.as_str() {
+        "consistency" => 20,
+        _ => 10,
+    });
+    let sample_every = teacher_config.sample_every_epochs.min(epochs);
     Ok(teacher_config
-        .with_prediction(prediction)
+        .with_prediction("v_prediction".into())
         .with_distillation(Some(stage.distillation.clone()))
-        .with_epochs(args.epochs)
+        .with_epochs(epochs)
         .with_learning_rate(args.lr)
         .with_warmup_steps(args.warmup_steps)
         .with_lr_schedule(Some("cosine".into()))
         .with_sample_every_epochs(sample_every)
-        .with_checkpoint_every_epochs(args.epochs))
+        .with_checkpoint_every_epochs(epochs))
 }
 
 /// The training images, as the teacher's run took them.

@@ -68,6 +68,10 @@ struct Args {
     /// for a student of face_distill, with --sampler ddim and its steps).
     #[arg(long, value_parser = ["leading", "linspace", "trailing"])]
     spacing: Option<String>,
+    /// For --sampler lcm: M, the steps of the grid the consistency model was distilled on
+    /// (face_distill --method consistency: 10; default: diffusers' 50).
+    #[arg(long)]
+    original_steps: Option<usize>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -190,6 +194,7 @@ impl BackendTask for Sampling {
                 clip: !args.no_clip,
                 condition,
                 spacing: args.spacing.as_deref().and_then(TimestepSpacing::from_name),
+                original_steps: args.original_steps,
             };
             let images = loaded.generate(generation, &device, |event| {
                 eprint!(

@@ -17,7 +17,7 @@
 //! - [`metrics`] (`kiln-metrics`): sample quality over any feature extractor: Fréchet distance,
 //!   KID, precision and recall, memorisation;
 //! - [`distill`] (`kiln-distill`): few-step students of a trained model (progressive
-//!   distillation's rounds);
+//!   distillation's rounds, consistency distillation);
 //!
 //! and adds what the examples and benches share: [`device`] (pick a backend by name at run
 //! time), [`npy`] (arrays to and from NumPy files), [`timing`] (median wall times) and, with a

@@ -52,6 +52,9 @@ pub struct Generation {
     /// ([`NamedRun::spacing`]): `trailing` for a progressive-distillation student, which was
     /// trained on that grid.
     pub spacing: Option<TimestepSpacing>,
+    /// For `lcm`: the steps M of the grid the consistency model was distilled on
+    /// ([`NamedRun::original_steps`]; `None`: diffusers' 50).
+    pub original_steps: Option<usize>,
 }
 
 impl Generation {
@@ -67,6 +70,7 @@ impl Generation {
             clip: true,
             condition: Condition::Unconditional,
             spacing: None,
+            original_steps: None,
         }
     }
 }
@@ -96,6 +100,7 @@ pub fn generate<B: Backend>(
     let denoiser = UNetDenoiser::new(model, prediction);
     let run = NamedRun {
         spacing: generation.spacing,
+        original_steps: generation.original_steps,
         ..NamedRun::new(generation.sampler, generation.steps, generation.clip)
     };
     Ok(match &generation.condition {

@@ -39,8 +39,8 @@ pub enum SamplerName {
     DpmSolverSde,
     /// `unipc`: UniPC (bh2, order 2).
     UniPc,
-    /// `lcm`: multistep consistency sampling, for consistency models distilled on the grid of
-    /// 50 (diffusers' `LCMScheduler` defaults).
+    /// `lcm`: multistep consistency sampling, for consistency models (diffusers'
+    /// `LCMScheduler` defaults; [`NamedRun::original_steps`] sets the distillation grid).
     Lcm,
 }
 
@@ -123,6 +123,9 @@ pub struct NamedRun {
     /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
     /// keeping its end convention (`trailing` starts every sampler at t = T − 1).
     pub spacing: Option<TimestepSpacing>,
+    /// For `lcm`: M, the steps of the grid the consistency model was distilled on (diffusers'
+    /// `original_inference_steps`; `None`: its default, 50).
+    pub original_steps: Option<usize>,
 }
 
 impl NamedRun {
@@ -133,6 +136,7 @@ impl NamedRun {
             steps,
             clip,
             spacing: None,
+            original_steps: None,
         }
     }
 
@@ -206,9 +210,13 @@ impl NamedRun {
     }
 
     fn lcm(&self) -> LcmConfig {
+        let default = LcmConfig::default();
         LcmConfig {
             clipping: self.clipping(),
-            ..LcmConfig::default()
+            original_inference_steps: self
+                .original_steps
+                .unwrap_or(default.original_inference_steps),
+            ..default
         }
     }
 

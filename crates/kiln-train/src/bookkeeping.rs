@@ -205,6 +205,7 @@ fn write_grid<B: Backend>(
         clip: true,
         condition,
         spacing: config.sample_spacing(),
+        original_steps: config.consistency_grid(),
     };
     let images = sampled.generate(generation)?;
     let columns = (config.sample_count as f64).sqrt().ceil() as usize;

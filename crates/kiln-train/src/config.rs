@@ -5,7 +5,7 @@ use burn::optim::{AdamWConfig, grad_clipping::GradientClippingConfig};
 use kiln_distill::{ConsistencyDistillation, ProgressiveDistillation};
 use kiln_forward::{LossWeighting, Prediction};
 use kiln_pipeline::SamplerName;
-use kiln_sampler::{ConsistencyScalings, Lcm, LcmConfig};
+use kiln_sampler::{ConsistencyScalings, Lcm};
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use kiln_unet::UNetConfig;
 
@@ -124,11 +124,11 @@ pub struct ClassConditioning {
 ///   teacher DDIM steps, and its loss the x̂ error weighted by max(SNR, 1). Grids sample with
 ///   DDIM in `student_steps` steps on the `trailing` grid.
 /// - `consistency`: consistency distillation (Song et al. 2023,
-///   [`kiln_distill::ConsistencyDistillation`]) on the teacher's DDIM grid of 50, the grid
-///   [`kiln_sampler::Lcm`] samples on with diffusers' defaults (`--sampler lcm`): each image is
-///   noised to one of its timesteps, the teacher takes one DDIM step down, and the student's
-///   consistency function there is pulled towards its own answer (without gradient) one step
-///   below. Grids sample with LCM in `student_steps` steps.
+///   [`kiln_distill::ConsistencyDistillation`]) on the teacher's DDIM grid of `teacher_steps`
+///   (M; the grid [`kiln_sampler::Lcm`] samples on with `original_inference_steps` = M): each
+///   image is noised to one of its timesteps, the teacher takes one DDIM step down, and the
+///   student's consistency function there is pulled towards its own answer (without gradient)
+///   one step below. Grids sample with LCM in `student_steps` steps.
 #[derive(Config, Debug, PartialEq)]
 pub struct Distillation {
     /// The teacher: a folder or file `kiln_pipeline::load_for_sampling` reads (a run folder,
@@ -141,7 +141,17 @@ pub struct Distillation {
     /// distillation existed).
     #[config(default = "None")]
     pub method: Option<String>,
+    /// Consistency: M, the steps of the teacher's DDIM grid (`None`: 10).
+    #[config(default = "None")]
+    pub teacher_steps: Option<usize>,
 }
+
+/// The consistency distillation's grid when [`Distillation::teacher_steps`] is not set: ten
+/// DDIM steps of the teacher, the coarsest discretisation of Song & Dhariwal 2023's
+/// curriculum. (On the bundled faces the latent consistency models' 50 let the student's
+/// answers at high noise drift into noise, which is as consistent across neighbouring
+/// timesteps there as a face: docs/distillation.md.)
+pub const CONSISTENCY_GRID: usize = 10;
 
 /// Fields that may change when a run is resumed: they steer how long the run goes on and what
 /// it writes, not the state it continues from.
@@ -183,13 +193,10 @@ impl TrainConfig {
                 .map(|round| Some(Distiller::Progressive(round)))
                 .map_err(|error| steps_error(&error)),
             "consistency" => {
-                let config = LcmConfig::default();
-                let consistency = ConsistencyDistillation::new(
-                    &schedule,
-                    config.original_inference_steps,
-                    ConsistencyScalings::default(),
-                )
-                .map_err(|error| invalid("num_train_timesteps", error.to_string()))?;
+                let grid = distillation.teacher_steps.unwrap_or(CONSISTENCY_GRID);
+                let consistency =
+                    ConsistencyDistillation::new(&schedule, grid, ConsistencyScalings::default())
+                        .map_err(|error| invalid("distillation.teacher_steps", error.to_string()))?;
                 Lcm::new(consistency.sampler_config(), &schedule, steps)
                     .map_err(|error| steps_error(&error))?;
                 Ok(Some(Distiller::Consistency(consistency)))
@@ -210,6 +217,16 @@ impl TrainConfig {
                 (SamplerName::Lcm, distillation.student_steps)
             }
             Some(distillation) => (SamplerName::Ddim, distillation.student_steps),
+        }
+    }
+
+    /// For a consistency [`Distillation`], M, the grid its student samples on with LCM.
+    pub fn consistency_grid(&self) -> Option<usize> {
+        match &self.distillation {
+            Some(distillation) if distillation.method.as_deref() == Some("consistency") => {
+                Some(distillation.teacher_steps.unwrap_or(CONSISTENCY_GRID))
+            }
+            _ => None,
         }
     }
 

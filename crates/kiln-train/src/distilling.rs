@@ -89,7 +89,7 @@ impl Distiller {
                     distillation.consistency("the target", &target_network, previous, &below)?;
                 let answers =
                     distillation.consistency("the student", &student, noisy, &timesteps)?;
-                distillation.loss(answers, Tensor::from_inner(targets))?
+                distillation.loss(answers, Tensor::from_inner(targets), &indices)?
             }
         };
         Ok(loss)

@@ -79,6 +79,7 @@ impl<'a> Evaluations<'a> {
                 seed: mix(seed, index as u64),
                 condition: sample_condition(config, first..first + size),
                 spacing: config.sample_spacing(),
+                original_steps: config.consistency_grid(),
                 ..Generation::new(sampler, steps, size, config.image_size)
             };
             let images = sampled.generate(generation)?;

@@ -51,7 +51,9 @@ mod teacher;
 mod trainer;
 mod workers;
 
-pub use config::{ClassConditioning, ConfigDifference, Distillation, TrainConfig};
+pub use config::{
+    CONSISTENCY_GRID, ClassConditioning, ConfigDifference, Distillation, TrainConfig,
+};
 pub use dataset::{
     DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, Labels, LoadEvent, SkippedFile,
 };

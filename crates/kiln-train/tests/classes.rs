@@ -203,6 +203,7 @@ fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
             guidance: GuidanceConfig::new(3.0),
         },
         spacing: None,
+        original_steps: None,
     };
     let sample = |generation| loaded.generate(generation, &device, |_| {});
     let images = sample(generation(vec![1, 0], 2)).unwrap();

@@ -126,9 +126,9 @@ fn a_teacher_that_does_not_fit_is_refused_before_training() {
         matches!(&error, TrainError::Config { field, .. } if field == "distillation.student_steps"),
         "{error}"
     );
-    // A consistency model samples in at most the 50 steps of its grid.
+    // A consistency model samples in at most the M steps of its grid (10 by default).
     let too_many = distilling(&teacher, 1, "consistency").with_distillation(Some(
-        Distillation::new(teacher.display().to_string(), 51)
+        Distillation::new(teacher.display().to_string(), 11)
             .with_method(Some("consistency".into())),
     ));
     let error = run(&too_many, &student, false, None).unwrap_err();
