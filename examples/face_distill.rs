@@ -124,7 +124,7 @@ impl MultiDeviceTask for Distilling {
                 None => data.insert(load_data(&args, &config)?),
             };
             let total_steps = (data.len() / config.batch_size).max(1) as u64 * config.epochs as u64;
-            match RunFolder::new(&out).latest_checkpoint()? {
+            match RunFolder::new(out).latest_checkpoint()? {
                 Some(latest) if read_state(&latest)?.step >= total_steps => {
                     eprintln!("{name}: done before, in {}", out.display());
                 }
