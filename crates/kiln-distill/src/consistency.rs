@@ -6,7 +6,7 @@ use kiln_sampler::{
 use kiln_schedule::NoiseSchedule;
 
 use crate::batch::{check_batch, combine, per_sample};
-use crate::ddim::{clean_estimate, ddim_step};
+use crate::ddim::{clean_estimate, ddim_step, forward_jump};
 use crate::{DistillError, Teacher};
 
 /// Consistency distillation (Song et al. 2023, "Consistency Models", Algorithm 2) in the
@@ -140,9 +140,7 @@ impl ConsistencyDistillation {
     ) -> Result<Tensor<B, D>, DistillError> {
         check_batch(&clean, indices)?;
         let alphas = self.alphas(&self.timesteps_of(indices)?);
-        let signal: Vec<f64> = alphas.iter().map(|a| a.sqrt()).collect();
-        let noise_scale: Vec<f64> = alphas.iter().map(|a| (1.0 - a).sqrt()).collect();
-        Ok(combine(&clean, &signal, &noise, &noise_scale))
+        Ok(forward_jump(&clean, &noise, &alphas))
     }
 
     /// x̂_{t_n}: one DDIM step of `teacher` from `noisy` at each sample's grid point t_{n+1}

@@ -64,3 +64,14 @@ pub(crate) fn ddim_step<B: Backend, const D: usize>(
         .unzip();
     combine(noisy, &on_noisy, clean, &on_clean)
 }
+
+/// z = √ᾱ x_0 + √(1 − ᾱ) ε per sample (Ho et al. 2020, eq. 4), each at its ᾱ in `alphas`.
+pub(crate) fn forward_jump<B: Backend, const D: usize>(
+    clean: &Tensor<B, D>,
+    noise: &Tensor<B, D>,
+    alphas: &[f64],
+) -> Tensor<B, D> {
+    let signal: Vec<f64> = alphas.iter().map(|a| a.sqrt()).collect();
+    let noise_scale: Vec<f64> = alphas.iter().map(|a| (1.0 - a).sqrt()).collect();
+    combine(clean, &signal, noise, &noise_scale)
+}

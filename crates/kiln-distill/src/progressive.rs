@@ -4,7 +4,7 @@ use kiln_sampler::{DdimConfig, Denoiser, ModelError, SampleClipping, SamplerErro
 use kiln_schedule::{GridEnd, NoiseSchedule, ScheduleError, TimestepGrid, TimestepSpacing};
 
 use crate::batch::{check_batch, combine};
-use crate::ddim::{clean_estimate, conversion, ddim_step};
+use crate::ddim::{clean_estimate, conversion, ddim_step, forward_jump};
 use crate::{DistillError, Teacher};
 
 /// One round of progressive distillation (Salimans & Ho 2022, "Progressive Distillation for
@@ -136,9 +136,7 @@ impl ProgressiveDistillation {
     ) -> Result<Tensor<B, D>, DistillError> {
         check_batch(&clean, indices)?;
         let alphas = self.alphas_at(indices, 0)?;
-        let signal: Vec<f64> = alphas.iter().map(|a| a.sqrt()).collect();
-        let noise_scale: Vec<f64> = alphas.iter().map(|a| (1.0 - a).sqrt()).collect();
-        Ok(combine(&clean, &signal, &noise, &noise_scale))
+        Ok(forward_jump(&clean, &noise, &alphas))
     }
 
     /// The student's target x̃ for `noisy` = z_t at each sample's student step: two DDIM
