@@ -12,12 +12,14 @@
 //!
 //! ```text
 //! cargo run --release --example face_distill -- --from runs/faces --to-steps 4
-//! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/steps-4 \
-//!     --sampler ddim --steps 4 --spacing trailing
+//! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/steps-4
 //! cargo run --release --example face_distill -- --from runs/faces --method consistency
-//! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/consistency \
-//!     --sampler lcm --original-steps 10 --steps 2
+//! cargo run --release --example face_sample -- --checkpoint runs/faces-distill/consistency
 //! ```
+//!
+//! face_sample reads how a student samples from its run (DDIM in 4 steps on the `trailing`
+//! grid; LCM in `--to-steps` steps on the grid of 10); its flags change any of it
+//! (`--steps 8`).
 //!
 //! Every run has face_train's checkpoints, grids (drawn with the student's sampler), loss log
 //! and `--resume`. The progressive students predict v (Salimans & Ho's choice: an
@@ -39,8 +41,8 @@ use clap::Parser;
 use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::pipeline::RunFolder;
 use kiln::train::{
-    CONSISTENCY_GRID, Distillation, ImageFolder, ImageFolderOptions, Labels, RunOptions,
-    TrainConfig, read_state, train,
+    Distillation, ImageFolder, ImageFolderOptions, Labels, RunOptions, TrainConfig, read_state,
+    train,
 };
 
 #[path = "common/allocator.rs"]
@@ -153,16 +155,10 @@ impl MultiDeviceTask for Distilling {
             }
         }
         let student = &stages[stages.len() - 1].out;
-        let sampler = match args.method.as_str() {
-            "consistency" => format!("lcm --original-steps {CONSISTENCY_GRID}"),
-            _ => "ddim --spacing trailing".into(),
-        };
         println!(
-            "done in {:.1?}; sample with: face_sample --checkpoint {} --sampler {sampler} \
-             --steps {}",
+            "done in {:.1?}; sample with: face_sample --checkpoint {}",
             started.elapsed(),
             student.display(),
-            args.to_steps
         );
         Ok(())
     }

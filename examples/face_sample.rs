@@ -32,10 +32,12 @@ use burn::tensor::{Tensor, backend::Backend};
 use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::metrics::FaceEncoder;
-use kiln::pipeline::{Condition, Generation, SamplerName, load_for_sampling, pixels};
+use kiln::pipeline::{
+    Condition, Generation, NamedRun, RunFolder, STATE_FILE, SamplerName, load_for_sampling, pixels,
+};
 use kiln::sampler::GuidanceConfig;
 use kiln::schedule::TimestepSpacing;
-use kiln::train::{ImageFolder, ImageFolderOptions, Labels};
+use kiln::train::{ImageFolder, ImageFolderOptions, Labels, read_state};
 
 #[path = "common/allocator.rs"]
 mod allocator;
@@ -57,19 +59,20 @@ struct Args {
     /// diffusers model folder.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// The sampler (DDPM by default: on the default run's model its stochastic steps gave the
-    /// lowest Fréchet distance of every sampler, docs/metrics.md).
-    #[arg(long, default_value = "ddpm", value_parser = names::by_name::<SamplerName>(&SamplerName::NAMES, SamplerName::ALIASES.map(|(alias, _)| alias)))]
-    sampler: SamplerName,
-    /// Sampler steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// Lay the steps out with this timestep spacing instead of the sampler's own (`trailing`
-    /// for a student of face_distill, with --sampler ddim and its steps).
+    /// The sampler (default: a distilled student's own, as its run records it, else DDPM: on
+    /// the default run's model its stochastic steps gave the lowest Fréchet distance of every
+    /// sampler, docs/metrics.md).
+    #[arg(long, value_parser = names::by_name::<SamplerName>(&SamplerName::NAMES, SamplerName::ALIASES.map(|(alias, _)| alias)))]
+    sampler: Option<SamplerName>,
+    /// Sampler steps (default: a distilled student's own, else 50).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Lay the steps out with this timestep spacing instead of the sampler's own (default:
+    /// `trailing` for a progressive student of face_distill sampled with DDIM).
     #[arg(long, value_parser = ["leading", "linspace", "trailing"])]
     spacing: Option<String>,
     /// For --sampler lcm: M, the steps of the grid the consistency model was distilled on
-    /// (face_distill --method consistency: 10; default: diffusers' 50).
+    /// (default: the student's own, as its run records it, else diffusers' 50).
     #[arg(long)]
     original_steps: Option<usize>,
     /// Seed of the initial noise (and of stochastic samplers).
@@ -176,7 +179,8 @@ impl BackendTask for Sampling {
                 })
                 .collect()
         };
-        let frames = args.strip_frames.clamp(2, args.steps.max(2));
+        let run = sampler_run(&args, student_run(&args.checkpoint)?);
+        let frames = args.strip_frames.clamp(2, run.steps.max(2));
         let mut noisy = Vec::new();
         let mut denoised = Vec::new();
         let began = Instant::now();
@@ -186,23 +190,12 @@ impl BackendTask for Sampling {
         let scoring = args.eval.is_some() || args.cas;
         for (row, condition) in conditions.into_iter().enumerate() {
             let generation = Generation {
-                sampler: args.sampler,
-                steps: args.steps,
-                count: args.count,
-                image_size,
                 seed: args.seed + if scoring { row as u64 } else { 0 },
-                clip: !args.no_clip,
                 condition,
-                spacing: args.spacing.as_deref().and_then(TimestepSpacing::from_name),
-                original_steps: args.original_steps,
+                ..Generation::with_run(run, args.count, image_size)
             };
             let images = loaded.generate(generation, &device, |event| {
-                eprint!(
-                    "\r{} step {}/{}",
-                    args.sampler,
-                    event.index + 1,
-                    event.steps
-                );
+                eprint!("\r{} step {}/{}", run.sampler, event.index + 1, event.steps);
                 let keep = (0..frames).any(|k| k * (event.steps - 1) / (frames - 1) == event.index);
                 if args.strip.is_some() && keep && row == 0 {
                     let first = |t: &Tensor<B, 4>| t.clone().narrow(0, 0, 1);
@@ -252,8 +245,8 @@ impl BackendTask for Sampling {
         let grid = pixels::grid(images, columns, 2)?;
         println!(
             "sampled {count} images with {} in {} steps in {:.2?}",
-            args.sampler,
-            args.steps,
+            run.sampler,
+            run.steps,
             began.elapsed()
         );
         pixels::save(&grid, &args.out)?;
@@ -265,6 +258,42 @@ impl BackendTask for Sampling {
             println!("wrote {}", strip.display());
         }
         Ok(())
+    }
+}
+
+/// How a distilled student samples, as the run in `checkpoint` (a run folder or one of its
+/// checkpoints) records it; `None` for any other model.
+fn student_run(checkpoint: &Path) -> Result<Option<NamedRun>, Box<dyn Error>> {
+    let folder = RunFolder::new(checkpoint)
+        .latest_checkpoint()?
+        .unwrap_or_else(|| checkpoint.to_path_buf());
+    if !folder.join(STATE_FILE).is_file() {
+        return Ok(None);
+    }
+    Ok(read_state(&folder)?.config.student_run())
+}
+
+/// The sampler to run: the flags given, over the defaults of `student`'s sampler (its steps,
+/// grid and spacing) where the sampler is the student's, else over DDPM's in 50 steps.
+fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
+    let clip = !args.no_clip;
+    let default = student.unwrap_or(NamedRun::new(SamplerName::Ddpm, 50, clip));
+    let sampler = args.sampler.unwrap_or(default.sampler);
+    let base = if sampler == default.sampler {
+        default
+    } else {
+        NamedRun::new(sampler, 50, clip)
+    };
+    NamedRun {
+        sampler,
+        steps: args.steps.unwrap_or(base.steps),
+        clip,
+        spacing: args
+            .spacing
+            .as_deref()
+            .and_then(TimestepSpacing::from_name)
+            .or(base.spacing),
+        original_steps: args.original_steps.or(base.original_steps),
     }
 }
 
@@ -393,11 +422,49 @@ mod tests {
     #[test]
     fn samplers_are_named_from_the_one_table_with_its_aliases() {
         for (name, sampler) in SamplerName::NAMES.iter().zip(SamplerName::ALL) {
-            assert_eq!(parse(&["--sampler", name]).unwrap().sampler, sampler);
+            assert_eq!(parse(&["--sampler", name]).unwrap().sampler, Some(sampler));
         }
         let alias = parse(&["--sampler", "dpm++2m"]).unwrap();
-        assert_eq!(alias.sampler, SamplerName::DpmSolver);
+        assert_eq!(alias.sampler, Some(SamplerName::DpmSolver));
         let error = parse(&["--sampler", "dpm"]).unwrap_err().to_string();
         assert!(error.contains("possible values: ddpm, ddim"), "{error}");
+    }
+
+    #[test]
+    fn a_student_samples_with_its_own_run_unless_told_otherwise() {
+        let run = |flags: &[&str], student| sampler_run(&parse(flags).unwrap(), student);
+        assert_eq!(run(&[], None), NamedRun::new(SamplerName::Ddpm, 50, true));
+        let lcm = NamedRun {
+            original_steps: Some(10),
+            ..NamedRun::new(SamplerName::Lcm, 2, true)
+        };
+        assert_eq!(run(&[], Some(lcm)), lcm);
+        assert_eq!(
+            run(&["--steps", "4", "--no-clip"], Some(lcm)),
+            NamedRun {
+                steps: 4,
+                clip: false,
+                ..lcm
+            }
+        );
+        assert_eq!(
+            run(&["--original-steps", "50"], Some(lcm)).original_steps,
+            Some(50)
+        );
+        // Another sampler leaves the student's steps and grid behind.
+        assert_eq!(
+            run(&["--sampler", "ddim"], Some(lcm)),
+            NamedRun::new(SamplerName::Ddim, 50, true)
+        );
+        let trailing = NamedRun {
+            spacing: Some(TimestepSpacing::Trailing),
+            ..NamedRun::new(SamplerName::Ddim, 4, true)
+        };
+        assert_eq!(
+            run(&["--steps", "8"], Some(trailing)).spacing,
+            trailing.spacing
+        );
+        let leading = run(&["--spacing", "leading"], Some(trailing));
+        assert_eq!(leading.spacing, Some(TimestepSpacing::Leading));
     }
 }

@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
 use kiln_sampler::{GuidanceConfig, Guided, StepEvent};
-use kiln_schedule::{NoiseSchedule, TimestepSpacing};
+use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -27,50 +27,43 @@ pub enum Condition {
 }
 
 /// What to generate: `count` images of the model's channels at `image_size`, from the
-/// standard-normal noise of `seed` (the same seed gives the same images), in `steps` steps.
+/// standard-normal noise of `seed` (the same seed gives the same images), with the sampler
+/// `run` names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
-    /// The sampler.
-    pub sampler: SamplerName,
-    /// Sampler steps (Heun evaluates the model about twice per step).
-    pub steps: usize,
+    /// The sampler, its steps and timesteps, and whether it clips x̂_0. Clipping keeps each
+    /// step's prediction of x_0 within [−1, 1], the range of the training data: a partly
+    /// trained pixel-space model otherwise predicts x_0 far outside it at high noise, which
+    /// multistep solvers amplify into speckle. A distilled student samples with its own run:
+    /// `trailing` DDIM for progressive distillation, LCM on its grid for consistency
+    /// distillation.
+    pub run: NamedRun,
     /// How many images.
     pub count: usize,
     /// Height and width.
     pub image_size: usize,
     /// The seed of the initial noise and of stochastic samplers.
     pub seed: u64,
-    /// Keep each step's prediction of x_0 within [−1, 1], the range of the training data,
-    /// where the sampler supports it: `clip_sample` for DDPM, DDIM and Heun, dynamic
-    /// thresholding with a maximum of 1 for DPM-Solver++ and UniPC (Euler and PNDM have no
-    /// such option). A partly trained pixel-space model otherwise predicts x_0 far outside
-    /// the data range at high noise, which multistep solvers amplify into speckle.
-    pub clip: bool,
     /// Unconditional, or which classes with what guidance.
     pub condition: Condition,
-    /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default
-    /// ([`NamedRun::spacing`]): `trailing` for a progressive-distillation student, which was
-    /// trained on that grid.
-    pub spacing: Option<TimestepSpacing>,
-    /// For `lcm`: the steps M of the grid the consistency model was distilled on
-    /// ([`NamedRun::original_steps`]; `None`: diffusers' 50).
-    pub original_steps: Option<usize>,
 }
 
 impl Generation {
-    /// `count` unconditional images of `image_size` from `sampler` in `steps` steps, seed 0,
-    /// x_0 clipped: change the other fields with struct update syntax.
+    /// `count` unconditional images of `image_size` from `sampler` in `steps` steps with its
+    /// default timesteps, seed 0, x_0 clipped: change the other fields with struct update
+    /// syntax.
     pub fn new(sampler: SamplerName, steps: usize, count: usize, image_size: usize) -> Self {
+        Self::with_run(NamedRun::new(sampler, steps, true), count, image_size)
+    }
+
+    /// `count` unconditional images of `image_size` from `run`, seed 0.
+    pub fn with_run(run: NamedRun, count: usize, image_size: usize) -> Self {
         Self {
-            sampler,
-            steps,
+            run,
             count,
             image_size,
             seed: 0,
-            clip: true,
             condition: Condition::Unconditional,
-            spacing: None,
-            original_steps: None,
         }
     }
 }
@@ -98,11 +91,7 @@ pub fn generate<B: Backend>(
     let mut rng = StdRng::seed_from_u64(generation.seed);
     let noise = standard_normal::<B, 4>(shape, &mut rng, device);
     let denoiser = UNetDenoiser::new(model, prediction);
-    let run = NamedRun {
-        spacing: generation.spacing,
-        original_steps: generation.original_steps,
-        ..NamedRun::new(generation.sampler, generation.steps, generation.clip)
-    };
+    let run = generation.run;
     Ok(match &generation.condition {
         Condition::Unconditional => {
             sample_by_name(run, schedule, &denoiser, noise, &mut rng, on_step)?

@@ -8,7 +8,7 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::Prediction;
 use kiln_pipeline::{
-    Condition, Generation, PipelineError, SamplerName, UNetDenoiser, load_for_sampling,
+    Condition, Generation, NamedRun, PipelineError, SamplerName, UNetDenoiser, load_for_sampling,
 };
 use kiln_sampler::{ClassConditional, Denoiser, GuidanceConfig, Guided, SamplerError};
 
@@ -49,10 +49,7 @@ fn a_size_the_model_cannot_take_is_an_error() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
     let device = Default::default();
     let loaded = load_for_sampling::<Flex>(&folder, &device).unwrap();
-    let generation = Generation {
-        clip: false,
-        ..Generation::new(SamplerName::Ddim, 2, 1, 7)
-    };
+    let generation = Generation::with_run(NamedRun::new(SamplerName::Ddim, 2, false), 1, 7);
     let error = loaded.generate(generation, &device, |_| {}).unwrap_err();
     assert!(error.to_string().contains("multiples"), "{error}");
 }

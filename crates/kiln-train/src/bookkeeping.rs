@@ -195,17 +195,10 @@ fn write_grid<B: Backend>(
     path: &Path,
 ) -> Result<(), TrainError> {
     let condition = sample_condition(config, 0..config.sample_count);
-    let (sampler, steps) = config.sample_sampler();
     let generation = Generation {
-        sampler,
-        steps,
-        count: config.sample_count,
-        image_size: config.image_size,
         seed: config.seed,
-        clip: true,
         condition,
-        spacing: config.sample_spacing(),
-        original_steps: config.consistency_grid(),
+        ..Generation::with_run(config.sample_run(), config.sample_count, config.image_size)
     };
     let images = sampled.generate(generation)?;
     let columns = (config.sample_count as f64).sqrt().ceil() as usize;

@@ -4,9 +4,9 @@ use burn::config::Config;
 use burn::optim::{AdamWConfig, grad_clipping::GradientClippingConfig};
 use kiln_distill::{ConsistencyDistillation, ProgressiveDistillation};
 use kiln_forward::{LossWeighting, Prediction};
-use kiln_pipeline::SamplerName;
+use kiln_pipeline::{NamedRun, SamplerName};
 use kiln_sampler::{ConsistencyScalings, Lcm};
-use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
+use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::UNetConfig;
 
 use crate::{Distiller, TrainError};
@@ -146,6 +146,14 @@ pub struct Distillation {
     pub teacher_steps: Option<usize>,
 }
 
+impl Distillation {
+    /// Consistency: M, the steps of the teacher's DDIM grid ([`Self::teacher_steps`], else
+    /// [`CONSISTENCY_GRID`]).
+    pub fn consistency_grid(&self) -> usize {
+        self.teacher_steps.unwrap_or(CONSISTENCY_GRID)
+    }
+}
+
 /// The consistency distillation's grid when [`Distillation::teacher_steps`] is not set: ten
 /// DDIM steps of the teacher, the coarsest discretisation of Song & Dhariwal 2023's
 /// curriculum. (On the bundled faces the latent consistency models' 50 let the student's
@@ -193,7 +201,7 @@ impl TrainConfig {
                 .map(|round| Some(Distiller::Progressive(round)))
                 .map_err(|error| steps_error(&error)),
             "consistency" => {
-                let grid = distillation.teacher_steps.unwrap_or(CONSISTENCY_GRID);
+                let grid = distillation.consistency_grid();
                 let consistency =
                     ConsistencyDistillation::new(&schedule, grid, ConsistencyScalings::default())
                         .map_err(|error| invalid("distillation.teacher_steps", error.to_string()))?;
@@ -208,37 +216,30 @@ impl TrainConfig {
         }
     }
 
-    /// The sampler and steps of the run's grids: DDIM in `sample_steps`, or a
-    /// [`Distillation`]'s student's sampler in its steps.
-    pub fn sample_sampler(&self) -> (SamplerName, usize) {
-        match &self.distillation {
-            None => (SamplerName::Ddim, self.sample_steps),
-            Some(distillation) if distillation.method.as_deref() == Some("consistency") => {
-                (SamplerName::Lcm, distillation.student_steps)
-            }
-            Some(distillation) => (SamplerName::Ddim, distillation.student_steps),
-        }
+    /// How the run's grids and evaluations sample: a [`Distillation`]'s student with its own
+    /// sampler ([`Self::student_run`]), else DDIM in `sample_steps`, x̂_0 clipped.
+    pub fn sample_run(&self) -> NamedRun {
+        self.student_run()
+            .unwrap_or_else(|| NamedRun::new(SamplerName::Ddim, self.sample_steps, true))
     }
 
-    /// For a consistency [`Distillation`], M, the grid its student samples on with LCM.
-    pub fn consistency_grid(&self) -> Option<usize> {
-        match &self.distillation {
-            Some(distillation) if distillation.method.as_deref() == Some("consistency") => {
-                Some(distillation.teacher_steps.unwrap_or(CONSISTENCY_GRID))
-            }
-            _ => None,
-        }
-    }
-
-    /// The timestep spacing the run's grids and evaluations sample with: `trailing` for a
-    /// progressive [`Distillation`] (the student's grid), the sampler's own otherwise.
-    pub fn sample_spacing(&self) -> Option<TimestepSpacing> {
-        match self.sample_sampler() {
-            (SamplerName::Ddim, _) if self.distillation.is_some() => {
-                Some(ProgressiveDistillation::grid().spacing)
-            }
-            _ => None,
-        }
+    /// How a [`Distillation`]'s student samples, x̂_0 clipped (`None` for ordinary training):
+    /// progressive, DDIM in `student_steps` on the `trailing` grid it was trained on;
+    /// consistency, LCM in `student_steps` on the teacher's grid of M = `teacher_steps`
+    /// (diffusers' `original_inference_steps`).
+    pub fn student_run(&self) -> Option<NamedRun> {
+        let distillation = self.distillation.as_ref()?;
+        let steps = distillation.student_steps;
+        Some(match distillation.method.as_deref() {
+            Some("consistency") => NamedRun {
+                original_steps: Some(distillation.consistency_grid()),
+                ..NamedRun::new(SamplerName::Lcm, steps, true)
+            },
+            _ => NamedRun {
+                spacing: Some(ProgressiveDistillation::grid().spacing),
+                ..NamedRun::new(SamplerName::Ddim, steps, true)
+            },
+        })
     }
 
     /// The learning rate of optimizer step `step` (0-based) of a run of `total_steps` steps,

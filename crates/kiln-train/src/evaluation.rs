@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use kiln_pipeline::{Generation, RunFolder};
+use kiln_pipeline::{Generation, NamedRun, RunFolder};
 
 use crate::csv_log::CsvLog;
 use crate::options::{Evaluation, TrainEvent};
@@ -75,12 +75,15 @@ impl<'a> Evaluations<'a> {
         let mut batches = Vec::new();
         for (index, first) in (0..count).step_by(SAMPLING_BATCH).enumerate() {
             let size = SAMPLING_BATCH.min(count - first);
+            let run = NamedRun {
+                sampler,
+                steps,
+                ..config.sample_run()
+            };
             let generation = Generation {
                 seed: mix(seed, index as u64),
                 condition: sample_condition(config, first..first + size),
-                spacing: config.sample_spacing(),
-                original_steps: config.consistency_grid(),
-                ..Generation::new(sampler, steps, size, config.image_size)
+                ..Generation::with_run(run, size, config.image_size)
             };
             let images = sampled.generate(generation)?;
             batches.push(((images + 1.0) / 2.0).clamp(0.0, 1.0));

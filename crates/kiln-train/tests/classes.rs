@@ -192,18 +192,12 @@ fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
     assert!(unknown.to_string().contains("\"bright\""), "{unknown}");
 
     let generation = |labels: Vec<usize>, count| Generation {
-        sampler: SamplerName::Ddim,
-        steps: 3,
-        count,
-        image_size: 16,
         seed: 2,
-        clip: true,
         condition: Condition::Classes {
             labels,
             guidance: GuidanceConfig::new(3.0),
         },
-        spacing: None,
-        original_steps: None,
+        ..Generation::new(SamplerName::Ddim, 3, count, 16)
     };
     let sample = |generation| loaded.generate(generation, &device, |_| {});
     let images = sample(generation(vec![1, 0], 2)).unwrap();

@@ -1,12 +1,14 @@
 //! Distillation as a run, progressive and consistency: the student starts as its teacher, a
 //! stopped and resumed run ends with the weights of an uninterrupted one, its grids are drawn
-//! with the student's sampler, and a teacher or settings that do not fit are refused before
+//! with the student's sampler (which the run records for face_sample), and a teacher or settings that do not fit are refused before
 //! training.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::{Autodiff, Flex};
+use kiln_pipeline::{NamedRun, SamplerName};
+use kiln_schedule::TimestepSpacing;
 use kiln_train::{
     Distillation, RunOptions, TrainConfig, TrainError, TrainEvent, TrainSummary, train,
 };
@@ -101,6 +103,34 @@ fn starts_from_its_teacher_and_resumes_exactly(method: &str) {
     let [trained_again, ema_again] = runs::final_weights(&split);
     assert_eq!(runs::max_difference(&trained, &trained_again), 0.0);
     assert_eq!(runs::max_difference(&ema, &ema_again), 0.0);
+}
+
+#[test]
+fn a_student_samples_with_its_own_sampler_on_its_own_grid() {
+    let teacher = Path::new("teacher");
+    let ordinary = runs::config(1).with_sample_steps(7);
+    assert_eq!(ordinary.student_run(), None);
+    assert_eq!(
+        ordinary.sample_run(),
+        NamedRun::new(SamplerName::Ddim, 7, true)
+    );
+    let progressive = round(teacher, 1);
+    assert_eq!(
+        progressive.sample_run(),
+        NamedRun {
+            spacing: Some(TimestepSpacing::Trailing),
+            ..NamedRun::new(SamplerName::Ddim, 2, true)
+        }
+    );
+    let consistency = distilling(teacher, 1, "consistency");
+    let lcm = |grid| NamedRun {
+        original_steps: Some(grid),
+        ..NamedRun::new(SamplerName::Lcm, 2, true)
+    };
+    assert_eq!(consistency.student_run(), Some(lcm(10)));
+    let mut coarse = consistency.clone();
+    coarse.distillation.as_mut().unwrap().teacher_steps = Some(4);
+    assert_eq!(coarse.sample_run(), lcm(4));
 }
 
 #[test]
