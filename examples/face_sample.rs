@@ -179,7 +179,19 @@ impl BackendTask for Sampling {
                 })
                 .collect()
         };
-        let run = sampler_run(&args, student_run(&args.checkpoint)?);
+        let student = student_run(&args.checkpoint)?;
+        let run = sampler_run(&args, student);
+        if student.is_some_and(|student| student.sampler == run.sampler) {
+            let grid = match (run.spacing, run.original_steps) {
+                (Some(spacing), _) => format!("{spacing:?} spacing").to_lowercase(),
+                (None, Some(steps)) => format!("on the grid of {steps} it was distilled on"),
+                (None, None) => "on its sampler's own timesteps".into(),
+            };
+            eprintln!(
+                "a distilled student: {} in {} steps, {grid}",
+                run.sampler, run.steps
+            );
+        }
         let frames = args.strip_frames.clamp(2, run.steps.max(2));
         let mut noisy = Vec::new();
         let mut denoised = Vec::new();
