@@ -101,7 +101,7 @@ struct Args {
     #[arg(long)]
     image_size: Option<usize>,
     /// Let the predicted x_0 leave [−1, 1] (by default it is clipped where the sampler
-    /// supports it: DDPM, DDIM, Heun, DPM-Solver++, UniPC).
+    /// supports it: DDPM, DDIM, Heun, LCM, DPM-Solver++, UniPC).
     #[arg(long)]
     no_clip: bool,
     /// flex, ndarray, wgpu[:N] or cuda[:N] (GPU backends need `--features wgpu|cuda`).
@@ -182,10 +182,12 @@ impl BackendTask for Sampling {
         let student = student_run(&args.checkpoint)?;
         let run = sampler_run(&args, student);
         if student.is_some_and(|student| student.sampler == run.sampler) {
-            let grid = match (run.spacing, run.original_steps) {
-                (Some(spacing), _) => format!("{spacing:?} spacing").to_lowercase(),
-                (None, Some(steps)) => format!("on the grid of {steps} it was distilled on"),
-                (None, None) => "on its sampler's own timesteps".into(),
+            let grid = match (run.sampler, run.spacing, run.original_steps) {
+                (SamplerName::Lcm, _, Some(steps)) => {
+                    format!("on the grid of {steps} it was distilled on")
+                }
+                (_, Some(spacing), _) => format!("{spacing:?} spacing").to_lowercase(),
+                _ => "on its sampler's own timesteps".into(),
             };
             eprintln!(
                 "a distilled student: {} in {} steps, {grid}",
@@ -276,6 +278,9 @@ impl BackendTask for Sampling {
 /// How a distilled student samples, as the run in `checkpoint` (a run folder or one of its
 /// checkpoints) records it; `None` for any other model.
 fn student_run(checkpoint: &Path) -> Result<Option<NamedRun>, Box<dyn Error>> {
+    if !checkpoint.is_dir() {
+        return Ok(None);
+    }
     let folder = RunFolder::new(checkpoint)
         .latest_checkpoint()?
         .unwrap_or_else(|| checkpoint.to_path_buf());
@@ -286,7 +291,8 @@ fn student_run(checkpoint: &Path) -> Result<Option<NamedRun>, Box<dyn Error>> {
 }
 
 /// The sampler to run: the flags given, over the defaults of `student`'s sampler (its steps,
-/// grid and spacing) where the sampler is the student's, else over DDPM's in 50 steps.
+/// grid and spacing) where the sampler is the student's, else over the sampler's own defaults
+/// (DDPM where none is named) in 50 steps.
 fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
     let clip = !args.no_clip;
     let default = student.unwrap_or(NamedRun::new(SamplerName::Ddpm, 50, clip));
@@ -478,5 +484,10 @@ mod tests {
         );
         let leading = run(&["--spacing", "leading"], Some(trailing));
         assert_eq!(leading.spacing, Some(TimestepSpacing::Leading));
+        // A file or a diffusers folder records no student.
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(student_run(&manifest.join("Cargo.toml")).unwrap(), None);
+        let diffusers = manifest.join("crates/kiln-unet/tests/fixtures/unet_classes");
+        assert_eq!(student_run(&diffusers).unwrap(), None);
     }
 }

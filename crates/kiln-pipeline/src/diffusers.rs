@@ -1,24 +1,33 @@
-//! What a diffusers model folder says about its training: the schedule and prediction type
-//! of `scheduler_config.json`, the image size of the model's `config.json`.
+//! diffusers folders and what they say about a model's training: the schedule and prediction
+//! type of `scheduler_config.json`, the image size of the model's `config.json`; and a model
+//! saved as a diffusers pipeline folder ([`SamplingModel::save_diffusers`]).
 
 use std::fs;
 use std::path::Path;
 
+use burn::tensor::backend::Backend;
 use kiln_forward::Prediction;
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
-use serde::Deserialize;
+use kiln_unet::save_diffusers;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::PipelineError;
+use crate::{PipelineError, SamplingModel};
 
 /// The fields of a diffusers scheduler config that define the training schedule.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct SchedulerConfig {
     #[serde(default = "thousand")]
     num_train_timesteps: usize,
     #[serde(default = "linear")]
     beta_schedule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     beta_start: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     beta_end: Option<f64>,
+    /// Every β_t, in place of the named schedule (diffusers' `trained_betas`).
+    #[serde(default)]
+    trained_betas: Option<Vec<f64>>,
     #[serde(default = "epsilon")]
     prediction_type: String,
 }
@@ -38,6 +47,20 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
     let text = fs::read_to_string(file).map_err(|error| PipelineError::io(file, error))?;
     let parsed: SchedulerConfig =
         serde_json::from_str(&text).map_err(|error| PipelineError::io(file, error))?;
+    let prediction = prediction(file, &parsed.prediction_type)?;
+    if let Some(betas) = parsed.trained_betas {
+        if betas.len() != parsed.num_train_timesteps {
+            let problem = format!(
+                "trained_betas holds {} values for num_train_timesteps = {}",
+                betas.len(),
+                parsed.num_train_timesteps
+            );
+            return Err(PipelineError::io(file, problem));
+        }
+        let schedule =
+            NoiseSchedule::from_betas(betas).map_err(|error| PipelineError::io(file, error))?;
+        return Ok((prediction, schedule));
+    }
     let mut beta = beta_schedule(file, &parsed.beta_schedule)?;
     if let BetaSchedule::Linear {
         beta_start,
@@ -51,7 +74,6 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
         *beta_start = parsed.beta_start.unwrap_or(*beta_start);
         *beta_end = parsed.beta_end.unwrap_or(*beta_end);
     }
-    let prediction = prediction(file, &parsed.prediction_type)?;
     let schedule = NoiseSchedule::new(&beta, parsed.num_train_timesteps)
         .map_err(|error| PipelineError::io(file, error))?;
     Ok((prediction, schedule))
@@ -80,4 +102,63 @@ fn unsupported(file: &Path, field: &str, value: &str) -> PipelineError {
         field: field.to_string(),
         value: value.to_string(),
     }
+}
+
+impl<B: Backend> SamplingModel<B> {
+    /// Saves the model as a diffusers pipeline folder, which `DDPMPipeline.from_pretrained`
+    /// loads (and [`crate::load_for_sampling`] too):
+    ///
+    /// ```text
+    /// folder/model_index.json                       DDPMPipeline: unet and scheduler
+    /// folder/unet/                                  the UNet2DModel (kiln_unet::save_diffusers)
+    /// folder/scheduler/scheduler_config.json        DDPMScheduler with the training schedule
+    /// ```
+    ///
+    /// The scheduler holds every β_t as `trained_betas`, so any schedule (cosine, or one
+    /// rescaled to zero terminal SNR) reaches diffusers exactly, with the prediction type and
+    /// clipping of x̂_0 to [−1, 1]; `sample_size` is the model's image size where known.
+    pub fn save_diffusers(&self, folder: &Path) -> Result<(), PipelineError> {
+        save_diffusers(
+            &self.model,
+            &self.config,
+            self.image_size,
+            &folder.join("unet"),
+        )?;
+        let betas = self.schedule.betas().to_vec();
+        let scheduler = SchedulerConfig {
+            num_train_timesteps: betas.len(),
+            beta_schedule: linear(),
+            beta_start: None,
+            beta_end: None,
+            trained_betas: Some(betas),
+            prediction_type: self.prediction.name().into(),
+        };
+        let mut scheduler =
+            serde_json::to_value(scheduler).map_err(|error| PipelineError::io(folder, error))?;
+        if let Some(fields) = scheduler.as_object_mut() {
+            fields.insert("_class_name".into(), "DDPMScheduler".into());
+            fields.insert("clip_sample".into(), true.into());
+            fields.insert("variance_type".into(), "fixed_small".into());
+        }
+        write_json(&folder.join("scheduler/scheduler_config.json"), &scheduler)?;
+        let index = json!({
+            "_class_name": "DDPMPipeline",
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "unet": ["diffusers", "UNet2DModel"],
+        });
+        write_json(&folder.join("model_index.json"), &index)
+    }
+}
+
+/// Writes `value` to `file` as pretty JSON, creating its folder: into a file beside it first,
+/// then renamed into place.
+fn write_json(file: &Path, value: &serde_json::Value) -> Result<(), PipelineError> {
+    let io = |error: &dyn std::fmt::Display| PipelineError::io(file, error);
+    if let Some(folder) = file.parent() {
+        fs::create_dir_all(folder).map_err(|error| io(&error))?;
+    }
+    let text = serde_json::to_string_pretty(value).map_err(|error| io(&error))? + "\n";
+    let temporary = file.with_extension("json.tmp");
+    fs::write(&temporary, text).map_err(|error| PipelineError::io(&temporary, error))?;
+    fs::rename(&temporary, file).map_err(|error| io(&error))
 }

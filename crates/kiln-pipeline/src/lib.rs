@@ -3,7 +3,8 @@
 //!
 //! - [`load_for_sampling`]: a `face_train` run folder (its newest checkpoint, verified against
 //!   its checksums), one of its checkpoints, a Kiln UNet `.safetensors` file, or a diffusers
-//!   model or pipeline folder with its scheduler config, as a [`SamplingModel`];
+//!   model or pipeline folder with its scheduler config, as a [`SamplingModel`], which
+//!   [`SamplingModel::save_diffusers`] saves as a diffusers pipeline folder (`DDPMPipeline`);
 //! - [`UNetDenoiser`]: a kiln-unet [`UNet`](kiln_unet::UNet) as kiln-sampler's
 //!   [`Denoiser`](kiln_sampler::Denoiser) and
 //!   [`ClassConditional`](kiln_sampler::ClassConditional) model, the glue between the two

@@ -1,5 +1,5 @@
-//! Loading models to sample from (a diffusers model or pipeline folder), every sampler by
-//! name, and guidance of a class-conditional UNet.
+//! Loading models to sample from (a diffusers model or pipeline folder), saving one as a
+//! diffusers pipeline, every sampler by name, and guidance of a class-conditional UNet.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use kiln_pipeline::{
     Condition, Generation, NamedRun, PipelineError, SamplerName, UNetDenoiser, load_for_sampling,
 };
 use kiln_sampler::{ClassConditional, Denoiser, GuidanceConfig, Guided, SamplerError};
+use kiln_schedule::{BetaSchedule, NoiseSchedule};
 
 #[test]
 fn a_diffusers_folder_generates_with_every_sampler() {
@@ -74,6 +75,70 @@ fn a_pipeline_folder_with_unet_and_scheduler_loads_the_schedule() {
     let loaded = load_for_sampling::<Flex>(&pipeline, &Default::default()).unwrap();
     assert_eq!(loaded.prediction, Prediction::V);
     assert_eq!(loaded.schedule.num_timesteps(), 500);
+}
+
+#[test]
+fn a_model_saved_as_a_diffusers_pipeline_loads_back_the_same() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_classes");
+    let device = Default::default();
+    let mut model = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    // A schedule no diffusers name gives: cosine over 500 steps, rescaled to zero terminal SNR.
+    model.schedule = NoiseSchedule::new(&BetaSchedule::cosine(), 500)
+        .and_then(|schedule| schedule.rescale_zero_terminal_snr())
+        .unwrap();
+    model.prediction = Prediction::V;
+    let pipeline = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("saved-pipeline");
+    let _ = fs::remove_dir_all(&pipeline);
+    model.save_diffusers(&pipeline).unwrap();
+    for file in [
+        "model_index.json",
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(pipeline.join(file).is_file(), "{file}");
+    }
+
+    let loaded = load_for_sampling::<Flex>(&pipeline, &device).unwrap();
+    assert_eq!(loaded.prediction, Prediction::V);
+    assert_eq!(loaded.schedule.betas(), model.schedule.betas());
+    assert_eq!(loaded.image_size, model.image_size);
+    assert_eq!(loaded.config, model.config);
+    let generation = Generation {
+        seed: 3,
+        condition: Condition::Classes {
+            labels: vec![0, 1],
+            guidance: GuidanceConfig::new(2.0),
+        },
+        ..Generation::new(SamplerName::Ddim, 3, 2, model.image_size.unwrap())
+    };
+    let images = |model: &kiln_pipeline::SamplingModel<Flex>| -> Vec<f32> {
+        let images = model.generate(generation.clone(), &device, |_| {}).unwrap();
+        images.into_data().to_vec().unwrap()
+    };
+    assert_eq!(images(&loaded), images(&model));
+}
+
+#[test]
+fn trained_betas_must_cover_every_timestep() {
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("short-betas");
+    let _ = fs::remove_dir_all(&file);
+    fs::create_dir_all(&file).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    for name in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        fs::copy(fixture.join(name), file.join(name)).unwrap();
+    }
+    fs::write(
+        file.join("scheduler_config.json"),
+        r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}"#,
+    )
+    .unwrap();
+    let error = load_for_sampling::<Flex>(&file, &Default::default()).unwrap_err();
+    assert!(
+        error.to_string().contains("trained_betas holds 2 values"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Distillation as a run, progressive and consistency: the student starts as its teacher, a
 //! stopped and resumed run ends with the weights of an uninterrupted one, its grids are drawn
-//! with the student's sampler (which the run records for face_sample), and a teacher or settings that do not fit are refused before
-//! training.
+//! with the student's sampler (which the run records for face_sample), and a teacher or
+//! settings that do not fit are refused before training.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -120,7 +120,7 @@ pub fn read_config(path: &Path) -> Result<UNetConfig, UNetError> {
 }
 
 /// `path` with `.tmp` appended to its file name.
-fn temporary_path(path: &Path) -> PathBuf {
+pub(crate) fn temporary_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)

@@ -1,17 +1,40 @@
-//! Loading diffusers `UNet2DModel` folders (`config.json` + `diffusion_pytorch_model.safetensors`).
+//! diffusers `UNet2DModel` folders (`config.json` + `diffusion_pytorch_model.safetensors`):
+//! loading them into Kiln and saving Kiln models as them.
 
+use std::fs;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use serde::Deserialize;
+use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::first_problem;
+use crate::checkpoint::{first_problem, temporary_path};
 use crate::{UNet, UNetConfig, UNetError};
+
+/// The name of a diffusers model's configuration file.
+const CONFIG_FILE: &str = "config.json";
+/// The name of a diffusers model's weights file.
+const WEIGHTS_FILE: &str = "diffusion_pytorch_model.safetensors";
+
+/// The parts of tensor names where diffusers' (first) and Kiln's (second) differ: diffusers
+/// keeps the attention's output projection and each level's resampler in one-element lists.
+const RENAMES: [(&str, &str); 3] = [
+    ("to_out.0", "to_out"),
+    ("downsamplers.0", "downsampler"),
+    ("upsamplers.0", "upsampler"),
+];
+
+/// `store` renaming every `.from.` in a tensor name to `.to.` on load and save.
+fn renamed(store: SafetensorsStore, from: &str, to: &str) -> SafetensorsStore {
+    store.with_key_remapping(
+        format!(r"\.{}\.", from.replace('.', r"\.")),
+        format!(".{to}."),
+    )
+}
 
 /// The fields of a diffusers `UNet2DModel` `config.json` that decide the architecture, with
 /// diffusers' defaults for absent ones.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct DiffusersConfig {
     #[serde(default = "three")]
     in_channels: usize,
@@ -100,6 +123,51 @@ fn silu() -> String {
 }
 
 impl DiffusersConfig {
+    /// The diffusers configuration of `config`'s architecture: every Kiln UNet is one.
+    fn from_kiln(config: &UNetConfig) -> Self {
+        let blocks = |kind: &str| -> Vec<String> {
+            config
+                .attention
+                .iter()
+                .map(|&attention| format!("{}{kind}Block2D", if attention { "Attn" } else { "" }))
+                .collect()
+        };
+        let mut up_block_types = blocks("Up");
+        up_block_types.reverse();
+        Self {
+            in_channels: config.in_channels,
+            out_channels: config.out_channels,
+            block_out_channels: config.block_out_channels.clone(),
+            down_block_types: blocks("Down"),
+            up_block_types,
+            layers_per_block: config.layers_per_block,
+            attention_head_dim: config.attention_head_dim,
+            norm_num_groups: config.norm_num_groups,
+            norm_eps: config.norm_eps,
+            dropout: config.dropout,
+            resnet_time_scale_shift: if config.scale_shift {
+                "scale_shift"
+            } else {
+                "default"
+            }
+            .into(),
+            add_attention: config.mid_attention,
+            num_class_embeds: config.num_class_embeds,
+            class_embed_type: None,
+            time_embedding_type: positional(),
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            center_input_sample: false,
+            downsample_type: conv(),
+            upsample_type: conv(),
+            mid_block_scale_factor: one(),
+            downsample_padding: one_usize(),
+            act_fn: silu(),
+            attn_norm_num_groups: None,
+            time_embedding_dim: None,
+        }
+    }
+
     /// The Kiln configuration of the same architecture, or an error naming the first field
     /// whose value Kiln does not implement.
     fn to_kiln(&self) -> Result<UNetConfig, UNetError> {
@@ -219,7 +287,7 @@ pub fn load_diffusers<B: Backend>(
     folder: &Path,
     device: &B::Device,
 ) -> Result<(UNetConfig, UNet<B>), UNetError> {
-    let config_path = folder.join("config.json");
+    let config_path = folder.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|error| UNetError::Io {
         path: config_path.display().to_string(),
         message: error.to_string(),
@@ -230,12 +298,12 @@ pub fn load_diffusers<B: Backend>(
     })?;
     let config = parsed.to_kiln()?;
     let mut model = config.init::<B>(device)?;
-    let weights = folder.join("diffusion_pytorch_model.safetensors");
-    let mut store = SafetensorsStore::from_file(&weights)
-        .with_from_adapter(PyTorchToBurnAdapter)
-        .with_key_remapping(r"\.to_out\.0\.", ".to_out.")
-        .with_key_remapping(r"\.downsamplers\.0\.", ".downsampler.")
-        .with_key_remapping(r"\.upsamplers\.0\.", ".upsampler.")
+    let weights = folder.join(WEIGHTS_FILE);
+    let mut store = RENAMES.iter().fold(
+        SafetensorsStore::from_file(&weights).with_from_adapter(PyTorchToBurnAdapter),
+        |store, (theirs, ours)| renamed(store, theirs, ours),
+    );
+    store = store
         // Collect every problem in the result and report the first one below.
         .validate(false)
         .allow_partial(true);
@@ -251,4 +319,52 @@ pub fn load_diffusers<B: Backend>(
         }),
         None => Ok((config, model)),
     }
+}
+
+/// Saves `model` with its `config` as a diffusers `UNet2DModel` folder that
+/// `UNet2DModel.from_pretrained(folder)` (and [`load_diffusers`]) reads: `config.json` in
+/// diffusers' vocabulary, with `sample_size` where given, and the weights under diffusers'
+/// names in `diffusion_pytorch_model.safetensors` (linear weights transposed back, norm
+/// parameters named `weight`/`bias`). The folder is created if missing; each file is written
+/// beside its place and renamed into it, so a failed save leaves no half-written file.
+///
+/// For a class-conditional model, diffusers sees `num_class_embeds` labels, the last of them
+/// Kiln's null label.
+pub fn save_diffusers<B: Backend>(
+    model: &UNet<B>,
+    config: &UNetConfig,
+    sample_size: Option<usize>,
+    folder: &Path,
+) -> Result<(), UNetError> {
+    let io_error = |path: &Path, message: String| UNetError::Io {
+        path: path.display().to_string(),
+        message,
+    };
+    fs::create_dir_all(folder).map_err(|error| io_error(folder, error.to_string()))?;
+    let mut json = serde_json::to_value(DiffusersConfig::from_kiln(config))
+        .map_err(|error| io_error(folder, error.to_string()))?;
+    if let Some(fields) = json.as_object_mut() {
+        fields.insert("_class_name".into(), "UNet2DModel".into());
+        fields.insert("sample_size".into(), sample_size.into());
+    }
+    let text =
+        serde_json::to_string_pretty(&json).map_err(|error| io_error(folder, error.to_string()))?;
+    let config_path = folder.join(CONFIG_FILE);
+    let temporary = temporary_path(&config_path);
+    fs::write(&temporary, text + "\n").map_err(|error| io_error(&temporary, error.to_string()))?;
+    fs::rename(&temporary, &config_path)
+        .map_err(|error| io_error(&config_path, error.to_string()))?;
+
+    let weights = folder.join(WEIGHTS_FILE);
+    let temporary = temporary_path(&weights);
+    let mut store = RENAMES.iter().fold(
+        SafetensorsStore::from_file(&temporary)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .metadata("format", "pt"),
+        |store, (theirs, ours)| renamed(store, ours, theirs),
+    );
+    model
+        .save_into(&mut store)
+        .map_err(|error| io_error(&temporary, error.to_string()))?;
+    fs::rename(&temporary, &weights).map_err(|error| io_error(&weights, error.to_string()))
 }

@@ -29,7 +29,7 @@ mod unet;
 pub use attention::AttentionBlock;
 pub use checkpoint::{load_checkpoint, load_weights, read_config, save_checkpoint};
 pub use config::UNetConfig;
-pub use diffusers::load_diffusers;
+pub use diffusers::{load_diffusers, save_diffusers};
 pub use embedding::{TimestepEmbedding, sinusoidal_embedding};
 pub use error::UNetError;
 pub use preset::UNetPreset;
