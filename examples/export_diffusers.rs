@@ -42,6 +42,10 @@ struct Args {
     /// The diffusers pipeline folder to write.
     #[arg(long)]
     out: PathBuf,
+    /// The image size the pipeline samples at (diffusers' `sample_size`; default: the training
+    /// size the checkpoint records, which a Kiln UNet .safetensors file does not).
+    #[arg(long)]
+    image_size: Option<usize>,
     /// flex, ndarray, wgpu[:N] or cuda[:N]: where the weights are loaded on their way.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
@@ -59,7 +63,11 @@ impl BackendTask for Export {
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let Export(args) = self;
-        let model = load_for_sampling::<B>(&args.checkpoint, &device)?;
+        let mut model = load_for_sampling::<B>(&args.checkpoint, &device)?;
+        model.image_size = args.image_size.or(model.image_size);
+        if model.image_size.is_none() {
+            return Err("this checkpoint does not record its image size; pass --image-size".into());
+        }
         model.save_diffusers(&args.out)?;
         println!(
             "wrote {}: a UNet2DModel predicting {} and its DDPMScheduler over {} timesteps",
