@@ -7,8 +7,9 @@
 //!   steps, and the next round's teacher.
 //! - `--method consistency` (Song et al. 2023): a progressive round of 100 steps into 50 makes
 //!   the teacher predict v (`OUT/steps-50`), then `OUT/consistency` trains a consistency model
-//!   on its DDIM grid of 10 (`kiln::train::CONSISTENCY_GRID`); it samples with LCM on that grid
-//!   in 1 to 10 steps (its grids in `--to-steps`).
+//!   on its DDIM grid of 10 (`kiln::train::CONSISTENCY_GRID`); it samples with TCD (γ = 0:
+//!   deterministic steps along its trajectory) or LCM on that grid in 1 to 10 steps (its grids
+//!   in `--to-steps`, with TCD).
 //!
 //! ```text
 //! cargo run --release --example face_distill -- --from runs/faces --to-steps 4
@@ -18,8 +19,8 @@
 //! ```
 //!
 //! face_sample reads how a student samples from its run (DDIM in 4 steps on the `trailing`
-//! grid; LCM in `--to-steps` steps on the grid of 10); its flags change any of it
-//! (`--steps 8`).
+//! grid; TCD with γ = 0 in `--to-steps` steps on the grid of 10); its flags change any of it
+//! (`--steps 8`, `--sampler lcm`).
 //!
 //! Every run has face_train's checkpoints, grids (drawn with the student's sampler), loss log
 //! and `--resume`. The progressive students predict v (Salimans & Ho's choice: an
@@ -72,7 +73,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     from_steps: usize,
     /// Progressive: the last student's DDIM steps (`--from-steps` halved a whole number of
-    /// times). Consistency: the LCM steps of the run's grids.
+    /// times). Consistency: the TCD steps of the run's grids.
     #[arg(long, default_value_t = 4)]
     to_steps: usize,
     /// Passes over the data in each round (progressive: 10 by default; consistency: 20, for

@@ -71,10 +71,14 @@ struct Args {
     /// `trailing` for a progressive student of face_distill sampled with DDIM).
     #[arg(long, value_parser = ["leading", "linspace", "trailing"])]
     spacing: Option<String>,
-    /// For --sampler lcm: M, the steps of the grid the consistency model was distilled on
-    /// (default: the student's own, as its run records it, else diffusers' 50).
+    /// For --sampler lcm or tcd: M, the steps of the grid the consistency model was distilled
+    /// on (default: the student's own, as its run records it, else diffusers' 50).
     #[arg(long)]
     original_steps: Option<usize>,
+    /// For --sampler tcd: γ in [0, 1], the stochasticity of every step (0: deterministic, 1:
+    /// fresh noise as LCM; default: diffusers' 0.3).
+    #[arg(long)]
+    gamma: Option<f64>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -101,7 +105,7 @@ struct Args {
     #[arg(long)]
     image_size: Option<usize>,
     /// Let the predicted x_0 leave [−1, 1] (by default it is clipped where the sampler
-    /// supports it: DDPM, DDIM, Heun, LCM, DPM-Solver++, UniPC).
+    /// supports it: DDPM, DDIM, Heun, LCM, TCD, DPM-Solver++, UniPC).
     #[arg(long)]
     no_clip: bool,
     /// flex, ndarray, wgpu[:N] or cuda[:N] (GPU backends need `--features wgpu|cuda`).
@@ -181,16 +185,24 @@ impl BackendTask for Sampling {
         };
         let student = student_run(&args.checkpoint)?;
         let run = sampler_run(&args, student);
-        if student.is_some_and(|student| student.sampler == run.sampler) {
-            let grid = match (run.sampler, run.spacing, run.original_steps) {
-                (SamplerName::Lcm, _, Some(steps)) => {
+        if student.is_some_and(|student| keeps_student_run(student, run.sampler)) {
+            let grid = match (
+                run.sampler.samples_consistency_models(),
+                run.spacing,
+                run.original_steps,
+            ) {
+                (true, _, Some(steps)) => {
                     format!("on the grid of {steps} it was distilled on")
                 }
                 (_, Some(spacing), _) => format!("{spacing:?} spacing").to_lowercase(),
                 _ => "on its sampler's own timesteps".into(),
             };
+            let gamma = match (run.sampler, run.gamma) {
+                (SamplerName::Tcd, Some(gamma)) => format!(", γ = {gamma}"),
+                _ => String::new(),
+            };
             eprintln!(
-                "a distilled student: {} in {} steps, {grid}",
+                "a distilled student: {} in {} steps, {grid}{gamma}",
                 run.sampler, run.steps
             );
         }
@@ -290,15 +302,22 @@ fn student_run(checkpoint: &Path) -> Result<Option<NamedRun>, Box<dyn Error>> {
     Ok(read_state(&folder)?.config.student_run())
 }
 
+/// Whether `sampler` samples `student` in its own steps on its own grid: the student's own
+/// sampler, or the other consistency sampler for a consistency student (`lcm` for `tcd`).
+fn keeps_student_run(student: NamedRun, sampler: SamplerName) -> bool {
+    student.sampler == sampler
+        || student.sampler.samples_consistency_models() && sampler.samples_consistency_models()
+}
+
 /// The sampler to run: the flags given, over the defaults of `student`'s sampler (its steps,
-/// grid and spacing) where the sampler is the student's, else over the sampler's own defaults
-/// (DDPM where none is named) in 50 steps.
+/// grid and spacing) where the sampler keeps them ([`keeps_student_run`]), else over the
+/// sampler's own defaults (DDPM where none is named) in 50 steps.
 fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
     let clip = !args.no_clip;
     let default = student.unwrap_or(NamedRun::new(SamplerName::Ddpm, 50, clip));
     let sampler = args.sampler.unwrap_or(default.sampler);
-    let base = if sampler == default.sampler {
-        default
+    let base = if keeps_student_run(default, sampler) {
+        NamedRun { sampler, ..default }
     } else {
         NamedRun::new(sampler, 50, clip)
     };
@@ -312,6 +331,7 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
             .and_then(TimestepSpacing::from_name)
             .or(base.spacing),
         original_steps: args.original_steps.or(base.original_steps),
+        gamma: args.gamma.or(base.gamma),
     }
 }
 
@@ -452,26 +472,33 @@ mod tests {
     fn a_student_samples_with_its_own_run_unless_told_otherwise() {
         let run = |flags: &[&str], student| sampler_run(&parse(flags).unwrap(), student);
         assert_eq!(run(&[], None), NamedRun::new(SamplerName::Ddpm, 50, true));
-        let lcm = NamedRun {
+        let tcd = NamedRun {
             original_steps: Some(10),
-            ..NamedRun::new(SamplerName::Lcm, 2, true)
+            gamma: Some(0.0),
+            ..NamedRun::new(SamplerName::Tcd, 2, true)
         };
-        assert_eq!(run(&[], Some(lcm)), lcm);
+        assert_eq!(run(&[], Some(tcd)), tcd);
         assert_eq!(
-            run(&["--steps", "4", "--no-clip"], Some(lcm)),
+            run(&["--steps", "4", "--no-clip", "--gamma", "0.3"], Some(tcd)),
             NamedRun {
                 steps: 4,
                 clip: false,
-                ..lcm
+                gamma: Some(0.3),
+                ..tcd
             }
         );
         assert_eq!(
-            run(&["--original-steps", "50"], Some(lcm)).original_steps,
+            run(&["--original-steps", "50"], Some(tcd)).original_steps,
             Some(50)
         );
-        // Another sampler leaves the student's steps and grid behind.
+        // LCM keeps a consistency student's steps and grid; another sampler leaves them behind.
+        let lcm = run(&["--sampler", "lcm"], Some(tcd));
         assert_eq!(
-            run(&["--sampler", "ddim"], Some(lcm)),
+            (lcm.sampler, lcm.steps, lcm.original_steps),
+            (SamplerName::Lcm, 2, Some(10))
+        );
+        assert_eq!(
+            run(&["--sampler", "ddim"], Some(tcd)),
             NamedRun::new(SamplerName::Ddim, 50, true)
         );
         let trailing = NamedRun {

@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
     DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm, LcmConfig, Pndm, PndmConfig,
-    SampleClipping, Sampler, SamplerError, StepEvent, UniPc, UniPcConfig, sample,
+    SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -42,11 +42,15 @@ pub enum SamplerName {
     /// `lcm`: multistep consistency sampling, for consistency models (diffusers'
     /// `LCMScheduler` defaults; [`NamedRun::original_steps`] sets the distillation grid).
     Lcm,
+    /// `tcd`: trajectory consistency distillation's strategic stochastic sampling, for
+    /// consistency models (diffusers' `TCDScheduler` defaults, γ = 0.3; [`NamedRun::gamma`]
+    /// and [`NamedRun::original_steps`] set γ and the distillation grid).
+    Tcd,
 }
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 12] = [
+    pub const ALL: [SamplerName; 13] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -59,9 +63,10 @@ impl SamplerName {
         Self::DpmSolverSde,
         Self::UniPc,
         Self::Lcm,
+        Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -74,9 +79,18 @@ impl SamplerName {
         "dpm++2m_sde",
         "unipc",
         "lcm",
+        "tcd",
     ];
     /// Other names [`FromStr`] accepts, with the sampler each stands for.
     pub const ALIASES: [(&'static str, SamplerName); 1] = [("dpm++2m", Self::DpmSolver)];
+}
+
+impl SamplerName {
+    /// Whether the sampler is for consistency models, laid over a consistency distillation's
+    /// grid ([`NamedRun::original_steps`]): `lcm` and `tcd`.
+    pub fn samples_consistency_models(self) -> bool {
+        matches!(self, Self::Lcm | Self::Tcd)
+    }
 }
 
 impl FromStr for SamplerName {
@@ -111,22 +125,25 @@ impl fmt::Display for SamplerName {
 
 /// A sampler picked by name for [`sample_by_name`]: diffusers' default settings for
 /// `sampler`, laid out for `steps` steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NamedRun {
     /// The sampler.
     pub sampler: SamplerName,
     /// Sampler steps (Heun evaluates the model about twice per step).
     pub steps: usize,
     /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it:
-    /// `clip_sample` for DDPM, DDIM, Heun and LCM, dynamic thresholding with a maximum of 1
+    /// `clip_sample` for DDPM, DDIM, Heun, LCM and TCD, dynamic thresholding with a maximum of 1
     /// for DPM-Solver++ and UniPC (Euler and PNDM have no such option).
     pub clip: bool,
     /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
     /// keeping its end convention (`trailing` starts every sampler at t = T − 1).
     pub spacing: Option<TimestepSpacing>,
-    /// For `lcm`: M, the steps of the grid the consistency model was distilled on (diffusers'
-    /// `original_inference_steps`; `None`: its default, 50).
+    /// For `lcm` and `tcd`: M, the steps of the grid the consistency model was distilled on
+    /// (diffusers' `original_inference_steps`; `None`: its default, 50).
     pub original_steps: Option<usize>,
+    /// For `tcd`: γ, the stochasticity of every step, from 0 (deterministic) to 1 (LCM's fresh
+    /// noise) (`None`: diffusers' default, 0.3).
+    pub gamma: Option<f64>,
 }
 
 impl NamedRun {
@@ -138,6 +155,7 @@ impl NamedRun {
             clip,
             spacing: None,
             original_steps: None,
+            gamma: None,
         }
     }
 
@@ -194,6 +212,7 @@ impl NamedRun {
             }
             SamplerName::UniPc => Box::new(UniPc::new(self.unipc(), schedule, steps)?),
             SamplerName::Lcm => Box::new(Lcm::new(self.lcm(), schedule, steps)?),
+            SamplerName::Tcd => Box::new(Tcd::new(self.tcd(), schedule, steps)?),
         })
     }
 
@@ -218,6 +237,17 @@ impl NamedRun {
                 .original_steps
                 .unwrap_or(default.original_inference_steps),
             ..default
+        }
+    }
+
+    fn tcd(&self) -> TcdConfig {
+        let default = TcdConfig::default();
+        TcdConfig {
+            clipping: self.clipping(),
+            original_inference_steps: self
+                .original_steps
+                .unwrap_or(default.original_inference_steps),
+            gamma: self.gamma.unwrap_or(default.gamma),
         }
     }
 

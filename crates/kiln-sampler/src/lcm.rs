@@ -76,20 +76,44 @@ impl LcmConfig {
     ///
     /// Fails when M is 0 or exceeds the schedule's timesteps.
     pub fn original_timesteps(&self, schedule: &NoiseSchedule) -> Result<Vec<f64>, SamplerError> {
-        let train = schedule.num_timesteps();
-        let original = self.original_inference_steps;
-        check_range(
-            "original_inference_steps",
-            original as f64,
-            1.0..=train as f64,
-            "from 1 to the schedule's timesteps",
-        )?;
-        let stride = train / original;
-        Ok((1..=original)
-            .rev()
-            .map(|k| (k * stride - 1) as f64)
-            .collect())
+        distillation_grid(schedule, self.original_inference_steps)
     }
+}
+
+/// The grid of `original` = M timesteps a consistency model was distilled on, noisiest first:
+/// k·⌊T/M⌋ − 1 for k = M, …, 1 (diffusers' `original_inference_steps`).
+fn distillation_grid(schedule: &NoiseSchedule, original: usize) -> Result<Vec<f64>, SamplerError> {
+    let train = schedule.num_timesteps();
+    check_range(
+        "original_inference_steps",
+        original as f64,
+        1.0..=train as f64,
+        "from 1 to the schedule's timesteps",
+    )?;
+    let stride = train / original;
+    Ok((1..=original)
+        .rev()
+        .map(|k| (k * stride - 1) as f64)
+        .collect())
+}
+
+/// The N = `steps` timesteps a consistency sampler visits: the points ⌊i·M/N⌋, i = 0, …, N − 1,
+/// of the distillation grid of `original` = M (diffusers' `LCMScheduler` and `TCDScheduler`).
+///
+/// Fails when M exceeds the schedule's timesteps, or N is 0 or exceeds M.
+pub(crate) fn consistency_timesteps(
+    schedule: &NoiseSchedule,
+    original: usize,
+    steps: usize,
+) -> Result<Vec<f64>, SamplerError> {
+    let grid = distillation_grid(schedule, original)?;
+    check_range(
+        "num_inference_steps",
+        steps as f64,
+        1.0..=original as f64,
+        "from 1 to original_inference_steps",
+    )?;
+    Ok((0..steps).map(|i| grid[i * original / steps]).collect())
 }
 
 /// Multistep consistency sampling (Song et al. 2023, Algorithm 1; diffusers'
@@ -120,17 +144,8 @@ impl Lcm {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        let grid = config.original_timesteps(schedule)?;
-        let original = grid.len();
-        check_range(
-            "num_inference_steps",
-            steps as f64,
-            1.0..=original as f64,
-            "from 1 to original_inference_steps",
-        )?;
+        let timesteps = consistency_timesteps(schedule, config.original_inference_steps, steps)?;
         config.clipping.validate()?;
-        // N of the grid's M points, at floor(i·M/N).
-        let timesteps = (0..steps).map(|i| grid[i * original / steps]).collect();
         Ok(Self {
             config,
             alphas_cumprod: schedule.alphas_cumprod().to_vec(),

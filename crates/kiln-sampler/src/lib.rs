@@ -15,6 +15,7 @@
 //! | [`UniPc`] | multistep predictor UniP-p with a free corrector UniC-p of order p + 1 | Zhao et al. 2023 |
 //! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE, over x̂_0 or ε̂ | Lu et al. 2022a (DPM-Solver), 2022b (DPM-Solver++) |
 //! | [`Lcm`] | a consistency model's answer f(x_t, t), noised afresh to the next timestep (1 step: one call) | Song et al. 2023, Algorithm 1; Luo et al. 2023 |
+//! | [`Tcd`] | a consistency model's trajectory point at ⌊(1 − γ) t'⌋, noised forward to the next timestep t' | Zheng et al. 2024 |
 //!
 //! Every coefficient is computed on the host in `f64`; the loop never reads a tensor back.
 //! Randomness comes from a caller's RNG, drawn on the host (see
@@ -50,6 +51,7 @@ mod mixture;
 mod pndm;
 mod sampler;
 mod sigma_grid;
+mod tcd;
 mod thresholding;
 mod unipc;
 
@@ -69,5 +71,6 @@ pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
 pub use sampler::{Sampler, Step, StepEvent, sample, sample_from};
 pub use sigma_grid::FinalSigmas;
+pub use tcd::{Tcd, TcdConfig};
 pub use thresholding::{DynamicThresholding, SampleClipping};
 pub use unipc::{UniPc, UniPcConfig, UniPcSolverType};

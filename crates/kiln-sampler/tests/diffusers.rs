@@ -13,7 +13,7 @@ use kiln_sampler::AlgorithmType::{self, DpmSolverPlusPlus, SdeDpmSolver, SdeDpmS
 use kiln_sampler::{
     Ddim, DdimConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler,
     EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Pndm, PndmConfig,
-    Prediction, Sampler, SolverType, UniPc, UniPcConfig, sample,
+    Prediction, Sampler, SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid};
 use rand::{SeedableRng, rngs::StdRng};
@@ -394,14 +394,59 @@ fn lcm_matches_diffusers_element_for_element() {
     assert_eq!(runs.len(), 12);
     for (settings, coefficients) in runs {
         let (steps, prediction) = settings.split_once(' ').unwrap();
-        let prediction = match prediction {
-            "epsilon" => Prediction::Epsilon,
-            "v_prediction" => Prediction::V,
-            "sample" => Prediction::Sample,
-            other => panic!("unknown prediction {other}"),
-        };
         let mut lcm = Lcm::new(LcmConfig::default(), &schedule, steps.parse().unwrap()).unwrap();
+        let prediction = prediction_named(prediction);
         assert_linear_run(&mut lcm, prediction, &coefficients, 1e-5, settings);
+    }
+}
+
+/// A fixture's `prediction_type`.
+fn prediction_named(name: &str) -> Prediction {
+    match name {
+        "epsilon" => Prediction::Epsilon,
+        "v_prediction" => Prediction::V,
+        "sample" => Prediction::Sample,
+        other => panic!("unknown prediction {other}"),
+    }
+}
+
+/// test_scheduler_tcd.py's deterministic full loops (γ = 0) in 1 and 10 steps.
+#[test]
+fn tcd_full_loops_deterministic() {
+    for (steps, sum, mean) in [(1, 29.8715, 0.0389), (10, 181.2040, 0.2359)] {
+        let config = TcdConfig {
+            gamma: 0.0,
+            ..TcdConfig::default()
+        };
+        let mut tcd = Tcd::new(config, &lcm_schedule(), steps).unwrap();
+        assert_sum_and_mean(run(&mut tcd, Prediction::Epsilon), sum, mean);
+    }
+}
+
+/// TCD's runs at γ = 0, 0.3, 0.5 and 1, fresh noise included, against diffusers 0.42
+/// (`benches/peer/lcm_fixtures.py`), element for element; its grid is LCM's.
+#[test]
+fn tcd_matches_diffusers_element_for_element() {
+    let schedule = lcm_schedule();
+    let runs = linear_runs(include_str!("fixtures/tcd.txt"));
+    assert_eq!(runs.len(), 48);
+    for (settings, coefficients) in runs {
+        let [steps, prediction, gamma] = settings.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("bad settings {settings}");
+        };
+        let steps = steps.parse().unwrap();
+        let config = TcdConfig {
+            gamma: gamma.parse().unwrap(),
+            ..TcdConfig::default()
+        };
+        let mut tcd = Tcd::new(config, &schedule, steps).unwrap();
+        let lcm = Lcm::new(LcmConfig::default(), &schedule, steps).unwrap();
+        assert_eq!(
+            Sampler::<B, 4>::timesteps(&tcd),
+            Sampler::<B, 4>::timesteps(&lcm)
+        );
+        let prediction = prediction_named(prediction);
+        assert_linear_run(&mut tcd, prediction, &coefficients, 1e-5, settings);
     }
 }
 

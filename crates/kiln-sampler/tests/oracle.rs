@@ -8,8 +8,8 @@ use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser,
     DpmSolver, DpmSolverConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig,
-    Lcm, LcmConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, UniPc,
-    UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
+    Lcm, LcmConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, Tcd,
+    TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -495,7 +495,7 @@ fn ode_solver() -> DpmSolver<B, 2> {
 
 /// Multistep consistency sampling with an exact consistency function: one step is the ODE's
 /// map from noise to data, and 1, 2, 4 or 10 steps (fresh noise between them) all give
-/// samples of the mixture.
+/// samples of the mixture, with LCM and with TCD at γ = 1 (one TCD step at any γ).
 #[test]
 fn consistency_sampling_with_the_exact_consistency_function() {
     let count = 2000;
@@ -518,6 +518,22 @@ fn consistency_sampling_with_the_exact_consistency_function() {
             assert!(distance < 1e-5, "{distance}");
         }
         assert_matches(&format!("lcm, {steps} steps"), &samples, &exact, &baseline);
+        // TCD at γ = 1 lands at t = 0 and noises afresh, as LCM does; at γ < 1 it lands on the
+        // chord from x_t to the answer, which is the trajectory only for a model trained to
+        // answer there (TCD's own distillation), so one step is all it is exact in.
+        for gamma in [0.0, 0.3, 1.0]
+            .into_iter()
+            .filter(|&g| g == 1.0 || steps == 1)
+        {
+            let config = TcdConfig {
+                gamma,
+                ..TcdConfig::default()
+            };
+            let mut tcd = Tcd::new(config, &schedule(), steps).unwrap();
+            let samples = host(sample(&mut tcd, &model, noise.clone(), &mut rng, |_| {}).unwrap());
+            let label = format!("tcd, γ = {gamma}, {steps} steps");
+            assert_matches(&label, &samples, &exact, &baseline);
+        }
     }
     // A diffusion model's answers are posterior means: too smooth to sample with.
     let mut lcm = Lcm::new(LcmConfig::default(), &schedule(), 4).unwrap();

@@ -52,7 +52,8 @@ mod trainer;
 mod workers;
 
 pub use config::{
-    CONSISTENCY_GRID, ClassConditioning, ConfigDifference, Distillation, TrainConfig,
+    CONSISTENCY_GAMMA, CONSISTENCY_GRID, ClassConditioning, ConfigDifference, Distillation,
+    TrainConfig,
 };
 pub use dataset::{
     DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, Labels, LoadEvent, SkippedFile,

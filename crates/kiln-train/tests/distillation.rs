@@ -123,14 +123,15 @@ fn a_student_samples_with_its_own_sampler_on_its_own_grid() {
         }
     );
     let consistency = distilling(teacher, 1, "consistency");
-    let lcm = |grid| NamedRun {
+    let tcd = |grid| NamedRun {
         original_steps: Some(grid),
-        ..NamedRun::new(SamplerName::Lcm, 2, true)
+        gamma: Some(0.0),
+        ..NamedRun::new(SamplerName::Tcd, 2, true)
     };
-    assert_eq!(consistency.student_run(), Some(lcm(10)));
+    assert_eq!(consistency.student_run(), Some(tcd(10)));
     let mut coarse = consistency.clone();
     coarse.distillation.as_mut().unwrap().teacher_steps = Some(4);
-    assert_eq!(coarse.sample_run(), lcm(4));
+    assert_eq!(coarse.sample_run(), tcd(4));
 }
 
 #[test]
