@@ -17,8 +17,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::forward::standard_normal;
 use kiln::sampler::{
     AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, Euler,
-    EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Pndm, PndmConfig, Prediction,
-    Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig,
+    Prediction, Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -104,6 +104,14 @@ fn samplers(c: &mut Criterion) {
         b.iter(|| {
             run(
                 &mut UniPc::<B, 4>::new(UniPcConfig::default(), &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    group.bench_function("lms", |b| {
+        b.iter(|| {
+            run(
+                &mut Lms::<B, 4>::new(LmsConfig::default(), &schedule, STEPS).unwrap(),
                 &noise,
             )
         })

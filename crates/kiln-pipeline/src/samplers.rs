@@ -7,8 +7,9 @@ use std::str::FromStr;
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
-    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm, LcmConfig, Pndm, PndmConfig,
-    SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig,
+    Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc,
+    UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -26,6 +27,8 @@ pub enum SamplerName {
     Euler,
     /// `euler_a`: Euler ancestral.
     EulerAncestral,
+    /// `lms`: the linear multistep method of order 4 in σ (k-diffusion's `sample_lms`).
+    Lms,
     /// `heun`: Heun's second-order method (Karras et al. 2022, Algorithm 1).
     Heun,
     /// `edm`: Heun with Karras σ and churn (Karras et al. 2022, Algorithm 2; S_churn 40,
@@ -50,12 +53,13 @@ pub enum SamplerName {
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 13] = [
+    pub const ALL: [SamplerName; 14] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
         Self::Euler,
         Self::EulerAncestral,
+        Self::Lms,
         Self::Heun,
         Self::Edm,
         Self::DpmSolver,
@@ -66,12 +70,13 @@ impl SamplerName {
         Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "ddpm",
         "ddim",
         "pndm",
         "euler",
         "euler_a",
+        "lms",
         "heun",
         "edm",
         "dpm++",
@@ -133,7 +138,7 @@ pub struct NamedRun {
     pub steps: usize,
     /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it:
     /// `clip_sample` for DDPM, DDIM, Heun, LCM and TCD, dynamic thresholding with a maximum of 1
-    /// for DPM-Solver++ and UniPC (Euler and PNDM have no such option).
+    /// for DPM-Solver++ and UniPC (Euler, LMS and PNDM have no such option).
     pub clip: bool,
     /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
     /// keeping its end convention (`trailing` starts every sampler at t = T − 1).
@@ -196,6 +201,7 @@ impl NamedRun {
             SamplerName::Pndm => Box::new(Pndm::new(self.pndm(), schedule, steps)?),
             SamplerName::Euler => Box::new(Euler::new(self.euler(false), schedule, steps)?),
             SamplerName::EulerAncestral => Box::new(Euler::new(self.euler(true), schedule, steps)?),
+            SamplerName::Lms => Box::new(Lms::<B, D>::new(self.lms(), schedule, steps)?),
             SamplerName::Heun => Box::new(Heun::new(self.heun(None), schedule, steps)?),
             SamplerName::Edm => Box::new(Heun::new(self.heun(Some(EDM_CHURN)), schedule, steps)?),
             SamplerName::DpmSolver => {
@@ -281,6 +287,14 @@ impl NamedRun {
         let default = EulerConfig::default();
         EulerConfig {
             ancestral,
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    fn lms(&self) -> LmsConfig {
+        let default = LmsConfig::default();
+        LmsConfig {
             grid: self.grid(default.grid),
             ..default
         }

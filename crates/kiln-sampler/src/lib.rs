@@ -11,6 +11,7 @@
 //! | [`Ddim`] | x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z | Song et al. 2021, eq. 12 |
 //! | [`Pndm`] | Runge–Kutta warm-up, then 4th-order linear multistep on the noise estimates | Liu et al. 2022 |
 //! | [`Euler`] | x ← x + (x − x̂_0)/σ · (σ' − σ), optionally ancestral | Karras et al. 2022, Algorithm 1 |
+//! | [`Lms`] | linear multistep in σ: the Lagrange polynomial through the last 4 slopes (x − x̂_0)/σ, integrated | k-diffusion's `sample_lms` |
 //! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step); with churn, EDM's stochastic sampler | Karras et al. 2022, Algorithms 1 and 2 |
 //! | [`UniPc`] | multistep predictor UniP-p with a free corrector UniC-p of order p + 1 | Zhao et al. 2023 |
 //! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE, over x̂_0 or ε̂ | Lu et al. 2022a (DPM-Solver), 2022b (DPM-Solver++) |
@@ -47,6 +48,7 @@ mod guidance;
 mod heun;
 mod inversion;
 mod lcm;
+mod lms;
 mod mixture;
 mod pndm;
 mod sampler;
@@ -67,6 +69,7 @@ pub use heun::{Churn, Heun, HeunConfig};
 pub use inversion::{InversionMethod, InversionStep, invert};
 pub use kiln_forward::Prediction;
 pub use lcm::{ConsistencyScalings, Lcm, LcmConfig};
+pub use lms::{Lms, LmsConfig};
 pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
 pub use sampler::{Sampler, Step, StepEvent, sample, sample_from};

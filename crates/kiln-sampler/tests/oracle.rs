@@ -8,8 +8,9 @@ use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser,
     DpmSolver, DpmSolverConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig,
-    Lcm, LcmConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, Tcd,
-    TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
+    Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler,
+    SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from,
+    sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -55,6 +56,13 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
                 ..EulerConfig::default()
             };
             Box::new(Euler::new(config, &schedule, steps).unwrap())
+        }
+        "lms" => {
+            let config = LmsConfig {
+                grid: trailing(GridEnd::AtLastStep),
+                ..LmsConfig::default()
+            };
+            Box::new(Lms::<B, 2>::new(config, &schedule, steps).unwrap())
         }
         "unipc2" | "unipc3" => {
             let config = UniPcConfig {
@@ -224,6 +232,7 @@ fn deterministic_samplers_converge_at_their_order() {
         ("unipc2", 1.2, 4.0, false),
         ("unipc3", 1.2, 4.5, false),
         ("pndm", 1.2, 4.5, false),
+        ("lms", 1.2, 4.5, false),
     ];
     let anchor = host(deterministic("dpm++2m", 1000).run(&oracle, noise.clone()));
     let mut ddim_error_at_160 = f64::NAN;
@@ -318,6 +327,10 @@ fn samples_match_the_mixture() {
         (
             "euler",
             Box::new(Euler::new(EulerConfig::default(), &schedule, steps).unwrap()),
+        ),
+        (
+            "lms",
+            Box::new(Lms::<B, 2>::new(LmsConfig::default(), &schedule, steps).unwrap()),
         ),
         (
             "euler ancestral",
