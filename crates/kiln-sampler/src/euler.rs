@@ -4,7 +4,7 @@ use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{Step, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
+use crate::sigma_grid::{SigmaGrid, denoised};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Euler`], with diffusers' `EulerDiscreteScheduler` defaults.
@@ -67,7 +67,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
     }
 
     fn model_input_scale(&self, index: usize) -> f64 {
-        vp_scale(self.grid.sigmas[index.min(self.grid.sigmas.len() - 1)])
+        self.grid.model_input_scale(index)
     }
 
     fn step<R: Rng + ?Sized>(

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::error::check_range;
 use crate::sampler::{Step, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
+use crate::sigma_grid::{SigmaGrid, denoised};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Lms`], with diffusers' `LMSDiscreteScheduler` defaults.
@@ -111,7 +111,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Lms<B, D> {
     }
 
     fn model_input_scale(&self, index: usize) -> f64 {
-        vp_scale(self.grid.sigmas[index.min(self.grid.sigmas.len() - 1)])
+        self.grid.model_input_scale(index)
     }
 
     fn step<R: Rng + ?Sized>(

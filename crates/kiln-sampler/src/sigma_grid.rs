@@ -55,6 +55,11 @@ impl SigmaGrid {
         })
     }
 
+    /// 1/√(σ_i² + 1), the scale of step `index`'s model input (the last grid σ past the end).
+    pub fn model_input_scale(&self, index: usize) -> f64 {
+        vp_scale(self.sigmas[index.min(self.sigmas.len() - 1)])
+    }
+
     /// σ_max for `linspace` and `trailing` grids, √(σ_max² + 1) for `leading`, as diffusers.
     pub fn init_noise_sigma(&self) -> f64 {
         let sigma_max = self.sigmas[0];
