@@ -88,9 +88,7 @@ impl SamplerName {
     ];
     /// Other names [`FromStr`] accepts, with the sampler each stands for.
     pub const ALIASES: [(&'static str, SamplerName); 1] = [("dpm++2m", Self::DpmSolver)];
-}
 
-impl SamplerName {
     /// Whether the sampler is for consistency models, laid over a consistency distillation's
     /// grid ([`NamedRun::original_steps`]): `lcm` and `tcd`.
     pub fn samples_consistency_models(self) -> bool {
@@ -201,7 +199,7 @@ impl NamedRun {
             SamplerName::Pndm => Box::new(Pndm::new(self.pndm(), schedule, steps)?),
             SamplerName::Euler => Box::new(Euler::new(self.euler(false), schedule, steps)?),
             SamplerName::EulerAncestral => Box::new(Euler::new(self.euler(true), schedule, steps)?),
-            SamplerName::Lms => Box::new(Lms::<B, D>::new(self.lms(), schedule, steps)?),
+            SamplerName::Lms => Box::new(Lms::new(self.lms(), schedule, steps)?),
             SamplerName::Heun => Box::new(Heun::new(self.heun(None), schedule, steps)?),
             SamplerName::Edm => Box::new(Heun::new(self.heun(Some(EDM_CHURN)), schedule, steps)?),
             SamplerName::DpmSolver => {

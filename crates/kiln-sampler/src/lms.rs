@@ -131,7 +131,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Lms<B, D> {
         let x0 = denoised("LMS", output, prediction, &sample, sigma, timestep)?;
         self.slopes
             .push_front((sample.clone() - x0.clone()).div_scalar(sigma));
-        self.slopes.truncate(self.config.order.min(index + 1));
+        self.slopes.truncate(self.config.order);
         let order = self.slopes.len();
         let next = self
             .slopes
