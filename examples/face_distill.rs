@@ -1,5 +1,5 @@
 //! Distils a trained face model into a student that samples in a few steps, starting from the
-//! teacher's weights, by one of two methods:
+//! teacher's weights, by one of three methods:
 //!
 //! - `--method progressive` (Salimans & Ho 2022): each round trains a student to take one DDIM
 //!   step where the teacher takes two, so the steps halve from `--from-steps` down to
@@ -10,6 +10,10 @@
 //!   on its DDIM grid of 10 (`kiln::train::CONSISTENCY_GRID`); it samples with TCD (γ = 0:
 //!   deterministic steps along its trajectory) or LCM on that grid in 1 to 10 steps (its grids
 //!   in `--to-steps`, with TCD).
+//! - `--method trajectory` (Zheng et al. 2024): the same round into v, then
+//!   `OUT/trajectory` trains a trajectory consistency model on the same grid, whose answers
+//!   jump to points of the trajectory drawn below the pair instead of to its end; it samples
+//!   with TCD at γ = 0.3 (`kiln::train::TRAJECTORY_GAMMA`).
 //!
 //! ```text
 //! cargo run --release --example face_distill -- --from runs/faces --to-steps 4
@@ -66,18 +70,19 @@ struct Args {
     /// Where the rounds' run folders go (`steps-N` for the student of N steps).
     #[arg(long, default_value = "runs/faces-distill")]
     out: PathBuf,
-    /// `progressive` (rounds that halve the DDIM steps) or `consistency` (one run).
-    #[arg(long, default_value = "progressive", value_parser = ["progressive", "consistency"])]
+    /// `progressive` (rounds that halve the DDIM steps), `consistency` or `trajectory` (a
+    /// round into v, then one run).
+    #[arg(long, default_value = "progressive", value_parser = ["progressive", "consistency", "trajectory"])]
     method: String,
     /// Progressive: the teacher's DDIM steps; the first student takes half as many.
     #[arg(long, default_value_t = 64)]
     from_steps: usize,
     /// Progressive: the last student's DDIM steps (`--from-steps` halved a whole number of
-    /// times). Consistency: the TCD steps of the run's grids.
+    /// times). Consistency and trajectory: the TCD steps of the run's grids.
     #[arg(long, default_value_t = 4)]
     to_steps: usize,
-    /// Passes over the data in each round (progressive: 10 by default; consistency: 20, for
-    /// the round into v and for the consistency run).
+    /// Passes over the data in each round (progressive: 10 by default; consistency and
+    /// trajectory: 20, for the round into v and for the consistency run).
     #[arg(long)]
     epochs: Option<usize>,
     /// Peak learning rate of each run (AdamW, decayed along a cosine).
@@ -178,7 +183,7 @@ struct Stage {
 /// The runs of the distillation `args` asks for, each the next one's teacher: the progressive
 /// rounds, or a round into 50 steps (the teacher in v) and the consistency run.
 fn stages(args: &Args) -> Result<Vec<Stage>, Box<dyn Error>> {
-    let consistency = args.method == "consistency";
+    let consistency = args.method != "progressive";
     let rounds = if consistency {
         vec![V_ROUND_STEPS]
     } else {
@@ -199,10 +204,14 @@ fn stages(args: &Args) -> Result<Vec<Stage>, Box<dyn Error>> {
     if consistency {
         stages.push(Stage {
             distillation: Distillation::new(teacher.display().to_string(), args.to_steps)
-                .with_method(Some("consistency".into())),
+                .with_method(Some(args.method.clone())),
             teacher,
-            out: args.out.join("consistency"),
-            name: "consistency distillation".into(),
+            out: args.out.join(&args.method),
+            name: match args.method.as_str() {
+                "trajectory" => "trajectory consistency distillation",
+                _ => "consistency distillation",
+            }
+            .into(),
         });
     }
     Ok(stages)
@@ -242,8 +251,8 @@ fn stage_config(args: &Args, stage: &Stage) -> Result<TrainConfig, Box<dyn Error
         })?;
     let teacher_config = read_state(&latest)?.config;
     let epochs = args.epochs.unwrap_or(match args.method.as_str() {
-        "consistency" => 20,
-        _ => 10,
+        "progressive" => 10,
+        _ => 20,
     });
     let sample_every = teacher_config.sample_every_epochs.min(epochs);
     Ok(teacher_config

@@ -31,6 +31,15 @@ pub enum DistillError {
         timestep: f64,
     },
 
+    /// A trajectory consistency function asked to land above the timestep it starts from.
+    #[error("cannot land at timestep {landing} from timestep {timestep}: landings lie below")]
+    LandingAbove {
+        /// The timestep the jump starts from.
+        timestep: f64,
+        /// The landing asked for.
+        landing: f64,
+    },
+
     /// A student's answers and their targets differ in shape.
     #[error("the student's answers have shape {student:?}, their targets {target:?}")]
     ShapeMismatch {

@@ -5,8 +5,9 @@
 //!   teacher steps, and the truncated-SNR loss;
 //! - [`ConsistencyDistillation`]: consistency distillation (Song et al. 2023; Luo et al. 2023)
 //!   — the teacher's DDIM step between neighbours of a grid of M timesteps, the consistency
-//!   function f = c_skip x + c_out x̂ of any model, and the pseudo-Huber loss between the
-//!   student's answers at the two ends;
+//!   function f = c_skip x + c_out x̂ of any model, and the weighted squared error between the
+//!   student's answers at the two ends; and trajectory consistency distillation (Zheng et al.
+//!   2024), whose answers land at a point of the trajectory drawn below both ends;
 //! - [`Teacher`]: a model evaluated at a timestep per sample ([`PerTimestep`] makes one of any
 //!   sampler `Denoiser`);
 //! - [`IdealStudent`], [`IdealConsistency`]: what a perfect distillation would learn, to check
@@ -37,7 +38,10 @@
 //! ```
 //!
 //! and the student samples with `Lcm::new(cd.sampler_config(), &schedule, n)` in any n ≤ m
-//! steps.
+//! steps. Trajectory consistency distillation draws a landing s per sample from
+//! `cd.landings_below(index)?` and compares `cd.trajectory(…, &timesteps, &landings)` of the
+//! student at z with the target's at `previous`; its student samples with
+//! [`kiln_sampler::Tcd`] on the same grid.
 
 #![warn(missing_docs)]
 

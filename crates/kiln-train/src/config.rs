@@ -130,6 +130,10 @@ pub struct ClassConditioning {
 ///   student's consistency function there is pulled towards its own answer (without gradient)
 ///   one step below. Grids sample with TCD in `student_steps` steps on that grid, γ =
 ///   [`CONSISTENCY_GAMMA`].
+/// - `trajectory`: trajectory consistency distillation (Zheng et al. 2024, the `trajectory`
+///   methods of [`kiln_distill::ConsistencyDistillation`]): the same pairs, but both answers
+///   jump to one point of the trajectory drawn for each image among the grid points below
+///   and 0, instead of to 0. Grids sample with TCD as above, γ = [`TRAJECTORY_GAMMA`].
 #[derive(Config, Debug, PartialEq)]
 pub struct Distillation {
     /// The teacher: a folder or file `kiln_pipeline::load_for_sampling` reads (a run folder,
@@ -138,20 +142,35 @@ pub struct Distillation {
     /// Progressive: N, the student's DDIM steps (the teacher takes 2N). Consistency: the
     /// steps the run's grids sample in.
     pub student_steps: usize,
-    /// `progressive` or `consistency` (`None`: progressive, as runs from before consistency
-    /// distillation existed).
+    /// `progressive`, `consistency` or `trajectory` (`None`: progressive, as runs from before
+    /// consistency distillation existed).
     #[config(default = "None")]
     pub method: Option<String>,
-    /// Consistency: M, the steps of the teacher's DDIM grid (`None`: 10).
+    /// Consistency and trajectory: M, the steps of the teacher's DDIM grid (`None`: 10).
     #[config(default = "None")]
     pub teacher_steps: Option<usize>,
 }
 
 impl Distillation {
-    /// Consistency: M, the steps of the teacher's DDIM grid ([`Self::teacher_steps`], else
-    /// [`CONSISTENCY_GRID`]).
+    /// Consistency and trajectory: M, the steps of the teacher's DDIM grid
+    /// ([`Self::teacher_steps`], else [`CONSISTENCY_GRID`]).
     pub fn consistency_grid(&self) -> usize {
         self.teacher_steps.unwrap_or(CONSISTENCY_GRID)
+    }
+
+    /// How the student samples for a consistency method: TCD on the grid of
+    /// [`Self::consistency_grid`] with the method's γ (`None` for progressive distillation).
+    pub fn consistency_sampler(&self) -> Option<TcdConfig> {
+        let gamma = match self.method.as_deref() {
+            Some("consistency") => CONSISTENCY_GAMMA,
+            Some("trajectory") => TRAJECTORY_GAMMA,
+            _ => return None,
+        };
+        Some(TcdConfig {
+            original_inference_steps: self.consistency_grid(),
+            gamma,
+            ..TcdConfig::default()
+        })
     }
 }
 
@@ -167,6 +186,10 @@ pub const CONSISTENCY_GRID: usize = 10;
 /// fresh noise. On the bundled faces it gave the student's lowest FD at every step count from
 /// 2 to 8 (in 2 steps 1.50, against LCM's 2.57 and γ = 0.3's 1.86: docs/distillation.md).
 pub const CONSISTENCY_GAMMA: f64 = 0.0;
+
+/// γ of the TCD sampler a trajectory consistency student samples with: 0.3, the paper's and
+/// diffusers' default.
+pub const TRAJECTORY_GAMMA: f64 = 0.3;
 
 /// Fields that may change when a run is resumed: they steer how long the run goes on and what
 /// it writes, not the state it continues from.
@@ -203,28 +226,28 @@ impl TrainConfig {
         let steps_error = |error: &dyn std::fmt::Display| {
             invalid("distillation.student_steps", error.to_string())
         };
-        match distillation.method.as_deref().unwrap_or("progressive") {
-            "progressive" => ProgressiveDistillation::new(&schedule, steps)
+        let method = distillation.method.as_deref().unwrap_or("progressive");
+        if method == "progressive" {
+            return ProgressiveDistillation::new(&schedule, steps)
                 .map(|round| Some(Distiller::Progressive(round)))
-                .map_err(|error| steps_error(&error)),
-            "consistency" => {
-                let grid = distillation.consistency_grid();
-                let consistency =
-                    ConsistencyDistillation::new(&schedule, grid, ConsistencyScalings::default())
-                        .map_err(|error| invalid("distillation.teacher_steps", error.to_string()))?;
-                let sampler = TcdConfig {
-                    original_inference_steps: grid,
-                    gamma: CONSISTENCY_GAMMA,
-                    ..TcdConfig::default()
-                };
-                Tcd::new(sampler, &schedule, steps).map_err(|error| steps_error(&error))?;
-                Ok(Some(Distiller::Consistency(consistency)))
-            }
-            other => Err(invalid(
-                "distillation.method",
-                format!("{other:?}; expected progressive or consistency"),
-            )),
+                .map_err(|error| steps_error(&error));
         }
+        let sampler = distillation.consistency_sampler().ok_or_else(|| {
+            invalid(
+                "distillation.method",
+                format!("{method:?}; expected progressive, consistency or trajectory"),
+            )
+        })?;
+        let grid = sampler.original_inference_steps;
+        let consistency =
+            ConsistencyDistillation::new(&schedule, grid, ConsistencyScalings::default())
+                .map_err(|error| invalid("distillation.teacher_steps", error.to_string()))?;
+        Tcd::new(sampler, &schedule, steps).map_err(|error| steps_error(&error))?;
+        Ok(Some(if method == "trajectory" {
+            Distiller::Trajectory(consistency)
+        } else {
+            Distiller::Consistency(consistency)
+        }))
     }
 
     /// How the run's grids and evaluations sample: a [`Distillation`]'s student with its own
@@ -236,18 +259,19 @@ impl TrainConfig {
 
     /// How a [`Distillation`]'s student samples, x̂_0 clipped (`None` for ordinary training):
     /// progressive, DDIM in `student_steps` on the `trailing` grid it was trained on;
-    /// consistency, TCD with γ = [`CONSISTENCY_GAMMA`] in `student_steps` on the teacher's grid
-    /// of M = `teacher_steps` (diffusers' `original_inference_steps`).
+    /// consistency and trajectory, TCD with γ = [`CONSISTENCY_GAMMA`] or [`TRAJECTORY_GAMMA`]
+    /// in `student_steps` on the teacher's grid of M = `teacher_steps` (diffusers'
+    /// `original_inference_steps`).
     pub fn student_run(&self) -> Option<NamedRun> {
         let distillation = self.distillation.as_ref()?;
         let steps = distillation.student_steps;
-        Some(match distillation.method.as_deref() {
-            Some("consistency") => NamedRun {
-                original_steps: Some(distillation.consistency_grid()),
-                gamma: Some(CONSISTENCY_GAMMA),
+        Some(match distillation.consistency_sampler() {
+            Some(sampler) => NamedRun {
+                original_steps: Some(sampler.original_inference_steps),
+                gamma: Some(sampler.gamma),
                 ..NamedRun::new(SamplerName::Tcd, steps, true)
             },
-            _ => NamedRun {
+            None => NamedRun {
                 spacing: Some(ProgressiveDistillation::grid().spacing),
                 ..NamedRun::new(SamplerName::Ddim, steps, true)
             },

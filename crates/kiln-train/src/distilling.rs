@@ -8,6 +8,7 @@ use kiln_forward::Prediction;
 use kiln_pipeline::SamplingModel;
 use kiln_sampler::{ModelError, SamplerError};
 use kiln_unet::UNet;
+use rand::{Rng, RngExt};
 
 use crate::TrainError;
 
@@ -18,6 +19,9 @@ pub enum Distiller {
     Progressive(ProgressiveDistillation),
     /// Consistency distillation: the teacher's DDIM map down its grid in one evaluation.
     Consistency(ConsistencyDistillation),
+    /// Trajectory consistency distillation: the same pairs, each answer a jump to a point of
+    /// the trajectory drawn below them ([`Self::draw_landings`]).
+    Trajectory(ConsistencyDistillation),
 }
 
 impl Distiller {
@@ -26,14 +30,37 @@ impl Distiller {
     pub fn student_timesteps(&self) -> Vec<f64> {
         match self {
             Self::Progressive(round) => round.student_timesteps(),
-            Self::Consistency(distillation) => distillation.timesteps().to_vec(),
+            Self::Consistency(distillation) | Self::Trajectory(distillation) => {
+                distillation.timesteps().to_vec()
+            }
         }
     }
 
+    /// For trajectory consistency distillation, a landing for each of `timesteps` (grid
+    /// timesteps), drawn uniformly from those below it ([`ConsistencyDistillation::landings_below`]);
+    /// nothing for the other methods.
+    pub(crate) fn draw_landings(
+        &self,
+        timesteps: &[usize],
+        rng: &mut impl Rng,
+    ) -> Result<Vec<f64>, DistillError> {
+        let Self::Trajectory(distillation) = self else {
+            return Ok(Vec::new());
+        };
+        timesteps
+            .iter()
+            .map(|&t| {
+                let below = distillation.landings_below(distillation.index_of(t as f64)?)?;
+                Ok(below[rng.random_range(0..below.len())])
+            })
+            .collect()
+    }
+
     /// The loss of a shard of images `clean` noised with `noise` to their `timesteps` (each
-    /// one of [`Self::student_timesteps`]): the distillation's, between the `student`'s
-    /// answers and targets from the `teacher` (and, for consistency, from the student's
-    /// weights without gradient). Averaged over the shard.
+    /// one of [`Self::student_timesteps`]; for trajectory consistency, landing at `landings`):
+    /// the distillation's, between the `student`'s answers and targets from the `teacher`
+    /// (and, for consistency, from the student's weights without gradient). Averaged over the
+    /// shard.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn loss<B: AutodiffBackend>(
         &self,
@@ -43,6 +70,7 @@ impl Distiller {
         clean: Tensor<B, 4>,
         noise: Tensor<B, 4>,
         timesteps: &[usize],
+        landings: &[f64],
         labels: Option<Tensor<B, 1, Int>>,
     ) -> Result<Tensor<B, 1>, TrainError> {
         let timesteps: Vec<f64> = timesteps.iter().map(|&t| t as f64).collect();
@@ -73,7 +101,7 @@ impl Distiller {
                     &indices,
                 )?
             }
-            Self::Consistency(distillation) => {
+            Self::Consistency(distillation) | Self::Trajectory(distillation) => {
                 let indices = indices_of(&timesteps, |t| distillation.index_of(t))?;
                 let noisy = distillation.noisy(clean, noise, &indices)?;
                 let previous =
@@ -85,11 +113,33 @@ impl Distiller {
                     labels: inner_labels,
                 };
                 let below = distillation.previous_timesteps_of(&indices)?;
-                let targets =
-                    distillation.consistency("the target", &target_network, previous, &below)?;
-                let answers =
-                    distillation.consistency("the student", &student, noisy, &timesteps)?;
-                distillation.loss(answers, Tensor::from_inner(targets), &indices)?
+                if let Self::Trajectory(_) = self {
+                    let targets = distillation.trajectory(
+                        "the target",
+                        &target_network,
+                        previous,
+                        &below,
+                        landings,
+                    )?;
+                    let answers = distillation.trajectory(
+                        "the student",
+                        &student,
+                        noisy,
+                        &timesteps,
+                        landings,
+                    )?;
+                    distillation.trajectory_loss(answers, Tensor::from_inner(targets))?
+                } else {
+                    let targets = distillation.consistency(
+                        "the target",
+                        &target_network,
+                        previous,
+                        &below,
+                    )?;
+                    let answers =
+                        distillation.consistency("the student", &student, noisy, &timesteps)?;
+                    distillation.loss(answers, Tensor::from_inner(targets), &indices)?
+                }
             }
         };
         Ok(loss)

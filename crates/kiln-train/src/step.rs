@@ -17,14 +17,16 @@ use crate::{TrainConfig, TrainError};
 
 /// Everything random about one optimizer step, drawn from an RNG seeded with (seed, step) in
 /// this order: the images (from the epoch's order), a mirror flag and a timestep per image,
-/// for a class-conditional run a label-dropout flag per image; the noise comes from `rng`
-/// afterwards, shard by shard.
+/// for a class-conditional run a label-dropout flag per image, for trajectory consistency
+/// distillation a landing per image; the noise comes from `rng` afterwards, shard by shard.
 pub(crate) struct StepDraws {
     indices: Vec<usize>,
     flips: Vec<bool>,
     timesteps: Vec<usize>,
     /// Class labels after dropout, for a class-conditional run.
     labels: Option<Vec<i64>>,
+    /// Where each image's answers land, for trajectory consistency distillation (else empty).
+    landings: Vec<f64>,
     rng: StdRng,
 }
 
@@ -38,7 +40,7 @@ impl StepDraws {
         step: u64,
         steps_per_epoch: u64,
         permutation: &[usize],
-    ) -> Self {
+    ) -> Result<Self, TrainError> {
         let first = (step % steps_per_epoch) as usize * config.batch_size;
         let indices: Vec<usize> = (first..first + config.batch_size)
             .map(|position| permutation[position % data.len()])
@@ -69,13 +71,18 @@ impl StepDraws {
                 })
                 .collect()
         });
-        Self {
+        let landings = match distiller {
+            Some(distiller) => distiller.draw_landings(&timesteps, &mut rng)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
             indices,
             flips,
             timesteps,
             labels,
+            landings,
             rng,
-        }
+        })
     }
 }
 
@@ -147,7 +154,8 @@ pub(crate) fn gradients<B: AutodiffBackend>(
             let part = labels[range.clone()].to_vec();
             Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
         });
-        let t = &draws.timesteps[range];
+        let t = &draws.timesteps[range.clone()];
+        let landings = draws.landings.get(range).unwrap_or_default();
         let loss = match distillation {
             None => {
                 let t_tensor = Tensor::<B, 1>::from_data(
@@ -166,7 +174,16 @@ pub(crate) fn gradients<B: AutodiffBackend>(
                 (per_image * weights).sum()
             }
             Some((distiller, teacher)) => distiller
-                .loss(model, *prediction, teacher, x0, noise, t, part_labels)?
+                .loss(
+                    model,
+                    *prediction,
+                    teacher,
+                    x0,
+                    noise,
+                    t,
+                    landings,
+                    part_labels,
+                )?
                 .mul_scalar(shard as f64),
         }
         .div_scalar(config.batch_size as f64);

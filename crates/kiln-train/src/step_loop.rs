@@ -108,7 +108,7 @@ where
             step,
             run.steps_per_epoch,
             permutation,
-        );
+        )?;
         let (grads, loss) =
             run.compute::<B, _>(|| gradients(&model, config, &objective, place, draws, step))?;
         let stop = run.rank == 0

@@ -1,4 +1,4 @@
-//! Distillation as a run, progressive and consistency: the student starts as its teacher, a
+//! Distillation as a run, progressive, consistency and trajectory: the student starts as its teacher, a
 //! stopped and resumed run ends with the weights of an uninterrupted one, its grids are drawn
 //! with the student's sampler (which the run records for face_sample), and a teacher or
 //! settings that do not fit are refused before training.
@@ -10,7 +10,8 @@ use burn::backend::{Autodiff, Flex};
 use kiln_pipeline::{NamedRun, SamplerName};
 use kiln_schedule::TimestepSpacing;
 use kiln_train::{
-    Distillation, RunOptions, TrainConfig, TrainError, TrainEvent, TrainSummary, train,
+    Distillation, RunOptions, TRAJECTORY_GAMMA, TrainConfig, TrainError, TrainEvent, TrainSummary,
+    train,
 };
 use kiln_unet::UNetConfig;
 
@@ -65,6 +66,11 @@ fn a_round_starts_from_its_teacher_and_resumes_exactly() {
 #[test]
 fn a_consistency_distillation_starts_from_its_teacher_and_resumes_exactly() {
     starts_from_its_teacher_and_resumes_exactly("consistency");
+}
+
+#[test]
+fn a_trajectory_distillation_starts_from_its_teacher_and_resumes_exactly() {
+    starts_from_its_teacher_and_resumes_exactly("trajectory");
 }
 
 fn starts_from_its_teacher_and_resumes_exactly(method: &str) {
@@ -132,6 +138,14 @@ fn a_student_samples_with_its_own_sampler_on_its_own_grid() {
     let mut coarse = consistency.clone();
     coarse.distillation.as_mut().unwrap().teacher_steps = Some(4);
     assert_eq!(coarse.sample_run(), tcd(4));
+    let trajectory = distilling(teacher, 1, "trajectory");
+    assert_eq!(
+        trajectory.student_run(),
+        Some(NamedRun {
+            gamma: Some(TRAJECTORY_GAMMA),
+            ..tcd(10)
+        })
+    );
 }
 
 #[test]
