@@ -133,7 +133,7 @@ pub struct ClassConditioning {
 /// - `trajectory`: trajectory consistency distillation (Zheng et al. 2024, the `trajectory`
 ///   methods of [`kiln_distill::ConsistencyDistillation`]): the same pairs, but both answers
 ///   jump to one point of the trajectory drawn for each image among the grid points below
-///   and 0, instead of to 0. Grids sample with TCD as above, γ = [`TRAJECTORY_GAMMA`].
+///   and 0, instead of to 0. Grids sample with TCD as above.
 #[derive(Config, Debug, PartialEq)]
 pub struct Distillation {
     /// The teacher: a folder or file `kiln_pipeline::load_for_sampling` reads (a run folder,
@@ -158,17 +158,13 @@ impl Distillation {
         self.teacher_steps.unwrap_or(CONSISTENCY_GRID)
     }
 
-    /// How the student samples for a consistency method: TCD on the grid of
-    /// [`Self::consistency_grid`] with the method's γ (`None` for progressive distillation).
+    /// How the student of a consistency method samples: TCD on the grid of
+    /// [`Self::consistency_grid`] with γ = [`CONSISTENCY_GAMMA`] (`None` for progressive
+    /// distillation and unknown methods).
     pub fn consistency_sampler(&self) -> Option<TcdConfig> {
-        let gamma = match self.method.as_deref() {
-            Some("consistency") => CONSISTENCY_GAMMA,
-            Some("trajectory") => TRAJECTORY_GAMMA,
-            _ => return None,
-        };
-        Some(TcdConfig {
+        matches!(self.method.as_deref(), Some("consistency" | "trajectory")).then(|| TcdConfig {
             original_inference_steps: self.consistency_grid(),
-            gamma,
+            gamma: CONSISTENCY_GAMMA,
             ..TcdConfig::default()
         })
     }
@@ -181,15 +177,13 @@ impl Distillation {
 /// timesteps there as a face: docs/distillation.md.)
 pub const CONSISTENCY_GRID: usize = 10;
 
-/// γ of the TCD sampler ([`kiln_sampler::Tcd`]) a consistency student samples with: 0,
-/// deterministic steps along the trajectory (DDIM on the distillation grid) instead of LCM's
-/// fresh noise. On the bundled faces it gave the student's lowest FD at every step count from
-/// 2 to 8 (in 2 steps 1.50, against LCM's 2.57 and γ = 0.3's 1.86: docs/distillation.md).
+/// γ of the TCD sampler ([`kiln_sampler::Tcd`]) a consistency or trajectory consistency
+/// student samples with: 0, deterministic steps along the trajectory (DDIM on the distillation
+/// grid) instead of LCM's fresh noise. On the bundled faces it gave both students their lowest
+/// FD at every step count from 2 to 8 (the consistency student in 2 steps 1.50, against LCM's
+/// 2.57 and γ = 0.3's 1.86; the trajectory student in 8 steps 1.58, against γ = 0.1's 2.37
+/// and the paper's γ = 0.3's 3.14: docs/distillation.md).
 pub const CONSISTENCY_GAMMA: f64 = 0.0;
-
-/// γ of the TCD sampler a trajectory consistency student samples with: 0.3, the paper's and
-/// diffusers' default.
-pub const TRAJECTORY_GAMMA: f64 = 0.3;
 
 /// Fields that may change when a run is resumed: they steer how long the run goes on and what
 /// it writes, not the state it continues from.
@@ -259,9 +253,8 @@ impl TrainConfig {
 
     /// How a [`Distillation`]'s student samples, x̂_0 clipped (`None` for ordinary training):
     /// progressive, DDIM in `student_steps` on the `trailing` grid it was trained on;
-    /// consistency and trajectory, TCD with γ = [`CONSISTENCY_GAMMA`] or [`TRAJECTORY_GAMMA`]
-    /// in `student_steps` on the teacher's grid of M = `teacher_steps` (diffusers'
-    /// `original_inference_steps`).
+    /// consistency and trajectory, TCD with γ = [`CONSISTENCY_GAMMA`] in `student_steps` on
+    /// the teacher's grid of M = `teacher_steps` (diffusers' `original_inference_steps`).
     pub fn student_run(&self) -> Option<NamedRun> {
         let distillation = self.distillation.as_ref()?;
         let steps = distillation.student_steps;

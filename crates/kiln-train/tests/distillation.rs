@@ -10,8 +10,7 @@ use burn::backend::{Autodiff, Flex};
 use kiln_pipeline::{NamedRun, SamplerName};
 use kiln_schedule::TimestepSpacing;
 use kiln_train::{
-    Distillation, RunOptions, TRAJECTORY_GAMMA, TrainConfig, TrainError, TrainEvent, TrainSummary,
-    train,
+    Distillation, RunOptions, TrainConfig, TrainError, TrainEvent, TrainSummary, train,
 };
 use kiln_unet::UNetConfig;
 
@@ -139,13 +138,7 @@ fn a_student_samples_with_its_own_sampler_on_its_own_grid() {
     coarse.distillation.as_mut().unwrap().teacher_steps = Some(4);
     assert_eq!(coarse.sample_run(), tcd(4));
     let trajectory = distilling(teacher, 1, "trajectory");
-    assert_eq!(
-        trajectory.student_run(),
-        Some(NamedRun {
-            gamma: Some(TRAJECTORY_GAMMA),
-            ..tcd(10)
-        })
-    );
+    assert_eq!(trajectory.student_run(), Some(tcd(10)));
 }
 
 #[test]
