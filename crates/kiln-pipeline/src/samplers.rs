@@ -6,10 +6,10 @@ use std::str::FromStr;
 
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_sampler::{
-    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig,
-    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig,
-    Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc,
-    UniPcConfig, sample,
+    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, Dpm2, Dpm2Config,
+    DpmSolver, DpmSolverConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
+    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent,
+    Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -31,6 +31,8 @@ pub enum SamplerName {
     Lms,
     /// `heun`: Heun's second-order method (Karras et al. 2022, Algorithm 1).
     Heun,
+    /// `dpm2`: DPM-Solver-2, the midpoint method in σ (k-diffusion's `sample_dpm_2`).
+    Dpm2,
     /// `edm`: Heun with Karras σ and churn (Karras et al. 2022, Algorithm 2; S_churn 40,
     /// S_tmin 0.05, S_tmax 50, S_noise 1.003).
     Edm,
@@ -53,7 +55,7 @@ pub enum SamplerName {
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 14] = [
+    pub const ALL: [SamplerName; 15] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -61,6 +63,7 @@ impl SamplerName {
         Self::EulerAncestral,
         Self::Lms,
         Self::Heun,
+        Self::Dpm2,
         Self::Edm,
         Self::DpmSolver,
         Self::DpmSolver3,
@@ -70,7 +73,7 @@ impl SamplerName {
         Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -78,6 +81,7 @@ impl SamplerName {
         "euler_a",
         "lms",
         "heun",
+        "dpm2",
         "edm",
         "dpm++",
         "dpm++3m",
@@ -201,6 +205,7 @@ impl NamedRun {
             SamplerName::EulerAncestral => Box::new(Euler::new(self.euler(true), schedule, steps)?),
             SamplerName::Lms => Box::new(Lms::new(self.lms(), schedule, steps)?),
             SamplerName::Heun => Box::new(Heun::new(self.heun(None), schedule, steps)?),
+            SamplerName::Dpm2 => Box::new(Dpm2::new(self.dpm2(), schedule, steps)?),
             SamplerName::Edm => Box::new(Heun::new(self.heun(Some(EDM_CHURN)), schedule, steps)?),
             SamplerName::DpmSolver => {
                 let config = self.dpm_solver(2, AlgorithmType::DpmSolverPlusPlus);
@@ -293,6 +298,14 @@ impl NamedRun {
     fn lms(&self) -> LmsConfig {
         let default = LmsConfig::default();
         LmsConfig {
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    fn dpm2(&self) -> Dpm2Config {
+        let default = Dpm2Config::default();
+        Dpm2Config {
             grid: self.grid(default.grid),
             ..default
         }

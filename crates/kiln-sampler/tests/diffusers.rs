@@ -11,9 +11,9 @@ use burn::tensor::{Tensor, TensorData};
 use kiln_forward::{ForwardProcess, standard_normal};
 use kiln_sampler::AlgorithmType::{self, DpmSolverPlusPlus, SdeDpmSolver, SdeDpmSolverPlusPlus};
 use kiln_sampler::{
-    Ddim, DdimConfig, Denoiser, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler,
-    EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
-    PndmConfig, Prediction, Sampler, SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    Ddim, DdimConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DynamicThresholding,
+    Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig,
+    Pndm, PndmConfig, Prediction, Sampler, SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -232,6 +232,75 @@ fn lms_matches_diffusers_element_for_element() {
         let mut lms = Lms::<B, 4>::new(config, &linear(1000, 1e-4), 10).unwrap();
         let prediction = prediction_named(prediction);
         assert_linear_run(&mut lms, prediction, &coefficients, 1e-5, settings);
+    }
+}
+
+/// test_scheduler_kdpm2_discrete.py's full loops: ε (20.4125 / 0.0266) and v (4.6934e-7 /
+/// 6.1112e-10).
+#[test]
+fn dpm2_full_loops() {
+    for (prediction, sum, mean) in [
+        (Prediction::Epsilon, 20.4125, 0.0266),
+        (Prediction::V, 4.6934e-07, 6.1112e-10),
+    ] {
+        let mut dpm2 = Dpm2::<B, 4>::new(Dpm2Config::default(), &linear(1100, 1e-4), 10).unwrap();
+        assert_sum_and_mean(sigma_test_loop(&mut dpm2, prediction), sum, mean);
+    }
+}
+
+/// DPM-Solver-2 in 1, 2, 5 and 10 steps, in ε and v, on `linspace`, `leading` and `trailing`
+/// grids and with Karras σ, against diffusers 0.42's `KDPM2DiscreteScheduler`
+/// (`benches/peer/dpm2_fixtures.py`): the model-call timesteps and the result element for
+/// element (each run from x ends at m·x).
+///
+/// The midpoints' timesteps agree to 8.2e-3: diffusers finds them in a σ table from ᾱ
+/// cumulated in f32. The results agree to 3e-5 of the run's largest value in 5 and 10 steps,
+/// but only to 2.0e-4 in 2 steps: there the dummy model's ε̂ cancels x to 1 % at σ_max, which
+/// amplifies the rounding of f32 tensors a hundredfold, in both implementations (the 2-step
+/// `linspace` loop in f64 ends at m = 19.1523; diffusers at 19.1510).
+#[test]
+fn dpm2_matches_diffusers_element_for_element() {
+    let fixtures = include_str!("fixtures/dpm2.txt");
+    let runs: Vec<&str> = fixtures
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert_eq!(runs.len(), 32);
+    for line in runs {
+        let [settings, m, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
+            panic!("bad line {line}");
+        };
+        let [steps, prediction, grid] = settings.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("bad settings {settings}");
+        };
+        let spacing = |spacing| TimestepGrid {
+            spacing,
+            ..Dpm2Config::default().grid
+        };
+        let (grid, use_karras_sigmas) = match grid {
+            "karras" => (Dpm2Config::default().grid, true),
+            "linspace" => (spacing(TimestepSpacing::Linspace), false),
+            "leading" => (spacing(TimestepSpacing::Leading), false),
+            "trailing" => (spacing(TimestepSpacing::Trailing), false),
+            other => panic!("unknown grid {other}"),
+        };
+        let config = Dpm2Config {
+            use_karras_sigmas,
+            grid,
+        };
+        let mut dpm2 =
+            Dpm2::<B, 4>::new(config, &linear(1000, 1e-4), steps.parse().unwrap()).unwrap();
+        let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
+        let calls = Sampler::<B, 4>::timesteps(&dpm2);
+        assert_eq!(calls.len(), expected.len(), "{settings}");
+        let worst = calls
+            .iter()
+            .zip(&expected)
+            .map(|(got, want)| (got - want).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 2e-2, "{settings}: {calls:?} against {expected:?}");
+        let prediction = prediction_named(prediction);
+        assert_linear_run(&mut dpm2, prediction, &[m.parse().unwrap()], 5e-4, settings);
     }
 }
 

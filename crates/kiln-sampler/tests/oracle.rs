@@ -6,11 +6,11 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser,
-    DpmSolver, DpmSolverConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig,
-    Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler,
-    SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from,
-    sliced_wasserstein_2,
+    AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, Dpm2,
+    Dpm2Config, DpmSolver, DpmSolverConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun,
+    HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SampleClipping,
+    Sampler, SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample,
+    sample_from, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -86,6 +86,13 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
                 ..HeunConfig::default()
             };
             Box::new(Heun::<B, 2>::new(config, &schedule, steps).unwrap())
+        }
+        "dpm2" => {
+            let config = Dpm2Config {
+                grid: trailing(GridEnd::AtLastStep),
+                ..Dpm2Config::default()
+            };
+            Box::new(Dpm2::<B, 2>::new(config, &schedule, steps).unwrap())
         }
         "dpm++2m" | "dpm++3m" => {
             let config = DpmSolverConfig {
@@ -229,6 +236,7 @@ fn deterministic_samplers_converge_at_their_order() {
         ("dpm2m", 1.2, 4.0, false),
         ("dpm3m", 1.2, 4.0, false),
         ("heun", 1.2, 4.0, false),
+        ("dpm2", 1.2, 4.0, false),
         ("unipc2", 1.2, 4.0, false),
         ("unipc3", 1.2, 4.5, false),
         ("pndm", 1.2, 4.5, false),
@@ -331,6 +339,10 @@ fn samples_match_the_mixture() {
         (
             "lms",
             Box::new(Lms::<B, 2>::new(LmsConfig::default(), &schedule, steps).unwrap()),
+        ),
+        (
+            "dpm2",
+            Box::new(Dpm2::<B, 2>::new(Dpm2Config::default(), &schedule, steps).unwrap()),
         ),
         (
             "euler ancestral",

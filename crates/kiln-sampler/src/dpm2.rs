@@ -1,0 +1,168 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::Prediction;
+use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
+use rand::Rng;
+
+use crate::sampler::{Step, linear, timestep_at};
+use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
+use crate::{Sampler, SamplerError};
+
+/// Settings of [`Dpm2`], with diffusers' `KDPM2DiscreteScheduler` defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dpm2Config {
+    /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ, their timesteps
+    /// rounded to whole ones (as diffusers rounds them for this sampler).
+    pub use_karras_sigmas: bool,
+    /// The inference timesteps (`linspace` by default).
+    pub grid: TimestepGrid,
+}
+
+impl Default for Dpm2Config {
+    fn default() -> Self {
+        Self {
+            use_karras_sigmas: false,
+            grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
+        }
+    }
+}
+
+/// DPM-Solver-2 in σ-space (Lu et al. 2022, "DPM-Solver", Algorithm 1 with r = ½; as
+/// k-diffusion's `sample_dpm_2` and diffusers' `KDPM2DiscreteScheduler` take it): a midpoint
+/// method on the probability-flow ODE dx/dσ = (x − x̂_0(x, σ))/σ whose midpoint is the
+/// geometric mean of the step's two noise levels, the middle of the step in log σ. Each step
+/// from σ_i to σ_{i+1} > 0 takes two model calls:
+///
+/// ```text
+/// σ_m = √(σ_i σ_{i+1}),      x_m = x_i + (σ_m − σ_i) (x_i − x̂_0(x_i, σ_i))/σ_i        (Euler)
+/// x_{i+1} = x_i + (σ_{i+1} − σ_i) (x_m − x̂_0(x_m, σ_m))/σ_m
+/// ```
+///
+/// and the last step, to σ = 0, is a plain Euler step to x̂_0: 2N − 1 model calls for N steps,
+/// at t_0, t(σ_m,0), t_1, t(σ_m,1), …, t_{N−1}, where t(σ) is the schedule's timestep of σ
+/// ([`NoiseSchedule::sigma_to_timestep`]). Unlike [`crate::Heun`], which averages the slopes
+/// at both ends, it takes the slope at the midpoint alone, so the second call is made at a
+/// noise level between the grid's.
+///
+/// Calls must come in order; one at index 0 starts a new trajectory.
+#[derive(Debug, Clone)]
+pub struct Dpm2<B: Backend, const D: usize> {
+    grid: SigmaGrid,
+    /// σ_m of each step: √(σ_i σ_{i+1}), 0 for the last.
+    midpoints: Vec<f64>,
+    /// The timestep and σ of each model call.
+    call_timesteps: Vec<f64>,
+    call_sigmas: Vec<f64>,
+    /// After a predictor call: the sample its step started from.
+    pending: Option<Tensor<B, D>>,
+    next_call: usize,
+}
+
+impl<B: Backend, const D: usize> Dpm2<B, D> {
+    /// DPM-Solver-2 over `schedule` in `steps` steps (2·`steps` − 1 model calls).
+    pub fn new(
+        config: Dpm2Config,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        let mut grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
+        if config.use_karras_sigmas {
+            for timestep in &mut grid.timesteps {
+                *timestep = timestep.round_ties_even();
+            }
+        }
+        let midpoints: Vec<f64> = grid
+            .sigmas
+            .windows(2)
+            .map(|pair| (pair[0] * pair[1]).sqrt())
+            .collect();
+        let predictor = |k: usize| (grid.timesteps[k], grid.sigmas[k]);
+        let corrector = |k: usize| {
+            let sigma = midpoints[k];
+            (schedule.sigma_to_timestep(sigma), sigma)
+        };
+        let calls: Vec<(f64, f64)> = std::iter::once(predictor(0))
+            .chain((1..steps).flat_map(|k| [corrector(k - 1), predictor(k)]))
+            .collect();
+        Ok(Self {
+            call_timesteps: calls.iter().map(|call| call.0).collect(),
+            call_sigmas: calls.iter().map(|call| call.1).collect(),
+            grid,
+            midpoints,
+            pending: None,
+            next_call: 0,
+        })
+    }
+}
+
+impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
+    fn timesteps(&self) -> &[f64] {
+        &self.call_timesteps
+    }
+
+    /// A trajectory starts at a predictor call: an even index.
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.call_timesteps, index)?;
+        if index % 2 == 1 {
+            return Err(SamplerError::CannotStartAt {
+                sampler: "DPM-Solver-2",
+                index,
+            });
+        }
+        self.pending = None;
+        self.next_call = index;
+        Ok(())
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.grid.init_noise_sigma()
+    }
+
+    fn model_input_scale(&self, index: usize) -> f64 {
+        vp_scale(self.call_sigmas[index.min(self.call_sigmas.len() - 1)])
+    }
+
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        index: usize,
+        output: Tensor<B, D>,
+        prediction: Prediction,
+        sample: Tensor<B, D>,
+        _rng: &mut R,
+    ) -> Result<Step<B, D>, SamplerError> {
+        let timestep = timestep_at(&self.call_timesteps, index)?;
+        let sigma = self.call_sigmas[index];
+        let x0 = denoised("DPM-Solver-2", output, prediction, &sample, sigma, timestep)?;
+        if index == 0 {
+            Sampler::<B, D>::restart(self, 0)?;
+        }
+        if index != self.next_call {
+            return Err(SamplerError::OutOfOrder {
+                sampler: "DPM-Solver-2",
+                index,
+                expected: self.next_call,
+            });
+        }
+        self.next_call += 1;
+        // Step k starts at this call (predictor) or at the one before it (corrector).
+        let k = index / 2;
+        let slope = (sample.clone() - x0.clone()).div_scalar(sigma);
+        let next = match self.pending.take() {
+            None => {
+                let midpoint = self.midpoints[k];
+                let next = linear(&sample, 1.0, &slope, midpoint - sigma);
+                if midpoint > 0.0 {
+                    self.pending = Some(sample);
+                }
+                next
+            }
+            Some(start) => {
+                let dt = self.grid.sigmas[k + 1] - self.grid.sigmas[k];
+                linear(&start, 1.0, &slope, dt)
+            }
+        };
+        Ok(Step {
+            sample: next,
+            denoised: x0,
+        })
+    }
+}
