@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::sampler::{Step, linear, timestep_at};
+use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
 use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
 use crate::{Sampler, SamplerError};
 
@@ -54,7 +54,7 @@ pub struct Dpm2<B: Backend, const D: usize> {
     call_sigmas: Vec<f64>,
     /// After a predictor call: the sample its step started from.
     pending: Option<Tensor<B, D>>,
-    next_call: usize,
+    calls: CallOrder,
 }
 
 impl<B: Backend, const D: usize> Dpm2<B, D> {
@@ -89,7 +89,7 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
             grid,
             midpoints,
             pending: None,
-            next_call: 0,
+            calls: CallOrder::default(),
         })
     }
 }
@@ -101,15 +101,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
 
     /// A trajectory starts at a predictor call: an even index.
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
-        timestep_at(&self.call_timesteps, index)?;
-        if index % 2 == 1 {
-            return Err(SamplerError::CannotStartAt {
-                sampler: "DPM-Solver-2",
-                index,
-            });
-        }
+        check_two_call_start("DPM-Solver-2", &self.call_timesteps, index)?;
         self.pending = None;
-        self.next_call = index;
+        self.calls.restart_at(index);
         Ok(())
     }
 
@@ -135,14 +129,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
         if index == 0 {
             Sampler::<B, D>::restart(self, 0)?;
         }
-        if index != self.next_call {
-            return Err(SamplerError::OutOfOrder {
-                sampler: "DPM-Solver-2",
-                index,
-                expected: self.next_call,
-            });
-        }
-        self.next_call += 1;
+        self.calls.advance("DPM-Solver-2", index)?;
         // Step k starts at this call (predictor) or at the one before it (corrector).
         let k = index / 2;
         let slope = (sample.clone() - x0.clone()).div_scalar(sigma);

@@ -4,7 +4,7 @@ use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::error::check_range;
-use crate::sampler::{Step, linear, timestep_at};
+use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
 use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
 use crate::{SampleClipping, Sampler, SamplerError};
 
@@ -77,7 +77,7 @@ pub struct Heun<B: Backend, const D: usize> {
     call_sigmas: Vec<f64>,
     /// After a predictor call: the sample it started from and its slope d_i.
     pending: Option<(Tensor<B, D>, Tensor<B, D>)>,
-    next_call: usize,
+    calls: CallOrder,
 }
 
 impl<B: Backend, const D: usize> Heun<B, D> {
@@ -125,7 +125,7 @@ impl<B: Backend, const D: usize> Heun<B, D> {
             grid,
             clipping: config.clipping,
             pending: None,
-            next_call: 0,
+            calls: CallOrder::default(),
         })
     }
 }
@@ -137,15 +137,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
 
     /// A trajectory starts at a predictor call: an even index.
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
-        timestep_at(&self.call_timesteps, index)?;
-        if index % 2 == 1 {
-            return Err(SamplerError::CannotStartAt {
-                sampler: "Heun",
-                index,
-            });
-        }
+        check_two_call_start("Heun", &self.call_timesteps, index)?;
         self.pending = None;
-        self.next_call = index;
+        self.calls.restart_at(index);
         Ok(())
     }
 
@@ -174,14 +168,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
         if index == 0 {
             Sampler::<B, D>::restart(self, 0)?;
         }
-        if index != self.next_call {
-            return Err(SamplerError::OutOfOrder {
-                sampler: "Heun",
-                index,
-                expected: self.next_call,
-            });
-        }
-        self.next_call += 1;
+        self.calls.advance("Heun", index)?;
         // Grid point k is where this call's step starts (predictor) or ends (corrector).
         let k = index.div_ceil(2);
         let next = match self.pending.take() {

@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
-use crate::sampler::{Step, clean_and_noise, final_alpha_cumprod, linear, timestep_at};
+use crate::sampler::{CallOrder, Step, clean_and_noise, final_alpha_cumprod, linear, timestep_at};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Pndm`], with diffusers' `PNDMScheduler` defaults.
@@ -59,7 +59,7 @@ pub struct Pndm<B: Backend, const D: usize> {
     final_alpha_cumprod: f64,
     timesteps: Vec<f64>,
     plan: Vec<Call>,
-    next_call: usize,
+    calls: CallOrder,
     /// The noise estimates of past steps, newest last (at most four).
     ets: Vec<Tensor<B, D>>,
     /// The running Runge–Kutta combination within a block.
@@ -138,7 +138,7 @@ impl<B: Backend, const D: usize> Pndm<B, D> {
             alphas_cumprod: schedule.alphas_cumprod().to_vec(),
             timesteps,
             plan,
-            next_call: 0,
+            calls: CallOrder::default(),
             ets: Vec::with_capacity(4),
             combined: None,
             block_start: None,
@@ -211,7 +211,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Pndm<B, D> {
         self.ets.clear();
         self.combined = None;
         self.block_start = None;
-        self.next_call = index;
+        self.calls.restart_at(index);
         Ok(())
     }
 
@@ -227,14 +227,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Pndm<B, D> {
         if index == 0 {
             Sampler::<B, D>::restart(self, 0)?;
         }
-        if index != self.next_call {
-            return Err(SamplerError::OutOfOrder {
-                sampler: "PNDM",
-                index,
-                expected: self.next_call,
-            });
-        }
-        self.next_call += 1;
+        self.calls.advance("PNDM", index)?;
         match self.plan[index] {
             Call::RungeKutta { stage, from, to } => {
                 let weighted = |weight: f64| output.clone().mul_scalar(weight);

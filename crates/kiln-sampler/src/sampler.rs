@@ -203,6 +203,51 @@ pub(crate) fn linear<B: Backend, const D: usize>(
     }
 }
 
+/// Where a sampler whose steps span several model calls (Heun, DPM2, PNDM) stands: its calls
+/// must come in order.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallOrder {
+    next: usize,
+}
+
+impl CallOrder {
+    /// Makes call `index` the next one: a trajectory starts there.
+    pub(crate) fn restart_at(&mut self, index: usize) {
+        self.next = index;
+    }
+
+    /// Takes call `index` of `sampler` if it is the next one.
+    pub(crate) fn advance(
+        &mut self,
+        sampler: &'static str,
+        index: usize,
+    ) -> Result<(), SamplerError> {
+        if index != self.next {
+            return Err(SamplerError::OutOfOrder {
+                sampler,
+                index,
+                expected: self.next,
+            });
+        }
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// Whether a trajectory of `sampler`, whose steps take two model calls each (a predictor, then
+/// a corrector), may start at call `index`: one of `timesteps`' and a predictor's (even).
+pub(crate) fn check_two_call_start(
+    sampler: &'static str,
+    timesteps: &[f64],
+    index: usize,
+) -> Result<(), SamplerError> {
+    timestep_at(timesteps, index)?;
+    if index % 2 == 1 {
+        return Err(SamplerError::CannotStartAt { sampler, index });
+    }
+    Ok(())
+}
+
 /// The step's timestep, or an error if `index` is past the end.
 pub(crate) fn timestep_at(timesteps: &[f64], index: usize) -> Result<f64, SamplerError> {
     timesteps
