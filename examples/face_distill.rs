@@ -84,7 +84,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     to_steps: usize,
     /// Passes over the data in each round (progressive: 10 by default; consistency and
-    /// trajectory: 20, for the round into v and for the consistency run).
+    /// trajectory: 20, for the round into v and for the consistency or trajectory run).
     #[arg(long)]
     epochs: Option<usize>,
     /// Peak learning rate of each run (AdamW, decayed along a cosine).
@@ -183,7 +183,7 @@ struct Stage {
 }
 
 /// The runs of the distillation `args` asks for, each the next one's teacher: the progressive
-/// rounds, or a round into 50 steps (the teacher in v) and the consistency run.
+/// rounds, or a round into 50 steps (the teacher in v) and the consistency or trajectory run.
 fn stages(args: &Args) -> Result<Vec<Stage>, Box<dyn Error>> {
     let consistency = args.method != "progressive";
     let rounds = if consistency {

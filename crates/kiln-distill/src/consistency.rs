@@ -49,7 +49,7 @@ use crate::{DistillError, Teacher};
 ///
 /// Trajectory consistency distillation (Zheng et al. 2024, "Trajectory Consistency
 /// Distillation") trains the same pairs towards a point s of the trajectory drawn for each
-/// sample among the grid points below t_n and 0 ([`Self::landings_below`]), instead of
+/// sample among t_n, the grid points below it and 0 ([`Self::landings_below`]), instead of
 /// always towards t = 0. Its consistency function is the DDIM jump from t to s with the
 /// model's clean estimate ([`Self::trajectory`], the paper's first-order semi-linear
 /// parametrization), which answers x itself at s = t and so needs no boundary scalings:

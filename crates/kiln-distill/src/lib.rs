@@ -7,7 +7,7 @@
 //!   — the teacher's DDIM step between neighbours of a grid of M timesteps, the consistency
 //!   function f = c_skip x + c_out x̂ of any model, and the weighted squared error between the
 //!   student's answers at the two ends; and trajectory consistency distillation (Zheng et al.
-//!   2024), whose answers land at a point of the trajectory drawn below both ends;
+//!   2024), whose answers land at a point of the trajectory drawn at or below the lower end;
 //! - [`Teacher`]: a model evaluated at a timestep per sample ([`PerTimestep`] makes one of any
 //!   sampler `Denoiser`);
 //! - [`IdealStudent`], [`IdealConsistency`]: what a perfect distillation would learn, to check

@@ -332,7 +332,7 @@ fn landing_distances(
 /// RMS 0.22 against 0.41 when written), and TCD with γ = 0 follows the teacher's 10-step map
 /// more closely in 2, 5 and 10 steps (0.18 / 0.21 / 0.29 against 0.20 / 0.32 / 0.37). The
 /// consistency student's single step stays the better one (0.20 against 0.32): the
-/// trajectory student is trained to land at 0 from a pair only once in M − n draws. Both
+/// trajectory student is trained to land at 0 from the pair (t_{n+1}, t_n) only once in n + 1 draws. Both
 /// students start as a diffusion model whose own 10 DDIM steps land 0.20 from the map.
 #[test]
 fn a_trajectory_student_lands_on_the_teachers_trajectory() {

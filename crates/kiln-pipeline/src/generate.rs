@@ -35,8 +35,8 @@ pub struct Generation {
     /// step's prediction of x_0 within [−1, 1], the range of the training data: a partly
     /// trained pixel-space model otherwise predicts x_0 far outside it at high noise, which
     /// multistep solvers amplify into speckle. A distilled student samples with its own run:
-    /// `trailing` DDIM for progressive distillation, LCM on its grid for consistency
-    /// distillation.
+    /// `trailing` DDIM for progressive distillation, TCD on its grid for consistency and
+    /// trajectory consistency distillation.
     pub run: NamedRun,
     /// How many images.
     pub count: usize,

@@ -136,11 +136,11 @@ impl fmt::Display for SamplerName {
 pub struct NamedRun {
     /// The sampler.
     pub sampler: SamplerName,
-    /// Sampler steps (Heun evaluates the model about twice per step).
+    /// Sampler steps (Heun, EDM and DPM2 evaluate the model about twice per step).
     pub steps: usize,
     /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it:
     /// `clip_sample` for DDPM, DDIM, Heun, LCM and TCD, dynamic thresholding with a maximum of 1
-    /// for DPM-Solver++ and UniPC (Euler, LMS and PNDM have no such option).
+    /// for DPM-Solver++ and UniPC (Euler, LMS, DPM2 and PNDM have no such option).
     pub clip: bool,
     /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
     /// keeping its end convention (`trailing` starts every sampler at t = T − 1).

@@ -103,10 +103,10 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
             };
             Box::new(DpmSolver::<B, 2>::new(config, &schedule, steps).unwrap())
         }
-        "dpm2m" | "dpm3m" => {
+        "dpm-eps2m" | "dpm-eps3m" => {
             let config = DpmSolverConfig {
                 algorithm_type: AlgorithmType::DpmSolver,
-                solver_order: if name == "dpm2m" { 2 } else { 3 },
+                solver_order: if name == "dpm-eps2m" { 2 } else { 3 },
                 lower_order_final: false,
                 final_sigmas_type: FinalSigmas::SigmaMin,
                 grid: trailing(GridEnd::BeforeZero),
@@ -233,8 +233,8 @@ fn deterministic_samplers_converge_at_their_order() {
         ("dpm++2m", 1.2, 4.0, false),
         ("dpm++3m", 1.2, 4.0, false),
         ("dpm++2m lu", 1.2, 4.0, false),
-        ("dpm2m", 1.2, 4.0, false),
-        ("dpm3m", 1.2, 4.0, false),
+        ("dpm-eps2m", 1.2, 4.0, false),
+        ("dpm-eps3m", 1.2, 4.0, false),
         ("heun", 1.2, 4.0, false),
         ("dpm2", 1.2, 4.0, false),
         ("unipc2", 1.2, 4.0, false),

@@ -115,7 +115,7 @@ pub struct ClassConditioning {
 }
 
 /// Distillation of a teacher into the run's model, which starts from the teacher's weights
-/// (the run's `min_snr_gamma` is not used). Two methods:
+/// (the run's `min_snr_gamma` is not used). Three methods:
 ///
 /// - `progressive` (the default): one round of progressive distillation (Salimans & Ho 2022,
 ///   [`kiln_distill::ProgressiveDistillation`]). The student learns to take one DDIM step where
@@ -139,8 +139,8 @@ pub struct Distillation {
     /// The teacher: a folder or file `kiln_pipeline::load_for_sampling` reads (a run folder,
     /// one of its checkpoints), with this run's UNet and schedule.
     pub teacher: String,
-    /// Progressive: N, the student's DDIM steps (the teacher takes 2N). Consistency: the
-    /// steps the run's grids sample in.
+    /// Progressive: N, the student's DDIM steps (the teacher takes 2N). Consistency and
+    /// trajectory: the steps the run's grids sample in.
     pub student_steps: usize,
     /// `progressive`, `consistency` or `trajectory` (`None`: progressive, as runs from before
     /// consistency distillation existed).
@@ -179,10 +179,11 @@ pub const CONSISTENCY_GRID: usize = 10;
 
 /// γ of the TCD sampler ([`kiln_sampler::Tcd`]) a consistency or trajectory consistency
 /// student samples with: 0, deterministic steps along the trajectory (DDIM on the distillation
-/// grid) instead of LCM's fresh noise. On the bundled faces it gave both students their lowest
-/// FD at every step count from 2 to 8 (the consistency student in 2 steps 1.50, against LCM's
-/// 2.57 and γ = 0.3's 1.86; the trajectory student in 8 steps 1.58, against γ = 0.1's 2.37
-/// and the paper's γ = 0.3's 3.14: docs/distillation.md).
+/// grid) instead of LCM's fresh noise. On the bundled faces it gave the consistency student
+/// its lowest FD at every step count from 2 to 8 (in 2 steps 1.50, against LCM's 2.57 and
+/// γ = 0.3's 1.86), and the trajectory student its lowest at every γ and step count tried (in
+/// 8 steps 1.58, against γ = 0.1's 2.37 and the paper's γ = 0.3's 3.14; γ = 0.3 and 0.5 at 2
+/// and 4 steps too: docs/distillation.md).
 pub const CONSISTENCY_GAMMA: f64 = 0.0;
 
 /// Fields that may change when a run is resumed: they steer how long the run goes on and what

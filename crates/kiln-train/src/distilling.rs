@@ -59,7 +59,7 @@ impl Distiller {
     /// The loss of a shard of images `clean` noised with `noise` to their `timesteps` (each
     /// one of [`Self::student_timesteps`]; for trajectory consistency, landing at `landings`):
     /// the distillation's, between the `student`'s answers and targets from the `teacher`
-    /// (and, for consistency, from the student's weights without gradient). Averaged over the
+    /// (and, for both consistency methods, from the student's weights without gradient). Averaged over the
     /// shard.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn loss<B: AutodiffBackend>(

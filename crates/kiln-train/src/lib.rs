@@ -8,7 +8,7 @@
 //!   and atomic, exactly resumable checkpoints, and scoring the samples' quality as it goes
 //!   ([`Evaluation`]: FD, KID, precision, recall and memorisation into `metrics.csv`), or
 //!   distilling a trained model into a few-step student ([`Distillation`]: a round of
-//!   progressive distillation, or consistency distillation; [`Distiller`]);
+//!   progressive distillation, or consistency distillation, plain or trajectory; [`Distiller`]);
 //!   data-parallel over several devices (a worker thread each, gradients summed with
 //!   burn-collective) and several processes or machines (a [`ProcessGroup`]: `MpiProcesses`
 //!   with the `mpi` feature);

@@ -14,7 +14,8 @@
 //!
 //! where the target is ε, x_0 or v and w is 1 or min-SNR-γ ([`crate::TrainConfig`]); a
 //! [`crate::Distillation`] draws t from the timesteps its student learns at instead, and its
-//! loss is progressive or consistency distillation's ([`crate::Distiller`]). Images
+//! loss is progressive, consistency or trajectory consistency distillation's
+//! ([`crate::Distiller`]). Images
 //! are visited in a fresh random order each epoch (seeded with (s, epoch)). Because every draw
 //! is seeded from the step number (dropout included, through the backend's seed), a run
 //! resumed from a checkpoint continues with exactly the numbers it would have drawn.
