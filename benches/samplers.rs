@@ -124,6 +124,18 @@ fn samplers(c: &mut Criterion) {
             )
         })
     });
+    let dpm2_ancestral = Dpm2Config {
+        ancestral: true,
+        ..Dpm2Config::default()
+    };
+    group.bench_function("dpm2_ancestral", |b| {
+        b.iter(|| {
+            run(
+                &mut Dpm2::<B, 4>::new(dpm2_ancestral, &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
     group.bench_function("lcm", |b| {
         b.iter(|| {
             run(

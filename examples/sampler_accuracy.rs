@@ -55,7 +55,8 @@ struct Args {
     /// Points per sampler.
     #[arg(long, default_value_t = 2000)]
     count: usize,
-    /// Seed of the initial noise, the exact draws and the samplers' own noise.
+    /// Seed of the initial noise, the exact draws and (with each sampler's name and step
+    /// count) the samplers' own noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Initial noise to use instead of drawing it: a `[count, d]` array as .npy or JSON
@@ -139,6 +140,7 @@ impl BackendTask for Table {
                     spacing: Some(TimestepSpacing::Trailing),
                     ..NamedRun::new(sampler, steps, false)
                 };
+                let mut rng = run_rng(args.seed, sampler, steps);
                 let result =
                     sample_by_name(run, &schedule, &oracle, noise.clone(), &mut rng, |_| {});
                 match result {
@@ -165,6 +167,17 @@ impl BackendTask for Table {
         );
         Ok(())
     }
+}
+
+/// The RNG of a stochastic sampler's fresh noise in one run: seeded by --seed, the sampler's
+/// name and the step count (through FNV-1a, stable across Rust versions), so that each entry
+/// of the table comes out the same whichever samplers run beside it.
+fn run_rng(seed: u64, sampler: SamplerName, steps: usize) -> StdRng {
+    let key = format!("{seed}/{sampler}/{steps}");
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    StdRng::seed_from_u64(hash)
 }
 
 /// The mixture from --mixture-json or --mixture.

@@ -33,6 +33,8 @@ pub enum SamplerName {
     Heun,
     /// `dpm2`: DPM-Solver-2, the midpoint method in σ (k-diffusion's `sample_dpm_2`).
     Dpm2,
+    /// `dpm2_a`: DPM-Solver-2 ancestral (k-diffusion's `sample_dpm_2_ancestral`).
+    Dpm2Ancestral,
     /// `edm`: Heun with Karras σ and churn (Karras et al. 2022, Algorithm 2; S_churn 40,
     /// S_tmin 0.05, S_tmax 50, S_noise 1.003).
     Edm,
@@ -55,7 +57,7 @@ pub enum SamplerName {
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 15] = [
+    pub const ALL: [SamplerName; 16] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -64,6 +66,7 @@ impl SamplerName {
         Self::Lms,
         Self::Heun,
         Self::Dpm2,
+        Self::Dpm2Ancestral,
         Self::Edm,
         Self::DpmSolver,
         Self::DpmSolver3,
@@ -73,7 +76,7 @@ impl SamplerName {
         Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -82,6 +85,7 @@ impl SamplerName {
         "lms",
         "heun",
         "dpm2",
+        "dpm2_a",
         "edm",
         "dpm++",
         "dpm++3m",
@@ -136,7 +140,7 @@ impl fmt::Display for SamplerName {
 pub struct NamedRun {
     /// The sampler.
     pub sampler: SamplerName,
-    /// Sampler steps (Heun, EDM and DPM2 evaluate the model about twice per step).
+    /// Sampler steps (Heun, EDM and both DPM2 evaluate the model about twice per step).
     pub steps: usize,
     /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it:
     /// `clip_sample` for DDPM, DDIM, Heun, LCM and TCD, dynamic thresholding with a maximum of 1
@@ -205,7 +209,8 @@ impl NamedRun {
             SamplerName::EulerAncestral => Box::new(Euler::new(self.euler(true), schedule, steps)?),
             SamplerName::Lms => Box::new(Lms::new(self.lms(), schedule, steps)?),
             SamplerName::Heun => Box::new(Heun::new(self.heun(None), schedule, steps)?),
-            SamplerName::Dpm2 => Box::new(Dpm2::new(self.dpm2(), schedule, steps)?),
+            SamplerName::Dpm2 => Box::new(Dpm2::new(self.dpm2(false), schedule, steps)?),
+            SamplerName::Dpm2Ancestral => Box::new(Dpm2::new(self.dpm2(true), schedule, steps)?),
             SamplerName::Edm => Box::new(Heun::new(self.heun(Some(EDM_CHURN)), schedule, steps)?),
             SamplerName::DpmSolver => {
                 let config = self.dpm_solver(2, AlgorithmType::DpmSolverPlusPlus);
@@ -303,9 +308,10 @@ impl NamedRun {
         }
     }
 
-    fn dpm2(&self) -> Dpm2Config {
+    fn dpm2(&self, ancestral: bool) -> Dpm2Config {
         let default = Dpm2Config::default();
         Dpm2Config {
+            ancestral,
             grid: self.grid(default.grid),
             ..default
         }

@@ -1,15 +1,18 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::Prediction;
+use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
+use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised, vp_scale};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Dpm2`], with diffusers' `KDPM2DiscreteScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dpm2Config {
+    /// Step down to σ_down and add fresh noise of σ_up at every step but the last (diffusers'
+    /// `KDPM2AncestralDiscreteScheduler`, k-diffusion's `sample_dpm_2_ancestral`).
+    pub ancestral: bool,
     /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ, their timesteps
     /// rounded to whole ones (as diffusers rounds them for this sampler).
     pub use_karras_sigmas: bool,
@@ -20,6 +23,7 @@ pub struct Dpm2Config {
 impl Default for Dpm2Config {
     fn default() -> Self {
         Self {
+            ancestral: false,
             use_karras_sigmas: false,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
@@ -43,11 +47,20 @@ impl Default for Dpm2Config {
 /// at both ends, it takes the slope at the midpoint alone, so the second call is made at a
 /// noise level between the grid's.
 ///
+/// The ancestral variant splits each step's σ_{i+1} into σ_down and σ_up
+/// (σ_down² + σ_up² = σ_{i+1}², as [`crate::Euler`]'s ancestral variant): its midpoint is
+/// √(σ_i σ_down), its second call takes the step to σ_down, and it then adds σ_up z with fresh
+/// noise z ~ N(0, I). As σ_down = σ_{i+1}²/σ_i, that midpoint is σ_{i+1} itself: the second
+/// call is made at the next grid point's noise level, on the Euler estimate x_m. The last step
+/// is the same Euler step to x̂_0 in both.
+///
 /// Calls must come in order; one at index 0 starts a new trajectory.
 #[derive(Debug, Clone)]
 pub struct Dpm2<B: Backend, const D: usize> {
     grid: SigmaGrid,
-    /// σ_m of each step: √(σ_i σ_{i+1}), 0 for the last.
+    /// (σ_down, σ_up) of each step: (σ_{i+1}, 0) unless ancestral.
+    targets: Vec<(f64, f64)>,
+    /// σ_m of each step: √(σ_i σ_down), 0 for the last.
     midpoints: Vec<f64>,
     /// The timestep and σ of each model call.
     call_timesteps: Vec<f64>,
@@ -70,10 +83,19 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
                 *timestep = timestep.round_ties_even();
             }
         }
-        let midpoints: Vec<f64> = grid
+        let targets: Vec<(f64, f64)> = grid
             .sigmas
             .windows(2)
-            .map(|pair| (pair[0] * pair[1]).sqrt())
+            .map(|pair| match config.ancestral {
+                true => ancestral_split(pair[0], pair[1]),
+                false => (pair[1], 0.0),
+            })
+            .collect();
+        let midpoints: Vec<f64> = grid
+            .sigmas
+            .iter()
+            .zip(&targets)
+            .map(|(sigma, (down, _))| (sigma * down).sqrt())
             .collect();
         let predictor = |k: usize| (grid.timesteps[k], grid.sigmas[k]);
         let corrector = |k: usize| {
@@ -87,6 +109,7 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
             call_timesteps: calls.iter().map(|call| call.0).collect(),
             call_sigmas: calls.iter().map(|call| call.1).collect(),
             grid,
+            targets,
             midpoints,
             pending: None,
             calls: CallOrder::default(),
@@ -121,7 +144,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
         output: Tensor<B, D>,
         prediction: Prediction,
         sample: Tensor<B, D>,
-        _rng: &mut R,
+        rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.call_timesteps, index)?;
         let sigma = self.call_sigmas[index];
@@ -143,8 +166,14 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
                 next
             }
             Some(start) => {
-                let dt = self.grid.sigmas[k + 1] - self.grid.sigmas[k];
-                linear(&start, 1.0, &slope, dt)
+                let (down, up) = self.targets[k];
+                let next = linear(&start, 1.0, &slope, down - self.grid.sigmas[k]);
+                if up > 0.0 {
+                    let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
+                    next + noise.mul_scalar(up)
+                } else {
+                    next
+                }
             }
         };
         Ok(Step {

@@ -4,7 +4,7 @@ use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{Step, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised};
+use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Euler`], with diffusers' `EulerDiscreteScheduler` defaults.
@@ -38,7 +38,8 @@ impl Default for EulerConfig {
 /// ```
 ///
 /// The ancestral variant steps down to σ_down and adds noise of σ_up, where
-/// σ_up = √(σ_{i+1}² (σ_i² − σ_{i+1}²)/σ_i²) and σ_down = √(σ_{i+1}² − σ_up²).
+/// σ_up = √(σ_{i+1}² (σ_i² − σ_{i+1}²)/σ_i²) and σ_down = √(σ_{i+1}² − σ_up²)
+/// (k-diffusion's `get_ancestral_step`).
 #[derive(Debug, Clone)]
 pub struct Euler {
     config: EulerConfig,
@@ -82,10 +83,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
         let (sigma, sigma_next) = (self.grid.sigmas[index], self.grid.sigmas[index + 1]);
         let x0 = denoised("Euler", output, prediction, &sample, sigma, timestep)?;
         let (target, sigma_up) = if self.config.ancestral {
-            let up = (sigma_next.powi(2) * (sigma.powi(2) - sigma_next.powi(2)) / sigma.powi(2))
-                .max(0.0)
-                .sqrt();
-            ((sigma_next.powi(2) - up * up).max(0.0).sqrt(), up)
+            ancestral_split(sigma, sigma_next)
         } else {
             (sigma_next, 0.0)
         };

@@ -13,7 +13,7 @@
 //! | [`Euler`] | x ← x + (x − x̂_0)/σ · (σ' − σ), optionally ancestral | Karras et al. 2022, Algorithm 1 |
 //! | [`Lms`] | linear multistep in σ: the Lagrange polynomial through the last 4 slopes (x − x̂_0)/σ, integrated | k-diffusion's `sample_lms` |
 //! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step); with churn, EDM's stochastic sampler | Karras et al. 2022, Algorithms 1 and 2 |
-//! | [`Dpm2`] | Euler to the geometric mean of σ and σ', then the step with the slope found there (2 model calls a step) | Lu et al. 2022a (DPM-Solver-2); k-diffusion's `sample_dpm_2` |
+//! | [`Dpm2`] | Euler to the geometric mean of σ and σ', then the step with the slope found there (2 model calls a step), optionally ancestral | Lu et al. 2022a (DPM-Solver-2); k-diffusion's `sample_dpm_2` and `sample_dpm_2_ancestral` |
 //! | [`UniPc`] | multistep predictor UniP-p with a free corrector UniC-p of order p + 1 | Zhao et al. 2023 |
 //! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE, over x̂_0 or ε̂ | Lu et al. 2022a (DPM-Solver), 2022b (DPM-Solver++) |
 //! | [`Lcm`] | a consistency model's answer f(x_t, t), noised afresh to the next timestep (1 step: one call) | Song et al. 2023, Algorithm 1; Luo et al. 2023 |

@@ -75,6 +75,27 @@ pub(crate) fn vp_scale(sigma: f64) -> f64 {
     1.0 / (sigma * sigma + 1.0).sqrt()
 }
 
+/// An ancestral step's split of the way from σ to σ' < σ (DDIM's η = 1 noise in σ-space,
+/// Song et al. 2021; k-diffusion's `get_ancestral_step`): the deterministic step lands on
+/// σ_down and fresh noise of σ_up is added, where
+///
+/// ```text
+/// σ_up = σ' √(σ² − σ'²)/σ,      σ_down = √(σ'² − σ_up²) = σ'²/σ,
+/// ```
+///
+/// so that σ_down² + σ_up² = σ'². Returns (σ_down, σ_up); (σ', 0) when σ' ≥ σ.
+///
+/// σ_down is taken as σ'²/σ: k-diffusion's and diffusers' √(σ'² − σ_up²) cancels when
+/// σ' ≪ σ, and in diffusers' f32 it comes out NaN (`KDPM2AncestralDiscreteScheduler` in 2
+/// steps from σ_max ≈ 157 to σ_min ≈ 0.01: σ'²/σ² ≈ 4e-9, below f32's ε).
+pub(crate) fn ancestral_split(sigma: f64, sigma_next: f64) -> (f64, f64) {
+    if sigma_next >= sigma {
+        return (sigma_next, 0.0);
+    }
+    let up = sigma_next * (sigma * sigma - sigma_next * sigma_next).sqrt() / sigma;
+    (sigma_next * sigma_next / sigma, up)
+}
+
 /// x̂_0 from a model output made at the σ-space sample x = `sample` with noise level `sigma`.
 pub(crate) fn denoised<B: Backend, const D: usize>(
     sampler: &'static str,

@@ -3,8 +3,9 @@
 //! and mean(|x|) (±1e-3) against the published values.
 //!
 //! Skipped: the DDPM full loops and the stochastic loops (η > 0, ancestral), whose values
-//! depend on torch's random generator; DPM-Solver's SDE variants are checked element for
-//! element with noise diffusers is given (`benches/peer/dpm_solver_fixtures.py`).
+//! depend on torch's random generator; DPM-Solver's SDE variants, LCM, TCD and the ancestral
+//! Euler and DPM2 are checked element for element instead, with noise diffusers is given
+//! (`benches/peer/*_fixtures.py`).
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
@@ -213,17 +214,7 @@ fn lms_matches_diffusers_element_for_element() {
         let [order, prediction, grid] = settings.split(' ').collect::<Vec<_>>()[..] else {
             panic!("bad settings {settings}");
         };
-        let spacing = |spacing| TimestepGrid {
-            spacing,
-            ..LmsConfig::default().grid
-        };
-        let (grid, use_karras_sigmas) = match grid {
-            "karras" => (LmsConfig::default().grid, true),
-            "linspace" => (spacing(TimestepSpacing::Linspace), false),
-            "leading" => (spacing(TimestepSpacing::Leading), false),
-            "trailing" => (spacing(TimestepSpacing::Trailing), false),
-            other => panic!("unknown grid {other}"),
-        };
+        let (grid, use_karras_sigmas) = grid_named(grid, LmsConfig::default().grid);
         let config = LmsConfig {
             order: order.parse().unwrap(),
             use_karras_sigmas,
@@ -248,6 +239,19 @@ fn dpm2_full_loops() {
     }
 }
 
+/// A fixture's grid: a `timestep_spacing` over `default` (the sampler's default grid), or
+/// `karras` for Karras σ on `default`; with whether σ is Karras's.
+fn grid_named(name: &str, default: TimestepGrid) -> (TimestepGrid, bool) {
+    let spacing = match name {
+        "karras" => return (default, true),
+        "linspace" => TimestepSpacing::Linspace,
+        "leading" => TimestepSpacing::Leading,
+        "trailing" => TimestepSpacing::Trailing,
+        other => panic!("unknown grid {other}"),
+    };
+    (TimestepGrid { spacing, ..default }, false)
+}
+
 /// DPM-Solver-2 in 1, 2, 5 and 10 steps, in ε and v, on `linspace`, `leading` and `trailing`
 /// grids and with Karras σ, against diffusers 0.42's `KDPM2DiscreteScheduler`
 /// (`benches/peer/dpm2_fixtures.py`): the model-call timesteps and the result element for
@@ -260,31 +264,40 @@ fn dpm2_full_loops() {
 /// `linspace` loop in f64 ends at m = 19.1523; diffusers at 19.1510).
 #[test]
 fn dpm2_matches_diffusers_element_for_element() {
-    let fixtures = include_str!("fixtures/dpm2.txt");
+    assert_dpm2_runs(include_str!("fixtures/dpm2.txt"), false);
+}
+
+/// DPM-Solver-2 ancestral, over the same runs as [`dpm2_matches_diffusers_element_for_element`],
+/// against diffusers 0.42's `KDPM2AncestralDiscreteScheduler`
+/// (`benches/peer/ancestral_fixtures.py`), fresh noise included (each run from x with noises
+/// z_k ends at m·x + Σ n_k z_k): they agree to 9.8e-5 of the run's largest value.
+///
+/// In 2 steps on the `linspace` and Karras grids, which go from σ_max ≈ 157 to σ_min = 0.01,
+/// diffusers' run is NaN (its σ_down cancels in f32; see `ancestral_split`); Kiln's must be
+/// finite there.
+#[test]
+fn dpm2_ancestral_matches_diffusers_element_for_element() {
+    assert_dpm2_runs(include_str!("fixtures/dpm2_ancestral.txt"), true);
+}
+
+/// Checks the 32 runs of a DPM2 fixture file: its call timesteps to 2e-2, its results to 5e-4
+/// (runs that are NaN in diffusers only for being finite).
+fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
     let runs: Vec<&str> = fixtures
         .lines()
         .filter(|line| !line.starts_with('#'))
         .collect();
     assert_eq!(runs.len(), 32);
     for line in runs {
-        let [settings, m, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
+        let [settings, coefficients, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
             panic!("bad line {line}");
         };
         let [steps, prediction, grid] = settings.split(' ').collect::<Vec<_>>()[..] else {
             panic!("bad settings {settings}");
         };
-        let spacing = |spacing| TimestepGrid {
-            spacing,
-            ..Dpm2Config::default().grid
-        };
-        let (grid, use_karras_sigmas) = match grid {
-            "karras" => (Dpm2Config::default().grid, true),
-            "linspace" => (spacing(TimestepSpacing::Linspace), false),
-            "leading" => (spacing(TimestepSpacing::Leading), false),
-            "trailing" => (spacing(TimestepSpacing::Trailing), false),
-            other => panic!("unknown grid {other}"),
-        };
+        let (grid, use_karras_sigmas) = grid_named(grid, Dpm2Config::default().grid);
         let config = Dpm2Config {
+            ancestral,
             use_karras_sigmas,
             grid,
         };
@@ -293,14 +306,32 @@ fn dpm2_matches_diffusers_element_for_element() {
         let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
         let calls = Sampler::<B, 4>::timesteps(&dpm2);
         assert_eq!(calls.len(), expected.len(), "{settings}");
+        // diffusers' NaN midpoints (see the ancestral test) aside
         let worst = calls
             .iter()
             .zip(&expected)
+            .filter(|(_, want)| !want.is_nan())
             .map(|(got, want)| (got - want).abs())
             .fold(0.0, f64::max);
         assert!(worst < 2e-2, "{settings}: {calls:?} against {expected:?}");
+        let coefficients: Vec<f64> = coefficients
+            .split(' ')
+            .map(|c| c.parse().unwrap())
+            .collect();
         let prediction = prediction_named(prediction);
-        assert_linear_run(&mut dpm2, prediction, &[m.parse().unwrap()], 5e-4, settings);
+        if coefficients.iter().any(|c| c.is_nan()) {
+            let x = sample(
+                &mut dpm2,
+                &dummy(prediction),
+                deterministic(false),
+                &mut StdRng::seed_from_u64(7),
+                |_| {},
+            )
+            .unwrap();
+            assert!(!x.is_nan().any().into_scalar(), "{settings}: NaN");
+            continue;
+        }
+        assert_linear_run(&mut dpm2, prediction, &coefficients, 5e-4, settings);
     }
 }
 
@@ -349,6 +380,31 @@ fn euler_full_loop_karras_sigmas() {
     };
     let x = euler_test_loop(config, Prediction::Epsilon);
     assert_sum_and_mean(x, 124.52299499511719, 0.16213932633399963);
+}
+
+/// Euler ancestral in 1, 2, 5 and 10 steps, in ε and v, on `linspace`, `leading` and
+/// `trailing` grids, against diffusers 0.42's `EulerAncestralDiscreteScheduler`
+/// (`benches/peer/ancestral_fixtures.py`), fresh noise included, element for element: within
+/// 3e-5 of the run's largest value (2.4e-5 at worst, in the 1- and 2-step runs from σ ≈ 157,
+/// where x − σ ε̂ cancels; 3.1e-6 in 5 and 10 steps).
+#[test]
+fn euler_ancestral_matches_diffusers_element_for_element() {
+    let runs = linear_runs(include_str!("fixtures/euler_ancestral.txt"));
+    assert_eq!(runs.len(), 24);
+    for (settings, coefficients) in runs {
+        let [steps, prediction, grid] = settings.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("bad settings {settings}");
+        };
+        let (grid, _) = grid_named(grid, EulerConfig::default().grid);
+        let config = EulerConfig {
+            ancestral: true,
+            grid,
+            ..EulerConfig::default()
+        };
+        let mut euler = Euler::new(config, &linear(1000, 1e-4), steps.parse().unwrap()).unwrap();
+        let prediction = prediction_named(prediction);
+        assert_linear_run(&mut euler, prediction, &coefficients, 3e-5, settings);
+    }
 }
 
 /// test_scheduler_dpm_multi.py: order 2, midpoint, `lower_order_final = False`,

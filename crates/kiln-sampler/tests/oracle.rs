@@ -359,6 +359,20 @@ fn samples_match_the_mixture() {
             ),
         ),
         (
+            "dpm2 ancestral",
+            Box::new(
+                Dpm2::<B, 2>::new(
+                    Dpm2Config {
+                        ancestral: true,
+                        ..Dpm2Config::default()
+                    },
+                    &schedule,
+                    steps,
+                )
+                .unwrap(),
+            ),
+        ),
+        (
             "dpm++2m",
             Box::new(DpmSolver::<B, 2>::new(DpmSolverConfig::default(), &schedule, 20).unwrap()),
         ),
