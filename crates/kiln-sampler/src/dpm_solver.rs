@@ -3,6 +3,7 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
+use crate::multistep::{History, multistep_order};
 use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -186,19 +187,11 @@ pub struct DpmSolver<B: Backend, const D: usize> {
     /// σ at each step, then the final σ.
     sigmas: Vec<f64>,
     /// The model outputs the algorithm integrates (x̂_0 or ε̂) of the last `solver_order`
-    /// steps, newest last.
-    history: Vec<Tensor<B, D>>,
-    /// How many steps have fed the history, up to `solver_order`.
-    lower_order_nums: usize,
+    /// steps.
+    history: History<Tensor<B, D>>,
 }
 
 impl<B: Backend, const D: usize> DpmSolver<B, D> {
-    /// Forgets the trajectory's history: the next step starts a new one.
-    fn forget(&mut self) {
-        self.history.clear();
-        self.lower_order_nums = 0;
-    }
-
     /// DPM-Solver over `schedule` in `steps` steps.
     ///
     /// Fails on an order the algorithm does not have, on `use_karras_sigmas` with
@@ -252,8 +245,7 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             config,
             timesteps,
             sigmas,
-            history: Vec::with_capacity(config.solver_order),
-            lower_order_nums: 0,
+            history: History::new(config.solver_order),
         })
     }
 
@@ -269,11 +261,10 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
         let (sigma_s, sigma_t) = (self.sigmas[index], self.sigmas[index + 1]);
         let algorithm = self.config.algorithm_type;
         let update = algorithm.update(alpha_sigma(sigma_s), alpha_sigma(sigma_t), h);
-        let n = self.history.len();
-        let m0 = &self.history[n - 1];
+        let m0 = self.history.back(0);
         let mut next = linear(&sample, update.sample, m0, update.d0);
         if order == 2 {
-            let m1 = &self.history[n - 2];
+            let m1 = self.history.back(1);
             let r0 = (lambda(sigma_s) - lambda(self.sigmas[index - 1])) / h;
             let w1 = match self.config.solver_type {
                 SolverType::Midpoint => 0.5 * update.d0,
@@ -282,7 +273,7 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             // D1 = (m0 − m1)/r0
             next = next + (m0.clone() - m1.clone()).mul_scalar(w1 / r0);
         } else if order == 3 {
-            let (m1, m2) = (&self.history[n - 2], &self.history[n - 3]);
+            let (m1, m2) = (self.history.back(1), self.history.back(2));
             let (sigma_s1, sigma_s2) = (self.sigmas[index - 1], self.sigmas[index - 2]);
             let r0 = (lambda(sigma_s) - lambda(sigma_s1)) / h;
             let r1 = (lambda(sigma_s1) - lambda(sigma_s2)) / h;
@@ -297,23 +288,6 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             next = next + noise.mul_scalar(update.noise);
         }
         next
-    }
-
-    /// The order of the update at step `index`.
-    fn order_at(&self, index: usize) -> usize {
-        let steps = self.timesteps.len();
-        let short = self.config.lower_order_final && steps < 15;
-        let final_first_order =
-            index + 1 == steps && (short || self.config.final_sigmas_type == FinalSigmas::Zero);
-        let final_second_order = index + 2 == steps && short;
-        let order = self.config.solver_order;
-        if order == 1 || self.lower_order_nums < 1 || final_first_order {
-            1
-        } else if order == 2 || self.lower_order_nums < 2 || final_second_order {
-            2
-        } else {
-            3
-        }
     }
 }
 
@@ -352,7 +326,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
 
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
         timestep_at(&self.timesteps, index)?;
-        self.forget();
+        self.history.clear();
         Ok(())
     }
 
@@ -387,14 +361,17 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             epsilon
         };
         if index == 0 {
-            self.forget();
+            self.history.clear();
         }
-        if self.history.len() == self.config.solver_order {
-            self.history.remove(0);
-        }
-        self.history.push(integrated);
-        // Never reach back past the start of the trajectory.
-        let order = self.order_at(index).min(self.history.len()).min(index + 1);
+        let before = self.history.push(integrated);
+        let order = multistep_order(
+            self.config.solver_order,
+            before,
+            self.history.len(),
+            (index, self.timesteps.len()),
+            self.config.lower_order_final,
+            self.config.final_sigmas_type == FinalSigmas::Zero,
+        );
 
         let h = lambda(sigma_t) - lambda(sigma_s);
         // A step that stays at its σ (a grid that already ends at t = 0, then σ_min) moves
@@ -404,9 +381,6 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         } else {
             self.extrapolate(index, order, sample, h, rng)
         };
-        if self.lower_order_nums < self.config.solver_order {
-            self.lower_order_nums += 1;
-        }
         Ok(Step {
             sample: next,
             denoised: x0,

@@ -52,6 +52,7 @@ mod inversion;
 mod lcm;
 mod lms;
 mod mixture;
+mod multistep;
 mod pndm;
 mod sampler;
 mod sigma_grid;

@@ -3,6 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
+use crate::multistep::History;
 use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -74,13 +75,12 @@ pub struct UniPc<B: Backend, const D: usize> {
     timesteps: Vec<f64>,
     /// σ at each step, then the final σ.
     sigmas: Vec<f64>,
-    /// x̂_0 of recent steps with their step index, newest last.
-    history: Vec<(usize, Tensor<B, D>)>,
+    /// x̂_0 of recent steps with their step index.
+    history: History<(usize, Tensor<B, D>)>,
     /// The sample the last predictor started from, for the corrector.
     last_sample: Option<Tensor<B, D>>,
     /// The order of the last predictor, which the corrector matches.
     this_order: usize,
-    lower_order_nums: usize,
 }
 
 impl<B: Backend, const D: usize> UniPc<B, D> {
@@ -88,7 +88,6 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
     fn forget(&mut self) {
         self.history.clear();
         self.last_sample = None;
-        self.lower_order_nums = 0;
     }
 
     /// UniPC over `schedule` in `steps` steps.
@@ -121,10 +120,9 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
             config,
             timesteps,
             sigmas,
-            history: Vec::with_capacity(config.solver_order),
+            history: History::new(config.solver_order),
             last_sample: None,
             this_order: 1,
-            lower_order_nums: 0,
         })
     }
 
@@ -141,12 +139,11 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
         let (sigma_s, sigma_t) = (self.sigmas[from], self.sigmas[to]);
         let ((_, noise_s), (alpha_t, noise_t)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
         let h = lambda(sigma_t) - lambda(sigma_s);
-        let n = self.history.len();
-        let m0 = &self.history[n - 1].1;
+        let m0 = &self.history.back(0).1;
         // Earlier x̂_0 as ratios r_k and scaled differences D_k, newest first.
         let (ratios, differences): (Vec<f64>, Vec<Tensor<B, D>>) = (1..order)
             .map(|k| {
-                let (index, older) = &self.history[n - 1 - k];
+                let (index, older) = self.history.back(k);
                 let r = (lambda(self.sigmas[*index]) - lambda(sigma_s)) / h;
                 (r, (older.clone() - m0.clone()).div_scalar(r))
             })
@@ -278,10 +275,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         if let (Some(last), true) = (&self.last_sample, index > 0) {
             sample = self.update(last, index - 1, index, self.this_order, Some(&x0));
         }
-        if self.history.len() == self.config.solver_order {
-            self.history.remove(0);
-        }
-        self.history.push((index, x0.clone()));
+        let before = self.history.push((index, x0.clone()));
 
         let steps = self.timesteps.len();
         let mut order = self.config.solver_order;
@@ -292,12 +286,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         if self.sigmas[index + 1] == 0.0 {
             order = 1;
         }
-        self.this_order = order.min(self.lower_order_nums + 1).min(self.history.len());
+        self.this_order = order.min(before + 1).min(self.history.len());
         let next = self.update(&sample, index, index + 1, self.this_order, None);
         self.last_sample = Some(sample);
-        if self.lower_order_nums < self.config.solver_order {
-            self.lower_order_nums += 1;
-        }
         Ok(Step {
             sample: next,
             denoised: x0,
