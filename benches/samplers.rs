@@ -16,9 +16,10 @@ use burn::tensor::Tensor;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::forward::standard_normal;
 use kiln::sampler::{
-    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Dpm2, Dpm2Config, DpmSolver,
-    DpmSolverConfig, Euler, EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms,
-    LmsConfig, Pndm, PndmConfig, Prediction, Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Dpm2, Dpm2Config,
+    DpmSolver, DpmSolverConfig, Euler, EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig,
+    Lms, LmsConfig, Pndm, PndmConfig, Prediction, Sampler, Tcd, TcdConfig, UniPc, UniPcConfig,
+    sample,
 };
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -120,6 +121,14 @@ fn samplers(c: &mut Criterion) {
         b.iter(|| {
             run(
                 &mut Dpm2::<B, 4>::new(Dpm2Config::default(), &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    group.bench_function("deis", |b| {
+        b.iter(|| {
+            run(
+                &mut Deis::<B, 4>::new(DeisConfig::default(), &schedule, STEPS).unwrap(),
                 &noise,
             )
         })

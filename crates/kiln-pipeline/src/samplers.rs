@@ -6,10 +6,10 @@ use std::str::FromStr;
 
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_sampler::{
-    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, Dpm2, Dpm2Config,
-    DpmSolver, DpmSolverConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
-    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent,
-    Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Denoiser, Dpm2,
+    Dpm2Config, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler, EulerConfig, Heun,
+    HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SampleClipping, Sampler,
+    SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -46,6 +46,8 @@ pub enum SamplerName {
     DpmSolverSde,
     /// `unipc`: UniPC (bh2, order 2).
     UniPc,
+    /// `deis`: DEIS (ρAB, order 2).
+    Deis,
     /// `lcm`: multistep consistency sampling, for consistency models (diffusers'
     /// `LCMScheduler` defaults; [`NamedRun::original_steps`] sets the distillation grid).
     Lcm,
@@ -57,7 +59,7 @@ pub enum SamplerName {
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 16] = [
+    pub const ALL: [SamplerName; 17] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -72,11 +74,12 @@ impl SamplerName {
         Self::DpmSolver3,
         Self::DpmSolverSde,
         Self::UniPc,
+        Self::Deis,
         Self::Lcm,
         Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -91,6 +94,7 @@ impl SamplerName {
         "dpm++3m",
         "dpm++2m_sde",
         "unipc",
+        "deis",
         "lcm",
         "tcd",
     ];
@@ -225,6 +229,7 @@ impl NamedRun {
                 Box::new(DpmSolver::new(config, schedule, steps)?)
             }
             SamplerName::UniPc => Box::new(UniPc::new(self.unipc(), schedule, steps)?),
+            SamplerName::Deis => Box::new(Deis::new(self.deis(), schedule, steps)?),
             SamplerName::Lcm => Box::new(Lcm::new(self.lcm(), schedule, steps)?),
             SamplerName::Tcd => Box::new(Tcd::new(self.tcd(), schedule, steps)?),
         })
@@ -324,6 +329,15 @@ impl NamedRun {
             use_karras_sigmas: churn.is_some(),
             churn,
             grid: self.grid(HeunConfig::default().grid),
+        }
+    }
+
+    fn deis(&self) -> DeisConfig {
+        let default = DeisConfig::default();
+        DeisConfig {
+            thresholding: self.thresholding(),
+            grid: self.grid(default.grid),
+            ..default
         }
     }
 

@@ -3,8 +3,8 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, multistep_order};
-use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::multistep::{History, clean_and_noise_thresholded, multistep_order};
+use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
 
@@ -341,22 +341,16 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         let timestep = timestep_at(&self.timesteps, index)?;
         let sigma_s = self.sigmas[index];
         let sigma_t = self.sigmas[index + 1];
-        let (alpha_s, noise_s) = alpha_sigma(sigma_s);
-        let (x0, epsilon) = clean_and_noise(
+        let (x0, epsilon) = clean_and_noise_thresholded(
             "DPM-Solver",
             output,
             prediction,
-            sample.clone(),
-            alpha_s * alpha_s,
-            timestep,
+            &sample,
+            (sigma_s, timestep),
+            self.config.thresholding,
         )?;
-        let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
-        let algorithm = self.config.algorithm_type;
-        let integrated = if algorithm.integrates_data() {
+        let integrated = if self.config.algorithm_type.integrates_data() {
             x0.clone()
-        } else if self.config.thresholding.is_some() {
-            // ε̂ of the thresholded x̂_0: (x_s − α_s x̂_0)/s_s.
-            linear(&sample, 1.0 / noise_s, &x0, -alpha_s / noise_s)
         } else {
             epsilon
         };

@@ -1,5 +1,42 @@
-//! What diffusers' multistep solvers (DPM-Solver, DEIS, UniPC) keep between steps, and the
-//! order each step may take.
+//! What diffusers' multistep solvers (DPM-Solver, DEIS, UniPC) keep between steps, the order
+//! each step may take, and the model output each integrates.
+
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::Prediction;
+
+use crate::sampler::{clean_and_noise, linear};
+use crate::sigma_grid::alpha_sigma;
+use crate::{DynamicThresholding, SampleClipping, SamplerError};
+
+/// x̂_0 and ε̂ from a model output at the VP sample x with noise level σ (α = 1/√(σ² + 1),
+/// s = σα), as diffusers' `convert_model_output`: x̂_0 dynamically thresholded when
+/// `thresholding` is set, and ε̂ then recomputed from it, (x − α x̂_0)/s.
+pub(crate) fn clean_and_noise_thresholded<B: Backend, const D: usize>(
+    sampler: &'static str,
+    output: Tensor<B, D>,
+    prediction: Prediction,
+    sample: &Tensor<B, D>,
+    (sigma, timestep): (f64, f64),
+    thresholding: Option<DynamicThresholding>,
+) -> Result<(Tensor<B, D>, Tensor<B, D>), SamplerError> {
+    let (alpha, noise) = alpha_sigma(sigma);
+    let (x0, epsilon) = clean_and_noise(
+        sampler,
+        output,
+        prediction,
+        sample.clone(),
+        alpha * alpha,
+        timestep,
+    )?;
+    Ok(match thresholding {
+        None => (x0, epsilon),
+        Some(_) => {
+            let x0 = SampleClipping::thresholding_only(thresholding).apply(x0);
+            let epsilon = linear(sample, 1.0 / noise, &x0, -alpha / noise);
+            (x0, epsilon)
+        }
+    })
+}
 
 /// The latest model outputs of a multistep solver, newest last (diffusers' `model_outputs`),
 /// with how many steps of the trajectory each new one follows (`lower_order_nums`).

@@ -3,8 +3,8 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::History;
-use crate::sampler::{Step, clean_and_noise, linear, timestep_at};
+use crate::multistep::{History, clean_and_noise_thresholded};
+use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
 
@@ -257,16 +257,14 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         _rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.timesteps, index)?;
-        let (alpha, _) = alpha_sigma(self.sigmas[index]);
-        let (x0, _) = clean_and_noise(
+        let (x0, _) = clean_and_noise_thresholded(
             "UniPC",
             output,
             prediction,
-            sample.clone(),
-            alpha * alpha,
-            timestep,
+            &sample,
+            (self.sigmas[index], timestep),
+            self.config.thresholding,
         )?;
-        let x0 = SampleClipping::thresholding_only(self.config.thresholding).apply(x0);
 
         if index == 0 {
             self.forget();

@@ -7,14 +7,17 @@
 //! Euler and DPM2 are checked element for element instead, with noise diffusers is given
 //! (`benches/peer/*_fixtures.py`).
 
+use std::collections::HashMap;
+
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use kiln_forward::{ForwardProcess, standard_normal};
 use kiln_sampler::AlgorithmType::{self, DpmSolverPlusPlus, SdeDpmSolver, SdeDpmSolverPlusPlus};
 use kiln_sampler::{
-    Ddim, DdimConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DynamicThresholding,
-    Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig,
-    Pndm, PndmConfig, Prediction, Sampler, SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    Ddim, DdimConfig, Deis, DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig,
+    DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm,
+    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, Sampler, SolverType, Tcd, TcdConfig,
+    UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -709,4 +712,117 @@ fn unipc_full_loop_with_noise() {
     let mut unipc = UniPc::<B, 4>::new(config, &schedule, 10).unwrap();
     let x = noised_then_last_two_steps(&mut unipc, schedule);
     assert_sum_and_mean(x, 315.5757, 0.4109);
+}
+
+/// test_scheduler_deis.py's full loops (10 steps, order 2): ε (mean 0.23916), v (0.091) and
+/// `add_noise` then the last two steps (315.3016 / 0.41054).
+#[test]
+fn deis_full_loops() {
+    let schedule = linear(1000, 1e-4);
+    for (prediction, mean) in [(Prediction::Epsilon, 0.23916), (Prediction::V, 0.091)] {
+        let mut deis = Deis::<B, 4>::new(DeisConfig::default(), &schedule, 10).unwrap();
+        assert_mean(run(&mut deis, prediction), mean);
+    }
+    let mut deis = Deis::<B, 4>::new(DeisConfig::default(), &schedule, 10).unwrap();
+    let x = noised_then_last_two_steps(&mut deis, schedule);
+    assert_sum_and_mean(x, 315.3016, 0.41054);
+}
+
+/// DEIS of orders 1–3 against diffusers 0.42's `DEISMultistepScheduler`
+/// (`benches/peer/deis_fixtures.py`): 152 runs over ε, v and x_0, every grid and Karras σ,
+/// 1 to 10 steps, with and without `lower_order_final`, their timesteps exactly and their
+/// results element for element (each ends at m·x), to 3e-5 of the run's largest value (2.3e-5
+/// at worst, in the one-step runs from σ_max, where diffusers' f32 cancels most of x); and six
+/// runs with dynamic thresholding (ratio 0.87, max 0.5), which is not linear: sum(|x|) to
+/// 1e-2, mean(|x|) to 1e-5 and every 48th element to 1e-5.
+///
+/// One difference is kept on purpose: with Karras σ in one step diffusers' last σ is the
+/// Karras grid's last, σ_max itself, so its step goes nowhere and returns the noise (m = 1);
+/// Kiln steps to σ_min, as every other grid does, and lands where the one-step `linspace` run
+/// does (the same step, from t = 999 to σ_min).
+#[test]
+fn deis_matches_diffusers_element_for_element() {
+    let schedule = linear(1000, 1e-4);
+    let fixtures = include_str!("fixtures/deis.txt");
+    let runs: Vec<&str> = fixtures
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert_eq!(runs.len(), 158);
+    let results: HashMap<&str, &str> = runs
+        .iter()
+        .map(|line| {
+            let mut fields = line.split(" | ");
+            (fields.next().unwrap(), fields.next().unwrap())
+        })
+        .collect();
+    for line in runs {
+        let [settings, values, expected] = line.split(" | ").collect::<Vec<_>>()[..] else {
+            panic!("bad line {line}");
+        };
+        let settings: Vec<&str> = settings.split(' ').collect();
+        let numbers = |text: &str| -> Vec<f64> {
+            text.split(' ')
+                .map(|value| value.parse().unwrap())
+                .collect()
+        };
+        let prediction = prediction_named(settings[2]);
+        let solver_order = settings[1].parse().unwrap();
+        match settings[0] {
+            "linear" => {
+                let (grid, use_karras_sigmas) = grid_named(settings[3], DeisConfig::default().grid);
+                let config = DeisConfig {
+                    solver_order,
+                    lower_order_final: settings[5] == "True",
+                    use_karras_sigmas,
+                    grid,
+                    ..DeisConfig::default()
+                };
+                let steps = settings[4].parse().unwrap();
+                let values = if settings[3] == "karras" && steps == 1 {
+                    assert_eq!(values, "1.0", "{line}: diffusers' step no longer stays put");
+                    let linspace =
+                        format!("linear {} {} linspace 1 True", settings[1], settings[2]);
+                    results[linspace.as_str()]
+                } else {
+                    values
+                };
+                let mut deis = Deis::<B, 4>::new(config, &schedule, steps).unwrap();
+                assert_eq!(
+                    Sampler::<B, 4>::timesteps(&deis),
+                    numbers(expected).as_slice(),
+                    "{line}"
+                );
+                assert_linear_run(&mut deis, prediction, &numbers(values), 3e-5, line);
+            }
+            "threshold" => {
+                let config = DeisConfig {
+                    solver_order,
+                    thresholding: Some(DynamicThresholding {
+                        ratio: 0.87,
+                        max_value: 0.5,
+                    }),
+                    ..DeisConfig::default()
+                };
+                let mut deis = Deis::<B, 4>::new(config, &schedule, 10).unwrap();
+                let x = run(&mut deis, prediction);
+                let [sum, mean] = numbers(values)[..] else {
+                    panic!("bad values {values}");
+                };
+                let (got_sum, got_mean) = abs_sum_and_mean(x.clone());
+                assert!((got_sum - sum).abs() < 1e-2, "{line}: sum {got_sum}");
+                assert!((got_mean - mean).abs() < 1e-5, "{line}: mean {got_mean}");
+                let elements = x.into_data().to_vec::<f32>().unwrap();
+                for (k, want) in numbers(expected).into_iter().enumerate() {
+                    let got = f64::from(elements[48 * k]);
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "{line}: element {}: {got}",
+                        48 * k
+                    );
+                }
+            }
+            other => panic!("unknown run kind {other}"),
+        }
+    }
 }

@@ -6,11 +6,11 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, Dpm2,
-    Dpm2Config, DpmSolver, DpmSolverConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun,
-    HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SampleClipping,
-    Sampler, SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample,
-    sample_from, sliced_wasserstein_2,
+    AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis,
+    DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, Euler, EulerConfig,
+    FinalSigmas, GaussianMixture, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
+    PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, Tcd, TcdConfig, UniPc,
+    UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -113,6 +113,15 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
                 ..DpmSolverConfig::default()
             };
             Box::new(DpmSolver::<B, 2>::new(config, &schedule, steps).unwrap())
+        }
+        "deis2m" | "deis3m" => {
+            let config = DeisConfig {
+                solver_order: if name == "deis2m" { 2 } else { 3 },
+                lower_order_final: false,
+                grid: trailing(GridEnd::BeforeZero),
+                ..DeisConfig::default()
+            };
+            Box::new(Deis::<B, 2>::new(config, &schedule, steps).unwrap())
         }
         "dpm++2m lu" => {
             let config = DpmSolverConfig {
@@ -235,6 +244,8 @@ fn deterministic_samplers_converge_at_their_order() {
         ("dpm++2m lu", 1.2, 4.0, false),
         ("dpm-eps2m", 1.2, 4.0, false),
         ("dpm-eps3m", 1.2, 4.0, false),
+        ("deis2m", 1.2, 4.0, false),
+        ("deis3m", 1.2, 4.0, false),
         ("heun", 1.2, 4.0, false),
         ("dpm2", 1.2, 4.0, false),
         ("unipc2", 1.2, 4.0, false),
@@ -375,6 +386,10 @@ fn samples_match_the_mixture() {
         (
             "dpm++2m",
             Box::new(DpmSolver::<B, 2>::new(DpmSolverConfig::default(), &schedule, 20).unwrap()),
+        ),
+        (
+            "deis",
+            Box::new(Deis::<B, 2>::new(DeisConfig::default(), &schedule, 20).unwrap()),
         ),
         (
             "dpm++2m sde",

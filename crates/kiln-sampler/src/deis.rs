@@ -1,0 +1,238 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::Prediction;
+use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
+use rand::Rng;
+
+use crate::multistep::{History, clean_and_noise_thresholded, multistep_order};
+use crate::sampler::{Step, timestep_at};
+use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid};
+use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
+
+/// Settings of [`Deis`], with diffusers' `DEISMultistepScheduler` defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeisConfig {
+    /// The multistep order, 1–3 (1 is DDIM; 2 is "DEIS 2M").
+    pub solver_order: usize,
+    /// Use lower orders for the last two steps when there are fewer than 15 (more stable).
+    pub lower_order_final: bool,
+    /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
+    pub use_karras_sigmas: bool,
+    /// Dynamic thresholding of x̂_0, before ε̂ is recomputed from it (diffusers'
+    /// `thresholding`).
+    pub thresholding: Option<DynamicThresholding>,
+    /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
+    pub grid: TimestepGrid,
+}
+
+impl Default for DeisConfig {
+    fn default() -> Self {
+        Self {
+            solver_order: 2,
+            lower_order_final: true,
+            use_karras_sigmas: false,
+            thresholding: None,
+            grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
+        }
+    }
+}
+
+/// DEIS, the diffusion exponential integrator sampler (Zhang & Chen 2023, "Fast Sampling of
+/// Diffusion Models with Exponential Integrator", the multistep "ρAB-DEIS"; diffusers'
+/// `DEISMultistepScheduler` with `solver_type = "logrho"`).
+///
+/// With ρ = σ/α (Kiln's σ-space noise level) the probability-flow ODE of the VP sample x is
+/// d(x/α)/dρ = ε̂(x, ρ): DEIS extrapolates ε̂ from the latest p ≤ `solver_order` steps by the
+/// Lagrange polynomial in log ρ through them, and integrates it over ρ exactly:
+///
+/// ```text
+/// x_t = α_t (x_s/α_s + Σ_{j<p} c_j ε̂_{s_j}),
+/// c_j = ∫_{ρ_s}^{ρ_t} Π_{k<p, k≠j} (log ρ − log ρ_{s_k})/(log ρ_{s_j} − log ρ_{s_k}) dρ,
+/// ```
+///
+/// where s_0 = s is this step and s_1, s_2 the ones before. With p = 1 this is DDIM. In the
+/// variable u = log ρ − log ρ_s each c_j is ρ_s ∫ ℓ_j(u) e^u du, an exponential times a
+/// polynomial, in closed form (diffusers' `ind_fn` for p = 2 and 3).
+///
+/// The grid is diffusers' multistep one ([`crate::DpmSolver`]'s), ending at σ of the first
+/// training timestep rather than 0 (ε̂ cannot step to σ = 0); with Karras σ the last step
+/// stays at that σ, as diffusers' does. The orders of the first and last steps follow
+/// DPM-Solver's rules. A model that predicts x̂_0 or v is converted to ε̂ (after thresholding,
+/// when set).
+///
+/// A step at index 0 starts a new trajectory; a run may also start at a later index
+/// (image-to-image), its first steps then of lower order.
+#[derive(Debug, Clone)]
+pub struct Deis<B: Backend, const D: usize> {
+    config: DeisConfig,
+    timesteps: Vec<f64>,
+    /// σ at each step, then the final σ.
+    sigmas: Vec<f64>,
+    /// ε̂ of the last `solver_order` steps.
+    history: History<Tensor<B, D>>,
+}
+
+impl<B: Backend, const D: usize> Deis<B, D> {
+    /// DEIS over `schedule` in `steps` steps.
+    ///
+    /// Fails on an order other than 1–3, on invalid thresholding, or when the grid cannot be
+    /// laid out.
+    pub fn new(
+        config: DeisConfig,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        if !(1..=3).contains(&config.solver_order) {
+            return Err(SamplerError::UnsupportedOrder {
+                sampler: "DEIS",
+                order: config.solver_order,
+                expected: "1, 2 or 3",
+            });
+        }
+        SampleClipping::thresholding_only(config.thresholding).validate()?;
+        let spacing = if config.use_karras_sigmas {
+            SigmaSpacing::Karras
+        } else {
+            SigmaSpacing::Timesteps
+        };
+        let (timesteps, sigmas) =
+            discrete_sigma_grid(config.grid, spacing, FinalSigmas::SigmaMin, schedule, steps)?;
+        Ok(Self {
+            config,
+            timesteps,
+            sigmas,
+            history: History::new(config.solver_order),
+        })
+    }
+
+    /// c_0, …, c_{order−1} of step `index`: the weights of ε̂ at this step and the ones before.
+    fn coefficients(&self, index: usize, order: usize) -> Vec<f64> {
+        let log_sigma_s = self.sigmas[index].ln();
+        let nodes: Vec<f64> = (0..order)
+            .map(|j| self.sigmas[index - j].ln() - log_sigma_s)
+            .collect();
+        let h = self.sigmas[index + 1].ln() - log_sigma_s;
+        (0..order)
+            .map(|j| self.sigmas[index] * exp_lagrange_integral(&nodes, j, h))
+            .collect()
+    }
+}
+
+/// ∫_0^h ℓ_j(u) e^u du, where ℓ_j is the Lagrange basis polynomial of node j through `nodes`
+/// (ℓ_j(nodes[k]) = [j = k]). For a polynomial q the antiderivative of q(u) e^u is
+/// e^u (q − q' + q'' − …), so the integral is (e^h − 1) R(h) + R(h) − R(0) with
+/// R = q − q' + q'' − …, written so that no two large terms cancel for small h.
+fn exp_lagrange_integral(nodes: &[f64], j: usize, h: f64) -> f64 {
+    // ℓ_j's coefficients, lowest degree first.
+    let mut basis = vec![1.0];
+    for (k, &node) in nodes.iter().enumerate().filter(|&(k, _)| k != j) {
+        let scale = 1.0 / (nodes[j] - nodes[k]);
+        let mut product = vec![0.0; basis.len() + 1];
+        for (degree, &a) in basis.iter().enumerate() {
+            product[degree + 1] += a * scale;
+            product[degree] -= a * node * scale;
+        }
+        basis = product;
+    }
+    // R's coefficient of u^i: Σ_m (−1)^m a_{i+m} (i+m)!/i!.
+    let alternating: Vec<f64> = (0..basis.len())
+        .map(|i| {
+            let mut falling = 1.0;
+            let mut sum = 0.0;
+            for (m, &a) in basis[i..].iter().enumerate() {
+                if m > 0 {
+                    falling *= -((i + m) as f64);
+                }
+                sum += falling * a;
+            }
+            sum
+        })
+        .collect();
+    let at = |u: f64| alternating.iter().rev().fold(0.0, |acc, &c| acc * u + c);
+    let end = at(h);
+    h.exp_m1() * end + (end - at(0.0))
+}
+
+impl<B: Backend, const D: usize> Sampler<B, D> for Deis<B, D> {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.timesteps, index)?;
+        self.history.clear();
+        Ok(())
+    }
+
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        index: usize,
+        output: Tensor<B, D>,
+        prediction: Prediction,
+        sample: Tensor<B, D>,
+        _rng: &mut R,
+    ) -> Result<Step<B, D>, SamplerError> {
+        let timestep = timestep_at(&self.timesteps, index)?;
+        let (sigma_s, sigma_t) = (self.sigmas[index], self.sigmas[index + 1]);
+        let (x0, epsilon) = clean_and_noise_thresholded(
+            "DEIS",
+            output,
+            prediction,
+            &sample,
+            (sigma_s, timestep),
+            self.config.thresholding,
+        )?;
+        if index == 0 {
+            self.history.clear();
+        }
+        let before = self.history.push(epsilon);
+        let order = multistep_order(
+            self.config.solver_order,
+            before,
+            self.history.len(),
+            (index, self.timesteps.len()),
+            self.config.lower_order_final,
+            false,
+        );
+        let ((alpha_s, _), (alpha_t, _)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
+        let next = self
+            .coefficients(index, order)
+            .into_iter()
+            .enumerate()
+            .fold(sample.mul_scalar(alpha_t / alpha_s), |next, (j, c)| {
+                next + self.history.back(j).clone().mul_scalar(alpha_t * c)
+            });
+        Ok(Step {
+            sample: next,
+            denoised: x0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_lagrange_integral;
+
+    /// Against diffusers' closed forms (`ind_fn`) for two and three nodes, and the plain
+    /// integral e^h − 1 for one.
+    #[test]
+    fn exp_lagrange_integrals_match_the_closed_forms() {
+        let (h, b, c) = (-0.7_f64, 0.0_f64, 0.45_f64);
+        assert!((exp_lagrange_integral(&[b], 0, h) - h.exp_m1()).abs() < 1e-15);
+        // ∫ (u − c)/(b − c) e^u du = e^u (u − c − 1)/(b − c)
+        let antiderivative = |u: f64| u.exp() * (u - c - 1.0) / (b - c);
+        let want = antiderivative(h) - antiderivative(0.0);
+        assert!((exp_lagrange_integral(&[b, c], 0, h) - want).abs() < 1e-14);
+        // Three nodes: the weights integrate 1, u and u² exactly, ∫_0^h u^k e^u du.
+        let nodes = [0.0, 0.3, 0.8];
+        let weights: Vec<f64> = (0..3)
+            .map(|j| exp_lagrange_integral(&nodes, j, h))
+            .collect();
+        let moment = |f: &dyn Fn(f64) -> f64| -> f64 {
+            weights.iter().zip(nodes).map(|(w, u)| w * f(u)).sum()
+        };
+        let e = h.exp();
+        assert!((moment(&|_| 1.0) - (e - 1.0)).abs() < 1e-14);
+        assert!((moment(&|u| u) - (e * (h - 1.0) + 1.0)).abs() < 1e-14);
+        assert!((moment(&|u| u * u) - (e * (h * h - 2.0 * h + 2.0) - 2.0)).abs() < 1e-14);
+    }
+}
