@@ -17,9 +17,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::forward::standard_normal;
 use kiln::sampler::{
     AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Dpm2, Dpm2Config,
-    DpmSolver, DpmSolverConfig, Euler, EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig,
-    Lms, LmsConfig, Pndm, PndmConfig, Prediction, Sampler, Tcd, TcdConfig, UniPc, UniPcConfig,
-    sample,
+    DpmSolver, DpmSolverConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig, Euler, EulerConfig,
+    FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction,
+    Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -121,6 +121,15 @@ fn samplers(c: &mut Criterion) {
         b.iter(|| {
             run(
                 &mut Dpm2::<B, 4>::new(Dpm2Config::default(), &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    group.bench_function("dpm++2s", |b| {
+        b.iter(|| {
+            let config = DpmSolverSinglestepConfig::default();
+            run(
+                &mut DpmSolverSinglestep::<B, 4>::new(config, &schedule, STEPS).unwrap(),
                 &noise,
             )
         })

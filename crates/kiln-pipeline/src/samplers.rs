@@ -7,9 +7,10 @@ use std::str::FromStr;
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Denoiser, Dpm2,
-    Dpm2Config, DpmSolver, DpmSolverConfig, DynamicThresholding, Euler, EulerConfig, Heun,
-    HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SampleClipping, Sampler,
-    SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig,
+    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig,
+    Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc,
+    UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -44,6 +45,8 @@ pub enum SamplerName {
     DpmSolver3,
     /// `dpm++2m_sde`: SDE-DPM-Solver++ (2M).
     DpmSolverSde,
+    /// `dpm++2s`: DPM-Solver++ (2S), singlestep.
+    DpmSolverSinglestep,
     /// `unipc`: UniPC (bh2, order 2).
     UniPc,
     /// `deis`: DEIS (ρAB, order 2).
@@ -59,7 +62,7 @@ pub enum SamplerName {
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 17] = [
+    pub const ALL: [SamplerName; 18] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -73,13 +76,14 @@ impl SamplerName {
         Self::DpmSolver,
         Self::DpmSolver3,
         Self::DpmSolverSde,
+        Self::DpmSolverSinglestep,
         Self::UniPc,
         Self::Deis,
         Self::Lcm,
         Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -93,6 +97,7 @@ impl SamplerName {
         "dpm++",
         "dpm++3m",
         "dpm++2m_sde",
+        "dpm++2s",
         "unipc",
         "deis",
         "lcm",
@@ -228,6 +233,11 @@ impl NamedRun {
                 let config = self.dpm_solver(2, AlgorithmType::SdeDpmSolverPlusPlus);
                 Box::new(DpmSolver::new(config, schedule, steps)?)
             }
+            SamplerName::DpmSolverSinglestep => Box::new(DpmSolverSinglestep::new(
+                self.dpm_solver_singlestep(),
+                schedule,
+                steps,
+            )?),
             SamplerName::UniPc => Box::new(UniPc::new(self.unipc(), schedule, steps)?),
             SamplerName::Deis => Box::new(Deis::new(self.deis(), schedule, steps)?),
             SamplerName::Lcm => Box::new(Lcm::new(self.lcm(), schedule, steps)?),
@@ -329,6 +339,15 @@ impl NamedRun {
             use_karras_sigmas: churn.is_some(),
             churn,
             grid: self.grid(HeunConfig::default().grid),
+        }
+    }
+
+    fn dpm_solver_singlestep(&self) -> DpmSolverSinglestepConfig {
+        let default = DpmSolverSinglestepConfig::default();
+        DpmSolverSinglestepConfig {
+            thresholding: self.thresholding(),
+            grid: self.grid(default.grid),
+            ..default
         }
     }
 

@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, clean_and_noise_thresholded, multistep_order};
+use crate::multistep::{History, check_order, clean_and_noise_thresholded, multistep_order};
 use crate::sampler::{Step, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -81,19 +81,9 @@ impl<B: Backend, const D: usize> Deis<B, D> {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        if !(1..=3).contains(&config.solver_order) {
-            return Err(SamplerError::UnsupportedOrder {
-                sampler: "DEIS",
-                order: config.solver_order,
-                expected: "1, 2 or 3",
-            });
-        }
+        check_order("DEIS", config.solver_order, 3, "1, 2 or 3")?;
         SampleClipping::thresholding_only(config.thresholding).validate()?;
-        let spacing = if config.use_karras_sigmas {
-            SigmaSpacing::Karras
-        } else {
-            SigmaSpacing::Timesteps
-        };
+        let spacing = SigmaSpacing::karras_if(config.use_karras_sigmas);
         let (timesteps, sigmas) =
             discrete_sigma_grid(config.grid, spacing, FinalSigmas::SigmaMin, schedule, steps)?;
         Ok(Self {
@@ -181,10 +171,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Deis<B, D> {
             (sigma_s, timestep),
             self.config.thresholding,
         )?;
-        if index == 0 {
-            self.history.clear();
-        }
-        let before = self.history.push(epsilon);
+        let before = self.history.record(index, epsilon);
         let order = multistep_order(
             self.config.solver_order,
             before,

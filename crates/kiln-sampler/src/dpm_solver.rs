@@ -3,7 +3,7 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, clean_and_noise_thresholded, multistep_order};
+use crate::multistep::{History, check_order, clean_and_noise_thresholded, multistep_order};
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -42,13 +42,37 @@ impl AlgorithmType {
         }
     }
 
+    /// Fails on an order it does not have (1–3; 1 or 2 for the SDE variants) and on an ε̂
+    /// algorithm with [`FinalSigmas::Zero`].
+    pub(crate) fn check(
+        self,
+        sampler: &'static str,
+        solver_order: usize,
+        final_sigmas: FinalSigmas,
+    ) -> Result<(), SamplerError> {
+        let (max_order, expected) = if self.is_sde() {
+            (2, "1 or 2 for the SDE variants")
+        } else {
+            (3, "1, 2 or 3")
+        };
+        check_order(sampler, solver_order, max_order, expected)?;
+        if !self.integrates_data() && final_sigmas == FinalSigmas::Zero {
+            return Err(SamplerError::Incompatible {
+                sampler,
+                reason: "the noise-prediction algorithms (dpmsolver, sde-dpmsolver) cannot step \
+                         to σ = 0; use final_sigmas_type sigma_min",
+            });
+        }
+        Ok(())
+    }
+
     /// Whether it integrates x̂_0 (the `++` solvers) rather than ε̂.
-    fn integrates_data(self) -> bool {
+    pub(crate) fn integrates_data(self) -> bool {
         matches!(self, Self::DpmSolverPlusPlus | Self::SdeDpmSolverPlusPlus)
     }
 
     /// Whether it adds fresh noise at every step.
-    fn is_sde(self) -> bool {
+    pub(crate) fn is_sde(self) -> bool {
         matches!(self, Self::SdeDpmSolverPlusPlus | Self::SdeDpmSolver)
     }
 
@@ -64,7 +88,12 @@ impl AlgorithmType {
     /// with φ₂(h) = (e^{−h} − 1)/h + 1 and ψ₂(h) = (e^h − 1)/h − 1; the third-order weights
     /// are w2 = −α_t φ₃(h) and −s_t ψ₃(h), φ₃(h) = (e^{−h} − 1 + h)/h² − ½,
     /// ψ₃(h) = (e^h − 1 − h)/h² − ½.
-    fn update(self, (alpha_s, s_s): (f64, f64), (alpha_t, s_t): (f64, f64), h: f64) -> Update {
+    pub(crate) fn update(
+        self,
+        (alpha_s, s_s): (f64, f64),
+        (alpha_t, s_t): (f64, f64),
+        h: f64,
+    ) -> Update {
         match self {
             Self::DpmSolverPlusPlus => Update {
                 sample: s_t / s_s,
@@ -100,12 +129,23 @@ impl AlgorithmType {
 
 /// One multistep update x_t = c·x_s + w0·D0 + w1·D1 + w2·D2 + n·z (see
 /// [`AlgorithmType::update`]); the midpoint solver's D1 weight is ½·w0.
-struct Update {
-    sample: f64,
-    d0: f64,
-    d1: f64,
-    d2: f64,
-    noise: f64,
+pub(crate) struct Update {
+    pub sample: f64,
+    pub d0: f64,
+    pub d1: f64,
+    pub d2: f64,
+    pub noise: f64,
+}
+
+impl Update {
+    /// The weight of D1 in a second-order update by `solver_type`: ½·w0 (midpoint) or w1
+    /// (heun).
+    pub(crate) fn second_order(&self, solver_type: SolverType) -> f64 {
+        match solver_type {
+            SolverType::Midpoint => 0.5 * self.d0,
+            SolverType::Heun => self.d1,
+        }
+    }
 }
 
 /// How the second-order correction is formed (diffusers' `solver_type`).
@@ -201,26 +241,9 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        let algorithm = config.algorithm_type;
-        let max_order = if algorithm.is_sde() { 2 } else { 3 };
-        if !(1..=max_order).contains(&config.solver_order) {
-            return Err(SamplerError::UnsupportedOrder {
-                sampler: "DPM-Solver",
-                order: config.solver_order,
-                expected: if max_order == 3 {
-                    "1, 2 or 3"
-                } else {
-                    "1 or 2 for the SDE variants"
-                },
-            });
-        }
-        if !algorithm.integrates_data() && config.final_sigmas_type == FinalSigmas::Zero {
-            return Err(SamplerError::Incompatible {
-                sampler: "DPM-Solver",
-                reason: "the noise-prediction algorithms (dpmsolver, sde-dpmsolver) cannot step \
-                         to σ = 0; use final_sigmas_type sigma_min",
-            });
-        }
+        config
+            .algorithm_type
+            .check("DPM-Solver", config.solver_order, config.final_sigmas_type)?;
         let spacing = match (config.use_karras_sigmas, config.use_lu_lambdas) {
             (false, false) => SigmaSpacing::Timesteps,
             (true, false) => SigmaSpacing::Karras,
@@ -266,10 +289,7 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
         if order == 2 {
             let m1 = self.history.back(1);
             let r0 = (lambda(sigma_s) - lambda(self.sigmas[index - 1])) / h;
-            let w1 = match self.config.solver_type {
-                SolverType::Midpoint => 0.5 * update.d0,
-                SolverType::Heun => update.d1,
-            };
+            let w1 = update.second_order(self.config.solver_type);
             // D1 = (m0 − m1)/r0
             next = next + (m0.clone() - m1.clone()).mul_scalar(w1 / r0);
         } else if order == 3 {
@@ -354,10 +374,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         } else {
             epsilon
         };
-        if index == 0 {
-            self.history.clear();
-        }
-        let before = self.history.push(integrated);
+        let before = self.history.record(index, integrated);
         let order = multistep_order(
             self.config.solver_order,
             before,

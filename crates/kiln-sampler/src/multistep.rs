@@ -65,6 +65,15 @@ impl<T> History<T> {
         self.recorded = 0;
     }
 
+    /// Records the output of step `index` as [`History::push`] does; one at index 0 starts a
+    /// new trajectory.
+    pub fn record(&mut self, index: usize, entry: T) -> usize {
+        if index == 0 {
+            self.clear();
+        }
+        self.push(entry)
+    }
+
     /// Records a step's output, dropping the oldest beyond the order, and returns how many
     /// steps of the trajectory came before it, at most the order (diffusers'
     /// `lower_order_nums` during that step).
@@ -86,6 +95,24 @@ impl<T> History<T> {
     /// The output `back` steps before the newest (0: the newest).
     pub fn back(&self, back: usize) -> &T {
         &self.entries[self.entries.len() - 1 - back]
+    }
+}
+
+/// Fails unless a multistep solver's `order` is 1 to `max` (`expected` says so in words).
+pub(crate) fn check_order(
+    sampler: &'static str,
+    order: usize,
+    max: usize,
+    expected: &'static str,
+) -> Result<(), SamplerError> {
+    if (1..=max).contains(&order) {
+        Ok(())
+    } else {
+        Err(SamplerError::UnsupportedOrder {
+            sampler,
+            order,
+            expected,
+        })
     }
 }
 

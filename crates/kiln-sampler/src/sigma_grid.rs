@@ -139,6 +139,17 @@ pub(crate) enum SigmaSpacing {
     UniformLambda,
 }
 
+impl SigmaSpacing {
+    /// Karras σ when `use_karras_sigmas` is set, else σ at the grid's timesteps.
+    pub fn karras_if(use_karras_sigmas: bool) -> Self {
+        if use_karras_sigmas {
+            Self::Karras
+        } else {
+            Self::Timesteps
+        }
+    }
+}
+
 /// The grid of diffusers' multistep solvers (DPM-Solver, UniPC): whole timesteps from the
 /// grid and σ from the table at them, or Karras or uniform-λ σ between the table's smallest
 /// and largest σ (the grid unused) with their timesteps rounded to whole numbers; then the

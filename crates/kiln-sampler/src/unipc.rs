@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, clean_and_noise_thresholded};
+use crate::multistep::{History, check_order, clean_and_noise_thresholded};
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -96,19 +96,9 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
-        if !(1..=3).contains(&config.solver_order) {
-            return Err(SamplerError::UnsupportedOrder {
-                sampler: "UniPC",
-                order: config.solver_order,
-                expected: "1, 2 or 3",
-            });
-        }
+        check_order("UniPC", config.solver_order, 3, "1, 2 or 3")?;
         SampleClipping::thresholding_only(config.thresholding).validate()?;
-        let spacing = if config.use_karras_sigmas {
-            SigmaSpacing::Karras
-        } else {
-            SigmaSpacing::Timesteps
-        };
+        let spacing = SigmaSpacing::karras_if(config.use_karras_sigmas);
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
             spacing,

@@ -4,8 +4,9 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Denoiser, DpmSolver,
-    DpmSolverConfig, Euler, EulerConfig, FnDenoiser, GuidanceConfig, Guided, Heun, InversionMethod,
+    AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig,
+    Denoiser, DpmSolver, DpmSolverConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig, Euler,
+    EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided, Heun, InversionMethod,
     ModelError, Pndm, Prediction, SampleClipping, Sampler, SamplerError, UniPc, image_to_image,
     inpaint, invert, sample,
 };
@@ -66,6 +67,50 @@ fn orders_and_settings_are_checked() {
     };
     for config in [both_spacings, noise_to_zero] {
         let error = DpmSolver::<B, 2>::new(config, &s, 10).unwrap_err();
+        assert!(
+            matches!(error, SamplerError::Incompatible { .. }),
+            "{error}"
+        );
+    }
+    for solver_order in [0, 4] {
+        let config = DeisConfig {
+            solver_order,
+            ..DeisConfig::default()
+        };
+        let error = Deis::<B, 2>::new(config, &s, 10).unwrap_err();
+        assert!(matches!(
+            error,
+            SamplerError::UnsupportedOrder {
+                sampler: "DEIS",
+                ..
+            }
+        ));
+    }
+    for (solver_order, algorithm_type) in [
+        (4, AlgorithmType::DpmSolverPlusPlus),
+        (3, AlgorithmType::SdeDpmSolverPlusPlus),
+    ] {
+        let config = DpmSolverSinglestepConfig {
+            solver_order,
+            algorithm_type,
+            ..DpmSolverSinglestepConfig::default()
+        };
+        let error = DpmSolverSinglestep::<B, 2>::new(config, &s, 10).unwrap_err();
+        assert!(
+            matches!(error, SamplerError::UnsupportedOrder { order, .. } if order == solver_order)
+        );
+    }
+    // diffusers' singlestep solver has no sde-dpmsolver; ε̂ cannot step to σ = 0.
+    for (algorithm_type, final_sigmas_type) in [
+        (AlgorithmType::SdeDpmSolver, FinalSigmas::SigmaMin),
+        (AlgorithmType::DpmSolver, FinalSigmas::Zero),
+    ] {
+        let config = DpmSolverSinglestepConfig {
+            algorithm_type,
+            final_sigmas_type,
+            ..DpmSolverSinglestepConfig::default()
+        };
+        let error = DpmSolverSinglestep::<B, 2>::new(config, &s, 10).unwrap_err();
         assert!(
             matches!(error, SamplerError::Incompatible { .. }),
             "{error}"
@@ -249,6 +294,14 @@ fn samplers_can_sample_twice() {
         solver_order: 3,
         ..DpmSolverConfig::default()
     };
+    let order3_deis = DeisConfig {
+        solver_order: 3,
+        ..DeisConfig::default()
+    };
+    let order3_singlestep = DpmSolverSinglestepConfig {
+        solver_order: 3,
+        ..DpmSolverSinglestepConfig::default()
+    };
     let differences = [
         twice(
             DpmSolver::<B, 2>::new(order3, &s, 12).unwrap(),
@@ -267,6 +320,16 @@ fn samplers_can_sample_twice() {
         ),
         twice(
             Pndm::<B, 2>::new(Default::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            Deis::<B, 2>::new(order3_deis, &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            DpmSolverSinglestep::<B, 2>::new(order3_singlestep, &s, 12).unwrap(),
             &model,
             &noise,
         ),

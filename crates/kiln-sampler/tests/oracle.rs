@@ -7,10 +7,11 @@ use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis,
-    DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, Euler, EulerConfig,
-    FinalSigmas, GaussianMixture, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
-    PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, Tcd, TcdConfig, UniPc,
-    UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
+    DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSinglestep,
+    DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig,
+    Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler,
+    SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from,
+    sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -113,6 +114,18 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
                 ..DpmSolverConfig::default()
             };
             Box::new(DpmSolver::<B, 2>::new(config, &schedule, steps).unwrap())
+        }
+        "dpm++2s" | "dpm++3s" => {
+            let config = DpmSolverSinglestepConfig {
+                solver_order: if name == "dpm++2s" { 2 } else { 3 },
+                // Without lower orders at the end, which diffusers allows only with a last
+                // step to σ_min (and a step count the order divides).
+                lower_order_final: false,
+                final_sigmas_type: FinalSigmas::SigmaMin,
+                grid: trailing(GridEnd::BeforeZero),
+                ..DpmSolverSinglestepConfig::default()
+            };
+            Box::new(DpmSolverSinglestep::<B, 2>::new(config, &schedule, steps).unwrap())
         }
         "deis2m" | "deis3m" => {
             let config = DeisConfig {
@@ -245,6 +258,8 @@ fn deterministic_samplers_converge_at_their_order() {
         ("dpm-eps2m", 1.2, 4.0, false),
         ("dpm-eps3m", 1.2, 4.0, false),
         ("deis2m", 1.2, 4.0, false),
+        ("dpm++2s", 1.2, 4.0, false),
+        ("dpm++3s", 1.2, 4.0, false),
         ("deis3m", 1.2, 4.0, false),
         ("heun", 1.2, 4.0, false),
         ("dpm2", 1.2, 4.0, false),
@@ -390,6 +405,17 @@ fn samples_match_the_mixture() {
         (
             "deis",
             Box::new(Deis::<B, 2>::new(DeisConfig::default(), &schedule, 20).unwrap()),
+        ),
+        (
+            "dpm++2s",
+            Box::new(
+                DpmSolverSinglestep::<B, 2>::new(
+                    DpmSolverSinglestepConfig::default(),
+                    &schedule,
+                    20,
+                )
+                .unwrap(),
+            ),
         ),
         (
             "dpm++2m sde",
