@@ -6,8 +6,8 @@ tests (linear betas 1e-4 to 0.02 over 1,000 steps), for crates/kiln-sampler/test
 The runs cover orders 1–3, `dpmsolver++`, `dpmsolver` (which needs `final_sigmas_type =
 "sigma_min"`) and `sde-dpmsolver++` (orders 1 and 2), the `midpoint` and `heun` second-order
 forms, ε, v and x_0 predictions, the default grid and Karras σ, in 1, 3, 5 and 10 steps; and
-`lower_order_final = False` where diffusers keeps it (a step count the order divides, final σ
-σ_min). As for benches/peer/lcm_fixtures.py, every step is linear in the sample and in its
+`lower_order_final = False` where diffusers keeps it (10 steps at order 2 and 9 at order 3,
+final σ σ_min). As for benches/peer/lcm_fixtures.py, every step is linear in the sample and in its
 fresh noise, so a run from x with noises z_0, z_1, … ends at m·x + Σ_k n_k z_k; the script finds
 m and the n_k from unit inputs, giving diffusers the noise through a `randn_tensor` whose draws
 it replaces.

@@ -15,8 +15,10 @@ use kiln_sampler::{
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
 
-/// The samplers a user can pick by name, each with diffusers' default settings.
+/// The samplers a user can pick by name, each with diffusers' default settings. The list
+/// grows as samplers are added, so matches on it need a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SamplerName {
     /// `ddpm`: ancestral sampling of Ho et al. 2020.
     Ddpm,
@@ -153,7 +155,8 @@ pub struct NamedRun {
     pub steps: usize,
     /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it:
     /// `clip_sample` for DDPM, DDIM, Heun, LCM and TCD, dynamic thresholding with a maximum of 1
-    /// for DPM-Solver++ and UniPC (Euler, LMS, DPM2 and PNDM have no such option).
+    /// for DPM-Solver++ (multistep and singlestep), DEIS and UniPC (Euler, LMS, both DPM2 and
+    /// PNDM have no such option).
     pub clip: bool,
     /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
     /// keeping its end convention (`trailing` starts every sampler at t = T − 1).

@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, check_order, clean_and_noise_thresholded, multistep_order};
+use crate::multistep::{History, check_order, integrated_output, multistep_order};
 use crate::sampler::{Step, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -55,12 +55,13 @@ impl Default for DeisConfig {
 ///
 /// The grid is diffusers' multistep one ([`crate::DpmSolver`]'s), ending at σ of the first
 /// training timestep rather than 0 (ε̂ cannot step to σ = 0); with Karras σ the last step
-/// stays at that σ, as diffusers' does. The orders of the first and last steps follow
+/// stays at that σ, as diffusers' does (except in one step: there diffusers' step stays at
+/// σ_max and returns the noise, and Kiln's goes to σ_min). The orders of the first and last steps follow
 /// DPM-Solver's rules. A model that predicts x̂_0 or v is converted to ε̂ (after thresholding,
 /// when set).
 ///
-/// A step at index 0 starts a new trajectory; a run may also start at a later index
-/// (image-to-image), its first steps then of lower order.
+/// A step that does not follow the last one starts a new trajectory: a run from index 0, or
+/// one that starts part-way (image-to-image), whose first steps are then of lower order.
 #[derive(Debug, Clone)]
 pub struct Deis<B: Backend, const D: usize> {
     config: DeisConfig,
@@ -110,7 +111,9 @@ impl<B: Backend, const D: usize> Deis<B, D> {
 /// ∫_0^h ℓ_j(u) e^u du, where ℓ_j is the Lagrange basis polynomial of node j through `nodes`
 /// (ℓ_j(nodes[k]) = [j = k]). For a polynomial q the antiderivative of q(u) e^u is
 /// e^u (q − q' + q'' − …), so the integral is (e^h − 1) R(h) + R(h) − R(0) with
-/// R = q − q' + q'' − …, written so that no two large terms cancel for small h.
+/// R = q − q' + q'' − …, which keeps e^h − 1 exact for small h; R(h) − R(0) still cancels
+/// terms of the size of ℓ_j's coefficients (1/spacing^(p−1) of the nodes in log ρ), harmless
+/// in f64 on any grid a sampler lays out.
 fn exp_lagrange_integral(nodes: &[f64], j: usize, h: f64) -> f64 {
     // ℓ_j's coefficients, lowest degree first.
     let mut basis = vec![1.0];
@@ -163,19 +166,19 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Deis<B, D> {
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.timesteps, index)?;
         let (sigma_s, sigma_t) = (self.sigmas[index], self.sigmas[index + 1]);
-        let (x0, epsilon) = clean_and_noise_thresholded(
+        let (x0, epsilon) = integrated_output(
             "DEIS",
             output,
             prediction,
             &sample,
             (sigma_s, timestep),
             self.config.thresholding,
+            false,
         )?;
         let before = self.history.record(index, epsilon);
         let order = multistep_order(
             self.config.solver_order,
             before,
-            self.history.len(),
             (index, self.timesteps.len()),
             self.config.lower_order_final,
             false,

@@ -3,7 +3,7 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, check_order, clean_and_noise_thresholded, multistep_order};
+use crate::multistep::{History, check_order, integrated_output, multistep_order};
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -64,6 +64,22 @@ impl AlgorithmType {
             });
         }
         Ok(())
+    }
+
+    /// `next` with an SDE step's fresh noise n·z added (z ~ N(0, I) from `rng`, n from
+    /// `update`); unchanged for the ODE algorithms and on a step to σ = 0.
+    pub(crate) fn add_noise<B: Backend, const D: usize, R: Rng + ?Sized>(
+        self,
+        next: Tensor<B, D>,
+        update: &Update,
+        sigma_t: f64,
+        rng: &mut R,
+    ) -> Tensor<B, D> {
+        if !self.is_sde() || sigma_t == 0.0 {
+            return next;
+        }
+        let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
+        next + noise.mul_scalar(update.noise)
     }
 
     /// Whether it integrates x̂_0 (the `++` solvers) rather than ε̂.
@@ -217,9 +233,9 @@ impl Default for DpmSolverConfig {
 /// and a third-order term with D2 from three steps; the other algorithms' weights are in
 /// [`AlgorithmType`]'s table (diffusers' `DPMSolverMultistepScheduler`, term for term).
 ///
-/// A step at index 0 starts a new trajectory, so one value can sample again and again. A run
-/// may also start at a later index (image-to-image from a partly noised input) on a sampler
-/// that has not stepped yet; its first steps are then of lower order.
+/// A step that does not follow the last one starts a new trajectory, so one value can sample
+/// again and again: a run from index 0, or one that starts at a later index (image-to-image
+/// from a partly noised input), whose first steps are then of lower order.
 #[derive(Debug, Clone)]
 pub struct DpmSolver<B: Backend, const D: usize> {
     config: DpmSolverConfig,
@@ -303,11 +319,7 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             let d2 = (d1_0 - d1_1).mul_scalar(1.0 / (r0 + r1));
             next = next + d1.mul_scalar(update.d1) + d2.mul_scalar(update.d2);
         }
-        if algorithm.is_sde() && sigma_t > 0.0 {
-            let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
-            next = next + noise.mul_scalar(update.noise);
-        }
-        next
+        algorithm.add_noise(next, &update, sigma_t, rng)
     }
 }
 
@@ -361,24 +373,19 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
         let timestep = timestep_at(&self.timesteps, index)?;
         let sigma_s = self.sigmas[index];
         let sigma_t = self.sigmas[index + 1];
-        let (x0, epsilon) = clean_and_noise_thresholded(
+        let (x0, integrated) = integrated_output(
             "DPM-Solver",
             output,
             prediction,
             &sample,
             (sigma_s, timestep),
             self.config.thresholding,
+            self.config.algorithm_type.integrates_data(),
         )?;
-        let integrated = if self.config.algorithm_type.integrates_data() {
-            x0.clone()
-        } else {
-            epsilon
-        };
         let before = self.history.record(index, integrated);
         let order = multistep_order(
             self.config.solver_order,
             before,
-            self.history.len(),
             (index, self.timesteps.len()),
             self.config.lower_order_final,
             self.config.final_sigmas_type == FinalSigmas::Zero,

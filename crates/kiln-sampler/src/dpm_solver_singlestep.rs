@@ -1,9 +1,9 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::{Prediction, standard_normal};
+use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, clean_and_noise_thresholded};
+use crate::multistep::{History, integrated_output};
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{
@@ -16,7 +16,8 @@ use crate::{
 pub struct DpmSolverSinglestepConfig {
     /// The order, 1–3: how many grid steps one solver step spans ("DPM-Solver-2S" at 2).
     pub solver_order: usize,
-    /// `dpmsolver++`, its SDE `sde-dpmsolver++` (orders 1 and 2) or `dpmsolver` (with
+    /// `dpmsolver++`, its SDE `sde-dpmsolver++` (orders 1 and 2: diffusers' third-order SDE
+    /// weight is the one [`AlgorithmType`] does not offer) or `dpmsolver` (with
     /// [`FinalSigmas::SigmaMin`]); diffusers' singlestep solver has no `sde-dpmsolver`.
     pub algorithm_type: AlgorithmType,
     /// The second-order formula.
@@ -78,8 +79,8 @@ impl Default for DpmSolverSinglestepConfig {
 /// count at order 2 ends 1, 1, and a count divisible by 3 at order 3 ends 1, 2, 1; a last step
 /// to σ = 0 is first order.
 ///
-/// A step at index 0 starts a new trajectory; a run may also start at a later index
-/// (image-to-image), its first steps then of order 1.
+/// A step that does not follow the last one starts a new trajectory: a run from index 0, or
+/// one that starts part-way (image-to-image), whose first steps are then of lower order.
 #[derive(Debug, Clone)]
 pub struct DpmSolverSinglestep<B: Backend, const D: usize> {
     config: DpmSolverSinglestepConfig,
@@ -88,7 +89,8 @@ pub struct DpmSolverSinglestep<B: Backend, const D: usize> {
     sigmas: Vec<f64>,
     /// The order of each step.
     orders: Vec<usize>,
-    /// The model outputs the algorithm integrates, each with the sample it was made at.
+    /// The model outputs the algorithm integrates, each with the sample it was made at (a
+    /// block reads its start's, found by position like the outputs it combines).
     history: History<(Tensor<B, D>, Tensor<B, D>)>,
 }
 
@@ -105,13 +107,13 @@ impl<B: Backend, const D: usize> DpmSolverSinglestep<B, D> {
     ) -> Result<Self, SamplerError> {
         const SAMPLER: &str = "DPM-Solver singlestep";
         let algorithm = config.algorithm_type;
-        algorithm.check(SAMPLER, config.solver_order, config.final_sigmas_type)?;
         if algorithm == AlgorithmType::SdeDpmSolver {
             return Err(SamplerError::Incompatible {
                 sampler: SAMPLER,
                 reason: "diffusers' singlestep solver has no sde-dpmsolver; use sde-dpmsolver++",
             });
         }
+        algorithm.check(SAMPLER, config.solver_order, config.final_sigmas_type)?;
         SampleClipping::thresholding_only(config.thresholding).validate()?;
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
@@ -173,20 +175,16 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSinglestep<B, D> {
         rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.timesteps, index)?;
-        let (x0, epsilon) = clean_and_noise_thresholded(
+        let algorithm = self.config.algorithm_type;
+        let (x0, integrated) = integrated_output(
             "DPM-Solver singlestep",
             output,
             prediction,
             &sample,
             (self.sigmas[index], timestep),
             self.config.thresholding,
+            algorithm.integrates_data(),
         )?;
-        let algorithm = self.config.algorithm_type;
-        let integrated = if algorithm.integrates_data() {
-            x0.clone()
-        } else {
-            epsilon
-        };
         let before = self.history.record(index, (integrated, sample));
         // A trajectory that starts inside a block (image-to-image) starts it afresh.
         let order = self.orders[index].min(before + 1);
@@ -227,12 +225,8 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSinglestep<B, D> {
             }
             _ => {}
         }
-        if algorithm.is_sde() && sigma_t > 0.0 {
-            let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
-            next = next + noise.mul_scalar(update.noise);
-        }
         Ok(Step {
-            sample: next,
+            sample: algorithm.add_noise(next, &update, sigma_t, rng),
             denoised: x0,
         })
     }

@@ -39,7 +39,7 @@ impl Default for EulerConfig {
 ///
 /// The ancestral variant steps down to σ_down and adds noise of σ_up, where
 /// σ_up = √(σ_{i+1}² (σ_i² − σ_{i+1}²)/σ_i²) and σ_down = √(σ_{i+1}² − σ_up²)
-/// (k-diffusion's `get_ancestral_step`).
+/// (k-diffusion's `get_ancestral_step`), computed as σ_{i+1}²/σ_i, which does not cancel.
 #[derive(Debug, Clone)]
 pub struct Euler {
     config: EulerConfig,

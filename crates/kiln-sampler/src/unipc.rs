@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, check_order, clean_and_noise_thresholded};
+use crate::multistep::{History, check_order, integrated_output};
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -67,8 +67,8 @@ impl Default for UniPcConfig {
 /// where the weights solve R a = g with R_{ik} = r_k^{i−1} and g_i = i!·φ_{i+1}(−h)/B(h)
 /// (φ the exponential-integrator functions); p = 2 uses a = ½ and p = 1 the corrector c = ½.
 ///
-/// A step at index 0 starts a new trajectory; a run may also start at a later index on a
-/// sampler that has not stepped yet, as diffusers' image-to-image does.
+/// A step that does not follow the last one starts a new trajectory: a run from index 0, or
+/// one that starts at a later index, as diffusers' image-to-image does.
 #[derive(Debug, Clone)]
 pub struct UniPc<B: Backend, const D: usize> {
     config: UniPcConfig,
@@ -247,23 +247,24 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         _rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.timesteps, index)?;
-        let (x0, _) = clean_and_noise_thresholded(
+        let (x0, _) = integrated_output(
             "UniPC",
             output,
             prediction,
             &sample,
             (self.sigmas[index], timestep),
             self.config.thresholding,
+            true,
         )?;
 
-        if index == 0 {
+        if !self.history.continues(index) {
             self.forget();
         }
         let mut sample = sample;
-        if let (Some(last), true) = (&self.last_sample, index > 0) {
+        if let Some(last) = &self.last_sample {
             sample = self.update(last, index - 1, index, self.this_order, Some(&x0));
         }
-        let before = self.history.push((index, x0.clone()));
+        let before = self.history.record(index, (index, x0.clone()));
 
         let steps = self.timesteps.len();
         let mut order = self.config.solver_order;
@@ -274,7 +275,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         if self.sigmas[index + 1] == 0.0 {
             order = 1;
         }
-        self.this_order = order.min(before + 1).min(self.history.len());
+        self.this_order = order.min(before + 1);
         let next = self.update(&sample, index, index + 1, self.this_order, None);
         self.last_sample = Some(sample);
         Ok(Step {

@@ -473,3 +473,76 @@ fn guidance_of_a_batch_other_than_its_labels_is_an_error() {
     let two = Tensor::<B, 2>::zeros([2, 4], &Default::default());
     assert_eq!(refusal(guided.denoise(two, 500.0)), NotAPair(4));
 }
+
+/// Driven step by step without `restart`, as diffusers' loops are, a multistep solver that
+/// is stepped from a later index after a whole run starts that trajectory afresh: it ends
+/// where a new solver does, not on the last run's outputs.
+#[test]
+fn a_part_way_start_without_restart_starts_afresh() {
+    let s = schedule();
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 1500.0)
+    });
+    let noise = standard_normal::<B, 2>([8, 2], &mut StdRng::seed_from_u64(3), &Default::default());
+    /// Steps `sampler` from index `start` to the end, calling `step` directly.
+    fn steps_from<S: Sampler<B, 2>>(
+        sampler: &mut S,
+        model: &impl Denoiser<B, 2>,
+        noise: &Tensor<B, 2>,
+        start: usize,
+    ) -> Tensor<B, 2> {
+        let timesteps = sampler.timesteps().to_vec();
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut x = noise.clone();
+        for (index, &t) in timesteps.iter().enumerate().skip(start) {
+            let output = model.denoise(x.clone(), t).unwrap();
+            x = sampler
+                .step(index, output, model.prediction(), x, &mut rng)
+                .unwrap()
+                .sample;
+        }
+        x
+    }
+    fn afresh<S: Sampler<B, 2> + Clone>(
+        sampler: S,
+        model: &impl Denoiser<B, 2>,
+        noise: &Tensor<B, 2>,
+    ) -> f32 {
+        let mut used = sampler.clone();
+        steps_from(&mut used, model, noise, 0);
+        let part_way = steps_from(&mut used, model, noise, 3);
+        let fresh = steps_from(&mut sampler.clone(), model, noise, 3);
+        (part_way - fresh).abs().max().into_scalar()
+    }
+    let order3 = DpmSolverConfig {
+        solver_order: 3,
+        ..DpmSolverConfig::default()
+    };
+    let deis = DeisConfig {
+        solver_order: 3,
+        ..DeisConfig::default()
+    };
+    let singlestep = DpmSolverSinglestepConfig {
+        solver_order: 3,
+        ..DpmSolverSinglestepConfig::default()
+    };
+    let differences = [
+        afresh(
+            DpmSolver::<B, 2>::new(order3, &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        afresh(Deis::<B, 2>::new(deis, &s, 12).unwrap(), &model, &noise),
+        afresh(
+            DpmSolverSinglestep::<B, 2>::new(singlestep, &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        afresh(
+            UniPc::<B, 2>::new(Default::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+    ];
+    assert!(differences.iter().all(|&d| d == 0.0), "{differences:?}");
+}

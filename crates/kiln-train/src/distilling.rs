@@ -12,8 +12,10 @@ use rand::{Rng, RngExt};
 
 use crate::TrainError;
 
-/// What a [`crate::Distillation`] run trains its student with.
+/// What a [`crate::Distillation`] run trains its student with. Methods may be added, so
+/// matches on it need a `_` arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Distiller {
     /// One round of progressive distillation: two teacher DDIM steps in one.
     Progressive(ProgressiveDistillation),
