@@ -17,9 +17,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::forward::standard_normal;
 use kiln::sampler::{
     AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Dpm2, Dpm2Config,
-    DpmSolver, DpmSolverConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig, Euler, EulerConfig,
-    FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction,
-    Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep, DpmSolverSinglestepConfig,
+    Euler, EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
+    PndmConfig, Prediction, Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -150,6 +150,14 @@ fn samplers(c: &mut Criterion) {
         b.iter(|| {
             run(
                 &mut Dpm2::<B, 4>::new(dpm2_ancestral, &schedule, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    group.bench_function("dpm++sde", |b| {
+        b.iter(|| {
+            run(
+                &mut DpmSolverSde::<B, 4>::new(Default::default(), &schedule, STEPS).unwrap(),
                 &noise,
             )
         })

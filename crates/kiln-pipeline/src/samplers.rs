@@ -7,10 +7,10 @@ use std::str::FromStr;
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Denoiser, Dpm2,
-    Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig,
-    DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig,
-    Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc,
-    UniPcConfig, sample,
+    Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep,
+    DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
+    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent,
+    Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -49,6 +49,9 @@ pub enum SamplerName {
     DpmSolverSde,
     /// `dpm++2s`: DPM-Solver++ (2S), singlestep.
     DpmSolverSinglestep,
+    /// `dpm++sde`: DPM-Solver++ (2S) with SDE noise (k-diffusion's `sample_dpmpp_sde`,
+    /// diffusers' `DPMSolverSDEScheduler`).
+    DpmSolverSinglestepSde,
     /// `unipc`: UniPC (bh2, order 2).
     UniPc,
     /// `deis`: DEIS (ρAB, order 2).
@@ -64,7 +67,7 @@ pub enum SamplerName {
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 18] = [
+    pub const ALL: [SamplerName; 19] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -79,13 +82,14 @@ impl SamplerName {
         Self::DpmSolver3,
         Self::DpmSolverSde,
         Self::DpmSolverSinglestep,
+        Self::DpmSolverSinglestepSde,
         Self::UniPc,
         Self::Deis,
         Self::Lcm,
         Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -100,6 +104,7 @@ impl SamplerName {
         "dpm++3m",
         "dpm++2m_sde",
         "dpm++2s",
+        "dpm++sde",
         "unipc",
         "deis",
         "lcm",
@@ -241,6 +246,9 @@ impl NamedRun {
                 schedule,
                 steps,
             )?),
+            SamplerName::DpmSolverSinglestepSde => {
+                Box::new(DpmSolverSde::new(self.dpm_solver_sde(), schedule, steps)?)
+            }
             SamplerName::UniPc => Box::new(UniPc::new(self.unipc(), schedule, steps)?),
             SamplerName::Deis => Box::new(Deis::new(self.deis(), schedule, steps)?),
             SamplerName::Lcm => Box::new(Lcm::new(self.lcm(), schedule, steps)?),
@@ -342,6 +350,14 @@ impl NamedRun {
             use_karras_sigmas: churn.is_some(),
             churn,
             grid: self.grid(HeunConfig::default().grid),
+        }
+    }
+
+    fn dpm_solver_sde(&self) -> DpmSolverSdeConfig {
+        let default = DpmSolverSdeConfig::default();
+        DpmSolverSdeConfig {
+            grid: self.grid(default.grid),
+            ..default
         }
     }
 

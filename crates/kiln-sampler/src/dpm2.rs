@@ -97,17 +97,10 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
             .zip(&targets)
             .map(|(sigma, (down, _))| (sigma * down).sqrt())
             .collect();
-        let predictor = |k: usize| (grid.timesteps[k], grid.sigmas[k]);
-        let corrector = |k: usize| {
-            let sigma = midpoints[k];
-            (schedule.sigma_to_timestep(sigma), sigma)
-        };
-        let calls: Vec<(f64, f64)> = std::iter::once(predictor(0))
-            .chain((1..steps).flat_map(|k| [corrector(k - 1), predictor(k)]))
-            .collect();
+        let (call_timesteps, call_sigmas) = grid.midpoint_calls(&midpoints, schedule);
         Ok(Self {
-            call_timesteps: calls.iter().map(|call| call.0).collect(),
-            call_sigmas: calls.iter().map(|call| call.1).collect(),
+            call_timesteps,
+            call_sigmas,
             grid,
             targets,
             midpoints,

@@ -14,6 +14,7 @@
 //! | [`Lms`] | linear multistep in σ: the Lagrange polynomial through the last 4 slopes (x − x̂_0)/σ, integrated | k-diffusion's `sample_lms` |
 //! | [`Heun`] | Euler predictor, trapezoidal corrector (2 model calls a step); with churn, EDM's stochastic sampler | Karras et al. 2022, Algorithms 1 and 2 |
 //! | [`Dpm2`] | Euler to the geometric mean of σ and σ', then the step with the slope found there (2 model calls a step), optionally ancestral | Lu et al. 2022a (DPM-Solver-2); k-diffusion's `sample_dpm_2` and `sample_dpm_2_ancestral` |
+//! | [`DpmSolverSde`] | DPM-Solver++(2S) through the middle of each step in log σ, with the reverse SDE's noise at both stages, one Brownian motion per step (2 model calls a step) | Lu et al. 2022b; k-diffusion's `sample_dpmpp_sde` |
 //! | [`DpmSolverSinglestep`] | DPM-Solver's updates over blocks of 1–3 grid steps from one start, the model evaluated inside each block | Lu et al. 2022a, 2022b (singlestep) |
 //! | [`Deis`] | multistep: the Lagrange polynomial in log ρ through the latest ε̂ (ρ = σ/α), integrated exactly over ρ; order 1 is DDIM | Zhang & Chen 2023 (ρAB-DEIS) |
 //! | [`UniPc`] | multistep predictor UniP-p with a free corrector UniC-p of order p + 1 | Zhao et al. 2023 |
@@ -46,6 +47,7 @@ mod deis;
 mod denoiser;
 mod dpm2;
 mod dpm_solver;
+mod dpm_solver_sde;
 mod dpm_solver_singlestep;
 mod editing;
 mod error;
@@ -69,6 +71,7 @@ pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
 pub use deis::{Deis, DeisConfig};
 pub use denoiser::{Denoiser, FnDenoiser};
 pub use dpm_solver::{AlgorithmType, DpmSolver, DpmSolverConfig, SolverType};
+pub use dpm_solver_sde::{DpmSolverSde, DpmSolverSdeConfig};
 pub use dpm_solver_singlestep::{DpmSolverSinglestep, DpmSolverSinglestepConfig};
 pub use dpm2::{Dpm2, Dpm2Config};
 pub use editing::{Resampling, image_to_image, inpaint, slerp};

@@ -60,6 +60,24 @@ impl SigmaGrid {
         vp_scale(self.sigmas[index.min(self.sigmas.len() - 1)])
     }
 
+    /// The model calls of a sampler whose steps take two (DPM-Solver-2, DPM-Solver++ SDE): one
+    /// at each grid point and one at each step's `midpoints` σ_m but the last's (which steps
+    /// to σ = 0 in one call), in the order t_0, t(σ_m,0), t_1, t(σ_m,1), …, t_{N−1}, where
+    /// t(σ) is the schedule's timestep of σ ([`NoiseSchedule::sigma_to_timestep`]). Returns
+    /// their timesteps and σ: 2N − 1 of each.
+    pub fn midpoint_calls(
+        &self,
+        midpoints: &[f64],
+        schedule: &NoiseSchedule,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let steps = self.timesteps.len();
+        let grid_point = |k: usize| (self.timesteps[k], self.sigmas[k]);
+        let midpoint = |k: usize| (schedule.sigma_to_timestep(midpoints[k]), midpoints[k]);
+        std::iter::once(grid_point(0))
+            .chain((1..steps).flat_map(|k| [midpoint(k - 1), grid_point(k)]))
+            .unzip()
+    }
+
     /// σ_max for `linspace` and `trailing` grids, √(σ_max² + 1) for `leading`, as diffusers.
     pub fn init_noise_sigma(&self) -> f64 {
         let sigma_max = self.sigmas[0];

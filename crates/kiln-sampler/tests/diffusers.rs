@@ -15,9 +15,10 @@ use kiln_forward::{ForwardProcess, standard_normal};
 use kiln_sampler::AlgorithmType::{self, DpmSolverPlusPlus, SdeDpmSolver, SdeDpmSolverPlusPlus};
 use kiln_sampler::{
     Ddim, DdimConfig, Deis, DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig,
-    DpmSolverSinglestep, DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig,
-    FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig,
-    Prediction, Sampler, SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, sample, sample_from,
+    DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig,
+    DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm,
+    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, Sampler, SolverType, Tcd, TcdConfig,
+    UniPc, UniPcConfig, sample, sample_from,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -270,6 +271,22 @@ fn dpm2_matches_diffusers_element_for_element() {
     assert_dpm2_runs(include_str!("fixtures/dpm2.txt"), false);
 }
 
+/// DPM2 in either form over a fixture file's runs.
+fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
+    assert_two_call_runs(
+        fixtures,
+        Dpm2Config::default().grid,
+        |grid, use_karras_sigmas, steps| {
+            let config = Dpm2Config {
+                ancestral,
+                use_karras_sigmas,
+                grid,
+            };
+            Dpm2::<B, 4>::new(config, &linear(1000, 1e-4), steps).unwrap()
+        },
+    );
+}
+
 /// DPM-Solver-2 ancestral, over the same runs as [`dpm2_matches_diffusers_element_for_element`],
 /// against diffusers 0.42's `KDPM2AncestralDiscreteScheduler`
 /// (`benches/peer/ancestral_fixtures.py`), fresh noise included (each run from x with noises
@@ -283,9 +300,34 @@ fn dpm2_ancestral_matches_diffusers_element_for_element() {
     assert_dpm2_runs(include_str!("fixtures/dpm2_ancestral.txt"), true);
 }
 
-/// Checks the 32 runs of a DPM2 fixture file: its call timesteps to 2e-2, its results to 5e-4
-/// (runs that are NaN in diffusers only for being finite).
-fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
+/// DPM-Solver++ SDE over the same runs as [`dpm2_matches_diffusers_element_for_element`],
+/// against diffusers 0.42's `DPMSolverSDEScheduler` (`benches/peer/dpm_sde_fixtures.py`),
+/// given a Brownian path made of the draws Kiln takes, so that each run from x ends at
+/// m·x + Σ n_k z_k: the model-call timesteps and the result element for element. They agree
+/// to 9.3e-5 of the run's largest value; the test fails if the two noises of a step are drawn
+/// independently.
+#[test]
+fn dpm_solver_sde_matches_diffusers_element_for_element() {
+    let fixtures = include_str!("fixtures/dpm_sde.txt");
+    let default = DpmSolverSdeConfig::default();
+    assert_two_call_runs(fixtures, default.grid, |grid, use_karras_sigmas, steps| {
+        let config = DpmSolverSdeConfig {
+            use_karras_sigmas,
+            grid,
+        };
+        DpmSolverSde::<B, 4>::new(config, &linear(1000, 1e-4), steps).unwrap()
+    });
+}
+
+/// Checks the 32 runs of a fixture file of a sampler with two calls a step (1, 2, 5 and 10
+/// steps; ε and v; three grids and Karras σ), the sampler made by `build` from the grid, Karras
+/// σ or not, and the step count: its call timesteps to 2e-2, its results to 5e-4 (runs that
+/// are NaN in diffusers only for being finite).
+fn assert_two_call_runs<S: Sampler<B, 4>>(
+    fixtures: &str,
+    default_grid: TimestepGrid,
+    build: impl Fn(TimestepGrid, bool, usize) -> S,
+) {
     let runs: Vec<&str> = fixtures
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -298,16 +340,10 @@ fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
         let [steps, prediction, grid] = settings.split(' ').collect::<Vec<_>>()[..] else {
             panic!("bad settings {settings}");
         };
-        let (grid, use_karras_sigmas) = grid_named(grid, Dpm2Config::default().grid);
-        let config = Dpm2Config {
-            ancestral,
-            use_karras_sigmas,
-            grid,
-        };
-        let mut dpm2 =
-            Dpm2::<B, 4>::new(config, &linear(1000, 1e-4), steps.parse().unwrap()).unwrap();
+        let (grid, use_karras_sigmas) = grid_named(grid, default_grid);
+        let mut sampler = build(grid, use_karras_sigmas, steps.parse().unwrap());
         let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
-        let calls = Sampler::<B, 4>::timesteps(&dpm2);
+        let calls = sampler.timesteps();
         assert_eq!(calls.len(), expected.len(), "{settings}");
         // diffusers' NaN midpoints (see the ancestral test) aside
         let worst = calls
@@ -324,7 +360,7 @@ fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
         let prediction = prediction_named(prediction);
         if coefficients.iter().any(|c| c.is_nan()) {
             let x = sample(
-                &mut dpm2,
+                &mut sampler,
                 &dummy(prediction),
                 deterministic(false),
                 &mut StdRng::seed_from_u64(7),
@@ -334,7 +370,7 @@ fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
             assert!(!x.is_nan().any().into_scalar(), "{settings}: NaN");
             continue;
         }
-        assert_linear_run(&mut dpm2, prediction, &coefficients, 5e-4, settings);
+        assert_linear_run(&mut sampler, prediction, &coefficients, 5e-4, settings);
     }
 }
 

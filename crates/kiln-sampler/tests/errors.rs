@@ -5,10 +5,10 @@ use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig,
-    Denoiser, DpmSolver, DpmSolverConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig, Euler,
-    EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided, Heun, InversionMethod,
-    ModelError, Pndm, Prediction, SampleClipping, Sampler, SamplerError, UniPc, image_to_image,
-    inpaint, invert, sample,
+    Denoiser, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
+    DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided,
+    Heun, InversionMethod, ModelError, Pndm, Prediction, SampleClipping, Sampler, SamplerError,
+    UniPc, image_to_image, inpaint, invert, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -335,6 +335,11 @@ fn samplers_can_sample_twice() {
         ),
         twice(
             Ddpm::new(DdpmConfig::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            DpmSolverSde::<B, 2>::new(Default::default(), &s, 12).unwrap(),
             &model,
             &noise,
         ),

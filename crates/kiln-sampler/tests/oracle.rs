@@ -7,11 +7,11 @@ use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, Churn, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis,
-    DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSinglestep,
-    DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, GaussianMixture, Heun, HeunConfig,
-    Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SampleClipping, Sampler,
-    SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from,
-    sliced_wasserstein_2,
+    DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde,
+    DpmSolverSdeConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig, Euler, EulerConfig,
+    FinalSigmas, GaussianMixture, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
+    PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, Tcd, TcdConfig, UniPc,
+    UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -479,6 +479,10 @@ fn samples_match_the_mixture() {
     samplers.push((
         "edm churn",
         Box::new(Heun::<B, 2>::new(edm, &schedule, 50).unwrap()),
+    ));
+    samplers.push((
+        "dpm++ sde",
+        Box::new(DpmSolverSde::<B, 2>::new(DpmSolverSdeConfig::default(), &schedule, 20).unwrap()),
     ));
     for (name, sampler) in samplers.iter_mut() {
         let samples = host(sampler.run(&oracle, noise.clone()));

@@ -1,0 +1,194 @@
+use burn::tensor::{Tensor, backend::Backend};
+use kiln_forward::{Prediction, standard_normal};
+use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
+use rand::Rng;
+
+use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
+use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised, vp_scale};
+use crate::{Sampler, SamplerError};
+
+/// Settings of [`DpmSolverSde`], with diffusers' `DPMSolverSDEScheduler` defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpmSolverSdeConfig {
+    /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ.
+    pub use_karras_sigmas: bool,
+    /// The inference timesteps (`linspace` by default).
+    pub grid: TimestepGrid,
+}
+
+impl Default for DpmSolverSdeConfig {
+    fn default() -> Self {
+        Self {
+            use_karras_sigmas: false,
+            grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
+        }
+    }
+}
+
+/// DPM-Solver++ SDE: the second-order singlestep solver DPM-Solver++(2S) (Lu et al. 2022b,
+/// "DPM-Solver++", Algorithm 1 with r = ½) with the noise of the reverse SDE added at both of
+/// its stages, as k-diffusion's `sample_dpmpp_sde` (η = 1) and diffusers'
+/// `DPMSolverSDEScheduler` take it. In σ-space (x = x_0 + σ ε, λ = −log σ), a step from σ_i to
+/// σ_{i+1} > 0 goes through the middle of the step in λ, σ_s = √(σ_i σ_{i+1}):
+///
+/// ```text
+/// x_s     = (σ_d/σ_i) x_i + (1 − σ_d/σ_i) x̂_0(x_i, σ_i)   + σ_u  w(σ_i → σ_s)
+/// x_{i+1} = (σ_d'/σ_i) x_i + (1 − σ_d'/σ_i) x̂_0(x_s, σ_s) + σ_u' w(σ_i → σ_{i+1})
+/// ```
+///
+/// where (σ_d, σ_u) and (σ_d', σ_u') are the ancestral splits of σ_i → σ_s and σ_i → σ_{i+1}
+/// (σ_d² + σ_u² = σ_s², σ_d = σ_s²/σ_i = σ_{i+1}; see [`crate::Euler`]), and
+/// w(σ → σ') = (W(σ') − W(σ))/√(σ − σ') are normalised increments of one Brownian motion W in σ:
+/// the whole step's noise holds its first stage's, with correlation √((σ_i − σ_s)/(σ_i − σ_{i+1})).
+/// The deterministic part of each stage is DPM-Solver++'s first-order update in λ
+/// (x̂_0 weighted by 1 − e^{−h}), which in σ-space is also Euler's step. The last step, to
+/// σ = 0, is the Euler step to x̂_0: 2N − 1 model calls for N steps, at t_0, t(σ_s,0), t_1, …,
+/// t_{N−1} (t(σ) by log-σ interpolation, as diffusers).
+///
+/// k-diffusion and diffusers draw the increments from a Brownian tree seeded once per run
+/// (torchsde's), so that runs of different step counts from one seed share their noise path.
+/// Here each step draws z_1, z_2 ~ N(0, I) from the caller's RNG and takes
+/// w(σ_i → σ_s) = z_1 and w(σ_i → σ_{i+1}) = (√(σ_i − σ_s) z_1 + √(σ_s − σ_{i+1}) z_2)/√(σ_i − σ_{i+1}):
+/// the same joint distribution within a run, but one seed does not give one path across
+/// step counts.
+///
+/// Calls must come in order; one at index 0 starts a new trajectory.
+#[derive(Debug, Clone)]
+pub struct DpmSolverSde<B: Backend, const D: usize> {
+    grid: SigmaGrid,
+    /// σ_s of each step, 0 for the last.
+    midpoints: Vec<f64>,
+    /// The timestep and σ of each model call.
+    call_timesteps: Vec<f64>,
+    call_sigmas: Vec<f64>,
+    /// Between a step's two calls: its start sample and first-stage noise z_1.
+    pending: Option<FirstStage<B, D>>,
+    calls: CallOrder,
+}
+
+/// What the second stage of a step needs from its first.
+#[derive(Debug, Clone)]
+struct FirstStage<B: Backend, const D: usize> {
+    start: Tensor<B, D>,
+    noise: Tensor<B, D>,
+}
+
+impl<B: Backend, const D: usize> DpmSolverSde<B, D> {
+    /// DPM-Solver++ SDE over `schedule` in `steps` steps (2·`steps` − 1 model calls).
+    pub fn new(
+        config: DpmSolverSdeConfig,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
+        let midpoints: Vec<f64> = grid
+            .sigmas
+            .windows(2)
+            .map(|pair| (pair[0] * pair[1]).sqrt())
+            .collect();
+        let (call_timesteps, call_sigmas) = grid.midpoint_calls(&midpoints, schedule);
+        Ok(Self {
+            grid,
+            midpoints,
+            call_timesteps,
+            call_sigmas,
+            pending: None,
+            calls: CallOrder::default(),
+        })
+    }
+}
+
+/// The SDE-DPM-Solver++(1) step from `start` at σ to σ' < σ with x̂_0 = `x0` and the
+/// normalised Brownian increment `noise`: (σ_d/σ) x + (1 − σ_d/σ) x̂_0 + σ_u w.
+fn ancestral_step<B: Backend, const D: usize>(
+    start: &Tensor<B, D>,
+    x0: &Tensor<B, D>,
+    noise: Tensor<B, D>,
+    sigma: f64,
+    sigma_next: f64,
+) -> Tensor<B, D> {
+    let (down, up) = ancestral_split(sigma, sigma_next);
+    let ratio = down / sigma;
+    linear(start, ratio, x0, 1.0 - ratio) + noise.mul_scalar(up)
+}
+
+impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
+    fn timesteps(&self) -> &[f64] {
+        &self.call_timesteps
+    }
+
+    /// A trajectory starts at a grid point's call: an even index.
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        check_two_call_start("DPM-Solver++ SDE", &self.call_timesteps, index)?;
+        self.pending = None;
+        self.calls.restart_at(index);
+        Ok(())
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.grid.init_noise_sigma()
+    }
+
+    fn model_input_scale(&self, index: usize) -> f64 {
+        vp_scale(self.call_sigmas[index.min(self.call_sigmas.len() - 1)])
+    }
+
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        index: usize,
+        output: Tensor<B, D>,
+        prediction: Prediction,
+        sample: Tensor<B, D>,
+        rng: &mut R,
+    ) -> Result<Step<B, D>, SamplerError> {
+        let name = "DPM-Solver++ SDE";
+        let timestep = timestep_at(&self.call_timesteps, index)?;
+        let x0 = denoised(
+            name,
+            output,
+            prediction,
+            &sample,
+            self.call_sigmas[index],
+            timestep,
+        )?;
+        if index == 0 {
+            Sampler::<B, D>::restart(self, 0)?;
+        }
+        self.calls.advance(name, index)?;
+        // Step k starts at this call (first stage) or at the one before it (second stage).
+        let k = index / 2;
+        let (sigma, midpoint, sigma_next) = (
+            self.grid.sigmas[k],
+            self.midpoints[k],
+            self.grid.sigmas[k + 1],
+        );
+        let next = match self.pending.take() {
+            None if sigma_next == 0.0 => x0.clone(),
+            None => {
+                let noise = standard_normal::<B, D>(sample.dims(), rng, &sample.device());
+                let next = ancestral_step(&sample, &x0, noise.clone(), sigma, midpoint);
+                self.pending = Some(FirstStage {
+                    start: sample,
+                    noise,
+                });
+                next
+            }
+            Some(first) => {
+                let second = standard_normal::<B, D>(sample.dims(), rng, &sample.device());
+                // W(σ') − W(σ) = (W(σ_s) − W(σ)) + (W(σ') − W(σ_s)), normalised by √(σ − σ').
+                let span = (sigma - sigma_next).sqrt();
+                let noise = linear(
+                    &first.noise,
+                    (sigma - midpoint).sqrt() / span,
+                    &second,
+                    (midpoint - sigma_next).sqrt() / span,
+                );
+                ancestral_step(&first.start, &x0, noise, sigma, sigma_next)
+            }
+        };
+        Ok(Step {
+            sample: next,
+            denoised: x0,
+        })
+    }
+}
