@@ -105,7 +105,7 @@ struct Args {
     #[arg(long)]
     image_size: Option<usize>,
     /// Let the predicted x_0 leave [−1, 1] (by default it is clipped where the sampler
-    /// supports it: DDPM, DDIM, Heun, LCM, TCD, DPM-Solver++, UniPC).
+    /// supports it: every sampler but PNDM).
     #[arg(long)]
     no_clip: bool,
     /// flex, ndarray, wgpu[:N] or cuda[:N] (GPU backends need `--features wgpu|cuda`).

@@ -45,12 +45,13 @@ pub enum SamplerName {
     DpmSolver,
     /// `dpm++3m`: DPM-Solver++ (3M).
     DpmSolver3,
-    /// `dpm++2m_sde`: SDE-DPM-Solver++ (2M).
+    /// `dpm++2m_sde`: SDE-DPM-Solver++ (2M), [`DpmSolver`] with
+    /// [`AlgorithmType::SdeDpmSolverPlusPlus`] (not [`DpmSolverSde`], which is `dpm++sde`).
     DpmSolverSde,
     /// `dpm++2s`: DPM-Solver++ (2S), singlestep.
     DpmSolverSinglestep,
-    /// `dpm++sde`: DPM-Solver++ (2S) with SDE noise (k-diffusion's `sample_dpmpp_sde`,
-    /// diffusers' `DPMSolverSDEScheduler`).
+    /// `dpm++sde`: DPM-Solver++ (2S) with SDE noise, [`DpmSolverSde`] (k-diffusion's
+    /// `sample_dpmpp_sde`, diffusers' `DPMSolverSDEScheduler`).
     DpmSolverSinglestepSde,
     /// `unipc`: UniPC (bh2, order 2).
     UniPc,
@@ -156,12 +157,13 @@ impl fmt::Display for SamplerName {
 pub struct NamedRun {
     /// The sampler.
     pub sampler: SamplerName,
-    /// Sampler steps (Heun, EDM and both DPM2 evaluate the model about twice per step).
+    /// Sampler steps (Heun, EDM, both DPM2 and DPM-Solver++ SDE evaluate the model about twice
+    /// per step).
     pub steps: usize,
     /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it:
-    /// `clip_sample` for DDPM, DDIM, Heun, LCM and TCD, dynamic thresholding with a maximum of 1
-    /// for DPM-Solver++ (multistep and singlestep), DEIS and UniPC (Euler, LMS, both DPM2 and
-    /// PNDM have no such option).
+    /// `clip_sample` for DDPM, DDIM, Euler, LMS, Heun, both DPM2, DPM-Solver++ SDE, LCM and
+    /// TCD, dynamic thresholding with a maximum of 1 for DPM-Solver++ (multistep and
+    /// singlestep), DEIS and UniPC (PNDM has no such option).
     pub clip: bool,
     /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
     /// keeping its end convention (`trailing` starts every sampler at t = T − 1).
@@ -321,6 +323,7 @@ impl NamedRun {
         let default = EulerConfig::default();
         EulerConfig {
             ancestral,
+            clipping: self.clipping(),
             grid: self.grid(default.grid),
             ..default
         }
@@ -329,6 +332,7 @@ impl NamedRun {
     fn lms(&self) -> LmsConfig {
         let default = LmsConfig::default();
         LmsConfig {
+            clipping: self.clipping(),
             grid: self.grid(default.grid),
             ..default
         }
@@ -338,6 +342,7 @@ impl NamedRun {
         let default = Dpm2Config::default();
         Dpm2Config {
             ancestral,
+            clipping: self.clipping(),
             grid: self.grid(default.grid),
             ..default
         }
@@ -356,6 +361,7 @@ impl NamedRun {
     fn dpm_solver_sde(&self) -> DpmSolverSdeConfig {
         let default = DpmSolverSdeConfig::default();
         DpmSolverSdeConfig {
+            clipping: self.clipping(),
             grid: self.grid(default.grid),
             ..default
         }

@@ -3,9 +3,10 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised, vp_scale};
-use crate::{Sampler, SamplerError};
+use crate::midpoint_calls::MidpointCalls;
+use crate::sampler::{Step, linear};
+use crate::sigma_grid::{SigmaGrid, ancestral_split};
+use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`Dpm2`], with diffusers' `KDPM2DiscreteScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,6 +17,10 @@ pub struct Dpm2Config {
     /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ, their timesteps
     /// rounded to whole ones (as diffusers rounds them for this sampler).
     pub use_karras_sigmas: bool,
+    /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
+    /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
+    /// range.
+    pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default).
     pub grid: TimestepGrid,
 }
@@ -25,6 +30,7 @@ impl Default for Dpm2Config {
         Self {
             ancestral: false,
             use_karras_sigmas: false,
+            clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
     }
@@ -57,17 +63,13 @@ impl Default for Dpm2Config {
 /// Calls must come in order; one at index 0 starts a new trajectory.
 #[derive(Debug, Clone)]
 pub struct Dpm2<B: Backend, const D: usize> {
-    grid: SigmaGrid,
+    /// The grid, each step's midpoint √(σ_i σ_down) and the calls.
+    calls: MidpointCalls,
     /// (σ_down, σ_up) of each step: (σ_{i+1}, 0) unless ancestral.
     targets: Vec<(f64, f64)>,
-    /// σ_m of each step: √(σ_i σ_down), 0 for the last.
-    midpoints: Vec<f64>,
-    /// The timestep and σ of each model call.
-    call_timesteps: Vec<f64>,
-    call_sigmas: Vec<f64>,
+    clipping: SampleClipping,
     /// After a predictor call: the sample its step started from.
     pending: Option<Tensor<B, D>>,
-    calls: CallOrder,
 }
 
 impl<B: Backend, const D: usize> Dpm2<B, D> {
@@ -77,6 +79,7 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
+        config.clipping.validate()?;
         let mut grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
         if config.use_karras_sigmas {
             for timestep in &mut grid.timesteps {
@@ -97,38 +100,33 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
             .zip(&targets)
             .map(|(sigma, (down, _))| (sigma * down).sqrt())
             .collect();
-        let (call_timesteps, call_sigmas) = grid.midpoint_calls(&midpoints, schedule);
         Ok(Self {
-            call_timesteps,
-            call_sigmas,
-            grid,
+            calls: MidpointCalls::new("DPM-Solver-2", grid, midpoints, schedule),
             targets,
-            midpoints,
+            clipping: config.clipping,
             pending: None,
-            calls: CallOrder::default(),
         })
     }
 }
 
 impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
     fn timesteps(&self) -> &[f64] {
-        &self.call_timesteps
+        self.calls.timesteps()
     }
 
     /// A trajectory starts at a predictor call: an even index.
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
-        check_two_call_start("DPM-Solver-2", &self.call_timesteps, index)?;
+        self.calls.restart(index)?;
         self.pending = None;
-        self.calls.restart_at(index);
         Ok(())
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        self.grid.init_noise_sigma()
+        self.calls.grid.init_noise_sigma()
     }
 
     fn model_input_scale(&self, index: usize) -> f64 {
-        vp_scale(self.call_sigmas[index.min(self.call_sigmas.len() - 1)])
+        self.calls.model_input_scale(index)
     }
 
     fn step<R: Rng + ?Sized>(
@@ -139,19 +137,18 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
         sample: Tensor<B, D>,
         rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
-        let timestep = timestep_at(&self.call_timesteps, index)?;
-        let sigma = self.call_sigmas[index];
-        let x0 = denoised("DPM-Solver-2", output, prediction, &sample, sigma, timestep)?;
+        let (sigma, x0) = self
+            .calls
+            .take(index, output, prediction, &sample, self.clipping)?;
         if index == 0 {
-            Sampler::<B, D>::restart(self, 0)?;
+            self.pending = None;
         }
-        self.calls.advance("DPM-Solver-2", index)?;
         // Step k starts at this call (predictor) or at the one before it (corrector).
         let k = index / 2;
         let slope = (sample.clone() - x0.clone()).div_scalar(sigma);
         let next = match self.pending.take() {
             None => {
-                let midpoint = self.midpoints[k];
+                let midpoint = self.calls.midpoints[k];
                 let next = linear(&sample, 1.0, &slope, midpoint - sigma);
                 if midpoint > 0.0 {
                     self.pending = Some(sample);
@@ -160,7 +157,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
             }
             Some(start) => {
                 let (down, up) = self.targets[k];
-                let next = linear(&start, 1.0, &slope, down - self.grid.sigmas[k]);
+                let next = linear(&start, 1.0, &slope, down - self.calls.grid.sigmas[k]);
                 if up > 0.0 {
                     let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
                     next + noise.mul_scalar(up)

@@ -3,15 +3,20 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised, vp_scale};
-use crate::{Sampler, SamplerError};
+use crate::midpoint_calls::MidpointCalls;
+use crate::sampler::{Step, linear};
+use crate::sigma_grid::{SigmaGrid, ancestral_split, euler_step};
+use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`DpmSolverSde`], with diffusers' `DPMSolverSDEScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DpmSolverSdeConfig {
     /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ.
     pub use_karras_sigmas: bool,
+    /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
+    /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
+    /// range.
+    pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default).
     pub grid: TimestepGrid,
 }
@@ -20,6 +25,7 @@ impl Default for DpmSolverSdeConfig {
     fn default() -> Self {
         Self {
             use_karras_sigmas: false,
+            clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
     }
@@ -55,15 +61,11 @@ impl Default for DpmSolverSdeConfig {
 /// Calls must come in order; one at index 0 starts a new trajectory.
 #[derive(Debug, Clone)]
 pub struct DpmSolverSde<B: Backend, const D: usize> {
-    grid: SigmaGrid,
-    /// σ_s of each step, 0 for the last.
-    midpoints: Vec<f64>,
-    /// The timestep and σ of each model call.
-    call_timesteps: Vec<f64>,
-    call_sigmas: Vec<f64>,
+    /// The grid, each step's midpoint σ_s and the calls.
+    calls: MidpointCalls,
+    clipping: SampleClipping,
     /// Between a step's two calls: its start sample and first-stage noise z_1.
     pending: Option<FirstStage<B, D>>,
-    calls: CallOrder,
 }
 
 /// What the second stage of a step needs from its first.
@@ -80,57 +82,39 @@ impl<B: Backend, const D: usize> DpmSolverSde<B, D> {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
+        config.clipping.validate()?;
         let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
         let midpoints: Vec<f64> = grid
             .sigmas
             .windows(2)
             .map(|pair| (pair[0] * pair[1]).sqrt())
             .collect();
-        let (call_timesteps, call_sigmas) = grid.midpoint_calls(&midpoints, schedule);
         Ok(Self {
-            grid,
-            midpoints,
-            call_timesteps,
-            call_sigmas,
+            calls: MidpointCalls::new("DPM-Solver++ SDE", grid, midpoints, schedule),
+            clipping: config.clipping,
             pending: None,
-            calls: CallOrder::default(),
         })
     }
 }
 
-/// The SDE-DPM-Solver++(1) step from `start` at σ to σ' < σ with x̂_0 = `x0` and the
-/// normalised Brownian increment `noise`: (σ_d/σ) x + (1 − σ_d/σ) x̂_0 + σ_u w.
-fn ancestral_step<B: Backend, const D: usize>(
-    start: &Tensor<B, D>,
-    x0: &Tensor<B, D>,
-    noise: Tensor<B, D>,
-    sigma: f64,
-    sigma_next: f64,
-) -> Tensor<B, D> {
-    let (down, up) = ancestral_split(sigma, sigma_next);
-    let ratio = down / sigma;
-    linear(start, ratio, x0, 1.0 - ratio) + noise.mul_scalar(up)
-}
-
 impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
     fn timesteps(&self) -> &[f64] {
-        &self.call_timesteps
+        self.calls.timesteps()
     }
 
     /// A trajectory starts at a grid point's call: an even index.
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
-        check_two_call_start("DPM-Solver++ SDE", &self.call_timesteps, index)?;
+        self.calls.restart(index)?;
         self.pending = None;
-        self.calls.restart_at(index);
         Ok(())
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        self.grid.init_noise_sigma()
+        self.calls.grid.init_noise_sigma()
     }
 
     fn model_input_scale(&self, index: usize) -> f64 {
-        vp_scale(self.call_sigmas[index.min(self.call_sigmas.len() - 1)])
+        self.calls.model_input_scale(index)
     }
 
     fn step<R: Rng + ?Sized>(
@@ -141,32 +125,22 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
         sample: Tensor<B, D>,
         rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
-        let name = "DPM-Solver++ SDE";
-        let timestep = timestep_at(&self.call_timesteps, index)?;
-        let x0 = denoised(
-            name,
-            output,
-            prediction,
-            &sample,
-            self.call_sigmas[index],
-            timestep,
-        )?;
+        let (_, x0) = self
+            .calls
+            .take(index, output, prediction, &sample, self.clipping)?;
         if index == 0 {
-            Sampler::<B, D>::restart(self, 0)?;
+            self.pending = None;
         }
-        self.calls.advance(name, index)?;
         // Step k starts at this call (first stage) or at the one before it (second stage).
         let k = index / 2;
-        let (sigma, midpoint, sigma_next) = (
-            self.grid.sigmas[k],
-            self.midpoints[k],
-            self.grid.sigmas[k + 1],
-        );
+        let grid = &self.calls.grid.sigmas;
+        let (sigma, midpoint, sigma_next) = (grid[k], self.calls.midpoints[k], grid[k + 1]);
         let next = match self.pending.take() {
             None if sigma_next == 0.0 => x0.clone(),
             None => {
                 let noise = standard_normal::<B, D>(sample.dims(), rng, &sample.device());
-                let next = ancestral_step(&sample, &x0, noise.clone(), sigma, midpoint);
+                let split = ancestral_split(sigma, midpoint);
+                let next = euler_step(&sample, &x0, sigma, split, || noise.clone());
                 self.pending = Some(FirstStage {
                     start: sample,
                     noise,
@@ -174,16 +148,18 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
                 next
             }
             Some(first) => {
-                let second = standard_normal::<B, D>(sample.dims(), rng, &sample.device());
-                // W(σ') − W(σ) = (W(σ_s) − W(σ)) + (W(σ') − W(σ_s)), normalised by √(σ − σ').
-                let span = (sigma - sigma_next).sqrt();
-                let noise = linear(
-                    &first.noise,
-                    (sigma - midpoint).sqrt() / span,
-                    &second,
-                    (midpoint - sigma_next).sqrt() / span,
-                );
-                ancestral_step(&first.start, &x0, noise, sigma, sigma_next)
+                let split = ancestral_split(sigma, sigma_next);
+                euler_step(&first.start, &x0, sigma, split, || {
+                    let second = standard_normal::<B, D>(sample.dims(), rng, &sample.device());
+                    // W(σ') − W(σ) = (W(σ_s) − W(σ)) + (W(σ') − W(σ_s)), normalised by √(σ − σ').
+                    let span = (sigma - sigma_next).sqrt();
+                    linear(
+                        &first.noise,
+                        (sigma - midpoint).sqrt() / span,
+                        &second,
+                        (midpoint - sigma_next).sqrt() / span,
+                    )
+                })
             }
         };
         Ok(Step {

@@ -66,8 +66,8 @@ fn noised_state<B: Backend, const D: usize, S: Sampler<B, D>>(
 ///
 /// The sampler's model calls at timesteps below strength · T run (T training timesteps: on
 /// the usual grids the last ⌊N · strength⌋ of N steps, as diffusers' `strength`), starting
-/// from `image` noised to the first of them that can begin a trajectory (a Heun or DPM2
-/// predictor call, the start of a PNDM step). Strength 0 returns `image`; strength 1 ignores it and
+/// from `image` noised to the first of them that can begin a trajectory (the first call of a
+/// Heun, DPM2 or DPM-Solver++ SDE step, the start of a PNDM step). Strength 0 returns `image`; strength 1 ignores it and
 /// samples from the noise, exactly as [`sample`] does. The noise is drawn from `rng` first,
 /// then the sampler's own randomness.
 pub fn image_to_image<B, const D: usize, S, M, R>(

@@ -3,9 +3,9 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::sampler::{Step, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised};
-use crate::{Sampler, SamplerError};
+use crate::sampler::{Step, timestep_at};
+use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised, euler_step};
+use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`Euler`], with diffusers' `EulerDiscreteScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -15,6 +15,10 @@ pub struct EulerConfig {
     pub ancestral: bool,
     /// Replace the grid's σ by Karras et al.'s ρ = 7 spacing between its first and last σ.
     pub use_karras_sigmas: bool,
+    /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
+    /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
+    /// range.
+    pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default; fractional timesteps are interpolated).
     pub grid: TimestepGrid,
 }
@@ -24,6 +28,7 @@ impl Default for EulerConfig {
         Self {
             ancestral: false,
             use_karras_sigmas: false,
+            clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
     }
@@ -53,6 +58,7 @@ impl Euler {
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
+        config.clipping.validate()?;
         let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
         Ok(Self { config, grid })
     }
@@ -81,19 +87,22 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.grid.timesteps, index)?;
         let (sigma, sigma_next) = (self.grid.sigmas[index], self.grid.sigmas[index + 1]);
-        let x0 = denoised("Euler", output, prediction, &sample, sigma, timestep)?;
-        let (target, sigma_up) = if self.config.ancestral {
+        let x0 = denoised(
+            "Euler",
+            output,
+            prediction,
+            &sample,
+            (sigma, timestep),
+            self.config.clipping,
+        )?;
+        let split = if self.config.ancestral {
             ancestral_split(sigma, sigma_next)
         } else {
             (sigma_next, 0.0)
         };
-        // x + (x − x̂_0)/σ · (σ' − σ) = (σ'/σ) x + (1 − σ'/σ) x̂_0
-        let ratio = target / sigma;
-        let mut next = linear(&sample, ratio, &x0, 1.0 - ratio);
-        if sigma_up > 0.0 {
-            let noise = standard_normal::<B, D>(x0.dims(), rng, &x0.device());
-            next = next + noise.mul_scalar(sigma_up);
-        }
+        let next = euler_step(&sample, &x0, sigma, split, || {
+            standard_normal::<B, D>(x0.dims(), rng, &x0.device())
+        });
         Ok(Step {
             sample: next,
             denoised: x0,

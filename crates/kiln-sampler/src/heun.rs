@@ -163,8 +163,14 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Heun<B, D> {
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.call_timesteps, index)?;
         let sigma = self.call_sigmas[index];
-        let x0 = denoised("Heun", output, prediction, &sample, sigma, timestep)?;
-        let x0 = self.clipping.apply(x0);
+        let x0 = denoised(
+            "Heun",
+            output,
+            prediction,
+            &sample,
+            (sigma, timestep),
+            self.clipping,
+        )?;
         if index == 0 {
             Sampler::<B, D>::restart(self, 0)?;
         }

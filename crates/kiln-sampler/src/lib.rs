@@ -57,6 +57,7 @@ mod heun;
 mod inversion;
 mod lcm;
 mod lms;
+mod midpoint_calls;
 mod mixture;
 mod multistep;
 mod pndm;

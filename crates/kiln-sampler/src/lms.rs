@@ -8,7 +8,7 @@ use rand::Rng;
 use crate::error::check_range;
 use crate::sampler::{Step, timestep_at};
 use crate::sigma_grid::{SigmaGrid, denoised};
-use crate::{Sampler, SamplerError};
+use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`Lms`], with diffusers' `LMSDiscreteScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,6 +18,10 @@ pub struct LmsConfig {
     pub order: usize,
     /// Replace the grid's σ by Karras et al.'s ρ = 7 spacing between its first and last σ.
     pub use_karras_sigmas: bool,
+    /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
+    /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
+    /// range.
+    pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default; fractional timesteps are interpolated).
     pub grid: TimestepGrid,
 }
@@ -27,6 +31,7 @@ impl Default for LmsConfig {
         Self {
             order: 4,
             use_karras_sigmas: false,
+            clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
     }
@@ -64,6 +69,7 @@ impl<B: Backend, const D: usize> Lms<B, D> {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         check_range("order", config.order as f64, 1.0..=4.0, "from 1 to 4")?;
+        config.clipping.validate()?;
         let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
         Ok(Self {
             config,
@@ -128,7 +134,14 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Lms<B, D> {
         }
         self.next_index = index + 1;
         let sigma = self.grid.sigmas[index];
-        let x0 = denoised("LMS", output, prediction, &sample, sigma, timestep)?;
+        let x0 = denoised(
+            "LMS",
+            output,
+            prediction,
+            &sample,
+            (sigma, timestep),
+            self.config.clipping,
+        )?;
         self.slopes
             .push_front((sample.clone() - x0.clone()).div_scalar(sigma));
         self.slopes.truncate(self.config.order);

@@ -4,8 +4,8 @@ use kiln_schedule::{
     NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas, uniform_lambda_sigmas,
 };
 
-use crate::SamplerError;
-use crate::sampler::{clean_and_noise, whole_timesteps};
+use crate::sampler::{clean_and_noise, linear, whole_timesteps};
+use crate::{SampleClipping, SamplerError};
 
 /// The noise levels of a σ-space sampler (Euler, Heun): the state is x = x_0 + σ ε, which is
 /// the VP sample times √(σ² + 1) (Karras et al. 2022, Table 1, "VP" column).
@@ -60,24 +60,6 @@ impl SigmaGrid {
         vp_scale(self.sigmas[index.min(self.sigmas.len() - 1)])
     }
 
-    /// The model calls of a sampler whose steps take two (DPM-Solver-2, DPM-Solver++ SDE): one
-    /// at each grid point and one at each step's `midpoints` σ_m but the last's (which steps
-    /// to σ = 0 in one call), in the order t_0, t(σ_m,0), t_1, t(σ_m,1), …, t_{N−1}, where
-    /// t(σ) is the schedule's timestep of σ ([`NoiseSchedule::sigma_to_timestep`]). Returns
-    /// their timesteps and σ: 2N − 1 of each.
-    pub fn midpoint_calls(
-        &self,
-        midpoints: &[f64],
-        schedule: &NoiseSchedule,
-    ) -> (Vec<f64>, Vec<f64>) {
-        let steps = self.timesteps.len();
-        let grid_point = |k: usize| (self.timesteps[k], self.sigmas[k]);
-        let midpoint = |k: usize| (schedule.sigma_to_timestep(midpoints[k]), midpoints[k]);
-        std::iter::once(grid_point(0))
-            .chain((1..steps).flat_map(|k| [midpoint(k - 1), grid_point(k)]))
-            .unzip()
-    }
-
     /// σ_max for `linspace` and `trailing` grids, √(σ_max² + 1) for `leading`, as diffusers.
     pub fn init_noise_sigma(&self) -> f64 {
         let sigma_max = self.sigmas[0];
@@ -114,14 +96,41 @@ pub(crate) fn ancestral_split(sigma: f64, sigma_next: f64) -> (f64, f64) {
     (sigma_next * sigma_next / sigma, up)
 }
 
-/// x̂_0 from a model output made at the σ-space sample x = `sample` with noise level `sigma`.
+/// The step in σ-space from `sample` at σ = `sigma` to σ_down with x̂_0 = `x0`, plus σ_up
+/// times `noise()` when σ_up > 0 (`noise` is not called otherwise), where
+/// (σ_down, σ_up) = `split` ([`ancestral_split`], or (σ', 0) for a plain step):
+///
+/// ```text
+/// x' = x + (x − x̂_0)/σ · (σ_down − σ) + σ_up z = (σ_down/σ) x + (1 − σ_down/σ) x̂_0 + σ_up z,
+/// ```
+///
+/// Euler's step, which with λ = −log σ is also DPM-Solver++'s first-order update (x̂_0
+/// weighted by 1 − e^{−h}).
+pub(crate) fn euler_step<B: Backend, const D: usize>(
+    sample: &Tensor<B, D>,
+    x0: &Tensor<B, D>,
+    sigma: f64,
+    (down, up): (f64, f64),
+    noise: impl FnOnce() -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    let ratio = down / sigma;
+    let next = linear(sample, ratio, x0, 1.0 - ratio);
+    if up > 0.0 {
+        next + noise().mul_scalar(up)
+    } else {
+        next
+    }
+}
+
+/// x̂_0 from a model output made at the σ-space sample x = `sample` with noise level `sigma`,
+/// kept in range by `clipping`.
 pub(crate) fn denoised<B: Backend, const D: usize>(
     sampler: &'static str,
     output: Tensor<B, D>,
     prediction: Prediction,
     sample: &Tensor<B, D>,
-    sigma: f64,
-    timestep: f64,
+    (sigma, timestep): (f64, f64),
+    clipping: SampleClipping,
 ) -> Result<Tensor<B, D>, SamplerError> {
     let scale = vp_scale(sigma);
     let vp_sample = sample.clone().mul_scalar(scale);
@@ -133,7 +142,7 @@ pub(crate) fn denoised<B: Backend, const D: usize>(
         scale * scale,
         timestep,
     )?;
-    Ok(x0)
+    Ok(clipping.apply(x0))
 }
 
 /// The σ the last step lands on (diffusers' `final_sigmas_type`).

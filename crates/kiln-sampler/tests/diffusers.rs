@@ -223,6 +223,7 @@ fn lms_matches_diffusers_element_for_element() {
             order: order.parse().unwrap(),
             use_karras_sigmas,
             grid,
+            ..Default::default()
         };
         let mut lms = Lms::<B, 4>::new(config, &linear(1000, 1e-4), 10).unwrap();
         let prediction = prediction_named(prediction);
@@ -281,6 +282,7 @@ fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
                 ancestral,
                 use_karras_sigmas,
                 grid,
+                ..Default::default()
             };
             Dpm2::<B, 4>::new(config, &linear(1000, 1e-4), steps).unwrap()
         },
@@ -314,6 +316,7 @@ fn dpm_solver_sde_matches_diffusers_element_for_element() {
         let config = DpmSolverSdeConfig {
             use_karras_sigmas,
             grid,
+            ..Default::default()
         };
         DpmSolverSde::<B, 4>::new(config, &linear(1000, 1e-4), steps).unwrap()
     });

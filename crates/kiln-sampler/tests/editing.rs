@@ -6,10 +6,10 @@ use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, Euler, EulerConfig,
-    GaussianMixture, Heun, HeunConfig, InversionMethod, Pndm, PndmConfig, Resampling,
-    SampleClipping, Sampler, SamplerError, image_to_image, inpaint, invert, sample, slerp,
-    sliced_wasserstein_2,
+    Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, DpmSolverSde,
+    DpmSolverSdeConfig, Euler, EulerConfig, GaussianMixture, Heun, HeunConfig, InversionMethod,
+    Pndm, PndmConfig, Resampling, SampleClipping, Sampler, SamplerError, image_to_image, inpaint,
+    invert, sample, slerp, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -109,6 +109,14 @@ fn every_sampler(strength: f64, image: &Tensor<B, 2>) -> Vec<Run> {
         ),
     );
     add(
+        "dpm++ sde",
+        run(
+            DpmSolverSde::new(DpmSolverSdeConfig::default(), &s, 10).unwrap(),
+            strength,
+            image,
+        ),
+    );
+    add(
         "dpm++",
         run(
             DpmSolver::new(DpmSolverConfig::default(), &s, 10).unwrap(),
@@ -144,9 +152,13 @@ fn image_to_image_at_strength_zero_and_one() {
 fn image_to_image_runs_the_last_steps_and_stays_near_the_image() {
     let image = data(64, 2);
     for (name, out, steps, below) in every_sampler(0.3, &image) {
-        // The calls below t = 300 run; Heun's first such call ends a step (a corrector), so
-        // it starts one call later, at a predictor.
-        let expected = if name == "heun" { below - 1 } else { below };
+        // The calls below t = 300 run; the first such call of Heun and DPM-Solver++ SDE is
+        // the second of a step (Heun's corrector, the SDE solver's midpoint), so they start
+        // one call later, at the next step's first.
+        let expected = match name {
+            "heun" | "dpm++ sde" => below - 1,
+            _ => below,
+        };
         assert_eq!(steps, expected, "{name}");
         assert!(steps >= 2, "{name}: {steps}");
         let moved = values(out.clone() - image.clone());
