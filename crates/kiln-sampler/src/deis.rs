@@ -3,7 +3,9 @@ use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
-use crate::multistep::{History, check_order, integrated_output, multistep_order};
+use crate::multistep::{
+    History, check_order, exp_lagrange_integral, integrated_output, multistep_order,
+};
 use crate::sampler::{Step, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
@@ -108,43 +110,6 @@ impl<B: Backend, const D: usize> Deis<B, D> {
     }
 }
 
-/// ∫_0^h ℓ_j(u) e^u du, where ℓ_j is the Lagrange basis polynomial of node j through `nodes`
-/// (ℓ_j(nodes[k]) = [j = k]). For a polynomial q the antiderivative of q(u) e^u is
-/// e^u (q − q' + q'' − …), so the integral is (e^h − 1) R(h) + R(h) − R(0) with
-/// R = q − q' + q'' − …, which keeps e^h − 1 exact for small h; R(h) − R(0) still cancels
-/// terms of the size of ℓ_j's coefficients (1/spacing^(p−1) of the nodes in log ρ), harmless
-/// in f64 on any grid a sampler lays out.
-fn exp_lagrange_integral(nodes: &[f64], j: usize, h: f64) -> f64 {
-    // ℓ_j's coefficients, lowest degree first.
-    let mut basis = vec![1.0];
-    for (k, &node) in nodes.iter().enumerate().filter(|&(k, _)| k != j) {
-        let scale = 1.0 / (nodes[j] - nodes[k]);
-        let mut product = vec![0.0; basis.len() + 1];
-        for (degree, &a) in basis.iter().enumerate() {
-            product[degree + 1] += a * scale;
-            product[degree] -= a * node * scale;
-        }
-        basis = product;
-    }
-    // R's coefficient of u^i: Σ_m (−1)^m a_{i+m} (i+m)!/i!.
-    let alternating: Vec<f64> = (0..basis.len())
-        .map(|i| {
-            let mut falling = 1.0;
-            let mut sum = 0.0;
-            for (m, &a) in basis[i..].iter().enumerate() {
-                if m > 0 {
-                    falling *= -((i + m) as f64);
-                }
-                sum += falling * a;
-            }
-            sum
-        })
-        .collect();
-    let at = |u: f64| alternating.iter().rev().fold(0.0, |acc, &c| acc * u + c);
-    let end = at(h);
-    h.exp_m1() * end + (end - at(0.0))
-}
-
 impl<B: Backend, const D: usize> Sampler<B, D> for Deis<B, D> {
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
@@ -195,34 +160,5 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Deis<B, D> {
             sample: next,
             denoised: x0,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::exp_lagrange_integral;
-
-    /// Against diffusers' closed forms (`ind_fn`) for two and three nodes, and the plain
-    /// integral e^h − 1 for one.
-    #[test]
-    fn exp_lagrange_integrals_match_the_closed_forms() {
-        let (h, b, c) = (-0.7_f64, 0.0_f64, 0.45_f64);
-        assert!((exp_lagrange_integral(&[b], 0, h) - h.exp_m1()).abs() < 1e-15);
-        // ∫ (u − c)/(b − c) e^u du = e^u (u − c − 1)/(b − c)
-        let antiderivative = |u: f64| u.exp() * (u - c - 1.0) / (b - c);
-        let want = antiderivative(h) - antiderivative(0.0);
-        assert!((exp_lagrange_integral(&[b, c], 0, h) - want).abs() < 1e-14);
-        // Three nodes: the weights integrate 1, u and u² exactly, ∫_0^h u^k e^u du.
-        let nodes = [0.0, 0.3, 0.8];
-        let weights: Vec<f64> = (0..3)
-            .map(|j| exp_lagrange_integral(&nodes, j, h))
-            .collect();
-        let moment = |f: &dyn Fn(f64) -> f64| -> f64 {
-            weights.iter().zip(nodes).map(|(w, u)| w * f(u)).sum()
-        };
-        let e = h.exp();
-        assert!((moment(&|_| 1.0) - (e - 1.0)).abs() < 1e-14);
-        assert!((moment(&|u| u) - (e * (h - 1.0) + 1.0)).abs() < 1e-14);
-        assert!((moment(&|u| u * u) - (e * (h * h - 2.0 * h + 2.0) - 2.0)).abs() < 1e-14);
     }
 }

@@ -18,6 +18,7 @@
 //! | [`DpmSolverSinglestep`] | DPM-Solver's updates over blocks of 1–3 grid steps from one start, the model evaluated inside each block | Lu et al. 2022a, 2022b (singlestep) |
 //! | [`Deis`] | multistep: the Lagrange polynomial in log ρ through the latest ε̂ (ρ = σ/α), integrated exactly over ρ; order 1 is DDIM | Zhang & Chen 2023 (ρAB-DEIS) |
 //! | [`UniPc`] | multistep predictor UniP-p with a free corrector UniC-p of order p + 1 | Zhao et al. 2023 |
+//! | [`SaSolver`] | stochastic Adams: a multistep predictor and a corrector (reusing the next call) for the reverse SDE with noise scaled by τ(t), exact in λ over x̂_0 or ε̂, orders 1–4 | Xue et al. 2023 |
 //! | [`DpmSolver`] | exponential-integrator multistep in λ = log(α/σ), orders 1–3, ODE or SDE, over x̂_0 or ε̂ | Lu et al. 2022a (DPM-Solver), 2022b (DPM-Solver++) |
 //! | [`Lcm`] | a consistency model's answer f(x_t, t), noised afresh to the next timestep (1 step: one call) | Song et al. 2023, Algorithm 1; Luo et al. 2023 |
 //! | [`Tcd`] | a consistency model's trajectory point at ⌊(1 − γ) t'⌋, noised forward to the next timestep t' | Zheng et al. 2024 |
@@ -61,6 +62,7 @@ mod midpoint_calls;
 mod mixture;
 mod multistep;
 mod pndm;
+mod sa_solver;
 mod sampler;
 mod sigma_grid;
 mod tcd;
@@ -86,6 +88,7 @@ pub use lcm::{ConsistencyScalings, Lcm, LcmConfig};
 pub use lms::{Lms, LmsConfig};
 pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
+pub use sa_solver::{SaSolver, SaSolverAlgorithm, SaSolverConfig, SaSolverTau};
 pub use sampler::{Sampler, Step, StepEvent, sample, sample_from};
 pub use sigma_grid::FinalSigmas;
 pub use tcd::{Tcd, TcdConfig};
