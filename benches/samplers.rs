@@ -19,7 +19,8 @@ use kiln::sampler::{
     AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Dpm2, Dpm2Config,
     DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep, DpmSolverSinglestepConfig,
     Euler, EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
-    PndmConfig, Prediction, Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    PndmConfig, Prediction, SaSolver, SaSolverConfig, SaSolverTau, Sampler, Tcd, TcdConfig, UniPc,
+    UniPcConfig, sample,
 };
 use kiln::schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -162,6 +163,24 @@ fn samplers(c: &mut Criterion) {
             )
         })
     });
+    // diffusers' default τ window draws noise in the 13 of 20 steps with 200 ≤ t ≤ 800.
+    let sa_solver_sde = SaSolverConfig {
+        tau: SaSolverTau::constant(1.0),
+        ..SaSolverConfig::default()
+    };
+    for (name, config) in [
+        ("sa_solver", SaSolverConfig::default()),
+        ("sa_solver_sde", sa_solver_sde),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                run(
+                    &mut SaSolver::<B, 4>::new(config, &schedule, STEPS).unwrap(),
+                    &noise,
+                )
+            })
+        });
+    }
     group.bench_function("lcm", |b| {
         b.iter(|| {
             run(

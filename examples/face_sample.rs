@@ -313,8 +313,8 @@ fn keeps_student_run(student: NamedRun, sampler: SamplerName) -> bool {
 /// The sampler a model without a student's own is drawn with when none is named: DPM2
 /// ancestral in 20 steps (39 model calls). On the trained faces model of docs/samplers.md it
 /// scored FD 0.46, 0.55 and 0.53 with seeds 0, 1 and 2, where DDPM in 50 steps, the default
-/// before it, scored 0.88, 0.72 and 1.02 (DPM-Solver++ 2M SDE in 20 steps, 20 calls: 0.54,
-/// 0.70 and 0.65).
+/// before it, scored 0.88, 0.72 and 1.02 (in 20 steps, 20 calls: SA-Solver 0.48, 0.64 and
+/// 0.49; DPM-Solver++ 2M SDE 0.54, 0.70 and 0.65).
 const DEFAULT_RUN: (SamplerName, usize) = (SamplerName::Dpm2Ancestral, 20);
 
 /// The sampler to run: the flags given, over the defaults of `student`'s sampler (its steps,

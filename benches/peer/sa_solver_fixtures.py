@@ -12,7 +12,15 @@ is not zero (τ(t) > 0 and σ' ≠ σ), so the script hands diffusers the next o
 those steps and zeros in the others, in the order Kiln takes them. Every step is linear in the
 sample and in the draws, so a run from x ends at m·x + Σ_k n_k z_k; as
 benches/peer/dpm_solver_fixtures.py does, the script finds m and the n_k from unit inputs. It
-also writes each run's model-call timesteps. Never run by CI.
+also writes each run's model-call timesteps.
+
+Dynamic thresholding (ratio 0.87, max 0.5) makes the loop nonlinear, so those runs (τ = 0,
+orders 2 and 3, every prediction, over x̂_0: diffusers' ε̂ path fails with thresholding) go
+from the published tests' deterministic (4, 3, 8, 8) sample in 10 steps and write sum(|x|),
+mean(|x|) and every 48th element of the result, as benches/peer/deis_fixtures.py does.
+
+The script also prints how much diffusers' own f32 result of the run that amplifies
+rounding most (orders 3 and 1 over ε̂, τ = 0) moves with the input. Never run by CI.
 
     pip install torch diffusers
     python3 benches/peer/sa_solver_fixtures.py
@@ -24,6 +32,7 @@ import warnings
 import diffusers
 import diffusers.schedulers.scheduling_sasolver as sasolver
 import torch
+from deis_fixtures import deterministic_sample
 from diffusers import SASolverScheduler
 
 OUT = pathlib.Path(__file__).resolve().parents[2] / "crates/kiln-sampler/tests/fixtures/sa_solver.txt"
@@ -53,8 +62,8 @@ class Draws:
 
 
 def run(settings, sample, noise_draw):
-    """(where the loop takes the one-element `sample` with draw `noise_draw` 1 (None: none),
-    the number of draws, the call timesteps)."""
+    """(where the loop takes `sample` (a number: a one-element tensor) with draw `noise_draw`
+    1 (None: none), the number of draws, the call timesteps)."""
     steps, grid, tau = settings["steps"], settings["grid"], settings["tau"]
     config = {k: v for k, v in settings.items() if k not in ("steps", "grid", "tau")}
     scheduler = SASolverScheduler(tau_func=TAUS[tau], **GRIDS[grid], **SCHEDULER, **config)
@@ -62,7 +71,9 @@ def run(settings, sample, noise_draw):
     draws = Draws()
     sasolver.randn_tensor = draws
     sigmas = scheduler.sigmas.tolist()
-    x = torch.full((1, 1, 1, 1), sample, dtype=torch.float32) * scheduler.init_noise_sigma
+    if not isinstance(sample, torch.Tensor):
+        sample = torch.full((1, 1, 1, 1), sample, dtype=torch.float32)
+    x = sample * scheduler.init_noise_sigma
     taken = 0
     for i, t in enumerate(scheduler.timesteps):
         noisy = TAUS[tau](t) > 0 and sigmas[i + 1] != sigmas[i]
@@ -70,7 +81,7 @@ def run(settings, sample, noise_draw):
         taken += noisy
         model_input = scheduler.scale_model_input(x, t)
         x = scheduler.step(model_input * t / (t + 1), t, x).prev_sample
-    return x.item(), taken, [float(t) for t in scheduler.timesteps]
+    return (x.item() if x.numel() == 1 else x), taken, [float(t) for t in scheduler.timesteps]
 
 
 def settings():
@@ -91,6 +102,23 @@ def settings():
                    algorithm_type=algorithm, lower_order_final=False, tau="half")
 
 
+def thresholded():
+    """The nonlinear runs: settings, and the loop's result from the deterministic sample."""
+    base = dict(steps=10, grid="linspace", tau="ode", algorithm_type="data_prediction",
+                thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5)
+    for order, prediction in itertools.product([2, 3], ["epsilon", "v_prediction", "sample"]):
+        setting = dict(base, predictor_order=order, corrector_order=order, prediction_type=prediction)
+        yield setting, run(setting, deterministic_sample(), None)[0]
+
+
+def amplification():
+    """m of the most rounding-sensitive run, from inputs 0.3 and 0.7 (f32) and in f64."""
+    setting = dict(steps=10, grid="linspace", tau="ode", predictor_order=3, corrector_order=1,
+                   algorithm_type="noise_prediction", prediction_type="epsilon")
+    ms = {x: run(setting, x, None)[0] / x for x in (0.3, 0.7)}
+    return ms
+
+
 def numbers(values):
     return " ".join(repr(v) for v in values)
 
@@ -103,12 +131,18 @@ def main():
         values = [m] + [run(setting, 0.0, k)[0] for k in range(draws)]
         described = " ".join(f"{key}={value}" for key, value in setting.items())
         rows.append(f"{described} | {numbers(values)} | {numbers(timesteps)}")
+    for setting, x in thresholded():
+        described = " ".join(f"{key}={value}" for key, value in setting.items())
+        elements = numbers(x.flatten()[::48].tolist())
+        rows.append(f"threshold {described} | {x.abs().sum().item()!r} {x.abs().mean().item()!r} | {elements}")
     lines = [
         f"# diffusers {diffusers.__version__}, torch {torch.__version__}: benches/peer/sa_solver_fixtures.py",
         "# settings | m n_0 …: the run from x with draws z_k ends at m·x + Σ n_k z_k | the call timesteps",
+        "# threshold settings | sum(|x|) mean(|x|) | x.flatten()[::48], from the deterministic sample",
     ] + rows
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {len(rows)} runs to {OUT}")
+    print("m of orders 3 and 1 over ε̂ (τ = 0) in f32, by input:", amplification())
 
 
 if __name__ == "__main__":

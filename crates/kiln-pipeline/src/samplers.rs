@@ -9,8 +9,8 @@ use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Denoiser, Dpm2,
     Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
-    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SampleClipping, Sampler, SamplerError, StepEvent,
-    Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SaSolver, SaSolverConfig, SampleClipping, Sampler,
+    SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -57,6 +57,9 @@ pub enum SamplerName {
     UniPc,
     /// `deis`: DEIS (ρAB, order 2).
     Deis,
+    /// `sa_solver`: SA-Solver (stochastic Adams, predictor and corrector of order 2, τ = 1 for
+    /// 200 ≤ t ≤ 800).
+    SaSolver,
     /// `lcm`: multistep consistency sampling, for consistency models (diffusers'
     /// `LCMScheduler` defaults; [`NamedRun::original_steps`] sets the distillation grid).
     Lcm,
@@ -68,7 +71,7 @@ pub enum SamplerName {
 
 impl SamplerName {
     /// Every sampler, in the order of the names in [`SamplerName::NAMES`].
-    pub const ALL: [SamplerName; 19] = [
+    pub const ALL: [SamplerName; 20] = [
         Self::Ddpm,
         Self::Ddim,
         Self::Pndm,
@@ -86,11 +89,12 @@ impl SamplerName {
         Self::DpmSolverSinglestepSde,
         Self::UniPc,
         Self::Deis,
+        Self::SaSolver,
         Self::Lcm,
         Self::Tcd,
     ];
     /// The names accepted by [`FromStr`] and written by [`fmt::Display`].
-    pub const NAMES: [&'static str; 19] = [
+    pub const NAMES: [&'static str; 20] = [
         "ddpm",
         "ddim",
         "pndm",
@@ -108,6 +112,7 @@ impl SamplerName {
         "dpm++sde",
         "unipc",
         "deis",
+        "sa_solver",
         "lcm",
         "tcd",
     ];
@@ -163,7 +168,7 @@ pub struct NamedRun {
     /// Keep each step's prediction of x_0 within [−1, 1] where the sampler supports it:
     /// `clip_sample` for DDPM, DDIM, Euler, LMS, Heun, both DPM2, DPM-Solver++ SDE, LCM and
     /// TCD, dynamic thresholding with a maximum of 1 for DPM-Solver++ (multistep and
-    /// singlestep), DEIS and UniPC (PNDM has no such option).
+    /// singlestep), DEIS, UniPC and SA-Solver (PNDM has no such option).
     pub clip: bool,
     /// Lay the timesteps out with this `timestep_spacing` instead of the sampler's default,
     /// keeping its end convention (`trailing` starts every sampler at t = T − 1).
@@ -253,6 +258,7 @@ impl NamedRun {
             }
             SamplerName::UniPc => Box::new(UniPc::new(self.unipc(), schedule, steps)?),
             SamplerName::Deis => Box::new(Deis::new(self.deis(), schedule, steps)?),
+            SamplerName::SaSolver => Box::new(SaSolver::new(self.sa_solver(), schedule, steps)?),
             SamplerName::Lcm => Box::new(Lcm::new(self.lcm(), schedule, steps)?),
             SamplerName::Tcd => Box::new(Tcd::new(self.tcd(), schedule, steps)?),
         })
@@ -390,6 +396,15 @@ impl NamedRun {
         DpmSolverConfig {
             solver_order,
             algorithm_type,
+            thresholding: self.thresholding(),
+            grid: self.grid(default.grid),
+            ..default
+        }
+    }
+
+    fn sa_solver(&self) -> SaSolverConfig {
+        let default = SaSolverConfig::default();
+        SaSolverConfig {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
             ..default

@@ -208,4 +208,34 @@ mod tests {
         assert!((moment(&|u| u) - (e * (h - 1.0) + 1.0)).abs() < 1e-14);
         assert!((moment(&|u| u * u) - (e * (h * h - 2.0 * h + 2.0) - 2.0)).abs() < 1e-14);
     }
+
+    /// Four nodes (SA-Solver's order 4), over intervals on both sides of 0: the weights
+    /// integrate u^k e^u exactly for k ≤ 3,
+    /// ∫_0^h u^k e^u du = [e^u Σ_j (−1)^j k!/(k−j)! u^{k−j}]_0^h.
+    #[test]
+    fn four_node_weights_integrate_cubics() {
+        let nodes = [0.0, -0.3, -0.7, -1.2];
+        let antiderivative = |k: i32, u: f64| -> f64 {
+            let mut falling = 1.0;
+            let mut sum = 0.0;
+            for j in 0..=k {
+                sum += falling * u.powi(k - j);
+                falling *= -f64::from(k - j);
+            }
+            u.exp() * sum
+        };
+        for h in [1.3, -1.3, 0.05] {
+            let weights: Vec<f64> = (0..4)
+                .map(|j| exp_lagrange_integral(&nodes, j, h))
+                .collect();
+            for k in 0..4 {
+                let got: f64 = weights.iter().zip(nodes).map(|(w, u)| w * u.powi(k)).sum();
+                let want = antiderivative(k, h) - antiderivative(k, 0.0);
+                assert!(
+                    (got - want).abs() < 1e-13 * want.abs().max(1.0),
+                    "h {h}, k {k}"
+                );
+            }
+        }
+    }
 }

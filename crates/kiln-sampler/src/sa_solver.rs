@@ -110,33 +110,41 @@ impl Default for SaSolverConfig {
 }
 
 /// SA-Solver (Xue et al. 2023, "SA-Solver: Stochastic Adams Solver for Fast Sampling of
-/// Diffusion Models", Algorithms 1–2; diffusers' `SASolverScheduler`): a stochastic Adams
-/// predictor, and a corrector that reuses the model call the next step makes anyway, for the
-/// reverse SDE whose noise is scaled by τ(t) ([`SaSolverTau`]).
+/// Diffusion Models", NeurIPS 2023; diffusers' `SASolverScheduler`): a stochastic Adams
+/// predictor (SA-Predictor, diffusers' `stochastic_adams_bashforth_update`), and a corrector
+/// (SA-Corrector, `stochastic_adams_moulton_update`) that reuses the model call the next step
+/// makes anyway, for the variance-controlled reverse SDE whose noise is scaled by τ(t)
+/// ([`SaSolverTau`]).
 ///
 /// In λ = log(α/s) (VP signal and noise scales α, s), with h = λ_t − λ_s, c = 1 + τ² and the
 /// Lagrange basis polynomials ℓ_k through the λ of the model outputs x̂_0(k) used, a step
-/// from s to t is, over x̂_0 (eq. 13):
+/// from s to t is, over x̂_0:
 ///
 /// ```text
 /// x_t = e^{−τ²h} (s_t/s_s) x_s + α_t Σ_k w_k x̂_0(k) + s_t √(1 − e^{−2τ²h}) z,
 /// w_k = c ∫_{λ_s}^{λ_t} e^{−c(λ_t − λ)} ℓ_k(λ) dλ,
 /// ```
 ///
-/// and over ε̂ (eq. 12): x_t = (α_t/α_s) x_s − s_t Σ_k w_k ε̂(k) + τ s_t √(e^{2h} − 1) z with
+/// and over ε̂: x_t = (α_t/α_s) x_s − s_t Σ_k w_k ε̂(k) + τ s_t √(e^{2h} − 1) z with
 /// w_k = c ∫ e^{λ_t − λ} ℓ_k(λ) dλ. The predictor interpolates the latest p outputs, this
 /// step's and the ones before; the corrector, at the next step, interpolates the new output
-/// too and redoes the update from x_s with the same z. With τ = 0 and order 1 both are
-/// DPM-Solver++(1) (DDIM). Order 2 over x̂_0 adds diffusers' O(h³) term to w_0 and w_1, as
-/// UniPC does ([`crate::UniPc`]).
+/// too and redoes the update from x_s with the same z. With τ = 0 the order-1 predictor is
+/// DDIM (DPM-Solver++(1) over x̂_0, DPM-Solver(1) over ε̂); the order-1 corrector takes
+/// that step with the new output. Order 2 over x̂_0 adds diffusers' O(h³) term to w_0 and
+/// w_1, as UniPC does ([`crate::UniPc`]). The weights are integrated in closed form in
+/// u = λ − λ_t ≤ 0, so that no exponential overflows however large τ is.
 ///
 /// The grid is diffusers' multistep one and ends at σ of the first training timestep, not 0
 /// (the last x̂_0 is not taken); with Karras σ the last step stays at the last σ, as in
-/// diffusers. Noise is drawn only in steps whose noise term is not zero (τ(t) > 0 and σ'
-/// ≠ σ).
+/// diffusers, except in a one-step run, which steps to σ_min (diffusers' returns the noise).
+/// Noise is drawn only in steps whose noise term is not zero (τ(t) > 0 and σ' ≠ σ).
 ///
 /// A step that does not follow the last one starts a new trajectory: a run from index 0, or
 /// one that starts part-way (image-to-image), whose first steps are then of lower order.
+/// Within a trajectory the corrector replaces the sample a step is given with the corrected
+/// one, as diffusers' does (and UniPC's): a change the caller made to it between steps
+/// (inpainting's blend of the known region) reaches the next step only through the model
+/// output at it.
 #[derive(Debug, Clone)]
 pub struct SaSolver<B: Backend, const D: usize> {
     config: SaSolverConfig,
@@ -146,12 +154,12 @@ pub struct SaSolver<B: Backend, const D: usize> {
     /// The integrated outputs (x̂_0 or ε̂) of recent steps with their step index.
     history: History<(usize, Tensor<B, D>)>,
     /// The last predictor, which the next step corrects.
-    last: Option<Predictor<B, D>>,
+    pending: Option<PendingCorrection<B, D>>,
 }
 
 /// What the corrector needs of the last predictor step.
 #[derive(Debug, Clone)]
-struct Predictor<B: Backend, const D: usize> {
+struct PendingCorrection<B: Backend, const D: usize> {
     /// The sample the step started from.
     sample: Tensor<B, D>,
     /// Its noise (`None` when it took none).
@@ -176,11 +184,22 @@ impl<B: Backend, const D: usize> SaSolver<B, D> {
             check_order("SA-Solver", order, 4, "1, 2, 3 or 4")?;
         }
         check_range("tau", config.tau.tau, 0.0..=f64::MAX, "τ ≥ 0")?;
+        for bound in [config.tau.min_timestep, config.tau.max_timestep] {
+            if bound.is_nan() {
+                return Err(SamplerError::OutOfRange {
+                    name: "tau window",
+                    value: bound,
+                    expected: "timesteps (or ±∞), not NaN",
+                });
+            }
+        }
         SampleClipping::thresholding_only(config.thresholding).validate()?;
         let spacing = SigmaSpacing::karras_if(config.use_karras_sigmas);
         let (timesteps, mut sigmas) =
             discrete_sigma_grid(config.grid, spacing, FinalSigmas::SigmaMin, schedule, steps)?;
-        if config.use_karras_sigmas {
+        // diffusers repeats the last Karras σ, so the last step only carries the corrector;
+        // in one step that would return the noise, so Kiln steps to σ_min there (as DEIS).
+        if config.use_karras_sigmas && steps > 1 {
             sigmas[steps] = sigmas[steps - 1];
         }
         let kept = config.predictor_order.max(config.corrector_order - 1);
@@ -189,27 +208,29 @@ impl<B: Backend, const D: usize> SaSolver<B, D> {
             timesteps,
             sigmas,
             history: History::new(kept),
-            last: None,
+            pending: None,
         })
     }
 
     /// Forgets the trajectory: the next step starts a new one.
     fn forget(&mut self) {
         self.history.clear();
-        self.last = None;
+        self.pending = None;
     }
 
-    /// The factor of z in the update from step `from` to the next with `tau` (zero when the
-    /// step adds no noise).
-    fn noise_scale(&self, from: usize, tau: f64) -> f64 {
+    /// The step from grid point `from` to the next.
+    fn span(&self, from: usize) -> Span {
         let (sigma_s, sigma_t) = (self.sigmas[from], self.sigmas[from + 1]);
-        let h = lambda(sigma_t) - lambda(sigma_s);
-        let (_, noise_t) = alpha_sigma(sigma_t);
-        let variance = match self.config.algorithm_type {
-            SaSolverAlgorithm::DataPrediction => -(-2.0 * tau * tau * h).exp_m1(),
-            SaSolverAlgorithm::NoisePrediction => tau * tau * (2.0 * h).exp_m1(),
-        };
-        noise_t * variance.max(0.0).sqrt()
+        let ((alpha_s, noise_s), (alpha_t, noise_t)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
+        Span {
+            alpha_s,
+            noise_s,
+            alpha_t,
+            noise_t,
+            lambda_s: lambda(sigma_s),
+            h: lambda(sigma_t) - lambda(sigma_s),
+            algorithm: self.config.algorithm_type,
+        }
     }
 
     /// The update from step `from` to the next, starting at `sample`, of order `order` with
@@ -223,49 +244,82 @@ impl<B: Backend, const D: usize> SaSolver<B, D> {
         corrected: Option<&Tensor<B, D>>,
         noise: Option<&Tensor<B, D>>,
     ) -> Tensor<B, D> {
-        let (sigma_s, sigma_t) = (self.sigmas[from], self.sigmas[from + 1]);
-        let ((alpha_s, noise_s), (alpha_t, noise_t)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
-        let lambda_s = lambda(sigma_s);
-        let h = lambda(sigma_t) - lambda_s;
+        let span = self.span(from);
         // The outputs interpolated, newest first, with their λ − λ_s.
         let outputs: Vec<(f64, &Tensor<B, D>)> = corrected
-            .map(|output| (h, output))
+            .map(|output| (span.h, output))
             .into_iter()
             .chain((0..).map(|back| {
                 let (index, output) = self.history.back(back);
-                (lambda(self.sigmas[*index]) - lambda_s, output)
+                (lambda(self.sigmas[*index]) - span.lambda_s, output)
             }))
             .take(order)
             .collect();
         let nodes: Vec<f64> = outputs.iter().map(|(node, _)| *node).collect();
-        let weights = self.weights(&nodes, h, tau, corrected.is_some());
-        let (carry, scale) = match self.config.algorithm_type {
-            SaSolverAlgorithm::DataPrediction => {
-                ((-tau * tau * h).exp() * noise_t / noise_s, alpha_t)
-            }
-            SaSolverAlgorithm::NoisePrediction => (alpha_t / alpha_s, -noise_t),
-        };
+        let (carry, scale) = span.coefficients(tau);
         let mut x = sample.clone().mul_scalar(carry);
-        for ((_, output), weight) in outputs.iter().zip(weights) {
+        for ((_, output), weight) in
+            outputs
+                .iter()
+                .zip(span.weights(&nodes, tau, corrected.is_some()))
+        {
             x = x + (*output).clone().mul_scalar(scale * weight);
         }
         match noise {
-            Some(noise) => linear(&x, 1.0, noise, self.noise_scale(from, tau)),
+            Some(noise) => linear(&x, 1.0, noise, span.noise_scale(tau)),
             None => x,
         }
     }
+}
 
-    /// The weights w_k of the outputs at `nodes` (λ − λ_s, newest first) in a step of
-    /// length `h`: c ∫_0^h e^{r(u − h)} ℓ_k(u) du with rate r = c over x̂_0 and −1 over ε̂;
-    /// over x̂_0 at order 2, with diffusers' extra term (`corrector`: its corrector's).
-    fn weights(&self, nodes: &[f64], h: f64, tau: f64, corrector: bool) -> Vec<f64> {
-        let c = 1.0 + tau * tau;
-        let data = self.config.algorithm_type == SaSolverAlgorithm::DataPrediction;
+/// One step of the grid, from s to t, in VP terms.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    alpha_s: f64,
+    noise_s: f64,
+    alpha_t: f64,
+    noise_t: f64,
+    lambda_s: f64,
+    /// λ_t − λ_s.
+    h: f64,
+    algorithm: SaSolverAlgorithm,
+}
+
+impl Span {
+    /// The factor of x_s and the factor of Σ_k w_k times the outputs: e^{−τ²h} s_t/s_s and
+    /// α_t over x̂_0, α_t/α_s and −s_t over ε̂.
+    fn coefficients(&self, tau: f64) -> (f64, f64) {
+        match self.algorithm {
+            SaSolverAlgorithm::DataPrediction => (
+                (-tau * tau * self.h).exp() * self.noise_t / self.noise_s,
+                self.alpha_t,
+            ),
+            SaSolverAlgorithm::NoisePrediction => (self.alpha_t / self.alpha_s, -self.noise_t),
+        }
+    }
+
+    /// The factor of z: s_t √(1 − e^{−2τ²h}) over x̂_0, τ s_t √(e^{2h} − 1) over ε̂ (zero
+    /// when the step adds no noise).
+    fn noise_scale(&self, tau: f64) -> f64 {
+        let variance = match self.algorithm {
+            SaSolverAlgorithm::DataPrediction => -(-2.0 * tau * tau * self.h).exp_m1(),
+            SaSolverAlgorithm::NoisePrediction => tau * tau * (2.0 * self.h).exp_m1(),
+        };
+        self.noise_t * variance.max(0.0).sqrt()
+    }
+
+    /// The weights w_k of the outputs at `nodes` (λ − λ_s, newest first):
+    /// c ∫_0^h e^{r(u − h)} ℓ_k(u) du with rate r = c over x̂_0 and −1 over ε̂; over x̂_0 at
+    /// order 2, with diffusers' extra term (its corrector's for a `corrector`).
+    fn weights(&self, nodes: &[f64], tau: f64, corrector: bool) -> Vec<f64> {
+        let (c, h) = (1.0 + tau * tau, self.h);
+        let data = self.algorithm == SaSolverAlgorithm::DataPrediction;
         let rate = if data { c } else { -1.0 };
-        // ∫_0^h e^{ru} ℓ_k(u) du = (1/r) ∫_0^{rh} e^v ℓ_k(v/r) dv, the basis through r·nodes.
-        let scaled: Vec<f64> = nodes.iter().map(|node| rate * node).collect();
+        // With v = r(u − h): −(1/r) ∫_0^{−rh} e^v ℓ_k(v/r + h) dv, the basis through r·(nodes − h);
+        // over x̂_0 the exponent stays ≤ 0.
+        let scaled: Vec<f64> = nodes.iter().map(|node| rate * (node - h)).collect();
         let mut weights: Vec<f64> = (0..nodes.len())
-            .map(|k| c * (-rate * h).exp() * exp_lagrange_integral(&scaled, k, rate * h) / rate)
+            .map(|k| -c / rate * exp_lagrange_integral(&scaled, k, -rate * h))
             .collect();
         if data && nodes.len() == 2 {
             // c·(h²/2 − φ)/(λ_s − λ_{s−1}) (predictor) or c·(h/2 − φ/h) (corrector), with
@@ -315,13 +369,13 @@ impl<B: Backend, const D: usize> Sampler<B, D> for SaSolver<B, D> {
         if !self.history.continues(index) {
             self.forget();
         }
-        let sample = match self.last.take() {
-            Some(last) => self.update(
-                &last.sample,
+        let sample = match self.pending.take() {
+            Some(pending) => self.update(
+                &pending.sample,
                 index - 1,
-                (last.corrector_order, last.tau),
+                (pending.corrector_order, pending.tau),
                 Some(&integrated),
-                last.noise.as_ref(),
+                pending.noise.as_ref(),
             ),
             None => sample,
         };
@@ -335,7 +389,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for SaSolver<B, D> {
             corrector_order = corrector_order.min(left + 1);
         }
         let tau = self.config.tau.at(timestep);
-        let noise = (self.noise_scale(index, tau) > 0.0)
+        let noise = (self.span(index).noise_scale(tau) > 0.0)
             .then(|| standard_normal::<B, D>(sample.dims(), rng, &sample.device()));
         let next = self.update(
             &sample,
@@ -344,7 +398,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for SaSolver<B, D> {
             None,
             noise.as_ref(),
         );
-        self.last = Some(Predictor {
+        self.pending = Some(PendingCorrection {
             sample,
             noise,
             tau,

@@ -8,8 +8,8 @@ use kiln_forward::standard_normal;
 use kiln_sampler::{
     Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, DpmSolverSde,
     DpmSolverSdeConfig, Euler, EulerConfig, GaussianMixture, Heun, HeunConfig, InversionMethod,
-    Pndm, PndmConfig, Resampling, SampleClipping, Sampler, SamplerError, image_to_image, inpaint,
-    invert, sample, slerp, sliced_wasserstein_2,
+    Pndm, PndmConfig, Resampling, SaSolver, SaSolverConfig, SampleClipping, Sampler, SamplerError,
+    image_to_image, inpaint, invert, sample, slerp, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
@@ -112,6 +112,14 @@ fn every_sampler(strength: f64, image: &Tensor<B, 2>) -> Vec<Run> {
         "dpm++ sde",
         run(
             DpmSolverSde::new(DpmSolverSdeConfig::default(), &s, 10).unwrap(),
+            strength,
+            image,
+        ),
+    );
+    add(
+        "sa-solver",
+        run(
+            SaSolver::new(SaSolverConfig::default(), &s, 10).unwrap(),
             strength,
             image,
         ),

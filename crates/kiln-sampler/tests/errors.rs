@@ -7,8 +7,8 @@ use kiln_sampler::{
     AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig,
     Denoiser, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided,
-    Heun, InversionMethod, ModelError, Pndm, Prediction, SampleClipping, Sampler, SamplerError,
-    UniPc, image_to_image, inpaint, invert, sample,
+    Heun, InversionMethod, ModelError, Pndm, Prediction, SaSolver, SaSolverConfig, SaSolverTau,
+    SampleClipping, Sampler, SamplerError, UniPc, image_to_image, inpaint, invert, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -116,6 +116,45 @@ fn orders_and_settings_are_checked() {
             "{error}"
         );
     }
+    for (predictor_order, corrector_order) in [(0, 2), (5, 2), (2, 0), (2, 5)] {
+        let config = SaSolverConfig {
+            predictor_order,
+            corrector_order,
+            ..SaSolverConfig::default()
+        };
+        let error = SaSolver::<B, 2>::new(config, &s, 10).unwrap_err();
+        assert!(matches!(
+            error,
+            SamplerError::UnsupportedOrder {
+                sampler: "SA-Solver",
+                ..
+            }
+        ));
+    }
+    for tau in [-0.5, f64::NAN, f64::INFINITY] {
+        let config = SaSolverConfig {
+            tau: SaSolverTau::constant(tau),
+            ..SaSolverConfig::default()
+        };
+        assert!(matches!(
+            SaSolver::<B, 2>::new(config, &s, 10).unwrap_err(),
+            SamplerError::OutOfRange { name: "tau", .. }
+        ));
+    }
+    let nan_window = SaSolverConfig {
+        tau: SaSolverTau {
+            min_timestep: f64::NAN,
+            ..SaSolverTau::default()
+        },
+        ..SaSolverConfig::default()
+    };
+    assert!(matches!(
+        SaSolver::<B, 2>::new(nan_window, &s, 10).unwrap_err(),
+        SamplerError::OutOfRange {
+            name: "tau window",
+            ..
+        }
+    ));
     let negative_eta = DdimConfig {
         eta: -0.5,
         ..DdimConfig::default()
@@ -259,6 +298,34 @@ fn the_callback_sees_every_step_in_order() {
     assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), expected);
 }
 
+/// SA-Solver's weights stay finite for any τ: over x̂_0 they integrate e^{c(λ − λ_t)} with
+/// c = 1 + τ², which a form in e^{cλ} would overflow (c·h ≈ 900 for τ = 10 in one step).
+#[test]
+fn sa_solver_with_a_large_tau_stays_finite() {
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 1500.0)
+    });
+    let noise = standard_normal::<B, 2>([8, 2], &mut StdRng::seed_from_u64(3), &Default::default());
+    for steps in [1, 2, 10] {
+        for predictor_order in [1, 2, 3] {
+            let config = SaSolverConfig {
+                predictor_order,
+                corrector_order: predictor_order,
+                tau: SaSolverTau::constant(10.0),
+                ..SaSolverConfig::default()
+            };
+            let mut solver = SaSolver::<B, 2>::new(config, &schedule(), steps).unwrap();
+            let mut rng = StdRng::seed_from_u64(0);
+            let x = sample(&mut solver, &model, noise.clone(), &mut rng, |_| {}).unwrap();
+            let worst = x.abs().max().into_scalar();
+            assert!(
+                worst.is_finite(),
+                "{steps} steps, order {predictor_order}: {worst}"
+            );
+        }
+    }
+}
+
 /// Every sampler can be reused: a second run from index 0 repeats the first exactly.
 #[test]
 fn samplers_can_sample_twice() {
@@ -340,6 +407,11 @@ fn samplers_can_sample_twice() {
         ),
         twice(
             DpmSolverSde::<B, 2>::new(Default::default(), &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
+        twice(
+            SaSolver::<B, 2>::new(SaSolverConfig::default(), &s, 12).unwrap(),
             &model,
             &noise,
         ),
@@ -531,7 +603,17 @@ fn a_part_way_start_without_restart_starts_afresh() {
         solver_order: 3,
         ..DpmSolverSinglestepConfig::default()
     };
+    let sa_solver = SaSolverConfig {
+        predictor_order: 3,
+        corrector_order: 3,
+        ..SaSolverConfig::default()
+    };
     let differences = [
+        afresh(
+            SaSolver::<B, 2>::new(sa_solver, &s, 12).unwrap(),
+            &model,
+            &noise,
+        ),
         afresh(
             DpmSolver::<B, 2>::new(order3, &s, 12).unwrap(),
             &model,

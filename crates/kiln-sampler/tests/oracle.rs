@@ -10,8 +10,9 @@ use kiln_sampler::{
     DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde,
     DpmSolverSdeConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig, Euler, EulerConfig,
     FinalSigmas, GaussianMixture, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
-    PndmConfig, Prediction, SampleClipping, Sampler, SamplerError, Tcd, TcdConfig, UniPc,
-    UniPcConfig, UniPcSolverType, sample, sample_from, sliced_wasserstein_2,
+    PndmConfig, Prediction, SaSolver, SaSolverConfig, SaSolverTau, SampleClipping, Sampler,
+    SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from,
+    sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -484,6 +485,21 @@ fn samples_match_the_mixture() {
         "dpm++ sde",
         Box::new(DpmSolverSde::<B, 2>::new(DpmSolverSdeConfig::default(), &schedule, 20).unwrap()),
     ));
+    let sa_solver_ode = SaSolverConfig {
+        predictor_order: 3,
+        corrector_order: 3,
+        tau: SaSolverTau::ODE,
+        ..SaSolverConfig::default()
+    };
+    for (name, config) in [
+        ("sa-solver", SaSolverConfig::default()),
+        ("sa-solver ode order 3", sa_solver_ode),
+    ] {
+        samplers.push((
+            name,
+            Box::new(SaSolver::<B, 2>::new(config, &schedule, 20).unwrap()),
+        ));
+    }
     for (name, sampler) in samplers.iter_mut() {
         let samples = host(sampler.run(&oracle, noise.clone()));
         assert_matches(name, &samples, &exact, &baseline);
