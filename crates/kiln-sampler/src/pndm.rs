@@ -147,7 +147,9 @@ impl<B: Backend, const D: usize> Pndm<B, D> {
 
     /// φ: moves `sample` from timestep `from` to `to` with the model `output` (of kind
     /// `prediction`, turned into a noise estimate at `from`). Returns the new sample and the
-    /// implied x̂_0.
+    /// implied x̂_0. From ᾱ = 0 (a zero-terminal-SNR schedule's last timestep), where
+    /// √(ᾱ'/ᾱ) is infinite, it takes the same step in DDIM's form √ᾱ' x̂_0 + √(1 − ᾱ') ε̂,
+    /// which a v prediction keeps finite.
     fn transfer(
         &self,
         sample: Tensor<B, D>,
@@ -166,14 +168,18 @@ impl<B: Backend, const D: usize> Pndm<B, D> {
             alpha,
             from as f64,
         )?;
-        let denominator =
-            alpha * (1.0 - alpha_prev).sqrt() + (alpha * (1.0 - alpha) * alpha_prev).sqrt();
-        let next = linear(
-            &sample,
-            (alpha_prev / alpha).sqrt(),
-            &eps,
-            -(alpha_prev - alpha) / denominator,
-        );
+        let next = if alpha == 0.0 {
+            linear(&x0, alpha_prev.sqrt(), &eps, (1.0 - alpha_prev).sqrt())
+        } else {
+            let denominator =
+                alpha * (1.0 - alpha_prev).sqrt() + (alpha * (1.0 - alpha) * alpha_prev).sqrt();
+            linear(
+                &sample,
+                (alpha_prev / alpha).sqrt(),
+                &eps,
+                -(alpha_prev - alpha) / denominator,
+            )
+        };
         Ok(Step {
             sample: next,
             denoised: x0,

@@ -29,15 +29,11 @@ impl SigmaGrid {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         let timesteps = grid.timesteps(schedule.num_timesteps(), steps)?;
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| schedule.sigma_at(t)).collect();
+        let mut sigmas: Vec<f64> = timesteps
+            .iter()
+            .map(|&t| finite_sigma(schedule.sigma_at(t)))
+            .collect();
         let sigma_max = sigmas[0];
-        if !sigma_max.is_finite() {
-            return Err(SamplerError::OutOfRange {
-                name: "sigma_max",
-                value: sigma_max,
-                expected: "a finite σ; σ-space samplers cannot start from zero terminal SNR",
-            });
-        }
         let timesteps = if use_karras_sigmas {
             sigmas = karras_sigmas(sigmas[steps - 1], sigma_max, steps, 7.0)?;
             sigmas
@@ -67,6 +63,18 @@ impl SigmaGrid {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => sigma_max,
             TimestepSpacing::Leading => (sigma_max * sigma_max + 1.0).sqrt(),
         }
+    }
+}
+
+/// The σ a sampler takes in place of a zero-terminal-SNR schedule's last, infinite one
+/// (ᾱ = 0): that of ᾱ = 2⁻²⁴, √(2²⁴ − 1) ≈ 4096, as diffusers' Euler, DPM-Solver and UniPC
+/// schedulers do under `rescale_betas_zero_snr`. At that σ the VP sample a model sees is the
+/// noise plus x_0/4096.
+pub(crate) fn finite_sigma(sigma: f64) -> f64 {
+    if sigma.is_infinite() {
+        (16_777_216.0f64 - 1.0).sqrt()
+    } else {
+        sigma
     }
 }
 
@@ -189,11 +197,14 @@ pub(crate) fn discrete_sigma_grid(
     steps: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
     let table = schedule.sigmas();
-    let (sigma_min, sigma_max) = (table[0], table[table.len() - 1]);
+    let (sigma_min, sigma_max) = (table[0], finite_sigma(table[table.len() - 1]));
     let spaced = match spacing {
         SigmaSpacing::Timesteps => {
             let timesteps = whole_timesteps(grid, schedule, steps)?;
-            let sigmas = timesteps.iter().map(|&t| table[t as usize]).collect();
+            let sigmas = timesteps
+                .iter()
+                .map(|&t| finite_sigma(table[t as usize]))
+                .collect();
             return Ok((timesteps, with_final(sigmas, final_sigmas, sigma_min)));
         }
         SigmaSpacing::Karras => karras_sigmas(sigma_min, sigma_max, steps, 7.0)?,

@@ -1093,3 +1093,78 @@ fn sa_solver_fixture_config(settings: &str) -> (SaSolverConfig, Prediction, usiz
     }
     (config, prediction, steps)
 }
+
+/// A zero-terminal-SNR schedule (linear, rescaled) with a v-prediction model, against
+/// diffusers 0.42's Euler, DPM-Solver++ (2M) and UniPC schedulers with
+/// `rescale_betas_zero_snr` (`benches/peer/zero_snr_fixtures.py`): both take σ ≈ 4096
+/// (ᾱ = 2⁻²⁴) for the last timestep's infinite σ, so a `trailing` grid starts there. The call
+/// timesteps agree to 1e-4 and the results (each run from x ends at m·x) to 1e-4 of m.
+#[test]
+fn zero_terminal_snr_matches_diffusers() {
+    let schedule = linear(1000, 1e-4).rescale_zero_terminal_snr().unwrap();
+    let runs: Vec<&str> = include_str!("fixtures/zero_snr.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert_eq!(runs.len(), 12);
+    let trailing = TimestepGrid {
+        spacing: TimestepSpacing::Trailing,
+        ..TimestepGrid::default()
+    };
+    for line in runs {
+        let [settings, m, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
+            panic!("bad line {line}");
+        };
+        let [sampler, grid, steps] = settings.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("bad settings {settings}");
+        };
+        let (karras, steps) = (grid == "karras", steps.parse().unwrap());
+        let mut sampler: Box<dyn FnMut() -> (Vec<f64>, Tensor<B, 4>)> = match sampler {
+            "euler" => {
+                let config = EulerConfig {
+                    use_karras_sigmas: karras,
+                    grid: trailing,
+                    ..EulerConfig::default()
+                };
+                let mut euler = Euler::new(config, &schedule, steps).unwrap();
+                Box::new(move || {
+                    let calls = Sampler::<B, 4>::timesteps(&euler).to_vec();
+                    (calls, run(&mut euler, Prediction::V))
+                })
+            }
+            "dpm++" => {
+                let config = DpmSolverConfig {
+                    use_karras_sigmas: karras,
+                    grid: trailing,
+                    ..DpmSolverConfig::default()
+                };
+                let mut solver = DpmSolver::<B, 4>::new(config, &schedule, steps).unwrap();
+                Box::new(move || (solver.timesteps().to_vec(), run(&mut solver, Prediction::V)))
+            }
+            "unipc" => {
+                let config = UniPcConfig {
+                    use_karras_sigmas: karras,
+                    grid: trailing,
+                    ..UniPcConfig::default()
+                };
+                let mut unipc = UniPc::<B, 4>::new(config, &schedule, steps).unwrap();
+                Box::new(move || (unipc.timesteps().to_vec(), run(&mut unipc, Prediction::V)))
+            }
+            other => panic!("unknown sampler {other}"),
+        };
+        let (calls, x) = sampler();
+        let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
+        let worst = calls
+            .iter()
+            .zip(&expected)
+            .map(|(got, want)| (got - want).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-4, "{settings}: {calls:?} against {expected:?}");
+        let m: f64 = m.parse().unwrap();
+        let got = x.sum().into_scalar() as f64 / deterministic(false).sum().into_scalar() as f64;
+        assert!(
+            (got - m).abs() < 1e-4 * m.abs().max(1.0),
+            "{settings}: m {got} against {m}"
+        );
+    }
+}

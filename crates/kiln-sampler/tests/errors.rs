@@ -197,21 +197,18 @@ fn epsilon_at_zero_terminal_snr_is_an_error_not_a_nan() {
     let mut ddim = Ddim::new(config, &zero_snr, 10).unwrap();
     let v = FnDenoiser::new(Prediction::V, |x: Tensor<B, 2>, _| x.mul_scalar(0.1));
     assert!(sample(&mut ddim, &v, noise, &mut rng, |_| {}).is_ok());
-    // Euler cannot start from σ = ∞.
-    assert!(matches!(
-        Euler::new(
-            EulerConfig {
-                grid: trailing,
-                ..EulerConfig::default()
-            },
-            &zero_snr,
-            10
-        ),
-        Err(SamplerError::OutOfRange {
-            name: "sigma_max",
-            ..
-        })
-    ));
+    // The σ samplers start from σ = √(2²⁴ − 1) ≈ 4096 in place of ∞, as diffusers' do.
+    let euler = Euler::new(
+        EulerConfig {
+            grid: trailing,
+            ..EulerConfig::default()
+        },
+        &zero_snr,
+        10,
+    )
+    .unwrap();
+    let sigma_max = Sampler::<B, 2>::init_noise_sigma(&euler);
+    assert_eq!(sigma_max, (16_777_216.0f64 - 1.0).sqrt());
 }
 
 #[test]
