@@ -4,8 +4,8 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::{Prediction, standard_normal};
 use kiln_pipeline::{NamedRun, SamplerName, sample_by_name};
-use kiln_sampler::FnDenoiser;
-use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
+use kiln_sampler::{FnDenoiser, SamplerError};
+use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
 
 type B = Flex;
@@ -36,4 +36,58 @@ fn every_sampler_samples_zero_terminal_snr_with_v_prediction() {
             );
         }
     }
+}
+
+/// Every sampler on every grid, in every prediction, from one step to as many as the schedule
+/// has timesteps and one more: finite samples, or a typed error where the step count cannot be
+/// laid out (more steps than the grid has room for; fewer than PNDM's 4 warm-up steps; for
+/// `lcm` and `tcd`, more than the 50 of their distillation grid), never a panic or a NaN.
+#[test]
+fn every_sampler_at_every_step_count_ends_finite_or_says_why() {
+    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+    let noise = standard_normal::<B, 2>([2, 2], &mut StdRng::seed_from_u64(1), &Default::default());
+    let spacings = [
+        TimestepSpacing::Linspace,
+        TimestepSpacing::Leading,
+        TimestepSpacing::Trailing,
+    ];
+    let mut problems = Vec::new();
+    for prediction in [Prediction::Epsilon, Prediction::V, Prediction::Sample] {
+        let model = FnDenoiser::new(prediction, |x: Tensor<B, 2>, t| x.mul_scalar(t / 2000.0));
+        for sampler in SamplerName::ALL {
+            let limit = if sampler.samples_consistency_models() {
+                50
+            } else {
+                1000
+            };
+            for spacing in spacings {
+                for steps in [1, 2, 3, 50, 51, 999, 1000, 1001] {
+                    let run = NamedRun {
+                        spacing: Some(spacing),
+                        ..NamedRun::new(sampler, steps, false)
+                    };
+                    let mut rng = StdRng::seed_from_u64(2);
+                    let case = format!("{sampler} {spacing:?} {steps} steps {prediction:?}");
+                    match sample_by_name(run, &schedule, &model, noise.clone(), &mut rng, |_| {}) {
+                        Ok(x) => {
+                            let values: Vec<f32> = x.into_data().to_vec().unwrap();
+                            if !values.iter().all(|v| v.is_finite()) {
+                                problems.push(format!("{case}: {values:?}"));
+                            }
+                        }
+                        Err(SamplerError::Schedule(ScheduleError::TooManySteps {
+                            most, ..
+                        })) if steps > most => {}
+                        Err(SamplerError::OutOfRange {
+                            name: "num_inference_steps",
+                            ..
+                        }) if sampler == SamplerName::Pndm && steps < 4 => {}
+                        Err(error) if steps <= limit => problems.push(format!("{case}: {error}")),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -30,7 +30,17 @@ fn step_counts_are_checked() {
         Ddpm::new(DdpmConfig::default(), &s, 1001).unwrap_err(),
         SamplerError::Schedule(ScheduleError::TooManySteps {
             steps: 1001,
-            train_timesteps: 1000
+            train_timesteps: 1000,
+            most: 1000
+        })
+    );
+    // N + 1 points over T, the last dropped, fit T − 1 distinct whole timesteps.
+    assert_eq!(
+        DpmSolver::<B, 2>::new(DpmSolverConfig::default(), &s, 1000).unwrap_err(),
+        SamplerError::Schedule(ScheduleError::TooManySteps {
+            steps: 1000,
+            train_timesteps: 1000,
+            most: 999
         })
     );
     assert!(Euler::new(EulerConfig::default(), &s, 0).is_err());

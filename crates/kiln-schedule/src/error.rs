@@ -52,13 +52,16 @@ pub enum ScheduleError {
 
     /// More inference steps than training timesteps were requested.
     #[error(
-        "{steps} inference steps requested, but the schedule has only {train_timesteps} training timesteps"
+        "{steps} inference steps requested; this grid lays at most {most} over {train_timesteps} training timesteps"
     )]
     TooManySteps {
         /// The requested number of inference steps.
         steps: usize,
         /// The number of training timesteps of the schedule.
         train_timesteps: usize,
+        /// The most steps the grid can lay over them: T, or T − 1 where N + 1 points are laid
+        /// and the last dropped (`leading`, and `linspace` in whole timesteps).
+        most: usize,
     },
 
     /// `steps_offset` pushed an inference timestep past the last training timestep.

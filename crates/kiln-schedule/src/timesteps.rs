@@ -96,12 +96,17 @@ impl TimestepGrid {
         if steps == 0 {
             return Err(ScheduleError::ZeroSteps);
         }
-        let too_many = ScheduleError::TooManySteps {
-            steps,
-            train_timesteps,
+        // `leading` with N + 1 points needs ⌊T/(N + 1)⌋ ≥ 1.
+        let most = match (self.spacing, self.end) {
+            (TimestepSpacing::Leading, GridEnd::BeforeZero) => train_timesteps - 1,
+            _ => train_timesteps,
         };
-        if steps > train_timesteps {
-            return Err(too_many);
+        if steps > most {
+            return Err(ScheduleError::TooManySteps {
+                steps,
+                train_timesteps,
+                most,
+            });
         }
         let last = (train_timesteps - 1) as f64;
         // The number of grid points laid before the end point is dropped.
@@ -113,9 +118,6 @@ impl TimestepGrid {
             TimestepSpacing::Linspace => linspace(0.0, last, points).collect(),
             TimestepSpacing::Leading => {
                 let ratio = train_timesteps / points;
-                if ratio == 0 {
-                    return Err(too_many);
-                }
                 (0..points)
                     .map(|k| (k * ratio + self.steps_offset) as f64)
                     .collect()
@@ -161,6 +163,7 @@ impl TimestepGrid {
             return Err(ScheduleError::TooManySteps {
                 steps,
                 train_timesteps,
+                most: train_timesteps - 1,
             });
         }
         Ok(timesteps)

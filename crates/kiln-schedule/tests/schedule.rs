@@ -284,7 +284,8 @@ fn bad_inputs_are_named_errors() {
         grid.timesteps(10, 11),
         Err(TooManySteps {
             steps: 11,
-            train_timesteps: 10
+            train_timesteps: 10,
+            most: 10
         })
     );
     let offset = TimestepGrid {
