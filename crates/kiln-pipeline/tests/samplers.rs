@@ -38,13 +38,28 @@ fn every_sampler_samples_zero_terminal_snr_with_v_prediction() {
     }
 }
 
-/// Every sampler on every grid, in every prediction, from one step to as many as the schedule
-/// has timesteps and one more: finite samples, or a typed error where the step count cannot be
-/// laid out (more steps than the grid has room for; fewer than PNDM's 4 warm-up steps; for
-/// `lcm` and `tcd`, more than the 50 of their distillation grid), never a panic or a NaN.
+/// Every sampler on every grid, in every prediction, over diffusers' four β schedules, from
+/// one step to as many as the schedule has timesteps and one more: finite samples, or a typed
+/// error where the step count cannot be laid out (more steps than the grid has room for;
+/// fewer than PNDM's 4 warm-up steps; for `lcm` and `tcd`, more than the 50 of their
+/// distillation grid), never a panic or a NaN.
 #[test]
 fn every_sampler_at_every_step_count_ends_finite_or_says_why() {
-    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+    for beta in [
+        BetaSchedule::linear(),
+        BetaSchedule::scaled_linear(),
+        BetaSchedule::cosine(),
+        BetaSchedule::sigmoid(),
+    ] {
+        let schedule = NoiseSchedule::new(&beta, 1000).unwrap();
+        let problems = sweep(&schedule);
+        assert!(problems.is_empty(), "{beta:?}:\n{}", problems.join("\n"));
+    }
+}
+
+/// The cases of [`every_sampler_at_every_step_count_ends_finite_or_says_why`] over
+/// `schedule` that end on a non-finite value or an unexpected error.
+fn sweep(schedule: &NoiseSchedule) -> Vec<String> {
     let noise = standard_normal::<B, 2>([2, 2], &mut StdRng::seed_from_u64(1), &Default::default());
     let spacings = [
         TimestepSpacing::Linspace,
@@ -68,7 +83,7 @@ fn every_sampler_at_every_step_count_ends_finite_or_says_why() {
                     };
                     let mut rng = StdRng::seed_from_u64(2);
                     let case = format!("{sampler} {spacing:?} {steps} steps {prediction:?}");
-                    match sample_by_name(run, &schedule, &model, noise.clone(), &mut rng, |_| {}) {
+                    match sample_by_name(run, schedule, &model, noise.clone(), &mut rng, |_| {}) {
                         Ok(x) => {
                             let values: Vec<f32> = x.into_data().to_vec().unwrap();
                             if !values.iter().all(|v| v.is_finite()) {
@@ -89,5 +104,5 @@ fn every_sampler_at_every_step_count_ends_finite_or_says_why() {
             }
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    problems
 }
