@@ -32,17 +32,10 @@ import warnings
 import diffusers
 import diffusers.schedulers.scheduling_sasolver as sasolver
 import torch
-from deis_fixtures import deterministic_sample
+from deis_fixtures import GRIDS, SCHEDULER, deterministic_sample
 from diffusers import SASolverScheduler
 
 OUT = pathlib.Path(__file__).resolve().parents[2] / "crates/kiln-sampler/tests/fixtures/sa_solver.txt"
-SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
-GRIDS = {
-    "linspace": dict(timestep_spacing="linspace"),
-    "leading": dict(timestep_spacing="leading"),
-    "trailing": dict(timestep_spacing="trailing"),
-    "karras": dict(use_karras_sigmas=True),
-}
 TAUS = {
     "window": lambda t: 1 if 200 <= t <= 800 else 0,
     "ode": lambda t: 0,

@@ -15,6 +15,7 @@ import pathlib
 
 import diffusers
 import torch
+from deis_fixtures import loop
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
 
 OUT = pathlib.Path(__file__).resolve().parents[2] / "crates/kiln-sampler/tests/fixtures/zero_snr.txt"
@@ -34,11 +35,7 @@ GRIDS = {
 def run(sampler, grid, steps):
     """m: where the loop takes x = 1."""
     scheduler = SAMPLERS[sampler](**SCHEDULER, **GRIDS[grid])
-    scheduler.set_timesteps(steps)
-    x = torch.ones((1, 1, 1, 1), dtype=torch.float32) * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        x = scheduler.step(model_input * t / (t + 1), t, x).prev_sample
+    x = loop(scheduler, steps, torch.ones((1, 1, 1, 1), dtype=torch.float32))
     return x.item(), [float(t) for t in scheduler.timesteps]
 
 
