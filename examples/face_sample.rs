@@ -80,6 +80,10 @@ struct Args {
     /// fresh noise as LCM; default: diffusers' 0.3).
     #[arg(long)]
     gamma: Option<f64>,
+    /// For --sampler sa_solver: τ ≥ 0, the stochasticity of the steps from timesteps 200 to
+    /// 800 (0: the ODE, 1: the reverse SDE; default: diffusers' 1).
+    #[arg(long)]
+    tau: Option<f64>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -341,6 +345,7 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
             .or(base.spacing),
         original_steps: args.original_steps.or(base.original_steps),
         gamma: args.gamma.or(base.gamma),
+        tau: args.tau.or(base.tau),
     }
 }
 

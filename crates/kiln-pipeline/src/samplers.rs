@@ -9,8 +9,8 @@ use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Denoiser, Dpm2,
     Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
-    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SaSolver, SaSolverConfig, SampleClipping, Sampler,
-    SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SaSolver, SaSolverConfig, SaSolverTau,
+    SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -179,6 +179,9 @@ pub struct NamedRun {
     /// For `tcd`: γ, the stochasticity of every step, from 0 (deterministic) to 1 (LCM's fresh
     /// noise) (`None`: diffusers' default, 0.3).
     pub gamma: Option<f64>,
+    /// For `sa_solver`: τ, the stochasticity of the steps from timesteps 200 to 800 (diffusers'
+    /// window), ≥ 0: 0 solves the ODE, 1 the reverse SDE (`None`: diffusers' default, 1).
+    pub tau: Option<f64>,
 }
 
 impl NamedRun {
@@ -191,6 +194,7 @@ impl NamedRun {
             spacing: None,
             original_steps: None,
             gamma: None,
+            tau: None,
         }
     }
 
@@ -405,6 +409,10 @@ impl NamedRun {
     fn sa_solver(&self) -> SaSolverConfig {
         let default = SaSolverConfig::default();
         SaSolverConfig {
+            tau: SaSolverTau {
+                tau: self.tau.unwrap_or(default.tau.tau),
+                ..default.tau
+            },
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
             ..default

@@ -106,3 +106,27 @@ fn sweep(schedule: &NoiseSchedule) -> Vec<String> {
     }
     problems
 }
+
+/// `NamedRun::tau` reaches SA-Solver: with τ = 0 it solves the ODE, so two generators give the
+/// same samples; with diffusers' default τ = 1 they differ.
+#[test]
+fn sa_solver_takes_its_tau_from_the_run() {
+    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 2000.0)
+    });
+    let noise = standard_normal::<B, 2>([4, 2], &mut StdRng::seed_from_u64(1), &Default::default());
+    let spread = |tau: Option<f64>| -> f32 {
+        let run = NamedRun {
+            tau,
+            ..NamedRun::new(SamplerName::SaSolver, 10, false)
+        };
+        let [a, b] = [3, 4].map(|seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            sample_by_name(run, &schedule, &model, noise.clone(), &mut rng, |_| {}).unwrap()
+        });
+        (a - b).abs().max().into_scalar()
+    };
+    assert_eq!(spread(Some(0.0)), 0.0);
+    assert!(spread(None) > 1e-3);
+}
