@@ -81,7 +81,8 @@ struct Args {
     #[arg(long)]
     gamma: Option<f64>,
     /// For --sampler sa_solver: τ ≥ 0, the stochasticity of the steps from timesteps 200 to
-    /// 800 (0: the ODE, 1: the reverse SDE, diffusers' default; default here: 1.5).
+    /// 800 (0: the ODE, 1: the reverse SDE, diffusers' default; default here: 1.5, which suits
+    /// 20–50 steps; take 1 for 10).
     #[arg(long)]
     tau: Option<f64>,
     /// Seed of the initial noise (and of stochastic samplers).

@@ -44,7 +44,7 @@ fn every_sampler_samples_zero_terminal_snr_with_v_prediction() {
 /// fewer than PNDM's 4 warm-up steps; for `lcm` and `tcd`, more than the 50 of their
 /// distillation grid), never a panic or a NaN.
 #[test]
-fn every_sampler_at_every_step_count_ends_finite_or_says_why() {
+fn every_sampler_at_edge_step_counts_ends_finite_or_says_why() {
     for beta in [
         BetaSchedule::linear(),
         BetaSchedule::scaled_linear(),
@@ -57,7 +57,7 @@ fn every_sampler_at_every_step_count_ends_finite_or_says_why() {
     }
 }
 
-/// The cases of [`every_sampler_at_every_step_count_ends_finite_or_says_why`] over
+/// The cases of [`every_sampler_at_edge_step_counts_ends_finite_or_says_why`] over
 /// `schedule` that end on a non-finite value or an unexpected error.
 fn sweep(schedule: &NoiseSchedule) -> Vec<String> {
     let noise = standard_normal::<B, 2>([2, 2], &mut StdRng::seed_from_u64(1), &Default::default());

@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::error::check_range;
 use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
+use crate::sigma_grid::{SigmaGrid, denoised, timestep_of, vp_scale};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// The stochastic "churn" of Karras et al. 2022, Algorithm 2: before step i, noise raises σ_i
@@ -107,7 +107,7 @@ impl<B: Backend, const D: usize> Heun<B, D> {
         let start = |k: usize| {
             let churned = start_sigmas[k] != grid.sigmas[k];
             let timestep = if churned {
-                schedule.sigma_to_timestep(start_sigmas[k])
+                timestep_of(schedule, start_sigmas[k])
             } else {
                 grid.timesteps[k]
             };

@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::NoiseSchedule;
 
 use crate::sampler::{CallOrder, check_two_call_start, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised, vp_scale};
+use crate::sigma_grid::{SigmaGrid, denoised, timestep_of, vp_scale};
 use crate::{SampleClipping, SamplerError};
 
 /// The model calls of a σ-space sampler that takes two a step through a midpoint
@@ -36,7 +36,7 @@ impl MidpointCalls {
     ) -> Self {
         let steps = grid.timesteps.len();
         let grid_point = |k: usize| (grid.timesteps[k], grid.sigmas[k]);
-        let midpoint = |k: usize| (schedule.sigma_to_timestep(midpoints[k]), midpoints[k]);
+        let midpoint = |k: usize| (timestep_of(schedule, midpoints[k]), midpoints[k]);
         let (timesteps, sigmas) = std::iter::once(grid_point(0))
             .chain((1..steps).flat_map(|k| [midpoint(k - 1), grid_point(k)]))
             .unzip();

@@ -29,16 +29,13 @@ impl SigmaGrid {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         let timesteps = grid.timesteps(schedule.num_timesteps(), steps)?;
-        let mut sigmas: Vec<f64> = timesteps
-            .iter()
-            .map(|&t| finite_sigma(schedule.sigma_at(t)))
-            .collect();
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| sigma_at(schedule, t)).collect();
         let sigma_max = sigmas[0];
         let timesteps = if use_karras_sigmas {
             sigmas = karras_sigmas(sigmas[steps - 1], sigma_max, steps, 7.0)?;
             sigmas
                 .iter()
-                .map(|&sigma| schedule.sigma_to_timestep(sigma))
+                .map(|&sigma| timestep_of(schedule, sigma))
                 .collect()
         } else {
             timesteps
@@ -70,11 +67,48 @@ impl SigmaGrid {
 /// (ᾱ = 0): that of ᾱ = 2⁻²⁴, √(2²⁴ − 1) ≈ 4096, as diffusers' Euler, DPM-Solver and UniPC
 /// schedulers do under `rescale_betas_zero_snr`. At that σ the VP sample a model sees is the
 /// noise plus x_0/4096.
-pub(crate) fn finite_sigma(sigma: f64) -> f64 {
+pub(crate) const ZERO_SNR_SIGMA: f64 = 4095.9998779296857;
+
+/// `sigma`, or [`ZERO_SNR_SIGMA`] in place of an infinite one.
+fn finite_sigma(sigma: f64) -> f64 {
     if sigma.is_infinite() {
-        (16_777_216.0f64 - 1.0).sqrt()
+        ZERO_SNR_SIGMA
     } else {
         sigma
+    }
+}
+
+/// The last interval of a zero-terminal-SNR σ table, with [`ZERO_SNR_SIGMA`] for its
+/// infinite end: (T − 2, σ_{T−2}, ZERO_SNR_SIGMA), or `None` for a table that ends finite.
+fn zero_snr_interval(schedule: &NoiseSchedule) -> Option<(f64, f64, f64)> {
+    let table = schedule.sigmas();
+    let last = table.len() - 1;
+    (last > 0 && table[last].is_infinite())
+        .then(|| ((last - 1) as f64, table[last - 1], ZERO_SNR_SIGMA))
+}
+
+/// σ at fractional timestep `t` ([`NoiseSchedule::sigma_at`], linear in σ), over the table
+/// with [`ZERO_SNR_SIGMA`] for an infinite last σ, as diffusers' table with ᾱ = 2⁻²⁴.
+pub(crate) fn sigma_at(schedule: &NoiseSchedule, t: f64) -> f64 {
+    match zero_snr_interval(schedule) {
+        Some((start, low, high)) if t > start => {
+            let weight = (t - start).min(1.0);
+            (1.0 - weight) * low + weight * high
+        }
+        _ => finite_sigma(schedule.sigma_at(t)),
+    }
+}
+
+/// The fractional timestep of noise level `sigma` ([`NoiseSchedule::sigma_to_timestep`],
+/// linear in log σ), over the table with [`ZERO_SNR_SIGMA`] for an infinite last σ, as
+/// diffusers' lookup over its table with ᾱ = 2⁻²⁴.
+pub(crate) fn timestep_of(schedule: &NoiseSchedule, sigma: f64) -> f64 {
+    match zero_snr_interval(schedule) {
+        Some((start, low, high)) if sigma > low && high > low => {
+            let weight = ((sigma.ln() - low.ln()) / (high.ln() - low.ln())).clamp(0.0, 1.0);
+            start + weight
+        }
+        _ => schedule.sigma_to_timestep(sigma),
     }
 }
 
@@ -212,7 +246,7 @@ pub(crate) fn discrete_sigma_grid(
     };
     let timesteps = spaced
         .iter()
-        .map(|&sigma| schedule.sigma_to_timestep(sigma).round_ties_even())
+        .map(|&sigma| timestep_of(schedule, sigma).round_ties_even())
         .collect();
     Ok((timesteps, with_final(spaced, final_sigmas, sigma_min)))
 }

@@ -1094,19 +1094,24 @@ fn sa_solver_fixture_config(settings: &str) -> (SaSolverConfig, Prediction, usiz
     (config, prediction, steps)
 }
 
-/// A zero-terminal-SNR schedule (linear, rescaled) with a v-prediction model, against
-/// diffusers 0.42's Euler, DPM-Solver++ (2M) and UniPC schedulers with
-/// `rescale_betas_zero_snr` (`benches/peer/zero_snr_fixtures.py`): both take σ ≈ 4096
-/// (ᾱ = 2⁻²⁴) for the last timestep's infinite σ, so a `trailing` grid starts there. The call
-/// timesteps agree to 1e-4 and the results (each run from x ends at m·x) to 1e-4 of m.
+/// Zero-terminal-SNR schedules (linear, scaled_linear and squaredcos_cap_v2, rescaled) with a
+/// v-prediction model, against diffusers 0.42's Euler, DPM-Solver++ (2M) and UniPC schedulers
+/// with `rescale_betas_zero_snr` (`benches/peer/zero_snr_fixtures.py`): both take σ ≈ 4096
+/// (ᾱ = 2⁻²⁴) for the last timestep's infinite σ, so a `trailing` grid starts there, and look
+/// Karras σ up in that table. For the cosine schedule diffusers is handed its ᾱ computed in
+/// f64: in its f32 that schedule's σ_min is 0.2 % off, and UniPC's m in 5 Karras steps 0.9 %.
+/// The call timesteps agree to 2e-4 (diffusers' f32 table) and the results (each run from x
+/// ends at m·x) to 1e-4 of m. Left out: UniPC in 10 Karras steps over the cosine schedule,
+/// which fails inside diffusers (an assertion on its order), and DPM-Solver with Karras σ over
+/// the cosine schedule, whose timesteps diffusers truncates rather than rounds for that
+/// schedule alone.
 #[test]
 fn zero_terminal_snr_matches_diffusers() {
-    let schedule = linear(1000, 1e-4).rescale_zero_terminal_snr().unwrap();
     let runs: Vec<&str> = include_str!("fixtures/zero_snr.txt")
         .lines()
         .filter(|line| !line.starts_with('#'))
         .collect();
-    assert_eq!(runs.len(), 12);
+    assert_eq!(runs.len(), 33);
     let trailing = TimestepGrid {
         spacing: TimestepSpacing::Trailing,
         ..TimestepGrid::default()
@@ -1115,9 +1120,21 @@ fn zero_terminal_snr_matches_diffusers() {
         let [settings, m, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
             panic!("bad line {line}");
         };
-        let [sampler, grid, steps] = settings.split(' ').collect::<Vec<_>>()[..] else {
+        let [sampler, betas, grid, steps] = settings.split(' ').collect::<Vec<_>>()[..] else {
             panic!("bad settings {settings}");
         };
+        let betas = match betas {
+            "linear" => BetaSchedule::linear(),
+            "scaled_linear" => BetaSchedule::ScaledLinear {
+                beta_start: 0.00085,
+                beta_end: 0.012,
+            },
+            "squaredcos_cap_v2" => BetaSchedule::cosine(),
+            other => panic!("unknown betas {other}"),
+        };
+        let schedule = NoiseSchedule::new(&betas, 1000)
+            .and_then(|schedule| schedule.rescale_zero_terminal_snr())
+            .unwrap();
         let (karras, steps) = (grid == "karras", steps.parse().unwrap());
         let mut sampler: Box<dyn FnMut() -> (Vec<f64>, Tensor<B, 4>)> = match sampler {
             "euler" => {
@@ -1154,12 +1171,13 @@ fn zero_terminal_snr_matches_diffusers() {
         };
         let (calls, x) = sampler();
         let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
+        assert_eq!(calls.len(), expected.len(), "{settings}");
         let worst = calls
             .iter()
             .zip(&expected)
             .map(|(got, want)| (got - want).abs())
             .fold(0.0, f64::max);
-        assert!(worst < 1e-4, "{settings}: {calls:?} against {expected:?}");
+        assert!(worst < 2e-4, "{settings}: {calls:?} against {expected:?}");
         let m: f64 = m.parse().unwrap();
         let got = x.sum().into_scalar() as f64 / deterministic(false).sum().into_scalar() as f64;
         assert!(

@@ -50,7 +50,7 @@ pub enum ScheduleError {
     #[error("the number of inference steps must be at least 1, got 0")]
     ZeroSteps,
 
-    /// More inference steps than training timesteps were requested.
+    /// More inference steps were requested than the grid can lay over the training timesteps.
     #[error(
         "{steps} inference steps requested; this grid lays at most {most} over {train_timesteps} training timesteps"
     )]

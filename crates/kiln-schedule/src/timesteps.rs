@@ -83,7 +83,7 @@ impl TimestepGrid {
     ///   [`GridEnd::BeforeZero`]);
     /// - `trailing`: round(T − k·T/N) − 1 for k = 0, …, N−1.
     ///
-    /// Fails when N = 0, T = 0, N > T (or when the grid would repeat a timestep), or when
+    /// Fails when N = 0, T = 0, N > T (N > T − 1 for `leading` with N + 1 points), or when
     /// `steps_offset` pushes a timestep past T − 1.
     pub fn timesteps(
         &self,
