@@ -67,35 +67,29 @@ impl SigmaGrid {
 /// (ᾱ = 0): that of ᾱ = 2⁻²⁴, √(2²⁴ − 1) ≈ 4096, as diffusers' Euler, DPM-Solver and UniPC
 /// schedulers do under `rescale_betas_zero_snr`. At that σ the VP sample a model sees is the
 /// noise plus x_0/4096.
-pub(crate) const ZERO_SNR_SIGMA: f64 = 4095.9998779296857;
+const ZERO_SNR_SIGMA: f64 = 4095.9998779296857;
 
-/// `sigma`, or [`ZERO_SNR_SIGMA`] in place of an infinite one.
-fn finite_sigma(sigma: f64) -> f64 {
-    if sigma.is_infinite() {
-        ZERO_SNR_SIGMA
-    } else {
-        sigma
-    }
-}
-
-/// The last interval of a zero-terminal-SNR σ table, with [`ZERO_SNR_SIGMA`] for its
-/// infinite end: (T − 2, σ_{T−2}, ZERO_SNR_SIGMA), or `None` for a table that ends finite.
-fn zero_snr_interval(schedule: &NoiseSchedule) -> Option<(f64, f64, f64)> {
+/// The start of the last interval of a zero-terminal-SNR σ table, whose infinite end is
+/// taken as [`ZERO_SNR_SIGMA`]: (T − 2, σ_{T−2}), or `None` for a table that ends finite.
+fn zero_snr_interval(schedule: &NoiseSchedule) -> Option<(f64, f64)> {
     let table = schedule.sigmas();
     let last = table.len() - 1;
-    (last > 0 && table[last].is_infinite())
-        .then(|| ((last - 1) as f64, table[last - 1], ZERO_SNR_SIGMA))
+    (last > 0 && table[last].is_infinite()).then(|| ((last - 1) as f64, table[last - 1]))
 }
 
 /// σ at fractional timestep `t` ([`NoiseSchedule::sigma_at`], linear in σ), over the table
 /// with [`ZERO_SNR_SIGMA`] for an infinite last σ, as diffusers' table with ᾱ = 2⁻²⁴.
 pub(crate) fn sigma_at(schedule: &NoiseSchedule, t: f64) -> f64 {
     match zero_snr_interval(schedule) {
-        Some((start, low, high)) if t > start => {
+        Some((start, low)) if t > start => {
             let weight = (t - start).min(1.0);
-            (1.0 - weight) * low + weight * high
+            (1.0 - weight) * low + weight * ZERO_SNR_SIGMA
         }
-        _ => finite_sigma(schedule.sigma_at(t)),
+        // A schedule with ᾱ = 0 before its last timestep (β = 1 there) has more infinite σ.
+        _ => match schedule.sigma_at(t) {
+            sigma if sigma.is_infinite() => ZERO_SNR_SIGMA,
+            sigma => sigma,
+        },
     }
 }
 
@@ -104,9 +98,9 @@ pub(crate) fn sigma_at(schedule: &NoiseSchedule, t: f64) -> f64 {
 /// diffusers' lookup over its table with ᾱ = 2⁻²⁴.
 pub(crate) fn timestep_of(schedule: &NoiseSchedule, sigma: f64) -> f64 {
     match zero_snr_interval(schedule) {
-        Some((start, low, high)) if sigma > low && high > low => {
-            let weight = ((sigma.ln() - low.ln()) / (high.ln() - low.ln())).clamp(0.0, 1.0);
-            start + weight
+        Some((start, low)) if sigma > low && ZERO_SNR_SIGMA > low => {
+            let weight = (sigma / low).ln() / (ZERO_SNR_SIGMA / low).ln();
+            start + weight.clamp(0.0, 1.0)
         }
         _ => schedule.sigma_to_timestep(sigma),
     }
@@ -230,15 +224,12 @@ pub(crate) fn discrete_sigma_grid(
     schedule: &NoiseSchedule,
     steps: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
-    let table = schedule.sigmas();
-    let (sigma_min, sigma_max) = (table[0], finite_sigma(table[table.len() - 1]));
+    let last = (schedule.num_timesteps() - 1) as f64;
+    let (sigma_min, sigma_max) = (schedule.sigmas()[0], sigma_at(schedule, last));
     let spaced = match spacing {
         SigmaSpacing::Timesteps => {
             let timesteps = whole_timesteps(grid, schedule, steps)?;
-            let sigmas = timesteps
-                .iter()
-                .map(|&t| finite_sigma(table[t as usize]))
-                .collect();
+            let sigmas = timesteps.iter().map(|&t| sigma_at(schedule, t)).collect();
             return Ok((timesteps, with_final(sigmas, final_sigmas, sigma_min)));
         }
         SigmaSpacing::Karras => karras_sigmas(sigma_min, sigma_max, steps, 7.0)?,
