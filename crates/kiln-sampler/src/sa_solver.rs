@@ -233,18 +233,18 @@ impl<B: Backend, const D: usize> SaSolver<B, D> {
         }
     }
 
-    /// The update from step `from` to the next, starting at `sample`, of order `order` with
-    /// `tau` and `noise`: the predictor, or with `corrected` (the new step's integrated output)
-    /// the corrector. The newest history entry is the output at `from`.
+    /// The update over `span` (from a grid point to the next), starting at `sample`, of order
+    /// `order` with `tau` and `noise`: the predictor, or with `corrected` (the new step's
+    /// integrated output) the corrector. The newest history entry is the output at the span's
+    /// start.
     fn update(
         &self,
         sample: &Tensor<B, D>,
-        from: usize,
+        span: Span,
         (order, tau): (usize, f64),
         corrected: Option<&Tensor<B, D>>,
         noise: Option<&Tensor<B, D>>,
     ) -> Tensor<B, D> {
-        let span = self.span(from);
         // The outputs interpolated, newest first, with their λ − λ_s.
         let outputs: Vec<(f64, &Tensor<B, D>)> = corrected
             .map(|output| (span.h, output))
@@ -372,7 +372,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for SaSolver<B, D> {
         let sample = match self.pending.take() {
             Some(pending) => self.update(
                 &pending.sample,
-                index - 1,
+                self.span(index - 1),
                 (pending.corrector_order, pending.tau),
                 Some(&integrated),
                 pending.noise.as_ref(),
@@ -389,11 +389,12 @@ impl<B: Backend, const D: usize> Sampler<B, D> for SaSolver<B, D> {
             corrector_order = corrector_order.min(left + 1);
         }
         let tau = self.config.tau.at(timestep);
-        let noise = (self.span(index).noise_scale(tau) > 0.0)
+        let span = self.span(index);
+        let noise = (span.noise_scale(tau) > 0.0)
             .then(|| standard_normal::<B, D>(sample.dims(), rng, &sample.device()));
         let next = self.update(
             &sample,
-            index,
+            span,
             (predictor_order.min(before + 1), tau),
             None,
             noise.as_ref(),
