@@ -35,7 +35,7 @@ use kiln::metrics::FaceEncoder;
 use kiln::pipeline::{
     Condition, Generation, NamedRun, RunFolder, STATE_FILE, SamplerName, load_for_sampling, pixels,
 };
-use kiln::sampler::GuidanceConfig;
+use kiln::sampler::{GuidanceConfig, SigmaSpacing};
 use kiln::schedule::TimestepSpacing;
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels, read_state};
 
@@ -85,6 +85,12 @@ struct Args {
     /// 20–50 steps; take 1 for 10).
     #[arg(long)]
     tau: Option<f64>,
+    /// Place the noise levels of a sampler that steps through σ (all but ddpm, ddim, pndm,
+    /// edm, lcm and tcd) in this spacing between its largest and smallest σ, instead of at
+    /// the grid's timesteps: Karras et al.'s, even in log σ, or at Beta(0.6, 0.6) quantiles
+    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`).
+    #[arg(long, value_parser = ["timesteps", "karras", "exponential", "beta"])]
+    sigmas: Option<String>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -351,6 +357,11 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
         original_steps: args.original_steps.or(base.original_steps),
         gamma: args.gamma.or(base.gamma),
         tau: args.tau.or(base.tau),
+        sigma_spacing: args
+            .sigmas
+            .as_deref()
+            .and_then(SigmaSpacing::from_name)
+            .or(base.sigma_spacing),
     }
 }
 
@@ -547,6 +558,9 @@ mod tests {
         );
         let leading = run(&["--spacing", "leading"], Some(trailing));
         assert_eq!(leading.spacing, Some(TimestepSpacing::Leading));
+        let beta = run(&["--sampler", "dpm++", "--sigmas", "beta"], None);
+        assert_eq!(beta.sigma_spacing, Some(SigmaSpacing::BETA));
+        assert!(parse(&["--sigmas", "cosine"]).is_err());
         // A file or a diffusers folder records no student.
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert_eq!(student_run(&manifest.join("Cargo.toml")).unwrap(), None);

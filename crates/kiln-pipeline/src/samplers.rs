@@ -10,7 +10,8 @@ use kiln_sampler::{
     Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
     LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SaSolver, SaSolverConfig, SaSolverTau,
-    SampleClipping, Sampler, SamplerError, StepEvent, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
+    SampleClipping, Sampler, SamplerError, SigmaSpacing, StepEvent, Tcd, TcdConfig, UniPc,
+    UniPcConfig, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -119,6 +120,24 @@ impl SamplerName {
     /// Other names [`FromStr`] accepts, with the sampler each stands for.
     pub const ALIASES: [(&'static str, SamplerName); 1] = [("dpm++2m", Self::DpmSolver)];
 
+    /// Whether [`NamedRun::sigma_spacing`] applies: the samplers that step through noise
+    /// levels σ, all but `ddpm`, `ddim`, `pndm`, `edm` (Karras σ always), `lcm` and `tcd`.
+    pub fn takes_sigma_spacing(self) -> bool {
+        !matches!(
+            self,
+            Self::Ddpm | Self::Ddim | Self::Pndm | Self::Edm | Self::Lcm | Self::Tcd
+        )
+    }
+
+    /// The sampler's name, as [`FromStr`] reads it.
+    pub fn name(self) -> &'static str {
+        let index = Self::ALL
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or_default();
+        Self::NAMES[index]
+    }
+
     /// Whether the sampler is for consistency models, laid over a consistency distillation's
     /// grid ([`NamedRun::original_steps`]): `lcm` and `tcd`.
     pub fn samples_consistency_models(self) -> bool {
@@ -151,8 +170,7 @@ impl FromStr for SamplerName {
 
 impl fmt::Display for SamplerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let index = Self::ALL.iter().position(|s| s == self).unwrap_or_default();
-        f.write_str(Self::NAMES[index])
+        f.write_str(self.name())
     }
 }
 
@@ -182,6 +200,10 @@ pub struct NamedRun {
     /// For `sa_solver`: τ, the stochasticity of the steps from timesteps 200 to 800 (diffusers'
     /// window), ≥ 0: 0 solves the ODE, 1 the reverse SDE (`None`: diffusers' default, 1).
     pub tau: Option<f64>,
+    /// For the samplers that step through noise levels σ ([`SamplerName::takes_sigma_spacing`]):
+    /// where they place them, Karras, exponential or beta σ between the grid's largest and
+    /// smallest instead of σ at its timesteps (`None`: the timesteps, diffusers' default).
+    pub sigma_spacing: Option<SigmaSpacing>,
 }
 
 impl NamedRun {
@@ -195,6 +217,7 @@ impl NamedRun {
             original_steps: None,
             gamma: None,
             tau: None,
+            sigma_spacing: None,
         }
     }
 
@@ -204,6 +227,11 @@ impl NamedRun {
             Some(spacing) => TimestepGrid { spacing, ..default },
             None => default,
         }
+    }
+
+    /// This run's σ spacing, else the sampler's `default`.
+    fn sigma_spacing(&self, default: SigmaSpacing) -> SigmaSpacing {
+        self.sigma_spacing.unwrap_or(default)
     }
 }
 
@@ -228,6 +256,13 @@ impl NamedRun {
         &self,
         schedule: &NoiseSchedule,
     ) -> Result<Box<dyn SamplerRun<B, D, M>>, SamplerError> {
+        if self.sigma_spacing.is_some() && !self.sampler.takes_sigma_spacing() {
+            return Err(SamplerError::Incompatible {
+                sampler: self.sampler.name(),
+                reason: "a σ spacing is for the samplers that step through noise levels σ; \
+                         this one has its own grid (edm: heun with Karras σ and churn)",
+            });
+        }
         let steps = self.steps;
         Ok(match self.sampler {
             SamplerName::Ddpm => Box::new(Ddpm::new(self.ddpm(), schedule, steps)?),
@@ -335,7 +370,7 @@ impl NamedRun {
             ancestral,
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            ..default
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
         }
     }
 
@@ -344,6 +379,7 @@ impl NamedRun {
         LmsConfig {
             clipping: self.clipping(),
             grid: self.grid(default.grid),
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
             ..default
         }
     }
@@ -354,7 +390,7 @@ impl NamedRun {
             ancestral,
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            ..default
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
         }
     }
 
@@ -362,7 +398,10 @@ impl NamedRun {
     fn heun(&self, churn: Option<Churn>) -> HeunConfig {
         HeunConfig {
             clipping: self.clipping(),
-            use_karras_sigmas: churn.is_some(),
+            sigma_spacing: match churn {
+                Some(_) => SigmaSpacing::Karras,
+                None => self.sigma_spacing(SigmaSpacing::Timesteps),
+            },
             churn,
             grid: self.grid(HeunConfig::default().grid),
         }
@@ -373,7 +412,7 @@ impl NamedRun {
         DpmSolverSdeConfig {
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            ..default
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
         }
     }
 
@@ -382,6 +421,7 @@ impl NamedRun {
         DpmSolverSinglestepConfig {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
             ..default
         }
     }
@@ -391,6 +431,7 @@ impl NamedRun {
         DeisConfig {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
             ..default
         }
     }
@@ -402,6 +443,7 @@ impl NamedRun {
             algorithm_type,
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
             ..default
         }
     }
@@ -415,6 +457,7 @@ impl NamedRun {
             },
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
             ..default
         }
     }
@@ -424,6 +467,7 @@ impl NamedRun {
         UniPcConfig {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
+            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
             ..default
         }
     }

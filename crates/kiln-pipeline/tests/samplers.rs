@@ -4,7 +4,7 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::{Prediction, standard_normal};
 use kiln_pipeline::{NamedRun, SamplerName, sample_by_name};
-use kiln_sampler::{FnDenoiser, SamplerError};
+use kiln_sampler::{FnDenoiser, SamplerError, SigmaSpacing};
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -38,11 +38,12 @@ fn every_sampler_samples_zero_terminal_snr_with_v_prediction() {
     }
 }
 
-/// Every sampler on every grid, in every prediction, over diffusers' four β schedules, from
-/// one step to as many as the schedule has timesteps and one more: finite samples, or a typed
-/// error where the step count cannot be laid out (more steps than the grid has room for;
-/// fewer than PNDM's 4 warm-up steps; for `lcm` and `tcd`, more than the 50 of their
-/// distillation grid), never a panic or a NaN.
+/// Every sampler on every grid (and with Karras, exponential and beta σ where it takes them),
+/// in every prediction, over diffusers' four β schedules, from one step to as many as the
+/// schedule has timesteps and one more: finite samples, or a typed error where the step count
+/// cannot be laid out (more steps than the grid has room for; fewer than PNDM's 4 warm-up
+/// steps; for `lcm` and `tcd`, more than the 50 of their distillation grid), never a panic or
+/// a NaN.
 #[test]
 fn every_sampler_at_edge_step_counts_ends_finite_or_says_why() {
     for beta in [
@@ -56,6 +57,13 @@ fn every_sampler_at_edge_step_counts_ends_finite_or_says_why() {
         assert!(problems.is_empty(), "{beta:?}:\n{}", problems.join("\n"));
     }
 }
+
+/// The σ spacings other than the grid's timesteps.
+const SIGMA_SPACINGS: [SigmaSpacing; 3] = [
+    SigmaSpacing::Karras,
+    SigmaSpacing::Exponential,
+    SigmaSpacing::BETA,
+];
 
 /// The cases of [`every_sampler_at_edge_step_counts_ends_finite_or_says_why`] over
 /// `schedule` that end on a non-finite value or an unexpected error.
@@ -75,14 +83,25 @@ fn sweep(schedule: &NoiseSchedule) -> Vec<String> {
             } else {
                 1000
             };
-            for spacing in spacings {
+            let sigma_spacings = match sampler.takes_sigma_spacing() {
+                true => &SIGMA_SPACINGS[..],
+                false => &[],
+            };
+            let layouts = spacings
+                .map(|spacing| (Some(spacing), None))
+                .into_iter()
+                .chain(sigma_spacings.iter().map(|&sigma| (None, Some(sigma))));
+            for (spacing, sigma_spacing) in layouts {
                 for steps in [1, 2, 3, 50, 51, 999, 1000, 1001] {
                     let run = NamedRun {
-                        spacing: Some(spacing),
+                        spacing,
+                        sigma_spacing,
                         ..NamedRun::new(sampler, steps, false)
                     };
                     let mut rng = StdRng::seed_from_u64(2);
-                    let case = format!("{sampler} {spacing:?} {steps} steps {prediction:?}");
+                    let case = format!(
+                        "{sampler} {spacing:?} {sigma_spacing:?} {steps} steps {prediction:?}"
+                    );
                     match sample_by_name(run, schedule, &model, noise.clone(), &mut rng, |_| {}) {
                         Ok(x) => {
                             let values: Vec<f32> = x.into_data().to_vec().unwrap();
@@ -129,4 +148,40 @@ fn sa_solver_takes_its_tau_from_the_run() {
     };
     assert_eq!(spread(Some(0.0)), 0.0);
     assert!(spread(None) > 1e-3);
+}
+
+/// `NamedRun::sigma_spacing` reaches every sampler that takes it: Karras, exponential and
+/// beta σ each change its samples from the same noise and draws; the others refuse it.
+#[test]
+fn sigma_spacing_reaches_the_samplers_that_take_it() {
+    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 2000.0)
+    });
+    let noise = standard_normal::<B, 2>([4, 2], &mut StdRng::seed_from_u64(1), &Default::default());
+    for sampler in SamplerName::ALL {
+        let draw = |sigma_spacing: Option<SigmaSpacing>| {
+            let run = NamedRun {
+                sigma_spacing,
+                ..NamedRun::new(sampler, 10, false)
+            };
+            let mut rng = StdRng::seed_from_u64(2);
+            sample_by_name(run, &schedule, &model, noise.clone(), &mut rng, |_| {})
+        };
+        let own = draw(None).unwrap();
+        for spacing in SIGMA_SPACINGS {
+            match draw(Some(spacing)) {
+                Ok(x) => {
+                    assert!(sampler.takes_sigma_spacing(), "{sampler} took {spacing:?}");
+                    let change = (x - own.clone()).abs().max().into_scalar();
+                    assert!(change > 1e-4, "{sampler}: {spacing:?} changed nothing");
+                }
+                Err(error) => assert!(
+                    !sampler.takes_sigma_spacing()
+                        && matches!(error, SamplerError::Incompatible { .. }),
+                    "{sampler} with {spacing:?}: {error}"
+                ),
+            }
+        }
+    }
 }

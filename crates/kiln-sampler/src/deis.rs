@@ -17,8 +17,10 @@ pub struct DeisConfig {
     pub solver_order: usize,
     /// Use lower orders for the last two steps when there are fewer than 15 (more stable).
     pub lower_order_final: bool,
-    /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
+    /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
+    /// `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Dynamic thresholding of x̂_0, before ε̂ is recomputed from it (diffusers'
     /// `thresholding`).
     pub thresholding: Option<DynamicThresholding>,
@@ -31,7 +33,7 @@ impl Default for DeisConfig {
         Self {
             solver_order: 2,
             lower_order_final: true,
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
@@ -86,9 +88,13 @@ impl<B: Backend, const D: usize> Deis<B, D> {
     ) -> Result<Self, SamplerError> {
         check_order("DEIS", config.solver_order, 3, "1, 2 or 3")?;
         SampleClipping::thresholding_only(config.thresholding).validate()?;
-        let spacing = SigmaSpacing::karras_if(config.use_karras_sigmas);
-        let (timesteps, sigmas) =
-            discrete_sigma_grid(config.grid, spacing, FinalSigmas::SigmaMin, schedule, steps)?;
+        let (timesteps, sigmas) = discrete_sigma_grid(
+            config.grid,
+            config.sigma_spacing,
+            FinalSigmas::SigmaMin,
+            schedule,
+            steps,
+        )?;
         Ok(Self {
             config,
             timesteps,

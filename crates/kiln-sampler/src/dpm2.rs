@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::midpoint_calls::MidpointCalls;
 use crate::sampler::{Step, linear};
-use crate::sigma_grid::{SigmaGrid, ancestral_split};
+use crate::sigma_grid::{SigmaGrid, SigmaSpacing, ancestral_split};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`Dpm2`], with diffusers' `KDPM2DiscreteScheduler` defaults.
@@ -14,9 +14,10 @@ pub struct Dpm2Config {
     /// Step down to σ_down and add fresh noise of σ_up at every step but the last (diffusers'
     /// `KDPM2AncestralDiscreteScheduler`, k-diffusion's `sample_dpm_2_ancestral`).
     pub ancestral: bool,
-    /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ, their timesteps
-    /// rounded to whole ones (as diffusers rounds them for this sampler).
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between its first and last σ
+    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`). Karras
+    /// σ are called at whole timesteps, rounded, as diffusers rounds them for this sampler.
+    pub sigma_spacing: SigmaSpacing,
     /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
     /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
     /// range.
@@ -29,7 +30,7 @@ impl Default for Dpm2Config {
     fn default() -> Self {
         Self {
             ancestral: false,
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
@@ -80,8 +81,8 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         config.clipping.validate()?;
-        let mut grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
-        if config.use_karras_sigmas {
+        let mut grid = SigmaGrid::new(config.grid, config.sigma_spacing, schedule, steps)?;
+        if config.sigma_spacing == SigmaSpacing::Karras {
             for timestep in &mut grid.timesteps {
                 *timestep = timestep.round_ties_even();
             }

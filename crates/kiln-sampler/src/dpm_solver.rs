@@ -187,11 +187,11 @@ pub struct DpmSolverConfig {
     pub lower_order_final: bool,
     /// Where the last step lands.
     pub final_sigmas_type: FinalSigmas,
-    /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
-    pub use_karras_sigmas: bool,
-    /// σ even in λ = −log σ between the schedule's smallest and largest σ (Lu et al. 2022a's
-    /// "logSNR" steps; [`kiln_schedule::uniform_lambda_sigmas`]). Not with `use_karras_sigmas`.
-    pub use_lu_lambdas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
+    /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
+    /// `use_exponential_sigmas`, `use_beta_sigmas`; `use_lu_lambdas`, Lu et al. 2022a's
+    /// "logSNR" steps, is [`SigmaSpacing::Exponential`]).
+    pub sigma_spacing: SigmaSpacing,
     /// Dynamic thresholding of x̂_0 (diffusers' `thresholding`).
     pub thresholding: Option<DynamicThresholding>,
     /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
@@ -206,8 +206,7 @@ impl Default for DpmSolverConfig {
             solver_type: SolverType::Midpoint,
             lower_order_final: true,
             final_sigmas_type: FinalSigmas::Zero,
-            use_karras_sigmas: false,
-            use_lu_lambdas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
@@ -250,8 +249,8 @@ pub struct DpmSolver<B: Backend, const D: usize> {
 impl<B: Backend, const D: usize> DpmSolver<B, D> {
     /// DPM-Solver over `schedule` in `steps` steps.
     ///
-    /// Fails on an order the algorithm does not have, on `use_karras_sigmas` with
-    /// `use_lu_lambdas`, and on an ε̂ algorithm with [`FinalSigmas::Zero`].
+    /// Fails on an order the algorithm does not have, on an ε̂ algorithm with
+    /// [`FinalSigmas::Zero`] and on a spacing's bad parameters.
     pub fn new(
         config: DpmSolverConfig,
         schedule: &NoiseSchedule,
@@ -260,22 +259,10 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
         config
             .algorithm_type
             .check("DPM-Solver", config.solver_order, config.final_sigmas_type)?;
-        let spacing = match (config.use_karras_sigmas, config.use_lu_lambdas) {
-            (false, false) => SigmaSpacing::Timesteps,
-            (true, false) => SigmaSpacing::Karras,
-            (false, true) => SigmaSpacing::UniformLambda,
-            (true, true) => {
-                return Err(SamplerError::Incompatible {
-                    sampler: "DPM-Solver",
-                    reason: "use_karras_sigmas and use_lu_lambdas each choose the noise levels; \
-                             set one",
-                });
-            }
-        };
         SampleClipping::thresholding_only(config.thresholding).validate()?;
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
-            spacing,
+            config.sigma_spacing,
             config.final_sigmas_type,
             schedule,
             steps,

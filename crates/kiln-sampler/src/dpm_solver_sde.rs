@@ -5,14 +5,15 @@ use rand::Rng;
 
 use crate::midpoint_calls::MidpointCalls;
 use crate::sampler::{Step, linear};
-use crate::sigma_grid::{SigmaGrid, ancestral_split, euler_step};
+use crate::sigma_grid::{SigmaGrid, SigmaSpacing, ancestral_split, euler_step};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`DpmSolverSde`], with diffusers' `DPMSolverSDEScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DpmSolverSdeConfig {
-    /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between its first and last σ
+    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
     /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
     /// range.
@@ -24,7 +25,7 @@ pub struct DpmSolverSdeConfig {
 impl Default for DpmSolverSdeConfig {
     fn default() -> Self {
         Self {
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
@@ -83,7 +84,7 @@ impl<B: Backend, const D: usize> DpmSolverSde<B, D> {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         config.clipping.validate()?;
-        let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
+        let grid = SigmaGrid::new(config.grid, config.sigma_spacing, schedule, steps)?;
         let midpoints: Vec<f64> = grid
             .sigmas
             .windows(2)

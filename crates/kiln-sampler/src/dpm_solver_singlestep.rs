@@ -28,8 +28,10 @@ pub struct DpmSolverSinglestepConfig {
     pub lower_order_final: bool,
     /// Where the last step lands.
     pub final_sigmas_type: FinalSigmas,
-    /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
+    /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
+    /// `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Dynamic thresholding of x̂_0 (diffusers' `thresholding`).
     pub thresholding: Option<DynamicThresholding>,
     /// The inference timesteps (`linspace` over N + 1 points without the last, by default;
@@ -45,7 +47,7 @@ impl Default for DpmSolverSinglestepConfig {
             solver_type: SolverType::Midpoint,
             lower_order_final: false,
             final_sigmas_type: FinalSigmas::Zero,
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
@@ -117,7 +119,7 @@ impl<B: Backend, const D: usize> DpmSolverSinglestep<B, D> {
         SampleClipping::thresholding_only(config.thresholding).validate()?;
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
-            SigmaSpacing::karras_if(config.use_karras_sigmas),
+            config.sigma_spacing,
             config.final_sigmas_type,
             schedule,
             steps,

@@ -4,7 +4,7 @@ use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
 use crate::sampler::{Step, timestep_at};
-use crate::sigma_grid::{SigmaGrid, ancestral_split, denoised, euler_step};
+use crate::sigma_grid::{SigmaGrid, SigmaSpacing, ancestral_split, denoised, euler_step};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`Euler`], with diffusers' `EulerDiscreteScheduler` defaults.
@@ -13,8 +13,9 @@ pub struct EulerConfig {
     /// Add fresh noise at every step (diffusers' `EulerAncestralDiscreteScheduler`,
     /// k-diffusion's `sample_euler_ancestral`).
     pub ancestral: bool,
-    /// Replace the grid's σ by Karras et al.'s ρ = 7 spacing between its first and last σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between its first and last σ
+    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
     /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
     /// range.
@@ -27,7 +28,7 @@ impl Default for EulerConfig {
     fn default() -> Self {
         Self {
             ancestral: false,
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
@@ -59,7 +60,7 @@ impl Euler {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         config.clipping.validate()?;
-        let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
+        let grid = SigmaGrid::new(config.grid, config.sigma_spacing, schedule, steps)?;
         Ok(Self { config, grid })
     }
 }

@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::error::check_range;
 use crate::sampler::{CallOrder, Step, check_two_call_start, linear, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised, timestep_of, vp_scale};
+use crate::sigma_grid::{SigmaGrid, SigmaSpacing, denoised, timestep_of, vp_scale};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// The stochastic "churn" of Karras et al. 2022, Algorithm 2: before step i, noise raises σ_i
@@ -27,8 +27,9 @@ pub struct Churn {
 /// Settings of [`Heun`], with diffusers' `HeunDiscreteScheduler` defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeunConfig {
-    /// Karras et al.'s ρ = 7 spacing between the grid's first and last σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between its first and last σ
+    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Stochastic churn (EDM's stochastic sampler); `None` is the deterministic Algorithm 1.
     pub churn: Option<Churn>,
     /// Clipping of x̂_0 (diffusers' `clip_sample`, off by default).
@@ -40,7 +41,7 @@ pub struct HeunConfig {
 impl Default for HeunConfig {
     fn default() -> Self {
         Self {
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             churn: None,
             clipping: SampleClipping::thresholding_only(None),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
@@ -88,7 +89,7 @@ impl<B: Backend, const D: usize> Heun<B, D> {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         config.clipping.validate()?;
-        let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
+        let grid = SigmaGrid::new(config.grid, config.sigma_spacing, schedule, steps)?;
         let gamma = |sigma: f64| match config.churn {
             Some(c) if (c.s_tmin..=c.s_tmax).contains(&sigma) => {
                 (c.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0)

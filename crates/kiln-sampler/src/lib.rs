@@ -90,7 +90,7 @@ pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
 pub use sa_solver::{SaSolver, SaSolverAlgorithm, SaSolverConfig, SaSolverTau};
 pub use sampler::{Sampler, Step, StepEvent, sample, sample_from};
-pub use sigma_grid::FinalSigmas;
+pub use sigma_grid::{FinalSigmas, SigmaSpacing};
 pub use tcd::{Tcd, TcdConfig};
 pub use thresholding::{DynamicThresholding, SampleClipping};
 pub use unipc::{UniPc, UniPcConfig, UniPcSolverType};

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::error::check_range;
 use crate::sampler::{Step, timestep_at};
-use crate::sigma_grid::{SigmaGrid, denoised};
+use crate::sigma_grid::{SigmaGrid, SigmaSpacing, denoised};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// Settings of [`Lms`], with diffusers' `LMSDiscreteScheduler` defaults.
@@ -16,8 +16,9 @@ pub struct LmsConfig {
     /// The method's order: how many of the latest slopes it interpolates, 1 to 4 (the `order`
     /// of diffusers' `LMSDiscreteScheduler.step`, default 4; 1 is Euler).
     pub order: usize,
-    /// Replace the grid's σ by Karras et al.'s ρ = 7 spacing between its first and last σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between its first and last σ
+    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Clamping or dynamic thresholding of x̂_0 (off by default: Kiln's own, diffusers'
     /// scheduler has none). Kept in range, x̂_0 turns the slope (x − x̂_0)/σ towards data in
     /// range.
@@ -30,7 +31,7 @@ impl Default for LmsConfig {
     fn default() -> Self {
         Self {
             order: 4,
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
         }
@@ -70,7 +71,7 @@ impl<B: Backend, const D: usize> Lms<B, D> {
     ) -> Result<Self, SamplerError> {
         check_range("order", config.order as f64, 1.0..=4.0, "from 1 to 4")?;
         config.clipping.validate()?;
-        let grid = SigmaGrid::new(config.grid, config.use_karras_sigmas, schedule, steps)?;
+        let grid = SigmaGrid::new(config.grid, config.sigma_spacing, schedule, steps)?;
         Ok(Self {
             config,
             grid,

@@ -85,8 +85,10 @@ pub struct SaSolverConfig {
     /// Lower the orders over the last steps (predictor ≤ steps left, corrector ≤ steps left
     /// + 1).
     pub lower_order_final: bool,
-    /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
+    /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
+    /// `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Dynamic thresholding of x̂_0 (before ε̂ is recomputed from it, for
     /// [`SaSolverAlgorithm::NoisePrediction`]).
     pub thresholding: Option<DynamicThresholding>,
@@ -102,7 +104,7 @@ impl Default for SaSolverConfig {
             tau: SaSolverTau::default(),
             algorithm_type: SaSolverAlgorithm::DataPrediction,
             lower_order_final: true,
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
@@ -194,12 +196,16 @@ impl<B: Backend, const D: usize> SaSolver<B, D> {
             }
         }
         SampleClipping::thresholding_only(config.thresholding).validate()?;
-        let spacing = SigmaSpacing::karras_if(config.use_karras_sigmas);
-        let (timesteps, mut sigmas) =
-            discrete_sigma_grid(config.grid, spacing, FinalSigmas::SigmaMin, schedule, steps)?;
-        // diffusers repeats the last Karras σ, so the last step only carries the corrector;
+        let (timesteps, mut sigmas) = discrete_sigma_grid(
+            config.grid,
+            config.sigma_spacing,
+            FinalSigmas::SigmaMin,
+            schedule,
+            steps,
+        )?;
+        // diffusers repeats the last spaced σ, so the last step only carries the corrector;
         // in one step that would return the noise, so Kiln steps to σ_min there (as DEIS).
-        if config.use_karras_sigmas && steps > 1 {
+        if config.sigma_spacing != SigmaSpacing::Timesteps && steps > 1 {
             sigmas[steps] = sigmas[steps - 1];
         }
         let kept = config.predictor_order.max(config.corrector_order - 1);

@@ -1,7 +1,8 @@
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 use kiln_schedule::{
-    NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas, uniform_lambda_sigmas,
+    NoiseSchedule, ScheduleError, TimestepGrid, TimestepSpacing, beta_sigmas, karras_sigmas,
+    uniform_lambda_sigmas,
 };
 
 use crate::sampler::{clean_and_noise, linear, whole_timesteps};
@@ -20,25 +21,25 @@ pub(crate) struct SigmaGrid {
 
 impl SigmaGrid {
     /// σ interpolated at the grid's timesteps (diffusers' `interpolation_type = "linear"`), or
-    /// Karras et al.'s ρ = 7 spacing between the first and last of them with the timesteps
-    /// found by log-σ interpolation.
+    /// `spacing` between the first and last of them with the timesteps found by log-σ
+    /// interpolation.
     pub fn new(
         grid: TimestepGrid,
-        use_karras_sigmas: bool,
+        spacing: SigmaSpacing,
         schedule: &NoiseSchedule,
         steps: usize,
     ) -> Result<Self, SamplerError> {
         let timesteps = grid.timesteps(schedule.num_timesteps(), steps)?;
         let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| sigma_at(schedule, t)).collect();
-        let sigma_max = sigmas[0];
-        let timesteps = if use_karras_sigmas {
-            sigmas = karras_sigmas(sigmas[steps - 1], sigma_max, steps, 7.0)?;
-            sigmas
-                .iter()
-                .map(|&sigma| timestep_of(schedule, sigma))
-                .collect()
-        } else {
-            timesteps
+        let timesteps = match spacing.between(sigmas[steps - 1], sigmas[0], steps)? {
+            Some(spaced) => {
+                sigmas = spaced;
+                sigmas
+                    .iter()
+                    .map(|&sigma| timestep_of(schedule, sigma))
+                    .collect()
+            }
+            None => timesteps,
         };
         sigmas.push(0.0);
         Ok(Self {
@@ -191,31 +192,71 @@ pub enum FinalSigmas {
     SigmaMin,
 }
 
-/// How a multistep solver places its noise levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SigmaSpacing {
-    /// σ from the table at the grid's whole timesteps.
+/// Where a sampler places its noise levels: σ at its timesteps, or a spacing of σ between a
+/// largest and a smallest one, with the timesteps of the model calls then found from σ. One
+/// field for diffusers' `use_karras_sigmas`, `use_exponential_sigmas` and `use_beta_sigmas`
+/// (and DPM-Solver's `use_lu_lambdas`), flags of which at most one may be set.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum SigmaSpacing {
+    /// σ from the schedule at the grid's timesteps (diffusers' default).
+    #[default]
     Timesteps,
-    /// Karras et al.'s ρ = 7 spacing ([`karras_sigmas`]).
+    /// Karras et al. 2022's ρ = 7 spacing, even in σ^{1/7} ([`karras_sigmas`]; diffusers'
+    /// `use_karras_sigmas`).
     Karras,
-    /// Even in λ = −log σ ([`uniform_lambda_sigmas`]).
-    UniformLambda,
+    /// Even in log σ, so in λ = −log σ ([`uniform_lambda_sigmas`]; diffusers'
+    /// `use_exponential_sigmas`, and DPM-Solver's `use_lu_lambdas`, which place the same σ).
+    Exponential,
+    /// At the quantiles of a Beta(`alpha`, `beta`) distribution, crowded at both ends for
+    /// parameters below 1 (Lee et al. 2024; [`beta_sigmas`]; diffusers' `use_beta_sigmas` is
+    /// [`SigmaSpacing::BETA`]).
+    Beta {
+        /// The Beta distribution's first shape parameter, a > 0.
+        alpha: f64,
+        /// Its second shape parameter, b > 0.
+        beta: f64,
+    },
 }
 
 impl SigmaSpacing {
-    /// Karras σ when `use_karras_sigmas` is set, else σ at the grid's timesteps.
-    pub fn karras_if(use_karras_sigmas: bool) -> Self {
-        if use_karras_sigmas {
-            Self::Karras
-        } else {
-            Self::Timesteps
+    /// diffusers' `use_beta_sigmas`: Beta(0.6, 0.6), the paper's choice.
+    pub const BETA: Self = Self::Beta {
+        alpha: 0.6,
+        beta: 0.6,
+    };
+
+    /// Looks the spacing up by name: `timesteps`, `karras`, `exponential` or `beta` (diffusers'
+    /// Beta(0.6, 0.6)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "timesteps" => Some(Self::Timesteps),
+            "karras" => Some(Self::Karras),
+            "exponential" => Some(Self::Exponential),
+            "beta" => Some(Self::BETA),
+            _ => None,
         }
+    }
+
+    /// `steps` σ in this spacing from `sigma_max` down to `sigma_min`; `None` for
+    /// [`SigmaSpacing::Timesteps`], which takes σ from the grid instead.
+    fn between(
+        self,
+        sigma_min: f64,
+        sigma_max: f64,
+        steps: usize,
+    ) -> Result<Option<Vec<f64>>, ScheduleError> {
+        Ok(Some(match self {
+            Self::Timesteps => return Ok(None),
+            Self::Karras => karras_sigmas(sigma_min, sigma_max, steps, 7.0)?,
+            Self::Exponential => uniform_lambda_sigmas(sigma_min, sigma_max, steps)?,
+            Self::Beta { alpha, beta } => beta_sigmas(sigma_min, sigma_max, steps, alpha, beta)?,
+        }))
     }
 }
 
 /// The grid of diffusers' multistep solvers (DPM-Solver, UniPC): whole timesteps from the
-/// grid and σ from the table at them, or Karras or uniform-λ σ between the table's smallest
-/// and largest σ (the grid unused) with their timesteps rounded to whole numbers; then the
+/// grid and σ from the table at them, or `spacing`'s σ between the table's smallest and
+/// largest σ (the grid unused) with their timesteps rounded to whole numbers; then the
 /// final σ.
 pub(crate) fn discrete_sigma_grid(
     grid: TimestepGrid,
@@ -226,14 +267,10 @@ pub(crate) fn discrete_sigma_grid(
 ) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
     let last = (schedule.num_timesteps() - 1) as f64;
     let (sigma_min, sigma_max) = (schedule.sigmas()[0], sigma_at(schedule, last));
-    let spaced = match spacing {
-        SigmaSpacing::Timesteps => {
-            let timesteps = whole_timesteps(grid, schedule, steps)?;
-            let sigmas = timesteps.iter().map(|&t| sigma_at(schedule, t)).collect();
-            return Ok((timesteps, with_final(sigmas, final_sigmas, sigma_min)));
-        }
-        SigmaSpacing::Karras => karras_sigmas(sigma_min, sigma_max, steps, 7.0)?,
-        SigmaSpacing::UniformLambda => uniform_lambda_sigmas(sigma_min, sigma_max, steps)?,
+    let Some(spaced) = spacing.between(sigma_min, sigma_max, steps)? else {
+        let timesteps = whole_timesteps(grid, schedule, steps)?;
+        let sigmas = timesteps.iter().map(|&t| sigma_at(schedule, t)).collect();
+        return Ok((timesteps, with_final(sigmas, final_sigmas, sigma_min)));
     };
     let timesteps = spaced
         .iter()

@@ -29,8 +29,10 @@ pub struct UniPcConfig {
     pub lower_order_final: bool,
     /// Where the last step lands.
     pub final_sigmas_type: FinalSigmas,
-    /// Karras et al.'s ρ = 7 spacing of σ between the schedule's smallest and largest σ.
-    pub use_karras_sigmas: bool,
+    /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
+    /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
+    /// `use_exponential_sigmas`, `use_beta_sigmas`).
+    pub sigma_spacing: SigmaSpacing,
     /// Dynamic thresholding of x̂_0.
     pub thresholding: Option<DynamicThresholding>,
     /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
@@ -44,7 +46,7 @@ impl Default for UniPcConfig {
             solver_type: UniPcSolverType::Bh2,
             lower_order_final: true,
             final_sigmas_type: FinalSigmas::Zero,
-            use_karras_sigmas: false,
+            sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
@@ -98,10 +100,9 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
     ) -> Result<Self, SamplerError> {
         check_order("UniPC", config.solver_order, 3, "1, 2 or 3")?;
         SampleClipping::thresholding_only(config.thresholding).validate()?;
-        let spacing = SigmaSpacing::karras_if(config.use_karras_sigmas);
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
-            spacing,
+            config.sigma_spacing,
             config.final_sigmas_type,
             schedule,
             steps,

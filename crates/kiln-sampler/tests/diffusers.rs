@@ -18,8 +18,8 @@ use kiln_sampler::{
     DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig,
     DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm,
     LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SaSolver, SaSolverAlgorithm,
-    SaSolverConfig, SaSolverTau, Sampler, SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, sample,
-    sample_from,
+    SaSolverConfig, SaSolverTau, Sampler, SigmaSpacing, SolverType, Tcd, TcdConfig, UniPc,
+    UniPcConfig, sample, sample_from,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -198,7 +198,7 @@ fn lms_full_loops() {
     let x = lms_test_loop(LmsConfig::default(), Prediction::V);
     assert_sum_and_mean(x, 0.0017, 2.2676e-06);
     let karras = LmsConfig {
-        use_karras_sigmas: true,
+        sigma_spacing: SigmaSpacing::Karras,
         ..LmsConfig::default()
     };
     assert_sum_and_mean(
@@ -219,10 +219,10 @@ fn lms_matches_diffusers_element_for_element() {
         let [order, prediction, grid] = settings.split(' ').collect::<Vec<_>>()[..] else {
             panic!("bad settings {settings}");
         };
-        let (grid, use_karras_sigmas) = grid_named(grid, LmsConfig::default().grid);
+        let (grid, sigma_spacing) = grid_named(grid, LmsConfig::default().grid);
         let config = LmsConfig {
             order: order.parse().unwrap(),
-            use_karras_sigmas,
+            sigma_spacing,
             grid,
             ..Default::default()
         };
@@ -247,15 +247,15 @@ fn dpm2_full_loops() {
 
 /// A fixture's grid: a `timestep_spacing` over `default` (the sampler's default grid), or
 /// `karras` for Karras σ on `default`; with whether σ is Karras's.
-fn grid_named(name: &str, default: TimestepGrid) -> (TimestepGrid, bool) {
+fn grid_named(name: &str, default: TimestepGrid) -> (TimestepGrid, SigmaSpacing) {
     let spacing = match name {
-        "karras" => return (default, true),
+        "karras" => return (default, SigmaSpacing::Karras),
         "linspace" => TimestepSpacing::Linspace,
         "leading" => TimestepSpacing::Leading,
         "trailing" => TimestepSpacing::Trailing,
         other => panic!("unknown grid {other}"),
     };
-    (TimestepGrid { spacing, ..default }, false)
+    (TimestepGrid { spacing, ..default }, SigmaSpacing::Timesteps)
 }
 
 /// DPM-Solver-2 in 1, 2, 5 and 10 steps, in ε and v, on `linspace`, `leading` and `trailing`
@@ -278,10 +278,10 @@ fn assert_dpm2_runs(fixtures: &str, ancestral: bool) {
     assert_two_call_runs(
         fixtures,
         Dpm2Config::default().grid,
-        |grid, use_karras_sigmas, steps| {
+        |grid, sigma_spacing, steps| {
             let config = Dpm2Config {
                 ancestral,
-                use_karras_sigmas,
+                sigma_spacing,
                 grid,
                 ..Default::default()
             };
@@ -313,9 +313,9 @@ fn dpm2_ancestral_matches_diffusers_element_for_element() {
 fn dpm_solver_sde_matches_diffusers_element_for_element() {
     let fixtures = include_str!("fixtures/dpm_sde.txt");
     let default = DpmSolverSdeConfig::default();
-    assert_two_call_runs(fixtures, default.grid, |grid, use_karras_sigmas, steps| {
+    assert_two_call_runs(fixtures, default.grid, |grid, sigma_spacing, steps| {
         let config = DpmSolverSdeConfig {
-            use_karras_sigmas,
+            sigma_spacing,
             grid,
             ..Default::default()
         };
@@ -330,7 +330,7 @@ fn dpm_solver_sde_matches_diffusers_element_for_element() {
 fn assert_two_call_runs<S: Sampler<B, 4>>(
     fixtures: &str,
     default_grid: TimestepGrid,
-    build: impl Fn(TimestepGrid, bool, usize) -> S,
+    build: impl Fn(TimestepGrid, SigmaSpacing, usize) -> S,
 ) {
     let runs: Vec<&str> = fixtures
         .lines()
@@ -344,8 +344,8 @@ fn assert_two_call_runs<S: Sampler<B, 4>>(
         let [steps, prediction, grid] = settings.split(' ').collect::<Vec<_>>()[..] else {
             panic!("bad settings {settings}");
         };
-        let (grid, use_karras_sigmas) = grid_named(grid, default_grid);
-        let mut sampler = build(grid, use_karras_sigmas, steps.parse().unwrap());
+        let (grid, sigma_spacing) = grid_named(grid, default_grid);
+        let mut sampler = build(grid, sigma_spacing, steps.parse().unwrap());
         let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
         let calls = sampler.timesteps();
         assert_eq!(calls.len(), expected.len(), "{settings}");
@@ -393,7 +393,7 @@ fn heun_full_loop_with_v_prediction() {
 #[test]
 fn heun_full_loop_karras_sigmas() {
     let config = HeunConfig {
-        use_karras_sigmas: true,
+        sigma_spacing: SigmaSpacing::Karras,
         ..HeunConfig::default()
     };
     assert_sum_and_mean(
@@ -418,7 +418,7 @@ fn euler_full_loop_with_v_prediction() {
 #[test]
 fn euler_full_loop_karras_sigmas() {
     let config = EulerConfig {
-        use_karras_sigmas: true,
+        sigma_spacing: SigmaSpacing::Karras,
         ..EulerConfig::default()
     };
     let x = euler_test_loop(config, Prediction::Epsilon);
@@ -491,7 +491,7 @@ fn dpm_solver_full_loop_with_thresholding() {
 #[test]
 fn dpm_solver_full_loop_with_lu_lambdas_and_v_prediction() {
     let config = DpmSolverConfig {
-        use_lu_lambdas: true,
+        sigma_spacing: SigmaSpacing::Exponential,
         ..dpm_test_config()
     };
     assert_mean(dpm_run(config, Prediction::V), 0.1554);
@@ -510,7 +510,7 @@ fn dpm_fixture_config(settings: &str) -> (DpmSolverConfig, Prediction) {
             ("prediction_type", name) => prediction = prediction_named(name),
             ("final_sigmas_type", name) => config.final_sigmas_type = final_sigmas_named(name),
             ("lower_order_final", flag) => config.lower_order_final = flag == "True",
-            ("use_lu_lambdas", flag) => config.use_lu_lambdas = flag == "True",
+            ("use_lu_lambdas", "True") => config.sigma_spacing = SigmaSpacing::Exponential,
             _ => panic!("unknown fixture setting {setting}"),
         }
     }
@@ -745,10 +745,10 @@ fn pndm_full_loop_with_and_without_set_alpha_to_one() {
 }
 
 /// test_scheduler_unipc.py: order 2, bh2, `final_sigmas_type = "sigma_min"`.
-fn unipc_run(use_karras_sigmas: bool, prediction: Prediction) -> Tensor<B, 4> {
+fn unipc_run(sigma_spacing: SigmaSpacing, prediction: Prediction) -> Tensor<B, 4> {
     let config = UniPcConfig {
         final_sigmas_type: FinalSigmas::SigmaMin,
-        use_karras_sigmas,
+        sigma_spacing,
         ..UniPcConfig::default()
     };
     let mut unipc = UniPc::<B, 4>::new(config, &linear(1000, 1e-4), 10).unwrap();
@@ -757,10 +757,13 @@ fn unipc_run(use_karras_sigmas: bool, prediction: Prediction) -> Tensor<B, 4> {
 
 #[test]
 fn unipc_full_loops() {
-    assert_mean(unipc_run(false, Prediction::Epsilon), 0.2464);
-    assert_mean(unipc_run(true, Prediction::Epsilon), 0.2925);
-    assert_mean(unipc_run(false, Prediction::V), 0.1014);
-    assert_mean(unipc_run(true, Prediction::V), 0.1966);
+    assert_mean(
+        unipc_run(SigmaSpacing::Timesteps, Prediction::Epsilon),
+        0.2464,
+    );
+    assert_mean(unipc_run(SigmaSpacing::Karras, Prediction::Epsilon), 0.2925);
+    assert_mean(unipc_run(SigmaSpacing::Timesteps, Prediction::V), 0.1014);
+    assert_mean(unipc_run(SigmaSpacing::Karras, Prediction::V), 0.1966);
 }
 
 /// From a fresh scheduler, so the first of the two steps is first order.
@@ -832,11 +835,11 @@ fn deis_matches_diffusers_element_for_element() {
         let solver_order = settings[1].parse().unwrap();
         match settings[0] {
             "linear" => {
-                let (grid, use_karras_sigmas) = grid_named(settings[3], DeisConfig::default().grid);
+                let (grid, sigma_spacing) = grid_named(settings[3], DeisConfig::default().grid);
                 let config = DeisConfig {
                     solver_order,
                     lower_order_final: settings[5] == "True",
-                    use_karras_sigmas,
+                    sigma_spacing,
                     grid,
                     ..DeisConfig::default()
                 };
@@ -899,14 +902,14 @@ fn dpm_solver_singlestep_full_loops() {
         final_sigmas_type: FinalSigmas::SigmaMin,
         ..DpmSolverSinglestepConfig::default()
     };
-    for (use_karras_sigmas, prediction, mean) in [
-        (false, Prediction::Epsilon, 0.2791),
-        (false, Prediction::V, 0.1453),
-        (true, Prediction::Epsilon, 0.2248),
-        (true, Prediction::V, 0.0649),
+    for (sigma_spacing, prediction, mean) in [
+        (SigmaSpacing::Timesteps, Prediction::Epsilon, 0.2791),
+        (SigmaSpacing::Timesteps, Prediction::V, 0.1453),
+        (SigmaSpacing::Karras, Prediction::Epsilon, 0.2248),
+        (SigmaSpacing::Karras, Prediction::V, 0.0649),
     ] {
         let config = DpmSolverSinglestepConfig {
-            use_karras_sigmas,
+            sigma_spacing,
             ..config
         };
         let mut solver = DpmSolverSinglestep::<B, 4>::new(config, &schedule, 10).unwrap();
@@ -963,7 +966,10 @@ fn dpm_solver_singlestep_matches_diffusers_element_for_element() {
             solver_type: solver_type_named(solver_type),
             lower_order_final: lower == "True",
             final_sigmas_type: final_sigmas_named(last),
-            use_karras_sigmas: karras == "True",
+            sigma_spacing: match karras {
+                "True" => SigmaSpacing::Karras,
+                _ => SigmaSpacing::Timesteps,
+            },
             ..DpmSolverSinglestepConfig::default()
         };
         let schedule = linear(1000, 1e-4);
@@ -1086,7 +1092,7 @@ fn sa_solver_fixture_config(settings: &str) -> (SaSolverConfig, Prediction, usiz
                 config.thresholding.as_mut().unwrap().max_value = max.parse().unwrap();
             }
             ("grid", name) => {
-                (config.grid, config.use_karras_sigmas) = grid_named(name, config.grid);
+                (config.grid, config.sigma_spacing) = grid_named(name, config.grid);
             }
             _ => panic!("unknown fixture setting {setting}"),
         }
@@ -1135,11 +1141,15 @@ fn zero_terminal_snr_matches_diffusers() {
         let schedule = NoiseSchedule::new(&betas, 1000)
             .and_then(|schedule| schedule.rescale_zero_terminal_snr())
             .unwrap();
-        let (karras, steps) = (grid == "karras", steps.parse().unwrap());
+        let sigma_spacing = match grid {
+            "karras" => SigmaSpacing::Karras,
+            _ => SigmaSpacing::Timesteps,
+        };
+        let steps = steps.parse().unwrap();
         let mut sampler: Box<dyn FnMut() -> (Vec<f64>, Tensor<B, 4>)> = match sampler {
             "euler" => {
                 let config = EulerConfig {
-                    use_karras_sigmas: karras,
+                    sigma_spacing,
                     grid: trailing,
                     ..EulerConfig::default()
                 };
@@ -1151,7 +1161,7 @@ fn zero_terminal_snr_matches_diffusers() {
             }
             "dpm++" => {
                 let config = DpmSolverConfig {
-                    use_karras_sigmas: karras,
+                    sigma_spacing,
                     grid: trailing,
                     ..DpmSolverConfig::default()
                 };
@@ -1160,7 +1170,7 @@ fn zero_terminal_snr_matches_diffusers() {
             }
             "unipc" => {
                 let config = UniPcConfig {
-                    use_karras_sigmas: karras,
+                    sigma_spacing,
                     grid: trailing,
                     ..UniPcConfig::default()
                 };
@@ -1179,10 +1189,208 @@ fn zero_terminal_snr_matches_diffusers() {
             .fold(0.0, f64::max);
         assert!(worst < 2e-4, "{settings}: {calls:?} against {expected:?}");
         let m: f64 = m.parse().unwrap();
-        let got = x.sum().into_scalar() as f64 / deterministic(false).sum().into_scalar() as f64;
+        let got = linear_factor(x);
         assert!(
             (got - m).abs() < 1e-4 * m.abs().max(1.0),
             "{settings}: m {got} against {m}"
         );
     }
+}
+
+/// diffusers' exponential and beta noise levels (`use_exponential_sigmas`, `use_beta_sigmas`)
+/// in every sampler that has them, against diffusers 0.42
+/// (`benches/peer/sigma_spacing_fixtures.py`): Euler, LMS, Heun, DPM2 (and ancestral),
+/// DPM-Solver++ SDE, 2M and 2S, DEIS, UniPC and SA-Solver (τ = 0), on `linspace` and `leading`
+/// grids in 1, 2, 5 and 10 steps. The call timesteps agree exactly in the multistep solvers
+/// and to 8.2e-3 in the others (fractional, found in diffusers' f32 σ table); each run from x
+/// ends at the same m·x, to 6.4e-5 of m (diffusers' loop in f64), and to 1.0e-4 in DPM2's
+/// 2-step runs, where ε̂ cancels x to 1 % at σ_max (see `dpm2_matches_diffusers_element_for_element`).
+/// The two samplers that draw noise are checked by their timesteps alone.
+///
+/// Two differences are kept on purpose. diffusers' multistep solvers truncate the timesteps of
+/// these two spacings where they round Karras σ's; Kiln rounds all three, and the script has
+/// diffusers round them too. In one step DEIS and SA-Solver stay at σ_max in diffusers
+/// (m = 1), as with Karras σ; Kiln's step to σ_min, as its one-step `linspace` run does.
+#[test]
+fn exponential_and_beta_sigmas_match_diffusers() {
+    let runs: Vec<&str> = include_str!("fixtures/sigma_spacing.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert_eq!(runs.len(), 176);
+    let schedule = linear(1000, 1e-4);
+    for line in runs {
+        let [settings, m, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
+            panic!("bad line {line}");
+        };
+        let [sampler, spacing, grid, steps] = settings.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("bad settings {settings}");
+        };
+        let sigma_spacing = match spacing {
+            "exponential" => SigmaSpacing::Exponential,
+            "beta" => SigmaSpacing::BETA,
+            other => panic!("unknown spacing {other}"),
+        };
+        let steps: usize = steps.parse().unwrap();
+        let run_with = |sigma_spacing: SigmaSpacing, grid: &str| {
+            spaced_sampler_run(sampler, sigma_spacing, grid, &schedule, steps)
+        };
+        let (calls, x) = run_with(sigma_spacing, grid);
+        let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
+        assert_eq!(calls.len(), expected.len(), "{settings}");
+        // diffusers' last DPM2-ancestral midpoint σ_mid = √(σ σ_down), from a σ_down that
+        // cancels in f32 when σ ≫ σ_min (see `ancestral_split`), is up to 0.33 timesteps off.
+        let last_midpoint = (sampler == "dpm2_a" && steps > 1).then(|| calls.len() - 2);
+        let worst = calls
+            .iter()
+            .zip(&expected)
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != last_midpoint)
+            .map(|(_, (got, want))| (got - want).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < TIMESTEPS_TOLERANCE,
+            "{settings}: {calls:?} against {expected:?}"
+        );
+        let m = match (sampler, steps) {
+            _ if m == "-" => continue,
+            ("deis" | "sa_solver", 1) => {
+                assert_eq!(m, "1.0", "{line}: diffusers' step no longer stays put");
+                let (_, x) = run_with(SigmaSpacing::Timesteps, "linspace");
+                linear_factor(x)
+            }
+            _ => m.parse().unwrap(),
+        };
+        let got = linear_factor(x);
+        assert!(
+            (got - m).abs() < 2e-4 * m.abs().max(1.0),
+            "{settings}: m {got} against {m}"
+        );
+    }
+}
+
+/// The σ-space samplers' fractional timesteps, from diffusers' σ table in f32.
+const TIMESTEPS_TOLERANCE: f64 = 1e-2;
+
+/// The call timesteps of the fixture's `sampler` with `sigma_spacing` on the `grid` named, and
+/// its run from the deterministic sample with the ε dummy.
+fn spaced_sampler_run(
+    sampler: &str,
+    sigma_spacing: SigmaSpacing,
+    grid: &str,
+    schedule: &NoiseSchedule,
+    steps: usize,
+) -> (Vec<f64>, Tensor<B, 4>) {
+    let grid = |default: TimestepGrid| grid_named(grid, default).0;
+    let s = schedule;
+    match sampler {
+        "euler" => spaced_run(Euler::new(
+            EulerConfig {
+                sigma_spacing,
+                grid: grid(EulerConfig::default().grid),
+                ..EulerConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "lms" => spaced_run(Lms::new(
+            LmsConfig {
+                sigma_spacing,
+                grid: grid(LmsConfig::default().grid),
+                ..LmsConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "heun" => spaced_run(Heun::new(
+            HeunConfig {
+                sigma_spacing,
+                grid: grid(HeunConfig::default().grid),
+                ..HeunConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "dpm2" | "dpm2_a" => spaced_run(Dpm2::new(
+            Dpm2Config {
+                sigma_spacing,
+                ancestral: sampler == "dpm2_a",
+                grid: grid(Dpm2Config::default().grid),
+                ..Dpm2Config::default()
+            },
+            s,
+            steps,
+        )),
+        "dpm++sde" => spaced_run(DpmSolverSde::new(
+            DpmSolverSdeConfig {
+                sigma_spacing,
+                grid: grid(DpmSolverSdeConfig::default().grid),
+                ..DpmSolverSdeConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "dpm++" => spaced_run(DpmSolver::new(
+            DpmSolverConfig {
+                sigma_spacing,
+                grid: grid(DpmSolverConfig::default().grid),
+                ..DpmSolverConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "dpm++2s" => spaced_run(DpmSolverSinglestep::new(
+            DpmSolverSinglestepConfig {
+                sigma_spacing,
+                ..DpmSolverSinglestepConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "deis" => spaced_run(Deis::new(
+            DeisConfig {
+                sigma_spacing,
+                grid: grid(DeisConfig::default().grid),
+                ..DeisConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "unipc" => spaced_run(UniPc::new(
+            UniPcConfig {
+                sigma_spacing,
+                grid: grid(UniPcConfig::default().grid),
+                ..UniPcConfig::default()
+            },
+            s,
+            steps,
+        )),
+        "sa_solver" => spaced_run(SaSolver::new(
+            SaSolverConfig {
+                sigma_spacing,
+                tau: SaSolverTau::ODE,
+                grid: grid(SaSolverConfig::default().grid),
+                ..SaSolverConfig::default()
+            },
+            s,
+            steps,
+        )),
+        other => panic!("unknown sampler {other}"),
+    }
+}
+
+/// m of a run that is linear in its start: the result's sum over the deterministic sample's.
+fn linear_factor(x: Tensor<B, 4>) -> f64 {
+    x.sum().into_scalar() as f64 / deterministic(false).sum().into_scalar() as f64
+}
+
+/// A sampler's call timesteps and its run from the deterministic sample with the ε dummy.
+fn spaced_run<S: Sampler<B, 4>>(
+    sampler: Result<S, kiln_sampler::SamplerError>,
+) -> (Vec<f64>, Tensor<B, 4>) {
+    let mut sampler = sampler.unwrap();
+    (
+        sampler.timesteps().to_vec(),
+        run(&mut sampler, Prediction::Epsilon),
+    )
 }

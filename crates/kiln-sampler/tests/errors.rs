@@ -8,7 +8,8 @@ use kiln_sampler::{
     Denoiser, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided,
     Heun, InversionMethod, ModelError, Pndm, Prediction, SaSolver, SaSolverConfig, SaSolverTau,
-    SampleClipping, Sampler, SamplerError, UniPc, image_to_image, inpaint, invert, sample,
+    SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, image_to_image, inpaint, invert,
+    sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -66,22 +67,24 @@ fn orders_and_settings_are_checked() {
             matches!(error, SamplerError::UnsupportedOrder { order, .. } if order == solver_order)
         );
     }
-    let both_spacings = DpmSolverConfig {
-        use_karras_sigmas: true,
-        use_lu_lambdas: true,
-        ..DpmSolverConfig::default()
-    };
     let noise_to_zero = DpmSolverConfig {
         algorithm_type: AlgorithmType::DpmSolver,
         ..DpmSolverConfig::default()
     };
-    for config in [both_spacings, noise_to_zero] {
-        let error = DpmSolver::<B, 2>::new(config, &s, 10).unwrap_err();
-        assert!(
-            matches!(error, SamplerError::Incompatible { .. }),
-            "{error}"
-        );
-    }
+    let error = DpmSolver::<B, 2>::new(noise_to_zero, &s, 10).unwrap_err();
+    assert!(
+        matches!(error, SamplerError::Incompatible { .. }),
+        "{error}"
+    );
+    let flat_beta = DpmSolverConfig {
+        sigma_spacing: SigmaSpacing::Beta {
+            alpha: 0.0,
+            beta: 0.6,
+        },
+        ..DpmSolverConfig::default()
+    };
+    let error = DpmSolver::<B, 2>::new(flat_beta, &s, 10).unwrap_err();
+    assert!(error.to_string().contains("alpha is 0"), "{error}");
     for solver_order in [0, 4] {
         let config = DeisConfig {
             solver_order,

@@ -11,8 +11,8 @@ use kiln_sampler::{
     DpmSolverSdeConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig, Euler, EulerConfig,
     FinalSigmas, GaussianMixture, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
     PndmConfig, Prediction, SaSolver, SaSolverConfig, SaSolverTau, SampleClipping, Sampler,
-    SamplerError, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample, sample_from,
-    sliced_wasserstein_2,
+    SamplerError, SigmaSpacing, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, sample,
+    sample_from, sliced_wasserstein_2,
 };
 use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -139,7 +139,7 @@ fn deterministic(name: &str, steps: usize) -> Box<dyn DynSampler> {
         }
         "dpm++2m lu" => {
             let config = DpmSolverConfig {
-                use_lu_lambdas: true,
+                sigma_spacing: SigmaSpacing::Exponential,
                 lower_order_final: false,
                 ..DpmSolverConfig::default()
             };
@@ -445,7 +445,7 @@ fn samples_match_the_mixture() {
         ));
     }
     let edm = HeunConfig {
-        use_karras_sigmas: true,
+        sigma_spacing: SigmaSpacing::Karras,
         churn: Some(Churn {
             s_churn: 40.0,
             s_tmin: 0.05,

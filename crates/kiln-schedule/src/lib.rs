@@ -16,8 +16,8 @@
 //! - [`BetaSchedule`]: the named β schedules with diffusers' names and defaults;
 //! - [`NoiseSchedule`]: the β table and every derived table (α, ᾱ, √ᾱ, √(1−ᾱ), SNR, log-SNR,
 //!   σ, posterior variance and mean coefficients), computed once;
-//! - [`TimestepGrid`], [`karras_sigmas`] and [`uniform_lambda_sigmas`]: the timesteps and noise
-//!   levels a sampler visits.
+//! - [`TimestepGrid`], [`karras_sigmas`], [`uniform_lambda_sigmas`] and [`beta_sigmas`]: the
+//!   timesteps and noise levels a sampler visits.
 //!
 //! ```
 //! use kiln_schedule::{BetaSchedule, NoiseSchedule};
@@ -31,6 +31,7 @@
 
 mod beta;
 mod error;
+mod incomplete_beta;
 mod schedule;
 mod sigma_spacing;
 mod timesteps;
@@ -38,5 +39,5 @@ mod timesteps;
 pub use beta::BetaSchedule;
 pub use error::ScheduleError;
 pub use schedule::NoiseSchedule;
-pub use sigma_spacing::{karras_sigmas, uniform_lambda_sigmas};
+pub use sigma_spacing::{beta_sigmas, karras_sigmas, uniform_lambda_sigmas};
 pub use timesteps::{GridEnd, TimestepGrid, TimestepSpacing};

@@ -2,6 +2,7 @@
 
 use crate::ScheduleError;
 use crate::beta::{check_finite, linspace, out_of_range};
+use crate::incomplete_beta::beta_quantile;
 
 /// The noise levels of Karras et al. 2022 ("Elucidating the Design Space of Diffusion-Based
 /// Generative Models", eq. 5), from `sigma_max` down to `sigma_min` in `steps` points:
@@ -36,8 +37,8 @@ pub fn karras_sigmas(
 
 /// The noise levels of DPM-Solver's time steps uniform in λ (Lu et al. 2022, "DPM-Solver: A
 /// Fast ODE Solver for Diffusion Probabilistic Model Sampling in Around 10 Steps", §3.4 and
-/// Appendix D.1; diffusers' `use_lu_lambdas`), from `sigma_max` down to `sigma_min` in `steps`
-/// points. λ = log(α/s) = −log σ is half the log-SNR, so the points are even in log σ:
+/// Appendix D.1; diffusers' `use_lu_lambdas` and `use_exponential_sigmas`), from `sigma_max`
+/// down to `sigma_min` in `steps` points. λ = log(α/s) = −log σ is half the log-SNR, so the points are even in log σ:
 ///
 /// ```text
 /// σ_i = exp(log σ_max + i/(N−1) · (log σ_min − log σ_max)),   i = 0, …, N−1
@@ -54,6 +55,41 @@ pub fn uniform_lambda_sigmas(
     check_sigma_range(sigma_min, sigma_max, steps)?;
     let (log_min, log_max) = (sigma_min.ln(), sigma_max.ln());
     Ok(linspace(log_max, log_min, steps).map(f64::exp).collect())
+}
+
+/// The noise levels of Lee et al. 2024 ("Beta Sampling is All You Need: Efficient Image
+/// Generation Strategy for Diffusion Models using Stepwise Spectral Analysis"; diffusers'
+/// `use_beta_sigmas`), from `sigma_max` down to `sigma_min` in `steps` points placed at the
+/// quantiles of a Beta(a, b) distribution:
+///
+/// ```text
+/// σ_i = σ_min + F⁻¹(1 − i/(N−1); a, b) · (σ_max − σ_min),   i = 0, …, N−1
+/// ```
+///
+/// F⁻¹ is the quantile function of Beta(a, b) (the inverse of the regularized incomplete beta
+/// function I_x(a, b)). With a, b < 1 (diffusers' a = b = 0.6) the density is U-shaped, so
+/// the points crowd at both ends, the high noise levels that lay out the image's coarse
+/// structure and the low ones that finish its detail; a = b = 1 spaces σ evenly. As there,
+/// the final σ = 0 is not included.
+///
+/// Fails on N = 0, on non-finite values, on σ_min ≤ 0, σ_min > σ_max, a ≤ 0 or b ≤ 0.
+pub fn beta_sigmas(
+    sigma_min: f64,
+    sigma_max: f64,
+    steps: usize,
+    a: f64,
+    b: f64,
+) -> Result<Vec<f64>, ScheduleError> {
+    check_sigma_range(sigma_min, sigma_max, steps)?;
+    for (name, value) in [("alpha", a), ("beta", b)] {
+        check_finite(name, value)?;
+        if value <= 0.0 {
+            return Err(out_of_range(name, value, "a positive number"));
+        }
+    }
+    Ok(linspace(0.0, 1.0, steps)
+        .map(|ramp| sigma_min + beta_quantile(1.0 - ramp, a, b) * (sigma_max - sigma_min))
+        .collect())
 }
 
 /// At least one step, and 0 < σ_min ≤ σ_max, both finite.

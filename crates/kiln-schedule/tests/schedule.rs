@@ -3,7 +3,7 @@
 
 use kiln_schedule::{
     BetaSchedule, GridEnd, NoiseSchedule, ScheduleError, TimestepGrid, TimestepSpacing,
-    karras_sigmas, uniform_lambda_sigmas,
+    beta_sigmas, karras_sigmas, uniform_lambda_sigmas,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -485,4 +485,59 @@ fn random_schedules_are_monotone_and_in_range() {
             Err(other) => panic!("case {case}: unexpected {other}"),
         }
     }
+}
+
+/// diffusers' `_convert_to_beta` (scipy's Beta(a, b) quantiles) for five shapes, U-shaped to
+/// skewed, in 1, 2, 10 and 25 steps (`benches/peer/sigma_spacing_fixtures.py`): to 1e-13.
+#[test]
+fn beta_sigmas_match_diffusers() {
+    let lines: Vec<&str> = include_str!("fixtures/beta_sigmas.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert_eq!(lines.len(), 20);
+    for line in lines {
+        let (settings, expected) = line.split_once(" | ").unwrap();
+        let numbers: Vec<f64> = settings.split(' ').map(|v| v.parse().unwrap()).collect();
+        let [sigma_min, sigma_max, steps, a, b] = numbers[..] else {
+            panic!("bad settings {settings}");
+        };
+        let sigmas = beta_sigmas(sigma_min, sigma_max, steps as usize, a, b).unwrap();
+        let expected: Vec<f64> = expected.split(' ').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(sigmas.len(), expected.len(), "{settings}");
+        for (got, want) in sigmas.iter().zip(&expected) {
+            assert_rel(*got, *want, 1e-13);
+        }
+    }
+}
+
+/// Beta(1, 1) spaces σ evenly; Beta(0.6, 0.6) is symmetric, so its σ mirror about the middle
+/// and crowd at both ends; bad shapes are typed errors.
+#[test]
+fn beta_sigmas_follow_their_distribution() {
+    let even = beta_sigmas(1.0, 10.0, 10, 1.0, 1.0).unwrap();
+    for (i, sigma) in even.iter().enumerate() {
+        assert_rel(*sigma, 10.0 - i as f64, 1e-14);
+    }
+    let crowded = beta_sigmas(1.0, 10.0, 11, 0.6, 0.6).unwrap();
+    assert_eq!((crowded[0], crowded[10]), (10.0, 1.0));
+    for i in 0..11 {
+        assert_rel(crowded[i] + crowded[10 - i], 11.0, 1e-13);
+    }
+    assert!(crowded[0] - crowded[1] < crowded[4] - crowded[5]);
+    assert_eq!(beta_sigmas(1.0, 10.0, 1, 0.6, 0.6).unwrap(), vec![10.0]);
+    assert_eq!(
+        beta_sigmas(1.0, 10.0, 0, 0.6, 0.6),
+        Err(ScheduleError::ZeroSteps)
+    );
+    for (a, b, name) in [(0.0, 0.6, "alpha"), (0.6, -1.0, "beta")] {
+        assert!(matches!(
+            beta_sigmas(1.0, 10.0, 5, a, b),
+            Err(ScheduleError::OutOfRange { name: n, .. }) if n == name
+        ));
+    }
+    assert!(matches!(
+        beta_sigmas(1.0, 10.0, 5, f64::NAN, 0.6),
+        Err(ScheduleError::NonFinite { name: "alpha", .. })
+    ));
 }
