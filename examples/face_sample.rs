@@ -89,8 +89,8 @@ struct Args {
     /// edm, lcm and tcd) in this spacing between its largest and smallest σ, instead of at
     /// the grid's timesteps: Karras et al.'s, even in log σ, or at Beta(0.6, 0.6) quantiles
     /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`).
-    #[arg(long, value_parser = ["timesteps", "karras", "exponential", "beta"])]
-    sigmas: Option<String>,
+    #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
+    sigmas: Option<SigmaSpacing>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -357,11 +357,7 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
         original_steps: args.original_steps.or(base.original_steps),
         gamma: args.gamma.or(base.gamma),
         tau: args.tau.or(base.tau),
-        sigma_spacing: args
-            .sigmas
-            .as_deref()
-            .and_then(SigmaSpacing::from_name)
-            .or(base.sigma_spacing),
+        sigma_spacing: args.sigmas.or(base.sigma_spacing),
     }
 }
 

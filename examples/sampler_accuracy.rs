@@ -22,7 +22,7 @@ use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
 use kiln::npy;
 use kiln::pipeline::{NamedRun, SamplerName, sample_by_name};
-use kiln::sampler::{GaussianMixture, sliced_wasserstein_2};
+use kiln::sampler::{GaussianMixture, SigmaSpacing, sliced_wasserstein_2};
 use kiln::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
 use serde::Deserialize;
@@ -52,6 +52,10 @@ struct Args {
     /// Samplers, comma-separated (default: all).
     #[arg(long, value_delimiter = ',', value_parser = names::by_name::<SamplerName>(&SamplerName::NAMES, SamplerName::ALIASES.map(|(alias, _)| alias)))]
     samplers: Vec<SamplerName>,
+    /// Place the noise levels of the samplers that step through σ in this spacing instead of
+    /// at the grid's timesteps (karras, exponential, beta); the other samplers are left out.
+    #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
+    sigmas: Option<SigmaSpacing>,
     /// Points per sampler.
     #[arg(long, default_value_t = 2000)]
     count: usize,
@@ -127,6 +131,12 @@ impl BackendTask for Table {
         } else {
             args.samplers.clone()
         };
+        let samplers: Vec<SamplerName> = samplers
+            .into_iter()
+            .filter(|sampler| {
+                !args.sigmas.is_some_and(SigmaSpacing::is_spaced) || sampler.takes_sigma_spacing()
+            })
+            .collect();
 
         print!("{:<12}", "sampler");
         for steps in &args.steps {
@@ -138,6 +148,7 @@ impl BackendTask for Table {
             for &steps in &args.steps {
                 let run = NamedRun {
                     spacing: Some(TimestepSpacing::Trailing),
+                    sigma_spacing: args.sigmas,
                     ..NamedRun::new(sampler, steps, false)
                 };
                 let mut rng = run_rng(args.seed, sampler, steps);

@@ -118,7 +118,7 @@ def beta_fixtures():
         "# sigma_min sigma_max steps a b | diffusers' _convert_to_beta",
     ]
     scheduler = EulerDiscreteScheduler()
-    for (a, b), steps in itertools.product([(0.6, 0.6), (0.5, 2.0), (2.0, 5.0), (1.0, 1.0), (3.0, 0.7)], [1, 2, 10, 25]):
+    for (a, b), steps in itertools.product([(0.6, 0.6), (0.5, 2.0), (2.0, 5.0), (1.0, 1.0), (3.0, 0.7), (0.01, 0.01), (200.0, 200.0)], [1, 2, 10, 25]):
         sigma_min, sigma_max = 0.0292, 14.6146
         ends = torch.tensor([sigma_max, sigma_min], dtype=torch.float64)
         sigmas = scheduler._convert_to_beta(ends, steps, alpha=a, beta=b)

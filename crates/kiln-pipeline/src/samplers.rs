@@ -202,7 +202,8 @@ pub struct NamedRun {
     pub tau: Option<f64>,
     /// For the samplers that step through noise levels σ ([`SamplerName::takes_sigma_spacing`]):
     /// where they place them, Karras, exponential or beta σ between the grid's largest and
-    /// smallest instead of σ at its timesteps (`None`: the timesteps, diffusers' default).
+    /// smallest instead of σ at its timesteps (`None` or `Timesteps`: the timesteps,
+    /// diffusers' default; a spaced σ for another sampler is an error).
     pub sigma_spacing: Option<SigmaSpacing>,
 }
 
@@ -230,7 +231,7 @@ impl NamedRun {
     }
 
     /// This run's σ spacing, else the sampler's `default`.
-    fn sigma_spacing(&self, default: SigmaSpacing) -> SigmaSpacing {
+    fn sigma_spacing_or(&self, default: SigmaSpacing) -> SigmaSpacing {
         self.sigma_spacing.unwrap_or(default)
     }
 }
@@ -256,11 +257,20 @@ impl NamedRun {
         &self,
         schedule: &NoiseSchedule,
     ) -> Result<Box<dyn SamplerRun<B, D, M>>, SamplerError> {
-        if self.sigma_spacing.is_some() && !self.sampler.takes_sigma_spacing() {
+        if self.sigma_spacing.is_some_and(SigmaSpacing::is_spaced)
+            && !self.sampler.takes_sigma_spacing()
+        {
             return Err(SamplerError::Incompatible {
                 sampler: self.sampler.name(),
-                reason: "a σ spacing is for the samplers that step through noise levels σ; \
-                         this one has its own grid (edm: heun with Karras σ and churn)",
+                reason: match self.sampler {
+                    SamplerName::Edm => {
+                        "edm is Heun with Karras σ and churn; take heun for another σ spacing"
+                    }
+                    _ => {
+                        "this sampler steps between timesteps, not σ; a σ spacing is for the \
+                          samplers that step through σ"
+                    }
+                },
             });
         }
         let steps = self.steps;
@@ -370,7 +380,7 @@ impl NamedRun {
             ancestral,
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
         }
     }
 
@@ -379,7 +389,7 @@ impl NamedRun {
         LmsConfig {
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
             ..default
         }
     }
@@ -390,7 +400,7 @@ impl NamedRun {
             ancestral,
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
         }
     }
 
@@ -400,7 +410,7 @@ impl NamedRun {
             clipping: self.clipping(),
             sigma_spacing: match churn {
                 Some(_) => SigmaSpacing::Karras,
-                None => self.sigma_spacing(SigmaSpacing::Timesteps),
+                None => self.sigma_spacing_or(SigmaSpacing::Timesteps),
             },
             churn,
             grid: self.grid(HeunConfig::default().grid),
@@ -412,7 +422,7 @@ impl NamedRun {
         DpmSolverSdeConfig {
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
         }
     }
 
@@ -421,7 +431,7 @@ impl NamedRun {
         DpmSolverSinglestepConfig {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
             ..default
         }
     }
@@ -431,7 +441,7 @@ impl NamedRun {
         DeisConfig {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
             ..default
         }
     }
@@ -443,7 +453,7 @@ impl NamedRun {
             algorithm_type,
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
             ..default
         }
     }
@@ -457,7 +467,7 @@ impl NamedRun {
             },
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
             ..default
         }
     }
@@ -467,7 +477,7 @@ impl NamedRun {
         UniPcConfig {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
-            sigma_spacing: self.sigma_spacing(default.sigma_spacing),
+            sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
             ..default
         }
     }

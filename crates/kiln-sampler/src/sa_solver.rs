@@ -205,7 +205,7 @@ impl<B: Backend, const D: usize> SaSolver<B, D> {
         )?;
         // diffusers repeats the last spaced σ, so the last step only carries the corrector;
         // in one step that would return the noise, so Kiln steps to σ_min there (as DEIS).
-        if config.sigma_spacing != SigmaSpacing::Timesteps && steps > 1 {
+        if config.sigma_spacing.is_spaced() && steps > 1 {
             sigmas[steps] = sigmas[steps - 1];
         }
         let kept = config.predictor_order.max(config.corrector_order - 1);

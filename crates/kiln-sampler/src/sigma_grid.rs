@@ -1,3 +1,5 @@
+use std::str::FromStr;
+
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 use kiln_schedule::{
@@ -197,6 +199,7 @@ pub enum FinalSigmas {
 /// field for diffusers' `use_karras_sigmas`, `use_exponential_sigmas` and `use_beta_sigmas`
 /// (and DPM-Solver's `use_lu_lambdas`), flags of which at most one may be set.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub enum SigmaSpacing {
     /// σ from the schedule at the grid's timesteps (diffusers' default).
     #[default]
@@ -225,16 +228,12 @@ impl SigmaSpacing {
         beta: 0.6,
     };
 
-    /// Looks the spacing up by name: `timesteps`, `karras`, `exponential` or `beta` (diffusers'
-    /// Beta(0.6, 0.6)).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "timesteps" => Some(Self::Timesteps),
-            "karras" => Some(Self::Karras),
-            "exponential" => Some(Self::Exponential),
-            "beta" => Some(Self::BETA),
-            _ => None,
-        }
+    /// The names [`FromStr`] accepts, one per variant (`beta` is [`SigmaSpacing::BETA`]).
+    pub const NAMES: [&'static str; 4] = ["timesteps", "karras", "exponential", "beta"];
+
+    /// Whether σ are spaced by a formula rather than taken at the grid's timesteps.
+    pub fn is_spaced(self) -> bool {
+        self != Self::Timesteps
     }
 
     /// `steps` σ in this spacing from `sigma_max` down to `sigma_min`; `None` for
@@ -245,12 +244,31 @@ impl SigmaSpacing {
         sigma_max: f64,
         steps: usize,
     ) -> Result<Option<Vec<f64>>, ScheduleError> {
-        Ok(Some(match self {
-            Self::Timesteps => return Ok(None),
-            Self::Karras => karras_sigmas(sigma_min, sigma_max, steps, 7.0)?,
-            Self::Exponential => uniform_lambda_sigmas(sigma_min, sigma_max, steps)?,
-            Self::Beta { alpha, beta } => beta_sigmas(sigma_min, sigma_max, steps, alpha, beta)?,
-        }))
+        match self {
+            Self::Timesteps => Ok(None),
+            Self::Karras => karras_sigmas(sigma_min, sigma_max, steps, 7.0).map(Some),
+            Self::Exponential => uniform_lambda_sigmas(sigma_min, sigma_max, steps).map(Some),
+            Self::Beta { alpha, beta } => {
+                beta_sigmas(sigma_min, sigma_max, steps, alpha, beta).map(Some)
+            }
+        }
+    }
+}
+
+impl FromStr for SigmaSpacing {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "timesteps" => Ok(Self::Timesteps),
+            "karras" => Ok(Self::Karras),
+            "exponential" => Ok(Self::Exponential),
+            "beta" => Ok(Self::BETA),
+            _ => Err(format!(
+                "unknown σ spacing {name:?}; expected one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
     }
 }
 

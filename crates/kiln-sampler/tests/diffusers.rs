@@ -1201,16 +1201,21 @@ fn zero_terminal_snr_matches_diffusers() {
 /// in every sampler that has them, against diffusers 0.42
 /// (`benches/peer/sigma_spacing_fixtures.py`): Euler, LMS, Heun, DPM2 (and ancestral),
 /// DPM-Solver++ SDE, 2M and 2S, DEIS, UniPC and SA-Solver (τ = 0), on `linspace` and `leading`
-/// grids in 1, 2, 5 and 10 steps. The call timesteps agree exactly in the multistep solvers
-/// and to 8.2e-3 in the others (fractional, found in diffusers' f32 σ table); each run from x
-/// ends at the same m·x, to 6.4e-5 of m (diffusers' loop in f64), and to 1.0e-4 in DPM2's
-/// 2-step runs, where ε̂ cancels x to 1 % at σ_max (see `dpm2_matches_diffusers_element_for_element`).
-/// The two samplers that draw noise are checked by their timesteps alone.
+/// grids in 1, 2, 5 and 10 steps (the multistep solvers space σ between the schedule's ends,
+/// so their `leading` runs check that the grid is ignored, as in diffusers). The call
+/// timesteps agree exactly in the multistep solvers and to 8.2e-3 in the others (fractional,
+/// found in diffusers' f32 σ table), and DPM2 ancestral's last midpoint to 0.33 (diffusers'
+/// σ_down cancels in f32 there, to NaN in 2 steps); each run from x ends at the same m·x, to 6.4e-5 of
+/// max(|m|, 1) (diffusers' loop in f64; the test allows 1e-4), and to 1.0e-4 in DPM2's 2-step
+/// runs, where ε̂ cancels x to 1 % at σ_max (see `dpm2_matches_diffusers_element_for_element`;
+/// the test allows 2e-4). The two samplers that draw noise are checked by their timesteps
+/// alone.
 ///
 /// Two differences are kept on purpose. diffusers' multistep solvers truncate the timesteps of
 /// these two spacings where they round Karras σ's; Kiln rounds all three, and the script has
 /// diffusers round them too. In one step DEIS and SA-Solver stay at σ_max in diffusers
-/// (m = 1), as with Karras σ; Kiln's step to σ_min, as its one-step `linspace` run does.
+/// (m = 1), as with Karras σ; Kiln's step to σ_min, so there the test checks diffusers' m = 1
+/// and that Kiln's run is its one-step `linspace` run (the same step from t = 999).
 #[test]
 fn exponential_and_beta_sigmas_match_diffusers() {
     let runs: Vec<&str> = include_str!("fixtures/sigma_spacing.txt")
@@ -1239,19 +1244,22 @@ fn exponential_and_beta_sigmas_match_diffusers() {
         let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
         assert_eq!(calls.len(), expected.len(), "{settings}");
         // diffusers' last DPM2-ancestral midpoint σ_mid = √(σ σ_down), from a σ_down that
-        // cancels in f32 when σ ≫ σ_min (see `ancestral_split`), is up to 0.33 timesteps off.
+        // cancels in f32 when σ ≫ σ_min (see `ancestral_split`), is up to 0.33 timesteps off,
+        // and NaN in 2 steps, where the cancellation goes below zero.
         let last_midpoint = (sampler == "dpm2_a" && steps > 1).then(|| calls.len() - 2);
-        let worst = calls
-            .iter()
-            .zip(&expected)
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != last_midpoint)
-            .map(|(_, (got, want))| (got - want).abs())
-            .fold(0.0, f64::max);
-        assert!(
-            worst < TIMESTEPS_TOLERANCE,
-            "{settings}: {calls:?} against {expected:?}"
-        );
+        for (i, (got, want)) in calls.iter().zip(&expected).enumerate() {
+            if want.is_nan() && Some(i) == last_midpoint {
+                continue;
+            }
+            let tolerance = match Some(i) == last_midpoint {
+                true => 0.35,
+                false => TIMESTEPS_TOLERANCE,
+            };
+            assert!(
+                (got - want).abs() < tolerance,
+                "{settings}: {calls:?} against {expected:?}"
+            );
+        }
         let m = match (sampler, steps) {
             _ if m == "-" => continue,
             ("deis" | "sa_solver", 1) => {
@@ -1261,9 +1269,14 @@ fn exponential_and_beta_sigmas_match_diffusers() {
             }
             _ => m.parse().unwrap(),
         };
+        // DPM2's 2-step runs amplify f32 rounding (see the doc comment).
+        let tolerance = match (sampler, steps) {
+            ("dpm2", 2) => 2e-4,
+            _ => 1e-4,
+        };
         let got = linear_factor(x);
         assert!(
-            (got - m).abs() < 2e-4 * m.abs().max(1.0),
+            (got - m).abs() < tolerance * m.abs().max(1.0),
             "{settings}: m {got} against {m}"
         );
     }
@@ -1342,6 +1355,7 @@ fn spaced_sampler_run(
         "dpm++2s" => spaced_run(DpmSolverSinglestep::new(
             DpmSolverSinglestepConfig {
                 sigma_spacing,
+                grid: grid(DpmSolverSinglestepConfig::default().grid),
                 ..DpmSolverSinglestepConfig::default()
             },
             s,

@@ -38,7 +38,8 @@ pub fn karras_sigmas(
 /// The noise levels of DPM-Solver's time steps uniform in λ (Lu et al. 2022, "DPM-Solver: A
 /// Fast ODE Solver for Diffusion Probabilistic Model Sampling in Around 10 Steps", §3.4 and
 /// Appendix D.1; diffusers' `use_lu_lambdas` and `use_exponential_sigmas`), from `sigma_max`
-/// down to `sigma_min` in `steps` points. λ = log(α/s) = −log σ is half the log-SNR, so the points are even in log σ:
+/// down to `sigma_min` in `steps` points. λ = log(α/s) = −log σ is half the log-SNR, so the
+/// points are even in log σ:
 ///
 /// ```text
 /// σ_i = exp(log σ_max + i/(N−1) · (log σ_min − log σ_max)),   i = 0, …, N−1

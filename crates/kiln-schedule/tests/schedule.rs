@@ -487,15 +487,16 @@ fn random_schedules_are_monotone_and_in_range() {
     }
 }
 
-/// diffusers' `_convert_to_beta` (scipy's Beta(a, b) quantiles) for five shapes, U-shaped to
-/// skewed, in 1, 2, 10 and 25 steps (`benches/peer/sigma_spacing_fixtures.py`): to 1e-13.
+/// diffusers' `_convert_to_beta` (scipy's Beta(a, b) quantiles) for seven shapes, U-shaped to
+/// skewed, Beta(0.01, 0.01) and Beta(200, 200) among them, in 1, 2, 10 and 25 steps
+/// (`benches/peer/sigma_spacing_fixtures.py`): to 1e-13.
 #[test]
 fn beta_sigmas_match_diffusers() {
     let lines: Vec<&str> = include_str!("fixtures/beta_sigmas.txt")
         .lines()
         .filter(|line| !line.starts_with('#'))
         .collect();
-    assert_eq!(lines.len(), 20);
+    assert_eq!(lines.len(), 28);
     for line in lines {
         let (settings, expected) = line.split_once(" | ").unwrap();
         let numbers: Vec<f64> = settings.split(' ').map(|v| v.parse().unwrap()).collect();
