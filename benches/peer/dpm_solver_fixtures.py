@@ -1,7 +1,8 @@
 """Writes crates/kiln-sampler/tests/fixtures/dpm_solver.txt: what diffusers'
 DPMSolverMultistepScheduler makes of its own test loop (tests/schedulers/test_scheduler_dpm_multi.py:
 linear betas 1e-4 to 0.02 over 1,000 steps, 10 inference steps, the dummy model x·t/(t+1)) for the
-algorithm types, orders, solver types, predictions and noise levels Kiln checks itself against
+algorithm types, orders, solver types, predictions, noise levels, λ clipping and
+`euler_at_final` Kiln checks itself against
 (crates/kiln-sampler/tests/diffusers.rs; the test needs no Python).
 
 Every step of that loop is linear in the sample and in the step's noise, elementwise, so a run
@@ -57,6 +58,20 @@ def configs():
         for order in [2, 3]:
             yield dict(algorithm_type=algorithm, solver_order=order, prediction_type="v_prediction",
                        use_lu_lambdas=True, final_sigmas_type=final, lower_order_final=True)
+    # λ_min = −4 drops the timesteps with σ > e⁴ (t ≥ 889 of the linear schedule, λ_999 = −5.06);
+    # diffusers' `trailing` grid then lays fewer points than asked (Kiln lays them all), so
+    # only `linspace` and `leading`.
+    for algorithm, order, spacing in itertools.product(
+        ["dpmsolver++", "sde-dpmsolver++"], [2, 3], ["linspace", "leading"]
+    ):
+        if order == 3 and algorithm.startswith("sde"):
+            continue
+        yield dict(algorithm_type=algorithm, solver_order=order, prediction_type="epsilon",
+                   lambda_min_clipped=-4.0, timestep_spacing=spacing, lower_order_final=False,
+                   final_sigmas_type="sigma_min")
+    for algorithm, order in [("sde-dpmsolver++", 2), ("dpmsolver++", 3)]:
+        yield dict(algorithm_type=algorithm, solver_order=order, prediction_type="epsilon",
+                   euler_at_final=True, final_sigmas_type="sigma_min", lower_order_final=False)
 
 
 def main():

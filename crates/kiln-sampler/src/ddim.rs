@@ -67,7 +67,7 @@ impl Ddim {
     ) -> Result<Self, SamplerError> {
         check_range("eta", config.eta, 0.0..=f64::MAX, "η >= 0")?;
         config.clipping.validate()?;
-        let timesteps = whole_timesteps(config.grid, schedule, steps)?;
+        let timesteps = whole_timesteps(config.grid, schedule.num_timesteps(), steps)?;
         Ok(Self {
             config,
             final_alpha_cumprod: final_alpha_cumprod(config.set_alpha_to_one, schedule),

@@ -65,7 +65,7 @@ impl Ddpm {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         config.clipping.validate()?;
-        let timesteps = whole_timesteps(config.grid, schedule, steps)?;
+        let timesteps = whole_timesteps(config.grid, schedule.num_timesteps(), steps)?;
         Ok(Self {
             config,
             alphas_cumprod: schedule.alphas_cumprod().to_vec(),

@@ -92,6 +92,7 @@ impl<B: Backend, const D: usize> Deis<B, D> {
             config.grid,
             config.sigma_spacing,
             FinalSigmas::SigmaMin,
+            f64::NEG_INFINITY,
             schedule,
             steps,
         )?;

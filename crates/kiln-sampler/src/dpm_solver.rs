@@ -187,6 +187,14 @@ pub struct DpmSolverConfig {
     pub lower_order_final: bool,
     /// Where the last step lands.
     pub final_sigmas_type: FinalSigmas,
+    /// Take the last step at first order whatever the step count (diffusers' `euler_at_final`:
+    /// steadier SDE samples in under 15 steps, at some cost in detail).
+    pub euler_at_final: bool,
+    /// Lay the grid over the timesteps whose λ_t = log(α_t/s_t) is at least this only,
+    /// dropping the noisiest (diffusers' `lambda_min_clipped`, "critical for the cosine
+    /// schedule", where it suggests −5.1; σ spacings other than the timesteps ignore it, as
+    /// there). −∞, the default, keeps every timestep.
+    pub lambda_min_clipped: f64,
     /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
     /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
     /// `use_exponential_sigmas`, `use_beta_sigmas`; `use_lu_lambdas`, Lu et al. 2022a's
@@ -206,6 +214,8 @@ impl Default for DpmSolverConfig {
             solver_type: SolverType::Midpoint,
             lower_order_final: true,
             final_sigmas_type: FinalSigmas::Zero,
+            euler_at_final: false,
+            lambda_min_clipped: f64::NEG_INFINITY,
             sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
@@ -264,6 +274,7 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             config.grid,
             config.sigma_spacing,
             config.final_sigmas_type,
+            config.lambda_min_clipped,
             schedule,
             steps,
         )?;
@@ -375,7 +386,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             before,
             (index, self.timesteps.len()),
             self.config.lower_order_final,
-            self.config.final_sigmas_type == FinalSigmas::Zero,
+            self.config.euler_at_final || self.config.final_sigmas_type == FinalSigmas::Zero,
         );
 
         let h = lambda(sigma_t) - lambda(sigma_s);

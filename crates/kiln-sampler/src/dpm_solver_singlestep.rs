@@ -26,6 +26,11 @@ pub struct DpmSolverSinglestepConfig {
     /// whenever the order does not divide the step count or the last step lands on σ = 0,
     /// and so does Kiln.
     pub lower_order_final: bool,
+    /// Lay the grid over the timesteps whose λ_t = log(α_t/s_t) is at least this only,
+    /// dropping the noisiest (diffusers' `lambda_min_clipped`, "critical for the cosine
+    /// schedule", where it suggests −5.1; σ spacings other than the timesteps ignore it, as
+    /// there). −∞, the default, keeps every timestep.
+    pub lambda_min_clipped: f64,
     /// Where the last step lands.
     pub final_sigmas_type: FinalSigmas,
     /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
@@ -46,6 +51,7 @@ impl Default for DpmSolverSinglestepConfig {
             algorithm_type: AlgorithmType::DpmSolverPlusPlus,
             solver_type: SolverType::Midpoint,
             lower_order_final: false,
+            lambda_min_clipped: f64::NEG_INFINITY,
             final_sigmas_type: FinalSigmas::Zero,
             sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
@@ -121,6 +127,7 @@ impl<B: Backend, const D: usize> DpmSolverSinglestep<B, D> {
             config.grid,
             config.sigma_spacing,
             config.final_sigmas_type,
+            config.lambda_min_clipped,
             schedule,
             steps,
         )?;

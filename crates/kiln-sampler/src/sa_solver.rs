@@ -85,6 +85,11 @@ pub struct SaSolverConfig {
     /// Lower the orders over the last steps (predictor ≤ steps left, corrector ≤ steps left
     /// + 1).
     pub lower_order_final: bool,
+    /// Lay the grid over the timesteps whose λ_t = log(α_t/s_t) is at least this only,
+    /// dropping the noisiest (diffusers' `lambda_min_clipped`, "critical for the cosine
+    /// schedule", where it suggests −5.1; σ spacings other than the timesteps ignore it, as
+    /// there). −∞, the default, keeps every timestep.
+    pub lambda_min_clipped: f64,
     /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
     /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
     /// `use_exponential_sigmas`, `use_beta_sigmas`).
@@ -104,6 +109,7 @@ impl Default for SaSolverConfig {
             tau: SaSolverTau::default(),
             algorithm_type: SaSolverAlgorithm::DataPrediction,
             lower_order_final: true,
+            lambda_min_clipped: f64::NEG_INFINITY,
             sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
@@ -200,6 +206,7 @@ impl<B: Backend, const D: usize> SaSolver<B, D> {
             config.grid,
             config.sigma_spacing,
             FinalSigmas::SigmaMin,
+            config.lambda_min_clipped,
             schedule,
             steps,
         )?;

@@ -259,14 +259,14 @@ pub(crate) fn timestep_at(timesteps: &[f64], index: usize) -> Result<f64, Sample
         })
 }
 
-/// The grid's whole training timesteps for `steps` steps over `schedule`, as `f64`.
+/// The grid's whole training timesteps for `steps` steps over `train_timesteps`, as `f64`.
 pub(crate) fn whole_timesteps(
     grid: TimestepGrid,
-    schedule: &NoiseSchedule,
+    train_timesteps: usize,
     steps: usize,
 ) -> Result<Vec<f64>, SamplerError> {
     Ok(grid
-        .discrete_timesteps(schedule.num_timesteps(), steps)?
+        .discrete_timesteps(train_timesteps, steps)?
         .into_iter()
         .map(|t| t as f64)
         .collect())

@@ -275,18 +275,21 @@ impl FromStr for SigmaSpacing {
 /// The grid of diffusers' multistep solvers (DPM-Solver, UniPC): whole timesteps from the
 /// grid and σ from the table at them, or `spacing`'s σ between the table's smallest and
 /// largest σ (the grid unused) with their timesteps rounded to whole numbers; then the
-/// final σ.
+/// final σ. The grid is laid over the timesteps whose λ is at least `lambda_min_clipped`
+/// ([`unclipped_timesteps`]; −∞ keeps them all).
 pub(crate) fn discrete_sigma_grid(
     grid: TimestepGrid,
     spacing: SigmaSpacing,
     final_sigmas: FinalSigmas,
+    lambda_min_clipped: f64,
     schedule: &NoiseSchedule,
     steps: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
     let last = (schedule.num_timesteps() - 1) as f64;
     let (sigma_min, sigma_max) = (schedule.sigmas()[0], sigma_at(schedule, last));
     let Some(spaced) = spacing.between(sigma_min, sigma_max, steps)? else {
-        let timesteps = whole_timesteps(grid, schedule, steps)?;
+        let train_timesteps = unclipped_timesteps(schedule, lambda_min_clipped)?;
+        let timesteps = whole_timesteps(grid, train_timesteps, steps)?;
         let sigmas = timesteps.iter().map(|&t| sigma_at(schedule, t)).collect();
         return Ok((timesteps, with_final(sigmas, final_sigmas, sigma_min)));
     };
@@ -295,6 +298,26 @@ pub(crate) fn discrete_sigma_grid(
         .map(|&sigma| timestep_of(schedule, sigma).round_ties_even())
         .collect();
     Ok((timesteps, with_final(spaced, final_sigmas, sigma_min)))
+}
+
+/// T′, the training timesteps a grid is laid over under diffusers' `lambda_min_clipped`
+/// (DPM-Solver, SA-Solver): those with λ_t = −log σ_t ≥ λ_min. λ falls with t, so the
+/// noisiest T − T′ are dropped and the grid starts at t = T′ − 1 (for the cosine schedule,
+/// whose last σ are huge, diffusers suggests λ_min = −5.1). Fails on a NaN λ_min and on one
+/// above every λ_t.
+fn unclipped_timesteps(schedule: &NoiseSchedule, lambda_min: f64) -> Result<usize, SamplerError> {
+    let train_timesteps = schedule.num_timesteps();
+    let clipped = (0..train_timesteps)
+        .filter(|&t| lambda(sigma_at(schedule, t as f64)) < lambda_min)
+        .count();
+    if lambda_min.is_nan() || clipped == train_timesteps {
+        return Err(SamplerError::OutOfRange {
+            name: "lambda_min_clipped",
+            value: lambda_min,
+            expected: "at most λ of the first timestep (−∞: no clipping)",
+        });
+    }
+    Ok(train_timesteps - clipped)
 }
 
 /// `sigmas` with the σ the last step lands on appended.

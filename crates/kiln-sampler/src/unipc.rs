@@ -104,6 +104,7 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
             config.grid,
             config.sigma_spacing,
             config.final_sigmas_type,
+            f64::NEG_INFINITY,
             schedule,
             steps,
         )?;

@@ -511,6 +511,9 @@ fn dpm_fixture_config(settings: &str) -> (DpmSolverConfig, Prediction) {
             ("final_sigmas_type", name) => config.final_sigmas_type = final_sigmas_named(name),
             ("lower_order_final", flag) => config.lower_order_final = flag == "True",
             ("use_lu_lambdas", "True") => config.sigma_spacing = SigmaSpacing::Exponential,
+            ("lambda_min_clipped", value) => config.lambda_min_clipped = value.parse().unwrap(),
+            ("euler_at_final", flag) => config.euler_at_final = flag == "True",
+            ("timestep_spacing", name) => (config.grid, _) = grid_named(name, config.grid),
             _ => panic!("unknown fixture setting {setting}"),
         }
     }
@@ -590,7 +593,8 @@ fn assert_linear_run(
     );
 }
 
-/// DPM-Solver's other algorithms (ε̂, SDE) and uniform-λ steps against diffusers 0.42, element
+/// DPM-Solver's other algorithms (ε̂, SDE), uniform-λ steps, λ clipping (`lambda_min_clipped`
+/// = −4 on `linspace` and `leading` grids) and `euler_at_final` against diffusers 0.42, element
 /// for element, SDE noise included: each loop is linear in the sample x and the noises z_k, so
 /// diffusers' run ends at m·x + Σ n_k z_k with scalars `benches/peer/dpm_solver_fixtures.py`
 /// measured. diffusers keeps σ and λ in f32 and Kiln in f64: the runs agree to 3e-5 of their
@@ -599,7 +603,7 @@ fn assert_linear_run(
 #[test]
 fn dpm_solver_algorithms_match_diffusers_element_for_element() {
     let runs = linear_runs(include_str!("fixtures/dpm_solver.txt"));
-    assert_eq!(runs.len(), 36);
+    assert_eq!(runs.len(), 44);
     for (settings, coefficients) in runs {
         let (config, prediction) = dpm_fixture_config(settings);
         let mut solver = DpmSolver::new(config, &linear(1000, 1e-4), 10).unwrap();
@@ -988,7 +992,8 @@ fn dpm_solver_singlestep_matches_diffusers_element_for_element() {
 /// SA-Solver against diffusers 0.42's `SASolverScheduler` (`benches/peer/sa_solver_fixtures.py`),
 /// element for element, noise included: 1, 2, 5 and 10 steps on every grid in ε and v with the
 /// default orders and τ window, then 10 steps with predictor and corrector orders 1–4, over
-/// x̂_0 and ε̂, in every prediction, with τ off, on everywhere, ½ and in diffusers' window.
+/// x̂_0 and ε̂, in every prediction, with τ off, on everywhere, ½ and in diffusers' window,
+/// and 10 steps with λ clipped at −4 (`lambda_min_clipped`) on `linspace` and `leading` grids.
 /// Each run from x ends at m·x + Σ n_k z_k, diffusers given Kiln's draws; the call
 /// timesteps agree exactly, the results to 8.2e-5 of the run's largest value (or 1). The
 /// worst runs are the ones whose steps amplify f32 rounding: an order-3 predictor with an
@@ -1009,7 +1014,7 @@ fn sa_solver_matches_diffusers_element_for_element() {
         .lines()
         .filter(|line| !line.starts_with('#'))
         .partition(|line| line.starts_with("threshold "));
-    assert_eq!((runs.len(), thresholded.len()), (86, 6));
+    assert_eq!((runs.len(), thresholded.len()), (88, 6));
     for line in thresholded {
         let [settings, values, elements] = line.split(" | ").collect::<Vec<_>>()[..] else {
             panic!("bad line {line}");
@@ -1084,6 +1089,7 @@ fn sa_solver_fixture_config(settings: &str) -> (SaSolverConfig, Prediction, usiz
             ("tau", "sde") => config.tau = SaSolverTau::constant(1.0),
             ("tau", "half") => config.tau = SaSolverTau::constant(0.5),
             ("steps", count) => steps = count.parse().unwrap(),
+            ("lambda_min_clipped", value) => config.lambda_min_clipped = value.parse().unwrap(),
             ("thresholding", "True") => config.thresholding = Some(DynamicThresholding::default()),
             ("dynamic_thresholding_ratio", ratio) => {
                 config.thresholding.as_mut().unwrap().ratio = ratio.parse().unwrap();
@@ -1407,4 +1413,34 @@ fn spaced_run<S: Sampler<B, 4>>(
         sampler.timesteps().to_vec(),
         run(&mut sampler, Prediction::Epsilon),
     )
+}
+
+/// diffusers' DPM-Solver singlestep lays its clipped grid as the multistep solver does
+/// (linspace(0, T′ − 1, N + 1) without its end, T′ the timesteps with λ ≥ `lambda_min_clipped`),
+/// and so does Kiln's: with λ_min = −4 (T′ = 889 of the linear schedule) both start at
+/// t = 888, and the multistep grid is the one checked against diffusers above.
+#[test]
+fn dpm_solver_singlestep_clips_lambda_as_multistep() {
+    let schedule = linear(1000, 1e-4);
+    let multistep = DpmSolver::<B, 4>::new(
+        DpmSolverConfig {
+            lambda_min_clipped: -4.0,
+            ..DpmSolverConfig::default()
+        },
+        &schedule,
+        10,
+    )
+    .unwrap();
+    let singlestep = DpmSolverSinglestep::new(
+        DpmSolverSinglestepConfig {
+            lambda_min_clipped: -4.0,
+            ..DpmSolverSinglestepConfig::default()
+        },
+        &schedule,
+        10,
+    )
+    .unwrap();
+    let timesteps = Sampler::<B, 4>::timesteps(&singlestep);
+    assert_eq!(timesteps, multistep.timesteps());
+    assert_eq!(timesteps[0], 888.0);
 }

@@ -85,6 +85,23 @@ fn orders_and_settings_are_checked() {
     };
     let error = DpmSolver::<B, 2>::new(flat_beta, &s, 10).unwrap_err();
     assert!(error.to_string().contains("alpha is 0"), "{error}");
+    for lambda_min_clipped in [f64::NAN, 10.0] {
+        let clipped_away = DpmSolverConfig {
+            lambda_min_clipped,
+            ..DpmSolverConfig::default()
+        };
+        let error = DpmSolver::<B, 2>::new(clipped_away, &s, 10).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SamplerError::OutOfRange {
+                    name: "lambda_min_clipped",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
     for solver_order in [0, 4] {
         let config = DeisConfig {
             solver_order,
