@@ -33,8 +33,13 @@ pub struct UniPcConfig {
     /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,
     /// `use_exponential_sigmas`, `use_beta_sigmas`).
     pub sigma_spacing: SigmaSpacing,
-    /// Dynamic thresholding of x̂_0.
+    /// Dynamic thresholding of x̂_0 (over ε̂ too, recomputed from the thresholded x̂_0; diffusers
+    /// thresholds only with `predict_x0`).
     pub thresholding: Option<DynamicThresholding>,
+    /// Integrate x̂_0 (the data-prediction form, default) or, when false, ε̂ (diffusers'
+    /// `predict_x0`); the ε̂ form cannot step to σ = 0, so it needs
+    /// [`FinalSigmas::SigmaMin`].
+    pub predict_x0: bool,
     /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
     pub grid: TimestepGrid,
 }
@@ -48,13 +53,14 @@ impl Default for UniPcConfig {
             final_sigmas_type: FinalSigmas::Zero,
             sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
+            predict_x0: true,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
         }
     }
 }
 
 /// UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast
-/// Sampling of Diffusion Models", Algorithms 1–2, data-prediction form): a multistep
+/// Sampling of Diffusion Models", Algorithms 1–2, over x̂_0 or ε̂): a multistep
 /// predictor UniP-p and, reusing the model call the next step makes anyway, a corrector UniC-p
 /// of order p + 1.
 ///
@@ -68,6 +74,8 @@ impl Default for UniPcConfig {
 ///
 /// where the weights solve R a = g with R_{ik} = r_k^{i−1} and g_i = i!·φ_{i+1}(−h)/B(h)
 /// (φ the exponential-integrator functions); p = 2 uses a = ½ and p = 1 the corrector c = ½.
+/// Over ε̂ (`predict_x0 = false`) the same updates read x_t = (α_t/α_s) x_s − s_t (e^h − 1) ε̂(s)
+/// − s_t B(h) Σ_k a_k D_k with D_k from ε̂, and φ, B(h) taken at +h.
 ///
 /// A step that does not follow the last one starts a new trajectory: a run from index 0, or
 /// one that starts at a later index, as diffusers' image-to-image does.
@@ -77,7 +85,8 @@ pub struct UniPc<B: Backend, const D: usize> {
     timesteps: Vec<f64>,
     /// σ at each step, then the final σ.
     sigmas: Vec<f64>,
-    /// x̂_0 of recent steps with their step index.
+    /// The integrated outputs (x̂_0, or ε̂ without `predict_x0`) of recent steps with their step
+    /// index.
     history: History<(usize, Tensor<B, D>)>,
     /// The sample the last predictor started from, for the corrector.
     last_sample: Option<Tensor<B, D>>,
@@ -99,6 +108,13 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
         steps: usize,
     ) -> Result<Self, SamplerError> {
         check_order("UniPC", config.solver_order, 3, "1, 2 or 3")?;
+        if !config.predict_x0 && config.final_sigmas_type == FinalSigmas::Zero {
+            return Err(SamplerError::Incompatible {
+                sampler: "UniPC",
+                reason: "UniPC over ε̂ (predict_x0 false) cannot step to σ = 0; use \
+                         final_sigmas_type sigma_min",
+            });
+        }
         SampleClipping::thresholding_only(config.thresholding).validate()?;
         let (timesteps, sigmas) = discrete_sigma_grid(
             config.grid,
@@ -119,7 +135,8 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
     }
 
     /// One UniP (`corrected_output` = None) or UniC update from step index `from` to `to`
-    /// of order `order`, starting at `sample`; the newest history entry is x̂_0 at `from`.
+    /// of order `order`, starting at `sample`; the newest history entry is the integrated
+    /// output at `from`.
     fn update(
         &self,
         sample: &Tensor<B, D>,
@@ -129,10 +146,10 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
         corrected_output: Option<&Tensor<B, D>>,
     ) -> Tensor<B, D> {
         let (sigma_s, sigma_t) = (self.sigmas[from], self.sigmas[to]);
-        let ((_, noise_s), (alpha_t, noise_t)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
+        let ((alpha_s, noise_s), (alpha_t, noise_t)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
         let h = lambda(sigma_t) - lambda(sigma_s);
         let m0 = &self.history.back(0).1;
-        // Earlier x̂_0 as ratios r_k and scaled differences D_k, newest first.
+        // Earlier outputs as ratios r_k and scaled differences D_k, newest first.
         let (ratios, differences): (Vec<f64>, Vec<Tensor<B, D>>) = (1..order)
             .map(|k| {
                 let (index, older) = self.history.back(k);
@@ -141,13 +158,17 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
             })
             .unzip();
 
-        let hh = -h;
+        // x_t = kept · x_s − out (e^{hh} − 1) m_0 − out B(hh) Σ …, in either form.
+        let (hh, kept, out) = match self.config.predict_x0 {
+            true => (-h, noise_t / noise_s, alpha_t),
+            false => (h, alpha_t / alpha_s, noise_t),
+        };
         let h_phi_1 = hh.exp_m1();
         let b_h = match self.config.solver_type {
             UniPcSolverType::Bh1 => hh,
             UniPcSolverType::Bh2 => h_phi_1,
         };
-        let mut x = linear(sample, noise_t / noise_s, m0, -alpha_t * h_phi_1);
+        let mut x = linear(sample, kept, m0, -out * h_phi_1);
         let weights = match corrected_output {
             None if order == 2 => vec![0.5],
             None if order > 2 => {
@@ -161,7 +182,7 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
                 solve(&matrix, &rhs)
             }
         };
-        let scale = -alpha_t * b_h;
+        let scale = -out * b_h;
         for (difference, weight) in differences.iter().zip(&weights) {
             x = x + difference.clone().mul_scalar(scale * weight);
         }
@@ -249,14 +270,14 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         _rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.timesteps, index)?;
-        let (x0, _) = integrated_output(
+        let (x0, integrated) = integrated_output(
             "UniPC",
             output,
             prediction,
             &sample,
             (self.sigmas[index], timestep),
             self.config.thresholding,
-            true,
+            self.config.predict_x0,
         )?;
 
         if !self.history.continues(index) {
@@ -264,9 +285,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
         }
         let mut sample = sample;
         if let Some(last) = &self.last_sample {
-            sample = self.update(last, index - 1, index, self.this_order, Some(&x0));
+            sample = self.update(last, index - 1, index, self.this_order, Some(&integrated));
         }
-        let before = self.history.record(index, (index, x0.clone()));
+        let before = self.history.record(index, (index, integrated));
 
         let steps = self.timesteps.len();
         let mut order = self.config.solver_order;

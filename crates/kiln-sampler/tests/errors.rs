@@ -8,8 +8,8 @@ use kiln_sampler::{
     Denoiser, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided,
     Heun, InversionMethod, ModelError, Pndm, Prediction, SaSolver, SaSolverConfig, SaSolverTau,
-    SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, image_to_image, inpaint, invert,
-    sample,
+    SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig, image_to_image,
+    inpaint, invert, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -85,6 +85,15 @@ fn orders_and_settings_are_checked() {
     };
     let error = DpmSolver::<B, 2>::new(flat_beta, &s, 10).unwrap_err();
     assert!(error.to_string().contains("alpha is 0"), "{error}");
+    let unipc_over_noise_to_zero = UniPcConfig {
+        predict_x0: false,
+        ..UniPcConfig::default()
+    };
+    let error = UniPc::<B, 2>::new(unipc_over_noise_to_zero, &s, 10).unwrap_err();
+    assert!(
+        matches!(error, SamplerError::Incompatible { .. }),
+        "{error}"
+    );
     for lambda_min_clipped in [f64::NAN, 10.0] {
         let clipped_away = DpmSolverConfig {
             lambda_min_clipped,
