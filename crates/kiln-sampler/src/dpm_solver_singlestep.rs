@@ -26,10 +26,11 @@ pub struct DpmSolverSinglestepConfig {
     /// whenever the order does not divide the step count or the last step lands on σ = 0,
     /// and so does Kiln.
     pub lower_order_final: bool,
-    /// Lay the grid over the timesteps whose λ_t = log(α_t/s_t) is at least this only,
-    /// dropping the noisiest (diffusers' `lambda_min_clipped`, "critical for the cosine
-    /// schedule", where it suggests −5.1; σ spacings other than the timesteps ignore it, as
-    /// there). −∞, the default, keeps every timestep.
+    /// Lay the grid over the timesteps before the first whose λ_t = log(α_t/s_t) is below
+    /// this, dropping the noisiest (diffusers' `lambda_min_clipped`, "critical for the cosine
+    /// schedule"; σ spacings other than the timesteps ignore it, as there). −∞, the default,
+    /// keeps every timestep. A `trailing` grid lays its N points over the kept timesteps,
+    /// where diffusers' steps from the last kept one by T/N and lays fewer.
     pub lambda_min_clipped: f64,
     /// Where the last step lands.
     pub final_sigmas_type: FinalSigmas,

@@ -85,10 +85,11 @@ pub struct SaSolverConfig {
     /// Lower the orders over the last steps (predictor ≤ steps left, corrector ≤ steps left
     /// + 1).
     pub lower_order_final: bool,
-    /// Lay the grid over the timesteps whose λ_t = log(α_t/s_t) is at least this only,
-    /// dropping the noisiest (diffusers' `lambda_min_clipped`, "critical for the cosine
-    /// schedule", where it suggests −5.1; σ spacings other than the timesteps ignore it, as
-    /// there). −∞, the default, keeps every timestep.
+    /// Lay the grid over the timesteps before the first whose λ_t = log(α_t/s_t) is below
+    /// this, dropping the noisiest (diffusers' `lambda_min_clipped`, "critical for the cosine
+    /// schedule"; σ spacings other than the timesteps ignore it, as there). −∞, the default,
+    /// keeps every timestep. A `trailing` grid lays its N points over the kept timesteps,
+    /// where diffusers' steps from the last kept one by T/N and lays fewer.
     pub lambda_min_clipped: f64,
     /// The noise levels: σ at the grid's timesteps, or spaced between the schedule's smallest
     /// and largest σ with their timesteps rounded (diffusers' `use_karras_sigmas`,

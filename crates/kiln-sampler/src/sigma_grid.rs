@@ -275,8 +275,8 @@ impl FromStr for SigmaSpacing {
 /// The grid of diffusers' multistep solvers (DPM-Solver, UniPC): whole timesteps from the
 /// grid and σ from the table at them, or `spacing`'s σ between the table's smallest and
 /// largest σ (the grid unused) with their timesteps rounded to whole numbers; then the
-/// final σ. The grid is laid over the timesteps whose λ is at least `lambda_min_clipped`
-/// ([`unclipped_timesteps`]; −∞ keeps them all).
+/// final σ. The grid is laid over the timesteps kept by `lambda_min_clipped`
+/// ([`kept_train_timesteps`]; −∞ keeps them all).
 pub(crate) fn discrete_sigma_grid(
     grid: TimestepGrid,
     spacing: SigmaSpacing,
@@ -287,9 +287,9 @@ pub(crate) fn discrete_sigma_grid(
 ) -> Result<(Vec<f64>, Vec<f64>), SamplerError> {
     let last = (schedule.num_timesteps() - 1) as f64;
     let (sigma_min, sigma_max) = (schedule.sigmas()[0], sigma_at(schedule, last));
+    let kept = kept_train_timesteps(schedule, lambda_min_clipped)?;
     let Some(spaced) = spacing.between(sigma_min, sigma_max, steps)? else {
-        let train_timesteps = unclipped_timesteps(schedule, lambda_min_clipped)?;
-        let timesteps = whole_timesteps(grid, train_timesteps, steps)?;
+        let timesteps = clipped_timesteps(grid, kept, schedule.num_timesteps(), steps)?;
         let sigmas = timesteps.iter().map(|&t| sigma_at(schedule, t)).collect();
         return Ok((timesteps, with_final(sigmas, final_sigmas, sigma_min)));
     };
@@ -301,23 +301,59 @@ pub(crate) fn discrete_sigma_grid(
 }
 
 /// T′, the training timesteps a grid is laid over under diffusers' `lambda_min_clipped`
-/// (DPM-Solver, SA-Solver): those with λ_t = −log σ_t ≥ λ_min. λ falls with t, so the
-/// noisiest T − T′ are dropped and the grid starts at t = T′ − 1 (for the cosine schedule,
-/// whose last σ are huge, diffusers suggests λ_min = −5.1). Fails on a NaN λ_min and on one
-/// above every λ_t.
-fn unclipped_timesteps(schedule: &NoiseSchedule, lambda_min: f64) -> Result<usize, SamplerError> {
-    let train_timesteps = schedule.num_timesteps();
-    let clipped = (0..train_timesteps)
-        .filter(|&t| lambda(sigma_at(schedule, t as f64)) < lambda_min)
-        .count();
-    if lambda_min.is_nan() || clipped == train_timesteps {
+/// (DPM-Solver, SA-Solver): those before the first t with λ_t = −log σ_t < λ_min. λ falls
+/// with t, so the noisiest T − T′ are dropped and a `linspace` grid starts at t = T′ − 1
+/// (diffusers' docs call the clipping critical for the cosine schedule, whose last σ are
+/// huge). Where λ does not fall at the very end (the linear zero-terminal-SNR schedule, with
+/// σ = 4096 at t = T − 1), everything from the first crossing on is dropped, as diffusers'
+/// sorted search of the flipped λ drops it. Fails on a NaN λ_min and on one above λ_0.
+fn kept_train_timesteps(schedule: &NoiseSchedule, lambda_min: f64) -> Result<usize, SamplerError> {
+    let kept = (0..schedule.num_timesteps())
+        .position(|t| lambda(sigma_at(schedule, t as f64)) < lambda_min)
+        .unwrap_or(schedule.num_timesteps());
+    if lambda_min.is_nan() || kept == 0 {
         return Err(SamplerError::OutOfRange {
             name: "lambda_min_clipped",
             value: lambda_min,
             expected: "at most λ of the first timestep (−∞: no clipping)",
         });
     }
-    Ok(train_timesteps - clipped)
+    Ok(kept)
+}
+
+/// `grid`'s whole timesteps laid over the first `kept` of `train_timesteps`: as over `kept`
+/// timesteps, but with `leading`'s `steps_offset` allowed up to t = T − 1, as diffusers
+/// allows it.
+fn clipped_timesteps(
+    grid: TimestepGrid,
+    kept: usize,
+    train_timesteps: usize,
+    steps: usize,
+) -> Result<Vec<f64>, SamplerError> {
+    let unshifted = TimestepGrid {
+        steps_offset: 0,
+        ..grid
+    };
+    let offset = match grid.spacing {
+        TimestepSpacing::Leading => grid.steps_offset as f64,
+        _ => 0.0,
+    };
+    let timesteps: Vec<f64> = whole_timesteps(unshifted, kept, steps)?
+        .into_iter()
+        .map(|t| t + offset)
+        .collect();
+    match timesteps
+        .iter()
+        .find(|&&t| t > (train_timesteps - 1) as f64)
+    {
+        Some(&timestep) => Err(ScheduleError::OffsetPastEnd {
+            steps_offset: grid.steps_offset,
+            timestep,
+            last: train_timesteps - 1,
+        }
+        .into()),
+        None => Ok(timesteps),
+    }
 }
 
 /// `sigmas` with the σ the last step lands on appended.

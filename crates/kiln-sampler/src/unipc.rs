@@ -68,14 +68,16 @@ impl Default for UniPcConfig {
 /// D_k = (x̂_0(s_k) − x̂_0(s))/r_k:
 ///
 /// ```text
-/// UniP:  x_t = (s_t/s_s) x_s − α_t (e^{−h} − 1) x̂_0(s) − α_t B(h) Σ_k a_k D_k
-/// UniC:  x_t^c = (s_t/s_s) x_s − α_t (e^{−h} − 1) x̂_0(s) − α_t B(h) (Σ_k c_k D_k + c_t (x̂_0(t) − x̂_0(s)))
+/// UniP:  x_t = (s_t/s_s) x_s − α_t (e^{−h} − 1) x̂_0(s) − α_t B(−h) Σ_k a_k D_k
+/// UniC:  x_t^c = (s_t/s_s) x_s − α_t (e^{−h} − 1) x̂_0(s) − α_t B(−h) (Σ_k c_k D_k + c_t (x̂_0(t) − x̂_0(s)))
 /// ```
 ///
-/// where the weights solve R a = g with R_{ik} = r_k^{i−1} and g_i = i!·φ_{i+1}(−h)/B(h)
-/// (φ the exponential-integrator functions); p = 2 uses a = ½ and p = 1 the corrector c = ½.
-/// Over ε̂ (`predict_x0 = false`) the same updates read x_t = (α_t/α_s) x_s − s_t (e^h − 1) ε̂(s)
-/// − s_t B(h) Σ_k a_k D_k with D_k from ε̂, and φ, B(h) taken at +h.
+/// where B(−h) is −h (`bh1`) or e^{−h} − 1 (`bh2`) and the weights solve R a = g with
+/// R_{ik} = r_k^{i−1} and g_i = i!·φ_{i+1}(−h)/B(−h) (φ the exponential-integrator
+/// functions); p = 2 uses a = ½ and p = 1 the corrector c = ½. Over ε̂ (`predict_x0 = false`)
+/// the same updates read x_t = (α_t/α_s) x_s − s_t (e^h − 1) ε̂(s) − s_t B(h) Σ_k a_k D_k with
+/// D_k from ε̂, and φ and B taken at +h. A step that stays at its σ (the last of a spaced grid
+/// to σ_min) keeps its sample; its weights would be 0/0 (NaN in diffusers from order 2).
 ///
 /// A step that does not follow the last one starts a new trajectory: a run from index 0, or
 /// one that starts at a later index, as diffusers' image-to-image does.
@@ -148,6 +150,9 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
         let (sigma_s, sigma_t) = (self.sigmas[from], self.sigmas[to]);
         let ((alpha_s, noise_s), (alpha_t, noise_t)) = (alpha_sigma(sigma_s), alpha_sigma(sigma_t));
         let h = lambda(sigma_t) - lambda(sigma_s);
+        if h == 0.0 {
+            return sample.clone();
+        }
         let m0 = &self.history.back(0).1;
         // Earlier outputs as ratios r_k and scaled differences D_k, newest first.
         let (ratios, differences): (Vec<f64>, Vec<Tensor<B, D>>) = (1..order)
@@ -158,8 +163,8 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
             })
             .unzip();
 
-        // x_t = kept · x_s − out (e^{hh} − 1) m_0 − out B(hh) Σ …, in either form.
-        let (hh, kept, out) = match self.config.predict_x0 {
+        // x_t = kept · x_s − output_scale ((e^{hh} − 1) m_0 + B(hh) Σ …), in either form.
+        let (hh, kept, output_scale) = match self.config.predict_x0 {
             true => (-h, noise_t / noise_s, alpha_t),
             false => (h, alpha_t / alpha_s, noise_t),
         };
@@ -168,7 +173,7 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
             UniPcSolverType::Bh1 => hh,
             UniPcSolverType::Bh2 => h_phi_1,
         };
-        let mut x = linear(sample, kept, m0, -out * h_phi_1);
+        let mut x = linear(sample, kept, m0, -output_scale * h_phi_1);
         let weights = match corrected_output {
             None if order == 2 => vec![0.5],
             None if order > 2 => {
@@ -182,7 +187,7 @@ impl<B: Backend, const D: usize> UniPc<B, D> {
                 solve(&matrix, &rhs)
             }
         };
-        let scale = -out * b_h;
+        let scale = -output_scale * b_h;
         for (difference, weight) in differences.iter().zip(&weights) {
             x = x + difference.clone().mul_scalar(scale * weight);
         }

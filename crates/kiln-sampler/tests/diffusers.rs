@@ -1448,11 +1448,12 @@ fn dpm_solver_singlestep_clips_lambda_as_multistep() {
 /// UniPC over x̂_0 and over ε̂ (`predict_x0`) against diffusers 0.42's `UniPCMultistepScheduler`
 /// (`benches/peer/unipc_fixtures.py`): `bh1` and `bh2`, orders 1–3, ε, v and x_0, on a
 /// `linspace` grid and with Karras σ, in 1, 2, 5 and 10 steps to σ_min, and the default
-/// data-prediction `bh2` at order 2 to σ = 0 (304 runs); `bh1` to σ = 0, NaN in diffusers, is
-/// checked finite. The call timesteps agree exactly and
+/// data-prediction `bh2` at order 2 to σ = 0 (304 runs). `bh1` to σ = 0 and a beta grid's
+/// last step from σ_min to σ_min at order 3, both NaN in diffusers, are checked finite. The call timesteps agree exactly and
 /// the results element for element (each run from x ends at m·x, diffusers' loop in f64), to
 /// 1e-4 of the run's largest value (or 1) over x̂_0 and 5e-4 over ε̂, whose long steps
-/// multiply ε̂ by e^h − 1 and cancel the terms. The worst, 3.1e-4, is `bh2` in 2 steps, where
+/// multiply ε̂ by e^h − 1 and cancel the terms. The worst, an element 3.1e-4 off in a run whose
+/// largest value is 0.08 (1.1e-3 of m), is `bh2` in 2 steps, where
 /// terms of 44 cancel to a result of 0.08 and f32 rounding grows 500-fold: the update in f64
 /// ends at m = −0.0819003, diffusers' loop in f64 at −0.0818996 and in f32 at −0.0823932,
 /// Kiln's in f32 at −0.0818076. Taking the ε̂ form's update with −h, as the x̂_0 form has it,
@@ -1523,4 +1524,55 @@ fn unipc_matches_diffusers_element_for_element() {
         .to_vec()
         .unwrap();
     assert!(values.iter().all(|v| v.is_finite()));
+    // A beta grid to σ_min ends in a step from σ_min to σ_min exactly; at order 3 without
+    // `lower_order_final` its weights are 0/0 (NaN in diffusers); Kiln keeps the sample.
+    let stays_put = UniPcConfig {
+        solver_order: 3,
+        lower_order_final: false,
+        final_sigmas_type: FinalSigmas::SigmaMin,
+        sigma_spacing: SigmaSpacing::BETA,
+        ..UniPcConfig::default()
+    };
+    let mut unipc = UniPc::<B, 4>::new(stays_put, &schedule, 10).unwrap();
+    let values: Vec<f32> = run(&mut unipc, Prediction::Epsilon)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert!(values.iter().all(|v| v.is_finite()));
+}
+
+/// λ clipping at its edges, against the timesteps of diffusers 0.42.1's
+/// `DPMSolverMultistepScheduler` in 10 steps: over the linear schedule rescaled to zero
+/// terminal SNR, whose λ rises again at t = 999 (σ = 4096 after σ_998 ≈ 15,400), λ_min = −9
+/// drops t = 998 and 999 (diffusers' sorted search of the flipped λ drops both); and a
+/// `leading` grid with `steps_offset = 100` over the 889 timesteps λ_min = −4 keeps, whose
+/// offset may reach past t = 888 (up to T − 1).
+#[test]
+fn lambda_clipping_matches_diffusers_at_its_edges() {
+    let zero_snr = NoiseSchedule::new(&BetaSchedule::linear(), 1000)
+        .and_then(|schedule| schedule.rescale_zero_terminal_snr())
+        .unwrap();
+    let clipped = DpmSolverConfig {
+        lambda_min_clipped: -9.0,
+        ..DpmSolverConfig::default()
+    };
+    let solver = DpmSolver::<B, 4>::new(clipped, &zero_snr, 10).unwrap();
+    let expected = [
+        997.0, 897.0, 798.0, 698.0, 598.0, 498.0, 399.0, 299.0, 199.0, 100.0,
+    ];
+    assert_eq!(solver.timesteps(), expected);
+    let leading = DpmSolverConfig {
+        lambda_min_clipped: -4.0,
+        grid: TimestepGrid {
+            spacing: TimestepSpacing::Leading,
+            steps_offset: 100,
+            ..DpmSolverConfig::default().grid
+        },
+        ..DpmSolverConfig::default()
+    };
+    let solver = DpmSolver::<B, 4>::new(leading, &linear(1000, 1e-4), 10).unwrap();
+    let expected = [
+        900.0, 820.0, 740.0, 660.0, 580.0, 500.0, 420.0, 340.0, 260.0, 180.0,
+    ];
+    assert_eq!(solver.timesteps(), expected);
 }
