@@ -1301,100 +1301,32 @@ fn spaced_sampler_run(
     steps: usize,
 ) -> (Vec<f64>, Tensor<B, 4>) {
     let grid = |default: TimestepGrid| grid_named(grid, default).0;
-    let s = schedule;
+    // The sampler from its default config with this spacing and grid, and the fields given.
+    macro_rules! spaced {
+        ($sampler:ident, $config:ident $(, $field:ident: $value:expr)*) => {
+            spaced_run($sampler::new(
+                $config {
+                    sigma_spacing,
+                    grid: grid($config::default().grid),
+                    $($field: $value,)*
+                    ..$config::default()
+                },
+                schedule,
+                steps,
+            ))
+        };
+    }
     match sampler {
-        "euler" => spaced_run(Euler::new(
-            EulerConfig {
-                sigma_spacing,
-                grid: grid(EulerConfig::default().grid),
-                ..EulerConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "lms" => spaced_run(Lms::new(
-            LmsConfig {
-                sigma_spacing,
-                grid: grid(LmsConfig::default().grid),
-                ..LmsConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "heun" => spaced_run(Heun::new(
-            HeunConfig {
-                sigma_spacing,
-                grid: grid(HeunConfig::default().grid),
-                ..HeunConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "dpm2" | "dpm2_a" => spaced_run(Dpm2::new(
-            Dpm2Config {
-                sigma_spacing,
-                ancestral: sampler == "dpm2_a",
-                grid: grid(Dpm2Config::default().grid),
-                ..Dpm2Config::default()
-            },
-            s,
-            steps,
-        )),
-        "dpm++sde" => spaced_run(DpmSolverSde::new(
-            DpmSolverSdeConfig {
-                sigma_spacing,
-                grid: grid(DpmSolverSdeConfig::default().grid),
-                ..DpmSolverSdeConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "dpm++" => spaced_run(DpmSolver::new(
-            DpmSolverConfig {
-                sigma_spacing,
-                grid: grid(DpmSolverConfig::default().grid),
-                ..DpmSolverConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "dpm++2s" => spaced_run(DpmSolverSinglestep::new(
-            DpmSolverSinglestepConfig {
-                sigma_spacing,
-                grid: grid(DpmSolverSinglestepConfig::default().grid),
-                ..DpmSolverSinglestepConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "deis" => spaced_run(Deis::new(
-            DeisConfig {
-                sigma_spacing,
-                grid: grid(DeisConfig::default().grid),
-                ..DeisConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "unipc" => spaced_run(UniPc::new(
-            UniPcConfig {
-                sigma_spacing,
-                grid: grid(UniPcConfig::default().grid),
-                ..UniPcConfig::default()
-            },
-            s,
-            steps,
-        )),
-        "sa_solver" => spaced_run(SaSolver::new(
-            SaSolverConfig {
-                sigma_spacing,
-                tau: SaSolverTau::ODE,
-                grid: grid(SaSolverConfig::default().grid),
-                ..SaSolverConfig::default()
-            },
-            s,
-            steps,
-        )),
+        "euler" => spaced!(Euler, EulerConfig),
+        "lms" => spaced!(Lms, LmsConfig),
+        "heun" => spaced!(Heun, HeunConfig),
+        "dpm2" | "dpm2_a" => spaced!(Dpm2, Dpm2Config, ancestral: sampler == "dpm2_a"),
+        "dpm++sde" => spaced!(DpmSolverSde, DpmSolverSdeConfig),
+        "dpm++" => spaced!(DpmSolver, DpmSolverConfig),
+        "dpm++2s" => spaced!(DpmSolverSinglestep, DpmSolverSinglestepConfig),
+        "deis" => spaced!(Deis, DeisConfig),
+        "unipc" => spaced!(UniPc, UniPcConfig),
+        "sa_solver" => spaced!(SaSolver, SaSolverConfig, tau: SaSolverTau::ODE),
         other => panic!("unknown sampler {other}"),
     }
 }

@@ -24,10 +24,7 @@ pub fn karras_sigmas(
     rho: f64,
 ) -> Result<Vec<f64>, ScheduleError> {
     check_sigma_range(sigma_min, sigma_max, steps)?;
-    check_finite("rho", rho)?;
-    if rho <= 0.0 {
-        return Err(out_of_range("rho", rho, "a positive number"));
-    }
+    check_positive("rho", rho)?;
     let min_inv_rho = sigma_min.powf(1.0 / rho);
     let max_inv_rho = sigma_max.powf(1.0 / rho);
     Ok(linspace(0.0, 1.0, steps)
@@ -82,12 +79,8 @@ pub fn beta_sigmas(
     b: f64,
 ) -> Result<Vec<f64>, ScheduleError> {
     check_sigma_range(sigma_min, sigma_max, steps)?;
-    for (name, value) in [("alpha", a), ("beta", b)] {
-        check_finite(name, value)?;
-        if value <= 0.0 {
-            return Err(out_of_range(name, value, "a positive number"));
-        }
-    }
+    check_positive("alpha", a)?;
+    check_positive("beta", b)?;
     Ok(linspace(0.0, 1.0, steps)
         .map(|ramp| sigma_min + beta_quantile(1.0 - ramp, a, b) * (sigma_max - sigma_min))
         .collect())
@@ -98,14 +91,19 @@ fn check_sigma_range(sigma_min: f64, sigma_max: f64, steps: usize) -> Result<(),
     if steps == 0 {
         return Err(ScheduleError::ZeroSteps);
     }
-    for (name, value) in [("sigma_min", sigma_min), ("sigma_max", sigma_max)] {
-        check_finite(name, value)?;
-        if value <= 0.0 {
-            return Err(out_of_range(name, value, "a positive number"));
-        }
-    }
+    check_positive("sigma_min", sigma_min)?;
+    check_positive("sigma_max", sigma_max)?;
     if sigma_min > sigma_max {
         return Err(out_of_range("sigma_min", sigma_min, "at most sigma_max"));
+    }
+    Ok(())
+}
+
+/// A finite, positive parameter.
+fn check_positive(name: &'static str, value: f64) -> Result<(), ScheduleError> {
+    check_finite(name, value)?;
+    if value <= 0.0 {
+        return Err(out_of_range(name, value, "a positive number"));
     }
     Ok(())
 }
