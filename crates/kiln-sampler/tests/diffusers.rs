@@ -818,13 +818,7 @@ fn deis_matches_diffusers_element_for_element() {
         .filter(|line| !line.starts_with('#'))
         .collect();
     assert_eq!(runs.len(), 158);
-    let results: HashMap<&str, &str> = runs
-        .iter()
-        .map(|line| {
-            let mut fields = line.split(" | ");
-            (fields.next().unwrap(), fields.next().unwrap())
-        })
-        .collect();
+    let results = results_by_settings(&runs);
     for line in runs {
         let [settings, values, expected] = line.split(" | ").collect::<Vec<_>>()[..] else {
             panic!("bad line {line}");
@@ -1331,6 +1325,16 @@ fn spaced_sampler_run(
     }
 }
 
+/// A fixture file's runs by their settings (the first field): their second field.
+fn results_by_settings<'a>(runs: &[&'a str]) -> HashMap<&'a str, &'a str> {
+    runs.iter()
+        .map(|line| {
+            let mut fields = line.split(" | ");
+            (fields.next().unwrap(), fields.next().unwrap())
+        })
+        .collect()
+}
+
 /// m of a run that is linear in its start: the result's sum over the deterministic sample's.
 fn linear_factor(x: Tensor<B, 4>) -> f64 {
     x.sum().into_scalar() as f64 / deterministic(false).sum().into_scalar() as f64
@@ -1401,13 +1405,7 @@ fn unipc_matches_diffusers_element_for_element() {
         .filter(|line| !line.starts_with('#'))
         .collect();
     assert_eq!(runs.len(), 304);
-    let results: HashMap<&str, &str> = runs
-        .iter()
-        .map(|line| {
-            let mut fields = line.split(" | ");
-            (fields.next().unwrap(), fields.next().unwrap())
-        })
-        .collect();
+    let results = results_by_settings(&runs);
     let schedule = linear(1000, 1e-4);
     for line in runs {
         let [settings, mut m, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
