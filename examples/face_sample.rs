@@ -88,7 +88,8 @@ struct Args {
     /// Place the noise levels of a sampler that steps through σ (all but ddpm, ddim, pndm,
     /// edm, lcm and tcd) in this spacing between its largest and smallest σ, instead of at
     /// the grid's timesteps: Karras et al.'s, even in log σ, or at Beta(0.6, 0.6) quantiles
-    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`).
+    /// (diffusers' `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`). Karras
+    /// or exponential σ help dpm++ and unipc; keep the timesteps for sa_solver.
     #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
     sigmas: Option<SigmaSpacing>,
     /// Seed of the initial noise (and of stochastic samplers).
