@@ -1443,19 +1443,13 @@ fn unipc_matches_diffusers_element_for_element() {
         };
         assert_linear_run(&mut unipc, prediction, &[m], tolerance, settings);
     }
-    // diffusers' `bh1` step to σ = 0 is NaN (B(h) = −h = −∞ times an empty sum); Kiln's is not.
+    // Both NaN in diffusers: `bh1`'s step to σ = 0 adds B(h) = −h = −∞ times an empty sum; a
+    // beta grid to σ_min ends in a step from σ_min to σ_min exactly, whose weights at order 3
+    // without `lower_order_final` are 0/0 (Kiln keeps the sample).
     let bh1_to_zero = UniPcConfig {
         solver_type: UniPcSolverType::Bh1,
         ..UniPcConfig::default()
     };
-    let mut unipc = UniPc::<B, 4>::new(bh1_to_zero, &schedule, 10).unwrap();
-    let values: Vec<f32> = run(&mut unipc, Prediction::Epsilon)
-        .into_data()
-        .to_vec()
-        .unwrap();
-    assert!(values.iter().all(|v| v.is_finite()));
-    // A beta grid to σ_min ends in a step from σ_min to σ_min exactly; at order 3 without
-    // `lower_order_final` its weights are 0/0 (NaN in diffusers); Kiln keeps the sample.
     let stays_put = UniPcConfig {
         solver_order: 3,
         lower_order_final: false,
@@ -1463,12 +1457,14 @@ fn unipc_matches_diffusers_element_for_element() {
         sigma_spacing: SigmaSpacing::BETA,
         ..UniPcConfig::default()
     };
-    let mut unipc = UniPc::<B, 4>::new(stays_put, &schedule, 10).unwrap();
-    let values: Vec<f32> = run(&mut unipc, Prediction::Epsilon)
-        .into_data()
-        .to_vec()
-        .unwrap();
-    assert!(values.iter().all(|v| v.is_finite()));
+    for config in [bh1_to_zero, stays_put] {
+        let mut unipc = UniPc::<B, 4>::new(config, &schedule, 10).unwrap();
+        let values: Vec<f32> = run(&mut unipc, Prediction::Epsilon)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(values.iter().all(|v| v.is_finite()), "{config:?}");
+    }
 }
 
 /// λ clipping at its edges, against the timesteps of diffusers 0.42.1's
