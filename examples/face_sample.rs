@@ -35,7 +35,7 @@ use kiln::metrics::FaceEncoder;
 use kiln::pipeline::{
     Condition, Generation, NamedRun, RunFolder, STATE_FILE, SamplerName, load_for_sampling, pixels,
 };
-use kiln::sampler::{GuidanceConfig, SigmaSpacing};
+use kiln::sampler::{GuidanceConfig, NoisePath, SigmaSpacing};
 use kiln::schedule::TimestepSpacing;
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels, read_state};
 
@@ -92,6 +92,12 @@ struct Args {
     /// or exponential σ help dpm++ and unipc; keep the timesteps for sa_solver.
     #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
     sigmas: Option<SigmaSpacing>,
+    /// For the SDE samplers dpm++2m_sde and dpm++sde: draw their Brownian noise step by step
+    /// (sequential, the default) or read it off one Brownian tree per image batch (brownian,
+    /// k-diffusion's default), so that one seed keeps one noise path, and nearly one image,
+    /// across step counts.
+    #[arg(long, value_parser = names::by_name::<NoisePath>(&NoisePath::NAMES, []))]
+    noise_path: Option<NoisePath>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -359,6 +365,7 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
         gamma: args.gamma.or(base.gamma),
         tau: args.tau.or(base.tau),
         sigma_spacing: args.sigmas.or(base.sigma_spacing),
+        noise_path: args.noise_path.unwrap_or(base.noise_path),
     }
 }
 
@@ -558,6 +565,9 @@ mod tests {
         let beta = run(&["--sampler", "dpm++", "--sigmas", "beta"], None);
         assert_eq!(beta.sigma_spacing, Some(SigmaSpacing::BETA));
         assert!(parse(&["--sigmas", "cosine"]).is_err());
+        let brownian = run(&["--sampler", "dpm++sde", "--noise-path", "brownian"], None);
+        assert_eq!(brownian.noise_path, NoisePath::BrownianTree);
+        assert!(parse(&["--noise-path", "tree"]).is_err());
         // A file or a diffusers folder records no student.
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert_eq!(student_run(&manifest.join("Cargo.toml")).unwrap(), None);

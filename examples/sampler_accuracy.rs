@@ -12,6 +12,11 @@
 //! independent exact draws as the noise floor: a sampler at the floor is as good as exact.
 //! Every sampler uses `trailing` timesteps (so all start from pure noise at t = T − 1) and its
 //! diffusers defaults otherwise.
+//!
+//! With `--noise-path`, only the SDE samplers that take one run, each seeded once for all step
+//! counts, and a second table gives the root-mean-square distance of each run's points to the
+//! same points in the most steps: how far one seed's samples move as the steps change
+//! (`cargo run --release --example sampler_accuracy -- --noise-path brownian --steps 10,20,50,200`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +27,7 @@ use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::forward::standard_normal;
 use kiln::npy;
 use kiln::pipeline::{NamedRun, SamplerName, sample_by_name};
-use kiln::sampler::{GaussianMixture, SigmaSpacing, sliced_wasserstein_2};
+use kiln::sampler::{GaussianMixture, NoisePath, SigmaSpacing, sliced_wasserstein_2};
 use kiln::schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
 use serde::Deserialize;
@@ -56,6 +61,12 @@ struct Args {
     /// at the grid's timesteps (karras, exponential, beta); the other samplers are left out.
     #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
     sigmas: Option<SigmaSpacing>,
+    /// Run the SDE samplers that take a noise path (dpm++2m_sde, dpm++sde) with their Brownian
+    /// noise drawn step by step (sequential) or read off a Brownian tree (brownian), seeding
+    /// each sampler once for all step counts, and print how far each run's points lie from
+    /// the same points in the most steps; the other samplers are left out.
+    #[arg(long, value_parser = names::by_name::<NoisePath>(&NoisePath::NAMES, []))]
+    noise_path: Option<NoisePath>,
     /// Points per sampler.
     #[arg(long, default_value_t = 2000)]
     count: usize,
@@ -136,7 +147,10 @@ impl BackendTask for Table {
             .filter(|sampler| {
                 !args.sigmas.is_some_and(SigmaSpacing::is_spaced) || sampler.takes_sigma_spacing()
             })
+            .filter(|sampler| args.noise_path.is_none() || sampler.takes_noise_path())
             .collect();
+        let finest = args.steps.iter().copied().max().unwrap_or(0);
+        let mut moves = Vec::new();
 
         print!("{:<12}", "sampler");
         for steps in &args.steps {
@@ -145,13 +159,16 @@ impl BackendTask for Table {
         println!();
         for sampler in samplers {
             print!("{:<12}", sampler.to_string());
+            let mut runs = Vec::new();
             for &steps in &args.steps {
                 let run = NamedRun {
                     spacing: Some(TimestepSpacing::Trailing),
                     sigma_spacing: args.sigmas,
+                    noise_path: args.noise_path.unwrap_or_default(),
                     ..NamedRun::new(sampler, steps, false)
                 };
-                let mut rng = run_rng(args.seed, sampler, steps);
+                // With a noise path, one seed for all step counts, so a tree is one path.
+                let mut rng = run_rng(args.seed, sampler, args.noise_path.map_or(steps, |_| 0));
                 let result =
                     sample_by_name(run, &schedule, &oracle, noise.clone(), &mut rng, |_| {});
                 match result {
@@ -162,22 +179,53 @@ impl BackendTask for Table {
                             let path = folder.join(format!("{sampler}_{steps}"));
                             write_points(&path, &samples, dims, args.json)?;
                         }
+                        runs.push((steps, Some(samples)));
                     }
-                    Err(error) => print!(
-                        "{:>10}",
-                        format!("({error})").chars().take(9).collect::<String>()
-                    ),
+                    Err(error) => {
+                        print!(
+                            "{:>10}",
+                            format!("({error})").chars().take(9).collect::<String>()
+                        );
+                        runs.push((steps, None));
+                    }
                 }
             }
             println!();
+            moves.push((sampler, runs));
         }
         println!(
             "{:<12}{:>10.4}  (two independent exact draws)",
             "floor",
             distance(&floor)
         );
+        if args.noise_path.is_some() {
+            println!("\nRMS distance to the same points in {finest} steps");
+            for (sampler, runs) in &moves {
+                print!("{:<12}", sampler.to_string());
+                let reference = runs.iter().find(|(steps, _)| *steps == finest);
+                for (_, samples) in runs {
+                    match (samples, reference) {
+                        (Some(samples), Some((_, Some(reference)))) => {
+                            print!("{:>10.4}", rms_distance(samples, reference, dims));
+                        }
+                        _ => print!("{:>10}", "-"),
+                    }
+                }
+                println!();
+            }
+        }
         Ok(())
     }
+}
+
+/// √(mean over points of ‖a − b‖²) between two sets of the same points, `dims` each.
+fn rms_distance(a: &[f32], b: &[f32], dims: usize) -> f64 {
+    let squared: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    (squared / (a.len() / dims.max(1)) as f64).sqrt()
 }
 
 /// The RNG of a stochastic sampler's fresh noise in one run: seeded by --seed, the sampler's

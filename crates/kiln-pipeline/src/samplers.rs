@@ -9,7 +9,7 @@ use kiln_sampler::{
     AlgorithmType, Churn, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Denoiser, Dpm2,
     Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
-    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, SaSolver, SaSolverConfig, SaSolverTau,
+    LcmConfig, Lms, LmsConfig, NoisePath, Pndm, PndmConfig, SaSolver, SaSolverConfig, SaSolverTau,
     SampleClipping, Sampler, SamplerError, SigmaSpacing, StepEvent, Tcd, TcdConfig, UniPc,
     UniPcConfig, sample,
 };
@@ -120,6 +120,12 @@ impl SamplerName {
     /// Other names [`FromStr`] accepts, with the sampler each stands for.
     pub const ALIASES: [(&'static str, SamplerName); 1] = [("dpm++2m", Self::DpmSolver)];
 
+    /// Whether [`NamedRun::noise_path`] applies: the samplers of the reverse SDE whose noise
+    /// is Brownian increments in σ, `dpm++2m_sde` and `dpm++sde`.
+    pub fn takes_noise_path(self) -> bool {
+        matches!(self, Self::DpmSolverSde | Self::DpmSolverSinglestepSde)
+    }
+
     /// Whether [`NamedRun::sigma_spacing`] applies: the samplers that step through noise
     /// levels σ, all but `ddpm`, `ddim`, `pndm`, `edm` (Karras σ always), `lcm` and `tcd`.
     pub fn takes_sigma_spacing(self) -> bool {
@@ -207,6 +213,11 @@ pub struct NamedRun {
     /// DPM-Solver++ and UniPC from 10 steps; SA-Solver's order-2 predictor swings on spaced σ
     /// below 20 steps, and beta σ suit only small σ_max (docs/samplers.md).
     pub sigma_spacing: Option<SigmaSpacing>,
+    /// For the SDE samplers ([`SamplerName::takes_noise_path`]): where their Brownian noise
+    /// comes from, drawn step by step (the default) or read off one Brownian tree per
+    /// trajectory, so that a seed keeps one noise path across step counts (another sampler
+    /// refuses a tree).
+    pub noise_path: NoisePath,
 }
 
 impl NamedRun {
@@ -221,6 +232,7 @@ impl NamedRun {
             gamma: None,
             tau: None,
             sigma_spacing: None,
+            noise_path: NoisePath::Sequential,
         }
     }
 
@@ -273,6 +285,13 @@ impl NamedRun {
                           samplers that step through σ"
                     }
                 },
+            });
+        }
+        if self.noise_path != NoisePath::Sequential && !self.sampler.takes_noise_path() {
+            return Err(SamplerError::Incompatible {
+                sampler: self.sampler.name(),
+                reason: "this sampler draws no Brownian increments; a noise path is for \
+                         dpm++2m_sde and dpm++sde",
             });
         }
         let steps = self.steps;
@@ -425,6 +444,7 @@ impl NamedRun {
             clipping: self.clipping(),
             grid: self.grid(default.grid),
             sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
+            noise_path: self.noise_path,
         }
     }
 
@@ -456,6 +476,7 @@ impl NamedRun {
             thresholding: self.thresholding(),
             grid: self.grid(default.grid),
             sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
+            noise_path: self.noise_path,
             ..default
         }
     }

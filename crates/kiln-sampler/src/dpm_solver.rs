@@ -1,8 +1,9 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::{Prediction, standard_normal};
+use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
+use crate::brownian::{BrownianNoise, NoisePath};
 use crate::multistep::{History, check_order, integrated_output, multistep_order};
 use crate::sampler::{Step, linear, timestep_at};
 use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
@@ -66,20 +67,20 @@ impl AlgorithmType {
         Ok(())
     }
 
-    /// `next` with an SDE step's fresh noise n·z added (z ~ N(0, I) from `rng`, n from
-    /// `update`); unchanged for the ODE algorithms and on a step to σ = 0.
-    pub(crate) fn add_noise<B: Backend, const D: usize, R: Rng + ?Sized>(
+    /// `next` with an SDE step's fresh noise n·z added (z ~ N(0, I) from `noise()`, n from
+    /// `update`); unchanged for the ODE algorithms and on a step to σ = 0, where `noise` is
+    /// not called.
+    pub(crate) fn add_noise<B: Backend, const D: usize>(
         self,
         next: Tensor<B, D>,
         update: &Update,
         sigma_t: f64,
-        rng: &mut R,
+        noise: impl FnOnce() -> Tensor<B, D>,
     ) -> Tensor<B, D> {
         if !self.is_sde() || sigma_t == 0.0 {
             return next;
         }
-        let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
-        next + noise.mul_scalar(update.noise)
+        next + noise().mul_scalar(update.noise)
     }
 
     /// Whether it integrates x̂_0 (the `++` solvers) rather than ε̂.
@@ -207,6 +208,11 @@ pub struct DpmSolverConfig {
     pub thresholding: Option<DynamicThresholding>,
     /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
     pub grid: TimestepGrid,
+    /// Where the SDE algorithms' noise comes from: drawn step by step (the default, as
+    /// diffusers), or read off one Brownian tree per trajectory, as k-diffusion's
+    /// `sample_dpmpp_2m_sde` does, so that one seed keeps one noise path across step counts.
+    /// The ODE algorithms refuse a tree.
+    pub noise_path: NoisePath,
 }
 
 impl Default for DpmSolverConfig {
@@ -222,6 +228,7 @@ impl Default for DpmSolverConfig {
             sigma_spacing: SigmaSpacing::Timesteps,
             thresholding: None,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
+            noise_path: NoisePath::Sequential,
         }
     }
 }
@@ -257,6 +264,8 @@ pub struct DpmSolver<B: Backend, const D: usize> {
     /// The model outputs the algorithm integrates (x̂_0 or ε̂) of the last `solver_order`
     /// steps.
     history: History<Tensor<B, D>>,
+    /// The trajectory's Brownian increments (SDE algorithms).
+    noise: BrownianNoise,
 }
 
 impl<B: Backend, const D: usize> DpmSolver<B, D> {
@@ -281,17 +290,26 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             schedule,
             steps,
         )?;
+        if config.noise_path != NoisePath::Sequential && !config.algorithm_type.is_sde() {
+            return Err(SamplerError::Incompatible {
+                sampler: "DPM-Solver",
+                reason: "the ODE algorithms add no noise; a noise path needs sde-dpmsolver++ or \
+                         sde-dpmsolver",
+            });
+        }
+        let noise = BrownianNoise::new("DPM-Solver", config.noise_path, &sigmas, schedule)?;
         Ok(Self {
             config,
             timesteps,
             sigmas,
             history: History::new(config.solver_order),
+            noise,
         })
     }
 
     /// x_t from x_s = `sample` by the `order`-th update over the history, h = λ_t − λ_s > 0.
     fn extrapolate<R: Rng + ?Sized>(
-        &self,
+        &mut self,
         index: usize,
         order: usize,
         sample: Tensor<B, D>,
@@ -320,7 +338,11 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             let d2 = (d1_0 - d1_1).mul_scalar(1.0 / (r0 + r1));
             next = next + d1.mul_scalar(update.d1) + d2.mul_scalar(update.d2);
         }
-        algorithm.add_noise(next, &update, sigma_t, rng)
+        let (shape, device) = (next.dims(), next.device());
+        algorithm.add_noise(next, &update, sigma_t, || {
+            self.noise
+                .increment((sigma_s, sigma_t), shape, &device, rng)
+        })
     }
 }
 
@@ -360,6 +382,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
         timestep_at(&self.timesteps, index)?;
         self.history.clear();
+        self.noise.restart();
         Ok(())
     }
 
@@ -383,6 +406,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             self.config.thresholding,
             self.config.algorithm_type.integrates_data(),
         )?;
+        if !self.history.continues(index) {
+            self.noise.restart();
+        }
         let before = self.history.record(index, integrated);
         let order = multistep_order(
             self.config.solver_order,

@@ -1,8 +1,9 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::{Prediction, standard_normal};
+use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
+use crate::brownian::{BrownianNoise, NoisePath};
 use crate::midpoint_calls::MidpointCalls;
 use crate::sampler::{Step, linear};
 use crate::sigma_grid::{SigmaGrid, SigmaSpacing, ancestral_split, euler_step};
@@ -20,6 +21,10 @@ pub struct DpmSolverSdeConfig {
     pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default).
     pub grid: TimestepGrid,
+    /// Where the Brownian increments come from: drawn step by step (the default), or read off
+    /// one Brownian tree per trajectory, as diffusers' scheduler and k-diffusion do, so that
+    /// one seed keeps one noise path across step counts.
+    pub noise_path: NoisePath,
 }
 
 impl Default for DpmSolverSdeConfig {
@@ -28,6 +33,7 @@ impl Default for DpmSolverSdeConfig {
             sigma_spacing: SigmaSpacing::Timesteps,
             clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
+            noise_path: NoisePath::Sequential,
         }
     }
 }
@@ -52,12 +58,13 @@ impl Default for DpmSolverSdeConfig {
 /// σ = 0, is the Euler step to x̂_0: 2N − 1 model calls for N steps, at t_0, t(σ_s,0), t_1, …,
 /// t_{N−1} (t(σ) by log-σ interpolation, as diffusers).
 ///
-/// k-diffusion and diffusers draw the increments from a Brownian tree seeded once per run
-/// (torchsde's), so that runs of different step counts from one seed share their noise path.
-/// Here each step draws z_1, z_2 ~ N(0, I) from the caller's RNG and takes
-/// w(σ_i → σ_s) = z_1 and w(σ_i → σ_{i+1}) = (√(σ_i − σ_s) z_1 + √(σ_s − σ_{i+1}) z_2)/√(σ_i − σ_{i+1}):
-/// the same joint distribution within a run, but one seed does not give one path across
-/// step counts.
+/// With z_1 = w(σ_i → σ_s) and z_2 = w(σ_s → σ_{i+1}), the whole step's increment is
+/// w(σ_i → σ_{i+1}) = (√(σ_i − σ_s) z_1 + √(σ_s − σ_{i+1}) z_2)/√(σ_i − σ_{i+1}). By default
+/// ([`NoisePath::Sequential`]) each step draws z_1 and z_2 ~ N(0, I) from the caller's RNG:
+/// the joint law of a Brownian motion's increments, but one seed does not give one path
+/// across step counts. k-diffusion and diffusers read them off a Brownian tree seeded once
+/// per run (torchsde's), so that runs of different step counts from one seed share their
+/// noise path; [`NoisePath::BrownianTree`] does that with Kiln's own tree.
 ///
 /// Calls must come in order; one at index 0 starts a new trajectory.
 #[derive(Debug, Clone)]
@@ -67,6 +74,8 @@ pub struct DpmSolverSde<B: Backend, const D: usize> {
     clipping: SampleClipping,
     /// Between a step's two calls: its start sample and first-stage noise z_1.
     pending: Option<FirstStage<B, D>>,
+    /// The trajectory's Brownian increments.
+    noise: BrownianNoise,
 }
 
 /// What the second stage of a step needs from its first.
@@ -90,10 +99,17 @@ impl<B: Backend, const D: usize> DpmSolverSde<B, D> {
             .windows(2)
             .map(|pair| (pair[0] * pair[1]).sqrt())
             .collect();
+        let noise = BrownianNoise::new(
+            "DPM-Solver++ SDE",
+            config.noise_path,
+            &grid.sigmas,
+            schedule,
+        )?;
         Ok(Self {
             calls: MidpointCalls::new("DPM-Solver++ SDE", grid, midpoints, schedule),
             clipping: config.clipping,
             pending: None,
+            noise,
         })
     }
 }
@@ -107,6 +123,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
         self.calls.restart(index)?;
         self.pending = None;
+        self.noise.restart();
         Ok(())
     }
 
@@ -131,6 +148,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
             .take(index, output, prediction, &sample, self.clipping)?;
         if index == 0 {
             self.pending = None;
+            self.noise.restart();
         }
         // Step k starts at this call (first stage) or at the one before it (second stage).
         let k = index / 2;
@@ -139,7 +157,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
         let next = match self.pending.take() {
             None if sigma_next == 0.0 => x0.clone(),
             None => {
-                let noise = standard_normal::<B, D>(sample.dims(), rng, &sample.device());
+                let noise =
+                    self.noise
+                        .increment((sigma, midpoint), sample.dims(), &sample.device(), rng);
                 let split = ancestral_split(sigma, midpoint);
                 let next = euler_step(&sample, &x0, sigma, split, || noise.clone());
                 self.pending = Some(FirstStage {
@@ -151,7 +171,12 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSde<B, D> {
             Some(first) => {
                 let split = ancestral_split(sigma, sigma_next);
                 euler_step(&first.start, &x0, sigma, split, || {
-                    let second = standard_normal::<B, D>(sample.dims(), rng, &sample.device());
+                    let second = self.noise.increment(
+                        (midpoint, sigma_next),
+                        sample.dims(),
+                        &sample.device(),
+                        rng,
+                    );
                     // W(σ') − W(σ) = (W(σ_s) − W(σ)) + (W(σ') − W(σ_s)), normalised by √(σ − σ').
                     let span = (sigma - sigma_next).sqrt();
                     linear(

@@ -1,5 +1,5 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::Prediction;
+use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
@@ -235,8 +235,11 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolverSinglestep<B, D> {
             }
             _ => {}
         }
+        let (shape, device) = (next.dims(), next.device());
         Ok(Step {
-            sample: algorithm.add_noise(next, &update, sigma_t, rng),
+            sample: algorithm.add_noise(next, &update, sigma_t, || {
+                standard_normal(shape, rng, &device)
+            }),
             denoised: x0,
         })
     }

@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+mod brownian;
 mod ddim;
 mod ddpm;
 mod deis;
@@ -69,6 +70,7 @@ mod tcd;
 mod thresholding;
 mod unipc;
 
+pub use brownian::NoisePath;
 pub use ddim::{Ddim, DdimConfig};
 pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
 pub use deis::{Deis, DeisConfig};
