@@ -241,3 +241,87 @@ impl BrownianNoise {
         Tensor::from_data(TensorData::new(values, shape), device)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    const COUNT: usize = 100_000;
+
+    fn tree() -> BrownianTree {
+        BrownianTree::new(7, (0.01, 157.0))
+    }
+
+    fn variance(values: impl Iterator<Item = f64>) -> f64 {
+        values.map(|v| v * v).sum::<f64>() / COUNT as f64
+    }
+
+    /// Increments over [σ', σ] have variance σ − σ', disjoint ones are uncorrelated, and a
+    /// value depends on the seed and σ only.
+    #[test]
+    fn tree_values_have_the_law_of_a_brownian_motion() {
+        let tree = tree();
+        let sigmas = [157.0, 80.0, 3.0, 2.9, 0.05, 0.0101];
+        let values: Vec<Vec<f64>> = sigmas.iter().map(|&s| tree.value(s, COUNT)).collect();
+        for (pair, w) in sigmas.windows(2).zip(values.windows(2)) {
+            let span = pair[0] - pair[1];
+            let measured = variance(w[0].iter().zip(&w[1]).map(|(a, b)| a - b)) / span;
+            assert!((measured - 1.0).abs() < 0.03, "{pair:?}: {measured}");
+        }
+        for w in values.windows(3) {
+            let (d0, d1): (Vec<f64>, Vec<f64>) = (0..COUNT)
+                .map(|i| (w[0][i] - w[1][i], w[1][i] - w[2][i]))
+                .unzip();
+            let scale = (variance(d0.iter().copied()) * variance(d1.iter().copied())).sqrt();
+            let correlation =
+                d0.iter().zip(&d1).map(|(a, b)| a * b).sum::<f64>() / COUNT as f64 / scale;
+            assert!(correlation.abs() < 0.02, "{correlation}");
+        }
+        assert_eq!(
+            tree.value(3.0, 10),
+            BrownianTree::new(7, (0.01, 157.0)).value(3.0, 10)
+        );
+        assert_ne!(
+            tree.value(3.0, 10),
+            BrownianTree::new(8, (0.01, 157.0)).value(3.0, 10)
+        );
+        assert!(tree.value(0.01, 10).iter().all(|&w| w == 0.0));
+    }
+
+    /// A step's increment through a midpoint is the whole step's, whatever the grid.
+    #[test]
+    fn increments_add_up_along_one_path() {
+        let device = Default::default();
+        let shape = [4, 50];
+        let walk = |sigmas: &[f64]| {
+            let mut noise = BrownianNoise {
+                path: NoisePath::BrownianTree,
+                range: (0.01, 157.0),
+                tree: None,
+                last: None,
+            };
+            let mut rng = StdRng::seed_from_u64(3);
+            sigmas
+                .windows(2)
+                .map(|pair| {
+                    let w: Tensor<Flex, 2> =
+                        noise.increment((pair[0], pair[1]), shape, &device, &mut rng);
+                    w.mul_scalar((pair[0] - pair[1]).sqrt())
+                })
+                .reduce(|a, b| a + b)
+                .unwrap()
+        };
+        let direct = walk(&[20.0, 0.5]);
+        let through = walk(&[20.0, 7.3, 1.1, 0.5]);
+        direct.into_data().assert_approx_eq::<f32>(
+            &through.into_data(),
+            burn::tensor::Tolerance::absolute(1e-4),
+        );
+        let zero: Tensor<Flex, 2> = walk(&[2.0, 2.0]);
+        assert_eq!(zero.abs().max().into_scalar(), 0.0);
+    }
+}
