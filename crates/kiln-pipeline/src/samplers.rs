@@ -290,8 +290,8 @@ impl NamedRun {
         if self.noise_path != NoisePath::Sequential && !self.sampler.takes_noise_path() {
             return Err(SamplerError::Incompatible {
                 sampler: self.sampler.name(),
-                reason: "this sampler draws no Brownian increments; a noise path is for \
-                         dpm++2m_sde and dpm++sde",
+                reason: "this sampler takes no noise path; a Brownian tree is for dpm++2m_sde \
+                         and dpm++sde",
             });
         }
         let steps = self.steps;

@@ -21,7 +21,7 @@ use crate::SamplerError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NoisePath {
     /// Each increment drawn from the caller's RNG when the step takes it, independent of those
-    /// before: what diffusers' schedulers do. Runs of different step counts from one seed
+    /// before: what diffusers' `DPMSolverMultistepScheduler` does. Runs of different step counts from one seed
     /// draw different paths, so their samples differ by more than the steps' error.
     #[default]
     Sequential,
@@ -29,11 +29,13 @@ pub enum NoisePath {
     /// Gradients for Stochastic Differential Equations", §4) seeded by one `u64` from the
     /// caller's RNG at the trajectory's first noise: k-diffusion's `BrownianTreeNoiseSampler`,
     /// which its `sample_dpmpp_sde` and `sample_dpmpp_2m_sde` take by default and diffusers'
-    /// `DPMSolverSDEScheduler` queries. W(σ) depends on the seed and σ only, not on the grid,
-    /// so runs of any step count or σ spacing from one seed follow one path and their samples
-    /// converge to one as the steps grow (strongly, not only in law). Each increment costs
-    /// about 20 host draws of the sample's size (one per level of the tree, 20 over a 1000-step
-    /// linear schedule) where [`NoisePath::Sequential`] costs one.
+    /// `DPMSolverSDEScheduler` queries. The tree spans the schedule's σ (and the grid's, where
+    /// they reach beyond), so W(σ) depends on the seed and σ only, not on the grid: runs of any
+    /// step count or σ spacing from one seed follow one path and their samples converge to one
+    /// as the steps grow (strongly, not only in law). Each increment costs the tree's depth
+    /// plus 2 host draws of the sample's size (22 over a 1000-step linear schedule) where
+    /// [`NoisePath::Sequential`] costs one. The draws come from rand's `StdRng`, so a rand
+    /// release that changes that generator changes the path.
     BrownianTree,
 }
 
@@ -58,7 +60,8 @@ impl FromStr for NoisePath {
 }
 
 /// The log-width ln(r/l) below which a tree node [l, r] is a leaf: two σ within a relative
-/// 10⁻⁵ of each other share a leaf and its bridge draw.
+/// 10⁻⁵ of each other may share a leaf and its bridge draw, and the increment between them is
+/// then smaller than Brownian; no sampler steps that finely.
 const LEAF_LOG_WIDTH: f64 = 1e-5;
 
 /// A virtual Brownian tree over the noise levels [low, high], 0 < low < high: W(low) = 0,
@@ -180,15 +183,17 @@ impl BrownianNoise {
         let (low, high) = sigmas
             .iter()
             .chain(schedule.sigmas())
-            .filter(|&&sigma| sigma > 0.0)
+            .filter(|&&sigma| sigma > 0.0 && sigma.is_finite())
             .fold((f64::INFINITY, 0.0_f64), |(low, high), &sigma| {
                 (low.min(sigma), high.max(sigma))
             });
-        if path == NoisePath::BrownianTree && !(high.is_finite() && low < high) {
+        let visits_infinity = sigmas.iter().any(|sigma| sigma.is_infinite());
+        if path == NoisePath::BrownianTree && (visits_infinity || low >= high) {
             return Err(SamplerError::Incompatible {
                 sampler,
                 reason: "a Brownian tree needs finite noise levels σ > 0 (a zero-terminal-SNR \
-                         schedule's last σ is infinite); take the sequential noise path",
+                         schedule's last σ is infinite); start below it or take the sequential \
+                         noise path",
             });
         }
         Ok(Self {
@@ -217,6 +222,10 @@ impl BrownianNoise {
         if self.path == NoisePath::Sequential {
             return standard_normal(shape, rng, device);
         }
+        debug_assert!(
+            sigma >= sigma_next,
+            "a step up in σ: {sigma} to {sigma_next}"
+        );
         let count = shape.iter().product();
         let range = self.range;
         let tree = self
