@@ -6,7 +6,9 @@ use rand::Rng;
 use crate::brownian::{BrownianNoise, NoisePath};
 use crate::multistep::{History, check_order, integrated_output, multistep_order};
 use crate::sampler::{Step, linear, timestep_at};
-use crate::sigma_grid::{FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda};
+use crate::sigma_grid::{
+    FinalSigmas, SigmaSpacing, alpha_sigma, discrete_sigma_grid, lambda, sigma_at,
+};
 use crate::{DynamicThresholding, SampleClipping, Sampler, SamplerError};
 
 /// Which equation DPM-Solver integrates, and over which model output (diffusers'
@@ -266,6 +268,9 @@ pub struct DpmSolver<B: Backend, const D: usize> {
     history: History<Tensor<B, D>>,
     /// The trajectory's Brownian increments (SDE algorithms).
     noise: BrownianNoise,
+    /// Whether the last step is first order whatever the step count (`euler_at_final`, and a
+    /// step to σ = 0).
+    final_first_order: bool,
 }
 
 impl<B: Backend, const D: usize> DpmSolver<B, D> {
@@ -304,6 +309,84 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             sigmas,
             history: History::new(config.solver_order),
             noise,
+            final_first_order: config.euler_at_final
+                || config.final_sigmas_type == FinalSigmas::Zero,
+        })
+    }
+
+    /// DPM-Solver run backwards, from data x_0 up to the noise x_T that [`DpmSolver::new`]
+    /// with the same settings and step count samples back to it (diffusers'
+    /// `DPMSolverMultistepInverseScheduler`; inversion as in DDIM's, Song et al. 2021, §4.3,
+    /// with the higher-order multistep updates, which need fewer steps for the same error).
+    /// [`crate::sample`] drives it, taking the data in place of the noise.
+    ///
+    /// The grid is the forward grid backwards: with the forward run's timesteps
+    /// t_1 > … > t_N (σ_1 > … > σ_N), inversion calls the model at 0, t_N, …, t_2 and steps
+    /// through σ(0) → σ_N → … → σ_2 → σ_1, so it ends where sampling starts. The data is taken
+    /// as x at timestep 0 (σ(0), 0.01 on the linear schedule), the lowest level the model
+    /// knows. The same update formulas hold with h = λ_t − λ_s < 0; `lower_order_final` and
+    /// `euler_at_final` apply to the step up to σ_1, and `final_sigmas_type` is unused.
+    ///
+    /// On the default `linspace` grid this is diffusers' grid. diffusers lays its inverse
+    /// `leading` grid up to the last kept timestep, past where its forward grid starts, and
+    /// starts its `trailing` one at σ(T/N − 1) rather than at the data; Kiln mirrors the
+    /// forward grid for every spacing.
+    ///
+    /// Fails on the SDE algorithms (their noise term √(1 − e^{−2h}) has no real value for
+    /// h < 0, and diffusers' inverse scheduler returns NaN there: inversion follows the
+    /// probability-flow ODE), and as [`DpmSolver::new`] does.
+    ///
+    /// ```
+    /// use burn::backend::Flex;
+    /// use burn::tensor::Tensor;
+    /// use kiln_sampler::{DpmSolver, DpmSolverConfig, FnDenoiser, Prediction, sample};
+    /// use kiln_schedule::{BetaSchedule, NoiseSchedule};
+    /// use rand::{SeedableRng, rngs::StdRng};
+    ///
+    /// let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000)?;
+    /// let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<Flex, 2>, _t| x.mul_scalar(0.5));
+    /// let data = Tensor::<Flex, 2>::ones([4, 2], &Default::default());
+    /// let config = DpmSolverConfig::default();
+    /// let mut rng = StdRng::seed_from_u64(0);
+    /// let mut inverse = DpmSolver::inverse(config, &schedule, 20)?;
+    /// let noise = sample(&mut inverse, &model, data, &mut rng, |_| {})?;
+    /// let back = sample(&mut DpmSolver::new(config, &schedule, 20)?, &model, noise, &mut rng, |_| {})?;
+    /// assert_eq!(back.dims(), [4, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn inverse(
+        config: DpmSolverConfig,
+        schedule: &NoiseSchedule,
+        steps: usize,
+    ) -> Result<Self, SamplerError> {
+        if config.algorithm_type.is_sde() {
+            return Err(SamplerError::Incompatible {
+                sampler: "DPM-Solver inversion",
+                reason: "inversion follows the probability-flow ODE; use dpmsolver++ or \
+                         dpmsolver",
+            });
+        }
+        let forward_config = DpmSolverConfig {
+            final_sigmas_type: FinalSigmas::SigmaMin,
+            ..config
+        };
+        let forward = Self::new(forward_config, schedule, steps)?;
+        // The forward run's levels from the least noisy up, then the data's own (timestep 0)
+        // below them unless the grid already ends there.
+        let levels = forward.timesteps.iter().zip(&forward.sigmas).rev();
+        let data_level = (0.0, sigma_at(schedule, 0.0));
+        let (mut timesteps, sigmas): (Vec<f64>, Vec<f64>) = std::iter::once(data_level)
+            .filter(|_| forward.timesteps.last() != Some(&0.0))
+            .chain(levels.map(|(&t, &sigma)| (t, sigma)))
+            .unzip();
+        // The noisiest level is where the run ends, not a model call.
+        timesteps.pop();
+        Ok(Self {
+            config,
+            timesteps,
+            sigmas,
+            final_first_order: config.euler_at_final,
+            ..forward
         })
     }
 
@@ -415,7 +498,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for DpmSolver<B, D> {
             before,
             (index, self.timesteps.len()),
             self.config.lower_order_final,
-            self.config.euler_at_final || self.config.final_sigmas_type == FinalSigmas::Zero,
+            self.final_first_order,
         );
 
         let h = lambda(sigma_t) - lambda(sigma_s);
