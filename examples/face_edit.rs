@@ -1,6 +1,6 @@
 //! Edits real photos with a trained model: fill in a covered part (inpainting), redraw a photo
 //! partly (image-to-image), morph one face into another, or check that a face comes back
-//! through DDIM inversion. Each writes one PNG strip.
+//! through inversion. Each writes one PNG strip.
 //!
 //! ```text
 //! cargo run --release --example face_edit -- --checkpoint runs/faces \
@@ -16,9 +16,10 @@
 //! Photos are centre-cropped and resized to the model's training size. Inpainting samples with
 //! DDPM (RePaint, resampling with `--jump`/`--repeats`) and shows the photo, its known part
 //! and `--count` fillings; image-to-image samples with DDIM and shows the photo and `--count`
-//! results; the morph inverts both photos exactly with DDIM and shows `--frames` frames along
-//! the slerp between their noises (the first and last are the photos again); reconstruction
-//! shows the photo, the plain and the exact inversion sampled back. See docs/editing.md.
+//! results; the morph inverts both photos (exactly with DDIM, or as `--inversion` says) and
+//! shows `--frames` frames along the slerp between their noises (the first and last are the
+//! photos again); reconstruction shows the photo and its plain and exact DDIM inversions and
+//! its DPM-Solver++(2M) inversion sampled back. See docs/editing.md.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ use clap::Parser;
 use kiln::device::{BackendTask, DeviceSpec, run_on};
 use kiln::pipeline::edit::{box_mask, image_mask};
 use kiln::pipeline::{
-    EditSettings, PipelineError, PixelBox, SamplingModel, load_for_sampling, pixels,
+    EditSettings, Inversion, PipelineError, PixelBox, SamplingModel, load_for_sampling, pixels,
 };
 use kiln::sampler::{InversionMethod, InversionStep, Resampling};
 
@@ -66,16 +67,19 @@ struct Args {
     /// For --img2img: the noise level in [0, 1] to redraw from (0: the photo, 1: a new face).
     #[arg(long, default_value_t = 0.5)]
     strength: f64,
-    /// Morph between two photos through their DDIM-inverted noises.
+    /// Morph between two photos through their inverted noises.
     #[arg(long, group = "edit", num_args = 2, value_names = ["A", "B"])]
     interpolate: Vec<PathBuf>,
     /// For --interpolate: frames, both photos included.
     #[arg(long, default_value_t = 8)]
     frames: usize,
-    /// Invert this photo with DDIM (plain and exact) and sample it back.
+    /// Invert this photo (DDIM plain and exact, DPM-Solver++(2M)) and sample it back.
     #[arg(long, group = "edit")]
     reconstruct: Option<PathBuf>,
-    /// Sampler steps (DDPM for inpainting, DDIM otherwise).
+    /// For --interpolate: how to invert the photos (and decode the frames).
+    #[arg(long, value_enum, default_value_t = InversionChoice::Exact)]
+    inversion: InversionChoice,
+    /// Sampler steps (DDPM for inpainting, DDIM or the inversion's sampler otherwise).
     #[arg(long, default_value_t = 100)]
     steps: usize,
     /// Fixed-point iterations of exact inversion.
@@ -93,6 +97,33 @@ struct Args {
     /// The PNG strip to write.
     #[arg(long, default_value = "edit.png")]
     out: PathBuf,
+}
+
+/// The inversions `--inversion` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum InversionChoice {
+    /// DDIM, each step undone by fixed-point iteration (--iterations more model calls a step).
+    Exact,
+    /// DDIM, each step undone with the model's output at its start (diffusers' inversion).
+    Plain,
+    /// DPM-Solver++(2M) over λ-uniform steps, run up and back down.
+    #[value(name = "dpm++2m")]
+    DpmPlusPlus2m,
+    /// DPM-Solver++(3M) over λ-uniform steps.
+    #[value(name = "dpm++3m")]
+    DpmPlusPlus3m,
+}
+
+impl InversionChoice {
+    /// The pipeline's inversion, with exact inversion's `iterations`.
+    fn inversion(self, iterations: usize) -> Inversion {
+        match self {
+            Self::Exact => Inversion::Ddim(InversionMethod::Exact { iterations }),
+            Self::Plain => Inversion::Ddim(InversionMethod::Plain),
+            Self::DpmPlusPlus2m => Inversion::DpmSolverPlusPlus { order: 2 },
+            Self::DpmPlusPlus3m => Inversion::DpmSolverPlusPlus { order: 3 },
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -210,14 +241,12 @@ impl<B: Backend> Edit<'_, B> {
 
     /// The frames of the morph from photo `a` to photo `b`.
     fn morph(&self, a: &Path, b: &Path) -> Outcome<Tensor<B, 4>> {
-        let method = InversionMethod::Exact {
-            iterations: self.args.iterations,
-        };
+        let inversion = self.args.inversion.inversion(self.args.iterations);
         let frames = self.loaded.interpolate(
             self.photo(a)?,
             self.photo(b)?,
             self.args.frames,
-            method,
+            inversion,
             self.settings(),
             progress("inverting"),
         )?;
@@ -225,23 +254,26 @@ impl<B: Backend> Edit<'_, B> {
         Ok(frames)
     }
 
-    /// The photo, sampled back from its plain and from its exact inversion.
+    /// The photo, sampled back from its plain and its exact DDIM inversion and from its
+    /// DPM-Solver++(2M) inversion.
     fn reconstruct(&self, path: &Path) -> Outcome<Tensor<B, 4>> {
         let photo = self.photo(path)?;
         let mut tiles = vec![photo.clone()];
-        for method in [
-            InversionMethod::Plain,
-            InversionMethod::Exact {
-                iterations: self.args.iterations,
-            },
+        for choice in [
+            InversionChoice::Plain,
+            InversionChoice::Exact,
+            InversionChoice::DpmPlusPlus2m,
         ] {
+            let inversion = choice.inversion(self.args.iterations);
             let noise = self.loaded.invert(
                 photo.clone(),
-                method,
+                inversion,
                 self.args.steps,
                 progress("inverting"),
             )?;
-            let back = self.loaded.decode(noise, self.settings(), |_| {})?;
+            let back = self
+                .loaded
+                .decode(noise, inversion, self.settings(), |_| {})?;
             eprintln!();
             let error: f32 = (back.clone() - photo.clone())
                 .powi_scalar(2)
@@ -249,7 +281,7 @@ impl<B: Backend> Edit<'_, B> {
                 .sqrt()
                 .into_scalar()
                 .elem();
-            println!("{method:?}: RMS difference from the photo {error:.2e} (pixel range 2)");
+            println!("{inversion:?}: RMS difference from the photo {error:.2e} (pixel range 2)");
             tiles.push(back);
         }
         Ok(Tensor::cat(tiles, 0))

@@ -1,5 +1,6 @@
 //! Editing real images with a trained model: inpainting (RePaint), image-to-image (SDEdit),
-//! DDIM inversion and the morph between two inverted images (see docs/editing.md).
+//! inversion (DDIM's or DPM-Solver++'s) and the morph between two inverted images (see
+//! docs/editing.md).
 //!
 //! Each edit checks its settings before the model runs: a box that leaves the image or has no
 //! area, a mask of another size, fewer than two frames or no results at all are
@@ -9,8 +10,9 @@ use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use kiln_sampler::{
-    Ddim, DdimConfig, Ddpm, DdpmConfig, InversionMethod, InversionStep, Resampling, SampleClipping,
-    StepEvent, image_to_image, inpaint, invert, sample, slerp,
+    Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, InversionMethod, InversionStep,
+    Resampling, SampleClipping, SigmaSpacing, StepEvent, image_to_image, inpaint, invert, sample,
+    slerp,
 };
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -23,6 +25,34 @@ pub struct EditSettings {
     pub steps: usize,
     /// The seed of every random draw.
     pub seed: u64,
+}
+
+/// How [`SamplingModel::invert`] finds the noise an image comes from, and so which
+/// deterministic sampler [`SamplingModel::decode`] takes that noise back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inversion {
+    /// DDIM's steps undone one by one ([`kiln_sampler::invert`]: plain, one model call a
+    /// step, or exact, solved by fixed-point iteration), decoded by DDIM.
+    Ddim(InversionMethod),
+    /// DPM-Solver++ of this multistep order (1–3) over steps uniform in λ = log(α/σ), run from
+    /// the image up ([`DpmSolver::inverse`]) and decoded by the same solver run down: one model
+    /// call a step (one fewer for the inversion, which starts at the image's own level) and a
+    /// closer round trip than plain DDIM's in as many (docs/editing.md).
+    DpmSolverPlusPlus {
+        /// The multistep order.
+        order: usize,
+    },
+}
+
+impl Inversion {
+    /// The DPM-Solver++ both directions use.
+    fn dpm_solver(order: usize) -> DpmSolverConfig {
+        DpmSolverConfig {
+            solver_order: order,
+            sigma_spacing: SigmaSpacing::Exponential,
+            ..DpmSolverConfig::default()
+        }
+    }
 }
 
 /// A rectangle of pixels: `width` × `height` from column `x`, row `y`.
@@ -111,46 +141,67 @@ impl<B: Backend> SamplingModel<B> {
         )?)
     }
 
-    /// The noise that deterministic DDIM in `steps` steps takes to `images`
-    /// ([`kiln_sampler::invert`]); [`Self::decode`] takes it back.
+    /// The noise that `inversion`'s deterministic sampler in `steps` steps takes to `images`;
+    /// [`Self::decode`] with the same `inversion` and steps takes it back.
     pub fn invert(
         &self,
         images: Tensor<B, 4>,
-        method: InversionMethod,
+        inversion: Inversion,
         steps: usize,
-        on_step: impl FnMut(InversionStep),
+        mut on_step: impl FnMut(InversionStep),
     ) -> Result<Tensor<B, 4>, PipelineError> {
         self.model.check_input_shape(&images)?;
-        Ok(invert(
-            &self.ddim(steps)?,
-            &self.denoiser(),
-            images,
-            method,
-            on_step,
-        )?)
+        let denoiser = self.denoiser();
+        let noise = match inversion {
+            Inversion::Ddim(method) => {
+                invert(&self.ddim(steps)?, &denoiser, images, method, on_step)?
+            }
+            Inversion::DpmSolverPlusPlus { order } => {
+                let config = Inversion::dpm_solver(order);
+                let mut inverse = DpmSolver::inverse(config, &self.schedule, steps)?;
+                // The ODE solver draws nothing from the generator.
+                let mut rng = StdRng::seed_from_u64(0);
+                sample(&mut inverse, &denoiser, images, &mut rng, |event| {
+                    on_step(InversionStep {
+                        done: event.index + 1,
+                        steps: event.steps,
+                        timestep: event.timestep,
+                        residual: None,
+                    })
+                })?
+            }
+        };
+        Ok(noise)
     }
 
-    /// Deterministic DDIM from `noise` (x_T) to images: the inverse of [`Self::invert`].
+    /// `inversion`'s deterministic sampler from `noise` (x_T) to images: the inverse of
+    /// [`Self::invert`].
     pub fn decode(
         &self,
         noise: Tensor<B, 4>,
+        inversion: Inversion,
         settings: EditSettings,
         on_step: impl FnMut(StepEvent<'_, B, 4>),
     ) -> Result<Tensor<B, 4>, PipelineError> {
         self.model.check_input_shape(&noise)?;
         let mut rng = StdRng::seed_from_u64(settings.seed);
-        let mut ddim = self.ddim(settings.steps)?;
-        Ok(sample(
-            &mut ddim,
-            &self.denoiser(),
-            noise,
-            &mut rng,
-            on_step,
-        )?)
+        let denoiser = self.denoiser();
+        let images = match inversion {
+            Inversion::Ddim(_) => {
+                let mut ddim = self.ddim(settings.steps)?;
+                sample(&mut ddim, &denoiser, noise, &mut rng, on_step)?
+            }
+            Inversion::DpmSolverPlusPlus { order } => {
+                let config = Inversion::dpm_solver(order);
+                let mut solver = DpmSolver::new(config, &self.schedule, settings.steps)?;
+                sample(&mut solver, &denoiser, noise, &mut rng, on_step)?
+            }
+        };
+        Ok(images)
     }
 
     /// `frames` images (at least 2) morphing from `a` to `b` (each `[1, C, H, W]`): both are
-    /// inverted with `method`, their noises joined by spherical interpolation ([`slerp`]) and
+    /// inverted by `inversion`, their noises joined by spherical interpolation ([`slerp`]) and
     /// each point decoded; the first and last frames are the images again, up to the
     /// inversion's error.
     pub fn interpolate(
@@ -158,7 +209,7 @@ impl<B: Backend> SamplingModel<B> {
         a: Tensor<B, 4>,
         b: Tensor<B, 4>,
         frames: usize,
-        method: InversionMethod,
+        inversion: Inversion,
         settings: EditSettings,
         on_inversion: impl FnMut(InversionStep),
     ) -> Result<Tensor<B, 4>, PipelineError> {
@@ -179,12 +230,12 @@ impl<B: Backend> SamplingModel<B> {
             ));
         }
         let ends = Tensor::cat(vec![a, b], 0);
-        let noise = self.invert(ends, method, settings.steps, on_inversion)?;
+        let noise = self.invert(ends, inversion, settings.steps, on_inversion)?;
         let (first, last) = (noise.clone().narrow(0, 0, 1), noise.narrow(0, 1, 1));
         let path = (0..frames)
             .map(|k| slerp(first.clone(), last.clone(), k as f64 / (frames - 1) as f64))
             .collect::<Result<Vec<_>, _>>()?;
-        self.decode(Tensor::cat(path, 0), settings, |_| {})
+        self.decode(Tensor::cat(path, 0), inversion, settings, |_| {})
     }
 
     /// DDIM for editing: deterministic, x̂_0 unclipped, so that inversion undoes it.

@@ -13,7 +13,8 @@
 //!   ([`sample_by_name`] runs one over any denoiser);
 //! - [`generate`] / [`SamplingModel::generate`]: images from seeded noise, unconditionally or
 //!   guided towards classes ([`Condition`], classifier-free guidance);
-//! - [`edit`]: inpainting, image-to-image, DDIM inversion and the morph between two images;
+//! - [`edit`]: inpainting, image-to-image, inversion (DDIM's or DPM-Solver++'s) and the morph
+//!   between two images;
 //! - [`pixels`]: images to tensors in [−1, 1] and back, grids and montages;
 //! - [`RunFolder`]: the layout of a run folder, which kiln-train writes and this crate reads,
 //!   and [`verify_checkpoint`], its checksums.
@@ -52,7 +53,7 @@ mod run_folder;
 mod samplers;
 
 pub use denoiser::UNetDenoiser;
-pub use edit::{EditSettings, PixelBox};
+pub use edit::{EditSettings, Inversion, PixelBox};
 pub use error::{Damage, PipelineError};
 pub use generate::{Condition, Generation, generate};
 pub use integrity::{FileDigest, StateFile, verify_checkpoint};

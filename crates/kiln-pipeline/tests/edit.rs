@@ -4,14 +4,18 @@
 use std::path::Path;
 
 use burn::backend::Flex;
-use burn::tensor::Tensor;
+use burn::tensor::{Distribution, Tensor};
 use kiln_pipeline::edit::box_mask;
 use kiln_pipeline::{
-    EditSettings, Generation, PipelineError, PixelBox, SamplerName, SamplingModel,
+    EditSettings, Generation, Inversion, PipelineError, PixelBox, SamplerName, SamplingModel,
     load_for_sampling,
 };
-use kiln_sampler::{Denoiser, InversionMethod, Resampling, SamplerError};
+use kiln_sampler::{
+    Denoiser, DpmSolver, DpmSolverConfig, InversionMethod, Resampling, SamplerError, SigmaSpacing,
+    sample,
+};
 use kiln_unet::UNetError;
+use rand::{SeedableRng, rngs::StdRng};
 
 type B = Flex;
 
@@ -102,7 +106,7 @@ fn a_morph_needs_two_frames_and_a_mask_the_photo_s_size() {
                 photo(&model),
                 photo(&model),
                 frames,
-                InversionMethod::Plain,
+                Inversion::Ddim(InversionMethod::Plain),
                 SETTINGS,
                 |_| {},
             )
@@ -115,7 +119,7 @@ fn a_morph_needs_two_frames_and_a_mask_the_photo_s_size() {
             pair,
             photo(&model),
             4,
-            InversionMethod::Plain,
+            Inversion::Ddim(InversionMethod::Plain),
             SETTINGS,
             |_| {},
         )
@@ -148,7 +152,48 @@ fn the_unet_s_refusal_reaches_the_sampler_s_caller_as_its_own_error() {
     // A photo of the wrong size for the UNet is refused by every edit that takes one.
     let odd = Tensor::<B, 4>::zeros([1, 3, size + 1, size + 1], &Default::default());
     let error = model
-        .invert(odd, InversionMethod::Plain, 2, |_| {})
+        .invert(odd, Inversion::Ddim(InversionMethod::Plain), 2, |_| {})
         .unwrap_err();
     assert!(error.to_string().contains("multiples"), "{error}");
+}
+
+/// DPM-Solver++ inversion is the sampler crate's `DpmSolver::inverse` over λ-uniform steps,
+/// reporting one step fewer than asked (it starts at the photo's own level), and its decoder
+/// the same solver forwards.
+#[test]
+fn dpm_solver_inversion_runs_the_solver_up_over_uniform_lambda_and_decodes_down() {
+    let model = model();
+    let size = model.image_size.unwrap();
+    let photo = Tensor::<B, 4>::random(
+        [1, 3, size, size],
+        Distribution::Uniform(-1.0, 1.0),
+        &Default::default(),
+    );
+    let inversion = Inversion::DpmSolverPlusPlus { order: 2 };
+    let mut reported = Vec::new();
+    let noise = model
+        .invert(photo.clone(), inversion, 6, |step| {
+            reported.push((step.done, step.steps))
+        })
+        .unwrap();
+    assert_eq!(reported, (1..=5).map(|done| (done, 5)).collect::<Vec<_>>());
+    let back = model
+        .decode(noise.clone(), inversion, SETTINGS, |_| {})
+        .unwrap();
+
+    let config = DpmSolverConfig {
+        sigma_spacing: SigmaSpacing::Exponential,
+        ..DpmSolverConfig::default()
+    };
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut inverse = DpmSolver::inverse(config, &model.schedule, 6).unwrap();
+    let expected = sample(&mut inverse, &model.denoiser(), photo, &mut rng, |_| {}).unwrap();
+    assert_eq!(max_difference(noise.clone(), expected), 0.0);
+    let mut forward = DpmSolver::new(config, &model.schedule, SETTINGS.steps).unwrap();
+    let expected = sample(&mut forward, &model.denoiser(), noise, &mut rng, |_| {}).unwrap();
+    assert_eq!(max_difference(back, expected), 0.0);
+}
+
+fn max_difference(a: Tensor<B, 4>, b: Tensor<B, 4>) -> f32 {
+    (a - b).abs().max().into_scalar()
 }

@@ -32,7 +32,8 @@
 //! (RePaint) and [`slerp`] between inverted noises.
 //!
 //! DDIM inversion ([`invert`]) finds the noise that deterministic DDIM takes to a given
-//! sample, plainly or exactly (fixed-point iteration).
+//! sample, plainly or exactly (fixed-point iteration); [`DpmSolver::inverse`] runs DPM-Solver
+//! from the sample up, one model call a step, to the noise that [`DpmSolver::new`] takes back.
 //!
 //! Classifier-free guidance ([`Guided`]) wraps any [`ClassConditional`] model into a
 //! [`Denoiser`], so every sampler samples a chosen class.
