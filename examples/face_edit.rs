@@ -76,7 +76,8 @@ struct Args {
     /// Invert this photo (DDIM plain and exact, DPM-Solver++(2M)) and sample it back.
     #[arg(long, group = "edit")]
     reconstruct: Option<PathBuf>,
-    /// For --interpolate: how to invert the photos (and decode the frames).
+    /// For --interpolate: how to invert the photos (and decode the frames). --reconstruct
+    /// shows plain, exact and dpm++2m.
     #[arg(long, value_enum, default_value_t = InversionChoice::Exact)]
     inversion: InversionChoice,
     /// Sampler steps (DDPM for inpainting, DDIM or the inversion's sampler otherwise).

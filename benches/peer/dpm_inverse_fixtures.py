@@ -6,10 +6,10 @@ orders, solver types, predictions, `lower_order_final`, `euler_at_final` and λ 
 checks `DpmSolver::inverse` against (crates/kiln-sampler/tests/diffusers.rs; the test needs no
 Python).
 
-The `linspace` timestep grid and Karras and exponential σ only: there diffusers' inverse grid is
-the forward grid run backwards, as Kiln's is for every spacing (diffusers' `leading` inverse grid
-ends past where its forward grid starts, its `trailing` one starts at σ(T/N − 1) rather than at
-the data, and its beta σ do not mirror its forward ones).
+The `linspace` timestep grid and Karras, exponential and beta σ only: there diffusers' inverse grid
+is the forward grid run backwards, as Kiln's is for every spacing (diffusers' `leading` inverse
+grid ends past where its forward grid starts, and its `trailing` one starts at σ(T/N − 1) rather
+than at the data).
 
 Every step of the deterministic loop is linear in the sample, elementwise, so a run from x ends
 at m·x: the script finds m by running diffusers from x = 1. It also prints diffusers' thresholded
@@ -37,7 +37,7 @@ def run(config):
     scheduler = DPMSolverMultistepInverseScheduler(
         num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", **config
     )
-    # diffusers casts exponential σ's timesteps to int64, which truncates them; Kiln rounds
+    # diffusers casts exponential and beta σ's timesteps to int64, which truncates them; Kiln rounds
     # the timesteps of every spacing, as diffusers does Karras σ's (see sigma_spacing_fixtures.py).
     lookup = scheduler._sigma_to_t
     scheduler._sigma_to_t = lambda sigma, log_sigmas: np.round(lookup(sigma, log_sigmas))
@@ -62,11 +62,12 @@ def configs():
     for order in [2, 3]:
         yield dict(algorithm_type="dpmsolver++", solver_order=order, prediction_type="epsilon",
                    lambda_min_clipped=-4.0, lower_order_final=False)
-    # Karras and exponential σ: diffusers' inverse grid is the forward one backwards with a last
-    # step from σ_max to itself, which moves nothing at order 2 (Kiln makes no such call) and
-    # divides by its h = 0 at order 3 (NaN).
+    # Karras, exponential and beta σ: diffusers' inverse grid is the forward one backwards with a
+    # last step from σ_max to itself, which moves nothing at order 2 (Kiln makes no such call)
+    # and divides by its h = 0 at order 3 (NaN). With `lower_order_final` diffusers takes that
+    # step at first order and Kiln the one before it, so only without.
     for spacing, prediction in itertools.product(
-        ["use_karras_sigmas", "use_exponential_sigmas"], ["epsilon", "v_prediction"]
+        ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"], ["epsilon", "v_prediction"]
     ):
         yield {"algorithm_type": "dpmsolver++", "solver_order": 2, "prediction_type": prediction,
                spacing: True, "lower_order_final": False}

@@ -11,8 +11,8 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use kiln_sampler::{
     Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, InversionMethod, InversionStep,
-    Resampling, SampleClipping, SigmaSpacing, StepEvent, image_to_image, inpaint, invert, sample,
-    slerp,
+    Resampling, SampleClipping, Sampler, SigmaSpacing, StepEvent, image_to_image, inpaint, invert,
+    sample, slerp,
 };
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -30,6 +30,7 @@ pub struct EditSettings {
 /// How [`SamplingModel::invert`] finds the noise an image comes from, and so which
 /// deterministic sampler [`SamplingModel::decode`] takes that noise back with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Inversion {
     /// DDIM's steps undone one by one ([`kiln_sampler::invert`]: plain, one model call a
     /// step, or exact, solved by fixed-point iteration), decoded by DDIM.
@@ -159,13 +160,20 @@ impl<B: Backend> SamplingModel<B> {
             Inversion::DpmSolverPlusPlus { order } => {
                 let config = Inversion::dpm_solver(order);
                 let mut inverse = DpmSolver::inverse(config, &self.schedule, steps)?;
+                // Each step reaches the next call's level, the last where sampling starts.
+                let start = DpmSolver::<B, 4>::new(config, &self.schedule, steps)?.timesteps()[0];
+                let reached: Vec<f64> = inverse.timesteps()[1..]
+                    .iter()
+                    .copied()
+                    .chain([start])
+                    .collect();
                 // The ODE solver draws nothing from the generator.
                 let mut rng = StdRng::seed_from_u64(0);
                 sample(&mut inverse, &denoiser, images, &mut rng, |event| {
                     on_step(InversionStep {
                         done: event.index + 1,
                         steps: event.steps,
-                        timestep: event.timestep,
+                        timestep: reached[event.index],
                         residual: None,
                     })
                 })?

@@ -11,8 +11,8 @@ use kiln_pipeline::{
     load_for_sampling,
 };
 use kiln_sampler::{
-    Denoiser, DpmSolver, DpmSolverConfig, InversionMethod, Resampling, SamplerError, SigmaSpacing,
-    sample,
+    Denoiser, DpmSolver, DpmSolverConfig, InversionMethod, Resampling, Sampler, SamplerError,
+    SigmaSpacing, sample,
 };
 use kiln_unet::UNetError;
 use rand::{SeedableRng, rngs::StdRng};
@@ -158,8 +158,8 @@ fn the_unet_s_refusal_reaches_the_sampler_s_caller_as_its_own_error() {
 }
 
 /// DPM-Solver++ inversion is the sampler crate's `DpmSolver::inverse` over λ-uniform steps,
-/// reporting one step fewer than asked (it starts at the photo's own level), and its decoder
-/// the same solver forwards.
+/// reporting one step fewer than asked (it starts at the photo's own level) and the levels it
+/// reaches, up to where decoding starts; its decoder is the same solver forwards.
 #[test]
 fn dpm_solver_inversion_runs_the_solver_up_over_uniform_lambda_and_decodes_down() {
     let model = model();
@@ -173,10 +173,9 @@ fn dpm_solver_inversion_runs_the_solver_up_over_uniform_lambda_and_decodes_down(
     let mut reported = Vec::new();
     let noise = model
         .invert(photo.clone(), inversion, 6, |step| {
-            reported.push((step.done, step.steps))
+            reported.push((step.done, step.steps, step.timestep))
         })
         .unwrap();
-    assert_eq!(reported, (1..=5).map(|done| (done, 5)).collect::<Vec<_>>());
     let back = model
         .decode(noise.clone(), inversion, SETTINGS, |_| {})
         .unwrap();
@@ -185,6 +184,10 @@ fn dpm_solver_inversion_runs_the_solver_up_over_uniform_lambda_and_decodes_down(
         sigma_spacing: SigmaSpacing::Exponential,
         ..DpmSolverConfig::default()
     };
+    let sampling = DpmSolver::<B, 4>::new(config, &model.schedule, 6).unwrap();
+    let levels = sampling.timesteps()[..5].iter().rev();
+    let expected: Vec<_> = (1..=5).zip(levels).map(|(done, &t)| (done, 5, t)).collect();
+    assert_eq!(reported, expected);
     let mut rng = StdRng::seed_from_u64(0);
     let mut inverse = DpmSolver::inverse(config, &model.schedule, 6).unwrap();
     let expected = sample(&mut inverse, &model.denoiser(), photo, &mut rng, |_| {}).unwrap();

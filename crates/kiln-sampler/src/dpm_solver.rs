@@ -324,17 +324,22 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
     /// t_1 > … > t_N (σ_1 > … > σ_N), inversion calls the model at 0, t_N, …, t_2 and steps
     /// through σ(0) → σ_N → … → σ_2 → σ_1, so it ends where sampling starts. The data is taken
     /// as x at timestep 0 (σ(0), 0.01 on the linear schedule), the lowest level the model
-    /// knows. The same update formulas hold with h = λ_t − λ_s < 0; `lower_order_final` and
-    /// `euler_at_final` apply to the step up to σ_1, and `final_sigmas_type` is unused.
+    /// knows. Where the forward grid already ends at t_N = 0 (σ spaced down to σ(0): Karras,
+    /// exponential, beta; or a grid laid to the last step, [`GridEnd::AtLastStep`]),
+    /// inversion starts there and makes N − 1 calls. The same update formulas hold with h = λ_t − λ_s < 0; `lower_order_final`
+    /// and `euler_at_final` apply to the last steps up to σ_1, and the final σ is unused.
     ///
-    /// On the default `linspace` grid this is diffusers' grid. diffusers lays its inverse
-    /// `leading` grid up to the last kept timestep, past where its forward grid starts, and
-    /// starts its `trailing` one at σ(T/N − 1) rather than at the data; Kiln mirrors the
-    /// forward grid for every spacing.
+    /// On `linspace` grids this is diffusers' grid, and with Karras, exponential and beta σ
+    /// diffusers' without its last step, from σ_1 to itself, which moves nothing (but with
+    /// `lower_order_final` it is the step diffusers takes at first order, where Kiln takes
+    /// the step up to σ_1 at first order). diffusers lays its inverse `leading` grid up to the
+    /// last kept timestep, past where its forward grid starts, and starts its `trailing` one
+    /// at σ(T/N − 1) rather than at the data; Kiln mirrors the forward grid for every spacing.
     ///
-    /// Fails on the SDE algorithms (their noise term √(1 − e^{−2h}) has no real value for
-    /// h < 0, and diffusers' inverse scheduler returns NaN there: inversion follows the
-    /// probability-flow ODE), and as [`DpmSolver::new`] does.
+    /// Fails on the SDE algorithms (their noise terms, s_t √(1 − e^{−2h}) and s_t √(e^{2h} − 1),
+    /// have no real value for h < 0, and diffusers' inverse scheduler returns NaN there:
+    /// inversion follows the probability-flow ODE), on a grid with no call left (one step on a
+    /// grid that ends at timestep 0), and wherever [`DpmSolver::new`] fails.
     ///
     /// ```
     /// use burn::backend::Flex;
@@ -366,13 +371,9 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
                          dpmsolver",
             });
         }
-        let forward_config = DpmSolverConfig {
-            final_sigmas_type: FinalSigmas::SigmaMin,
-            ..config
-        };
-        let forward = Self::new(forward_config, schedule, steps)?;
-        // The forward run's levels from the least noisy up, then the data's own (timestep 0)
-        // below them unless the grid already ends there.
+        let forward = Self::new(config, schedule, steps)?;
+        // The data's own level (timestep 0), unless the grid already ends there, then the
+        // forward run's levels from the least noisy up (its final σ left out).
         let levels = forward.timesteps.iter().zip(&forward.sigmas).rev();
         let data_level = (0.0, sigma_at(schedule, 0.0));
         let (mut timesteps, sigmas): (Vec<f64>, Vec<f64>) = std::iter::once(data_level)
@@ -381,6 +382,14 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
             .unzip();
         // The noisiest level is where the run ends, not a model call.
         timesteps.pop();
+        if timesteps.is_empty() {
+            return Err(SamplerError::OutOfRange {
+                name: "steps",
+                value: steps as f64,
+                expected: "at least 2 where the grid ends at timestep 0, which inversion starts \
+                           from",
+            });
+        }
         Ok(Self {
             config,
             timesteps,
@@ -390,7 +399,8 @@ impl<B: Backend, const D: usize> DpmSolver<B, D> {
         })
     }
 
-    /// x_t from x_s = `sample` by the `order`-th update over the history, h = λ_t − λ_s > 0.
+    /// x_t from x_s = `sample` by the `order`-th update over the history, h = λ_t − λ_s (> 0
+    /// sampling, < 0 inverting).
     fn extrapolate<R: Rng + ?Sized>(
         &mut self,
         index: usize,

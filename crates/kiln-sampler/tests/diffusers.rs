@@ -514,6 +514,7 @@ fn dpm_fixture_config(settings: &str) -> (DpmSolverConfig, Prediction) {
                 config.sigma_spacing = SigmaSpacing::Exponential
             }
             ("use_karras_sigmas", "True") => config.sigma_spacing = SigmaSpacing::Karras,
+            ("use_beta_sigmas", "True") => config.sigma_spacing = SigmaSpacing::BETA,
             ("lambda_min_clipped", value) => config.lambda_min_clipped = value.parse().unwrap(),
             ("euler_at_final", flag) => config.euler_at_final = flag == "True",
             ("timestep_spacing", name) => (config.grid, _) = grid_named(name, config.grid),
@@ -654,7 +655,7 @@ fn dpm_solver_inverse_full_loop_with_thresholding() {
 
 /// `DpmSolver::inverse` against diffusers 0.42's `DPMSolverMultistepInverseScheduler`, element
 /// for element, for both ODE algorithms, orders 1–3, both solver types, the three predictions,
-/// the lower orders at the end, λ clipping and Karras and exponential σ: each loop is linear in the sample x, so
+/// the lower orders at the end, λ clipping and Karras, exponential and beta σ: each loop is linear in the sample x, so
 /// diffusers' run ends at m·x with the scalar `benches/peer/dpm_inverse_fixtures.py` measured.
 /// The x_0-prediction runs agree to 8.3e-5 of their largest value, the others to 1.1e-5: their
 /// first step divides by σ(0) = 0.01, which diffusers has in f32 (with its tables in f64 the
@@ -663,9 +664,14 @@ fn dpm_solver_inverse_full_loop_with_thresholding() {
 #[test]
 fn dpm_solver_inverse_matches_diffusers_element_for_element() {
     let runs = linear_runs(include_str!("fixtures/dpm_inverse.txt"));
-    assert_eq!(runs.len(), 40);
+    assert_eq!(runs.len(), 42);
     for (settings, coefficients) in runs {
-        let (config, prediction) = dpm_fixture_config(settings);
+        let (mut config, prediction) = dpm_fixture_config(settings);
+        // diffusers' inverse scheduler has no final σ; Kiln's takes the settings sampling
+        // takes, where the ε̂ algorithm stops at σ_min.
+        if config.algorithm_type == AlgorithmType::DpmSolver {
+            config.final_sigmas_type = FinalSigmas::SigmaMin;
+        }
         let mut inverse = DpmSolver::inverse(config, &linear(1000, 1e-4), 10).unwrap();
         assert_linear_run(&mut inverse, prediction, &coefficients, 1e-4, settings);
     }

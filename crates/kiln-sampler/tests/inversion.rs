@@ -8,7 +8,7 @@ use kiln_sampler::{
     AlgorithmType, Ddim, DdimConfig, DpmSolver, DpmSolverConfig, GaussianMixture, InversionMethod,
     SampleClipping, SamplerError, SigmaSpacing, invert, sample,
 };
-use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use kiln_schedule::{BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
 
 type B = Flex;
@@ -201,21 +201,35 @@ fn dpm_solver_inversion_over_uniform_lambda_round_trips_closer_than_plain_ddim_i
     );
 }
 
-/// The SDE algorithms' noise has no inverse: refused, where diffusers returns NaN.
+/// The SDE algorithms' noise has no inverse: refused, where diffusers returns NaN. So are
+/// settings sampling refuses (ε̂ down to σ = 0) and a grid with no call left (one step on a
+/// grid that ends at timestep 0, where inversion starts).
 #[test]
-fn dpm_solver_inversion_refuses_the_sde_algorithms() {
+fn dpm_solver_inversion_refuses_what_it_cannot_run() {
+    let inverse = |config, steps| DpmSolver::<B, 2>::inverse(config, &schedule(), steps);
     for algorithm_type in [
         AlgorithmType::SdeDpmSolverPlusPlus,
         AlgorithmType::SdeDpmSolver,
+        AlgorithmType::DpmSolver,
     ] {
         let config = DpmSolverConfig {
             algorithm_type,
             ..DpmSolverConfig::default()
         };
-        let result = DpmSolver::<B, 2>::inverse(config, &schedule(), 10);
+        let result = inverse(config, 10);
         assert!(
             matches!(result, Err(SamplerError::Incompatible { .. })),
             "{algorithm_type:?}: {result:?}"
         );
     }
+    let to_zero = DpmSolverConfig {
+        grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
+        ..DpmSolverConfig::default()
+    };
+    assert!(inverse(to_zero, 2).is_ok());
+    let result = inverse(to_zero, 1);
+    assert!(
+        matches!(result, Err(SamplerError::OutOfRange { name: "steps", .. })),
+        "{result:?}"
+    );
 }
