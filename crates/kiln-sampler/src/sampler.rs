@@ -3,6 +3,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
+use crate::denoiser::checked_output;
 use crate::{Denoiser, SamplerError};
 
 /// The result of one sampler step.
@@ -159,7 +160,7 @@ where
 {
     let timestep = timestep_at(sampler.timesteps(), index)?;
     let input = x.clone().mul_scalar(sampler.model_input_scale(index));
-    let output = denoiser.denoise(input, timestep)?;
+    let output = checked_output(denoiser, input, timestep)?;
     let step = sampler.step(index, output, denoiser.prediction(), x, rng)?;
     Ok((timestep, step))
 }

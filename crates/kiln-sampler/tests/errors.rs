@@ -571,6 +571,37 @@ fn a_model_that_refuses_its_input_stops_every_sampler_and_editor_with_its_error(
     assert!(sample(&mut ddim, &PairsOnly, two, rng, |_| {}).is_ok());
 }
 
+/// A model output of another shape than the sample (a UNet with a learned variance returns
+/// twice the channels) stops sampling, editing and inversion with a typed error naming both
+/// shapes, before any sampler combines the two.
+#[test]
+fn a_model_output_of_another_shape_is_an_error_not_a_panic() {
+    let s = schedule();
+    let rng = &mut StdRng::seed_from_u64(0);
+    let x = standard_normal::<B, 2>([3, 4], rng, &Default::default());
+    let doubled = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, _| {
+        Tensor::cat(vec![x.clone(), x], 1)
+    });
+    let expected = SamplerError::ShapeMismatch {
+        what: "model output",
+        expected: vec![3, 4],
+        found: vec![3, 8],
+    };
+    let mut ddim = Ddim::new(DdimConfig::default(), &s, 5).unwrap();
+    let sampled = sample(&mut ddim, &doubled, x.clone(), rng, |_| {});
+    assert_eq!(sampled.unwrap_err(), expected);
+    let mut dpm = DpmSolver::new(DpmSolverConfig::default(), &s, 5).unwrap();
+    let sampled = sample(&mut dpm, &doubled, x.clone(), rng, |_| {});
+    assert_eq!(sampled.unwrap_err(), expected);
+    let unclipped = DdimConfig {
+        clipping: SampleClipping::thresholding_only(None),
+        ..DdimConfig::default()
+    };
+    let ddim = Ddim::new(unclipped, &s, 5).unwrap();
+    let inverted = invert(&ddim, &doubled, x, InversionMethod::Plain, |_| {});
+    assert_eq!(inverted.unwrap_err(), expected);
+}
+
 #[test]
 fn guidance_of_a_batch_other_than_its_labels_is_an_error() {
     let guided = Guided::new::<B, 2>(PairsOnly, vec![0, 1], GuidanceConfig::new(3.0)).unwrap();
