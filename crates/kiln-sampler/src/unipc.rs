@@ -42,6 +42,12 @@ pub struct UniPcConfig {
     pub predict_x0: bool,
     /// The inference timesteps (`linspace` over N + 1 points without the last, by default).
     pub grid: TimestepGrid,
+    /// Leave the results of the first this-many steps uncorrected (diffusers'
+    /// `disable_corrector = [0, 1, …, k − 1]`; 0, the default, corrects every step). The
+    /// corrector reuses the next step's model call, and with strong guidance that output can
+    /// disagree with the predictor's; diffusers' docs advise turning it off over the first
+    /// steps there.
+    pub skip_corrector: usize,
 }
 
 impl Default for UniPcConfig {
@@ -55,6 +61,7 @@ impl Default for UniPcConfig {
             thresholding: None,
             predict_x0: true,
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::BeforeZero),
+            skip_corrector: 0,
         }
     }
 }
@@ -289,7 +296,13 @@ impl<B: Backend, const D: usize> Sampler<B, D> for UniPc<B, D> {
             self.forget();
         }
         let mut sample = sample;
-        if let Some(last) = &self.last_sample {
+        // The corrector of step index − 1's result, unless that step is one of the first
+        // `skip_corrector`.
+        if let Some(last) = self
+            .last_sample
+            .as_ref()
+            .filter(|_| index > self.config.skip_corrector)
+        {
             sample = self.update(last, index - 1, index, self.this_order, Some(&integrated));
         }
         let before = self.history.record(index, (index, integrated));

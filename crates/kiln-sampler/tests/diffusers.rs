@@ -1450,7 +1450,8 @@ fn dpm_solver_singlestep_clips_lambda_as_multistep() {
 /// UniPC over x̂_0 and over ε̂ (`predict_x0`) against diffusers 0.42's `UniPCMultistepScheduler`
 /// (`benches/peer/unipc_fixtures.py`): `bh1` and `bh2`, orders 1–3, ε, v and x_0, on a
 /// `linspace` grid and with Karras σ, in 1, 2, 5 and 10 steps to σ_min, and the default
-/// data-prediction `bh2` at order 2 to σ = 0 (304 runs). `bh1` to σ = 0 and a beta grid's
+/// data-prediction `bh2` at order 2 to σ = 0, and 10-step runs with the corrector left out of
+/// the first 1, 3 and 10 steps' results (`disable_corrector`) over x̂_0 and ε̂ (322 runs). `bh1` to σ = 0 and a beta grid's
 /// last step from σ_min to σ_min at order 3, both NaN in diffusers, are checked finite. The call timesteps agree exactly and
 /// the results element for element (each run from x ends at m·x, diffusers' loop in f64), to
 /// 1e-4 of the run's largest value (or 1) over x̂_0 and 5e-4 over ε̂, whose long steps
@@ -1470,7 +1471,7 @@ fn unipc_matches_diffusers_element_for_element() {
         .lines()
         .filter(|line| !line.starts_with('#'))
         .collect();
-    assert_eq!(runs.len(), 304);
+    assert_eq!(runs.len(), 322);
     let results = results_by_settings(&runs);
     let schedule = linear(1000, 1e-4);
     for line in runs {
@@ -1495,6 +1496,7 @@ fn unipc_matches_diffusers_element_for_element() {
                 }
                 ("steps", count) => steps = count.parse().unwrap(),
                 ("final_sigmas_type", name) => config.final_sigmas_type = final_sigmas_named(name),
+                ("skip_corrector", count) => config.skip_corrector = count.parse().unwrap(),
                 _ => panic!("unknown fixture setting {setting}"),
             }
         }
