@@ -16,10 +16,10 @@ use kiln_sampler::AlgorithmType::{self, DpmSolverPlusPlus, SdeDpmSolver, SdeDpmS
 use kiln_sampler::{
     Ddim, DdimConfig, Deis, DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig,
     DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig,
-    DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig, Lcm,
-    LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SaSolver, SaSolverAlgorithm,
-    SaSolverConfig, SaSolverTau, Sampler, SigmaSpacing, SolverType, Tcd, TcdConfig, UniPc,
-    UniPcConfig, UniPcSolverType, sample, sample_from,
+    DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig,
+    InversionMethod, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SaSolver,
+    SaSolverAlgorithm, SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SigmaSpacing,
+    SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, invert, sample, sample_from,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -117,6 +117,56 @@ fn ddim_full_loop_with_and_without_set_alpha_to_one() {
         };
         let mut ddim = Ddim::new(config, &linear(1000, 0.01), 10).unwrap();
         assert_sum_and_mean(run(&mut ddim, Prediction::Epsilon), sum, mean);
+    }
+}
+
+/// Plain DDIM inversion (`invert` with `InversionMethod::Plain`) against diffusers 0.42's
+/// `DDIMInverseScheduler` with `clip_sample` off (`benches/peer/ddim_inverse_fixtures.py`):
+/// `set_alpha_to_one` on and off, `leading` grids with `steps_offset` 0 and 1 and `trailing`
+/// ones, β from 1e-4 and 1e-2, 10 and 50 steps (24 runs, ε prediction), the call timesteps
+/// exactly and the results element for element (each ends at m·x), to 1e-5 of the largest
+/// value. diffusers' published loops clip x̂_0, which no inversion can undo and Kiln refuses.
+#[test]
+fn ddim_inversion_matches_diffusers_element_for_element() {
+    let runs: Vec<&str> = include_str!("fixtures/ddim_inverse.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert_eq!(runs.len(), 24);
+    for line in runs {
+        let [settings, m, timesteps] = line.split(" | ").collect::<Vec<_>>()[..] else {
+            panic!("bad line {line}");
+        };
+        let mut config = DdimConfig {
+            clipping: SampleClipping::thresholding_only(None),
+            ..DdimConfig::default()
+        };
+        let (mut beta_start, mut steps) = (0.0, 0);
+        for setting in settings.split_whitespace() {
+            match setting.split_once('=').unwrap() {
+                ("set_alpha_to_one", flag) => config.set_alpha_to_one = flag == "True",
+                ("timestep_spacing", name) => (config.grid, _) = grid_named(name, config.grid),
+                ("steps_offset", offset) => config.grid.steps_offset = offset.parse().unwrap(),
+                ("beta_start", value) => beta_start = value.parse().unwrap(),
+                ("steps", count) => steps = count.parse().unwrap(),
+                _ => panic!("unknown fixture setting {setting}"),
+            }
+        }
+        let ddim = Ddim::new(config, &linear(1000, beta_start), steps).unwrap();
+        let mut called: Vec<f64> = ddim.inference_timesteps().to_vec();
+        called.reverse();
+        let expected: Vec<f64> = timesteps.split(' ').map(|t| t.parse().unwrap()).collect();
+        assert_eq!(called, expected, "{line}");
+        let x = deterministic(false);
+        let model = dummy(Prediction::Epsilon);
+        let inverted = invert(&ddim, &model, x.clone(), InversionMethod::Plain, |_| {}).unwrap();
+        let expected = x.mul_scalar(m.parse::<f64>().unwrap());
+        let scale = expected.clone().abs().max().into_scalar() as f64;
+        let error = (inverted - expected).abs().max().into_scalar() as f64;
+        assert!(
+            error <= 1e-5 * scale.max(1.0),
+            "{line}: max error {error:e}"
+        );
     }
 }
 
