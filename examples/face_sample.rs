@@ -92,7 +92,8 @@ struct Args {
     /// or exponential σ help dpm++ and unipc; keep the timesteps for sa_solver.
     #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
     sigmas: Option<SigmaSpacing>,
-    /// For the SDE samplers dpm++2m_sde and dpm++sde: draw their Brownian noise step by step
+    /// For the SDE samplers dpm++2m_sde and dpm++sde and the ancestral euler_a and dpm2_a: draw
+    /// their Brownian noise step by step
     /// (sequential, the default) or read it off one Brownian tree per image batch (brownian,
     /// k-diffusion's default), so that one seed keeps one noise path, and nearly one image,
     /// across step counts.

@@ -13,7 +13,7 @@
 //! Every sampler uses `trailing` timesteps (so all start from pure noise at t = T − 1) and its
 //! diffusers defaults otherwise.
 //!
-//! With `--noise-path`, only the SDE samplers that take one run, each seeded once for all step
+//! With `--noise-path`, only the SDE and ancestral samplers that take one run, each seeded once for all step
 //! counts, and a second table gives the root-mean-square distance of each run's points to the
 //! same points in the most steps: how far one seed's samples move as the steps change
 //! (`cargo run --release --example sampler_accuracy -- --noise-path brownian --steps 10,20,50,200`).
@@ -61,7 +61,7 @@ struct Args {
     /// at the grid's timesteps (karras, exponential, beta); the other samplers are left out.
     #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
     sigmas: Option<SigmaSpacing>,
-    /// Run the SDE samplers that take a noise path (dpm++2m_sde, dpm++sde) with their Brownian
+    /// Run the samplers that take a noise path (dpm++2m_sde, dpm++sde, euler_a, dpm2_a) with their Brownian
     /// noise drawn step by step (sequential) or read off a Brownian tree (brownian), seeding
     /// each sampler once for all step counts, and print how far each run's points lie from
     /// the same points in the most steps; the other samplers are left out.

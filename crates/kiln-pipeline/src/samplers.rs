@@ -120,10 +120,16 @@ impl SamplerName {
     /// Other names [`FromStr`] accepts, with the sampler each stands for.
     pub const ALIASES: [(&'static str, SamplerName); 1] = [("dpm++2m", Self::DpmSolver)];
 
-    /// Whether [`NamedRun::noise_path`] applies: the samplers of the reverse SDE whose noise
-    /// is Brownian increments in σ, `dpm++2m_sde` and `dpm++sde`.
+    /// Whether [`NamedRun::noise_path`] applies: the samplers whose noise is Brownian
+    /// increments in σ, `dpm++2m_sde`, `dpm++sde`, `euler_a` and `dpm2_a`.
     pub fn takes_noise_path(self) -> bool {
-        matches!(self, Self::DpmSolverSde | Self::DpmSolverSinglestepSde)
+        matches!(
+            self,
+            Self::DpmSolverSde
+                | Self::DpmSolverSinglestepSde
+                | Self::EulerAncestral
+                | Self::Dpm2Ancestral
+        )
     }
 
     /// Whether [`NamedRun::sigma_spacing`] applies: the samplers that step through noise
@@ -213,10 +219,10 @@ pub struct NamedRun {
     /// DPM-Solver++ and UniPC from 10 steps; SA-Solver's order-2 predictor swings on spaced σ
     /// below 20 steps, and beta σ suit only small σ_max (docs/samplers.md).
     pub sigma_spacing: Option<SigmaSpacing>,
-    /// For the SDE samplers ([`SamplerName::takes_noise_path`]): where their Brownian noise
-    /// comes from, drawn step by step (the default) or read off one Brownian tree per
-    /// trajectory, so that a seed keeps one noise path across step counts (another sampler
-    /// refuses a tree).
+    /// For the SDE and ancestral samplers ([`SamplerName::takes_noise_path`]): where their
+    /// Brownian noise comes from, drawn step by step (the default) or read off one Brownian
+    /// tree per trajectory, so that a seed keeps one noise path across step counts (another
+    /// sampler refuses a tree).
     pub noise_path: NoisePath,
 }
 
@@ -290,8 +296,8 @@ impl NamedRun {
         if self.noise_path != NoisePath::Sequential && !self.sampler.takes_noise_path() {
             return Err(SamplerError::Incompatible {
                 sampler: self.sampler.name(),
-                reason: "this sampler takes no noise path; a Brownian tree is for dpm++2m_sde \
-                         and dpm++sde",
+                reason: "this sampler takes no noise path; a Brownian tree is for dpm++2m_sde, \
+                         dpm++sde, euler_a and dpm2_a",
             });
         }
         let steps = self.steps;
@@ -402,6 +408,7 @@ impl NamedRun {
             clipping: self.clipping(),
             grid: self.grid(default.grid),
             sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
+            noise_path: self.noise_path,
         }
     }
 
@@ -422,6 +429,7 @@ impl NamedRun {
             clipping: self.clipping(),
             grid: self.grid(default.grid),
             sigma_spacing: self.sigma_spacing_or(default.sigma_spacing),
+            noise_path: self.noise_path,
         }
     }
 

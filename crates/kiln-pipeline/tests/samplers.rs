@@ -188,7 +188,7 @@ fn sigma_spacing_reaches_the_samplers_that_take_it() {
     }
 }
 
-/// `NamedRun::noise_path` reaches the SDE samplers, and a Brownian tree keeps one seed's
+/// `NamedRun::noise_path` reaches the SDE and ancestral samplers, and a Brownian tree keeps one seed's
 /// samples on one path across step counts: on a Gaussian mixture's exact denoiser, 20 and 80
 /// steps from one seed land far closer together than with noise drawn step by step. The other
 /// samplers, and DPM-Solver's ODE algorithms, refuse a tree.

@@ -1,8 +1,9 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::{Prediction, standard_normal};
+use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
+use crate::brownian::{BrownianNoise, NoisePath};
 use crate::midpoint_calls::MidpointCalls;
 use crate::sampler::{Step, linear};
 use crate::sigma_grid::{SigmaGrid, SigmaSpacing, ancestral_split};
@@ -24,6 +25,11 @@ pub struct Dpm2Config {
     pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default).
     pub grid: TimestepGrid,
+    /// Where the ancestral variant's noise comes from: drawn step by step (the default, as
+    /// diffusers) or read off one Brownian tree per trajectory, as k-diffusion's
+    /// `sample_dpm_2_ancestral` does when given a `BrownianTreeNoiseSampler`, so that one seed
+    /// keeps one noise path across step counts. The deterministic variant refuses a tree.
+    pub noise_path: NoisePath,
 }
 
 impl Default for Dpm2Config {
@@ -33,6 +39,7 @@ impl Default for Dpm2Config {
             sigma_spacing: SigmaSpacing::Timesteps,
             clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
+            noise_path: NoisePath::Sequential,
         }
     }
 }
@@ -71,6 +78,8 @@ pub struct Dpm2<B: Backend, const D: usize> {
     clipping: SampleClipping,
     /// After a predictor call: the sample its step started from.
     pending: Option<Tensor<B, D>>,
+    /// The ancestral variant's noise: w(σ_i → σ_{i+1}) of step i.
+    noise: BrownianNoise,
 }
 
 impl<B: Backend, const D: usize> Dpm2<B, D> {
@@ -101,11 +110,20 @@ impl<B: Backend, const D: usize> Dpm2<B, D> {
             .zip(&targets)
             .map(|(sigma, (down, _))| (sigma * down).sqrt())
             .collect();
+        if config.noise_path != NoisePath::Sequential && !config.ancestral {
+            return Err(SamplerError::Incompatible {
+                sampler: "DPM-Solver-2",
+                reason: "deterministic DPM-Solver-2 adds no noise; a noise path needs the \
+                         ancestral variant",
+            });
+        }
+        let noise = BrownianNoise::new("DPM-Solver-2", config.noise_path, &grid.sigmas, schedule)?;
         Ok(Self {
             calls: MidpointCalls::new("DPM-Solver-2", grid, midpoints, schedule),
             targets,
             clipping: config.clipping,
             pending: None,
+            noise,
         })
     }
 }
@@ -119,6 +137,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
         self.calls.restart(index)?;
         self.pending = None;
+        self.noise.restart();
         Ok(())
     }
 
@@ -143,6 +162,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
             .take(index, output, prediction, &sample, self.clipping)?;
         if index == 0 {
             self.pending = None;
+            self.noise.restart();
         }
         // Step k starts at this call (predictor) or at the one before it (corrector).
         let k = index / 2;
@@ -160,7 +180,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Dpm2<B, D> {
                 let (down, up) = self.targets[k];
                 let next = linear(&start, 1.0, &slope, down - self.calls.grid.sigmas[k]);
                 if up > 0.0 {
-                    let noise = standard_normal::<B, D>(next.dims(), rng, &next.device());
+                    let sigmas = (self.calls.grid.sigmas[k], self.calls.grid.sigmas[k + 1]);
+                    let (shape, device) = (next.dims(), next.device());
+                    let noise = self.noise.increment(sigmas, shape, &device, rng);
                     next + noise.mul_scalar(up)
                 } else {
                     next

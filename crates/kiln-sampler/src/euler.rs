@@ -1,8 +1,9 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_forward::{Prediction, standard_normal};
+use kiln_forward::Prediction;
 use kiln_schedule::{GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::Rng;
 
+use crate::brownian::{BrownianNoise, NoisePath};
 use crate::sampler::{Step, timestep_at};
 use crate::sigma_grid::{SigmaGrid, SigmaSpacing, ancestral_split, denoised, euler_step};
 use crate::{SampleClipping, Sampler, SamplerError};
@@ -22,6 +23,11 @@ pub struct EulerConfig {
     pub clipping: SampleClipping,
     /// The inference timesteps (`linspace` by default; fractional timesteps are interpolated).
     pub grid: TimestepGrid,
+    /// Where the ancestral variant's noise comes from: drawn step by step (the default, as
+    /// diffusers) or read off one Brownian tree per trajectory, as k-diffusion's
+    /// `sample_euler_ancestral` does when given a `BrownianTreeNoiseSampler`, so that one seed
+    /// keeps one noise path across step counts. The deterministic variant refuses a tree.
+    pub noise_path: NoisePath,
 }
 
 impl Default for EulerConfig {
@@ -31,6 +37,7 @@ impl Default for EulerConfig {
             sigma_spacing: SigmaSpacing::Timesteps,
             clipping: SampleClipping::default(),
             grid: TimestepGrid::new(TimestepSpacing::Linspace, GridEnd::AtLastStep),
+            noise_path: NoisePath::Sequential,
         }
     }
 }
@@ -46,10 +53,13 @@ impl Default for EulerConfig {
 /// The ancestral variant steps down to σ_down and adds noise of σ_up, where
 /// σ_up = √(σ_{i+1}² (σ_i² − σ_{i+1}²)/σ_i²) and σ_down = √(σ_{i+1}² − σ_up²)
 /// (k-diffusion's `get_ancestral_step`), computed as σ_{i+1}²/σ_i, which does not cancel.
+/// Its noise is the normalised increment w(σ_i → σ_{i+1}) of [`EulerConfig::noise_path`].
 #[derive(Debug, Clone)]
 pub struct Euler {
     config: EulerConfig,
     grid: SigmaGrid,
+    /// The ancestral variant's noise.
+    noise: BrownianNoise,
 }
 
 impl Euler {
@@ -61,13 +71,31 @@ impl Euler {
     ) -> Result<Self, SamplerError> {
         config.clipping.validate()?;
         let grid = SigmaGrid::new(config.grid, config.sigma_spacing, schedule, steps)?;
-        Ok(Self { config, grid })
+        if config.noise_path != NoisePath::Sequential && !config.ancestral {
+            return Err(SamplerError::Incompatible {
+                sampler: "Euler",
+                reason: "deterministic Euler adds no noise; a noise path needs the ancestral \
+                         variant",
+            });
+        }
+        let noise = BrownianNoise::new("Euler", config.noise_path, &grid.sigmas, schedule)?;
+        Ok(Self {
+            config,
+            grid,
+            noise,
+        })
     }
 }
 
 impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
     fn timesteps(&self) -> &[f64] {
         &self.grid.timesteps
+    }
+
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.grid.timesteps, index)?;
+        self.noise.restart();
+        Ok(())
     }
 
     fn init_noise_sigma(&self) -> f64 {
@@ -87,6 +115,9 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
         rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.grid.timesteps, index)?;
+        if index == 0 {
+            self.noise.restart();
+        }
         let (sigma, sigma_next) = (self.grid.sigmas[index], self.grid.sigmas[index + 1]);
         let x0 = denoised(
             "Euler",
@@ -101,8 +132,10 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
         } else {
             (sigma_next, 0.0)
         };
+        let (shape, device) = (x0.dims(), x0.device());
         let next = euler_step(&sample, &x0, sigma, split, || {
-            standard_normal::<B, D>(x0.dims(), rng, &x0.device())
+            self.noise
+                .increment((sigma, sigma_next), shape, &device, rng)
         });
         Ok(Step {
             sample: next,

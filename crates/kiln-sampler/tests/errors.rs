@@ -5,11 +5,11 @@ use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig,
-    Denoiser, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
+    Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided,
-    Heun, InversionMethod, ModelError, Pndm, Prediction, SaSolver, SaSolverConfig, SaSolverTau,
-    SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig, image_to_image,
-    inpaint, invert, sample,
+    Heun, InversionMethod, ModelError, NoisePath, Pndm, Prediction, SaSolver, SaSolverConfig,
+    SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig,
+    image_to_image, inpaint, invert, sample,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -699,4 +699,36 @@ fn a_part_way_start_without_restart_starts_afresh() {
         ),
     ];
     assert!(differences.iter().all(|&d| d == 0.0), "{differences:?}");
+}
+
+/// A Brownian tree is for samplers that add noise: the deterministic Euler and DPM-Solver-2
+/// refuse one, their ancestral variants take it.
+#[test]
+fn only_the_ancestral_variants_take_a_noise_path() {
+    let s = schedule();
+    for ancestral in [false, true] {
+        let euler = EulerConfig {
+            ancestral,
+            noise_path: NoisePath::BrownianTree,
+            ..EulerConfig::default()
+        };
+        let dpm2 = Dpm2Config {
+            ancestral,
+            noise_path: NoisePath::BrownianTree,
+            ..Dpm2Config::default()
+        };
+        let results = [
+            Euler::new(euler, &s, 10).map(|_| ()),
+            Dpm2::<B, 2>::new(dpm2, &s, 10).map(|_| ()),
+        ];
+        for result in results {
+            match ancestral {
+                true => assert!(result.is_ok(), "{result:?}"),
+                false => assert!(
+                    matches!(result, Err(SamplerError::Incompatible { .. })),
+                    "{result:?}"
+                ),
+            }
+        }
+    }
 }
