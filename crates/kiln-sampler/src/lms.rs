@@ -113,6 +113,13 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Lms<B, D> {
         &self.grid.timesteps
     }
 
+    fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
+        timestep_at(&self.grid.timesteps, index)?;
+        self.slopes.clear();
+        self.next_index = index;
+        Ok(())
+    }
+
     fn init_noise_sigma(&self) -> f64 {
         self.grid.init_noise_sigma()
     }

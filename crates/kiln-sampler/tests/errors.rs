@@ -7,9 +7,9 @@ use kiln_sampler::{
     AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig,
     Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
     DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided,
-    Heun, InversionMethod, ModelError, NoisePath, Pndm, Prediction, SaSolver, SaSolverConfig,
-    SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig,
-    image_to_image, inpaint, invert, sample,
+    Heun, InversionMethod, Lms, LmsConfig, ModelError, NoisePath, Pndm, Prediction, SaSolver,
+    SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc,
+    UniPcConfig, image_to_image, inpaint, invert, sample, sample_from,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -731,4 +731,83 @@ fn only_the_ancestral_variants_take_a_noise_path() {
             }
         }
     }
+}
+
+/// `restart` forgets a multistep sampler's history even where the last run stopped (a run
+/// that failed at a model call, say): restarted there, the next run ends where a new sampler's
+/// does, not on the stopped run's outputs.
+#[test]
+fn a_restart_where_the_last_run_stopped_forgets_its_history() {
+    let s = schedule();
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 1500.0)
+    });
+    let rng = &mut StdRng::seed_from_u64(3);
+    let (first, second) = (
+        standard_normal::<B, 2>([8, 2], rng, &Default::default()),
+        standard_normal::<B, 2>([8, 2], rng, &Default::default()),
+    );
+    fn stopped_then_restarted<S: Sampler<B, 2> + Clone>(
+        sampler: S,
+        model: &impl Denoiser<B, 2>,
+        (first, second): (&Tensor<B, 2>, &Tensor<B, 2>),
+    ) -> f32 {
+        let mut used = sampler.clone();
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut x = first.clone();
+        for index in 0..3 {
+            let t = used.timesteps()[index];
+            let output = model.denoise(x.clone(), t).unwrap();
+            x = used
+                .step(index, output, model.prediction(), x, &mut rng)
+                .unwrap()
+                .sample;
+        }
+        let run = |sampler: &mut S| {
+            sample_from(
+                sampler,
+                model,
+                second.clone(),
+                3,
+                &mut StdRng::seed_from_u64(5),
+                |_| {},
+            )
+            .unwrap()
+        };
+        let (restarted, fresh) = (run(&mut used), run(&mut sampler.clone()));
+        (restarted - fresh).abs().max().into_scalar()
+    }
+    let pair = (&first, &second);
+    let order3 = DpmSolverConfig {
+        solver_order: 3,
+        ..DpmSolverConfig::default()
+    };
+    let differences = [
+        stopped_then_restarted(
+            Lms::<B, 2>::new(LmsConfig::default(), &s, 12).unwrap(),
+            &model,
+            pair,
+        ),
+        stopped_then_restarted(
+            DpmSolver::<B, 2>::new(order3, &s, 12).unwrap(),
+            &model,
+            pair,
+        ),
+        stopped_then_restarted(
+            Deis::<B, 2>::new(DeisConfig::default(), &s, 12).unwrap(),
+            &model,
+            pair,
+        ),
+        stopped_then_restarted(
+            UniPc::<B, 2>::new(Default::default(), &s, 12).unwrap(),
+            &model,
+            pair,
+        ),
+        stopped_then_restarted(
+            SaSolver::<B, 2>::new(SaSolverConfig::default(), &s, 12).unwrap(),
+            &model,
+            pair,
+        ),
+    ];
+    assert!(differences.iter().all(|&d| d == 0.0), "{differences:?}");
 }
