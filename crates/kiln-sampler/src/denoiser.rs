@@ -26,26 +26,6 @@ pub trait Denoiser<B: Backend, const D: usize> {
     fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError>;
 }
 
-/// `denoiser`'s output for `sample` at `timestep`, checked to have the sample's shape before a
-/// sampler combines the two element by element (a UNet with a learned variance, say, returns
-/// twice the channels, which burn would refuse with a panic).
-pub(crate) fn checked_output<B: Backend, const D: usize>(
-    denoiser: &impl Denoiser<B, D>,
-    sample: Tensor<B, D>,
-    timestep: f64,
-) -> Result<Tensor<B, D>, SamplerError> {
-    let expected = sample.dims();
-    let output = denoiser.denoise(sample, timestep)?;
-    if output.dims() != expected {
-        return Err(SamplerError::ShapeMismatch {
-            what: "model output",
-            expected: expected.to_vec(),
-            found: output.dims().to_vec(),
-        });
-    }
-    Ok(output)
-}
-
 /// A [`Denoiser`] made from a closure that cannot fail.
 ///
 /// ```

@@ -30,7 +30,6 @@
 
 use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 
-use crate::denoiser::checked_output;
 use crate::sampler::{clean_and_noise, linear};
 use crate::{Ddim, Denoiser, SamplerError};
 
@@ -85,7 +84,7 @@ where
         let (alpha_t, alpha_s) = ddim.step_alphas(index);
         // ε̂ as the model sees `sample`, treated as being at level t.
         let epsilon = |sample: &Tensor<B, D>| -> Result<Tensor<B, D>, SamplerError> {
-            let output = checked_output(denoiser, sample.clone(), timestep)?;
+            let output = denoiser.denoise(sample.clone(), timestep)?;
             let prediction = denoiser.prediction();
             let (_, epsilon) = clean_and_noise(
                 "DDIM inversion",

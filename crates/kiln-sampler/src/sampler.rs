@@ -3,7 +3,6 @@ use kiln_forward::Prediction;
 use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
-use crate::denoiser::checked_output;
 use crate::{Denoiser, SamplerError};
 
 /// The result of one sampler step.
@@ -160,7 +159,7 @@ where
 {
     let timestep = timestep_at(sampler.timesteps(), index)?;
     let input = x.clone().mul_scalar(sampler.model_input_scale(index));
-    let output = checked_output(denoiser, input, timestep)?;
+    let output = denoiser.denoise(input, timestep)?;
     let step = sampler.step(index, output, denoiser.prediction(), x, rng)?;
     Ok((timestep, step))
 }
@@ -176,6 +175,15 @@ pub(crate) fn clean_and_noise<B: Backend, const D: usize>(
     alpha_cumprod: f64,
     timestep: f64,
 ) -> Result<(Tensor<B, D>, Tensor<B, D>), SamplerError> {
+    // A model output of another shape (a UNet with a learned variance returns twice the
+    // channels) would otherwise reach burn's arithmetic, which panics or broadcasts.
+    if output.dims() != sample.dims() {
+        return Err(SamplerError::ShapeMismatch {
+            what: "model output",
+            expected: sample.dims().to_vec(),
+            found: output.dims().to_vec(),
+        });
+    }
     let combine = |to: Prediction| -> Result<Tensor<B, D>, SamplerError> {
         let [on_sample, on_output] = prediction.conversion_coefficients(to, alpha_cumprod);
         if !(on_sample.is_finite() && on_output.is_finite()) {

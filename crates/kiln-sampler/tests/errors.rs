@@ -572,8 +572,8 @@ fn a_model_that_refuses_its_input_stops_every_sampler_and_editor_with_its_error(
 }
 
 /// A model output of another shape than the sample (a UNet with a learned variance returns
-/// twice the channels) stops sampling, editing and inversion with a typed error naming both
-/// shapes, before any sampler combines the two.
+/// twice the channels) stops sampling, a sampler's own step, and inversion with a typed error
+/// naming both shapes, before any sampler combines the two.
 #[test]
 fn a_model_output_of_another_shape_is_an_error_not_a_panic() {
     let s = schedule();
@@ -598,8 +598,12 @@ fn a_model_output_of_another_shape_is_an_error_not_a_panic() {
         ..DdimConfig::default()
     };
     let ddim = Ddim::new(unclipped, &s, 5).unwrap();
-    let inverted = invert(&ddim, &doubled, x, InversionMethod::Plain, |_| {});
+    let inverted = invert(&ddim, &doubled, x.clone(), InversionMethod::Plain, |_| {});
     assert_eq!(inverted.unwrap_err(), expected);
+    let output = doubled.denoise(x.clone(), 999.0).unwrap();
+    let mut euler = Euler::new(EulerConfig::default(), &s, 5).unwrap();
+    let stepped = euler.step(0, output, Prediction::Epsilon, x, rng);
+    assert_eq!(stepped.unwrap_err(), expected);
 }
 
 #[test]
