@@ -225,7 +225,8 @@ where
 ///
 /// Gaussian noise of many dimensions lies near a sphere, where a straight line between two
 /// draws would pass through too-small norms; slerp stays on it, so each interpolated x_T is
-/// a plausible starting noise. Nearly parallel inputs are interpolated linearly.
+/// a plausible starting noise. Nearly parallel inputs, and a zero one, are interpolated
+/// linearly.
 pub fn slerp<B: Backend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
@@ -245,6 +246,13 @@ pub fn slerp<B: Backend, const D: usize>(
         });
     }
     let batch = a.dims()[0];
+    if a.dims().contains(&0) {
+        return Err(SamplerError::OutOfRange {
+            name: "endpoint size",
+            value: 0.0,
+            expected: "endpoints with at least one element per sample",
+        });
+    }
     let rows = |x: &Tensor<B, D>| x.clone().reshape([batch as i32, -1]);
     let host = |x: Tensor<B, 2>| -> Vec<f64> {
         x.into_data()
@@ -259,7 +267,8 @@ pub fn slerp<B: Backend, const D: usize>(
     for i in 0..batch {
         let cosine = (dot[i] / (norm_a[i] * norm_b[i]).sqrt()).clamp(-1.0, 1.0);
         let theta = cosine.acos();
-        let (wa, wb) = if theta.sin().abs() < 1e-6 {
+        // A zero endpoint has no direction (the cosine is NaN): linear, as for parallel ones.
+        let (wa, wb) = if !theta.is_finite() || theta.sin().abs() < 1e-6 {
             (1.0 - weight, weight)
         } else {
             (

@@ -137,8 +137,8 @@ pub struct Guided<M> {
 impl<M> Guided<M> {
     /// `model` guided towards `labels[i]` for batch element i, with `config`.
     ///
-    /// Every label must be below the model's number of classes, and the model must have at
-    /// least one class (an unconditional model cannot be guided).
+    /// There must be at least one label, every label below the model's number of classes, and
+    /// the model must have at least one class (an unconditional model cannot be guided).
     pub fn new<B: Backend, const D: usize>(
         model: M,
         labels: Vec<usize>,
@@ -154,6 +154,13 @@ impl<M> Guided<M> {
         }
         if let Some(&class) = labels.iter().find(|&&class| class >= classes) {
             return Err(SamplerError::ClassOutOfRange { class, classes });
+        }
+        if labels.is_empty() {
+            return Err(SamplerError::OutOfRange {
+                name: "labels",
+                value: 0.0,
+                expected: "one label per sample, at least one",
+            });
         }
         Ok(Self {
             model,
@@ -221,7 +228,15 @@ where
             .copied()
             .chain(std::iter::repeat_n(None, batch))
             .collect();
+        let doubled_shape = doubled.dims();
         let outputs = self.model.denoise_labelled(doubled, timestep, &labels)?;
+        if outputs.dims() != doubled_shape {
+            return Err(SamplerError::ShapeMismatch {
+                what: "model output",
+                expected: doubled_shape.to_vec(),
+                found: outputs.dims().to_vec(),
+            });
+        }
         let conditional = outputs.clone().narrow(0, 0, batch);
         let unconditional = outputs.narrow(0, batch, batch);
         let guided =

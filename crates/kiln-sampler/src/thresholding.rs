@@ -108,6 +108,10 @@ fn dynamic_threshold<B: Backend, const D: usize>(
     let shape = x.dims();
     let batch = shape[0];
     let count = shape.iter().skip(1).product::<usize>();
+    // No elements, no quantile: nothing to clamp.
+    if batch == 0 || count == 0 {
+        return x;
+    }
     let flat: Tensor<B, 2> = x.reshape([batch, count]);
     let sorted = flat.clone().abs().sort(1);
     let position = threshold.ratio * (count - 1) as f64;

@@ -6,10 +6,10 @@ use kiln_forward::standard_normal;
 use kiln_sampler::{
     AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig,
     Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
-    DpmSolverSinglestepConfig, Euler, EulerConfig, FinalSigmas, FnDenoiser, GuidanceConfig, Guided,
-    Heun, InversionMethod, Lms, LmsConfig, ModelError, NoisePath, Pndm, Prediction, SaSolver,
-    SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc,
-    UniPcConfig, image_to_image, inpaint, invert, sample, sample_from,
+    DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser,
+    GuidanceConfig, Guided, Heun, InversionMethod, Lms, LmsConfig, ModelError, NoisePath, Pndm,
+    Prediction, SaSolver, SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SamplerError,
+    SigmaSpacing, UniPc, UniPcConfig, image_to_image, inpaint, invert, sample, sample_from, slerp,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -814,4 +814,84 @@ fn a_restart_where_the_last_run_stopped_forgets_its_history() {
         ),
     ];
     assert!(differences.iter().all(|&d| d == 0.0), "{differences:?}");
+}
+
+/// A class-conditional model that answers only the first half of its batch.
+#[derive(Debug)]
+struct FirstHalf;
+
+impl ClassConditional<B, 2> for FirstHalf {
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+
+    fn classes(&self) -> usize {
+        3
+    }
+
+    fn denoise_labelled(
+        &self,
+        sample: Tensor<B, 2>,
+        _timestep: f64,
+        _labels: &[Option<usize>],
+    ) -> Result<Tensor<B, 2>, SamplerError> {
+        let half = sample.dims()[0] / 2;
+        Ok(sample.narrow(0, 0, half))
+    }
+}
+
+/// Guidance refuses an empty label list and a model whose doubled batch comes back short,
+/// before it splits that batch; slerp refuses empty endpoints and interpolates a zero one
+/// linearly instead of returning NaN.
+#[test]
+fn guidance_and_slerp_refuse_what_they_cannot_split() {
+    let empty = Guided::new::<B, 2>(FirstHalf, vec![], GuidanceConfig::new(3.0));
+    assert!(
+        matches!(empty, Err(SamplerError::OutOfRange { name: "labels", .. })),
+        "{empty:?}"
+    );
+    let guided = Guided::new::<B, 2>(FirstHalf, vec![0, 1], GuidanceConfig::new(3.0)).unwrap();
+    let two = Tensor::<B, 2>::ones([2, 4], &Default::default());
+    assert_eq!(
+        guided.denoise(two.clone(), 500.0).unwrap_err(),
+        SamplerError::ShapeMismatch {
+            what: "model output",
+            expected: vec![4, 4],
+            found: vec![2, 4],
+        }
+    );
+    let zero = Tensor::<B, 2>::zeros([2, 4], &Default::default());
+    let halfway = slerp(zero, two.clone(), 0.25).unwrap();
+    let linear = two.mul_scalar(0.25);
+    assert_eq!(halfway.into_data(), linear.into_data());
+    let nothing = Tensor::<B, 2>::zeros([2, 0], &Default::default());
+    let result = slerp(nothing.clone(), nothing, 0.5);
+    assert!(
+        matches!(result, Err(SamplerError::OutOfRange { .. })),
+        "{result:?}"
+    );
+}
+
+/// Dynamic thresholding of samples without elements has no quantile to take: it leaves them
+/// be rather than index an empty sort.
+#[test]
+fn thresholding_an_empty_sample_leaves_it_be() {
+    let config = DpmSolverConfig {
+        thresholding: Some(DynamicThresholding {
+            ratio: 0.9,
+            max_value: 1.0,
+        }),
+        ..DpmSolverConfig::default()
+    };
+    let mut solver = DpmSolver::new(config, &schedule(), 4).unwrap();
+    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, _| x);
+    let empty = Tensor::<B, 2>::zeros([2, 0], &Default::default());
+    let result = sample(
+        &mut solver,
+        &model,
+        empty,
+        &mut StdRng::seed_from_u64(0),
+        |_| {},
+    );
+    assert_eq!(result.unwrap().dims(), [2, 0]);
 }
