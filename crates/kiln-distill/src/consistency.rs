@@ -76,12 +76,14 @@ impl ConsistencyDistillation {
     /// The distillation over `schedule` on the grid of `teacher_steps` = M, with the boundary
     /// `scalings`.
     ///
-    /// Fails when M is 0 or exceeds the schedule's timesteps.
+    /// Fails when M is 0 or exceeds the schedule's timesteps, or the scalings are not valid
+    /// ([`ConsistencyScalings::validate`]).
     pub fn new(
         schedule: &NoiseSchedule,
         teacher_steps: usize,
         scalings: ConsistencyScalings,
     ) -> Result<Self, DistillError> {
+        scalings.validate()?;
         let config = LcmConfig {
             original_inference_steps: teacher_steps,
             scalings,

@@ -82,11 +82,8 @@ impl Ddim {
     }
 
     /// ᾱ at step `index` and at the level it steps to (the next timestep's, or the final
-    /// ᾱ after the last step).
-    ///
-    /// # Panics
-    /// If `index` is not below the number of steps.
-    pub fn step_alphas(&self, index: usize) -> (f64, f64) {
+    /// ᾱ after the last step); `index` is below the number of steps.
+    pub(crate) fn step_alphas(&self, index: usize) -> (f64, f64) {
         let alpha = self.alphas_cumprod[self.timesteps[index] as usize];
         let alpha_next = self
             .timesteps

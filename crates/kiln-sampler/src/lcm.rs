@@ -37,6 +37,23 @@ impl Default for ConsistencyScalings {
 }
 
 impl ConsistencyScalings {
+    /// Fails unless σ_d is finite and positive and the timestep scaling finite and not
+    /// negative (σ_d = 0 makes c_skip 0/0 at t = 0).
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        check_range(
+            "sigma_data",
+            self.sigma_data,
+            f64::MIN_POSITIVE..=f64::MAX,
+            "a finite σ_d > 0",
+        )?;
+        check_range(
+            "timestep_scaling",
+            self.timestep_scaling,
+            0.0..=f64::MAX,
+            "a finite scaling ≥ 0",
+        )
+    }
+
     /// (c_skip, c_out) at `timestep`.
     pub fn at(&self, timestep: f64) -> (f64, f64) {
         let scaled = timestep * self.timestep_scaling;
@@ -138,7 +155,8 @@ pub struct Lcm {
 impl Lcm {
     /// The sampler over `schedule` in `steps` steps.
     ///
-    /// Fails when M exceeds the schedule's timesteps, or N is 0 or exceeds M.
+    /// Fails when M exceeds the schedule's timesteps, N is 0 or exceeds M, or the scalings are
+    /// not valid ([`ConsistencyScalings::validate`]).
     pub fn new(
         config: LcmConfig,
         schedule: &NoiseSchedule,
@@ -146,6 +164,7 @@ impl Lcm {
     ) -> Result<Self, SamplerError> {
         let timesteps = consistency_timesteps(schedule, config.original_inference_steps, steps)?;
         config.clipping.validate()?;
+        config.scalings.validate()?;
         Ok(Self {
             config,
             alphas_cumprod: schedule.alphas_cumprod().to_vec(),

@@ -4,12 +4,13 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    AlgorithmType, ClassConditional, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig,
-    Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep,
-    DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser,
-    GuidanceConfig, Guided, Heun, InversionMethod, Lms, LmsConfig, ModelError, NoisePath, Pndm,
-    Prediction, SaSolver, SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SamplerError,
-    SigmaSpacing, UniPc, UniPcConfig, image_to_image, inpaint, invert, sample, sample_from, slerp,
+    AlgorithmType, ClassConditional, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis,
+    DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde,
+    DpmSolverSinglestep, DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig,
+    FinalSigmas, FnDenoiser, GuidanceConfig, Guided, Heun, InversionMethod, Lcm, LcmConfig, Lms,
+    LmsConfig, ModelError, NoisePath, Pndm, Prediction, SaSolver, SaSolverConfig, SaSolverTau,
+    SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig, image_to_image,
+    inpaint, invert, sample, sample_from, slerp,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -894,4 +895,25 @@ fn thresholding_an_empty_sample_leaves_it_be() {
         |_| {},
     );
     assert_eq!(result.unwrap().dims(), [2, 0]);
+}
+
+/// Consistency scalings with σ_d = 0 (c_skip = 0/0 at t = 0) or a non-finite or negative
+/// timestep scaling are refused by LCM, not turned into a NaN sample.
+#[test]
+fn lcm_refuses_scalings_that_make_nan() {
+    for (timestep_scaling, sigma_data) in [(10.0, 0.0), (10.0, f64::NAN), (-1.0, 0.5)] {
+        let config = LcmConfig {
+            scalings: ConsistencyScalings {
+                timestep_scaling,
+                sigma_data,
+            },
+            ..LcmConfig::default()
+        };
+        let result = Lcm::new(config, &schedule(), 4);
+        assert!(
+            matches!(result, Err(SamplerError::OutOfRange { .. })),
+            "{timestep_scaling}, {sigma_data}: {result:?}"
+        );
+    }
+    assert!(Lcm::new(LcmConfig::default(), &schedule(), 4).is_ok());
 }
