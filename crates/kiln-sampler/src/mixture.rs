@@ -169,25 +169,47 @@ impl GaussianMixture {
         self.weights.len() - 1
     }
 
-    /// E[x_0 | x_t] for x_t = `sample` with signal fraction ᾱ = `alpha_cumprod`.
+    /// E[x_0 | x_t] for x_t = `sample` (`[n, dims]`) with signal fraction ᾱ = `alpha_cumprod`;
+    /// a sample of another width is [`SamplerError::ShapeMismatch`].
     pub fn posterior_mean<B: Backend>(
         &self,
         sample: Tensor<B, 2>,
         alpha_cumprod: f64,
-    ) -> Tensor<B, 2> {
+    ) -> Result<Tensor<B, 2>, SamplerError> {
         self.posterior_mean_given(sample, alpha_cumprod, None)
     }
 
     /// E[x_0 | x_t, k] for rows labelled `Some(k)`, E[x_0 | x_t] for the others (and for every
-    /// row without `labels`).
+    /// row without `labels`). Fails on a sample of another width than the mixture's, labels
+    /// not one per row, or a label that is not a component.
     fn posterior_mean_given<B: Backend>(
         &self,
         sample: Tensor<B, 2>,
         alpha_cumprod: f64,
         labels: Option<&[Option<usize>]>,
-    ) -> Tensor<B, 2> {
+    ) -> Result<Tensor<B, 2>, SamplerError> {
         let device = sample.device();
         let dims = self.dims();
+        let [batch, width] = sample.dims();
+        if width != dims {
+            return Err(SamplerError::ShapeMismatch {
+                what: "sample",
+                expected: vec![batch, dims],
+                found: vec![batch, width],
+            });
+        }
+        if let Some(labels) = labels {
+            if labels.len() != batch {
+                return Err(SamplerError::LabelCount {
+                    labels: labels.len(),
+                    batch,
+                });
+            }
+            let classes = self.components();
+            if let Some(class) = labels.iter().flatten().copied().find(|&k| k >= classes) {
+                return Err(SamplerError::ClassOutOfRange { class, classes });
+            }
+        }
         let (a, s2) = (alpha_cumprod.sqrt(), 1.0 - alpha_cumprod);
         let row = |values: Vec<f64>| {
             let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
@@ -225,12 +247,12 @@ impl GaussianMixture {
                 * Tensor::from_data(TensorData::new(keep, [batch, 1]), &device)
                 + Tensor::from_data(TensorData::new(chosen, [batch, components]), &device);
         }
-        estimates
+        Ok(estimates
             .into_iter()
             .enumerate()
             .map(|(k, estimate)| estimate * responsibilities.clone().narrow(1, k, 1))
             .reduce(|sum, term| sum + term)
-            .expect("at least one component")
+            .expect("a mixture has at least one component"))
     }
 }
 
@@ -242,13 +264,13 @@ impl GaussianMixture {
         sample: Tensor<B, 2>,
         timestep: f64,
         labels: Option<&[Option<usize>]>,
-    ) -> Tensor<B, 2> {
+    ) -> Result<Tensor<B, 2>, SamplerError> {
         let sigma = self.schedule.sigma_at(timestep);
         let alpha_cumprod = 1.0 / (1.0 + sigma * sigma);
-        let x0 = self.posterior_mean_given(sample.clone(), alpha_cumprod, labels);
+        let x0 = self.posterior_mean_given(sample.clone(), alpha_cumprod, labels)?;
         let [on_sample, on_x0] =
             Prediction::Sample.conversion_coefficients(self.prediction, alpha_cumprod);
-        crate::sampler::linear(&sample, on_sample, &x0, on_x0)
+        Ok(crate::sampler::linear(&sample, on_sample, &x0, on_x0))
     }
 }
 
@@ -258,7 +280,7 @@ impl<B: Backend> Denoiser<B, 2> for GaussianMixture {
     }
 
     fn denoise(&self, sample: Tensor<B, 2>, timestep: f64) -> Result<Tensor<B, 2>, SamplerError> {
-        Ok(self.output(sample, timestep, None))
+        self.output(sample, timestep, None)
     }
 }
 
@@ -277,7 +299,7 @@ impl<B: Backend> ClassConditional<B, 2> for GaussianMixture {
         timestep: f64,
         labels: &[Option<usize>],
     ) -> Result<Tensor<B, 2>, SamplerError> {
-        Ok(self.output(sample, timestep, Some(labels)))
+        self.output(sample, timestep, Some(labels))
     }
 }
 

@@ -7,10 +7,10 @@ use kiln_sampler::{
     AlgorithmType, ClassConditional, ConsistencyScalings, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis,
     DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde,
     DpmSolverSinglestep, DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig,
-    FinalSigmas, FnDenoiser, GuidanceConfig, Guided, Heun, InversionMethod, Lcm, LcmConfig, Lms,
-    LmsConfig, ModelError, NoisePath, Pndm, Prediction, SaSolver, SaSolverConfig, SaSolverTau,
-    SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig, image_to_image,
-    inpaint, invert, sample, sample_from, slerp,
+    FinalSigmas, FnDenoiser, GaussianMixture, GuidanceConfig, Guided, Heun, InversionMethod, Lcm,
+    LcmConfig, Lms, LmsConfig, ModelError, NoisePath, Pndm, Prediction, SaSolver, SaSolverConfig,
+    SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig,
+    image_to_image, inpaint, invert, sample, sample_from, slerp,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -916,4 +916,48 @@ fn lcm_refuses_scalings_that_make_nan() {
         );
     }
     assert!(Lcm::new(LcmConfig::default(), &schedule(), 4).is_ok());
+}
+
+/// The mixture oracle, as a model, refuses what a model should: a sample of another width,
+/// labels not one per row, and a label that is not one of its components.
+#[test]
+fn the_mixture_oracle_refuses_samples_and_labels_it_does_not_fit() {
+    let oracle = GaussianMixture::new(
+        vec![0.5, 0.5],
+        vec![vec![-1.0, 0.0], vec![1.0, 0.0]],
+        vec![0.1, 0.1],
+        schedule(),
+    )
+    .unwrap();
+    let three_wide = Tensor::<B, 2>::zeros([4, 3], &Default::default());
+    assert_eq!(
+        oracle.denoise(three_wide, 500.0).unwrap_err(),
+        SamplerError::ShapeMismatch {
+            what: "sample",
+            expected: vec![4, 2],
+            found: vec![4, 3],
+        }
+    );
+    let two = Tensor::<B, 2>::zeros([2, 2], &Default::default());
+    let result = oracle.denoise_labelled(two.clone(), 500.0, &[Some(0)]);
+    assert_eq!(
+        result.unwrap_err(),
+        SamplerError::LabelCount {
+            labels: 1,
+            batch: 2
+        }
+    );
+    let result = oracle.denoise_labelled(two.clone(), 500.0, &[Some(0), Some(2)]);
+    assert_eq!(
+        result.unwrap_err(),
+        SamplerError::ClassOutOfRange {
+            class: 2,
+            classes: 2
+        }
+    );
+    assert!(
+        oracle
+            .denoise_labelled(two, 500.0, &[Some(1), None])
+            .is_ok()
+    );
 }
