@@ -157,7 +157,8 @@ impl BetaSchedule {
     }
 }
 
-/// Checks that every β lies in (0, 1] (which also rules out NaN).
+/// Checks that every β lies in (0, 1] (which also rules out NaN) and that 1 − β < 1: a β
+/// below f64's half-ulp of 1 (1.1e-16) would leave ᾱ at 1 and σ at 0.
 pub(crate) fn validate_betas(betas: &[f64]) -> Result<(), ScheduleError> {
     if betas.is_empty() {
         return Err(ScheduleError::ZeroTimesteps);
@@ -165,7 +166,7 @@ pub(crate) fn validate_betas(betas: &[f64]) -> Result<(), ScheduleError> {
     match betas
         .iter()
         .enumerate()
-        .find(|(_, beta)| !(**beta > 0.0 && **beta <= 1.0))
+        .find(|(_, beta)| !(**beta > 0.0 && **beta <= 1.0 && 1.0 - **beta < 1.0))
     {
         Some((index, &value)) => Err(ScheduleError::BetaOutOfRange { index, value }),
         None => Ok(()),

@@ -7,8 +7,11 @@ pub enum ScheduleError {
     #[error("the number of training timesteps must be at least 1, got 0")]
     ZeroTimesteps,
 
-    /// A β (given, or produced by a named schedule) is not in (0, 1].
-    #[error("beta at timestep {index} is {value}; every beta must lie in (0, 1]")]
+    /// A β (given, or produced by a named schedule) is not in (0, 1], or is so small that
+    /// 1 − β rounds to 1 (ᾱ would not fall, and σ = 0 makes the posterior 0/0).
+    #[error(
+        "beta at timestep {index} is {value}; every beta must lie in (0, 1], with 1 - beta below 1"
+    )]
     BetaOutOfRange {
         /// The 0-based timestep of the offending β.
         index: usize,

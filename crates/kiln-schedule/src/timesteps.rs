@@ -119,7 +119,8 @@ impl TimestepGrid {
             TimestepSpacing::Leading => {
                 let ratio = train_timesteps / points;
                 (0..points)
-                    .map(|k| (k * ratio + self.steps_offset) as f64)
+                    // In f64: an offset near usize::MAX is OffsetPastEnd below, not overflow.
+                    .map(|k| (k * ratio) as f64 + self.steps_offset as f64)
                     .collect()
             }
             TimestepSpacing::Trailing => {

@@ -275,6 +275,15 @@ fn bad_inputs_are_named_errors() {
         NoiseSchedule::from_betas(vec![0.1, f64::NAN]),
         Err(BetaOutOfRange { index: 1, .. })
     ));
+    // So small that 1 − β rounds to 1: ᾱ would stay 1 and σ 0.
+    assert_eq!(
+        NoiseSchedule::from_betas(vec![0.1, 1e-17]),
+        Err(BetaOutOfRange {
+            index: 1,
+            value: 1e-17
+        })
+    );
+    assert!(NoiseSchedule::from_betas(vec![0.1, 1e-15]).is_ok());
     assert_eq!(NoiseSchedule::from_betas(vec![]), Err(ZeroTimesteps));
     assert!(BetaSchedule::Custom(vec![0.1; 3]).betas(4).is_err());
 
@@ -296,6 +305,18 @@ fn bad_inputs_are_named_errors() {
         offset.timesteps(10, 10),
         Err(OffsetPastEnd {
             steps_offset: 1,
+            ..
+        })
+    ));
+    let huge = TimestepGrid {
+        spacing: TimestepSpacing::Leading,
+        steps_offset: usize::MAX,
+        ..grid
+    };
+    assert!(matches!(
+        huge.timesteps(1000, 10),
+        Err(OffsetPastEnd {
+            steps_offset: usize::MAX,
             ..
         })
     ));
