@@ -40,6 +40,22 @@ pub enum PixelError {
     /// A grid was asked for with no columns.
     #[error("a grid needs at least one column")]
     NoColumns,
+    /// Images of no pixels (a side of 0) cannot be shown.
+    #[error("cannot make an image of {width} × {height} pixels")]
+    Empty {
+        /// Pixels across.
+        width: usize,
+        /// Pixels down.
+        height: usize,
+    },
+    /// A montage larger than an image can be (2³² − 1 pixels a side).
+    #[error("a montage of {width} × {height} pixels is too large for one image")]
+    TooLarge {
+        /// Pixels across.
+        width: u64,
+        /// Pixels down.
+        height: u64,
+    },
 }
 
 /// The format of an image file as its first bytes say ([`image::guess_format`]'s magic
@@ -184,6 +200,9 @@ pub fn to_images<B: Backend>(images: Tensor<B, 4>) -> Result<Vec<DynamicImage>, 
     if channels != 1 && channels != 3 {
         return Err(PixelError::Channels(channels));
     }
+    if height == 0 || width == 0 {
+        return Err(PixelError::Empty { width, height });
+    }
     let pixels: Vec<u8> = images
         .permute([0, 2, 3, 1])
         .into_data()
@@ -219,20 +238,25 @@ pub fn montage(
     }
     let cell_w = images.iter().map(DynamicImage::width).max().unwrap_or(0);
     let cell_h = images.iter().map(DynamicImage::height).max().unwrap_or(0);
-    let columns_used = columns.min(images.len().max(1)) as u32;
-    let rows = images.len().div_ceil(columns) as u32;
-    let canvas_w = columns_used * cell_w + (columns_used - 1) * gap;
-    let canvas_h = rows * cell_h + rows.saturating_sub(1) * gap;
+    // Sizes in u64, where no count of u32 cells and gaps overflows, then checked into u32.
+    let columns_used = columns.min(images.len().max(1)) as u64;
+    let rows = images.len().div_ceil(columns) as u64;
+    let (cell_w, cell_h, gap) = (u64::from(cell_w), u64::from(cell_h), u64::from(gap));
+    let width = columns_used * cell_w + (columns_used - 1) * gap;
+    let height = rows * cell_h + rows.saturating_sub(1) * gap;
+    let (Ok(canvas_w), Ok(canvas_h)) = (u32::try_from(width), u32::try_from(height)) else {
+        return Err(PixelError::TooLarge { width, height });
+    };
     let mut canvas = DynamicImage::from(RgbImage::from_pixel(
         canvas_w,
         canvas_h,
         image::Rgb([255, 255, 255]),
     ));
     for (index, image) in images.iter().enumerate() {
-        let (column, row) = ((index % columns) as u32, (index / columns) as u32);
+        let (column, row) = ((index % columns) as u64, (index / columns) as u64);
         let x = column * (cell_w + gap);
         let y = row * (cell_h + gap);
-        imageops::overlay(&mut canvas, image, x.into(), y.into());
+        imageops::overlay(&mut canvas, image, x as i64, y as i64);
     }
     let grayscale = images.iter().all(|image| image.color().channel_count() < 3);
     Ok(if grayscale {
@@ -283,6 +307,24 @@ mod tests {
         assert_eq!(image.get_pixel(2, 0).0, [255, 255, 255]);
         assert_eq!(image.get_pixel(3, 3).0, [255, 255, 255]);
         assert!(grid(Tensor::<Flex, 4>::zeros([1, 2, 2, 2], &device), 1, 0).is_err());
+    }
+
+    #[test]
+    fn images_without_pixels_and_montages_past_u32_are_errors() {
+        let flat = Tensor::<Flex, 4>::zeros([2, 3, 0, 4], &Default::default());
+        assert!(matches!(
+            to_images(flat),
+            Err(PixelError::Empty {
+                width: 4,
+                height: 0
+            })
+        ));
+        let tile = DynamicImage::from(GrayImage::new(2, 2));
+        let wide = montage(&[tile.clone(), tile], 2, u32::MAX);
+        assert!(
+            matches!(wide, Err(PixelError::TooLarge { width, height: 2 }) if width == 4 + u64::from(u32::MAX)),
+            "{wide:?}"
+        );
     }
 
     #[test]
