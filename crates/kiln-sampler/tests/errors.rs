@@ -21,6 +21,22 @@ fn schedule() -> NoiseSchedule {
     NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap()
 }
 
+/// A smooth ε model, x·t/1500, to run samplers with.
+fn shrinking_model() -> FnDenoiser<impl Fn(Tensor<B, 2>, f64) -> Tensor<B, 2>> {
+    FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 1500.0)
+    })
+}
+
+/// Eight standard normal 2-D points from `seed`.
+fn eight_points(seed: u64) -> Tensor<B, 2> {
+    standard_normal::<B, 2>(
+        [8, 2],
+        &mut StdRng::seed_from_u64(seed),
+        &Default::default(),
+    )
+}
+
 #[test]
 fn step_counts_are_checked() {
     let s = schedule();
@@ -339,10 +355,8 @@ fn the_callback_sees_every_step_in_order() {
 /// c = 1 + τ², which a form in e^{cλ} would overflow (c·h ≈ 900 for τ = 10 in one step).
 #[test]
 fn sa_solver_with_a_large_tau_stays_finite() {
-    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
-        x.mul_scalar(t / 1500.0)
-    });
-    let noise = standard_normal::<B, 2>([8, 2], &mut StdRng::seed_from_u64(3), &Default::default());
+    let model = shrinking_model();
+    let noise = eight_points(3);
     for steps in [1, 2, 10] {
         for predictor_order in [1, 2, 3] {
             let config = SaSolverConfig {
@@ -367,10 +381,8 @@ fn sa_solver_with_a_large_tau_stays_finite() {
 #[test]
 fn samplers_can_sample_twice() {
     let s = schedule();
-    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
-        x.mul_scalar(t / 1500.0)
-    });
-    let noise = standard_normal::<B, 2>([8, 2], &mut StdRng::seed_from_u64(3), &Default::default());
+    let model = shrinking_model();
+    let noise = eight_points(3);
     fn twice<S: Sampler<B, 2>>(
         mut sampler: S,
         model: &impl Denoiser<B, 2>,
@@ -629,10 +641,8 @@ fn guidance_of_a_batch_other_than_its_labels_is_an_error() {
 #[test]
 fn a_part_way_start_without_restart_starts_afresh() {
     let s = schedule();
-    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
-        x.mul_scalar(t / 1500.0)
-    });
-    let noise = standard_normal::<B, 2>([8, 2], &mut StdRng::seed_from_u64(3), &Default::default());
+    let model = shrinking_model();
+    let noise = eight_points(3);
     /// Steps `sampler` from index `start` to the end, calling `step` directly.
     fn steps_from<S: Sampler<B, 2>>(
         sampler: &mut S,
@@ -744,14 +754,8 @@ fn only_the_ancestral_variants_take_a_noise_path() {
 #[test]
 fn a_restart_where_the_last_run_stopped_forgets_its_history() {
     let s = schedule();
-    let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
-        x.mul_scalar(t / 1500.0)
-    });
-    let rng = &mut StdRng::seed_from_u64(3);
-    let (first, second) = (
-        standard_normal::<B, 2>([8, 2], rng, &Default::default()),
-        standard_normal::<B, 2>([8, 2], rng, &Default::default()),
-    );
+    let model = shrinking_model();
+    let (first, second) = (eight_points(3), eight_points(4));
     fn stopped_then_restarted<S: Sampler<B, 2> + Clone>(
         sampler: S,
         model: &impl Denoiser<B, 2>,
