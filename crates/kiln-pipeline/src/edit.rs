@@ -183,7 +183,8 @@ impl<B: Backend> SamplingModel<B> {
     }
 
     /// `inversion`'s deterministic sampler from `noise` (x_T) to images: the inverse of
-    /// [`Self::invert`].
+    /// [`Self::invert`] with the same `inversion` and `settings.steps` as its steps (other
+    /// steps decode along another grid, away from the inverted images).
     pub fn decode(
         &self,
         noise: Tensor<B, 4>,
