@@ -25,13 +25,13 @@ pub(crate) fn per_sample<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// One step index per sample of `batch`.
+/// One step index per sample of `batch`, which is not empty.
 pub(crate) fn check_batch<B: Backend, const D: usize>(
     batch: &Tensor<B, D>,
     indices: &[usize],
 ) -> Result<(), DistillError> {
     let size = batch.dims()[0];
-    if indices.len() == size {
+    if indices.len() == size && size > 0 {
         Ok(())
     } else {
         Err(DistillError::IndexCount {

@@ -49,8 +49,8 @@ pub enum DistillError {
         target: Vec<usize>,
     },
 
-    /// One step index per sample was expected.
-    #[error("{indices} step indices for a batch of {batch}; expected one per sample")]
+    /// One step index per sample of a batch of at least one was expected.
+    #[error("{indices} step indices for a batch of {batch}; expected one per sample, at least one")]
     IndexCount {
         /// The number of indices.
         indices: usize,

@@ -32,6 +32,13 @@ impl<B: Backend, const D: usize, M: Denoiser<B, D>> Teacher<B, D> for PerTimeste
         timesteps: &[f64],
     ) -> Result<Tensor<B, D>, SamplerError> {
         let batch = timesteps.len();
+        if batch == 0 || batch != sample.dims()[0] {
+            return Err(SamplerError::ShapeMismatch {
+                what: "timesteps",
+                expected: vec![sample.dims()[0].max(1)],
+                found: vec![batch],
+            });
+        }
         if timesteps.iter().all(|&t| t == timesteps[0]) {
             return self.0.denoise(sample, timesteps[0]);
         }

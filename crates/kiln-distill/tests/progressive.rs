@@ -6,9 +6,9 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use kiln_distill::{DistillError, IdealStudent, PerTimestep, ProgressiveDistillation};
+use kiln_distill::{DistillError, IdealStudent, PerTimestep, ProgressiveDistillation, Teacher};
 use kiln_forward::{Prediction, standard_normal};
-use kiln_sampler::{Ddim, Denoiser, FnDenoiser, Sampler};
+use kiln_sampler::{Ddim, Denoiser, FnDenoiser, Sampler, SamplerError};
 use kiln_schedule::ScheduleError;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -157,6 +157,29 @@ fn bad_inputs_are_typed_errors() {
             batch: 3
         }
     );
-    let off_grid = IdealStudent::new(round, PerTimestep(mixture())).denoise(x, 500.0);
+    let off_grid =
+        IdealStudent::new(round.clone(), PerTimestep(mixture())).denoise(x.clone(), 500.0);
     assert!(off_grid.unwrap_err().to_string().contains("500"));
+    // An empty batch, and a teacher asked for more or fewer timesteps than samples.
+    let empty = Tensor::<B, 2>::zeros([0, 2], &Default::default());
+    assert_eq!(
+        round.noisy(empty.clone(), empty, &[]).unwrap_err(),
+        DistillError::IndexCount {
+            indices: 0,
+            batch: 0
+        }
+    );
+    for timesteps in [&[10.0, 20.0][..], &[10.0; 4][..], &[][..]] {
+        let result = PerTimestep(mixture()).predict(x.clone(), timesteps);
+        assert!(
+            matches!(
+                result,
+                Err(SamplerError::ShapeMismatch {
+                    what: "timesteps",
+                    ..
+                })
+            ),
+            "{timesteps:?}: {result:?}"
+        );
+    }
 }

@@ -189,6 +189,12 @@ impl<B: Backend, E: FeatureExtractor<B>> Evaluator<B, E> {
 
 impl<B: Backend, E: FeatureExtractor<B>> SampleScorer for Evaluator<B, E> {
     fn score_data(&self, images: TensorData) -> Result<Quality, MetricsError> {
+        if images.shape.len() != 4 {
+            return Err(MetricsError::Images {
+                shape: images.shape.to_vec(),
+                reason: "expected [count, channels, height, width]",
+            });
+        }
         let images = Tensor::<B, 4>::from_data(images, &self.device);
         self.score(images.split(SCORE_BATCH, 0))
     }
@@ -284,6 +290,12 @@ mod tests {
         let on_device = evaluator.score([tensor(generated.clone())]).unwrap();
         assert_eq!(evaluator.score_data(generated).unwrap(), on_device);
         assert!(on_device.frechet > 0.0 && on_device.memorisation.is_some());
+        // Host data of another rank is refused, not handed to burn, which panics on it.
+        let flat = TensorData::new(vec![0.5f32; 8], [2, 4]);
+        assert!(matches!(
+            evaluator.score_data(flat),
+            Err(MetricsError::Images { shape, .. }) if shape == [2, 4]
+        ));
         let none: Vec<Tensor<B, 4>> = Vec::new();
         assert!(Evaluator::new(Pixels, none, None, QualityConfig::default()).is_err());
     }

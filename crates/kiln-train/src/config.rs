@@ -361,6 +361,12 @@ impl TrainConfig {
         }
         let embeddings = self.unet.num_class_embeds;
         match &self.classes {
+            Some(classes) if classes.names.is_empty() => {
+                return Err(invalid(
+                    "classes.names",
+                    "no classes; a run with labels needs at least one".into(),
+                ));
+            }
             Some(classes) if embeddings != Some(classes.names.len() + 1) => {
                 return Err(invalid(
                     "unet.num_class_embeds",
@@ -396,6 +402,12 @@ impl TrainConfig {
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err(invalid("learning_rate", "must be positive".into()));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(invalid(
+                "weight_decay",
+                format!("{}; must be finite and at least 0", self.weight_decay),
+            ));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(invalid("ema_decay", "must be in [0, 1)".into()));
@@ -490,6 +502,10 @@ mod tests {
         );
         let bad = config().with_beta_schedule("quadratic".into()).validate();
         assert!(bad.unwrap_err().to_string().starts_with("beta_schedule"));
+        for weight_decay in [-0.1, f64::NAN, f64::INFINITY] {
+            let bad = config().with_weight_decay(weight_decay).validate();
+            assert!(bad.unwrap_err().to_string().starts_with("weight_decay"));
+        }
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub(crate) fn check_inputs<D>(
     if devices.is_empty() {
         return Err(TrainError::NoDevices);
     }
+    if data.is_empty() {
+        return Err(TrainError::Config {
+            field: "data".into(),
+            problem: "the dataset has no images".into(),
+        });
+    }
     let micro_batch = config.batch_size / config.grad_accumulation;
     let workers = devices.len() * processes;
     if !micro_batch.is_multiple_of(workers) {

@@ -229,6 +229,23 @@ fn class_settings_that_do_not_fit_are_named() {
     let unnamed = TrainConfig::new(UNetConfig::tiny(1).with_num_class_embeds(Some(3)), 16);
     let error = unnamed.validate().unwrap_err().to_string();
     assert!(error.contains("no classes"), "{error}");
+    // An empty class list (with only the null label) is refused, not sliced into at training.
+    let mut empty = conditional_config(0.1).with_classes(Some(ClassConditioning::new(vec![])));
+    empty.unet = UNetConfig::tiny(1).with_num_class_embeds(Some(1));
+    let error = empty.validate().unwrap_err().to_string();
+    assert!(error.starts_with("classes.names"), "{error}");
+
+    // A dataset without images is refused before training starts.
+    let data = two_classes("empty");
+    let error = train_into(
+        &conditional_config(0.1),
+        &data.subset(&[]),
+        &scratch("empty"),
+    );
+    assert!(
+        matches!(&error, Err(TrainError::Config { field, .. }) if field == "data"),
+        "{error:?}"
+    );
 
     // The run's classes must be the data's.
     let other = conditional_config(0.1).with_classes(Some(ClassConditioning::new(vec![

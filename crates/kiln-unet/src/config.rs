@@ -159,6 +159,13 @@ impl UNetConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
         }
+        // GroupNorm divides by √(var + ε): ε ≤ 0 or NaN makes NaN outputs.
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return bad(
+                "norm_eps",
+                format!("{}; must be finite and > 0", self.norm_eps),
+            );
+        }
         if self.num_class_embeds == Some(0) {
             return bad(
                 "num_class_embeds",

@@ -125,6 +125,15 @@ fn bad_inputs_and_configs_are_errors() {
             ..
         }
     ));
+    for eps in [0.0, -1e-5, f64::NAN] {
+        assert!(matches!(
+            bad(UNetConfig::new(vec![32], vec![false]).with_norm_eps(eps)),
+            UNetError::Config {
+                field: "norm_eps",
+                ..
+            }
+        ));
+    }
 }
 
 /// Every parameter (the class embedding included) gets a non-zero gradient from a loss on the
