@@ -111,10 +111,12 @@ impl LogAxes {
         }
         let low = valid.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let high = valid.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        let first_x = valid[0].0;
+        // The x range of all points, not the first and last: x need not increase.
+        let first_x = valid.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let last_x = valid.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
         Some(Self {
             first_x,
-            x_span: (valid[valid.len() - 1].0 - first_x).max(1.0),
+            x_span: (last_x - first_x).max(1.0),
             points: valid,
             low,
             high,
@@ -160,6 +162,15 @@ fn draw_line(canvas: &mut RgbImage, a: (u32, u32), b: (u32, u32), colour: Rgb<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn points_out_of_order_stay_on_the_canvas() {
+        let points = [(0.0, 1.0), (10.0, 2.0), (5.0, 4.0), (-3.0, 0.5)];
+        let axes = LogAxes::fit(&points, 40, 20).unwrap();
+        for &(x, value) in &axes.points {
+            assert!(axes.x_of(x) < 40 && axes.y_of(value) < 20, "{x}, {value}");
+        }
+    }
 
     #[test]
     fn a_falling_loss_starts_high_and_ends_low() {
