@@ -93,10 +93,9 @@ struct Args {
     #[arg(long, value_parser = names::by_name::<SigmaSpacing>(&SigmaSpacing::NAMES, []))]
     sigmas: Option<SigmaSpacing>,
     /// For the SDE samplers dpm++2m_sde and dpm++sde and the ancestral euler_a and dpm2_a: draw
-    /// their Brownian noise step by step
-    /// (sequential, the default) or read it off one Brownian tree per image batch (brownian,
-    /// k-diffusion's default), so that one seed keeps one noise path, and nearly one image,
-    /// across step counts.
+    /// their Brownian noise step by step (sequential, the default) or read it off one Brownian
+    /// tree per image batch (brownian, k-diffusion's default for the SDE samplers), so that one
+    /// seed keeps one noise path, and nearly one image, across step counts.
     #[arg(long, value_parser = names::by_name::<NoisePath>(&NoisePath::NAMES, []))]
     noise_path: Option<NoisePath>,
     /// Seed of the initial noise (and of stochastic samplers).

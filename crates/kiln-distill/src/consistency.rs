@@ -247,7 +247,7 @@ impl ConsistencyDistillation {
         sample: &Tensor<B, D>,
         timesteps: &[f64],
     ) -> Result<(), DistillError> {
-        if timesteps.len() != sample.dims()[0] {
+        if timesteps.len() != sample.dims()[0] || timesteps.is_empty() {
             return Err(DistillError::IndexCount {
                 indices: timesteps.len(),
                 batch: sample.dims()[0],

@@ -32,11 +32,18 @@ impl<B: Backend, const D: usize, M: Denoiser<B, D>> Teacher<B, D> for PerTimeste
         timesteps: &[f64],
     ) -> Result<Tensor<B, D>, SamplerError> {
         let batch = timesteps.len();
-        if batch == 0 || batch != sample.dims()[0] {
+        if batch != sample.dims()[0] {
             return Err(SamplerError::ShapeMismatch {
                 what: "timesteps",
-                expected: vec![sample.dims()[0].max(1)],
+                expected: vec![sample.dims()[0]],
                 found: vec![batch],
+            });
+        }
+        if batch == 0 {
+            return Err(SamplerError::OutOfRange {
+                name: "batch",
+                value: 0.0,
+                expected: "at least one sample",
             });
         }
         if timesteps.iter().all(|&t| t == timesteps[0]) {

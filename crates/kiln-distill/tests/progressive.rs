@@ -182,4 +182,10 @@ fn bad_inputs_are_typed_errors() {
             "{timesteps:?}: {result:?}"
         );
     }
+    let nothing = Tensor::<B, 2>::zeros([0, 2], &Default::default());
+    let result = PerTimestep(mixture()).predict(nothing, &[]);
+    assert!(
+        matches!(result, Err(SamplerError::OutOfRange { name: "batch", .. })),
+        "{result:?}"
+    );
 }

@@ -60,6 +60,8 @@ pub struct Euler {
     grid: SigmaGrid,
     /// The ancestral variant's noise.
     noise: BrownianNoise,
+    /// The step index that continues the current trajectory.
+    next_index: usize,
 }
 
 impl Euler {
@@ -83,6 +85,7 @@ impl Euler {
             config,
             grid,
             noise,
+            next_index: 0,
         })
     }
 }
@@ -95,6 +98,7 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
     fn restart(&mut self, index: usize) -> Result<(), SamplerError> {
         timestep_at(&self.grid.timesteps, index)?;
         self.noise.restart();
+        self.next_index = index;
         Ok(())
     }
 
@@ -115,9 +119,11 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Euler {
         rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         let timestep = timestep_at(&self.grid.timesteps, index)?;
-        if index == 0 {
+        // A step that does not follow the last one starts a new trajectory (and tree).
+        if index != self.next_index || index == 0 {
             self.noise.restart();
         }
+        self.next_index = index + 1;
         let (sigma, sigma_next) = (self.grid.sigmas[index], self.grid.sigmas[index + 1]);
         let x0 = denoised(
             "Euler",

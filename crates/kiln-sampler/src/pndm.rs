@@ -3,7 +3,9 @@ use kiln_forward::Prediction;
 use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
-use crate::sampler::{CallOrder, Step, clean_and_noise, final_alpha_cumprod, linear, timestep_at};
+use crate::sampler::{
+    CallOrder, Step, check_output_shape, clean_and_noise, final_alpha_cumprod, linear, timestep_at,
+};
 use crate::{Sampler, SamplerError};
 
 /// Settings of [`Pndm`], with diffusers' `PNDMScheduler` defaults.
@@ -230,6 +232,8 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Pndm<B, D> {
         _rng: &mut R,
     ) -> Result<Step<B, D>, SamplerError> {
         timestep_at(&self.timesteps, index)?;
+        // PNDM combines outputs before converting them: check the shape first.
+        check_output_shape(&output, &sample)?;
         if index == 0 {
             Sampler::<B, D>::restart(self, 0)?;
         }

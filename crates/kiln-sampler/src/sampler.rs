@@ -175,15 +175,7 @@ pub(crate) fn clean_and_noise<B: Backend, const D: usize>(
     alpha_cumprod: f64,
     timestep: f64,
 ) -> Result<(Tensor<B, D>, Tensor<B, D>), SamplerError> {
-    // A model output of another shape (a UNet with a learned variance returns twice the
-    // channels) would otherwise reach burn's arithmetic, which panics or broadcasts.
-    if output.dims() != sample.dims() {
-        return Err(SamplerError::ShapeMismatch {
-            what: "model output",
-            expected: sample.dims().to_vec(),
-            found: output.dims().to_vec(),
-        });
-    }
+    check_output_shape(&output, &sample)?;
     let combine = |to: Prediction| -> Result<Tensor<B, D>, SamplerError> {
         let [on_sample, on_output] = prediction.conversion_coefficients(to, alpha_cumprod);
         if !(on_sample.is_finite() && on_output.is_finite()) {
@@ -196,6 +188,23 @@ pub(crate) fn clean_and_noise<B: Backend, const D: usize>(
         Ok(linear(&sample, on_sample, &output, on_output))
     };
     Ok((combine(Prediction::Sample)?, combine(Prediction::Epsilon)?))
+}
+
+/// Fails unless the model's `output` has the `sample`'s shape: one of another shape (a UNet
+/// with a learned variance returns twice the channels) would otherwise reach burn's
+/// arithmetic, which panics or broadcasts.
+pub(crate) fn check_output_shape<B: Backend, const D: usize>(
+    output: &Tensor<B, D>,
+    sample: &Tensor<B, D>,
+) -> Result<(), SamplerError> {
+    if output.dims() == sample.dims() {
+        return Ok(());
+    }
+    Err(SamplerError::ShapeMismatch {
+        what: "model output",
+        expected: sample.dims().to_vec(),
+        found: output.dims().to_vec(),
+    })
 }
 
 /// a·x + b·y, skipping zero terms.

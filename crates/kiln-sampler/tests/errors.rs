@@ -8,9 +8,9 @@ use kiln_sampler::{
     DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig, DpmSolverSde,
     DpmSolverSinglestep, DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig,
     FinalSigmas, FnDenoiser, GaussianMixture, GuidanceConfig, Guided, Heun, InversionMethod, Lcm,
-    LcmConfig, Lms, LmsConfig, ModelError, NoisePath, Pndm, Prediction, SaSolver, SaSolverConfig,
-    SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc, UniPcConfig,
-    image_to_image, inpaint, invert, sample, sample_from, slerp,
+    LcmConfig, Lms, LmsConfig, ModelError, NoisePath, Pndm, PndmConfig, Prediction, SaSolver,
+    SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc,
+    UniPcConfig, image_to_image, inpaint, invert, sample, sample_from, slerp,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -615,8 +615,12 @@ fn a_model_output_of_another_shape_is_an_error_not_a_panic() {
     assert_eq!(inverted.unwrap_err(), expected);
     let output = doubled.denoise(x.clone(), 999.0).unwrap();
     let mut euler = Euler::new(EulerConfig::default(), &s, 5).unwrap();
-    let stepped = euler.step(0, output, Prediction::Epsilon, x, rng);
+    let stepped = euler.step(0, output, Prediction::Epsilon, x.clone(), rng);
     assert_eq!(stepped.unwrap_err(), expected);
+    // PNDM combines its outputs before converting them.
+    let mut pndm = Pndm::<B, 2>::new(PndmConfig::default(), &s, 5).unwrap();
+    let sampled = sample(&mut pndm, &doubled, x, rng, |_| {});
+    assert_eq!(sampled.unwrap_err(), expected);
 }
 
 #[test]
@@ -643,15 +647,16 @@ fn a_part_way_start_without_restart_starts_afresh() {
     let s = schedule();
     let model = shrinking_model();
     let noise = eight_points(3);
-    /// Steps `sampler` from index `start` to the end, calling `step` directly.
+    /// Steps `sampler` from index `start` to the end, calling `step` directly, with noise
+    /// from `seed`.
     fn steps_from<S: Sampler<B, 2>>(
         sampler: &mut S,
         model: &impl Denoiser<B, 2>,
         noise: &Tensor<B, 2>,
-        start: usize,
+        (start, seed): (usize, u64),
     ) -> Tensor<B, 2> {
         let timesteps = sampler.timesteps().to_vec();
-        let mut rng = StdRng::seed_from_u64(4);
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut x = noise.clone();
         for (index, &t) in timesteps.iter().enumerate().skip(start) {
             let output = model.denoise(x.clone(), t).unwrap();
@@ -667,10 +672,11 @@ fn a_part_way_start_without_restart_starts_afresh() {
         model: &impl Denoiser<B, 2>,
         noise: &Tensor<B, 2>,
     ) -> f32 {
+        // The whole run draws from another seed, so noise it leaves behind would show.
         let mut used = sampler.clone();
-        steps_from(&mut used, model, noise, 0);
-        let part_way = steps_from(&mut used, model, noise, 3);
-        let fresh = steps_from(&mut sampler.clone(), model, noise, 3);
+        steps_from(&mut used, model, noise, (0, 5));
+        let part_way = steps_from(&mut used, model, noise, (3, 4));
+        let fresh = steps_from(&mut sampler.clone(), model, noise, (3, 4));
         (part_way - fresh).abs().max().into_scalar()
     }
     let order3 = DpmSolverConfig {
@@ -689,6 +695,11 @@ fn a_part_way_start_without_restart_starts_afresh() {
         predictor_order: 3,
         corrector_order: 3,
         ..SaSolverConfig::default()
+    };
+    let euler_a_tree = EulerConfig {
+        ancestral: true,
+        noise_path: NoisePath::BrownianTree,
+        ..EulerConfig::default()
     };
     let differences = [
         afresh(
@@ -712,6 +723,7 @@ fn a_part_way_start_without_restart_starts_afresh() {
             &model,
             &noise,
         ),
+        afresh(Euler::new(euler_a_tree, &s, 12).unwrap(), &model, &noise),
     ];
     assert!(differences.iter().all(|&d| d == 0.0), "{differences:?}");
 }

@@ -157,8 +157,8 @@ impl BetaSchedule {
     }
 }
 
-/// Checks that every β lies in (0, 1] (which also rules out NaN) and that 1 − β < 1: a β
-/// below f64's half-ulp of 1 (1.1e-16) would leave ᾱ at 1 and σ at 0.
+/// Checks that every β lies in (0, 1] (which also rules out NaN) and that 1 − β < 1: a β up
+/// to 2⁻⁵⁴ ≈ 5.6e-17 rounds 1 − β to 1 and would leave ᾱ at 1 and σ at 0.
 pub(crate) fn validate_betas(betas: &[f64]) -> Result<(), ScheduleError> {
     if betas.is_empty() {
         return Err(ScheduleError::ZeroTimesteps);
