@@ -46,6 +46,17 @@ pub enum ForwardError {
         to: Prediction,
     },
 
+    /// A noise level or a setting of rectified flow's training is outside its range.
+    #[error("{name} is {value}; expected {expected}")]
+    OutOfRange {
+        /// The setting's name (`sigma`, `std`, `mode_scale`, …).
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// The range it must lie in, in words.
+        expected: &'static str,
+    },
+
     /// The γ of min-SNR weighting must be positive and finite.
     #[error("min-SNR gamma is {0}; it must be a positive, finite number (5 in Hang et al. 2023)")]
     InvalidGamma(f64),

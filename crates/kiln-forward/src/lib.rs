@@ -12,6 +12,10 @@
 //! and builds what a trainer needs from it: the target of each [`Prediction`] kind, conversions
 //! between them, and per-timestep [`LossWeighting`] (min-SNR-γ, Hang et al. 2023).
 //!
+//! Rectified flow (x_σ = (1 − σ) x_0 + σ ε, Liu et al. 2023) has its own process,
+//! [`FlowProcess`]: the noised sample, the velocity target ε − x_0, SD3's densities of the
+//! training noise level ([`FlowTimeDensity`]) and its loss weights ([`FlowWeighting`]).
+//!
 //! Timesteps are 0-based as in diffusers and given per batch element as host `usize`s: the
 //! coefficients are looked up on the host (in `f64`) and uploaded as one small `[batch, 1, …]`
 //! tensor per call, so no device-to-host read ever happens. Noise is drawn on the host from a
@@ -36,12 +40,14 @@
 #![warn(missing_docs)]
 
 mod error;
+mod flow;
 mod noise;
 mod prediction;
 mod process;
 mod weighting;
 
 pub use error::ForwardError;
+pub use flow::{FlowProcess, FlowTimeDensity, FlowWeighting};
 pub use noise::standard_normal;
 pub use prediction::Prediction;
 pub use process::{ForwardProcess, Posterior};

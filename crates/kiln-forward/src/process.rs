@@ -155,8 +155,8 @@ impl<B: Backend> ForwardProcess<B> {
             });
         }
         let column = |i: usize| coefficients.iter().map(move |pair| pair[i]);
-        let on_sample = self.upload(column(0), &output);
-        let on_output = self.upload(column(1), &output);
+        let on_sample = per_batch_element(column(0), &output);
+        let on_output = per_batch_element(column(1), &output);
         Ok(sample * on_sample + output * on_output)
     }
 
@@ -202,19 +202,7 @@ impl<B: Backend> ForwardProcess<B> {
         value: impl Fn(usize) -> f64,
     ) -> Result<Tensor<B, D>, ForwardError> {
         self.check_timesteps(timesteps, like)?;
-        Ok(self.upload(timesteps.iter().map(|&t| value(t)), like))
-    }
-
-    /// Uploads one value per batch element as a `[batch, 1, …, 1]` tensor.
-    fn upload<const D: usize>(
-        &self,
-        values: impl Iterator<Item = f64>,
-        like: &Tensor<B, D>,
-    ) -> Tensor<B, D> {
-        let values: Vec<f32> = values.map(|v| v as f32).collect();
-        let mut shape = [1; D];
-        shape[0] = like.dims()[0];
-        Tensor::from_data(TensorData::new(values, shape), &self.device)
+        Ok(per_batch_element(timesteps.iter().map(|&t| value(t)), like))
     }
 
     fn check_timesteps<const D: usize>(
@@ -247,7 +235,19 @@ impl<B: Backend> ForwardProcess<B> {
     }
 }
 
-fn check_same_shape<B: Backend, const D: usize>(
+/// One value per batch element of `like`, uploaded to its device as a `[batch, 1, …, 1]`
+/// tensor.
+pub(crate) fn per_batch_element<B: Backend, const D: usize>(
+    values: impl Iterator<Item = f64>,
+    like: &Tensor<B, D>,
+) -> Tensor<B, D> {
+    let values: Vec<f32> = values.map(|v| v as f32).collect();
+    let mut shape = [1; D];
+    shape[0] = like.dims()[0];
+    Tensor::from_data(TensorData::new(values, shape), &like.device())
+}
+
+pub(crate) fn check_same_shape<B: Backend, const D: usize>(
     name: &'static str,
     reference: &Tensor<B, D>,
     other: &Tensor<B, D>,

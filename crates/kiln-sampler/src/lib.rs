@@ -23,6 +23,15 @@
 //! | [`Lcm`] | a consistency model's answer f(x_t, t), noised afresh to the next timestep (1 step: one call) | Song et al. 2023, Algorithm 1; Luo et al. 2023 |
 //! | [`Tcd`] | a consistency model's trajectory point at ⌊(1 − γ) t'⌋, noised forward to the next timestep t' | Zheng et al. 2024 |
 //!
+//! Rectified-flow models ([`VelocityModel`]: x_σ = (1 − σ) x_0 + σ ε to the velocity ε − x_0)
+//! have their own samplers over a [`FlowSchedule`](kiln_schedule::FlowSchedule), driven by
+//! [`sample_flow`]:
+//!
+//! | sampler | update | reference |
+//! | --- | --- | --- |
+//! | [`FlowEuler`] | x ← x + (σ' − σ) u, or renoised from x̂_0 = x − σu | diffusers' `FlowMatchEulerDiscreteScheduler` (SD3, Flux) |
+//! | [`FlowHeun`] | Euler predictor, trapezoidal corrector (2 model calls a step) | diffusers' `FlowMatchHeunDiscreteScheduler` |
+//!
 //! Every coefficient is computed on the host in `f64`; the loop never reads a tensor back.
 //! Randomness comes from a caller's RNG, drawn on the host (see
 //! [`standard_normal`](kiln_forward::standard_normal)), so a seed gives the same samples on
@@ -55,6 +64,9 @@ mod dpm_solver_singlestep;
 mod editing;
 mod error;
 mod euler;
+mod flow;
+mod flow_euler;
+mod flow_heun;
 mod guidance;
 mod heun;
 mod inversion;
@@ -83,6 +95,9 @@ pub use dpm2::{Dpm2, Dpm2Config};
 pub use editing::{Resampling, image_to_image, inpaint, slerp};
 pub use error::{ModelError, SamplerError};
 pub use euler::{Euler, EulerConfig};
+pub use flow::{FlowSampler, FnVelocity, VelocityModel, sample_flow};
+pub use flow_euler::{FlowEuler, FlowEulerConfig};
+pub use flow_heun::FlowHeun;
 pub use guidance::{ClassConditional, GuidanceConfig, Guided};
 pub use heun::{Churn, Heun, HeunConfig};
 pub use inversion::{InversionMethod, InversionStep, invert};

@@ -19,6 +19,10 @@
 //! - [`TimestepGrid`], [`karras_sigmas`], [`uniform_lambda_sigmas`] and [`beta_sigmas`]: the
 //!   timesteps and noise levels a sampler visits.
 //!
+//! Rectified-flow models (x_σ = (1 − σ) x_0 + σ ε, Lipman et al. 2023; Esser et al. 2024) have
+//! no β: [`FlowSchedule`] gives their training and sampling σ, shifted as SD3 and Flux shift
+//! them.
+//!
 //! ```
 //! use kiln_schedule::{BetaSchedule, NoiseSchedule};
 //!
@@ -31,6 +35,7 @@
 
 mod beta;
 mod error;
+mod flow;
 mod incomplete_beta;
 mod schedule;
 mod sigma_spacing;
@@ -38,6 +43,7 @@ mod timesteps;
 
 pub use beta::BetaSchedule;
 pub use error::ScheduleError;
+pub use flow::{FlowGrid, FlowSchedule, FlowShift, FlowSpacing, ResolutionShift, TimeShift};
 pub use schedule::NoiseSchedule;
 pub use sigma_spacing::{beta_sigmas, karras_sigmas, uniform_lambda_sigmas};
 pub use timesteps::{GridEnd, TimestepGrid, TimestepSpacing};

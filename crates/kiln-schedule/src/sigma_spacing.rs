@@ -100,7 +100,7 @@ fn check_sigma_range(sigma_min: f64, sigma_max: f64, steps: usize) -> Result<(),
 }
 
 /// A finite, positive parameter.
-fn check_positive(name: &'static str, value: f64) -> Result<(), ScheduleError> {
+pub(crate) fn check_positive(name: &'static str, value: f64) -> Result<(), ScheduleError> {
     check_finite(name, value)?;
     if value <= 0.0 {
         return Err(out_of_range(name, value, "a positive number"));
