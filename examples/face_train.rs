@@ -113,10 +113,11 @@ struct Args {
     /// Cap of the EMA decay.
     #[arg(long, default_value_t = 0.995)]
     ema_decay: f64,
-    /// What the model predicts: epsilon, sample or v_prediction.
+    /// What the model predicts: epsilon, sample, v_prediction or flow_prediction (rectified
+    /// flow's velocity ε − x_0; with --beta-schedule rectified_flow, rectified flow itself).
     #[arg(long, default_value = "epsilon")]
     prediction: String,
-    /// β schedule: linear, scaled_linear, squaredcos_cap_v2 or sigmoid.
+    /// β schedule: linear, scaled_linear, squaredcos_cap_v2, sigmoid or rectified_flow.
     #[arg(long, default_value = "linear")]
     beta_schedule: String,
     /// Min-SNR-γ loss weighting (5 is the paper's choice); off by default.

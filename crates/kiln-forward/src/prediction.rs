@@ -8,7 +8,17 @@
 /// Epsilon:  ε                                   (Ho et al. 2020)
 /// Sample:   x_0
 /// V:        v = √ᾱ_t ε − √(1 − ᾱ_t) x_0         (Salimans & Ho 2022, "Progressive Distillation", §4)
+/// Flow:     u = ε − x_0                           (Lipman et al. 2023; Liu et al. 2023)
 /// ```
+///
+/// `Flow` is rectified flow's velocity: on the straight path x_σ = (1 − σ) x_0 + σ ε it is
+/// dx_σ/dσ. Kiln's samplers feed the model the variance-preserving x_t, which is (a + s) x_σ
+/// with a = √ᾱ_t, s = √(1 − ᾱ_t) and σ = s/(a + s); on [`BetaSchedule::RectifiedFlow`]
+/// (kiln_schedule) σ_t is spread as rectified flow trains it, and deterministic DDIM steps
+/// exactly as rectified flow's Euler sampler does. (diffusers' `flow_prediction` models take
+/// x_σ itself: they are sampled with `kiln_sampler`'s flow samplers.)
+///
+/// [`BetaSchedule::RectifiedFlow`]: kiln_schedule::BetaSchedule::RectifiedFlow
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Prediction {
     /// `epsilon`: the noise ε.
@@ -18,18 +28,22 @@ pub enum Prediction {
     Sample,
     /// `v_prediction`: the velocity v.
     V,
+    /// `flow_prediction`: rectified flow's velocity u = ε − x_0.
+    Flow,
 }
 
 /// The coefficients `[c_a, c_b]` of a linear combination c_a·a + c_b·b.
 type Pair = [f64; 2];
 
 impl Prediction {
-    /// Looks the kind up by its diffusers name (`epsilon`, `sample`, `v_prediction`).
+    /// Looks the kind up by its diffusers name (`epsilon`, `sample`, `v_prediction`,
+    /// `flow_prediction`).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "epsilon" => Some(Self::Epsilon),
             "sample" => Some(Self::Sample),
             "v_prediction" => Some(Self::V),
+            "flow_prediction" => Some(Self::Flow),
             _ => None,
         }
     }
@@ -40,6 +54,7 @@ impl Prediction {
             Self::Epsilon => "epsilon",
             Self::Sample => "sample",
             Self::V => "v_prediction",
+            Self::Flow => "flow_prediction",
         }
     }
 
@@ -51,6 +66,7 @@ impl Prediction {
             Self::Epsilon => [0.0, 1.0],
             Self::Sample => [1.0, 0.0],
             Self::V => [-noise, signal],
+            Self::Flow => [-1.0, 1.0],
         }
     }
 
@@ -63,6 +79,7 @@ impl Prediction {
     /// Epsilon: x_0 = (x_t − s ε̂)/a,   ε = ε̂
     /// Sample:  x_0 = x̂_0,             ε = (x_t − a x̂_0)/s
     /// V:       x_0 = a x_t − s v̂,     ε = s x_t + a v̂
+    /// Flow:    x_0 = (x_t − s û)/(a + s),   ε = (x_t + a û)/(a + s)
     /// ```
     ///
     /// and `to` is then combined from them. The coefficients are infinite where the conversion
@@ -76,6 +93,10 @@ impl Prediction {
             Self::Epsilon => ([1.0 / signal, -noise / signal], [0.0, 1.0]),
             Self::Sample => ([0.0, 1.0], [1.0 / noise, -signal / noise]),
             Self::V => ([signal, -noise], [noise, signal]),
+            Self::Flow => {
+                let sum = signal + noise;
+                ([1.0 / sum, -noise / sum], [1.0 / sum, signal / sum])
+            }
         };
         let [on_clean, on_eps] = to.target_coefficients(alpha_cumprod);
         // Skip zero terms so that an unused infinite coefficient does not turn into NaN.

@@ -100,7 +100,7 @@ impl<B: Backend> ForwardProcess<B> {
     }
 
     /// The training target of a model that predicts `prediction`, for x_t built from `x0` and
-    /// `noise` at `timesteps`: ε, x_0 or v = √ᾱ_t ε − √(1 − ᾱ_t) x_0.
+    /// `noise` at `timesteps`: ε, x_0, v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 or u = ε − x_0.
     pub fn target<const D: usize>(
         &self,
         prediction: Prediction,
@@ -113,7 +113,7 @@ impl<B: Backend> ForwardProcess<B> {
         match prediction {
             Prediction::Epsilon => Ok(noise),
             Prediction::Sample => Ok(x0),
-            Prediction::V => {
+            Prediction::V | Prediction::Flow => {
                 let abar = self.schedule.alphas_cumprod();
                 let coefficients = |t: usize| prediction.target_coefficients(abar[t]);
                 let on_clean = self.per_sample_with(timesteps, &x0, |t| coefficients(t)[0])?;

@@ -4,7 +4,8 @@ use crate::{ForwardError, Prediction};
 ///
 /// The squared errors of the three targets differ by SNR-dependent factors
 /// (‖ε − ε̂‖² = SNR·‖x_0 − x̂_0‖² and ‖v − v̂‖² = (SNR + 1)·‖x_0 − x̂_0‖²), so a weighting
-/// defined on x_0 has a different form for each target.
+/// defined on x_0 has a different form for each target (and ‖u − û‖² = (√SNR + 1)²·‖x_0 − x̂_0‖²
+/// for rectified flow's velocity u = ε − x_0).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum LossWeighting {
     /// Every timestep weighs 1 (Ho et al. 2020's "simple" loss for the chosen target).
@@ -15,6 +16,7 @@ pub enum LossWeighting {
     ///
     /// ```text
     /// x_0 target: min(SNR, γ)        ε target: min(SNR, γ)/SNR        v target: min(SNR, γ)/(SNR + 1)
+    /// flow target (u = ε − x_0): min(SNR, γ)/(√SNR + 1)²
     /// ```
     ///
     /// evaluated in forms that stay finite at SNR = 0 (zero-terminal-SNR schedules) and
@@ -41,6 +43,7 @@ impl LossWeighting {
             Prediction::Epsilon if snr <= gamma => 1.0,
             Prediction::Epsilon => gamma / snr,
             Prediction::V => clamped / (snr + 1.0),
+            Prediction::Flow => clamped / (snr.sqrt() + 1.0).powi(2),
         })
     }
 }

@@ -155,7 +155,12 @@ fn posterior_matches_bayes_rule() {
     );
 }
 
-const KINDS: [Prediction; 3] = [Prediction::Epsilon, Prediction::Sample, Prediction::V];
+const KINDS: [Prediction; 4] = [
+    Prediction::Epsilon,
+    Prediction::Sample,
+    Prediction::V,
+    Prediction::Flow,
+];
 
 #[test]
 fn predictions_convert_into_each_other() {
@@ -214,6 +219,33 @@ fn v_target_is_the_closed_form() {
     assert!((v - expected).abs() < 1e-6);
 }
 
+/// The flow target is ε − x_0 at every timestep, and x_t on the rectified-flow schedule is
+/// the straight path's x_σ = (1 − σ) x_0 + σ ε divided by √((1 − σ)² + σ²), σ = (t + 1)/T.
+#[test]
+fn flow_target_is_the_velocity_of_the_straight_path() {
+    let device = Default::default();
+    let forward = process(BetaSchedule::rectified_flow(), 1000);
+    let x0 = Tensor::<B, 1>::from_floats([0.5, 0.5, 0.5], &device);
+    let noise = Tensor::<B, 1>::from_floats([-2.0, -2.0, -2.0], &device);
+    let timesteps = [0, 599, 999];
+    let u = values(
+        forward
+            .target(Prediction::Flow, x0.clone(), noise.clone(), &timesteps)
+            .unwrap(),
+    );
+    assert_eq!(u, [-2.5; 3]);
+    let x_t = values(forward.q_sample(x0, &timesteps, noise).unwrap());
+    for (got, t) in x_t.iter().zip(timesteps) {
+        let sigma = (t + 1) as f64 / 1000.0;
+        let norm = ((1.0 - sigma).powi(2) + sigma * sigma).sqrt();
+        let expected = ((1.0 - sigma) * 0.5 + sigma * -2.0) / norm;
+        assert!(
+            (f64::from(*got) - expected).abs() < 1e-6,
+            "t = {t}: {got} against {expected}"
+        );
+    }
+}
+
 #[test]
 fn epsilon_says_nothing_about_x0_at_zero_snr() {
     let device = Default::default();
@@ -245,7 +277,7 @@ fn epsilon_says_nothing_about_x0_at_zero_snr() {
     assert_eq!(values(clean), vec![-1.0; 6]);
 }
 
-/// Min-SNR weights make the three targets' weighted losses equal for the same x̂_0 error,
+/// Min-SNR weights make the four targets' weighted losses equal for the same x̂_0 error,
 /// which is what "the x_0 loss weighted by min(SNR, γ)" means for each target.
 #[test]
 fn min_snr_weights_agree_across_targets() {
@@ -286,7 +318,7 @@ fn min_snr_weights_agree_across_targets() {
         values(per_sample * forward.loss_weights(weighting, kind, &timesteps).unwrap())
     };
     let reference = weighted_loss(Prediction::Sample);
-    for kind in [Prediction::Epsilon, Prediction::V] {
+    for kind in [Prediction::Epsilon, Prediction::V, Prediction::Flow] {
         for (got, want) in weighted_loss(kind).iter().zip(&reference) {
             assert!(
                 (got - want).abs() <= 1e-3 * want.abs().max(1e-4),

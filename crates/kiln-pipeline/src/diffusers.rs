@@ -48,6 +48,15 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
     let parsed: SchedulerConfig =
         serde_json::from_str(&text).map_err(|error| PipelineError::io(file, error))?;
     let prediction = prediction(file, &parsed.prediction_type)?;
+    if prediction == Prediction::Flow {
+        // diffusers' flow models (FlowMatch schedulers) take x_σ = (1 − σ) x_0 + σ ε, not the
+        // variance-preserving x_t Kiln's samplers give a model with a β schedule.
+        return Err(unsupported(
+            file,
+            "prediction_type",
+            &parsed.prediction_type,
+        ));
+    }
     if let Some(betas) = parsed.trained_betas {
         if betas.len() != parsed.num_train_timesteps {
             let problem = format!(
@@ -117,7 +126,18 @@ impl<B: Backend> SamplingModel<B> {
     /// The scheduler holds every β_t as `trained_betas`, so any schedule (cosine, or one
     /// rescaled to zero terminal SNR) reaches diffusers exactly, with the prediction type and
     /// clipping of x̂_0 to [−1, 1]; `sample_size` is the model's image size where known.
+    ///
+    /// A `flow_prediction` model is refused ([`PipelineError::Unsupported`]): diffusers'
+    /// `DDPMScheduler` has no such prediction type, and its flow schedulers feed the model
+    /// x_σ rather than the x_t Kiln's flow models were trained on.
     pub fn save_diffusers(&self, folder: &Path) -> Result<(), PipelineError> {
+        if self.prediction == Prediction::Flow {
+            return Err(unsupported(
+                folder,
+                "prediction_type",
+                self.prediction.name(),
+            ));
+        }
         save_diffusers(
             &self.model,
             &self.config,

@@ -26,7 +26,7 @@ pub enum PipelineError {
         damage: Damage,
     },
     /// A recorded setting (a run's `state.json`, a diffusers `scheduler_config.json`) that
-    /// Kiln cannot sample with.
+    /// Kiln cannot sample with, or a model's setting that a diffusers folder cannot hold.
     #[error("{path}: unsupported {field} {value:?}")]
     Unsupported {
         /// The file.

@@ -77,6 +77,42 @@ fn a_pipeline_folder_with_unet_and_scheduler_loads_the_schedule() {
     assert_eq!(loaded.schedule.num_timesteps(), 500);
 }
 
+/// diffusers' `flow_prediction` models take x_σ, not the x_t Kiln gives a model with a β
+/// schedule: such a scheduler config is refused, and so is saving a Kiln flow model (trained on
+/// x_t) for diffusers, whose `DDPMScheduler` has no flow prediction.
+#[test]
+fn flow_models_neither_come_from_nor_go_to_diffusers_folders() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("flow-model");
+    let _ = fs::remove_dir_all(&folder);
+    fs::create_dir_all(&folder).unwrap();
+    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        fs::copy(fixture.join(file), folder.join(file)).unwrap();
+    }
+    fs::write(
+        folder.join("scheduler_config.json"),
+        r#"{"num_train_timesteps": 1000, "prediction_type": "flow_prediction"}"#,
+    )
+    .unwrap();
+    let device = Default::default();
+    let refused = load_for_sampling::<Flex>(&folder, &device).unwrap_err();
+    assert!(
+        matches!(&refused, PipelineError::Unsupported { field, value, .. }
+            if field == "prediction_type" && value == "flow_prediction"),
+        "{refused}"
+    );
+    let mut model = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    model.prediction = Prediction::Flow;
+    model.schedule = NoiseSchedule::new(&BetaSchedule::rectified_flow(), 1000).unwrap();
+    let saved = folder.join("saved");
+    assert!(matches!(
+        model.save_diffusers(&saved),
+        Err(PipelineError::Unsupported { .. })
+    ));
+    assert!(!saved.exists());
+}
+
 #[test]
 fn a_model_saved_as_a_diffusers_pipeline_loads_back_the_same() {
     let fixture =

@@ -10,10 +10,13 @@ use burn::tensor::{Tensor, TensorData};
 use flow_settings::flow_settings;
 use kiln_forward::standard_normal;
 use kiln_sampler::{
-    FlowEuler, FlowEulerConfig, FlowHeun, FlowSampler, FnVelocity, SamplerError, VelocityModel,
-    sample_flow,
+    Ddim, DdimConfig, FlowEuler, FlowEulerConfig, FlowHeun, FlowSampler, FnDenoiser, FnVelocity,
+    Prediction, SampleClipping, SamplerError, VelocityModel, sample, sample_flow,
 };
-use kiln_schedule::{FlowSchedule, FlowShift, ScheduleError};
+use kiln_schedule::{
+    BetaSchedule, FlowSchedule, FlowShift, GridEnd, NoiseSchedule, ScheduleError, TimestepGrid,
+    TimestepSpacing,
+};
 use rand::{SeedableRng, rngs::StdRng};
 
 type B = Flex;
@@ -89,8 +92,16 @@ fn loops_match_diffusers_element_for_element() {
 /// v = (1 − σ)² s² + σ², and u = E[ε − x_0 | x_σ] = (σ − (1 − σ) s²)/v · x_σ. The ODE takes
 /// x_1 = z to x_0 = s z.
 fn gaussian_flow(s: f64) -> FnVelocity<impl Fn(Tensor<B, 2>, f64) -> Tensor<B, 2>> {
+    gaussian_flow_over(s, 1000.0)
+}
+
+/// [`gaussian_flow`] for a model called at σ·`train_timesteps`.
+fn gaussian_flow_over(
+    s: f64,
+    train_timesteps: f64,
+) -> FnVelocity<impl Fn(Tensor<B, 2>, f64) -> Tensor<B, 2>> {
     FnVelocity(move |x: Tensor<B, 2>, t: f64| {
-        let sigma = t / 1000.0;
+        let sigma = t / train_timesteps;
         let variance = (1.0 - sigma).powi(2) * s * s + sigma * sigma;
         x.mul_scalar((sigma - (1.0 - sigma) * s * s) / variance)
     })
@@ -136,6 +147,43 @@ fn euler_is_first_order_and_heun_second() {
     );
     assert!(heun_ratio > 3.3, "Heun: {heun_20} then {heun_40}");
     assert!(heun_20 < euler_20 / 5.0, "Heun {heun_20}, Euler {euler_20}");
+}
+
+/// Kiln's own rectified flow is a variance-preserving model: `flow_prediction` over the
+/// `rectified_flow` β schedule, fed x_t = x_σ / √((1 − σ)² + σ²). Deterministic DDIM on it
+/// steps exactly as the flow Euler sampler does on x_σ: with T = N = 10, `trailing` DDIM
+/// visits σ = 1, 0.9, …, 0.1, the flow grid of 10 steps over 10 timesteps, and both end at
+/// σ = 0.
+#[test]
+fn ddim_on_the_rectified_flow_schedule_is_flow_euler() {
+    let s = 0.5;
+    let train = 10;
+    let velocity = gaussian_flow_over(s, train as f64);
+    let on_vp_scale = FnDenoiser::new(Prediction::Flow, |x: Tensor<B, 2>, t: f64| {
+        let sigma = (t + 1.0) / train as f64;
+        let norm = ((1.0 - sigma).powi(2) + sigma * sigma).sqrt();
+        velocity
+            .velocity(x.mul_scalar(norm), sigma * train as f64)
+            .unwrap()
+    });
+    let schedule = NoiseSchedule::new(&BetaSchedule::rectified_flow(), train).unwrap();
+    let config = DdimConfig {
+        clipping: SampleClipping::default(),
+        grid: TimestepGrid::new(TimestepSpacing::Trailing, GridEnd::AtLastStep),
+        ..DdimConfig::default()
+    };
+    let mut ddim = Ddim::new(config, &schedule, train).unwrap();
+    let z = standard_normal::<B, 2>([16, 2], &mut StdRng::seed_from_u64(3), &Default::default());
+    let rng = &mut StdRng::seed_from_u64(0);
+    let by_ddim = sample(&mut ddim, &on_vp_scale, z.clone(), rng, |_| {}).unwrap();
+    let flow = FlowSchedule {
+        train_timesteps: train,
+        ..FlowSchedule::default()
+    };
+    let mut euler = FlowEuler::new(FlowEulerConfig::default(), &flow, train).unwrap();
+    let by_euler = sample_flow(&mut euler, &velocity, z, rng, |_| {}).unwrap();
+    let difference = (by_ddim - by_euler).abs().max().into_scalar();
+    assert!(difference < 1e-5, "{difference}");
 }
 
 /// Data that is always c: the path is straight, so one Euler step, any number of Heun steps,

@@ -1,4 +1,6 @@
 use crate::ScheduleError;
+use crate::flow::{FlowSchedule, FlowShift};
+use crate::numbers::{check_finite, linspace, out_of_range};
 
 /// How the variances β_0, …, β_{T-1} of the forward process are laid out.
 ///
@@ -39,6 +41,21 @@ pub enum BetaSchedule {
         beta_start: f64,
         /// The upper asymptote of β.
         beta_end: f64,
+    },
+    /// `rectified_flow` (Kiln's own name; diffusers has no β schedule for it): rectified
+    /// flow's path x_σ = (1 − σ) x_0 + σ ε on the variance-preserving scale, with the σ that
+    /// [`FlowSchedule`] trains at, σ_t = shift(τ) = s τ / (1 + (s − 1) τ) for τ = (t + 1)/T:
+    ///
+    /// ```text
+    /// ᾱ_t = (1 − σ_t)² / ((1 − σ_t)² + σ_t²),   β_t = 1 − ᾱ_t / ᾱ_{t−1}
+    /// ```
+    ///
+    /// so x_t = x_σ / √((1 − σ_t)² + σ_t²). The last timestep is pure noise (ᾱ = 0, zero
+    /// terminal SNR). With `flow_prediction` and uniform timesteps this trains rectified flow
+    /// (Liu et al. 2023), and deterministic DDIM samples as its Euler method does.
+    RectifiedFlow {
+        /// The shift s toward noise (1: none; SD3 samples with 3).
+        shift: f64,
     },
     /// `trained_betas`: the betas given one per timestep; their count sets T.
     Custom(Vec<f64>),
@@ -83,10 +100,17 @@ impl BetaSchedule {
         }
     }
 
+    /// `rectified_flow` without a shift.
+    pub fn rectified_flow() -> Self {
+        Self::RectifiedFlow { shift: 1.0 }
+    }
+
     /// Looks a schedule up by its diffusers name (`linear`, `scaled_linear`,
-    /// `squaredcos_cap_v2` or its alias `cosine`, `sigmoid`) with default parameters.
+    /// `squaredcos_cap_v2` or its alias `cosine`, `sigmoid`), or Kiln's `rectified_flow`, with
+    /// default parameters.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
+            "rectified_flow" => Some(Self::rectified_flow()),
             "linear" => Some(Self::linear()),
             "scaled_linear" => Some(Self::scaled_linear()),
             "squaredcos_cap_v2" | "cosine" => Some(Self::cosine()),
@@ -141,6 +165,7 @@ impl BetaSchedule {
                     .map(|u| beta_start + (beta_end - beta_start) / (1.0 + (-u).exp()))
                     .collect()
             }
+            Self::RectifiedFlow { shift } => rectified_flow_betas(*shift, timesteps)?,
             Self::Custom(betas) => {
                 if betas.len() != timesteps {
                     return Err(out_of_range(
@@ -173,21 +198,27 @@ pub(crate) fn validate_betas(betas: &[f64]) -> Result<(), ScheduleError> {
     }
 }
 
-/// `n` evenly spaced points from `start` to `end` inclusive (`[start]` when n = 1), as
-/// `numpy.linspace`.
-pub(crate) fn linspace(start: f64, end: f64, n: usize) -> impl Iterator<Item = f64> {
-    let step = if n > 1 {
-        (end - start) / (n - 1) as f64
-    } else {
-        0.0
+/// β of rectified flow's path on the variance-preserving scale: ᾱ_t = (1 − σ_t)²/((1 − σ_t)² +
+/// σ_t²) over [`FlowSchedule::training_sigmas`] (which run from σ = 1 down).
+fn rectified_flow_betas(shift: f64, timesteps: usize) -> Result<Vec<f64>, ScheduleError> {
+    let flow = FlowSchedule {
+        train_timesteps: timesteps,
+        shift: FlowShift::Static(shift),
+        ..FlowSchedule::default()
     };
-    (0..n).map(move |i| {
-        if i + 1 == n && n > 1 {
-            end
-        } else {
-            start + step * i as f64
-        }
-    })
+    let mut previous = 1.0;
+    Ok(flow
+        .training_sigmas()?
+        .iter()
+        .rev()
+        .map(|sigma| {
+            let signal = (1.0 - sigma).powi(2);
+            let alpha_cumprod = signal / (signal + sigma * sigma);
+            let beta = 1.0 - alpha_cumprod / previous;
+            previous = alpha_cumprod;
+            beta
+        })
+        .collect())
 }
 
 /// The cosine schedule's betas (Nichol & Dhariwal 2021, eq. 17), as diffusers'
@@ -220,24 +251,4 @@ fn check_range(beta_start: f64, beta_end: f64) -> Result<(), ScheduleError> {
         });
     }
     Ok(())
-}
-
-pub(crate) fn check_finite(name: &'static str, value: f64) -> Result<(), ScheduleError> {
-    if value.is_finite() {
-        Ok(())
-    } else {
-        Err(ScheduleError::NonFinite { name, value })
-    }
-}
-
-pub(crate) fn out_of_range(
-    name: &'static str,
-    value: f64,
-    expected: &'static str,
-) -> ScheduleError {
-    ScheduleError::OutOfRange {
-        name,
-        value,
-        expected,
-    }
 }

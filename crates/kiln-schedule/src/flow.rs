@@ -11,8 +11,8 @@
 //! [`FlowSchedule`] builds the tables exactly as diffusers' `FlowMatchEulerDiscreteScheduler`.
 
 use crate::ScheduleError;
-use crate::beta::{check_finite, linspace, out_of_range};
-use crate::sigma_spacing::{beta_sigmas, check_positive, karras_sigmas, uniform_lambda_sigmas};
+use crate::numbers::{check_finite, check_positive, linspace, out_of_range};
+use crate::sigma_spacing::{beta_sigmas, karras_sigmas, uniform_lambda_sigmas};
 
 /// How σ is moved toward noise (diffusers' `shift`, `use_dynamic_shifting` and
 /// `time_shift_type`).

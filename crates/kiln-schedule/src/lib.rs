@@ -37,6 +37,7 @@ mod beta;
 mod error;
 mod flow;
 mod incomplete_beta;
+mod numbers;
 mod schedule;
 mod sigma_spacing;
 mod timesteps;

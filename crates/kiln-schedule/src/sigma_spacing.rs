@@ -1,8 +1,8 @@
 //! Noise levels spaced for few-step sampling, between a schedule's smallest and largest σ.
 
 use crate::ScheduleError;
-use crate::beta::{check_finite, linspace, out_of_range};
 use crate::incomplete_beta::beta_quantile;
+use crate::numbers::{check_positive, linspace, out_of_range};
 
 /// The noise levels of Karras et al. 2022 ("Elucidating the Design Space of Diffusion-Based
 /// Generative Models", eq. 5), from `sigma_max` down to `sigma_min` in `steps` points:
@@ -95,15 +95,6 @@ fn check_sigma_range(sigma_min: f64, sigma_max: f64, steps: usize) -> Result<(),
     check_positive("sigma_max", sigma_max)?;
     if sigma_min > sigma_max {
         return Err(out_of_range("sigma_min", sigma_min, "at most sigma_max"));
-    }
-    Ok(())
-}
-
-/// A finite, positive parameter.
-pub(crate) fn check_positive(name: &'static str, value: f64) -> Result<(), ScheduleError> {
-    check_finite(name, value)?;
-    if value <= 0.0 {
-        return Err(out_of_range(name, value, "a positive number"));
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 use crate::ScheduleError;
-use crate::beta::linspace;
+use crate::numbers::linspace;
 
 /// How N inference timesteps are spread over the T training timesteps: diffusers'
 /// `timestep_spacing` (compared in Lin et al. 2023, Table 2).

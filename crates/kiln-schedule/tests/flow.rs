@@ -6,7 +6,8 @@ mod flow_settings;
 
 use flow_settings::flow_settings;
 use kiln_schedule::{
-    FlowSchedule, FlowShift, FlowSpacing, ResolutionShift, ScheduleError, TimeShift,
+    BetaSchedule, FlowSchedule, FlowShift, FlowSpacing, NoiseSchedule, ResolutionShift,
+    ScheduleError, TimeShift,
 };
 
 /// Every grid of `benches/peer/flow_fixtures.py` (5 shifts, 4 spacings, with and without
@@ -168,4 +169,35 @@ fn bad_settings_are_refused() {
         ..FlowSchedule::default()
     };
     refused(one_step.grid(1), "shift_terminal");
+}
+
+/// `rectified_flow` puts the straight path on the variance-preserving scale: ᾱ_t =
+/// (1 − σ_t)²/((1 − σ_t)² + σ_t²) over the training σ, pure noise at the last timestep.
+#[test]
+fn rectified_flow_betas_give_the_straight_path() {
+    for shift in [1.0, 3.0] {
+        let flow = FlowSchedule {
+            shift: FlowShift::Static(shift),
+            ..FlowSchedule::default()
+        };
+        let schedule = NoiseSchedule::new(&BetaSchedule::RectifiedFlow { shift }, 1000).unwrap();
+        let sigmas: Vec<f64> = flow.training_sigmas().unwrap().into_iter().rev().collect();
+        for (t, (abar, sigma)) in schedule.alphas_cumprod().iter().zip(&sigmas).enumerate() {
+            let signal = (1.0 - sigma).powi(2);
+            let expected = signal / (signal + sigma * sigma);
+            assert!(
+                (abar - expected).abs() <= 1e-13,
+                "shift {shift}, t = {t}: {abar} against {expected}"
+            );
+        }
+        assert_eq!(schedule.alphas_cumprod()[999], 0.0);
+    }
+    assert_eq!(
+        BetaSchedule::from_name("rectified_flow"),
+        Some(BetaSchedule::RectifiedFlow { shift: 1.0 })
+    );
+    assert!(matches!(
+        BetaSchedule::RectifiedFlow { shift: -1.0 }.betas(1000),
+        Err(ScheduleError::OutOfRange { name: "shift", .. })
+    ));
 }

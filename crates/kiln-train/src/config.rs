@@ -56,10 +56,12 @@ pub struct TrainConfig {
     #[config(default = 1000)]
     pub num_train_timesteps: usize,
     /// The β schedule, by its diffusers name (`linear`, `scaled_linear`, `squaredcos_cap_v2`,
-    /// `sigmoid`).
+    /// `sigmoid`) or `rectified_flow` (rectified flow's path, with `flow_prediction`).
     #[config(default = "String::from(\"linear\")")]
     pub beta_schedule: String,
-    /// What the model predicts: `epsilon`, `sample` or `v_prediction`.
+    /// What the model predicts: `epsilon`, `sample`, `v_prediction` or `flow_prediction`
+    /// (rectified flow's velocity ε − x_0; with the `rectified_flow` β schedule, rectified
+    /// flow itself: see [`kiln_forward::Prediction::Flow`]).
     #[config(default = "String::from(\"epsilon\")")]
     pub prediction: String,
     /// Min-SNR-γ loss weighting (Hang et al. 2023); `None` weighs every timestep equally.
@@ -204,7 +206,7 @@ impl TrainConfig {
             invalid(
                 "prediction",
                 format!(
-                    "{:?}; expected epsilon, sample or v_prediction",
+                    "{:?}; expected epsilon, sample, v_prediction or flow_prediction",
                     self.prediction
                 ),
             )
@@ -325,7 +327,7 @@ impl TrainConfig {
             invalid(
                 "beta_schedule",
                 format!(
-                    "{:?}; expected linear, scaled_linear, squaredcos_cap_v2 or sigmoid",
+                    "{:?}; expected linear, scaled_linear, squaredcos_cap_v2, sigmoid or rectified_flow",
                     self.beta_schedule
                 ),
             )
