@@ -74,10 +74,7 @@ impl FlowProcess {
     ) -> Result<Tensor<B, 1>, ForwardError> {
         let weights = sigmas
             .iter()
-            .map(|&sigma| {
-                check_sigma(sigma)?;
-                weighting.weight(sigma)
-            })
+            .map(|&sigma| weighting.weight(sigma))
             .collect::<Result<Vec<f64>, _>>()?;
         let values: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
         Ok(Tensor::from_data(
@@ -87,12 +84,14 @@ impl FlowProcess {
     }
 }
 
-/// The distribution of the training noise levels t ∈ (0, 1) before the schedule's shift
-/// (Esser et al. 2024, "Scaling Rectified Flow Transformers for High-Resolution Image
-/// Synthesis", §3.1; diffusers' `compute_density_for_timestep_sampling`). t = 1 is pure noise.
+/// The distribution of the training noise levels t ∈ [0, 1] before the schedule's shift, as
+/// Esser et al. 2024 write them ("Scaling Rectified Flow Transformers for High-Resolution Image
+/// Synthesis", §3.1): t = 1 is pure noise. (diffusers' `compute_density_for_timestep_sampling`
+/// has the first three; its SD3 and Flux scripts use the draw as an index into the σ table
+/// from the noisiest down, so a positive `logit_mean` there moves toward the data.)
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum FlowTimeDensity {
-    /// t ~ U(0, 1): rectified flow as Liu et al. 2023 train it.
+    /// t ~ U[0, 1): rectified flow as Liu et al. 2023 train it.
     #[default]
     Uniform,
     /// t = sigmoid(n), n ~ N(`mean`, `std`²) (eq. 19): more weight on the middle; SD3 uses
@@ -169,20 +168,25 @@ pub enum FlowWeighting {
     /// Every σ weighs 1: conditional flow matching (SD3's choice with logit-normal σ).
     #[default]
     Uniform,
-    /// 1/σ², the ε loss written on the velocity (diffusers' `sigma_sqrt`).
+    /// 1/σ² (diffusers' `sigma_sqrt`, named for σ^−2): the weight diffusers' SD3 scripts
+    /// give the x_0 loss of a velocity model, whose x_0 error is σ times its velocity error.
     SigmaSqrt,
     /// 2 / (π (1 − 2σ + 2σ²)), the weighting of the cosine schedule (`cosmap`).
     CosMap,
 }
 
 impl FlowWeighting {
-    /// The weight of the loss at noise level `sigma`. 1/σ² is refused at σ = 0.
+    /// The weight of the loss at noise level `sigma` ∈ [0, 1]. 1/σ² is refused where it is
+    /// not a finite f32 (σ = 0, or below about 1e-19).
     pub fn weight(self, sigma: f64) -> Result<f64, ForwardError> {
+        check_sigma(sigma)?;
         Ok(match self {
             Self::Uniform => 1.0,
             Self::SigmaSqrt => {
-                check_setting("sigma", sigma, sigma > 0.0, "above 0 for 1/sigma^2")?;
-                sigma.powi(-2)
+                let weight = sigma.powi(-2);
+                let finite = (weight as f32).is_finite();
+                check_setting("sigma", sigma, finite, "above 1e-19 for 1/sigma^2")?;
+                weight
             }
             Self::CosMap => 2.0 / (PI * (1.0 - 2.0 * sigma + 2.0 * sigma * sigma)),
         })

@@ -2,7 +2,7 @@
 /// `prediction_type`.
 ///
 /// Each kind is a fixed linear combination of the clean data x_0 and the noise ε, so any one
-/// of them, with x_t, determines the others (except ε → x_0 where ᾱ_t = 0):
+/// of them, with x_t, determines the others (except ε, which says nothing of x_0 where ᾱ_t = 0):
 ///
 /// ```text
 /// Epsilon:  ε                                   (Ho et al. 2020)
@@ -83,7 +83,7 @@ impl Prediction {
     /// ```
     ///
     /// and `to` is then combined from them. The coefficients are infinite where the conversion
-    /// is undefined (ε → x_0 or v at ᾱ = 0).
+    /// is undefined (from ε to any other kind at ᾱ = 0).
     pub fn conversion_coefficients(self, to: Prediction, alpha_cumprod: f64) -> [f64; 2] {
         if self == to {
             return [0.0, 1.0];

@@ -2,10 +2,10 @@ use crate::{ForwardError, Prediction};
 
 /// How the per-timestep training losses are weighted.
 ///
-/// The squared errors of the three targets differ by SNR-dependent factors
-/// (‖ε − ε̂‖² = SNR·‖x_0 − x̂_0‖² and ‖v − v̂‖² = (SNR + 1)·‖x_0 − x̂_0‖²), so a weighting
-/// defined on x_0 has a different form for each target (and ‖u − û‖² = (√SNR + 1)²·‖x_0 − x̂_0‖²
-/// for rectified flow's velocity u = ε − x_0).
+/// The squared errors of the targets differ by SNR-dependent factors
+/// (‖ε − ε̂‖² = SNR·‖x_0 − x̂_0‖², ‖v − v̂‖² = (SNR + 1)·‖x_0 − x̂_0‖² and, for rectified
+/// flow's velocity u = ε − x_0, ‖u − û‖² = (√SNR + 1)²·‖x_0 − x̂_0‖²), so a weighting defined
+/// on x_0 has a different form for each target.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum LossWeighting {
     /// Every timestep weighs 1 (Ho et al. 2020's "simple" loss for the chosen target).

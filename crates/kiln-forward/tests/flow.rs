@@ -70,6 +70,20 @@ fn bad_inputs_are_refused() {
         FlowProcess::loss_weights::<B>(FlowWeighting::SigmaSqrt, &[0.5, 0.0], &device),
         Err(ForwardError::OutOfRange { name: "sigma", .. })
     ));
+    // Weights of a σ outside [0, 1], or 1/σ² past f32's range.
+    for (weighting, sigma) in [
+        (FlowWeighting::Uniform, f64::NAN),
+        (FlowWeighting::CosMap, 1.5),
+        (FlowWeighting::SigmaSqrt, 1e-30),
+    ] {
+        assert!(
+            matches!(
+                weighting.weight(sigma),
+                Err(ForwardError::OutOfRange { name: "sigma", .. })
+            ),
+            "{weighting:?} at {sigma}"
+        );
+    }
     for density in [
         FlowTimeDensity::LogitNormal {
             mean: 0.0,

@@ -45,18 +45,18 @@ fn epsilon() -> String {
 /// The prediction type and training schedule of the scheduler config `file`.
 pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule), PipelineError> {
     let text = fs::read_to_string(file).map_err(|error| PipelineError::io(file, error))?;
-    let parsed: SchedulerConfig =
+    let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|error| PipelineError::io(file, error))?;
-    let prediction = prediction(file, &parsed.prediction_type)?;
-    if prediction == Prediction::Flow {
-        // diffusers' flow models (FlowMatch schedulers) take x_σ = (1 − σ) x_0 + σ ε, not the
-        // variance-preserving x_t Kiln's samplers give a model with a β schedule.
-        return Err(unsupported(
-            file,
-            "prediction_type",
-            &parsed.prediction_type,
-        ));
+    if let Some((field, value)) = flow_matching(&raw) {
+        return Err(unsupported(file, field, &value));
     }
+    let parsed: SchedulerConfig =
+        serde_json::from_value(raw).map_err(|error| PipelineError::io(file, error))?;
+    if parsed.beta_schedule == "rectified_flow" {
+        // Kiln's own name, which no diffusers scheduler knows.
+        return Err(unsupported(file, "beta_schedule", &parsed.beta_schedule));
+    }
+    let prediction = prediction(file, &parsed.prediction_type)?;
     if let Some(betas) = parsed.trained_betas {
         if betas.len() != parsed.num_train_timesteps {
             let problem = format!(
@@ -86,6 +86,27 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
     let schedule = NoiseSchedule::new(&beta, parsed.num_train_timesteps)
         .map_err(|error| PipelineError::io(file, error))?;
     Ok((prediction, schedule))
+}
+
+/// The setting that marks a scheduler config as flow matching, and its value: diffusers'
+/// `FlowMatch*` schedulers (which have no `prediction_type`), `use_flow_sigmas` on a multistep
+/// scheduler, or `prediction_type = flow_prediction`. Their models take x_σ = (1 − σ) x_0 + σ ε,
+/// not the variance-preserving x_t that Kiln gives a model with a β schedule.
+fn flow_matching(config: &serde_json::Value) -> Option<(&'static str, String)> {
+    let text = |key: &str| config.get(key).and_then(|value| value.as_str());
+    if let Some(class) = text("_class_name").filter(|class| class.starts_with("FlowMatch")) {
+        return Some(("_class_name", class.to_string()));
+    }
+    if config
+        .get("use_flow_sigmas")
+        .and_then(|value| value.as_bool())
+        == Some(true)
+    {
+        return Some(("use_flow_sigmas", "true".into()));
+    }
+    text("prediction_type")
+        .filter(|&name| name == Prediction::Flow.name())
+        .map(|name| ("prediction_type", name.to_string()))
 }
 
 /// diffusers' `sample_size` from a model `config.json`, if it is a single number.

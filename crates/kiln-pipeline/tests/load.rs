@@ -77,9 +77,10 @@ fn a_pipeline_folder_with_unet_and_scheduler_loads_the_schedule() {
     assert_eq!(loaded.schedule.num_timesteps(), 500);
 }
 
-/// diffusers' `flow_prediction` models take x_σ, not the x_t Kiln gives a model with a β
-/// schedule: such a scheduler config is refused, and so is saving a Kiln flow model (trained on
-/// x_t) for diffusers, whose `DDPMScheduler` has no flow prediction.
+/// diffusers' flow-matching models take x_σ, not the x_t Kiln gives a model with a β schedule:
+/// their scheduler configs (a `FlowMatch*` class, `use_flow_sigmas`, `flow_prediction`) are
+/// refused, as is Kiln's own `rectified_flow` name in a diffusers file, and saving a Kiln flow
+/// model (trained on x_t) for diffusers, whose `DDPMScheduler` has no flow prediction.
 #[test]
 fn flow_models_neither_come_from_nor_go_to_diffusers_folders() {
     let fixture =
@@ -90,18 +91,37 @@ fn flow_models_neither_come_from_nor_go_to_diffusers_folders() {
     for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
         fs::copy(fixture.join(file), folder.join(file)).unwrap();
     }
-    fs::write(
-        folder.join("scheduler_config.json"),
-        r#"{"num_train_timesteps": 1000, "prediction_type": "flow_prediction"}"#,
-    )
-    .unwrap();
     let device = Default::default();
-    let refused = load_for_sampling::<Flex>(&folder, &device).unwrap_err();
-    assert!(
-        matches!(&refused, PipelineError::Unsupported { field, value, .. }
-            if field == "prediction_type" && value == "flow_prediction"),
-        "{refused}"
-    );
+    for (config, field, value) in [
+        (
+            r#"{"num_train_timesteps": 1000, "prediction_type": "flow_prediction"}"#,
+            "prediction_type",
+            "flow_prediction",
+        ),
+        (
+            r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}"#,
+            "_class_name",
+            "FlowMatchEulerDiscreteScheduler",
+        ),
+        (
+            r#"{"_class_name": "UniPCMultistepScheduler", "use_flow_sigmas": true}"#,
+            "use_flow_sigmas",
+            "true",
+        ),
+        (
+            r#"{"beta_schedule": "rectified_flow"}"#,
+            "beta_schedule",
+            "rectified_flow",
+        ),
+    ] {
+        fs::write(folder.join("scheduler_config.json"), config).unwrap();
+        let refused = load_for_sampling::<Flex>(&folder, &device).unwrap_err();
+        assert!(
+            matches!(&refused, PipelineError::Unsupported { field: f, value: v, .. }
+                if f == field && v == value),
+            "{config}: {refused}"
+        );
+    }
     let mut model = load_for_sampling::<Flex>(&fixture, &device).unwrap();
     model.prediction = Prediction::Flow;
     model.schedule = NoiseSchedule::new(&BetaSchedule::rectified_flow(), 1000).unwrap();

@@ -24,7 +24,8 @@ pub struct FlowEulerConfig {
 ///
 /// — the same update as deterministic DDIM, written for the straight path: with
 /// x̂_0 = x_i − σ_i u and ε̂ = x_i + (1 − σ_i) u it is x_{i+1} = (1 − σ_{i+1}) x̂_0 + σ_{i+1} ε̂.
-/// Stochastic sampling draws a fresh ε instead: x_{i+1} = (1 − σ_{i+1}) x̂_0 + σ_{i+1} z.
+/// Stochastic sampling draws a fresh ε instead: x_{i+1} = (1 − σ_{i+1}) x̂_0 + σ_{i+1} z (the
+/// last step, to σ = 0, returns x̂_0 and draws nothing, where diffusers draws and discards).
 ///
 /// Steps may be taken from any index: the sampler keeps no history.
 #[derive(Debug, Clone)]

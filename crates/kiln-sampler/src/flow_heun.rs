@@ -1,5 +1,5 @@
 use burn::tensor::{Tensor, backend::Backend};
-use kiln_schedule::FlowSchedule;
+use kiln_schedule::{FlowGrid, FlowSchedule};
 use rand::Rng;
 
 use crate::SamplerError;
@@ -18,17 +18,17 @@ use crate::sampler::{
 /// ```
 ///
 /// and the last step, to σ = 0, is a plain Euler step: 2N − 1 model calls for N steps, the
-/// interior timesteps called twice, as diffusers lays them. diffusers' churn is not taken: it
+/// interior timesteps called twice, as diffusers lays them. It takes any [`FlowSchedule`]
+/// (diffusers' Heun only a static shift, the grids it is checked against). diffusers' churn is
+/// not taken: it
 /// adds noise as σ-space samplers do (x + √(σ̂² − σ²) z), which leaves rectified flow's path.
 ///
 /// Calls must come in order; one at index 0 starts a new trajectory.
 #[derive(Debug, Clone)]
 pub struct FlowHeun<B: Backend, const D: usize> {
-    /// σ_0, …, σ_{N−1} and the final 0.
-    sigmas: Vec<f64>,
-    /// The timestep and σ of each model call.
+    grid: FlowGrid,
+    /// The timestep of each model call: call i is at grid point ⌈i/2⌉.
     call_timesteps: Vec<f64>,
-    call_sigmas: Vec<f64>,
     /// After a predictor call: the sample it started from and its velocity.
     pending: Option<(Tensor<B, D>, Tensor<B, D>)>,
     calls: CallOrder,
@@ -40,14 +40,12 @@ impl<B: Backend, const D: usize> FlowHeun<B, D> {
         let grid = schedule.grid(steps)?;
         // Call 0 is step 0's predictor; then each grid point k ≥ 1 ends step k − 1
         // (corrector) and starts step k (predictor).
-        let point = |k: usize| (grid.timesteps()[k], grid.sigmas()[k]);
-        let calls: Vec<(f64, f64)> = std::iter::once(point(0))
-            .chain((1..steps).flat_map(|k| [point(k), point(k)]))
+        let call_timesteps = (0..2 * steps - 1)
+            .map(|call| grid.timesteps()[call.div_ceil(2)])
             .collect();
         Ok(Self {
-            sigmas: grid.sigmas().to_vec(),
-            call_timesteps: calls.iter().map(|call| call.0).collect(),
-            call_sigmas: calls.iter().map(|call| call.1).collect(),
+            grid,
+            call_timesteps,
             pending: None,
             calls: CallOrder::default(),
         })
@@ -55,7 +53,7 @@ impl<B: Backend, const D: usize> FlowHeun<B, D> {
 
     /// σ of each step's start and, last, the final σ = 0.
     pub fn sigmas(&self) -> &[f64] {
-        &self.sigmas
+        self.grid.sigmas()
     }
 }
 
@@ -85,21 +83,23 @@ impl<B: Backend, const D: usize> FlowSampler<B, D> for FlowHeun<B, D> {
             FlowSampler::<B, D>::restart(self, 0)?;
         }
         self.calls.advance("FlowHeun", index)?;
-        let sigma = self.call_sigmas[index];
-        let denoised = linear(&sample, 1.0, &velocity, -sigma);
         // Grid point k is where this call's step starts (predictor) or ends (corrector).
         let k = index.div_ceil(2);
+        let sigmas = self.grid.sigmas();
+        let sigma = sigmas[k];
+        let denoised = linear(&sample, 1.0, &velocity, -sigma);
         let sample = match self.pending.take() {
             None => {
-                let next = self.sigmas[k + 1];
+                let next = sigmas[k + 1];
                 let predicted = linear(&sample, 1.0, &velocity, next - sigma);
-                if next > 0.0 {
+                // The last step, to σ = 0, has no corrector.
+                if k + 2 < sigmas.len() {
                     self.pending = Some((sample, velocity));
                 }
                 predicted
             }
             Some((start, first)) => {
-                let dt = sigma - self.sigmas[k - 1];
+                let dt = sigma - sigmas[k - 1];
                 linear(&start, 1.0, &(first + velocity), 0.5 * dt)
             }
         };

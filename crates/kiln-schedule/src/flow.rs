@@ -25,8 +25,9 @@ pub enum FlowShift {
     /// σ ↦ e^μ / (e^μ + 1/σ − 1) (exponential) or μ / (μ + 1/σ − 1) (linear), applied to the
     /// sampling grid only, with μ chosen per image size ([`ResolutionShift`]; diffusers'
     /// `use_dynamic_shifting`, the `mu` of `set_timesteps`). The exponential form with μ = ln s
-    /// is the static shift by s, but laid over the unshifted training σ, so its grid ends at
-    /// 1/T rather than at the shifted 1/T.
+    /// is the static shift by s, but laid over the unshifted training σ, so its grid is laid
+    /// down to 1/T before the shift (and ends at shift(1/T)) where the static one is laid
+    /// down to the shifted 1/T (and ends at shift(shift(1/T))).
     Dynamic {
         /// μ: the shift's strength.
         mu: f64,
@@ -101,8 +102,8 @@ impl Default for ResolutionShift {
 }
 
 impl ResolutionShift {
-    /// μ for an image of `seq_len` tokens (a 1024² image in Flux's 16× smaller latents,
-    /// patched 2 × 2, has 4096). Fails on non-finite settings or equal sequence lengths.
+    /// μ for an image of `seq_len` tokens (a 1024² image in Flux's 8× smaller latents, packed
+    /// 2 × 2, has 64² = 4096). Fails on non-finite settings or equal sequence lengths.
     pub fn mu(&self, seq_len: f64) -> Result<f64, ScheduleError> {
         for (name, value) in [
             ("seq_len", seq_len),
@@ -193,11 +194,19 @@ impl FlowSchedule {
     pub fn training_sigmas(&self) -> Result<Vec<f64>, ScheduleError> {
         self.validate()?;
         let count = self.train_timesteps as f64;
-        let unshifted = (1..=self.train_timesteps).rev().map(|t| t as f64 / count);
-        Ok(match self.shift {
-            FlowShift::Static(shift) => unshifted.map(|s| static_shift(shift, s)).collect(),
-            FlowShift::Dynamic { .. } => unshifted.collect(),
-        })
+        Ok((1..=self.train_timesteps)
+            .rev()
+            .map(|t| self.training_sigma(t as f64 / count))
+            .collect())
+    }
+
+    /// The training σ at fraction τ = (t + 1)/T: shifted by a static shift, as it is by a
+    /// dynamic one only when sampling.
+    fn training_sigma(&self, fraction: f64) -> f64 {
+        match self.shift {
+            FlowShift::Static(shift) => static_shift(shift, fraction),
+            FlowShift::Dynamic { .. } => fraction,
+        }
     }
 
     /// The grid for sampling in `steps` steps.
@@ -205,8 +214,11 @@ impl FlowSchedule {
         if steps == 0 {
             return Err(ScheduleError::ZeroSteps);
         }
-        let training = self.training_sigmas()?;
-        let (sigma_max, sigma_min) = (training[0], training[training.len() - 1]);
+        self.validate()?;
+        let (sigma_max, sigma_min) = (
+            self.training_sigma(1.0),
+            self.training_sigma(1.0 / self.train_timesteps as f64),
+        );
         let mut sigmas: Vec<f64> = linspace(sigma_max, sigma_min, steps)
             .map(|sigma| self.shifted(sigma))
             .collect();
@@ -260,7 +272,17 @@ impl FlowSchedule {
             FlowShift::Dynamic {
                 mu,
                 time_shift: TimeShift::Exponential,
-            } => check_finite("mu", mu)?,
+            } => {
+                check_finite("mu", mu)?;
+                // e^μ must stay a positive f64, or the shift is ∞/∞ or 0/0.
+                if !(mu.exp().is_finite() && mu.exp() > 0.0) {
+                    return Err(out_of_range(
+                        "mu",
+                        mu,
+                        "within about ±709, where e^mu is finite and positive",
+                    ));
+                }
+            }
             FlowShift::Dynamic {
                 mu,
                 time_shift: TimeShift::Linear,
@@ -276,9 +298,11 @@ impl FlowSchedule {
     }
 }
 
-/// sσ / (1 + (s − 1)σ).
+/// sσ / (1 + (s − 1)σ), written as sσ / (sσ + 1 − σ) so that 0 and 1 map to themselves
+/// exactly (the first form gives 1 + 2⁻⁵² at σ = 1 for some s).
 fn static_shift(shift: f64, sigma: f64) -> f64 {
-    shift * sigma / (1.0 + (shift - 1.0) * sigma)
+    let shifted = shift * sigma;
+    shifted / (shifted + (1.0 - sigma))
 }
 
 /// Scales every 1 − σ so that the last σ becomes `terminal` (LTX-Video's `stretch_shift_to_terminal`).

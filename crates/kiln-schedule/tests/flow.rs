@@ -62,6 +62,37 @@ fn training_sigmas_are_the_shifted_fractions() {
     assert_eq!(flux.training_sigmas().unwrap(), [1.0, 0.75, 0.5, 0.25]);
 }
 
+/// Every shift keeps σ = 0 and σ = 1 where they are, exactly (sσ/(1 + (s − 1)σ) computed as
+/// written gives 1 + 2⁻⁵² at σ = 1 for s = 0.1), so a grid starts at pure noise.
+#[test]
+fn shifts_keep_the_ends() {
+    for shift in [
+        FlowShift::Static(0.1),
+        FlowShift::Static(0.2),
+        FlowShift::Static(3.0),
+        FlowShift::Dynamic {
+            mu: 1.15,
+            time_shift: TimeShift::Exponential,
+        },
+        FlowShift::Dynamic {
+            mu: 0.3,
+            time_shift: TimeShift::Linear,
+        },
+    ] {
+        let schedule = FlowSchedule {
+            shift,
+            ..FlowSchedule::default()
+        };
+        assert_eq!(schedule.shift(0.0), Ok(0.0), "{shift:?}");
+        assert_eq!(schedule.shift(1.0), Ok(1.0), "{shift:?}");
+        assert_eq!(schedule.grid(3).unwrap().sigmas()[0], 1.0, "{shift:?}");
+    }
+    assert!(matches!(
+        FlowSchedule::default().shift(1.5),
+        Err(ScheduleError::OutOfRange { name: "sigma", .. })
+    ));
+}
+
 /// The exponential time shift with μ = ln s is the static shift by s, laid over the unshifted
 /// training extremes.
 #[test]
@@ -155,6 +186,17 @@ fn bad_settings_are_refused() {
         }),
         "mu",
     );
+    // e^μ past f64's range made ∞/∞ or 0/0 σ.
+    for mu in [710.0, -746.0] {
+        let schedule = FlowSchedule {
+            shift: FlowShift::Dynamic {
+                mu,
+                time_shift: TimeShift::Exponential,
+            },
+            ..FlowSchedule::default()
+        };
+        refused(schedule.grid(4), "mu");
+    }
     for terminal in [0.0, 1.0, -0.5, f64::NAN] {
         let schedule = FlowSchedule {
             shift_terminal: Some(terminal),
