@@ -7,7 +7,8 @@
 //! Each bench runs a full 20-step `sample()` on a 16×3×64×64 batch on the default (Flex) device
 //! with a trivial denoiser (one multiply), reading the result back. `model_only` runs the same
 //! 20 denoiser calls without a sampler, so (sampler − model_only)/20 is the per-step overhead
-//! (Heun makes 39 model calls for 20 steps, PNDM 29).
+//! (Heun makes 39 model calls for 20 steps, PNDM 29). `flow_euler` and `flow_heun` run
+//! `sample_flow` with the same trivial model as a velocity.
 
 use std::hint::black_box;
 
@@ -18,11 +19,11 @@ use kiln::forward::standard_normal;
 use kiln::sampler::{
     AlgorithmType, Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Dpm2, Dpm2Config,
     DpmSolver, DpmSolverConfig, DpmSolverSde, DpmSolverSinglestep, DpmSolverSinglestepConfig,
-    Euler, EulerConfig, FnDenoiser, Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm,
-    PndmConfig, Prediction, SaSolver, SaSolverConfig, SaSolverTau, Sampler, Tcd, TcdConfig, UniPc,
-    UniPcConfig, sample,
+    Euler, EulerConfig, FlowEuler, FlowEulerConfig, FlowHeun, FlowSampler, FnDenoiser, FnVelocity,
+    Heun, HeunConfig, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SaSolver,
+    SaSolverConfig, SaSolverTau, Sampler, Tcd, TcdConfig, UniPc, UniPcConfig, sample, sample_flow,
 };
-use kiln::schedule::{BetaSchedule, NoiseSchedule};
+use kiln::schedule::{BetaSchedule, FlowSchedule, NoiseSchedule};
 use rand::{SeedableRng, rngs::StdRng};
 
 type B = Flex;
@@ -32,6 +33,13 @@ fn run(sampler: &mut impl Sampler<B, 4>, noise: &Tensor<B, 4>) -> Vec<f32> {
     let model = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 4>, _| x.mul_scalar(0.1));
     let mut rng = StdRng::seed_from_u64(0);
     let x = sample(sampler, &model, noise.clone(), &mut rng, |_| {}).expect("valid sampler");
+    x.into_data().to_vec().expect("f32 data")
+}
+
+fn run_flow(sampler: &mut impl FlowSampler<B, 4>, noise: &Tensor<B, 4>) -> Vec<f32> {
+    let model = FnVelocity(|x: Tensor<B, 4>, _| x.mul_scalar(0.1));
+    let mut rng = StdRng::seed_from_u64(0);
+    let x = sample_flow(sampler, &model, noise.clone(), &mut rng, |_| {}).expect("valid sampler");
     x.into_data().to_vec().expect("f32 data")
 }
 
@@ -223,6 +231,18 @@ fn samplers(c: &mut Criterion) {
             })
         });
     }
+    let flow = FlowSchedule::default();
+    group.bench_function("flow_euler", |b| {
+        b.iter(|| {
+            run_flow(
+                &mut FlowEuler::new(FlowEulerConfig::default(), &flow, STEPS).unwrap(),
+                &noise,
+            )
+        })
+    });
+    group.bench_function("flow_heun", |b| {
+        b.iter(|| run_flow(&mut FlowHeun::new(&flow, STEPS).unwrap(), &noise))
+    });
     group.finish();
 }
 

@@ -5,7 +5,8 @@
 //! ```
 //!
 //! - `schedule/<name>`: building a T = 1000 schedule with all of its derived tables;
-//! - `timesteps/<spacing>`: a 50-step inference grid;
+//! - `timesteps/<spacing>`: a 50-step inference grid; `timesteps/flow_sd3`: rectified flow's
+//!   28-step grid with SD3's shift 3;
 //! - `q_sample/64x3x64x64`: one O(1) jump of a batch on the default (Flex) device, with the
 //!   host-side coefficient upload and the result read back so the work is not deferred.
 
@@ -16,7 +17,8 @@ use burn::tensor::Tensor;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::forward::{ForwardProcess, standard_normal};
 use kiln::schedule::{
-    BetaSchedule, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing, karras_sigmas,
+    BetaSchedule, FlowSchedule, FlowShift, GridEnd, NoiseSchedule, TimestepGrid, TimestepSpacing,
+    karras_sigmas,
 };
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
@@ -27,6 +29,7 @@ fn schedules(c: &mut Criterion) {
         ("scaled_linear", BetaSchedule::scaled_linear()),
         ("squaredcos_cap_v2", BetaSchedule::cosine()),
         ("sigmoid", BetaSchedule::sigmoid()),
+        ("rectified_flow", BetaSchedule::rectified_flow()),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| NoiseSchedule::new(black_box(&beta), 1000).unwrap())
@@ -53,6 +56,11 @@ fn schedules(c: &mut Criterion) {
             b.iter(|| grid.discrete_timesteps(1000, black_box(50)).unwrap())
         });
     }
+    let sd3 = FlowSchedule {
+        shift: FlowShift::Static(3.0),
+        ..FlowSchedule::default()
+    };
+    group.bench_function("flow_sd3", |b| b.iter(|| black_box(&sd3).grid(28).unwrap()));
     let sigmas = linear.sigmas();
     group.bench_function("karras", |b| {
         b.iter(|| {

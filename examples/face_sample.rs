@@ -36,7 +36,7 @@ use kiln::pipeline::{
     Condition, Generation, NamedRun, RunFolder, STATE_FILE, SamplerName, load_for_sampling, pixels,
 };
 use kiln::sampler::{GuidanceConfig, NoisePath, SigmaSpacing};
-use kiln::schedule::TimestepSpacing;
+use kiln::schedule::{NoiseSchedule, TimestepSpacing};
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels, read_state};
 
 #[path = "common/allocator.rs"]
@@ -203,7 +203,7 @@ impl BackendTask for Sampling {
                 .collect()
         };
         let student = student_run(&args.checkpoint)?;
-        let run = sampler_run(&args, student);
+        let run = starting_at_noise(sampler_run(&args, student), &loaded.schedule);
         if student.is_some_and(|student| keeps_student_run(student, run.sampler)) {
             let grid = match (
                 run.sampler.samples_consistency_models(),
@@ -369,6 +369,21 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
     }
 }
 
+/// `run` on the `trailing` grid, when no spacing was asked for and `schedule` ends in pure
+/// noise (zero terminal SNR, `rectified_flow`): every sampler then starts where the noise is
+/// (Lin et al. 2023, §3.3). On the rectified-flow faces model, DDIM in 20 steps scored FD 0.58
+/// against 0.97 on its default grid (docs/training.md).
+fn starting_at_noise(run: NamedRun, schedule: &NoiseSchedule) -> NamedRun {
+    let ends_in_noise = schedule.alphas_cumprod().last() == Some(&0.0);
+    match run.spacing {
+        None if ends_in_noise => NamedRun {
+            spacing: Some(TimestepSpacing::Trailing),
+            ..run
+        },
+        _ => run,
+    }
+}
+
 /// Scores `images` (in [−1, 1]) against the images in `real` as `--eval` says, and prints it.
 fn evaluate<B: Backend>(
     args: &Args,
@@ -459,6 +474,7 @@ fn write_each<B: Backend>(
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
+    use kiln::schedule::BetaSchedule;
 
     fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
         let command = ["face_sample", "--checkpoint", "runs/faces"];
@@ -500,6 +516,22 @@ mod tests {
         assert_eq!(alias.sampler, Some(SamplerName::DpmSolver));
         let error = parse(&["--sampler", "dpm"]).unwrap_err().to_string();
         assert!(error.contains("possible values: ddpm, ddim"), "{error}");
+    }
+
+    #[test]
+    fn a_schedule_that_ends_in_noise_is_sampled_from_there() {
+        let schedule = |beta| NoiseSchedule::new(&beta, 1000).unwrap();
+        let flow = schedule(BetaSchedule::rectified_flow());
+        let linear = schedule(BetaSchedule::linear());
+        let ddim = NamedRun::new(SamplerName::Ddim, 20, true);
+        let trailing = Some(TimestepSpacing::Trailing);
+        assert_eq!(starting_at_noise(ddim, &flow).spacing, trailing);
+        assert_eq!(starting_at_noise(ddim, &linear).spacing, None);
+        let leading = NamedRun {
+            spacing: Some(TimestepSpacing::Leading),
+            ..ddim
+        };
+        assert_eq!(starting_at_noise(leading, &flow), leading);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use kiln_distill::{ConsistencyDistillation, ProgressiveDistillation};
 use kiln_forward::{LossWeighting, Prediction};
 use kiln_pipeline::{NamedRun, SamplerName};
 use kiln_sampler::{ConsistencyScalings, Tcd, TcdConfig};
-use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use kiln_unet::UNetConfig;
 
 use crate::{Distiller, TrainError};
@@ -248,10 +248,19 @@ impl TrainConfig {
     }
 
     /// How the run's grids and evaluations sample: a [`Distillation`]'s student with its own
-    /// sampler ([`Self::student_run`]), else DDIM in `sample_steps`, x̂_0 clipped.
+    /// sampler ([`Self::student_run`]), else DDIM in `sample_steps`, x̂_0 clipped, on the
+    /// `trailing` grid where the schedule ends in pure noise (`rectified_flow`), so that the
+    /// first step starts where the noise is (Lin et al. 2023, §3.3).
     pub fn sample_run(&self) -> NamedRun {
-        self.student_run()
-            .unwrap_or_else(|| NamedRun::new(SamplerName::Ddim, self.sample_steps, true))
+        self.student_run().unwrap_or_else(|| {
+            let ends_in_noise = self
+                .schedule()
+                .is_ok_and(|schedule| schedule.alphas_cumprod().last() == Some(&0.0));
+            NamedRun {
+                spacing: ends_in_noise.then_some(TimestepSpacing::Trailing),
+                ..NamedRun::new(SamplerName::Ddim, self.sample_steps, true)
+            }
+        })
     }
 
     /// How a [`Distillation`]'s student samples, x̂_0 clipped (`None` for ordinary training):
