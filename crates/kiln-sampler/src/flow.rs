@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use rand::Rng;
 
 use crate::SamplerError;
-use crate::sampler::{Step, StepEvent, timestep_at};
+use crate::sampler::{Step, StepEvent, run_calls, timestep_at};
 
 /// A rectified-flow model: maps x_σ = (1 − σ) x_0 + σ ε, called at timestep σ·T, to its
 /// velocity u = dx_σ/dσ = ε − x_0 (Lipman et al. 2023; Liu et al. 2023; diffusers'
@@ -93,7 +93,7 @@ pub fn sample_flow<B, const D: usize, S, M, R>(
     model: &M,
     noise: Tensor<B, D>,
     rng: &mut R,
-    mut on_step: impl FnMut(StepEvent<'_, B, D>),
+    on_step: impl FnMut(StepEvent<'_, B, D>),
 ) -> Result<Tensor<B, D>, SamplerError>
 where
     B: Backend,
@@ -103,19 +103,10 @@ where
 {
     sampler.restart(0)?;
     let steps = sampler.timesteps().len();
-    let mut x = noise;
-    for index in 0..steps {
+    let call = |index: usize, x: Tensor<B, D>| {
         let timestep = timestep_at(sampler.timesteps(), index)?;
         let velocity = model.velocity(x.clone(), timestep)?;
-        let step = sampler.step(index, velocity, x, rng)?;
-        on_step(StepEvent {
-            index,
-            steps,
-            timestep,
-            sample: &step.sample,
-            denoised: &step.denoised,
-        });
-        x = step.sample;
-    }
-    Ok(x)
+        Ok((timestep, sampler.step(index, velocity, x, rng)?))
+    };
+    run_calls(0..steps, noise, call, on_step)
 }

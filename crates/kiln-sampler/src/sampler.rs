@@ -118,7 +118,7 @@ pub fn sample_from<B, const D: usize, S, M, R>(
     state: Tensor<B, D>,
     start: usize,
     rng: &mut R,
-    mut on_step: impl FnMut(StepEvent<'_, B, D>),
+    on_step: impl FnMut(StepEvent<'_, B, D>),
 ) -> Result<Tensor<B, D>, SamplerError>
 where
     B: Backend,
@@ -128,9 +128,27 @@ where
 {
     sampler.restart(start)?;
     let steps = sampler.timesteps().len();
+    run_calls(
+        start..steps,
+        state,
+        |index, x| step_once(sampler, denoiser, x, index, rng),
+        on_step,
+    )
+}
+
+/// The loop every sampling run shares: `call` takes the running sample through model call
+/// `index` (returning the call's timestep and step), for each index of `calls` (which end at
+/// the run's last call), and `on_step` sees each step.
+pub(crate) fn run_calls<B: Backend, const D: usize>(
+    calls: std::ops::Range<usize>,
+    state: Tensor<B, D>,
+    mut call: impl FnMut(usize, Tensor<B, D>) -> Result<(f64, Step<B, D>), SamplerError>,
+    mut on_step: impl FnMut(StepEvent<'_, B, D>),
+) -> Result<Tensor<B, D>, SamplerError> {
+    let steps = calls.end;
     let mut x = state;
-    for index in start..steps {
-        let (timestep, step) = step_once(sampler, denoiser, x, index, rng)?;
+    for index in calls {
+        let (timestep, step) = call(index, x)?;
         on_step(StepEvent {
             index,
             steps,
