@@ -161,8 +161,8 @@ impl FlowTimeDensity {
     }
 }
 
-/// How the velocity loss at σ is weighted (Esser et al. 2024, §3.1, written for the velocity
-/// target; diffusers' `compute_loss_weighting_for_sd3`).
+/// How the loss at σ is weighted (Esser et al. 2024, §3.1; diffusers'
+/// `compute_loss_weighting_for_sd3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlowWeighting {
     /// Every σ weighs 1: conditional flow matching (SD3's choice with logit-normal σ).

@@ -20,8 +20,8 @@ use crate::sampler::{
 /// and the last step, to σ = 0, is a plain Euler step: 2N − 1 model calls for N steps, the
 /// interior timesteps called twice, as diffusers lays them. It takes any [`FlowSchedule`]
 /// (diffusers' Heun only a static shift, the grids it is checked against). diffusers' churn is
-/// not taken: it
-/// adds noise as σ-space samplers do (x + √(σ̂² − σ²) z), which leaves rectified flow's path.
+/// not taken: it adds noise as σ-space samplers do (x + √(σ̂² − σ²) z), which leaves
+/// rectified flow's path.
 ///
 /// Calls must come in order; one at index 0 starts a new trajectory.
 #[derive(Debug, Clone)]
