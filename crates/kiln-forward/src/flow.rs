@@ -3,12 +3,12 @@
 
 use std::f64::consts::PI;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::ForwardError;
-use crate::process::{check_same_shape, per_batch_element};
+use crate::process::{check_same_shape, per_batch_element, weights_tensor};
 
 /// The forward process of rectified flow (Liu et al. 2023, "Flow Straight and Fast"; Lipman
 /// et al. 2023, "Flow Matching for Generative Modeling"): clean data and noise joined by a
@@ -76,11 +76,7 @@ impl FlowProcess {
             .iter()
             .map(|&sigma| weighting.weight(sigma))
             .collect::<Result<Vec<f64>, _>>()?;
-        let values: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
-        Ok(Tensor::from_data(
-            TensorData::new(values, [sigmas.len()]),
-            device,
-        ))
+        Ok(weights_tensor(&weights, device))
     }
 }
 

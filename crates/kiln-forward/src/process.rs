@@ -175,12 +175,7 @@ impl<B: Backend> ForwardProcess<B> {
                 weighting.weight(snr, target)
             })
             .collect::<Result<Vec<f64>, _>>()?;
-        let values: Vec<f32> = weights.into_iter().map(|w| w as f32).collect();
-        let count = values.len();
-        Ok(Tensor::from_data(
-            TensorData::new(values, [count]),
-            &self.device,
-        ))
+        Ok(weights_tensor(&weights, &self.device))
     }
 
     /// `table[t]` for each batch element, as a `[batch, 1, …, 1]` tensor.
@@ -233,6 +228,12 @@ impl<B: Backend> ForwardProcess<B> {
                 num_timesteps: self.schedule.num_timesteps(),
             })
     }
+}
+
+/// Loss weights, one per batch element, as a `[batch]` tensor on `device`.
+pub(crate) fn weights_tensor<B: Backend>(weights: &[f64], device: &B::Device) -> Tensor<B, 1> {
+    let values: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
+    Tensor::from_data(TensorData::new(values, [weights.len()]), device)
 }
 
 /// One value per batch element of `like`, uploaded to its device as a `[batch, 1, …, 1]`
