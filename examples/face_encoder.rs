@@ -21,7 +21,7 @@ use kiln::metrics::{
     FACE_ENCODER_IDENTITIES, FACE_ENCODER_INPUT, FACE_ENCODER_PEOPLE, FaceTraining, IdentitySplit,
     train_face_encoder,
 };
-use kiln::train::{ImageFolder, ImageFolderOptions, Labels};
+use kiln::train::{DatasetError, ImageFolder, ImageFolderOptions, Labels};
 
 #[path = "common/exit.rs"]
 mod exit;
@@ -92,9 +92,8 @@ fn train<B: AutodiffBackend>(
         )
         .into());
     }
-    let all: Vec<usize> = (0..faces.len()).collect();
-    let labels = faces.labels_of(&all).expect("loaded with labels");
-    let split = IdentitySplit::new(&labels, HELD_OUT);
+    let labels = faces.labels().ok_or("loaded without labels")?;
+    let split = IdentitySplit::new(labels, HELD_OUT);
     println!(
         "{} photos of {people} people: {} to train on, {} held out",
         faces.len(),
@@ -103,7 +102,8 @@ fn train<B: AutodiffBackend>(
     );
 
     let unit = |indices: &[usize]| {
-        (faces.batch::<B>(indices, &vec![false; indices.len()], device) + 1.0) / 2.0
+        let images = faces.batch::<B>(indices, &vec![false; indices.len()], device)?;
+        Ok::<_, DatasetError>((images + 1.0) / 2.0)
     };
     let identities = |indices: &[usize]| indices.iter().map(|&i| labels[i]).collect::<Vec<_>>();
     let training = FaceTraining {
@@ -113,11 +113,11 @@ fn train<B: AutodiffBackend>(
         seed: args.seed,
         ..FaceTraining::default()
     };
-    let held_out_images = unit(&split.held_out).inner();
+    let held_out_images = unit(&split.held_out)?.inner();
     let held_out_identities = identities(&split.held_out);
     let mut failure = None;
     let encoder = train_face_encoder(
-        unit(&split.train),
+        unit(&split.train)?,
         &identities(&split.train),
         &training,
         |trained| {
@@ -140,7 +140,7 @@ fn train<B: AutodiffBackend>(
     if let Some(error) = failure {
         return Err(error.into());
     }
-    let train = encoder.accuracy(unit(&split.train).inner(), &identities(&split.train))?;
+    let train = encoder.accuracy(unit(&split.train)?.inner(), &identities(&split.train))?;
     let held_out = encoder.accuracy(held_out_images, &held_out_identities)?;
     encoder.save(&args.out)?;
     println!(

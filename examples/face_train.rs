@@ -38,8 +38,9 @@ use kiln::device::{DeviceSpec, MultiDeviceTask, run_on_all};
 use kiln::metrics::IdentitySplit;
 use kiln::pipeline::SamplerName;
 use kiln::train::{
-    ClassConditioning, DEFAULT_LOG_EVERY, Evaluation, ImageFolder, ImageFolderOptions, Labels,
-    LoadEvent, ProcessGroup, RunOptions, SingleProcess, TrainConfig, check_run, train,
+    ClassConditioning, DEFAULT_LOG_EVERY, DatasetError, Evaluation, ImageFolder,
+    ImageFolderOptions, Labels, LoadEvent, ProcessGroup, RunOptions, SingleProcess, TrainConfig,
+    check_run, train,
 };
 use kiln::unet::UNetPreset;
 
@@ -321,7 +322,7 @@ impl MultiDeviceTask for Training<'_> {
                 );
             }
         })?;
-        let (data, held_out) = hold_out(data, args.hold_out, args.labels);
+        let (data, held_out) = hold_out(data, args.hold_out, args.labels)?;
         if talks {
             report_data(&data, &data_dir, channels, args.image_size, started);
             if let Some(held_out) = &held_out {
@@ -395,18 +396,21 @@ impl MultiDeviceTask for Training<'_> {
 
 /// `data` without the last `count` images of each folder, and those images (none when `count`
 /// is 0); the training images keep their folders as labels only when `labels` asks for them.
-fn hold_out(data: ImageFolder, count: usize, labels: Labels) -> (ImageFolder, Option<ImageFolder>) {
-    let folders = data.labels_of(&(0..data.len()).collect::<Vec<_>>());
-    let Some(folders) = folders.filter(|_| count > 0) else {
-        return (data, None);
+fn hold_out(
+    data: ImageFolder,
+    count: usize,
+    labels: Labels,
+) -> Result<(ImageFolder, Option<ImageFolder>), DatasetError> {
+    let Some(folders) = data.labels().filter(|_| count > 0) else {
+        return Ok((data, None));
     };
-    let split = IdentitySplit::new(&folders, count);
-    let held_out = data.subset(&split.held_out).without_labels();
-    let training = data.subset(&split.train);
-    match labels {
+    let split = IdentitySplit::new(folders, count);
+    let held_out = data.subset(&split.held_out)?.without_labels();
+    let training = data.subset(&split.train)?;
+    Ok(match labels {
         Labels::Folders => (training, Some(held_out)),
         Labels::None => (training.without_labels(), Some(held_out)),
-    }
+    })
 }
 
 /// One line about the loaded data, and the classes if it has any.

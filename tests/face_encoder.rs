@@ -28,15 +28,17 @@ fn faces() -> (ImageFolder, Vec<usize>) {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/faces");
     let faces = ImageFolder::load(&root, options, |_| {}).unwrap();
-    let labels = faces
-        .labels_of(&(0..faces.len()).collect::<Vec<_>>())
-        .unwrap();
+    let labels = faces.labels().unwrap().to_vec();
     (faces, labels)
 }
 
 /// The photos at `indices` in [0, 1].
 fn images(faces: &ImageFolder, indices: &[usize]) -> Tensor<B, 4> {
-    (faces.batch::<B>(indices, &vec![false; indices.len()], &Default::default()) + 1.0) / 2.0
+    (faces
+        .batch::<B>(indices, &vec![false; indices.len()], &Default::default())
+        .unwrap()
+        + 1.0)
+        / 2.0
 }
 
 fn accuracy(
@@ -87,7 +89,20 @@ fn the_bundled_encoder_names_people_in_photos_it_did_not_train_on() {
         .sum();
     assert!((per_person / 40.0 - held_out).abs() < 1e-9);
     let someone = images(&faces, &split.held_out[..2]);
-    assert_eq!(encoder.identity_accuracy(someone, "s41").unwrap(), None);
+    assert_eq!(
+        encoder.identity_accuracy(someone.clone(), "s41").unwrap(),
+        None
+    );
+
+    // One identity per photo, each one of the 40 people.
+    assert_eq!(
+        encoder.accuracy(someone.clone(), &[0]),
+        Err(MetricsError::Sizes { a: 2, b: 1 })
+    );
+    assert!(matches!(
+        encoder.accuracy(someone, &[0, 40]),
+        Err(MetricsError::OutOfRange { value: 40.0, .. })
+    ));
 }
 
 #[test]

@@ -448,8 +448,10 @@ impl BackendTask for TrainingMatches {
 
         // The training images held on the device give the host's batches to the bit.
         let (indices, flips) = ([9, 0, 4, 0], [true, false, false, true]);
-        let on_device = DeviceImages::<B>::new(&data, &device).batch(&indices, &flips);
-        let on_host = data.batch::<Cpu>(&indices, &flips, &cpu());
+        let on_device = DeviceImages::<B>::new(&data, &device)
+            .batch(&indices, &flips)
+            .unwrap();
+        let on_host = data.batch::<Cpu>(&indices, &flips, &cpu()).unwrap();
         assert_eq!(values(on_device), values(on_host));
 
         let start = root.join("start");

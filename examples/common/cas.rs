@@ -44,14 +44,13 @@ pub fn classification_accuracy<B: Backend>(
         labels: Labels::Folders,
     };
     let faces = ImageFolder::load(BUNDLED_FACES.as_ref(), options, |_| {})?;
-    let labels = faces.labels_of(&(0..faces.len()).collect::<Vec<_>>());
-    let labels = labels.ok_or("the bundled faces have no folders")?;
-    let test: Vec<usize> = IdentitySplit::new(&labels, HELD_OUT_PER_PERSON)
+    let labels = faces.labels().ok_or("the bundled faces have no folders")?;
+    let test: Vec<usize> = IdentitySplit::new(labels, HELD_OUT_PER_PERSON)
         .held_out
         .into_iter()
         .filter(|&i| sample_identities.contains(&labels[i]))
         .collect();
-    let real = in_unit_range(faces.batch::<B>(&test, &vec![false; test.len()], device));
+    let real = in_unit_range(faces.batch::<B>(&test, &vec![false; test.len()], device)?);
     let real_identities: Vec<usize> = test.iter().map(|&i| labels[i]).collect();
     let score = classification_accuracy_score::<Autodiff<B>>(
         Tensor::from_inner(Tensor::cat(samples, 0)),

@@ -9,7 +9,7 @@ use kiln::metrics::{
     Evaluator, FaceEncoder, FidInception, MetricsError, QualityConfig, SampleScorer,
     inception_weights,
 };
-use kiln::train::ImageFolder;
+use kiln::train::{DatasetError, ImageFolder};
 
 /// Images per batch through a feature network.
 const EVAL_BATCH: usize = 50;
@@ -28,8 +28,10 @@ pub fn scorer<B: Backend>(
     weights: Option<&Path>,
     device: &B::Device,
 ) -> Result<Scoring, Box<dyn Error>> {
-    let training = unit_batches(training, device);
-    let held_out = held_out.map(|folder| unit_batches(folder, device));
+    let training = unit_batches(training, device)?;
+    let held_out = held_out
+        .map(|folder| unit_batches(folder, device))
+        .transpose()?;
     let config = QualityConfig::default();
     Ok(match inception_weights(weights) {
         Ok(weights) => {
@@ -56,10 +58,19 @@ pub fn in_unit_range<B: Backend>(images: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 /// Every image of `folder` in batches, in [0, 1], on `device`.
-fn unit_batches<B: Backend>(folder: &ImageFolder, device: &B::Device) -> Vec<Tensor<B, 4>> {
+fn unit_batches<B: Backend>(
+    folder: &ImageFolder,
+    device: &B::Device,
+) -> Result<Vec<Tensor<B, 4>>, DatasetError> {
     let indices: Vec<usize> = (0..folder.len()).collect();
     indices
         .chunks(EVAL_BATCH)
-        .map(|batch| in_unit_range(folder.batch(batch, &vec![false; batch.len()], device)))
+        .map(|batch| {
+            Ok(in_unit_range(folder.batch(
+                batch,
+                &vec![false; batch.len()],
+                device,
+            )?))
+        })
         .collect()
 }

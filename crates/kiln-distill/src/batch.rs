@@ -1,6 +1,8 @@
-//! Per-sample coefficients over a batch, and the batch's size checked against its indices.
+//! Per-sample coefficients over a batch, and the batch's size and shapes checked.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use kiln_sampler::SamplerError;
 
 use crate::DistillError;
 
@@ -39,4 +41,37 @@ pub(crate) fn check_batch<B: Backend, const D: usize>(
             batch: size,
         })
     }
+}
+
+/// The student's answers and their targets have one shape.
+pub(crate) fn check_shapes<B: Backend, const D: usize>(
+    student: &Tensor<B, D>,
+    target: &Tensor<B, D>,
+) -> Result<(), DistillError> {
+    if student.dims() == target.dims() {
+        Ok(())
+    } else {
+        Err(DistillError::ShapeMismatch {
+            student: student.dims().to_vec(),
+            target: target.dims().to_vec(),
+        })
+    }
+}
+
+/// An input (`what`, in words) has the shape of the batch it goes with (not one that would
+/// broadcast to it).
+pub(crate) fn check_input_shape<B: Backend, const D: usize>(
+    what: &'static str,
+    batch: &Tensor<B, D>,
+    input: &Tensor<B, D>,
+) -> Result<(), DistillError> {
+    if input.dims() == batch.dims() {
+        return Ok(());
+    }
+    Err(SamplerError::ShapeMismatch {
+        what,
+        expected: batch.dims().to_vec(),
+        found: input.dims().to_vec(),
+    }
+    .into())
 }

@@ -5,7 +5,7 @@ use kiln_sampler::{
 };
 use kiln_schedule::NoiseSchedule;
 
-use crate::batch::{check_batch, combine, per_sample};
+use crate::batch::{check_batch, check_shapes, combine, per_sample};
 use crate::ddim::{clean_estimate, ddim_step, forward_jump};
 use crate::{DistillError, Teacher};
 
@@ -171,7 +171,7 @@ impl ConsistencyDistillation {
     ) -> Result<Tensor<B, D>, DistillError> {
         check_batch(&clean, indices)?;
         let alphas = self.alphas(&self.timesteps_of(indices)?);
-        Ok(forward_jump(&clean, &noise, &alphas))
+        forward_jump(&clean, &noise, &alphas)
     }
 
     /// x̂_{t_n}: one DDIM step of `teacher` from `noisy` at each sample's grid point t_{n+1}
@@ -321,21 +321,6 @@ impl ConsistencyDistillation {
             .iter()
             .map(|&t| self.alphas_cumprod[t as usize])
             .collect()
-    }
-}
-
-/// The student's answers and their targets have one shape.
-fn check_shapes<B: Backend, const D: usize>(
-    student: &Tensor<B, D>,
-    target: &Tensor<B, D>,
-) -> Result<(), DistillError> {
-    if student.dims() == target.dims() {
-        Ok(())
-    } else {
-        Err(DistillError::ShapeMismatch {
-            student: student.dims().to_vec(),
-            target: target.dims().to_vec(),
-        })
     }
 }
 

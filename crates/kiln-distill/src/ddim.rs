@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 use kiln_sampler::SamplerError;
 
-use crate::batch::combine;
+use crate::batch::{check_input_shape, combine};
 use crate::{DistillError, Teacher};
 
 /// x̂ of `model`'s output at z = `noisy`, each sample at its timestep and ᾱ (`name` says
@@ -65,13 +65,15 @@ pub(crate) fn ddim_step<B: Backend, const D: usize>(
     combine(noisy, &on_noisy, clean, &on_clean)
 }
 
-/// z = √ᾱ x_0 + √(1 − ᾱ) ε per sample (Ho et al. 2020, eq. 4), each at its ᾱ in `alphas`.
+/// z = √ᾱ x_0 + √(1 − ᾱ) ε per sample (Ho et al. 2020, eq. 4), each at its ᾱ in `alphas`;
+/// the noise must have the clean batch's shape (not one that broadcasts to it).
 pub(crate) fn forward_jump<B: Backend, const D: usize>(
     clean: &Tensor<B, D>,
     noise: &Tensor<B, D>,
     alphas: &[f64],
-) -> Tensor<B, D> {
+) -> Result<Tensor<B, D>, DistillError> {
+    check_input_shape("noise", clean, noise)?;
     let signal: Vec<f64> = alphas.iter().map(|a| a.sqrt()).collect();
     let noise_scale: Vec<f64> = alphas.iter().map(|a| (1.0 - a).sqrt()).collect();
-    combine(clean, &signal, noise, &noise_scale)
+    Ok(combine(clean, &signal, noise, &noise_scale))
 }

@@ -3,7 +3,7 @@ use kiln_forward::Prediction;
 use kiln_sampler::{DdimConfig, Denoiser, ModelError, SampleClipping, SamplerError};
 use kiln_schedule::{GridEnd, NoiseSchedule, ScheduleError, TimestepGrid, TimestepSpacing};
 
-use crate::batch::{check_batch, combine};
+use crate::batch::{check_batch, check_input_shape, check_shapes, combine};
 use crate::ddim::{clean_estimate, conversion, ddim_step, forward_jump};
 use crate::{DistillError, Teacher};
 
@@ -136,7 +136,7 @@ impl ProgressiveDistillation {
     ) -> Result<Tensor<B, D>, DistillError> {
         check_batch(&clean, indices)?;
         let alphas = self.alphas_at(indices, 0)?;
-        Ok(forward_jump(&clean, &noise, &alphas))
+        forward_jump(&clean, &noise, &alphas)
     }
 
     /// The student's target x̃ for `noisy` = z_t at each sample's student step: two DDIM
@@ -207,6 +207,8 @@ impl ProgressiveDistillation {
         indices: &[usize],
     ) -> Result<Tensor<B, 1>, DistillError> {
         check_batch(&output, indices)?;
+        check_shapes(&output, &target)?;
+        check_input_shape("the noisy batch", &output, &noisy)?;
         let alphas = self.alphas_at(indices, 0)?;
         let [on_noisy, on_output] = conversion(
             "the student",

@@ -399,6 +399,14 @@ fn bad_inputs_are_typed_errors() {
             batch: 3
         }
     );
+    let shared = Tensor::<B, 2>::zeros([1, 2], &Default::default());
+    assert!(matches!(
+        distillation.noisy(x.clone(), shared, &[0, 1, 2]),
+        Err(DistillError::Sampler(SamplerError::ShapeMismatch {
+            what: "noise",
+            ..
+        }))
+    ));
     let teacher = PerTimestep(mixture());
     assert_eq!(
         distillation

@@ -157,6 +157,37 @@ fn bad_inputs_are_typed_errors() {
             batch: 3
         }
     );
+    // Noise of another shape, even one that would broadcast to the batch's.
+    for noise in [[1, 2], [3, 4]] {
+        let noise = Tensor::<B, 2>::zeros(noise, &Default::default());
+        assert_eq!(
+            round
+                .noisy(x.clone(), noise.clone(), &[0, 1, 2])
+                .unwrap_err(),
+            DistillError::Sampler(SamplerError::ShapeMismatch {
+                what: "noise",
+                expected: vec![3, 2],
+                found: noise.dims().to_vec(),
+            })
+        );
+    }
+    let shorter = x.clone().narrow(0, 0, 2);
+    let loss = |noisy: Tensor<B, 2>, target| {
+        round
+            .loss(x.clone(), Prediction::Epsilon, noisy, target, &[0, 1, 2])
+            .unwrap_err()
+    };
+    assert!(matches!(
+        loss(x.clone(), shorter.clone()),
+        DistillError::ShapeMismatch { .. }
+    ));
+    assert!(matches!(
+        loss(shorter, x.clone()),
+        DistillError::Sampler(SamplerError::ShapeMismatch {
+            what: "the noisy batch",
+            ..
+        })
+    ));
     let off_grid =
         IdealStudent::new(round.clone(), PerTimestep(mixture())).denoise(x.clone(), 500.0);
     assert!(off_grid.unwrap_err().to_string().contains("500"));

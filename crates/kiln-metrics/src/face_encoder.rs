@@ -177,17 +177,30 @@ impl<B: Backend> FaceEncoder<B> {
     }
 
     /// The share of `images` whose identity the encoder names as `identities` (one index into
-    /// [`FACE_ENCODER_PEOPLE`] per image) says.
-    ///
-    /// # Panics
-    /// If `identities` does not have one entry per image (a caller's bug).
+    /// [`FACE_ENCODER_PEOPLE`] per image) says. Fails unless there is one identity per image,
+    /// each an index into [`FACE_ENCODER_PEOPLE`].
     pub fn accuracy(
         &self,
         images: Tensor<B, 4>,
         identities: &[usize],
     ) -> Result<f64, MetricsError> {
         let n = images.dims()[0];
-        assert_eq!(identities.len(), n, "one identity per image");
+        if identities.len() != n {
+            return Err(MetricsError::Sizes {
+                a: n,
+                b: identities.len(),
+            });
+        }
+        if let Some(&unknown) = identities
+            .iter()
+            .find(|&&identity| identity >= FACE_ENCODER_PEOPLE.len())
+        {
+            return Err(MetricsError::OutOfRange {
+                name: "an identity",
+                value: unknown as f64,
+                expected: "an index into FACE_ENCODER_PEOPLE",
+            });
+        }
         let device = images.device();
         let expected: Vec<i64> = identities.iter().map(|&identity| identity as i64).collect();
         let expected = Tensor::<B, 1, Int>::from_data(TensorData::new(expected, [n]), &device);

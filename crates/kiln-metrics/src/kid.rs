@@ -29,6 +29,31 @@ impl Default for PolynomialKernel {
 }
 
 impl PolynomialKernel {
+    /// Checks that this is a kernel (positive definite, finite): degree ≥ 1, γ finite and
+    /// positive where given, c finite and at least 0.
+    pub fn check(&self) -> Result<(), MetricsError> {
+        let problem = if self.degree < 1 {
+            Some(("the kernel's degree", f64::from(self.degree), "at least 1"))
+        } else if let Some(gamma) = self
+            .gamma
+            .filter(|gamma| !(gamma.is_finite() && *gamma > 0.0))
+        {
+            Some(("the kernel's gamma", gamma, "finite and positive"))
+        } else if !(self.coef0.is_finite() && self.coef0 >= 0.0) {
+            Some(("the kernel's coef0", self.coef0, "finite and at least 0"))
+        } else {
+            None
+        };
+        match problem {
+            Some((name, value, expected)) => Err(MetricsError::OutOfRange {
+                name,
+                value,
+                expected,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The Gram matrix K_ij = k(x_i, y_j) of the rows of `x` and `y`.
     pub fn gram(&self, x: &Features, y: &Features) -> Mat<f64> {
         let gamma = self.gamma.unwrap_or(1.0 / x.dims() as f64);
@@ -54,6 +79,7 @@ pub fn mmd2_unbiased(
     y: &Features,
     kernel: &PolynomialKernel,
 ) -> Result<f64, MetricsError> {
+    kernel.check()?;
     x.check_comparable(y)?;
     x.check_len("an unbiased MMD", 2)?;
     if x.len() != y.len() {

@@ -33,8 +33,9 @@ pub fn precision_recall(
             expected: "at least 1",
         });
     }
-    generated.check_len("precision and recall with this k", k + 1)?;
-    real.check_len("precision and recall with this k", k + 1)?;
+    let needed = k.saturating_add(1);
+    generated.check_len("precision and recall with this k", needed)?;
+    real.check_len("precision and recall with this k", needed)?;
     let precision = share_covered(generated, real, &kth_neighbour_distances(real, k));
     let recall = share_covered(real, generated, &kth_neighbour_distances(generated, k));
     let f_score = 2.0 * precision * recall / (precision + recall).max(1e-5);

@@ -126,6 +126,15 @@ fn bad_input_is_a_typed_error() {
             ..
         })
     ));
+    // k + 1 would wrap around to 0 rows needed.
+    assert!(matches!(
+        precision_recall(&narrow, &narrow, usize::MAX),
+        Err(MetricsError::TooFew {
+            needed: usize::MAX,
+            found: 3,
+            ..
+        })
+    ));
     assert!(memorisation_rate(&narrow, &narrow, &narrow, 1.5).is_err());
     assert_eq!(
         narrow.select(&[0, 3]),
@@ -136,6 +145,62 @@ fn bad_input_is_a_typed_error() {
         mmd2_unbiased(&narrow, &rows(&[0.0, 1.0], 1), &kernel),
         Err(MetricsError::Sizes { a: 3, b: 2 })
     );
+    let not_kernels = [
+        (
+            "the kernel's degree",
+            PolynomialKernel {
+                degree: 0,
+                ..kernel
+            },
+        ),
+        (
+            "the kernel's degree",
+            PolynomialKernel {
+                degree: -3,
+                ..kernel
+            },
+        ),
+        (
+            "the kernel's gamma",
+            PolynomialKernel {
+                gamma: Some(f64::NAN),
+                ..kernel
+            },
+        ),
+        (
+            "the kernel's gamma",
+            PolynomialKernel {
+                gamma: Some(0.0),
+                ..kernel
+            },
+        ),
+        (
+            "the kernel's coef0",
+            PolynomialKernel {
+                coef0: -1.0,
+                ..kernel
+            },
+        ),
+        (
+            "the kernel's coef0",
+            PolynomialKernel {
+                coef0: f64::INFINITY,
+                ..kernel
+            },
+        ),
+    ];
+    for (setting, not_a_kernel) in not_kernels {
+        assert!(
+            matches!(
+                mmd2_unbiased(&narrow, &narrow, &not_a_kernel),
+                Err(MetricsError::OutOfRange { name, .. }) if name == setting
+            ),
+            "{not_a_kernel:?}"
+        );
+        assert!(
+            kid_over_subsets(&narrow, &narrow, &[[vec![0, 1], vec![1, 2]]], &not_a_kernel).is_err()
+        );
+    }
     assert!(kid_over_subsets(&narrow, &narrow, &[], &kernel).is_err());
     assert!(kid_over_subsets(&narrow, &narrow, &[[vec![0, 1], vec![0, 5]]], &kernel).is_err());
     // Statistics of mismatched shapes, made by hand, are refused rather than crashing.

@@ -9,6 +9,7 @@ use kiln_sampler::{ConsistencyScalings, Tcd, TcdConfig};
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use kiln_unet::UNetConfig;
 
+use crate::ema::check_decay;
 use crate::{Distiller, TrainError};
 
 /// A training run: the model, the data size, the optimisation and the bookkeeping.
@@ -420,9 +421,7 @@ impl TrainConfig {
                 format!("{}; must be finite and at least 0", self.weight_decay),
             ));
         }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            return Err(invalid("ema_decay", "must be in [0, 1)".into()));
-        }
+        check_decay(self.ema_decay)?;
         if self
             .max_grad_norm
             .is_some_and(|norm| norm.is_nan() || norm <= 0.0)

@@ -76,6 +76,41 @@ pub enum DatasetError {
         "{0} is not in a class folder; with labels from folders every image must be in a folder under the root"
     )]
     Unlabelled(PathBuf),
+    /// An image index past the end of the dataset.
+    #[error("image {index} asked of a dataset of {images}")]
+    NoSuchImage {
+        /// The index.
+        index: usize,
+        /// Images in the dataset.
+        images: usize,
+    },
+    /// Fewer mirror flags than images asked for.
+    #[error("{flips} mirror flags for {images} images; expected one per image")]
+    FlipCount {
+        /// The flags given.
+        flips: usize,
+        /// The images asked for.
+        images: usize,
+    },
+}
+
+/// Every index of `indices` is below `images`.
+pub(crate) fn check_indices(indices: &[usize], images: usize) -> Result<(), DatasetError> {
+    match indices.iter().find(|&&index| index >= images) {
+        Some(&index) => Err(DatasetError::NoSuchImage { index, images }),
+        None => Ok(()),
+    }
+}
+
+/// One mirror flag per image of a batch: `flips` has at least `images` (the rest are unused).
+pub(crate) fn check_flips(flips: &[bool], images: usize) -> Result<(), DatasetError> {
+    if flips.len() >= images {
+        return Ok(());
+    }
+    Err(DatasetError::FlipCount {
+        flips: flips.len(),
+        images,
+    })
 }
 
 /// Where the class labels of a dataset come from.
@@ -271,33 +306,35 @@ impl ImageFolder {
         &self.class_names
     }
 
+    /// Every image's class label, in image order, or `None` for a dataset without labels.
+    pub fn labels(&self) -> Option<&[usize]> {
+        (!self.class_names.is_empty()).then_some(&self.labels[..])
+    }
+
     /// The class label of each image at `indices`, or `None` for a dataset without labels.
-    ///
-    /// # Panics
-    /// If an index is out of range (a caller's bug).
-    pub fn labels_of(&self, indices: &[usize]) -> Option<Vec<usize>> {
-        (!self.class_names.is_empty()).then(|| indices.iter().map(|&i| self.labels[i]).collect())
+    pub fn labels_of(&self, indices: &[usize]) -> Result<Option<Vec<usize>>, DatasetError> {
+        check_indices(indices, self.len())?;
+        Ok((!self.class_names.is_empty())
+            .then(|| indices.iter().map(|&i| self.labels[i]).collect()))
     }
 
     /// The images at `indices` (in that order) as a dataset of their own, with their labels and
     /// the class names (every class is kept, even one with no image left); the list of
     /// skipped files stays with the whole folder's.
-    ///
-    /// # Panics
-    /// If an index is out of range (a caller's bug).
-    pub fn subset(&self, indices: &[usize]) -> Self {
+    pub fn subset(&self, indices: &[usize]) -> Result<Self, DatasetError> {
+        let labels = self.labels_of(indices)?.unwrap_or_default();
         let image_len = self.image_len();
         let mut pixels = Vec::with_capacity(indices.len() * image_len);
         for &index in indices {
             pixels.extend_from_slice(&self.pixels[index * image_len..][..image_len]);
         }
-        Self {
+        Ok(Self {
             pixels,
-            labels: self.labels_of(indices).unwrap_or_default(),
+            labels,
             skipped: Vec::new(),
             class_names: self.class_names.clone(),
             ..*self
-        }
+        })
     }
 
     /// The same images without class labels (an unconditional dataset).
@@ -310,17 +347,16 @@ impl ImageFolder {
     }
 
     /// The images at `indices` as a `[batch, channels, size, size]` tensor in [−1, 1]; image
-    /// `i` of the batch is mirrored left to right where `flips[i]` is true.
-    ///
-    /// # Panics
-    /// If an index is out of range or `flips` is shorter than `indices` (a caller's bug).
+    /// `i` of the batch is mirrored left to right where `flips[i]` is true (`flips` holds at
+    /// least one flag per image).
     pub fn batch<B: Backend>(
         &self,
         indices: &[usize],
         flips: &[bool],
         device: &B::Device,
-    ) -> Tensor<B, 4> {
-        assert!(flips.len() >= indices.len(), "one flip flag per image");
+    ) -> Result<Tensor<B, 4>, DatasetError> {
+        check_indices(indices, self.len())?;
+        check_flips(flips, indices.len())?;
         let size = self.image_size;
         let mut values = Vec::with_capacity(indices.len() * self.image_len());
         for (&index, &flip) in indices.iter().zip(flips) {
@@ -335,7 +371,7 @@ impl ImageFolder {
             }
         }
         let shape = [indices.len(), self.channels, size, size];
-        Tensor::from_data(TensorData::new(values, shape), device)
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
     /// Every image's bytes, one image after the other (`channels × size × size` each).

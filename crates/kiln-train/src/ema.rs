@@ -16,6 +16,8 @@ use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, P
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
+use crate::TrainError;
+
 /// The averaged copy of a model `M` trained on backend `B`, kept on `B`'s inner backend (it
 /// never needs gradients).
 #[derive(Debug, Clone)]
@@ -26,14 +28,16 @@ pub struct Ema<B: AutodiffBackend, M: AutodiffModule<B>> {
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> Ema<B, M> {
     /// Starts the average at `model`'s current weights. The parameters keep `model`'s ids,
-    /// which is how [`Ema::update`] pairs them.
-    pub fn new(model: &M, decay: f64) -> Self {
+    /// which is how [`Ema::update`] pairs them. Fails unless `decay` ∈ [0, 1).
+    pub fn new(model: &M, decay: f64) -> Result<Self, TrainError> {
         Self::from_average(model.valid(), decay)
     }
 
     /// Continues from a saved `average` (whose parameter ids must be those of the model).
-    pub fn from_average(average: M::InnerModule, decay: f64) -> Self {
-        Self { average, decay }
+    /// Fails unless `decay` ∈ [0, 1).
+    pub fn from_average(average: M::InnerModule, decay: f64) -> Result<Self, TrainError> {
+        check_decay(decay)?;
+        Ok(Self { average, decay })
     }
 
     /// The decay d_k used after optimizer step `step` (0-based).
@@ -59,6 +63,18 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Ema<B, M> {
     pub fn model(&self) -> &M::InnerModule {
         &self.average
     }
+}
+
+/// Refuses a decay cap outside [0, 1) (NaN included): at 1 or above the warm-up term alone
+/// would steer the average, below 0 it would extrapolate away from the model.
+pub(crate) fn check_decay(decay: f64) -> Result<(), TrainError> {
+    if (0.0..1.0).contains(&decay) {
+        return Ok(());
+    }
+    Err(TrainError::Config {
+        field: "ema_decay".into(),
+        problem: format!("{decay}; must be in [0, 1)"),
+    })
 }
 
 /// Every float parameter of a module, flattened, by id.
@@ -112,7 +128,7 @@ mod tests {
     fn the_average_follows_the_formula() {
         let device = Default::default();
         let model: Linear<B> = LinearConfig::new(2, 3).init(&device);
-        let mut ema = Ema::<B, Linear<B>>::new(&model, 0.9);
+        let mut ema = Ema::<B, Linear<B>>::new(&model, 0.9).unwrap();
         let start = weights(ema.model());
         let moved = model.clone().map(&mut Shift(1.0));
         ema.update(&moved, 100);
@@ -122,6 +138,16 @@ mod tests {
         }
         assert!((ema.decay_at(0) - 0.1).abs() < 1e-12);
         assert_eq!(ema.decay_at(10_000), 0.9);
+    }
+
+    #[test]
+    fn a_decay_outside_zero_to_one_is_refused() {
+        let model: Linear<B> = LinearConfig::new(2, 3).init(&Default::default());
+        for decay in [-0.5, 1.0, 1.5, f64::NAN, f64::INFINITY] {
+            let error = Ema::<B, Linear<B>>::new(&model, decay).unwrap_err();
+            assert!(error.to_string().starts_with("ema_decay: "), "{error}");
+        }
+        Ema::<B, Linear<B>>::new(&model, 0.0).unwrap();
     }
 
     /// Adds a constant to every float parameter.

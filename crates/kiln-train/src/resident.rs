@@ -18,7 +18,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
 
-use crate::dataset::{ImageFolder, pixel_value};
+use crate::dataset::{DatasetError, ImageFolder, check_flips, check_indices, pixel_value};
 
 /// An [`ImageFolder`]'s images on one device (see the module documentation).
 #[derive(Debug, Clone)]
@@ -70,7 +70,11 @@ impl<B: Backend> DeviceImages<B> {
 
     /// The images `indices` as a `[batch, channels, size, size]` tensor in [−1, 1], image i
     /// mirrored left to right where `flips[i]`: the same numbers as [`ImageFolder::batch`].
-    pub fn batch(&self, indices: &[usize], flips: &[bool]) -> Tensor<B, 4> {
+    /// The indices are checked on the host (a backend's `select` past the end may panic or
+    /// read what lies there).
+    pub fn batch(&self, indices: &[usize], flips: &[bool]) -> Result<Tensor<B, 4>, DatasetError> {
+        check_indices(indices, self.len())?;
+        check_flips(flips, indices.len())?;
         let device = self.words.device();
         let count = indices.len();
         let [size, channels] = [self.image_size, self.channels];
@@ -99,6 +103,6 @@ impl<B: Backend> DeviceImages<B> {
         )
         .reshape([count, 1, 1, 1])
         .expand([count, channels, size, size]);
-        images.clone().mask_where(flips, images.flip([3]))
+        Ok(images.clone().mask_where(flips, images.flip([3])))
     }
 }

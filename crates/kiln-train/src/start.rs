@@ -160,7 +160,7 @@ fn start<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
                 });
             }
             Ok(Start {
-                ema: Ema::from_average(restored.ema, config.ema_decay),
+                ema: Ema::from_average(restored.ema, config.ema_decay)?,
                 step: restored.state.step,
                 model: restored.model,
                 optimizer: restored.optimizer,
@@ -181,7 +181,7 @@ fn start<B: AutodiffBackend, O: Optimizer<UNet<B>, B>>(
                 None => config.unet.init::<B>(device)?,
             };
             Ok(Start {
-                ema: Ema::new(&model, config.ema_decay),
+                ema: Ema::new(&model, config.ema_decay)?,
                 model,
                 optimizer: new_optimizer(),
                 step: 0,

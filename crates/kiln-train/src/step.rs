@@ -60,10 +60,10 @@ impl StepDraws {
                     .collect()
             }
         };
+        let image_labels = data.labels_of(&indices)?.unwrap_or_default();
         let labels: Option<Vec<i64>> = config.classes.as_ref().map(|classes| {
             let null = classes.names.len();
-            data.labels_of(&indices)
-                .unwrap_or_default()
+            image_labels
                 .into_iter()
                 .map(|label| {
                     let dropped = rng.random_bool(classes.label_dropout);
@@ -147,7 +147,7 @@ pub(crate) fn gradients<B: AutodiffBackend>(
         }
         let range = part * shard..(part + 1) * shard;
         let x0 = Tensor::from_inner(
-            images.batch(&draws.indices[range.clone()], &draws.flips[range.clone()]),
+            images.batch(&draws.indices[range.clone()], &draws.flips[range.clone()])?,
         );
         let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
         let part_labels = draws.labels.as_ref().map(|labels| {

@@ -53,7 +53,7 @@ fn labels_come_from_the_folders_in_natural_order() {
     let expected: Vec<String> = (1..=40).map(|i| format!("s{i}")).collect();
     assert_eq!(data.class_names(), expected.as_slice());
     assert_eq!(data.len(), 400);
-    let labels = data.labels_of(&(0..400).collect::<Vec<_>>()).unwrap();
+    let labels = data.labels().unwrap();
     for class in 0..40 {
         assert_eq!(labels.iter().filter(|&&l| l == class).count(), 10);
     }
@@ -65,28 +65,31 @@ fn labels_come_from_the_folders_in_natural_order() {
     let data = ImageFolder::load(&root, options(Labels::Folders), |_| {}).unwrap();
     assert_eq!(data.class_names(), ["a", "b2", "b10"]);
     // Images are in path order: a/0, b10/0, b10/1, b2/0, b2/1, b2/2.
-    assert_eq!(data.labels_of(&[0, 1, 2, 3, 5]), Some(vec![0, 2, 2, 1, 1]));
+    assert_eq!(data.labels(), Some(&[0, 2, 2, 1, 1, 1][..]));
+    assert_eq!(
+        data.labels_of(&[0, 1, 2, 3, 5]).unwrap(),
+        Some(vec![0, 2, 2, 1, 1])
+    );
     let unlabelled = ImageFolder::load(&root, options(Labels::None), |_| {}).unwrap();
-    assert_eq!(unlabelled.labels_of(&[0]), None);
+    assert_eq!(unlabelled.labels_of(&[0]).unwrap(), None);
+    assert_eq!(unlabelled.labels(), None);
 
     // A subset keeps its images' labels and every class; without labels it has none.
     let device = Default::default();
-    let subset = data.subset(&[5, 0]);
+    let subset = data.subset(&[5, 0]).unwrap();
     assert_eq!(subset.len(), 2);
     assert_eq!(subset.class_names(), ["a", "b2", "b10"]);
-    assert_eq!(subset.labels_of(&[0, 1]), Some(vec![1, 0]));
+    assert_eq!(subset.labels(), Some(&[1, 0][..]));
     let pixels = |data: &ImageFolder, indices: &[usize]| {
         data.batch::<Flex>(indices, &[false; 2], &device)
+            .unwrap()
             .into_data()
             .to_vec::<f32>()
             .unwrap()
     };
     assert_eq!(pixels(&subset, &[0, 1]), pixels(&data, &[5, 0]));
     let plain = subset.without_labels();
-    assert_eq!(
-        (plain.labels_of(&[0]), plain.class_names().len()),
-        (None, 0)
-    );
+    assert_eq!((plain.labels(), plain.class_names().len()), (None, 0));
 
     write_images(&root, 1, 10);
     match ImageFolder::load(&root, options(Labels::Folders), |_| {}) {
@@ -239,7 +242,7 @@ fn class_settings_that_do_not_fit_are_named() {
     let data = two_classes("empty");
     let error = train_into(
         &conditional_config(0.1),
-        &data.subset(&[]),
+        &data.subset(&[]).unwrap(),
         &scratch("empty"),
     );
     assert!(

@@ -101,7 +101,9 @@ fn good_files_load_and_bad_ones_are_skipped_by_path() {
     );
 
     let device = Default::default();
-    let batch = folder.batch::<Flex>(&[0, 1, 2, 3], &[false; 4], &device);
+    let batch = folder
+        .batch::<Flex>(&[0, 1, 2, 3], &[false; 4], &device)
+        .unwrap();
     assert_eq!(batch.dims(), [4, 3, 8, 8]);
     let values: Vec<f32> = batch.into_data().to_vec().unwrap();
     assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
@@ -170,6 +172,7 @@ fn files_are_decoded_by_their_content_not_their_name() {
     let device = Default::default();
     let pixels = |folder: &ImageFolder| -> Vec<f32> {
         let batch = folder.batch::<Flex>(&[0, 1, 2], &[false; 3], &device);
+        let batch = batch.unwrap();
         batch.into_data().to_vec().unwrap()
     };
     assert_eq!(got.len(), 3);
@@ -184,11 +187,13 @@ fn grayscale_loading_and_flips() {
     let device = Default::default();
     let plain: Vec<f32> = folder
         .batch::<Flex>(&[0], &[false], &device)
+        .unwrap()
         .into_data()
         .to_vec()
         .unwrap();
     let flipped: Vec<f32> = folder
         .batch::<Flex>(&[0], &[true], &device)
+        .unwrap()
         .into_data()
         .to_vec()
         .unwrap();
@@ -221,8 +226,8 @@ fn device_images_give_the_host_batches() {
         );
         let indices = [4, 0, 2, 0, 1, 3];
         let flips = [true, false, true, true, false, false];
-        let on_host = folder.batch::<Flex>(&indices, &flips, &device);
-        let on_device = resident.batch(&indices, &flips);
+        let on_host = folder.batch::<Flex>(&indices, &flips, &device).unwrap();
+        let on_device = resident.batch(&indices, &flips).unwrap();
         assert_eq!(on_device.dims(), on_host.dims());
         let bits = |tensor: burn::tensor::Tensor<Flex, 4>| -> Vec<u32> {
             let values: Vec<f32> = tensor.into_data().to_vec().unwrap();
@@ -230,6 +235,42 @@ fn device_images_give_the_host_batches() {
         };
         assert_eq!(bits(on_device), bits(on_host), "{channels} channels");
     }
+}
+
+/// An index past the end or too few mirror flags are refused on the host, by both batches
+/// and by the label and subset lookups, naming the numbers.
+#[test]
+fn batches_refuse_missing_images_and_flags() {
+    let dir = mixed_folder("indices");
+    let folder = ImageFolder::load(&dir, options(1, false), |_| {}).unwrap();
+    let device = Default::default();
+    let resident = DeviceImages::<Flex>::new(&folder, &device);
+    let images = folder.len();
+    let past = DatasetError::NoSuchImage {
+        index: images,
+        images,
+    };
+    let short = DatasetError::FlipCount {
+        flips: 1,
+        images: 2,
+    };
+    let host = |indices: &[usize], flips: &[bool]| {
+        folder
+            .batch::<Flex>(indices, flips, &device)
+            .unwrap_err()
+            .to_string()
+    };
+    let on_device =
+        |indices: &[usize], flips: &[bool]| resident.batch(indices, flips).unwrap_err().to_string();
+    assert_eq!(host(&[0, images], &[false; 2]), past.to_string());
+    assert_eq!(on_device(&[0, images], &[false; 2]), past.to_string());
+    assert_eq!(host(&[0, 1], &[false]), short.to_string());
+    assert_eq!(on_device(&[0, 1], &[false]), short.to_string());
+    assert_eq!(
+        folder.labels_of(&[images]).unwrap_err().to_string(),
+        past.to_string()
+    );
+    assert!(folder.subset(&[0, images]).is_err());
 }
 
 #[test]

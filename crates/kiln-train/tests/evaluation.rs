@@ -36,7 +36,7 @@ fn evaluator(data: &kiln_train::ImageFolder) -> Evaluator<Flex, Quarters> {
     let device = Default::default();
     let unit = |indices: Vec<usize>| {
         let flips = vec![false; indices.len()];
-        (data.batch::<Flex>(&indices, &flips, &device) + 1.0) / 2.0
+        (data.batch::<Flex>(&indices, &flips, &device).unwrap() + 1.0) / 2.0
     };
     let training = vec![unit((0..data.len()).collect())];
     let held_out = Some(vec![unit((data.len() - 8..data.len()).collect())]);

@@ -2,6 +2,9 @@ use burn::config::Config;
 
 use crate::UNetError;
 
+/// The most levels a UNet may have: the last works on images 2^31 times smaller.
+const MAX_LEVELS: usize = 32;
+
 /// The architecture of a [`UNet`](crate::UNet), in diffusers' `UNet2DModel` vocabulary.
 ///
 /// Level i of the down path has `block_out_channels[i]` channels and `layers_per_block`
@@ -102,13 +105,13 @@ impl UNetConfig {
         .with_attention_head_dim(None)
     }
 
-    /// The time embedding's width, 4 × `block_out_channels[0]`.
-    pub fn time_embed_dim(&self) -> usize {
+    /// The time embedding's width, 4 × `block_out_channels[0]` (of a validated config).
+    pub(crate) fn time_embed_dim(&self) -> usize {
         4 * self.block_out_channels[0]
     }
 
-    /// The number of attention heads at `channels` channels.
-    pub fn heads(&self, channels: usize) -> usize {
+    /// The number of attention heads at `channels` channels (of a validated config).
+    pub(crate) fn heads(&self, channels: usize) -> usize {
         self.attention_head_dim.map_or(1, |dim| channels / dim)
     }
 
@@ -116,6 +119,16 @@ impl UNetConfig {
         let bad = |field, problem: String| Err(UNetError::Config { field, problem });
         if self.block_out_channels.is_empty() {
             return bad("block_out_channels", "at least one level is needed".into());
+        }
+        // Each level below the first halves the image: 2^(levels − 1) must divide its size.
+        if self.block_out_channels.len() > MAX_LEVELS {
+            return bad(
+                "block_out_channels",
+                format!(
+                    "{} levels; at most {MAX_LEVELS} (each halves the image)",
+                    self.block_out_channels.len()
+                ),
+            );
         }
         if self.attention.len() != self.block_out_channels.len() {
             return bad(

@@ -172,6 +172,10 @@ impl<B: Backend> UNet<B> {
     /// The model's output for `x` = `[batch, in_channels, h, w]` at one timestep per batch
     /// element, with optional class `labels` (`None` uses the null label of a class-conditional
     /// model). h and w must be divisible by 2^(levels − 1).
+    ///
+    /// The labels' count is checked, not their values, which live on the device: reading them
+    /// back would make every call wait for it. Each must lie in 0..`num_class_embeds` (the
+    /// last is the null label); `kiln-pipeline` checks the labels it is given on the host.
     pub fn forward(
         &self,
         x: Tensor<B, 4>,

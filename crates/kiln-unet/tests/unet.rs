@@ -104,6 +104,8 @@ fn bad_inputs_and_configs_are_errors() {
             ..
         }
     ));
+    let deep = bad(UNetConfig::new(vec![32; 65], vec![false; 65]));
+    assert!(deep.to_string().contains("65 levels; at most 32"), "{deep}");
     assert!(matches!(
         bad(UNetConfig::new(vec![32], vec![true, false])),
         UNetError::Config {
