@@ -39,8 +39,8 @@ use kiln::metrics::IdentitySplit;
 use kiln::pipeline::SamplerName;
 use kiln::train::{
     ClassConditioning, DEFAULT_LOG_EVERY, DatasetError, Evaluation, ImageFolder,
-    ImageFolderOptions, Labels, LoadEvent, ProcessGroup, RunOptions, SingleProcess, TrainConfig,
-    check_run, train,
+    ImageFolderOptions, Labels, LoadEvent, ProcessGroup, RunOptions, SingleProcess,
+    TimestepDensity, TrainConfig, check_run, train,
 };
 use kiln::unet::UNetPreset;
 
@@ -124,6 +124,20 @@ struct Args {
     /// Min-SNR-γ loss weighting (5 is the paper's choice); off by default.
     #[arg(long)]
     min_snr_gamma: Option<f64>,
+    /// How each image's training timestep is drawn: uniform, logit_normal (SD3's choice for
+    /// rectified flow), mode or cosmap (Esser et al. 2024, §3.1; a noise level t ∈ [0, 1]
+    /// becomes timestep ⌊t·T⌋).
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "logit_normal", "mode", "cosmap"])]
+    timestep_density: String,
+    /// logit_normal: the mean of the normal whose sigmoid is t (positive: toward noise).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    logit_mean: f64,
+    /// logit_normal: its standard deviation.
+    #[arg(long, default_value_t = 1.0)]
+    logit_std: f64,
+    /// mode: how strongly the middle noise levels are favoured (negative: the ends).
+    #[arg(long, default_value_t = 1.29, allow_negative_numbers = true)]
+    mode_scale: f64,
     /// Write a sample grid every this many epochs.
     #[arg(long, default_value_t = 10)]
     sample_every: usize,
@@ -461,6 +475,12 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_prediction(args.prediction.clone())
         .with_beta_schedule(args.beta_schedule.clone())
         .with_min_snr_gamma(args.min_snr_gamma)
+        .with_timestep_density((args.timestep_density != "uniform").then(|| {
+            TimestepDensity::new(args.timestep_density.clone())
+                .with_logit_mean(args.logit_mean)
+                .with_logit_std(args.logit_std)
+                .with_mode_scale(args.mode_scale)
+        }))
         .with_sample_every_epochs(args.sample_every)
         .with_checkpoint_every_epochs(args.checkpoint_every)
         .with_keep_checkpoints(args.keep_checkpoints)

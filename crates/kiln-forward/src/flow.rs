@@ -135,7 +135,9 @@ impl FlowTimeDensity {
             .collect())
     }
 
-    fn validate(self) -> Result<(), ForwardError> {
+    /// Checks the parameters: a finite logit-normal mean and a positive, finite standard
+    /// deviation; a mode scale in [−1, 2/(π − 2)].
+    pub fn validate(self) -> Result<(), ForwardError> {
         match self {
             Self::LogitNormal { mean, std } => {
                 check_setting("mean", mean, mean.is_finite(), "a finite number")?;

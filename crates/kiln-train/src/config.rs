@@ -3,11 +3,12 @@
 use burn::config::Config;
 use burn::optim::{AdamWConfig, grad_clipping::GradientClippingConfig};
 use kiln_distill::{ConsistencyDistillation, ProgressiveDistillation};
-use kiln_forward::{LossWeighting, Prediction};
+use kiln_forward::{FlowTimeDensity, LossWeighting, Prediction};
 use kiln_pipeline::{NamedRun, SamplerName};
 use kiln_sampler::{ConsistencyScalings, Tcd, TcdConfig};
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use kiln_unet::UNetConfig;
+use rand::{Rng, RngExt};
 
 use crate::ema::check_decay;
 use crate::{Distiller, TrainError};
@@ -68,6 +69,10 @@ pub struct TrainConfig {
     /// Min-SNR-γ loss weighting (Hang et al. 2023); `None` weighs every timestep equally.
     #[config(default = "None")]
     pub min_snr_gamma: Option<f64>,
+    /// How each image's training timestep is drawn (`None`: uniformly from the T, as Ho et
+    /// al. 2020; see [`TimestepDensity`]).
+    #[config(default = "None")]
+    pub timestep_density: Option<TimestepDensity>,
     /// Class-conditional training (`None`: unconditional).
     #[config(default = "None")]
     pub classes: Option<ClassConditioning>,
@@ -115,6 +120,62 @@ pub struct ClassConditioning {
     /// The probability of training an image with the null label instead of its own.
     #[config(default = 0.1)]
     pub label_dropout: f64,
+}
+
+/// The density of the training timesteps (Esser et al. 2024, "Scaling Rectified Flow
+/// Transformers for High-Resolution Image Synthesis", §3.1): a noise level t ∈ [0, 1] is
+/// drawn from a [`FlowTimeDensity`] and becomes timestep
+///
+/// ```text
+/// ⌊t·T⌋   (T − 1 at t = 1)
+/// ```
+///
+/// so that t = 1 is the noisiest. On `rectified_flow` that is σ = (⌊t·T⌋ + 1)/T, SD3's draw
+/// on Kiln's table; on the other schedules it is the same density over t/T. The names and
+/// defaults are those of diffusers' SD3 and Flux training scripts (`weighting_scheme`,
+/// `logit_mean`, `logit_std`, `mode_scale`), whose draws index their σ table from the
+/// noisiest down: their `logit_mean` m is Kiln's −m.
+#[derive(Config, Debug, PartialEq)]
+pub struct TimestepDensity {
+    /// `uniform` (the draws of a run without a density), `logit_normal` (SD3's choice),
+    /// `mode` or `cosmap`.
+    pub scheme: String,
+    /// `logit_normal`: the mean of the normal whose sigmoid is t (positive: toward noise).
+    #[config(default = 0.0)]
+    pub logit_mean: f64,
+    /// `logit_normal`: its standard deviation.
+    #[config(default = 1.0)]
+    pub logit_std: f64,
+    /// `mode`: how strongly the middle is favoured (negative: the ends).
+    #[config(default = 1.29)]
+    pub mode_scale: f64,
+}
+
+impl TimestepDensity {
+    /// The density of t this names, with its parameters checked.
+    pub fn density(&self) -> Result<FlowTimeDensity, TrainError> {
+        let density = match self.scheme.as_str() {
+            "uniform" => FlowTimeDensity::Uniform,
+            "logit_normal" => FlowTimeDensity::LogitNormal {
+                mean: self.logit_mean,
+                std: self.logit_std,
+            },
+            "mode" => FlowTimeDensity::Mode {
+                scale: self.mode_scale,
+            },
+            "cosmap" => FlowTimeDensity::CosMap,
+            other => {
+                return Err(invalid(
+                    "timestep_density.scheme",
+                    format!("{other:?}; expected uniform, logit_normal, mode or cosmap"),
+                ));
+            }
+        };
+        density
+            .validate()
+            .map_err(|error| invalid("timestep_density", error.to_string()))?;
+        Ok(density)
+    }
 }
 
 /// Distillation of a teacher into the run's model, which starts from the teacher's weights
@@ -312,6 +373,30 @@ impl TrainConfig {
         }
     }
 
+    /// `count` training timesteps drawn from `rng`: uniformly from 0..T without a
+    /// [`TimestepDensity`] or with `uniform`, else ⌊t·T⌋ (at most T − 1) of t drawn from it.
+    pub(crate) fn draw_timesteps(
+        &self,
+        count: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Vec<usize>, TrainError> {
+        let timesteps = self.num_train_timesteps;
+        let density = match &self.timestep_density {
+            Some(density) => density.density()?,
+            None => FlowTimeDensity::Uniform,
+        };
+        if density == FlowTimeDensity::Uniform {
+            return Ok((0..count).map(|_| rng.random_range(0..timesteps)).collect());
+        }
+        let levels = density
+            .sample(count, rng)
+            .map_err(|error| invalid("timestep_density", error.to_string()))?;
+        Ok(levels
+            .into_iter()
+            .map(|t| timestep_of_level(t, timesteps))
+            .collect())
+    }
+
     /// AdamW with this config's weight decay and gradient clipping (the learning rate is set
     /// at each step, with its warm-up).
     pub fn optimizer(&self) -> AdamWConfig {
@@ -352,6 +437,15 @@ impl TrainConfig {
         self.schedule()?;
         self.distiller()?;
         self.learning_rate_at(u64::from(u32::MAX), u64::from(u32::MAX))?;
+        if let Some(density) = &self.timestep_density {
+            density.density()?;
+            if self.distillation.is_some() {
+                return Err(invalid(
+                    "timestep_density",
+                    "a distillation trains at its student's timesteps; leave it unset".into(),
+                ));
+            }
+        }
         if let Some(gamma) = self.min_snr_gamma {
             self.weighting()
                 .weight(1.0, Prediction::Epsilon)
@@ -475,6 +569,11 @@ impl ConfigDifference {
     }
 }
 
+/// ⌊t·T⌋, at most T − 1: the timestep of noise level t ∈ [0, 1] ([`TimestepDensity`]).
+fn timestep_of_level(t: f64, timesteps: usize) -> usize {
+    ((t * timesteps as f64) as usize).min(timesteps - 1)
+}
+
 fn invalid(field: &str, problem: String) -> TrainError {
     TrainError::Config {
         field: field.to_string(),
@@ -541,6 +640,59 @@ mod tests {
         // The config of a run from before the field existed reads as constant.
         let mut older = fields(&config());
         older.remove("lr_schedule");
+        let older: TrainConfig = serde_json::from_value(older.into()).unwrap();
+        assert_eq!(older, config());
+    }
+
+    #[test]
+    fn timestep_densities_draw_where_their_noise_levels_are() {
+        use rand::{SeedableRng, rngs::StdRng};
+        let draws = |config: &TrainConfig| {
+            let mut timesteps = config
+                .draw_timesteps(10_000, &mut StdRng::seed_from_u64(3))
+                .unwrap();
+            timesteps.sort_unstable();
+            timesteps
+        };
+        let with = |density: TimestepDensity| config().with_timestep_density(Some(density));
+        let uniform = draws(&config());
+        assert_eq!(
+            draws(&with(TimestepDensity::new("uniform".into()))),
+            uniform
+        );
+        assert!(uniform.iter().filter(|&&t| t < 100).count() > 900);
+
+        // sigmoid(n) < 0.1 for n ~ N(0, 1) has probability 1.4 %; the median is at t = ½.
+        let logit_normal = draws(&with(TimestepDensity::new("logit_normal".into())));
+        assert!(logit_normal.iter().filter(|&&t| t < 100).count() < 300);
+        assert!(
+            logit_normal[5_000].abs_diff(500) < 20,
+            "{}",
+            logit_normal[5_000]
+        );
+        // A positive mean moves toward noise: the median is at sigmoid(1) = 0.731.
+        let noisier = with(TimestepDensity::new("logit_normal".into()).with_logit_mean(1.0));
+        assert!(draws(&noisier)[5_000].abs_diff(731) < 20);
+        assert!(draws(&with(TimestepDensity::new("mode".into())))[9_999] < 1000);
+
+        assert_eq!(timestep_of_level(0.0, 1000), 0);
+        assert_eq!(timestep_of_level(0.4999, 1000), 499);
+        assert_eq!(timestep_of_level(1.0, 1000), 999);
+
+        let named = |config: TrainConfig| config.validate().unwrap_err().to_string();
+        assert!(
+            named(with(TimestepDensity::new("beta".into())))
+                .starts_with("timestep_density.scheme: \"beta\"")
+        );
+        let flat = TimestepDensity::new("logit_normal".into()).with_logit_std(0.0);
+        assert!(named(with(flat)).starts_with("timestep_density: "));
+        let distilled = with(TimestepDensity::new("cosmap".into()))
+            .with_distillation(Some(Distillation::new("teacher".into(), 4)));
+        assert!(named(distilled).starts_with("timestep_density: a distillation"));
+
+        // The config of a run from before the field existed draws uniformly.
+        let mut older = fields(&config());
+        older.remove("timestep_density");
         let older: TrainConfig = serde_json::from_value(older.into()).unwrap();
         assert_eq!(older, config());
     }

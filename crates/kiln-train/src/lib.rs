@@ -53,7 +53,7 @@ mod workers;
 
 pub use config::{
     CONSISTENCY_GAMMA, CONSISTENCY_GRID, ClassConditioning, ConfigDifference, Distillation,
-    TrainConfig,
+    TimestepDensity, TrainConfig,
 };
 pub use dataset::{
     DatasetError, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, Labels, LoadEvent, SkippedFile,

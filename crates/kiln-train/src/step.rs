@@ -50,9 +50,7 @@ impl StepDraws {
             .map(|_| config.random_flip && rng.random_bool(0.5))
             .collect();
         let timesteps: Vec<usize> = match distiller {
-            None => (0..config.batch_size)
-                .map(|_| rng.random_range(0..config.num_train_timesteps))
-                .collect(),
+            None => config.draw_timesteps(config.batch_size, &mut rng)?,
             Some(distiller) => {
                 let student = distiller.student_timesteps();
                 (0..config.batch_size)
