@@ -208,7 +208,7 @@ impl ProgressiveDistillation {
     ) -> Result<Tensor<B, 1>, DistillError> {
         check_batch(&output, indices)?;
         check_shapes(&output, &target)?;
-        check_input_shape("the noisy batch", &output, &noisy)?;
+        check_input_shape("noisy batch", &output, &noisy)?;
         let alphas = self.alphas_at(indices, 0)?;
         let [on_noisy, on_output] = conversion(
             "the student",

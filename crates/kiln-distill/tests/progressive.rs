@@ -184,7 +184,7 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(
         loss(shorter, x.clone()),
         DistillError::Sampler(SamplerError::ShapeMismatch {
-            what: "the noisy batch",
+            what: "noisy batch",
             ..
         })
     ));

@@ -29,7 +29,7 @@ impl Default for PolynomialKernel {
 }
 
 impl PolynomialKernel {
-    /// Checks that this is a kernel (positive definite, finite): degree ≥ 1, γ finite and
+    /// Checks that this is a kernel (positive semi-definite, finite): degree ≥ 1, γ finite and
     /// positive where given, c finite and at least 0.
     pub fn check(&self) -> Result<(), MetricsError> {
         let problem = if self.degree < 1 {
@@ -146,6 +146,7 @@ pub fn kernel_inception_distance(
     config: &KidConfig,
     rng: &mut impl Rng,
 ) -> Result<Kid, MetricsError> {
+    config.kernel.check()?;
     if config.subsets == 0 {
         return Err(MetricsError::OutOfRange {
             name: "KID subsets",
@@ -173,6 +174,7 @@ pub fn kid_over_subsets(
     subsets: &[[Vec<usize>; 2]],
     kernel: &PolynomialKernel,
 ) -> Result<Kid, MetricsError> {
+    kernel.check()?;
     if subsets.is_empty() {
         return Err(MetricsError::OutOfRange {
             name: "KID subsets",

@@ -131,10 +131,12 @@ pub struct ClassConditioning {
 /// ```
 ///
 /// so that t = 1 is the noisiest. On `rectified_flow` that is σ = (⌊t·T⌋ + 1)/T, SD3's draw
-/// on Kiln's table; on the other schedules it is the same density over t/T. The names and
-/// defaults are those of diffusers' SD3 and Flux training scripts (`weighting_scheme`,
-/// `logit_mean`, `logit_std`, `mode_scale`), whose draws index their σ table from the
-/// noisiest down: their `logit_mean` m is Kiln's −m.
+/// on Kiln's table; on the other schedules it is the same density over timestep/T. The
+/// parameters and their defaults are those of diffusers' SD3 and Flux training scripts
+/// (`weighting_scheme` `logit_normal` or `mode`, `logit_mean`, `logit_std`, `mode_scale`),
+/// whose draws index their σ table from the noisiest down: their `logit_mean` m is Kiln's −m.
+/// `cosmap` is the paper's CosMap density (diffusers' `cosmap` is a loss weighting with
+/// uniform draws). A distillation trains at its student's timesteps and does not use this.
 #[derive(Config, Debug, PartialEq)]
 pub struct TimestepDensity {
     /// `uniform` (the draws of a run without a density), `logit_normal` (SD3's choice),
@@ -152,8 +154,17 @@ pub struct TimestepDensity {
 }
 
 impl TimestepDensity {
-    /// The density of t this names, with its parameters checked.
+    /// The density of t this names, with its parameters checked (all three must be finite,
+    /// so that the config stays readable as JSON).
     pub fn density(&self) -> Result<FlowTimeDensity, TrainError> {
+        let parameters = [
+            ("timestep_density.logit_mean", self.logit_mean),
+            ("timestep_density.logit_std", self.logit_std),
+            ("timestep_density.mode_scale", self.mode_scale),
+        ];
+        if let Some((field, value)) = parameters.iter().find(|(_, value)| !value.is_finite()) {
+            return Err(invalid(field, format!("{value}; must be finite")));
+        }
         let density = match self.scheme.as_str() {
             "uniform" => FlowTimeDensity::Uniform,
             "logit_normal" => FlowTimeDensity::LogitNormal {
@@ -171,15 +182,19 @@ impl TimestepDensity {
                 ));
             }
         };
+        let field = match density {
+            FlowTimeDensity::LogitNormal { .. } => "timestep_density.logit_std",
+            _ => "timestep_density.mode_scale",
+        };
         density
             .validate()
-            .map_err(|error| invalid("timestep_density", error.to_string()))?;
+            .map_err(|error| invalid(field, error.to_string()))?;
         Ok(density)
     }
 }
 
 /// Distillation of a teacher into the run's model, which starts from the teacher's weights
-/// (the run's `min_snr_gamma` is not used). Three methods:
+/// (the run's `min_snr_gamma` and `timestep_density` are not used). Three methods:
 ///
 /// - `progressive` (the default): one round of progressive distillation (Salimans & Ho 2022,
 ///   [`kiln_distill::ProgressiveDistillation`]). The student learns to take one DDIM step where
@@ -439,12 +454,6 @@ impl TrainConfig {
         self.learning_rate_at(u64::from(u32::MAX), u64::from(u32::MAX))?;
         if let Some(density) = &self.timestep_density {
             density.density()?;
-            if self.distillation.is_some() {
-                return Err(invalid(
-                    "timestep_density",
-                    "a distillation trains at its student's timesteps; leave it unset".into(),
-                ));
-            }
         }
         if let Some(gamma) = self.min_snr_gamma {
             self.weighting()
@@ -655,16 +664,23 @@ mod tests {
             timesteps
         };
         let with = |density: TimestepDensity| config().with_timestep_density(Some(density));
+        let below_100 = |timesteps: &[usize]| timesteps.iter().filter(|&&t| t < 100).count();
+
+        // Without a density, or with `uniform`, the draws of runs from before densities.
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut earlier: Vec<usize> = (0..10_000).map(|_| rng.random_range(0..1000)).collect();
+        earlier.sort_unstable();
         let uniform = draws(&config());
+        assert_eq!(uniform, earlier);
         assert_eq!(
             draws(&with(TimestepDensity::new("uniform".into()))),
             uniform
         );
-        assert!(uniform.iter().filter(|&&t| t < 100).count() > 900);
+        assert!(below_100(&uniform).abs_diff(1000) < 90);
 
         // sigmoid(n) < 0.1 for n ~ N(0, 1) has probability 1.4 %; the median is at t = ½.
         let logit_normal = draws(&with(TimestepDensity::new("logit_normal".into())));
-        assert!(logit_normal.iter().filter(|&&t| t < 100).count() < 300);
+        assert!(below_100(&logit_normal).abs_diff(140) < 40);
         assert!(
             logit_normal[5_000].abs_diff(500) < 20,
             "{}",
@@ -673,7 +689,18 @@ mod tests {
         // A positive mean moves toward noise: the median is at sigmoid(1) = 0.731.
         let noisier = with(TimestepDensity::new("logit_normal".into()).with_logit_mean(1.0));
         assert!(draws(&noisier)[5_000].abs_diff(731) < 20);
-        assert!(draws(&with(TimestepDensity::new("mode".into())))[9_999] < 1000);
+        // t < 0.1 with probability 4.67 % for mode (s = 1.29) and 7.04 % for CosMap
+        // (tan(πu/2) < 1/9), both with median ½ (computed from their inverse CDFs).
+        let mode = draws(&with(TimestepDensity::new("mode".into())));
+        assert!(below_100(&mode).abs_diff(467) < 70, "{}", below_100(&mode));
+        assert!(mode[5_000].abs_diff(500) < 20);
+        let cosmap = draws(&with(TimestepDensity::new("cosmap".into())));
+        assert!(
+            below_100(&cosmap).abs_diff(704) < 80,
+            "{}",
+            below_100(&cosmap)
+        );
+        assert!(cosmap[5_000].abs_diff(500) < 20);
 
         assert_eq!(timestep_of_level(0.0, 1000), 0);
         assert_eq!(timestep_of_level(0.4999, 1000), 499);
@@ -685,10 +712,17 @@ mod tests {
                 .starts_with("timestep_density.scheme: \"beta\"")
         );
         let flat = TimestepDensity::new("logit_normal".into()).with_logit_std(0.0);
-        assert!(named(with(flat)).starts_with("timestep_density: "));
-        let distilled = with(TimestepDensity::new("cosmap".into()))
-            .with_distillation(Some(Distillation::new("teacher".into(), 4)));
-        assert!(named(distilled).starts_with("timestep_density: a distillation"));
+        assert!(named(with(flat)).starts_with("timestep_density.logit_std: "));
+        let steep = TimestepDensity::new("mode".into()).with_mode_scale(2.0);
+        assert!(named(with(steep)).starts_with("timestep_density.mode_scale: "));
+        // Unused parameters too must be finite: the config is stored as JSON.
+        let unused = TimestepDensity::new("mode".into()).with_logit_mean(f64::NAN);
+        assert!(named(with(unused)).starts_with("timestep_density.logit_mean: NaN"));
+        // A distillation draws its student's timesteps and ignores the density.
+        with(TimestepDensity::new("cosmap".into()))
+            .with_distillation(Some(Distillation::new("teacher".into(), 4)))
+            .validate()
+            .unwrap();
 
         // The config of a run from before the field existed draws uniformly.
         let mut older = fields(&config());
