@@ -22,15 +22,31 @@ pub fn schedule() -> NoiseSchedule {
     NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap()
 }
 
+/// Rectified flow's path on the variance-preserving scale: ᾱ = 0, pure noise, at t = T − 1.
+pub fn flow_schedule() -> NoiseSchedule {
+    NoiseSchedule::new(&BetaSchedule::rectified_flow(), 1000).unwrap()
+}
+
 /// Two well separated 2-D Gaussians: the data whose exact denoiser teaches.
 pub fn mixture() -> GaussianMixture {
+    mixture_on(schedule())
+}
+
+/// The same data denoised under `schedule`, with ε-prediction.
+pub fn mixture_on(schedule: NoiseSchedule) -> GaussianMixture {
     GaussianMixture::new(
         vec![0.3, 0.7],
         vec![vec![-1.0, 0.5], vec![0.8, -0.4]],
         vec![0.04, 0.09],
-        schedule(),
+        schedule,
     )
     .unwrap()
+}
+
+/// The mixture as a rectified-flow teacher: [`flow_schedule`], answering with the velocity
+/// ε − x_0.
+pub fn flow_mixture() -> GaussianMixture {
+    mixture_on(flow_schedule()).with_prediction(Prediction::Flow)
 }
 
 /// `steps` deterministic DDIM steps of `model` from `noise` with `config`.
@@ -40,7 +56,18 @@ pub fn ddim_with<Bk: Backend>(
     steps: usize,
     noise: Tensor<Bk, 2>,
 ) -> Vec<f32> {
-    let mut sampler = Ddim::new(config, &schedule(), steps).unwrap();
+    ddim_on(&schedule(), config, model, steps, noise)
+}
+
+/// The same on `schedule`.
+pub fn ddim_on<Bk: Backend>(
+    schedule: &NoiseSchedule,
+    config: DdimConfig,
+    model: &impl Denoiser<Bk, 2>,
+    steps: usize,
+    noise: Tensor<Bk, 2>,
+) -> Vec<f32> {
+    let mut sampler = Ddim::new(config, schedule, steps).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
     host(sample(&mut sampler, model, noise, &mut rng, |_| {}).unwrap())
 }
