@@ -243,15 +243,33 @@ fn a_classifier_trained_on_rightly_labelled_faces_names_new_photos_and_a_mislabe
     assert!(right > 0.6, "{right}");
     assert!(wrong < 0.05, "{wrong}");
 
-    let error = classification_accuracy_score::<Autodiff<B>>(
-        Tensor::from_inner(images(&faces, &split.train)),
-        &vec![40; split.train.len()],
-        images(&faces, &split.held_out),
-        &identities(&split.held_out),
-        &training,
-    );
-    assert!(
-        matches!(error, Err(MetricsError::Images { .. })),
-        "{error:?}"
-    );
+    // Identities are checked as FaceEncoder::accuracy checks them, before any training.
+    let refused = |generated: &[usize], real: &[usize]| {
+        classification_accuracy_score::<Autodiff<B>>(
+            Tensor::from_inner(images(&faces, &split.train)),
+            generated,
+            images(&faces, &split.held_out),
+            real,
+            &training,
+        )
+        .unwrap_err()
+    };
+    let (train, held_out) = (identities(&split.train), identities(&split.held_out));
+    let unknown = MetricsError::OutOfRange {
+        name: "an identity",
+        value: 40.0,
+        expected: "an index into FACE_ENCODER_PEOPLE",
+    };
+    assert_eq!(refused(&vec![40; train.len()], &held_out), unknown);
+    assert_eq!(refused(&train, &vec![40; held_out.len()]), unknown);
+    let few = MetricsError::Sizes {
+        a: train.len(),
+        b: 1,
+    };
+    assert_eq!(refused(&train[..1], &held_out), few);
+    let few = MetricsError::Sizes {
+        a: held_out.len(),
+        b: 1,
+    };
+    assert_eq!(refused(&train, &held_out[..1]), few);
 }

@@ -185,22 +185,7 @@ impl<B: Backend> FaceEncoder<B> {
         identities: &[usize],
     ) -> Result<f64, MetricsError> {
         let n = images.dims()[0];
-        if identities.len() != n {
-            return Err(MetricsError::Sizes {
-                a: n,
-                b: identities.len(),
-            });
-        }
-        if let Some(&unknown) = identities
-            .iter()
-            .find(|&&identity| identity >= FACE_ENCODER_PEOPLE.len())
-        {
-            return Err(MetricsError::OutOfRange {
-                name: "an identity",
-                value: unknown as f64,
-                expected: "an index into FACE_ENCODER_PEOPLE",
-            });
-        }
+        check_identities(n, identities)?;
         let device = images.device();
         let expected: Vec<i64> = identities.iter().map(|&identity| identity as i64).collect();
         let expected = Tensor::<B, 1, Int>::from_data(TensorData::new(expected, [n]), &device);
@@ -281,6 +266,29 @@ impl IdentitySplit {
         let (held_out, train): (Vec<usize>, Vec<usize>) =
             (0..labels.len()).partition(|&index| is_held_out[index]);
         Self { train, held_out }
+    }
+}
+
+/// Refuses `identities` unless there is one per image (`images` of them, a
+/// [`MetricsError::Sizes`]), each an index into [`FACE_ENCODER_PEOPLE`] (else
+/// [`MetricsError::OutOfRange`]): what scoring and training the encoder both need.
+pub(crate) fn check_identities(images: usize, identities: &[usize]) -> Result<(), MetricsError> {
+    if identities.len() != images {
+        return Err(MetricsError::Sizes {
+            a: images,
+            b: identities.len(),
+        });
+    }
+    match identities
+        .iter()
+        .find(|&&identity| identity >= FACE_ENCODER_IDENTITIES)
+    {
+        Some(&unknown) => Err(MetricsError::OutOfRange {
+            name: "an identity",
+            value: unknown as f64,
+            expected: "an index into FACE_ENCODER_PEOPLE",
+        }),
+        None => Ok(()),
     }
 }
 

@@ -22,7 +22,8 @@ use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use crate::{FACE_ENCODER_IDENTITIES, FaceEncoder, MetricsError};
+use crate::face_encoder::check_identities;
+use crate::{FaceEncoder, MetricsError};
 
 /// How [`train_face_encoder`] trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,7 +81,11 @@ impl<B: AutodiffBackend> TrainedEpoch<'_, B> {
 
 /// A fresh [`FaceEncoder`] trained on `images` (`[n, channels, h, w]` in [0, 1]) to tell
 /// `identities` (one per image, each below [`FACE_ENCODER_IDENTITIES`]) apart, as the module
-/// documentation describes; `on_epoch` sees the end of every epoch.
+/// documentation describes; `on_epoch` sees the end of every epoch. Identities that do not fit
+/// are a [`MetricsError::Sizes`] or [`MetricsError::OutOfRange`], as for
+/// [`FaceEncoder::accuracy`]; no images or a batch size of 0, [`MetricsError::Images`].
+///
+/// [`FACE_ENCODER_IDENTITIES`]: crate::FACE_ENCODER_IDENTITIES
 pub fn train_face_encoder<B: AutodiffBackend>(
     images: Tensor<B, 4>,
     identities: &[usize],
@@ -88,18 +93,12 @@ pub fn train_face_encoder<B: AutodiffBackend>(
     mut on_epoch: impl FnMut(TrainedEpoch<'_, B>),
 ) -> Result<FaceEncoder<B::InnerBackend>, MetricsError> {
     let [n, channels, h, w] = images.dims();
-    let refuse = |reason| MetricsError::Images {
-        shape: vec![n, channels, h, w],
-        reason,
-    };
-    if identities.len() != n {
-        return Err(refuse("the images need one identity each"));
-    }
-    if identities.iter().any(|&id| id >= FACE_ENCODER_IDENTITIES) {
-        return Err(refuse("an identity is beyond the encoder's 40"));
-    }
+    check_identities(n, identities)?;
     if n == 0 || training.batch_size == 0 {
-        return Err(refuse("there is nothing to train on"));
+        return Err(MetricsError::Images {
+            shape: vec![n, channels, h, w],
+            reason: "there is nothing to train on",
+        });
     }
     let device = images.device();
     B::seed(&device, training.seed);
@@ -140,7 +139,8 @@ pub fn train_face_encoder<B: AutodiffBackend>(
 
 /// The classification accuracy score: the share of the `real` images (`[m, channels, h, w]` in
 /// [0, 1]) whose `real_identities` a face encoder trained by `training` on the `generated`
-/// images, labelled `generated_identities`, names (module documentation).
+/// images, labelled `generated_identities`, names (module documentation). Both sets of
+/// identities are checked as [`train_face_encoder`] checks them, before any training.
 pub fn classification_accuracy_score<B: AutodiffBackend>(
     generated: Tensor<B, 4>,
     generated_identities: &[usize],
@@ -148,12 +148,8 @@ pub fn classification_accuracy_score<B: AutodiffBackend>(
     real_identities: &[usize],
     training: &FaceTraining,
 ) -> Result<f64, MetricsError> {
-    if real_identities.len() != real.dims()[0] {
-        return Err(MetricsError::Images {
-            shape: real.dims().to_vec(),
-            reason: "the real images need one identity each",
-        });
-    }
+    check_identities(generated.dims()[0], generated_identities)?;
+    check_identities(real.dims()[0], real_identities)?;
     let classifier = train_face_encoder(generated, generated_identities, training, |_| {})?;
     classifier.accuracy(real, real_identities)
 }
