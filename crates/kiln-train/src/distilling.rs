@@ -22,7 +22,7 @@ pub enum Distiller {
     /// Consistency distillation: the teacher's DDIM map down its grid in one evaluation.
     Consistency(ConsistencyDistillation),
     /// Trajectory consistency distillation: the same pairs, each answer a jump to a point of
-    /// the trajectory drawn below them ([`Self::draw_landings`]).
+    /// the trajectory drawn below them (from [`ConsistencyDistillation::landings_below`]).
     Trajectory(ConsistencyDistillation),
 }
 

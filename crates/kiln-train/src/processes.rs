@@ -14,7 +14,7 @@ use std::fmt::Debug;
 /// with one [`ProcessGroup::all_reduce_sum`]; rank 0 alone writes checkpoints, sample grids and
 /// the loss log.
 ///
-/// Implemented by [`SingleProcess`] and, with the `mpi` feature, [`crate::MpiProcesses`].
+/// Implemented by [`SingleProcess`] and, with the `mpi` feature, `MpiProcesses`.
 pub trait ProcessGroup: Debug {
     /// This process's number, 0 … [`ProcessGroup::size`] − 1.
     fn rank(&self) -> usize;

@@ -48,7 +48,7 @@ use crate::{TrainConfig, TrainError};
 /// Each device gets a worker with a replica of the model (the first device's worker runs on
 /// the calling thread; the others on threads of their own). Each optimizer step is
 /// `StepDraws::for_step` (its randomness, the same in every worker), `gradients` (forward and
-/// backward over the worker's shards), the [`Reduction`] (sum over all workers), the AdamW
+/// backward over the worker's shards), the reduction (a sum over all workers), the AdamW
 /// step, and on the first worker the books (EMA, log, grids, checkpoints); a stop request
 /// ends the run after the step that saw it.
 ///
