@@ -126,9 +126,10 @@ struct Args {
     min_snr_gamma: Option<f64>,
     /// How each image's training timestep is drawn: uniform, logit_normal (SD3's choice for
     /// rectified flow), mode or cosmap (Esser et al. 2024, §3.1; a noise level t ∈ [0, 1]
-    /// becomes timestep ⌊t·T⌋).
-    #[arg(long, default_value = "uniform", value_parser = ["uniform", "logit_normal", "mode", "cosmap"])]
-    timestep_density: String,
+    /// becomes timestep ⌊t·T⌋). Default: logit_normal for rectified flow (--prediction
+    /// flow_prediction --beta-schedule rectified_flow), else uniform.
+    #[arg(long, value_parser = ["uniform", "logit_normal", "mode", "cosmap"])]
+    timestep_density: Option<String>,
     /// logit_normal: the mean of the normal whose sigmoid is t (positive: toward noise).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     logit_mean: f64,
@@ -462,6 +463,13 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_num_class_embeds((!classes.is_empty()).then_some(classes.len() + 1));
     let conditioning = (!classes.is_empty())
         .then(|| ClassConditioning::new(classes.to_vec()).with_label_dropout(args.label_dropout));
+    let rectified_flow =
+        args.prediction == "flow_prediction" && args.beta_schedule == "rectified_flow";
+    let density = match (&args.timestep_density, rectified_flow) {
+        (Some(density), _) => density.as_str(),
+        (None, true) => "logit_normal",
+        (None, false) => "uniform",
+    };
     TrainConfig::new(unet, args.image_size)
         .with_classes(conditioning)
         .with_epochs(args.epochs)
@@ -475,8 +483,8 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_prediction(args.prediction.clone())
         .with_beta_schedule(args.beta_schedule.clone())
         .with_min_snr_gamma(args.min_snr_gamma)
-        .with_timestep_density((args.timestep_density != "uniform").then(|| {
-            TimestepDensity::new(args.timestep_density.clone())
+        .with_timestep_density((density != "uniform").then(|| {
+            TimestepDensity::new(density.into())
                 .with_logit_mean(args.logit_mean)
                 .with_logit_std(args.logit_std)
                 .with_mode_scale(args.mode_scale)
