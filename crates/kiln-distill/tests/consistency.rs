@@ -147,8 +147,8 @@ fn the_ideal_consistency_model_is_the_teachers_map_with_zero_loss() {
 }
 
 /// The same for a rectified-flow teacher (velocity ε − x_0 on rectified flow's path, pure
-/// noise at the grid's top, T − 1): RMS 2.0e-7, loss 0 against the diffusion model's 5.4e-3
-/// when written.
+/// noise at the grid's top, T − 1). When written: RMS 2.0e-7; loss 0, the diffusion model's
+/// 5.4e-3.
 #[test]
 fn the_ideal_consistency_model_of_a_rectified_flow_teacher_is_its_map() {
     ideal_consistency_model_is_the_teachers_map(&flow_schedule(), &flow_mixture());

@@ -269,13 +269,13 @@ impl IdentitySplit {
     }
 }
 
-/// Refuses `identities` unless there is one per image (`images` of them, a
+/// Refuses `identities` unless there is one per image (`count` of them, else a
 /// [`MetricsError::Sizes`]), each an index into [`FACE_ENCODER_PEOPLE`] (else
 /// [`MetricsError::OutOfRange`]): what scoring and training the encoder both need.
-pub(crate) fn check_identities(images: usize, identities: &[usize]) -> Result<(), MetricsError> {
-    if identities.len() != images {
+pub(crate) fn check_identities(count: usize, identities: &[usize]) -> Result<(), MetricsError> {
+    if identities.len() != count {
         return Err(MetricsError::Sizes {
-            a: images,
+            a: count,
             b: identities.len(),
         });
     }
