@@ -46,6 +46,7 @@ impl Progress {
             }
             TrainEvent::Step {
                 step,
+                log_point,
                 total_steps,
                 epoch,
                 loss,
@@ -57,9 +58,11 @@ impl Progress {
                 };
                 self.smoothed_loss = smooth(self.smoothed_loss, loss, 0.95);
                 self.images_per_second = smooth(self.images_per_second, images_per_second, 0.9);
-                let done = (step - self.first_step) as f64;
+                // The steps between two log points arrive together at the second: time them
+                // to it, or the first of them would look slow.
+                let done = (log_point - self.first_step) as f64;
                 let per_step = self.started.elapsed().as_secs_f64() / done.max(1.0);
-                let eta = per_step * (total_steps - step) as f64;
+                let eta = per_step * (total_steps - log_point) as f64;
                 let width = 24;
                 let filled = (width as u64 * step / total_steps.max(1)) as usize;
                 eprint!(

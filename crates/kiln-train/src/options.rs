@@ -133,6 +133,10 @@ pub enum TrainEvent<'a> {
     Step {
         /// Steps done, this one included.
         step: u64,
+        /// Steps done when the event is sent: the log point that reports this step, the last
+        /// step reported with it (so a display's time per step is the time since the start
+        /// over `log_point` steps, not over `step`).
+        log_point: u64,
         /// Steps the run will have done at the end.
         total_steps: u64,
         /// The epoch (0-based) of this step.

@@ -40,9 +40,11 @@ impl<B: AutodiffBackend, F: FnMut(TrainEvent<'_>)> Lead<'_, B, F> {
     /// Reads the pending losses of `run` back, checks them, reports them and logs them.
     fn log(&mut self, run: &Run<'_>) -> Result<(), TrainError> {
         let (steps, images_per_second) = self.losses.read(run.config.batch_size)?;
+        let log_point = steps.last().map_or(0, |last| last.step + 1);
         for logged in steps {
             (self.on_event)(TrainEvent::Step {
                 step: logged.step + 1,
+                log_point,
                 total_steps: run.total_steps,
                 epoch: logged.epoch,
                 loss: logged.loss,

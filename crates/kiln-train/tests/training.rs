@@ -93,8 +93,21 @@ fn loss_goes_down_and_resume_is_bit_identical() {
     let config = config(6); // 4 steps per epoch, 24 steps.
 
     let straight = scratch("straight");
-    let losses = run(&config, &data, &straight, false, None).unwrap();
+    let mut log_points = Vec::new();
+    let losses = run_on(&config, &data, &straight, false, None, 1, |event| {
+        if let TrainEvent::Step {
+            step, log_point, ..
+        } = *event
+        {
+            log_points.push((step, log_point));
+        }
+    })
+    .unwrap();
     assert_eq!(losses.len(), 24);
+    // Each step is reported at the next log point: every 3 steps and at every epoch's end.
+    let next_log_point = |step: u64| (step..).find(|p| p % 3 == 0 || p % 4 == 0).unwrap();
+    let expected: Vec<(u64, u64)> = (1..=24).map(|step| (step, next_log_point(step))).collect();
+    assert_eq!(log_points, expected);
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     let (early, late) = (mean(&losses[..4]), mean(&losses[20..]));
     assert!(late < 0.7 * early, "loss {early} -> {late}");
