@@ -483,12 +483,12 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_prediction(args.prediction.clone())
         .with_beta_schedule(args.beta_schedule.clone())
         .with_min_snr_gamma(args.min_snr_gamma)
-        .with_timestep_density((density != "uniform").then(|| {
+        .with_timestep_density(Some(
             TimestepDensity::new(density.into())
                 .with_logit_mean(args.logit_mean)
                 .with_logit_std(args.logit_std)
-                .with_mode_scale(args.mode_scale)
-        }))
+                .with_mode_scale(args.mode_scale),
+        ))
         .with_sample_every_epochs(args.sample_every)
         .with_checkpoint_every_epochs(args.checkpoint_every)
         .with_keep_checkpoints(args.keep_checkpoints)

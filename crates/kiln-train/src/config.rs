@@ -535,9 +535,12 @@ impl TrainConfig {
     }
 
     /// The first field (in alphabetical order) in which `other` differs from `self`, other
-    /// than those a resumed run may change; `None` if the runs are compatible.
+    /// than those a resumed run may change; `None` if the runs are compatible. Timestep
+    /// densities are compared by the draws they make: no density, `uniform` and any density
+    /// of a distillation (which does not use it) agree, and a parameter the scheme does not
+    /// use (`mode_scale` of `logit_normal`) may differ.
     pub fn first_difference(&self, other: &TrainConfig) -> Option<ConfigDifference> {
-        let (ours, theirs) = (fields(self), fields(other));
+        let (ours, theirs) = (fields(&self.as_drawn()), fields(&other.as_drawn()));
         ours.into_iter().find_map(|(field, ours)| {
             let theirs = theirs
                 .get(&field)
@@ -551,6 +554,31 @@ impl TrainConfig {
                 },
             )
         })
+    }
+}
+
+impl TrainConfig {
+    /// This config with its timestep density as its draws use it: `None` where they are
+    /// uniform or a distillation's, else only the parameters its scheme reads (the others at
+    /// their defaults). A density that does not validate is left as it is.
+    fn as_drawn(&self) -> TrainConfig {
+        let density = match (&self.timestep_density, &self.distillation) {
+            (None, _) | (Some(_), Some(_)) => None,
+            (Some(density), None) => match density.density() {
+                Ok(FlowTimeDensity::Uniform) => None,
+                Ok(FlowTimeDensity::LogitNormal { mean, std }) => Some(
+                    TimestepDensity::new("logit_normal".into())
+                        .with_logit_mean(mean)
+                        .with_logit_std(std),
+                ),
+                Ok(FlowTimeDensity::Mode { scale }) => {
+                    Some(TimestepDensity::new("mode".into()).with_mode_scale(scale))
+                }
+                Ok(FlowTimeDensity::CosMap) => Some(TimestepDensity::new("cosmap".into())),
+                Err(_) => Some(density.clone()),
+            },
+        };
+        self.clone().with_timestep_density(density)
     }
 }
 
@@ -747,5 +775,57 @@ mod tests {
             .first_difference(&TrainConfig::new(UNetConfig::tiny(3), 16))
             .unwrap();
         assert_eq!(difference.field, "unet");
+    }
+
+    #[test]
+    fn timestep_densities_differ_only_where_their_draws_do() {
+        let with = |scheme: &str| {
+            config().with_timestep_density(Some(TimestepDensity::new(scheme.into())))
+        };
+        let differs = |a: &TrainConfig, b: &TrainConfig| {
+            let difference = a.first_difference(b).map(|difference| difference.field);
+            assert_eq!(
+                difference,
+                b.first_difference(a).map(|difference| difference.field)
+            );
+            difference.is_some_and(|field| field == "timestep_density")
+        };
+        let logit_normal = with("logit_normal");
+        assert!(!differs(&config(), &with("uniform")));
+        assert!(!differs(
+            &with("uniform"),
+            &with("uniform").with_timestep_density(Some(
+                TimestepDensity::new("uniform".into()).with_logit_std(2.0)
+            ))
+        ));
+        assert!(!differs(
+            &logit_normal,
+            &config().with_timestep_density(Some(
+                TimestepDensity::new("logit_normal".into()).with_mode_scale(0.0)
+            ))
+        ));
+        assert!(differs(&config(), &logit_normal));
+        assert!(differs(
+            &logit_normal,
+            &config().with_timestep_density(Some(
+                TimestepDensity::new("logit_normal".into()).with_logit_std(2.0)
+            ))
+        ));
+        assert!(differs(&logit_normal, &with("mode")));
+        assert!(differs(&with("mode"), &with("cosmap")));
+        assert!(differs(
+            &with("mode"),
+            &config().with_timestep_density(Some(
+                TimestepDensity::new("mode".into()).with_mode_scale(0.5)
+            ))
+        ));
+        // A distillation draws its student's timesteps whatever the density says.
+        let distillation = Some(Distillation::new("teacher".into(), 4));
+        assert!(!differs(
+            &config().with_distillation(distillation.clone()),
+            &logit_normal.with_distillation(distillation)
+        ));
+        // One that does not validate is compared as written.
+        assert!(differs(&with("beta"), &with("gamma")));
     }
 }
