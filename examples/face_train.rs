@@ -494,3 +494,39 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_keep_checkpoints(args.keep_checkpoints)
         .with_seed(args.seed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timestep density `face_train` records for `flags`.
+    fn scheme(flags: &[&str]) -> String {
+        let args = Args::try_parse_from(std::iter::once(&"face_train").chain(flags)).unwrap();
+        let config = train_config(&args, 1, &[]);
+        config.timestep_density.expect("always recorded").scheme
+    }
+
+    #[test]
+    fn rectified_flow_draws_logit_normal_timesteps_unless_told_otherwise() {
+        let flow = [
+            "--prediction",
+            "flow_prediction",
+            "--beta-schedule",
+            "rectified_flow",
+        ];
+        assert_eq!(scheme(&flow), "logit_normal");
+        assert_eq!(
+            scheme(&[&flow[..], &["--timestep-density", "uniform"]].concat()),
+            "uniform"
+        );
+        assert_eq!(
+            scheme(&[&flow[..], &["--timestep-density", "mode"]].concat()),
+            "mode"
+        );
+        // Velocity on another path, ε on rectified flow's path, and the default run: uniform.
+        assert_eq!(scheme(&flow[..2]), "uniform");
+        assert_eq!(scheme(&flow[2..]), "uniform");
+        assert_eq!(scheme(&[]), "uniform");
+        assert_eq!(scheme(&["--timestep-density", "cosmap"]), "cosmap");
+    }
+}
