@@ -121,6 +121,10 @@ struct Args {
     /// β schedule: linear, scaled_linear, squaredcos_cap_v2, sigmoid or rectified_flow.
     #[arg(long, default_value = "linear")]
     beta_schedule: String,
+    /// Rescale the β schedule to zero terminal SNR (Lin et al. 2024), so that the model trains
+    /// at the pure noise sampling starts from; needs --prediction v_prediction (or sample).
+    #[arg(long)]
+    rescale_betas_zero_snr: bool,
     /// Min-SNR-γ loss weighting (5 is the paper's choice); off by default.
     #[arg(long)]
     min_snr_gamma: Option<f64>,
@@ -482,6 +486,7 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_ema_decay(args.ema_decay)
         .with_prediction(args.prediction.clone())
         .with_beta_schedule(args.beta_schedule.clone())
+        .with_rescale_betas_zero_snr(args.rescale_betas_zero_snr.then_some(true))
         .with_min_snr_gamma(args.min_snr_gamma)
         .with_timestep_density(Some(
             TimestepDensity::new(density.into())
@@ -499,7 +504,7 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
 mod tests {
     use super::*;
 
-    /// The timestep density `face_train` records for `flags`.
+    /// The scheme of the timestep density `face_train` records for `flags`.
     fn scheme(flags: &[&str]) -> String {
         let args = Args::try_parse_from(std::iter::once(&"face_train").chain(flags)).unwrap();
         let config = train_config(&args, 1, &[]);

@@ -30,6 +30,10 @@ struct SchedulerConfig {
     trained_betas: Option<Vec<f64>>,
     #[serde(default = "epsilon")]
     prediction_type: String,
+    /// The schedule rescaled to zero terminal SNR (never written: an exported schedule is
+    /// already in `trained_betas`).
+    #[serde(default, skip_serializing)]
+    rescale_betas_zero_snr: bool,
 }
 
 fn thousand() -> usize {
@@ -68,7 +72,10 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
         }
         let schedule =
             NoiseSchedule::from_betas(betas).map_err(|error| PipelineError::io(file, error))?;
-        return Ok((prediction, schedule));
+        return Ok((
+            prediction,
+            rescaled(file, schedule, parsed.rescale_betas_zero_snr)?,
+        ));
     }
     let mut beta = beta_schedule(file, &parsed.beta_schedule)?;
     if let BetaSchedule::Linear {
@@ -85,7 +92,25 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
     }
     let schedule = NoiseSchedule::new(&beta, parsed.num_train_timesteps)
         .map_err(|error| PipelineError::io(file, error))?;
-    Ok((prediction, schedule))
+    Ok((
+        prediction,
+        rescaled(file, schedule, parsed.rescale_betas_zero_snr)?,
+    ))
+}
+
+/// `schedule` rescaled to zero terminal SNR where `file` (a scheduler config or a run's
+/// state) says `rescale_betas_zero_snr`, as diffusers' schedulers and Kiln's training do.
+pub(crate) fn rescaled(
+    file: &Path,
+    schedule: NoiseSchedule,
+    rescale_betas_zero_snr: bool,
+) -> Result<NoiseSchedule, PipelineError> {
+    if !rescale_betas_zero_snr {
+        return Ok(schedule);
+    }
+    schedule
+        .rescale_zero_terminal_snr()
+        .map_err(|error| PipelineError::io(file, error))
 }
 
 /// The setting that marks a scheduler config as flow matching, and its value: diffusers'
@@ -173,6 +198,7 @@ impl<B: Backend> SamplingModel<B> {
             beta_end: None,
             trained_betas: Some(betas),
             prediction_type: self.prediction.name().into(),
+            rescale_betas_zero_snr: false,
         };
         let mut scheduler =
             serde_json::to_value(scheduler).map_err(|error| PipelineError::io(folder, error))?;

@@ -9,7 +9,7 @@ use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::{load_checkpoint, load_diffusers};
 use serde::Deserialize;
 
-use crate::diffusers::{beta_schedule, prediction, read_sample_size, read_scheduler};
+use crate::diffusers::{beta_schedule, prediction, read_sample_size, read_scheduler, rescaled};
 use crate::integrity::verify_checkpoint;
 use crate::run_folder::{EMA_FILE, RunFolder, STATE_FILE};
 use crate::{PipelineError, SamplingModel};
@@ -79,6 +79,9 @@ struct RecordedConfig {
     image_size: usize,
     num_train_timesteps: usize,
     beta_schedule: String,
+    /// Absent from the runs of before it existed (`null` or missing: `false`).
+    #[serde(default)]
+    rescale_betas_zero_snr: Option<bool>,
     prediction: String,
     classes: Option<RecordedClasses>,
 }
@@ -103,6 +106,11 @@ fn load_checkpoint_folder<B: Backend>(
     let beta = beta_schedule(&state, &config.beta_schedule)?;
     let schedule = NoiseSchedule::new(&beta, config.num_train_timesteps)
         .map_err(|error| PipelineError::io(&state, error))?;
+    let schedule = rescaled(
+        &state,
+        schedule,
+        config.rescale_betas_zero_snr == Some(true),
+    )?;
     let prediction = prediction(&state, &config.prediction)?;
     let (unet, model) = load_checkpoint(&checkpoint.join(EMA_FILE), device)?;
     let names = config.classes.map(|classes| classes.names);

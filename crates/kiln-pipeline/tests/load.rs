@@ -66,15 +66,24 @@ fn a_pipeline_folder_with_unet_and_scheduler_loads_the_schedule() {
     for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
         fs::copy(fixture.join(file), pipeline.join("unet").join(file)).unwrap();
     }
-    fs::write(
-        pipeline.join("scheduler/scheduler_config.json"),
-        r#"{"num_train_timesteps": 500, "beta_schedule": "squaredcos_cap_v2",
-            "prediction_type": "v_prediction"}"#,
-    )
-    .unwrap();
-    let loaded = load_for_sampling::<Flex>(&pipeline, &Default::default()).unwrap();
-    assert_eq!(loaded.prediction, Prediction::V);
-    assert_eq!(loaded.schedule.num_timesteps(), 500);
+    let cosine = NoiseSchedule::new(&BetaSchedule::cosine(), 500).unwrap();
+    // Rescaled to zero terminal SNR as diffusers' schedulers do with `rescale_betas_zero_snr`
+    // (Stable Diffusion 2.1's DDIM config sets it, with v-prediction and trailing spacing).
+    let zero_snr = cosine.rescale_zero_terminal_snr().unwrap();
+    for (rescale, expected) in [("false", &cosine), ("true", &zero_snr)] {
+        fs::write(
+            pipeline.join("scheduler/scheduler_config.json"),
+            format!(
+                r#"{{"num_train_timesteps": 500, "beta_schedule": "squaredcos_cap_v2",
+                    "prediction_type": "v_prediction", "rescale_betas_zero_snr": {rescale}}}"#
+            ),
+        )
+        .unwrap();
+        let loaded = load_for_sampling::<Flex>(&pipeline, &Default::default()).unwrap();
+        assert_eq!(loaded.prediction, Prediction::V);
+        assert_eq!(&loaded.schedule, expected);
+    }
+    assert_eq!(zero_snr.alphas_cumprod()[499], 0.0);
 }
 
 /// diffusers' flow-matching models take x_σ, not the x_t Kiln gives a model with a β schedule:

@@ -61,6 +61,15 @@ pub struct TrainConfig {
     /// `sigmoid`) or `rectified_flow` (rectified flow's path, with `flow_prediction`).
     #[config(default = "String::from(\"linear\")")]
     pub beta_schedule: String,
+    /// Rescale the β schedule to zero terminal SNR, as diffusers' `rescale_betas_zero_snr`
+    /// (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    /// Algorithm 1; [`NoiseSchedule::rescale_zero_terminal_snr`]): ᾱ_{T−1} = 0, so the model
+    /// trains at the pure noise that sampling starts from, and ᾱ_0 is kept. ε-prediction
+    /// cannot say what x_0 is there, so it needs another `prediction` (the paper's:
+    /// `v_prediction`). `None` is `false` (an `Option` so that the checkpoints of runs from
+    /// before it existed still load).
+    #[config(default = "None")]
+    pub rescale_betas_zero_snr: Option<bool>,
     /// What the model predicts: `epsilon`, `sample`, `v_prediction` or `flow_prediction`
     /// (rectified flow's velocity ε − x_0; with the `rectified_flow` β schedule, rectified
     /// flow itself: see [`kiln_forward::Prediction::Flow`]).
@@ -431,7 +440,8 @@ impl TrainConfig {
         }
     }
 
-    /// The noise schedule.
+    /// The noise schedule: the named β schedule over `num_train_timesteps`, rescaled to zero
+    /// terminal SNR where `rescale_betas_zero_snr` says so.
     pub fn schedule(&self) -> Result<NoiseSchedule, TrainError> {
         let beta = BetaSchedule::from_name(&self.beta_schedule).ok_or_else(|| {
             invalid(
@@ -442,14 +452,28 @@ impl TrainConfig {
                 ),
             )
         })?;
-        NoiseSchedule::new(&beta, self.num_train_timesteps)
-            .map_err(|error| invalid("num_train_timesteps", error.to_string()))
+        let schedule = NoiseSchedule::new(&beta, self.num_train_timesteps)
+            .map_err(|error| invalid("num_train_timesteps", error.to_string()))?;
+        if self.rescale_betas_zero_snr != Some(true) {
+            return Ok(schedule);
+        }
+        schedule
+            .rescale_zero_terminal_snr()
+            .map_err(|error| invalid("rescale_betas_zero_snr", error.to_string()))
     }
 
     /// Checks every field that the types do not.
     pub fn validate(&self) -> Result<(), TrainError> {
-        self.prediction()?;
-        self.schedule()?;
+        let prediction = self.prediction()?;
+        let schedule = self.schedule()?;
+        if prediction == Prediction::Epsilon && schedule.alphas_cumprod().last() == Some(&0.0) {
+            return Err(invalid(
+                "prediction",
+                "epsilon on a schedule that ends in pure noise (ᾱ_{T−1} = 0), where ε says \
+                 nothing of x_0; use v_prediction (or flow_prediction on rectified_flow)"
+                    .into(),
+            ));
+        }
         self.distiller()?;
         self.learning_rate_at(u64::from(u32::MAX), u64::from(u32::MAX))?;
         if let Some(density) = &self.timestep_density {
@@ -540,28 +564,30 @@ impl TrainConfig {
     /// of a distillation (which does not use it) agree, and a parameter the scheme does not
     /// use (`mode_scale` of `logit_normal`) may differ.
     pub fn first_difference(&self, other: &TrainConfig) -> Option<ConfigDifference> {
-        let (ours, theirs) = (fields(&self.as_drawn()), fields(&other.as_drawn()));
-        ours.into_iter().find_map(|(field, ours)| {
-            let theirs = theirs
-                .get(&field)
-                .cloned()
-                .unwrap_or(serde_json::Value::Null);
-            (!RESUMABLE_CHANGES.contains(&field.as_str()) && ours != theirs).then_some(
-                ConfigDifference {
-                    field,
-                    ours,
-                    theirs,
-                },
-            )
+        let (ours, theirs) = (fields(self), fields(other));
+        let (compared_ours, compared_theirs) = (
+            fields(&self.compared_form()),
+            fields(&other.compared_form()),
+        );
+        let value = |map: &serde_json::Map<String, serde_json::Value>, field: &str| {
+            map.get(field).cloned().unwrap_or(serde_json::Value::Null)
+        };
+        compared_ours.keys().find_map(|field| {
+            let differs = !RESUMABLE_CHANGES.contains(&field.as_str())
+                && value(&compared_ours, field) != value(&compared_theirs, field);
+            differs.then(|| ConfigDifference {
+                field: field.clone(),
+                ours: value(&ours, field),
+                theirs: value(&theirs, field),
+            })
         })
     }
-}
 
-impl TrainConfig {
-    /// This config with its timestep density as its draws use it: `None` where they are
-    /// uniform or a distillation's, else only the parameters its scheme reads (the others at
-    /// their defaults). A density that does not validate is left as it is.
-    fn as_drawn(&self) -> TrainConfig {
+    /// This config as [`TrainConfig::first_difference`] compares it: its timestep density
+    /// `None` where the draws are uniform or a distillation's, else with only the parameters
+    /// its scheme reads (the others at their defaults). A density that does not validate is
+    /// kept as it is.
+    fn compared_form(&self) -> TrainConfig {
         let density = match (&self.timestep_density, &self.distillation) {
             (None, _) | (Some(_), Some(_)) => None,
             (Some(density), None) => match density.density() {
@@ -652,6 +678,36 @@ mod tests {
             let bad = config().with_weight_decay(weight_decay).validate();
             assert!(bad.unwrap_err().to_string().starts_with("weight_decay"));
         }
+    }
+
+    #[test]
+    fn zero_terminal_snr_rescales_the_schedule_and_needs_a_prediction_other_than_epsilon() {
+        let zero_snr = config()
+            .with_rescale_betas_zero_snr(Some(true))
+            .with_prediction("v_prediction".into());
+        zero_snr.validate().unwrap();
+        let linear = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+        let rescaled = zero_snr.schedule().unwrap();
+        assert_eq!(rescaled, linear.rescale_zero_terminal_snr().unwrap());
+        assert_eq!(rescaled.alphas_cumprod()[999], 0.0);
+        assert!((rescaled.alphas_cumprod()[0] - linear.alphas_cumprod()[0]).abs() < 1e-15);
+        for off in [None, Some(false)] {
+            let schedule = zero_snr.clone().with_rescale_betas_zero_snr(off).schedule();
+            assert_eq!(schedule.unwrap(), linear);
+        }
+        // ε where ᾱ = 0, rescaled or on rectified flow's path, is refused before training.
+        for bad in [
+            zero_snr.clone().with_prediction("epsilon".into()),
+            config().with_beta_schedule("rectified_flow".into()),
+        ] {
+            let error = bad.validate().unwrap_err().to_string();
+            assert!(
+                error.starts_with("prediction: epsilon on a schedule"),
+                "{error}"
+            );
+        }
+        let too_short = zero_snr.with_num_train_timesteps(1).validate().unwrap_err();
+        assert!(too_short.to_string().starts_with("rescale_betas_zero_snr"));
     }
 
     #[test]
@@ -779,53 +835,61 @@ mod tests {
 
     #[test]
     fn timestep_densities_differ_only_where_their_draws_do() {
-        let with = |scheme: &str| {
-            config().with_timestep_density(Some(TimestepDensity::new(scheme.into())))
+        let d = |scheme: &str, logit_std: f64, mode_scale: f64| {
+            Some(
+                TimestepDensity::new(scheme.into())
+                    .with_logit_std(logit_std)
+                    .with_mode_scale(mode_scale),
+            )
         };
-        let differs = |a: &TrainConfig, b: &TrainConfig| {
-            let difference = a.first_difference(b).map(|difference| difference.field);
-            assert_eq!(
-                difference,
-                b.first_difference(a).map(|difference| difference.field)
+        let ln = "logit_normal";
+        // Two densities, and whether they draw alike.
+        let cases = [
+            // Parameters the scheme does not read may differ; no density is uniform.
+            (None, d("uniform", 1.0, 1.29), true),
+            (d("uniform", 1.0, 1.29), d("uniform", 2.0, 0.5), true),
+            (d(ln, 1.0, 1.29), d(ln, 1.0, 0.0), true),
+            (d("mode", 1.0, 1.29), d("mode", 2.0, 1.29), true),
+            (d("cosmap", 1.0, 1.29), d("cosmap", 2.0, 0.5), true),
+            // Those it reads may not, nor may the scheme.
+            (None, d(ln, 1.0, 1.29), false),
+            (d(ln, 1.0, 1.29), d(ln, 2.0, 1.29), false),
+            (d("mode", 1.0, 1.29), d("mode", 1.0, 0.5), false),
+            (d(ln, 1.0, 1.29), d("mode", 1.0, 1.29), false),
+            (d("mode", 1.0, 1.29), d("cosmap", 1.0, 1.29), false),
+            // One that does not validate is compared as written.
+            (d("beta", 1.0, 1.29), d("gamma", 1.0, 1.29), false),
+        ];
+        for (a, b, alike) in cases {
+            let (a, b) = (
+                config().with_timestep_density(a),
+                config().with_timestep_density(b),
             );
-            difference.is_some_and(|field| field == "timestep_density")
-        };
-        let logit_normal = with("logit_normal");
-        assert!(!differs(&config(), &with("uniform")));
-        assert!(!differs(
-            &with("uniform"),
-            &with("uniform").with_timestep_density(Some(
-                TimestepDensity::new("uniform".into()).with_logit_std(2.0)
-            ))
-        ));
-        assert!(!differs(
-            &logit_normal,
-            &config().with_timestep_density(Some(
-                TimestepDensity::new("logit_normal".into()).with_mode_scale(0.0)
-            ))
-        ));
-        assert!(differs(&config(), &logit_normal));
-        assert!(differs(
-            &logit_normal,
-            &config().with_timestep_density(Some(
-                TimestepDensity::new("logit_normal".into()).with_logit_std(2.0)
-            ))
-        ));
-        assert!(differs(&logit_normal, &with("mode")));
-        assert!(differs(&with("mode"), &with("cosmap")));
-        assert!(differs(
-            &with("mode"),
-            &config().with_timestep_density(Some(
-                TimestepDensity::new("mode".into()).with_mode_scale(0.5)
-            ))
-        ));
+            let field = |difference: Option<ConfigDifference>| difference.map(|d| d.field);
+            let expected = (!alike).then(|| "timestep_density".to_string());
+            assert_eq!(field(a.first_difference(&b)), expected, "{a:?} {b:?}");
+            assert_eq!(field(b.first_difference(&a)), expected, "{b:?} {a:?}");
+        }
         // A distillation draws its student's timesteps whatever the density says.
         let distillation = Some(Distillation::new("teacher".into(), 4));
-        assert!(!differs(
-            &config().with_distillation(distillation.clone()),
-            &logit_normal.with_distillation(distillation)
-        ));
-        // One that does not validate is compared as written.
-        assert!(differs(&with("beta"), &with("gamma")));
+        let distilled = |density| {
+            config()
+                .with_timestep_density(density)
+                .with_distillation(distillation.clone())
+        };
+        let flow_density = distilled(d("logit_normal", 1.0, 1.29));
+        assert_eq!(distilled(None).first_difference(&flow_density), None);
+        // A difference shows the values as the configs hold them.
+        let uniform = config().with_timestep_density(d("uniform", 1.0, 1.29));
+        let mode = config().with_timestep_density(d("mode", 2.0, 0.5));
+        assert_eq!(
+            uniform
+                .first_difference(&mode)
+                .unwrap()
+                .describe("the checkpoint", "this run"),
+            "timestep_density: the checkpoint has {\"logit_mean\":0.0,\"logit_std\":2.0,\
+             \"mode_scale\":0.5,\"scheme\":\"mode\"}, this run has {\"logit_mean\":0.0,\
+             \"logit_std\":1.0,\"mode_scale\":1.29,\"scheme\":\"uniform\"}"
+        );
     }
 }

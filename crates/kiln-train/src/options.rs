@@ -134,8 +134,9 @@ pub enum TrainEvent<'a> {
         /// Steps done, this one included.
         step: u64,
         /// Steps done when the event is sent: the log point that reports this step, the last
-        /// step reported with it (so a display's time per step is the time since the start
-        /// over `log_point` steps, not over `step`).
+        /// step reported with it. A display's time per step is the time since
+        /// [`TrainEvent::Started`] over `log_point` less the step it started from, not over
+        /// `step` less it.
         log_point: u64,
         /// Steps the run will have done at the end.
         total_steps: u64,

@@ -1,8 +1,8 @@
 //! The training loop end to end on a small synthetic dataset at 16×16: the loss goes down,
 //! a stopped and resumed run ends bit-identical to an uninterrupted one, a killed checkpoint
 //! write leaves the previous checkpoint in charge, resuming with another config fails, two
-//! devices in threads train like one, a failing worker stops the run without a hang, and a
-//! rectified-flow run trains and samples.
+//! devices in threads train like one, a failing worker stops the run without a hang, and
+//! runs that end in pure noise (rectified flow, zero terminal SNR) train and sample.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -87,6 +87,18 @@ fn run_on(
     Ok(losses)
 }
 
+/// An event handler that records each step's (step, log point) in `log_points`.
+fn record_log_points(log_points: &mut Vec<(u64, u64)>) -> impl FnMut(&TrainEvent<'_>) + '_ {
+    |event| {
+        if let TrainEvent::Step {
+            step, log_point, ..
+        } = *event
+        {
+            log_points.push((step, log_point));
+        }
+    }
+}
+
 #[test]
 fn loss_goes_down_and_resume_is_bit_identical() {
     let data = discs("resume");
@@ -94,20 +106,26 @@ fn loss_goes_down_and_resume_is_bit_identical() {
 
     let straight = scratch("straight");
     let mut log_points = Vec::new();
-    let losses = run_on(&config, &data, &straight, false, None, 1, |event| {
-        if let TrainEvent::Step {
-            step, log_point, ..
-        } = *event
-        {
-            log_points.push((step, log_point));
-        }
-    })
+    let losses = run_on(
+        &config,
+        &data,
+        &straight,
+        false,
+        None,
+        1,
+        record_log_points(&mut log_points),
+    )
     .unwrap();
     assert_eq!(losses.len(), 24);
     // Each step is reported at the next log point: every 3 steps and at every epoch's end.
-    let next_log_point = |step: u64| (step..).find(|p| p % 3 == 0 || p % 4 == 0).unwrap();
-    let expected: Vec<(u64, u64)> = (1..=24).map(|step| (step, next_log_point(step))).collect();
-    assert_eq!(log_points, expected);
+    let expected_log_points = [
+        3, 3, 3, 4, 6, 6, 8, 8, 9, 12, 12, 12, 15, 15, 15, 16, 18, 18, 20, 20, 21, 24, 24, 24,
+    ];
+    let steps = 1..=24;
+    assert_eq!(
+        log_points,
+        steps.zip(expected_log_points).collect::<Vec<_>>()
+    );
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     let (early, late) = (mean(&losses[..4]), mean(&losses[20..]));
     assert!(late < 0.7 * early, "loss {early} -> {late}");
@@ -122,8 +140,19 @@ fn loss_goes_down_and_resume_is_bit_identical() {
     let first = run(&config, &data, &split, false, Some(7)).unwrap();
     assert_eq!(first.len(), 7);
     assert_eq!(first, losses[..7]);
-    let rest = run(&config, &data, &split, true, None).unwrap();
+    let mut resumed_log_points = Vec::new();
+    let rest = run_on(
+        &config,
+        &data,
+        &split,
+        true,
+        None,
+        1,
+        record_log_points(&mut resumed_log_points),
+    )
+    .unwrap();
     assert_eq!(rest, losses[7..]);
+    assert_eq!(resumed_log_points, log_points[7..]);
     let (a, b) = (final_weights(&straight), final_weights(&split));
     assert_eq!(a[0].len(), 144);
     assert!(a[0] == b[0], "trained weights differ");
@@ -146,20 +175,37 @@ fn loss_goes_down_and_resume_is_bit_identical() {
 /// back as a flow model on that schedule, whose samples are finite.
 #[test]
 fn a_rectified_flow_run_trains_and_samples() {
-    let data = discs("flow");
     let config = config(6)
         .with_prediction("flow_prediction".into())
         .with_beta_schedule("rectified_flow".into());
-    // Its grids start at the pure noise of the last timestep.
+    trains_and_samples_from_pure_noise("flow", &config, Prediction::Flow);
+}
+
+/// A v-prediction run on the linear schedule rescaled to zero terminal SNR (Lin et al. 2024)
+/// trains, and its folder loads back with that schedule, whose samples are finite.
+#[test]
+fn a_zero_terminal_snr_run_trains_and_samples() {
+    let config = config(6)
+        .with_prediction("v_prediction".into())
+        .with_rescale_betas_zero_snr(Some(true));
+    trains_and_samples_from_pure_noise("zero-snr", &config, Prediction::V);
+}
+
+/// Trains `config`, whose schedule ends in pure noise (ᾱ_{T−1} = 0), in the scratch folder
+/// `name`: its grids start from the last timestep, its loss goes down, and its folder loads
+/// back with `prediction` and the config's schedule and draws finite samples in 4 DDIM steps.
+fn trains_and_samples_from_pure_noise(name: &str, config: &TrainConfig, prediction: Prediction) {
+    let data = discs(name);
     assert_eq!(config.sample_run().spacing, Some(TimestepSpacing::Trailing));
-    let out = scratch("flow");
-    let losses = run(&config, &data, &out, false, None).unwrap();
+    let out = scratch(name);
+    let losses = run(config, &data, &out, false, None).unwrap();
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     let (early, late) = (mean(&losses[..4]), mean(&losses[20..]));
     assert!(late < 0.7 * early, "loss {early} -> {late}");
     let device = Default::default();
     let loaded = load_for_sampling::<Flex>(&out, &device).unwrap();
-    assert_eq!(loaded.prediction, Prediction::Flow);
+    assert_eq!(loaded.prediction, prediction);
+    assert_eq!(loaded.schedule, config.schedule().unwrap());
     assert_eq!(loaded.schedule.alphas_cumprod()[999], 0.0);
     let run = NamedRun {
         spacing: Some(TimestepSpacing::Trailing),
