@@ -121,7 +121,7 @@ struct Args {
     /// β schedule: linear, scaled_linear, squaredcos_cap_v2, sigmoid or rectified_flow.
     #[arg(long, default_value = "linear")]
     beta_schedule: String,
-    /// Rescale the β schedule to zero terminal SNR (Lin et al. 2024), so that the model trains
+    /// Rescale the β schedule to zero terminal SNR (Lin et al. 2023), so that the model trains
     /// at the pure noise sampling starts from; needs --prediction v_prediction (or sample).
     #[arg(long)]
     rescale_betas_zero_snr: bool,

@@ -171,7 +171,10 @@ impl<B: Backend> SamplingModel<B> {
     ///
     /// The scheduler holds every β_t as `trained_betas`, so any schedule (cosine, or one
     /// rescaled to zero terminal SNR) reaches diffusers exactly, with the prediction type and
-    /// clipping of x̂_0 to [−1, 1]; `sample_size` is the model's image size where known.
+    /// clipping of x̂_0 to [−1, 1]; `sample_size` is the model's image size where known. A
+    /// schedule that ends in pure noise (ᾱ_{T−1} = 0) gets `timestep_spacing = "trailing"`, so
+    /// that a scheduler made from the config starts its steps there, as Kiln's do (Lin et al.
+    /// 2024, §3.3).
     ///
     /// A `flow_prediction` model is refused ([`PipelineError::Unsupported`]): diffusers'
     /// `DDPMScheduler` has no such prediction type, and its flow schedulers feed the model
@@ -206,6 +209,9 @@ impl<B: Backend> SamplingModel<B> {
             fields.insert("_class_name".into(), "DDPMScheduler".into());
             fields.insert("clip_sample".into(), true.into());
             fields.insert("variance_type".into(), "fixed_small".into());
+            if self.schedule.alphas_cumprod().last() == Some(&0.0) {
+                fields.insert("timestep_spacing".into(), "trailing".into());
+            }
         }
         write_json(&folder.join("scheduler/scheduler_config.json"), &scheduler)?;
         let index = json!({

@@ -163,6 +163,10 @@ fn a_model_saved_as_a_diffusers_pipeline_loads_back_the_same() {
     ] {
         assert!(pipeline.join(file).is_file(), "{file}");
     }
+    // Ending in pure noise, its steps are laid from there.
+    let scheduler = fs::read_to_string(pipeline.join("scheduler/scheduler_config.json")).unwrap();
+    let scheduler: serde_json::Value = serde_json::from_str(&scheduler).unwrap();
+    assert_eq!(scheduler["timestep_spacing"], "trailing");
 
     let loaded = load_for_sampling::<Flex>(&pipeline, &device).unwrap();
     assert_eq!(loaded.prediction, Prediction::V);

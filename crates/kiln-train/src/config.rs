@@ -62,7 +62,7 @@ pub struct TrainConfig {
     #[config(default = "String::from(\"linear\")")]
     pub beta_schedule: String,
     /// Rescale the β schedule to zero terminal SNR, as diffusers' `rescale_betas_zero_snr`
-    /// (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    /// (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
     /// Algorithm 1; [`NoiseSchedule::rescale_zero_terminal_snr`]): ᾱ_{T−1} = 0, so the model
     /// trains at the pure noise that sampling starts from, and ᾱ_0 is kept. ε-prediction
     /// cannot say what x_0 is there, so it needs another `prediction` (the paper's:

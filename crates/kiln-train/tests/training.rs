@@ -181,7 +181,7 @@ fn a_rectified_flow_run_trains_and_samples() {
     trains_and_samples_from_pure_noise("flow", &config, Prediction::Flow);
 }
 
-/// A v-prediction run on the linear schedule rescaled to zero terminal SNR (Lin et al. 2024)
+/// A v-prediction run on the linear schedule rescaled to zero terminal SNR (Lin et al. 2023)
 /// trains, and its folder loads back with that schedule, whose samples are finite.
 #[test]
 fn a_zero_terminal_snr_run_trains_and_samples() {
