@@ -87,16 +87,24 @@ fn run_on(
     Ok(losses)
 }
 
-/// An event handler that records each step's (step, log point) in `log_points`.
-fn record_log_points(log_points: &mut Vec<(u64, u64)>) -> impl FnMut(&TrainEvent<'_>) + '_ {
-    |event| {
+/// [`run`] to the end, returning the losses and each step's (step, log point).
+fn run_with_log_points(
+    config: &TrainConfig,
+    data: &ImageFolder,
+    out: &Path,
+    resume: bool,
+) -> (Vec<f64>, Vec<(u64, u64)>) {
+    let mut log_points = Vec::new();
+    let losses = run_on(config, data, out, resume, None, 1, |event| {
         if let TrainEvent::Step {
             step, log_point, ..
         } = *event
         {
             log_points.push((step, log_point));
         }
-    }
+    })
+    .unwrap();
+    (losses, log_points)
 }
 
 #[test]
@@ -105,17 +113,7 @@ fn loss_goes_down_and_resume_is_bit_identical() {
     let config = config(6); // 4 steps per epoch, 24 steps.
 
     let straight = scratch("straight");
-    let mut log_points = Vec::new();
-    let losses = run_on(
-        &config,
-        &data,
-        &straight,
-        false,
-        None,
-        1,
-        record_log_points(&mut log_points),
-    )
-    .unwrap();
+    let (losses, log_points) = run_with_log_points(&config, &data, &straight, false);
     assert_eq!(losses.len(), 24);
     // Each step is reported at the next log point: every 3 steps and at every epoch's end.
     let expected_log_points = [
@@ -140,17 +138,7 @@ fn loss_goes_down_and_resume_is_bit_identical() {
     let first = run(&config, &data, &split, false, Some(7)).unwrap();
     assert_eq!(first.len(), 7);
     assert_eq!(first, losses[..7]);
-    let mut resumed_log_points = Vec::new();
-    let rest = run_on(
-        &config,
-        &data,
-        &split,
-        true,
-        None,
-        1,
-        record_log_points(&mut resumed_log_points),
-    )
-    .unwrap();
+    let (rest, resumed_log_points) = run_with_log_points(&config, &data, &split, true);
     assert_eq!(rest, losses[7..]);
     assert_eq!(resumed_log_points, log_points[7..]);
     let (a, b) = (final_weights(&straight), final_weights(&split));
