@@ -69,7 +69,8 @@ struct Args {
     #[arg(long)]
     steps: Option<usize>,
     /// Lay the steps out with this timestep spacing instead of the sampler's own (default:
-    /// `trailing` for a progressive student of face_distill sampled with DDIM).
+    /// `trailing` for a progressive student of face_distill sampled with DDIM, and for a
+    /// schedule that ends in pure noise: rectified flow, zero terminal SNR).
     #[arg(long, value_parser = ["leading", "linspace", "trailing"])]
     spacing: Option<String>,
     /// For --sampler lcm or tcd: M, the steps of the grid the consistency model was distilled

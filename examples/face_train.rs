@@ -528,9 +528,12 @@ mod tests {
             scheme(&[&flow[..], &["--timestep-density", "mode"]].concat()),
             "mode"
         );
-        // Velocity on another path, ε on rectified flow's path, and the default run: uniform.
+        // Velocity on another path, x_0 on rectified flow's path, and the default run: uniform.
         assert_eq!(scheme(&flow[..2]), "uniform");
-        assert_eq!(scheme(&flow[2..]), "uniform");
+        assert_eq!(
+            scheme(&[&["--prediction", "sample"], &flow[2..]].concat()),
+            "uniform"
+        );
         assert_eq!(scheme(&[]), "uniform");
         assert_eq!(scheme(&["--timestep-density", "cosmap"]), "cosmap");
     }

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Per-image mean brightness of the PNGs under each folder given (searched recursively; of each
-image's largest centred square, which face_train trains on): the spread of the means (their standard deviation, 1st and 99th percentiles, darkest and brightest),
-in [0, 1]. What zero terminal SNR is meant to widen (Lin et al. 2023, §3): a model trained
-without it cannot draw images much darker or brighter than average.
+"""Per-image mean brightness of the PNGs under each folder given (searched recursively; of
+each image's largest centred square, which face_train trains on), in [0, 1]: the mean, the
+spread of the means (standard deviation, 1st and 99th percentiles, darkest and brightest).
+What zero terminal SNR is meant to widen (Lin et al. 2023, §3): a model trained without it
+cannot draw images much darker or brighter than average.
 
     python3 scripts/brightness.py runs/faces-train runs/samples-v runs/samples-v-zsnr
 
@@ -31,7 +32,7 @@ def image_means(folder):
 
 
 def main():
-    print("| images | count | mean | std of the means | 1st – 99th percentile | darkest – brightest |")
+    print("| images | count | mean | std | 1st – 99th percentile | darkest – brightest |")
     print("| --- | --- | --- | --- | --- | --- |")
     for folder in sys.argv[1:]:
         means = image_means(folder)

@@ -85,6 +85,10 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
     | BetaSchedule::ScaledLinear {
         beta_start,
         beta_end,
+    }
+    | BetaSchedule::Sigmoid {
+        beta_start,
+        beta_end,
     } = &mut beta
     {
         *beta_start = parsed.beta_start.unwrap_or(*beta_start);
@@ -173,8 +177,8 @@ impl<B: Backend> SamplingModel<B> {
     /// rescaled to zero terminal SNR) reaches diffusers exactly, with the prediction type and
     /// clipping of x̂_0 to [−1, 1]; `sample_size` is the model's image size where known. A
     /// schedule that ends in pure noise (ᾱ_{T−1} = 0) gets `timestep_spacing = "trailing"`, so
-    /// that a scheduler made from the config starts its steps there, as Kiln's do (Lin et al.
-    /// 2024, §3.3).
+    /// that a scheduler made from the config starts its steps there, as `face_sample` and the
+    /// training grids do (Lin et al. 2023, §3.3).
     ///
     /// A `flow_prediction` model is refused ([`PipelineError::Unsupported`]): diffusers'
     /// `DDPMScheduler` has no such prediction type, and its flow schedulers feed the model

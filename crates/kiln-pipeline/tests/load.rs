@@ -67,23 +67,41 @@ fn a_pipeline_folder_with_unet_and_scheduler_loads_the_schedule() {
         fs::copy(fixture.join(file), pipeline.join("unet").join(file)).unwrap();
     }
     let cosine = NoiseSchedule::new(&BetaSchedule::cosine(), 500).unwrap();
-    // Rescaled to zero terminal SNR as diffusers' schedulers do with `rescale_betas_zero_snr`
-    // (Stable Diffusion 2.1's DDIM config sets it, with v-prediction and trailing spacing).
+    // Rescaled to zero terminal SNR as diffusers' schedulers do with `rescale_betas_zero_snr`.
     let zero_snr = cosine.rescale_zero_terminal_snr().unwrap();
-    for (rescale, expected) in [("false", &cosine), ("true", &zero_snr)] {
+    assert_eq!(zero_snr.alphas_cumprod()[499], 0.0);
+    // The sigmoid schedule's range, like the linear ones', comes from the config.
+    let sigmoid = BetaSchedule::Sigmoid {
+        beta_start: 1e-3,
+        beta_end: 0.03,
+    };
+    let sigmoid = NoiseSchedule::new(&sigmoid, 500).unwrap();
+    for (schedule, expected) in [
+        (
+            r#""squaredcos_cap_v2", "rescale_betas_zero_snr": false"#,
+            &cosine,
+        ),
+        (
+            r#""squaredcos_cap_v2", "rescale_betas_zero_snr": true"#,
+            &zero_snr,
+        ),
+        (
+            r#""sigmoid", "beta_start": 0.001, "beta_end": 0.03"#,
+            &sigmoid,
+        ),
+    ] {
         fs::write(
             pipeline.join("scheduler/scheduler_config.json"),
             format!(
-                r#"{{"num_train_timesteps": 500, "beta_schedule": "squaredcos_cap_v2",
-                    "prediction_type": "v_prediction", "rescale_betas_zero_snr": {rescale}}}"#
+                r#"{{"num_train_timesteps": 500, "prediction_type": "v_prediction",
+                    "beta_schedule": {schedule}}}"#
             ),
         )
         .unwrap();
         let loaded = load_for_sampling::<Flex>(&pipeline, &Default::default()).unwrap();
         assert_eq!(loaded.prediction, Prediction::V);
-        assert_eq!(&loaded.schedule, expected);
+        assert_eq!(&loaded.schedule, expected, "{schedule}");
     }
-    assert_eq!(zero_snr.alphas_cumprod()[499], 0.0);
 }
 
 /// diffusers' flow-matching models take x_σ, not the x_t Kiln gives a model with a β schedule:
@@ -163,10 +181,15 @@ fn a_model_saved_as_a_diffusers_pipeline_loads_back_the_same() {
     ] {
         assert!(pipeline.join(file).is_file(), "{file}");
     }
-    // Ending in pure noise, its steps are laid from there.
-    let scheduler = fs::read_to_string(pipeline.join("scheduler/scheduler_config.json")).unwrap();
-    let scheduler: serde_json::Value = serde_json::from_str(&scheduler).unwrap();
-    assert_eq!(scheduler["timestep_spacing"], "trailing");
+    // Ending in pure noise, its steps are laid from there; other schedules keep diffusers'
+    // default spacing.
+    let spacing = |pipeline: &Path| {
+        let scheduler = pipeline.join("scheduler/scheduler_config.json");
+        let scheduler: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(scheduler).unwrap()).unwrap();
+        scheduler.get("timestep_spacing").cloned()
+    };
+    assert_eq!(spacing(&pipeline), Some("trailing".into()));
 
     let loaded = load_for_sampling::<Flex>(&pipeline, &device).unwrap();
     assert_eq!(loaded.prediction, Prediction::V);
@@ -186,6 +209,12 @@ fn a_model_saved_as_a_diffusers_pipeline_loads_back_the_same() {
         images.into_data().to_vec().unwrap()
     };
     assert_eq!(images(&loaded), images(&model));
+
+    model.schedule = NoiseSchedule::new(&BetaSchedule::cosine(), 500).unwrap();
+    let unscaled = pipeline.with_file_name("saved-pipeline-unscaled");
+    let _ = fs::remove_dir_all(&unscaled);
+    model.save_diffusers(&unscaled).unwrap();
+    assert_eq!(spacing(&unscaled), None);
 }
 
 #[test]

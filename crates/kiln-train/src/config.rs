@@ -335,8 +335,9 @@ impl TrainConfig {
 
     /// How the run's grids and evaluations sample: a [`Distillation`]'s student with its own
     /// sampler ([`Self::student_run`]), else DDIM in `sample_steps`, x̂_0 clipped, on the
-    /// `trailing` grid where the schedule ends in pure noise (`rectified_flow`), so that the
-    /// first step starts where the noise is (Lin et al. 2023, §3.3).
+    /// `trailing` grid where the schedule ends in pure noise (`rectified_flow`, or one rescaled
+    /// to zero terminal SNR), so that the first step starts where the noise is (Lin et al.
+    /// 2023, §3.3).
     pub fn sample_run(&self) -> NamedRun {
         self.student_run().unwrap_or_else(|| {
             let ends_in_noise = self
@@ -562,7 +563,8 @@ impl TrainConfig {
     /// than those a resumed run may change; `None` if the runs are compatible. Timestep
     /// densities are compared by the draws they make: no density, `uniform` and any density
     /// of a distillation (which does not use it) agree, and a parameter the scheme does not
-    /// use (`mode_scale` of `logit_normal`) may differ.
+    /// use (`mode_scale` of `logit_normal`) may differ; `rescale_betas_zero_snr` `None` and
+    /// `Some(false)` agree.
     pub fn first_difference(&self, other: &TrainConfig) -> Option<ConfigDifference> {
         let (ours, theirs) = (fields(self), fields(other));
         let (compared_ours, compared_theirs) = (
@@ -583,10 +585,10 @@ impl TrainConfig {
         })
     }
 
-    /// This config as [`TrainConfig::first_difference`] compares it: its timestep density
-    /// `None` where the draws are uniform or a distillation's, else with only the parameters
-    /// its scheme reads (the others at their defaults). A density that does not validate is
-    /// kept as it is.
+    /// This config as [`TrainConfig::first_difference`] compares it: `rescale_betas_zero_snr`
+    /// `None` where it is off; its timestep density `None` where the draws are uniform or a
+    /// distillation's, else with only the parameters its scheme reads (the others at their
+    /// defaults). A density that does not validate is kept as it is.
     fn compared_form(&self) -> TrainConfig {
         let density = match (&self.timestep_density, &self.distillation) {
             (None, _) | (Some(_), Some(_)) => None,
@@ -604,7 +606,9 @@ impl TrainConfig {
                 Err(_) => Some(density.clone()),
             },
         };
-        self.clone().with_timestep_density(density)
+        self.clone()
+            .with_timestep_density(density)
+            .with_rescale_betas_zero_snr(self.rescale_betas_zero_snr.filter(|&on| on))
     }
 }
 
@@ -708,6 +712,13 @@ mod tests {
         }
         let too_short = zero_snr.with_num_train_timesteps(1).validate().unwrap_err();
         assert!(too_short.to_string().starts_with("rescale_betas_zero_snr"));
+        // Off is off, however it is written; on is a different run.
+        let off = config().with_rescale_betas_zero_snr(Some(false));
+        assert_eq!(config().first_difference(&off), None);
+        assert_eq!(off.first_difference(&config()), None);
+        let on = config().with_rescale_betas_zero_snr(Some(true));
+        let difference = on.first_difference(&off).unwrap();
+        assert_eq!(difference.field, "rescale_betas_zero_snr");
     }
 
     #[test]
