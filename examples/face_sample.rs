@@ -375,7 +375,7 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
 /// (Lin et al. 2023, §3.3). On the rectified-flow faces model, DDIM in 20 steps scored FD 0.58
 /// against 0.97 on its default grid (docs/training.md).
 fn starting_at_noise(run: NamedRun, schedule: &NoiseSchedule) -> NamedRun {
-    let ends_in_noise = schedule.alphas_cumprod().last() == Some(&0.0);
+    let ends_in_noise = schedule.ends_in_pure_noise();
     match run.spacing {
         None if ends_in_noise => NamedRun {
             spacing: Some(TimestepSpacing::Trailing),

@@ -213,7 +213,7 @@ impl<B: Backend> SamplingModel<B> {
             fields.insert("_class_name".into(), "DDPMScheduler".into());
             fields.insert("clip_sample".into(), true.into());
             fields.insert("variance_type".into(), "fixed_small".into());
-            if self.schedule.alphas_cumprod().last() == Some(&0.0) {
+            if self.schedule.ends_in_pure_noise() {
                 fields.insert("timestep_spacing".into(), "trailing".into());
             }
         }

@@ -122,6 +122,13 @@ impl NoiseSchedule {
         Self::from_betas(betas)
     }
 
+    /// Whether the last timestep is pure noise, ᾱ_{T−1} = 0 (zero terminal SNR, or rectified
+    /// flow's path): sampling should then start there (`trailing` steps, Lin et al. 2023,
+    /// §3.3), and an ε-prediction says nothing of x_0 at it.
+    pub fn ends_in_pure_noise(&self) -> bool {
+        self.alphas_cumprod.last() == Some(&0.0)
+    }
+
     /// T, the number of training timesteps.
     pub fn num_timesteps(&self) -> usize {
         self.betas.len()

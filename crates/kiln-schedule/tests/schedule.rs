@@ -94,6 +94,7 @@ fn zero_terminal_snr_rescaling_follows_algorithm_1() {
     let original = schedule(BetaSchedule::linear());
     let s = original.rescale_zero_terminal_snr().unwrap();
     assert_eq!(s.alphas_cumprod()[999], 0.0);
+    assert!(s.ends_in_pure_noise() && !original.ends_in_pure_noise());
     assert_eq!(s.betas()[999], 1.0);
     assert_eq!(s.snr()[999], 0.0);
     assert_eq!(s.log_snr()[999], f64::NEG_INFINITY);

@@ -342,7 +342,7 @@ impl TrainConfig {
         self.student_run().unwrap_or_else(|| {
             let ends_in_noise = self
                 .schedule()
-                .is_ok_and(|schedule| schedule.alphas_cumprod().last() == Some(&0.0));
+                .is_ok_and(|schedule| schedule.ends_in_pure_noise());
             NamedRun {
                 spacing: ends_in_noise.then_some(TimestepSpacing::Trailing),
                 ..NamedRun::new(SamplerName::Ddim, self.sample_steps, true)
@@ -467,7 +467,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let prediction = self.prediction()?;
         let schedule = self.schedule()?;
-        if prediction == Prediction::Epsilon && schedule.alphas_cumprod().last() == Some(&0.0) {
+        if prediction == Prediction::Epsilon && schedule.ends_in_pure_noise() {
             return Err(invalid(
                 "prediction",
                 "epsilon on a schedule that ends in pure noise (ᾱ_{T−1} = 0), where ε says \
