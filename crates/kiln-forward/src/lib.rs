@@ -10,7 +10,9 @@
 //! ```
 //!
 //! and builds what a trainer needs from it: the target of each [`Prediction`] kind, conversions
-//! between them, and per-timestep [`LossWeighting`] (min-SNR-γ, Hang et al. 2023).
+//! between them, per-timestep [`LossWeighting`] (min-SNR-γ, Hang et al. 2023), and for models
+//! that learn their reverse steps' variance the terms of the variational bound
+//! ([`ForwardProcess::vlb_terms`], Nichol & Dhariwal 2021).
 //!
 //! Rectified flow (x_σ = (1 − σ) x_0 + σ ε, Liu et al. 2023) has its own process,
 //! [`FlowProcess`]: the noised sample, the velocity target ε − x_0, SD3's densities of the
@@ -41,6 +43,7 @@
 
 mod error;
 mod flow;
+mod likelihood;
 mod noise;
 mod prediction;
 mod process;
@@ -48,6 +51,7 @@ mod weighting;
 
 pub use error::ForwardError;
 pub use flow::{FlowProcess, FlowTimeDensity, FlowWeighting};
+pub use likelihood::{discretized_gaussian_log_likelihood, normal_kl};
 pub use noise::standard_normal;
 pub use prediction::Prediction;
 pub use process::{ForwardProcess, Posterior};

@@ -190,7 +190,7 @@ impl<B: Backend> ForwardProcess<B> {
 
     /// `value(t)` for each batch element, as a `[batch, 1, …, 1]` tensor, after checking that
     /// there is one valid timestep per element of `like`'s batch.
-    fn per_sample_with<const D: usize>(
+    pub(crate) fn per_sample_with<const D: usize>(
         &self,
         timesteps: &[usize],
         like: &Tensor<B, D>,

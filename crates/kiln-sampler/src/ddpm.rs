@@ -3,7 +3,9 @@ use kiln_forward::{Prediction, standard_normal};
 use kiln_schedule::{NoiseSchedule, TimestepGrid};
 use rand::Rng;
 
-use crate::sampler::{Step, clean_and_noise, linear, timestep_at, whole_timesteps};
+use crate::sampler::{
+    Step, clean_and_noise, linear, split_learned_variance, timestep_at, whole_timesteps,
+};
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// The variance of DDPM's reverse steps (diffusers' `variance_type`; Ho et al. 2020, §3.2).
@@ -14,6 +16,33 @@ pub enum VarianceType {
     FixedSmall,
     /// `fixed_large`: β_t, optimal for x_0 ~ N(0, I).
     FixedLarge,
+    /// `learned_range`: the model's own, between the two (Nichol & Dhariwal 2021, eq. 15):
+    /// log σ² = (v + 1)/2 · log β_t + (1 − v)/2 · log β̃_t for the model's v ∈ [−1, 1], one
+    /// per value. The model gives v beside its prediction
+    /// ([`Denoiser::denoise_with_variance`](crate::Denoiser::denoise_with_variance)).
+    LearnedRange,
+}
+
+impl VarianceType {
+    /// Looks the variance up by its diffusers name (`fixed_small`, `fixed_large`,
+    /// `learned_range`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "fixed_small" => Some(Self::FixedSmall),
+            "fixed_large" => Some(Self::FixedLarge),
+            "learned_range" => Some(Self::LearnedRange),
+            _ => None,
+        }
+    }
+
+    /// The diffusers name of the variance.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FixedSmall => "fixed_small",
+            Self::FixedLarge => "fixed_large",
+            Self::LearnedRange => "learned_range",
+        }
+    }
 }
 
 /// Settings of [`Ddpm`], with diffusers' `DDPMScheduler` defaults.
@@ -48,8 +77,12 @@ impl Default for DdpmConfig {
 /// x_{t'} = √ᾱ_{t'} β/(1 − ᾱ_t) · x̂_0 + √α (1 − ᾱ_{t'})/(1 − ᾱ_t) · x_t + √v z,   z ~ N(0, I)
 /// ```
 ///
-/// (the posterior mean of eq. 7 at the clipped x̂_0) with v = (1 − ᾱ_{t'})/(1 − ᾱ_t)·β
-/// (`fixed_small`) or β (`fixed_large`), and no noise at t = 0.
+/// (the posterior mean of eq. 7 at the clipped x̂_0) with v = β̃ = (1 − ᾱ_{t'})/(1 − ᾱ_t)·β
+/// (`fixed_small`), β (`fixed_large`) or the model's interpolation between them in the log
+/// domain (`learned_range`; β̃ floored at 10⁻²⁰, as diffusers does), and no noise at t = 0.
+///
+/// With `learned_range` the model output given to [`Sampler::step`] holds the prediction
+/// and v along dimension 1 (twice the sample's channels), as in diffusers' `DDPMScheduler`.
 #[derive(Debug, Clone)]
 pub struct Ddpm {
     config: DdpmConfig,
@@ -79,6 +112,10 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
         &self.timesteps
     }
 
+    fn reads_learned_variance(&self) -> bool {
+        self.config.variance_type == VarianceType::LearnedRange
+    }
+
     fn step<R: Rng + ?Sized>(
         &mut self,
         index: usize,
@@ -96,6 +133,13 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
             .map_or(1.0, |&prev| self.alphas_cumprod[prev as usize]);
         let alpha = alpha_cumprod / alpha_cumprod_prev;
         let beta = 1.0 - alpha;
+        let (output, learned) = match self.config.variance_type {
+            VarianceType::LearnedRange => {
+                let (output, learned) = split_learned_variance(output, &sample)?;
+                (output, Some(learned))
+            }
+            _ => (output, None),
+        };
         let (x0, _) = clean_and_noise(
             "DDPM",
             output,
@@ -109,14 +153,22 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
         let on_sample = alpha.sqrt() * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod);
         let mut next = linear(&x0, on_clean, &sample, on_sample);
         if t > 0 {
-            let variance = match self.config.variance_type {
-                VarianceType::FixedSmall => {
-                    ((1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod) * beta).max(1e-20)
-                }
-                VarianceType::FixedLarge => beta,
-            };
+            let posterior = ((1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod) * beta).max(1e-20);
             let noise = standard_normal::<B, D>(x0.dims(), rng, &x0.device());
-            next = next + noise.mul_scalar(variance.sqrt());
+            next = next
+                + match (self.config.variance_type, learned) {
+                    (VarianceType::FixedLarge, _) => noise.mul_scalar(beta.sqrt()),
+                    (_, Some(v)) => {
+                        // σ = exp(½ log σ²), log σ² = log β̃ + (v + 1)/2 · (log β − log β̃).
+                        let (low, high) = (posterior.ln(), beta.ln());
+                        let log_variance = v
+                            .add_scalar(1.0)
+                            .mul_scalar((high - low) / 2.0)
+                            .add_scalar(low);
+                        noise * log_variance.mul_scalar(0.5).exp()
+                    }
+                    _ => noise.mul_scalar(posterior.sqrt()),
+                };
         }
         Ok(Step {
             sample: next,

@@ -24,6 +24,30 @@ pub trait Denoiser<B: Backend, const D: usize> {
     /// the sample's shape; the samplers refuse one that has not
     /// ([`SamplerError::ShapeMismatch`]).
     fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError>;
+
+    /// Whether the model also learns the variance of each reverse step (Nichol & Dhariwal
+    /// 2021, §3.1), which [`Denoiser::denoise_with_variance`] then gives. `false` unless the
+    /// model says otherwise.
+    fn learns_variance(&self) -> bool {
+        false
+    }
+
+    /// The model's prediction at `sample` = x_t and its learned variance, concatenated along
+    /// dimension 1 (twice the sample's channels): the prediction, then v of the sample's
+    /// shape, which DDPM's [`VarianceType::LearnedRange`](crate::VarianceType::LearnedRange)
+    /// reads. This is how diffusers' UNets with `variance_type = "learned_range"` lay out
+    /// their output; [`Denoiser::denoise`] gives the prediction alone.
+    ///
+    /// A model that does not learn its variance (the default) fails with
+    /// [`SamplerError::NoLearnedVariance`].
+    fn denoise_with_variance(
+        &self,
+        sample: Tensor<B, D>,
+        timestep: f64,
+    ) -> Result<Tensor<B, D>, SamplerError> {
+        let _ = (sample, timestep);
+        Err(SamplerError::NoLearnedVariance)
+    }
 }
 
 /// A [`Denoiser`] made from a closure that cannot fail.

@@ -134,6 +134,14 @@ pub enum SamplerError {
     #[error("the model failed: {0}")]
     Model(ModelError),
 
+    /// A sampler that reads a learned variance (DDPM with
+    /// [`VarianceType::LearnedRange`](crate::VarianceType::LearnedRange)) run over a model that
+    /// does not learn one.
+    #[error(
+        "the sampler reads the variance a model learns (DDPM with learned_range), and this model does not learn one; use a fixed variance"
+    )]
+    NoLearnedVariance,
+
     /// A step index past the end of the sampler's timesteps.
     #[error("step {index} requested, but the sampler has {steps} steps")]
     StepOutOfRange {

@@ -60,6 +60,14 @@ pub trait Sampler<B: Backend, const D: usize> {
         timestep_at(self.timesteps(), index).map(|_| ())
     }
 
+    /// Whether [`Sampler::step`] takes the model's output with its learned variance
+    /// ([`Denoiser::denoise_with_variance`]: twice the sample's channels) rather than the
+    /// prediction alone. Only DDPM with
+    /// [`VarianceType::LearnedRange`](crate::VarianceType::LearnedRange) does.
+    fn reads_learned_variance(&self) -> bool {
+        false
+    }
+
     /// Advances `sample` by one step given the model's `output` (of kind `prediction`) at
     /// step `index`. Stochastic samplers draw their noise from `rng`.
     fn step<R: Rng + ?Sized>(
@@ -177,7 +185,11 @@ where
 {
     let timestep = timestep_at(sampler.timesteps(), index)?;
     let input = x.clone().mul_scalar(sampler.model_input_scale(index));
-    let output = denoiser.denoise(input, timestep)?;
+    let output = if sampler.reads_learned_variance() {
+        denoiser.denoise_with_variance(input, timestep)?
+    } else {
+        denoiser.denoise(input, timestep)?
+    };
     let step = sampler.step(index, output, denoiser.prediction(), x, rng)?;
     Ok((timestep, step))
 }
@@ -223,6 +235,34 @@ pub(crate) fn check_output_shape<B: Backend, const D: usize>(
         expected: sample.dims().to_vec(),
         found: output.dims().to_vec(),
     })
+}
+
+/// The prediction and the learned variance v of a model `output` that holds both along
+/// dimension 1 ([`Denoiser::denoise_with_variance`]), each of the `sample`'s shape; an output
+/// of another shape fails.
+pub(crate) fn split_learned_variance<B: Backend, const D: usize>(
+    output: Tensor<B, D>,
+    sample: &Tensor<B, D>,
+) -> Result<(Tensor<B, D>, Tensor<B, D>), SamplerError> {
+    if D < 2 {
+        return Err(SamplerError::Incompatible {
+            sampler: "DDPM",
+            reason: "a learned variance comes beside the prediction along dimension 1, which a \
+                     sample of rank 1 does not have",
+        });
+    }
+    let mut expected = sample.dims();
+    let channels = expected[1];
+    expected[1] *= 2;
+    if output.dims() != expected {
+        return Err(SamplerError::ShapeMismatch {
+            what: "model output with its learned variance",
+            expected: expected.to_vec(),
+            found: output.dims().to_vec(),
+        });
+    }
+    let variance = output.clone().narrow(1, channels, channels);
+    Ok((output.narrow(1, 0, channels), variance))
 }
 
 /// a·x + b·y, skipping zero terms.

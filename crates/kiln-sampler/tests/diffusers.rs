@@ -14,12 +14,13 @@ use burn::tensor::{Tensor, TensorData};
 use kiln_forward::{ForwardProcess, standard_normal};
 use kiln_sampler::AlgorithmType::{self, DpmSolverPlusPlus, SdeDpmSolver, SdeDpmSolverPlusPlus};
 use kiln_sampler::{
-    Ddim, DdimConfig, Deis, DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver, DpmSolverConfig,
-    DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep, DpmSolverSinglestepConfig,
-    DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser, Heun, HeunConfig,
-    InversionMethod, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig, Prediction, SaSolver,
-    SaSolverAlgorithm, SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SigmaSpacing,
-    SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType, invert, sample, sample_from,
+    Ddim, DdimConfig, Ddpm, DdpmConfig, Deis, DeisConfig, Denoiser, Dpm2, Dpm2Config, DpmSolver,
+    DpmSolverConfig, DpmSolverSde, DpmSolverSdeConfig, DpmSolverSinglestep,
+    DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, FinalSigmas, FnDenoiser,
+    Heun, HeunConfig, InversionMethod, Lcm, LcmConfig, Lms, LmsConfig, Pndm, PndmConfig,
+    Prediction, SaSolver, SaSolverAlgorithm, SaSolverConfig, SaSolverTau, SampleClipping, Sampler,
+    SamplerError, SigmaSpacing, SolverType, Tcd, TcdConfig, UniPc, UniPcConfig, UniPcSolverType,
+    VarianceType, invert, sample, sample_from,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::{SeedableRng, rngs::StdRng};
@@ -629,11 +630,28 @@ fn assert_linear_run(
     tolerance: f64,
     settings: &str,
 ) {
+    assert_linear_run_of(
+        sampler,
+        &dummy(prediction),
+        coefficients,
+        tolerance,
+        settings,
+    );
+}
+
+/// [`assert_linear_run`] over `model`, for another dummy than x·t/(t+1).
+fn assert_linear_run_of(
+    sampler: &mut impl Sampler<B, 4>,
+    model: &impl Denoiser<B, 4>,
+    coefficients: &[f64],
+    tolerance: f64,
+    settings: &str,
+) {
     let device = Default::default();
     let mut rng = StdRng::seed_from_u64(7);
     let mut noise_rng = StdRng::seed_from_u64(7);
     let x = deterministic(false);
-    let result = sample(sampler, &dummy(prediction), x.clone(), &mut rng, |_| {}).unwrap();
+    let result = sample(sampler, model, x.clone(), &mut rng, |_| {}).unwrap();
     let mut expected = x.mul_scalar(coefficients[0]);
     for &n in &coefficients[1..] {
         let z = standard_normal::<B, 4>([4, 3, 8, 8], &mut noise_rng, &device);
@@ -645,6 +663,64 @@ fn assert_linear_run(
         error <= tolerance * scale.max(1.0),
         "{settings}: max error {error:e} at scale {scale}"
     );
+}
+
+/// The dummy x·t/(t+1) that also learns its variance: v = sin(t/37) for every value, as
+/// `benches/peer/ddpm_learned_range_fixtures.py` extends diffusers' dummy.
+struct LearnedVarianceDummy(Prediction);
+
+impl Denoiser<B, 4> for LearnedVarianceDummy {
+    fn prediction(&self) -> Prediction {
+        self.0
+    }
+
+    fn denoise(&self, sample: Tensor<B, 4>, timestep: f64) -> Result<Tensor<B, 4>, SamplerError> {
+        Ok(sample.mul_scalar(timestep / (timestep + 1.0)))
+    }
+
+    fn learns_variance(&self) -> bool {
+        true
+    }
+
+    fn denoise_with_variance(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f64,
+    ) -> Result<Tensor<B, 4>, SamplerError> {
+        let variance = sample.ones_like().mul_scalar((timestep / 37.0).sin());
+        Ok(Tensor::cat(
+            vec![self.denoise(sample, timestep)?, variance],
+            1,
+        ))
+    }
+}
+
+/// DDPM with the learned variance of Nichol & Dhariwal 2021 (`learned_range`) in 1, 2, 5, 10
+/// and 50 steps, in ε, x_0 and v, on `linspace`, `leading` and `trailing` grids, against
+/// diffusers 0.42's `DDPMScheduler` (`benches/peer/ddpm_learned_range_fixtures.py`), fresh
+/// noise included, element for element: each run is linear in the sample and its noises, as
+/// the dummy's v depends on t alone.
+#[test]
+fn ddpm_learned_range_matches_diffusers_element_for_element() {
+    let runs = linear_runs(include_str!("fixtures/ddpm_learned_range.txt"));
+    assert_eq!(runs.len(), 45);
+    for (settings, coefficients) in runs {
+        let words: Vec<&str> = settings.split_whitespace().collect();
+        let [steps, prediction, spacing] = words[..] else {
+            panic!("{settings}: expected steps, prediction and spacing");
+        };
+        let config = DdpmConfig {
+            variance_type: VarianceType::LearnedRange,
+            clipping: SampleClipping::default(),
+            grid: TimestepGrid {
+                spacing: TimestepSpacing::from_name(spacing).unwrap(),
+                ..TimestepGrid::default()
+            },
+        };
+        let mut ddpm = Ddpm::new(config, &linear(1000, 1e-4), steps.parse().unwrap()).unwrap();
+        let model = LearnedVarianceDummy(Prediction::from_name(prediction).unwrap());
+        assert_linear_run_of(&mut ddpm, &model, &coefficients, 5e-5, settings);
+    }
 }
 
 /// DPM-Solver's other algorithms (ε̂, SDE), uniform-λ steps, λ clipping (`lambda_min_clipped`

@@ -10,7 +10,7 @@ use kiln_sampler::{
     FinalSigmas, FnDenoiser, GaussianMixture, GuidanceConfig, Guided, Heun, InversionMethod, Lcm,
     LcmConfig, Lms, LmsConfig, ModelError, NoisePath, Pndm, PndmConfig, Prediction, SaSolver,
     SaSolverConfig, SaSolverTau, SampleClipping, Sampler, SamplerError, SigmaSpacing, UniPc,
-    UniPcConfig, image_to_image, inpaint, invert, sample, sample_from, slerp,
+    UniPcConfig, VarianceType, image_to_image, inpaint, invert, sample, sample_from, slerp,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule, ScheduleError};
 use rand::{SeedableRng, rngs::StdRng};
@@ -975,5 +975,136 @@ fn the_mixture_oracle_refuses_samples_and_labels_it_does_not_fit() {
         oracle
             .denoise_labelled(two, 500.0, &[Some(1), None])
             .is_ok()
+    );
+}
+
+/// [`shrinking_model`] learning the variance v = `first` for the first coordinate and
+/// `second` for the second (one value per point and coordinate, as a UNet gives one per pixel).
+struct LearnedVariance {
+    first: f64,
+    second: f64,
+}
+
+impl Denoiser<B, 2> for LearnedVariance {
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+
+    fn denoise(&self, sample: Tensor<B, 2>, timestep: f64) -> Result<Tensor<B, 2>, SamplerError> {
+        shrinking_model().denoise(sample, timestep)
+    }
+
+    fn learns_variance(&self) -> bool {
+        true
+    }
+
+    fn denoise_with_variance(
+        &self,
+        sample: Tensor<B, 2>,
+        timestep: f64,
+    ) -> Result<Tensor<B, 2>, SamplerError> {
+        let [points, _] = sample.dims();
+        let device = sample.device();
+        let variance = Tensor::cat(
+            vec![
+                Tensor::full([points, 1], self.first, &device),
+                Tensor::full([points, 1], self.second, &device),
+            ],
+            1,
+        );
+        Ok(Tensor::cat(
+            vec![self.denoise(sample, timestep)?, variance],
+            1,
+        ))
+    }
+}
+
+fn ddpm(variance_type: VarianceType) -> Ddpm {
+    let config = DdpmConfig {
+        variance_type,
+        clipping: SampleClipping::default(),
+        ..DdpmConfig::default()
+    };
+    Ddpm::new(config, &schedule(), 20).unwrap()
+}
+
+/// `learned_range` spans `fixed_small` (v = −1) to `fixed_large` (v = 1), value by value:
+/// with the same noise, a model learning v = 1 for one coordinate and −1 for the other
+/// samples the first as `fixed_large` does and the second as `fixed_small` does.
+#[test]
+fn a_learned_variance_reaches_both_fixed_ones_value_by_value() {
+    fn run(variance_type: VarianceType, model: &impl Denoiser<B, 2>) -> Tensor<B, 2> {
+        let mut rng = StdRng::seed_from_u64(4);
+        sample(
+            &mut ddpm(variance_type),
+            model,
+            eight_points(3),
+            &mut rng,
+            |_| {},
+        )
+        .unwrap()
+    }
+    let both = LearnedVariance {
+        first: 1.0,
+        second: -1.0,
+    };
+    let mixed = run(VarianceType::LearnedRange, &both);
+    let large = run(VarianceType::FixedLarge, &shrinking_model());
+    let small = run(VarianceType::FixedSmall, &shrinking_model());
+    let column = |x: &Tensor<B, 2>, c: usize| x.clone().narrow(1, c, 1);
+    let gap = |a: Tensor<B, 2>, b: Tensor<B, 2>| -> f32 { (a - b).abs().max().into_scalar() };
+    assert!(gap(column(&mixed, 0), column(&large, 0)) < 1e-5);
+    assert!(gap(column(&mixed, 1), column(&small, 1)) < 1e-5);
+    // The two fixed variances differ, so the comparison could fail.
+    assert!(gap(large, small) > 1e-2);
+}
+
+#[test]
+fn a_learned_variance_needs_a_model_that_learns_one_in_the_right_shape() {
+    let noise = eight_points(5);
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut learned = ddpm(VarianceType::LearnedRange);
+    let error = sample(
+        &mut learned,
+        &shrinking_model(),
+        noise.clone(),
+        &mut rng,
+        |_| {},
+    );
+    assert_eq!(error.unwrap_err(), SamplerError::NoLearnedVariance);
+    // A model that gives its prediction alone where the variance should come beside it.
+    let truncated = FnDenoiser::new(Prediction::Epsilon, |x: Tensor<B, 2>, t| {
+        x.mul_scalar(t / 1500.0)
+    });
+    struct Truncating<M>(M);
+    impl<M: Denoiser<B, 2>> Denoiser<B, 2> for Truncating<M> {
+        fn prediction(&self) -> Prediction {
+            self.0.prediction()
+        }
+        fn denoise(&self, x: Tensor<B, 2>, t: f64) -> Result<Tensor<B, 2>, SamplerError> {
+            self.0.denoise(x, t)
+        }
+        fn denoise_with_variance(
+            &self,
+            x: Tensor<B, 2>,
+            t: f64,
+        ) -> Result<Tensor<B, 2>, SamplerError> {
+            self.0.denoise(x, t)
+        }
+    }
+    let error = sample(
+        &mut learned,
+        &Truncating(truncated),
+        noise,
+        &mut rng,
+        |_| {},
+    );
+    assert_eq!(
+        error.unwrap_err(),
+        SamplerError::ShapeMismatch {
+            what: "model output with its learned variance",
+            expected: vec![8, 4],
+            found: vec![8, 2],
+        }
     );
 }
