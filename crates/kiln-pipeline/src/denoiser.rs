@@ -12,6 +12,10 @@ use kiln_unet::{UNet, UNetError};
 /// each model call runs on one of rayon's worker threads ([`on_worker_thread`]), where the CPU
 /// kernels start fastest.
 ///
+/// A UNet that learns the variance of its reverse steps ([`UNet::learns_variance`]: twice
+/// the input's channels) gives its prediction alone to [`Denoiser::denoise`] and to guidance,
+/// and both halves to [`Denoiser::denoise_with_variance`] (DDPM's `learned_range`).
+///
 /// An input the UNet refuses (an empty batch, another channel count, a size that does not
 /// halve down its levels, labels not one per sample) is a [`SamplerError::Model`] holding the
 /// [`UNetError`]; a label the model does not have is a [`SamplerError::ClassOutOfRange`].
@@ -39,6 +43,16 @@ impl<'a, B: Backend> UNetDenoiser<'a, B> {
         on_worker_thread::<B, _>(|| self.model.forward(sample, timesteps, labels))
             .map_err(|error: UNetError| ModelError::new(error).into())
     }
+
+    /// The prediction in the UNet's `output`: the first half of its channels where the model
+    /// learns its variance, else all of them.
+    fn prediction_part(&self, output: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.model.learns_variance() {
+            output.narrow(1, 0, self.model.in_channels())
+        } else {
+            output
+        }
+    }
 }
 
 impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
@@ -47,6 +61,21 @@ impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
     }
 
     fn denoise(&self, sample: Tensor<B, 4>, timestep: f64) -> Result<Tensor<B, 4>, SamplerError> {
+        Ok(self.prediction_part(self.forward(sample, timestep, None)?))
+    }
+
+    fn learns_variance(&self) -> bool {
+        self.model.learns_variance()
+    }
+
+    fn denoise_with_variance(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f64,
+    ) -> Result<Tensor<B, 4>, SamplerError> {
+        if !self.model.learns_variance() {
+            return Err(SamplerError::NoLearnedVariance);
+        }
         self.forward(sample, timestep, None)
     }
 }
@@ -81,6 +110,6 @@ impl<B: Backend> ClassConditional<B, 4> for UNetDenoiser<'_, B> {
         let labels: Vec<i64> = labels.iter().map(|l| l.unwrap_or(null) as i64).collect();
         let count = labels.len();
         let labels = Tensor::from_data(TensorData::new(labels, [count]), &sample.device());
-        self.forward(sample, timestep, Some(labels))
+        Ok(self.prediction_part(self.forward(sample, timestep, Some(labels))?))
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use kiln_forward::Prediction;
+use kiln_sampler::VarianceType;
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::save_diffusers;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,10 @@ struct SchedulerConfig {
     /// already in `trained_betas`).
     #[serde(default, skip_serializing)]
     rescale_betas_zero_snr: bool,
+    /// DDPM's variance (`fixed_small` by default); `learned_range` says that the model gives
+    /// its own beside its prediction.
+    #[serde(default = "fixed_small")]
+    variance_type: String,
 }
 
 fn thousand() -> usize {
@@ -45,9 +50,22 @@ fn linear() -> String {
 fn epsilon() -> String {
     "epsilon".into()
 }
+fn fixed_small() -> String {
+    "fixed_small".into()
+}
 
-/// The prediction type and training schedule of the scheduler config `file`.
-pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule), PipelineError> {
+/// What a diffusers scheduler config says about the model's training.
+pub(crate) struct SchedulerSettings {
+    /// What the model predicts.
+    pub(crate) prediction: Prediction,
+    /// The training schedule.
+    pub(crate) schedule: NoiseSchedule,
+    /// `variance_type = "learned_range"`: the model learns its variance.
+    pub(crate) learned_variance: bool,
+}
+
+/// The prediction type, training schedule and variance type of the scheduler config `file`.
+pub(crate) fn read_scheduler(file: &Path) -> Result<SchedulerSettings, PipelineError> {
     let text = fs::read_to_string(file).map_err(|error| PipelineError::io(file, error))?;
     let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|error| PipelineError::io(file, error))?;
@@ -61,6 +79,19 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
         return Err(unsupported(file, "beta_schedule", &parsed.beta_schedule));
     }
     let prediction = prediction(file, &parsed.prediction_type)?;
+    // The fixed variances (and their `_log` forms, the same numbers) are a sampling choice;
+    // diffusers' `learned`, which takes the model's output as the variance itself, is not
+    // Kiln's.
+    let learned_variance = match parsed.variance_type.as_str() {
+        "learned_range" => true,
+        "fixed_small" | "fixed_small_log" | "fixed_large" | "fixed_large_log" => false,
+        other => return Err(unsupported(file, "variance_type", other)),
+    };
+    let settings = |schedule| SchedulerSettings {
+        prediction,
+        schedule,
+        learned_variance,
+    };
     if let Some(betas) = parsed.trained_betas {
         if betas.len() != parsed.num_train_timesteps {
             let problem = format!(
@@ -72,10 +103,11 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
         }
         let schedule =
             NoiseSchedule::from_betas(betas).map_err(|error| PipelineError::io(file, error))?;
-        return Ok((
-            prediction,
-            rescaled(file, schedule, parsed.rescale_betas_zero_snr)?,
-        ));
+        return Ok(settings(rescaled(
+            file,
+            schedule,
+            parsed.rescale_betas_zero_snr,
+        )?));
     }
     let mut beta = beta_schedule(file, &parsed.beta_schedule)?;
     if let BetaSchedule::Linear {
@@ -96,10 +128,11 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<(Prediction, NoiseSchedule),
     }
     let schedule = NoiseSchedule::new(&beta, parsed.num_train_timesteps)
         .map_err(|error| PipelineError::io(file, error))?;
-    Ok((
-        prediction,
-        rescaled(file, schedule, parsed.rescale_betas_zero_snr)?,
-    ))
+    Ok(settings(rescaled(
+        file,
+        schedule,
+        parsed.rescale_betas_zero_snr,
+    )?))
 }
 
 /// `schedule` rescaled to zero terminal SNR where `file` (a scheduler config or a run's
@@ -174,8 +207,10 @@ impl<B: Backend> SamplingModel<B> {
     /// ```
     ///
     /// The scheduler holds every β_t as `trained_betas`, so any schedule (cosine, or one
-    /// rescaled to zero terminal SNR) reaches diffusers exactly, with the prediction type and
-    /// clipping of x̂_0 to [−1, 1]; `sample_size` is the model's image size where known. A
+    /// rescaled to zero terminal SNR) reaches diffusers exactly, with the prediction type,
+    /// clipping of x̂_0 to [−1, 1] and `variance_type` (`learned_range` for a model that
+    /// learns its variance, else `fixed_small`); `sample_size` is the model's image size
+    /// where known. A
     /// schedule that ends in pure noise (ᾱ_{T−1} = 0) gets `timestep_spacing = "trailing"`, so
     /// that a scheduler made from the config starts its steps there, as `face_sample` and the
     /// training grids do (Lin et al. 2023, §3.3).
@@ -206,13 +241,19 @@ impl<B: Backend> SamplingModel<B> {
             trained_betas: Some(betas),
             prediction_type: self.prediction.name().into(),
             rescale_betas_zero_snr: false,
+            variance_type: if self.model.learns_variance() {
+                VarianceType::LearnedRange
+            } else {
+                VarianceType::FixedSmall
+            }
+            .name()
+            .into(),
         };
         let mut scheduler =
             serde_json::to_value(scheduler).map_err(|error| PipelineError::io(folder, error))?;
         if let Some(fields) = scheduler.as_object_mut() {
             fields.insert("_class_name".into(), "DDPMScheduler".into());
             fields.insert("clip_sample".into(), true.into());
-            fields.insert("variance_type".into(), "fixed_small".into());
             if self.schedule.ends_in_pure_noise() {
                 fields.insert("timestep_spacing".into(), "trailing".into());
             }

@@ -22,6 +22,10 @@ use crate::{PipelineError, SamplingModel};
 /// - a diffusers model folder (`config.json` + `diffusion_pytorch_model.safetensors`), or a
 ///   pipeline folder holding one as `unet/`, with the schedule and prediction type read from
 ///   `scheduler_config.json` beside it or from a sibling `scheduler/` folder, where present.
+///
+/// A UNet with twice its input channels out learns its variance ([`kiln_unet::UNet::learns_variance`]),
+/// which DDPM then reads; a scheduler config with `variance_type = "learned_range"` for a UNet
+/// that does not, or with diffusers' `learned`, is an error.
 pub fn load_for_sampling<B: Backend>(
     path: &Path,
     device: &B::Device,
@@ -57,7 +61,20 @@ pub fn load_for_sampling<B: Backend>(
     .into_iter()
     .find(|candidate| candidate.is_file());
     let (prediction, schedule) = match scheduler {
-        Some(file) => read_scheduler(&file)?,
+        Some(file) => {
+            let settings = read_scheduler(&file)?;
+            if settings.learned_variance && !model.learns_variance() {
+                let problem = format!(
+                    "variance_type = \"learned_range\", but the model's {} output channels do \
+                     not hold a variance beside its prediction (that takes twice its {} input \
+                     channels)",
+                    model.out_channels(),
+                    model.in_channels()
+                );
+                return Err(PipelineError::io(&file, problem));
+            }
+            (settings.prediction, settings.schedule)
+        }
         None => (Prediction::Epsilon, default_schedule()),
     };
     let image_size = read_sample_size(&path.join("config.json"));

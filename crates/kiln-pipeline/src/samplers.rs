@@ -11,7 +11,7 @@ use kiln_sampler::{
     DpmSolverSinglestepConfig, DynamicThresholding, Euler, EulerConfig, Heun, HeunConfig, Lcm,
     LcmConfig, Lms, LmsConfig, NoisePath, Pndm, PndmConfig, SaSolver, SaSolverConfig, SaSolverTau,
     SampleClipping, Sampler, SamplerError, SigmaSpacing, StepEvent, Tcd, TcdConfig, UniPc,
-    UniPcConfig, sample,
+    UniPcConfig, VarianceType, sample,
 };
 use kiln_schedule::{NoiseSchedule, TimestepGrid, TimestepSpacing};
 use rand::rngs::StdRng;
@@ -224,6 +224,10 @@ pub struct NamedRun {
     /// tree per trajectory, so that a seed keeps one noise path across step counts (another
     /// sampler refuses a tree).
     pub noise_path: NoisePath,
+    /// For `ddpm`: the variance of its steps (`None`: `learned_range` for a model that learns
+    /// its variance ([`Denoiser::learns_variance`]), else diffusers' default, `fixed_small`;
+    /// another sampler refuses one).
+    pub variance: Option<VarianceType>,
 }
 
 impl NamedRun {
@@ -239,6 +243,7 @@ impl NamedRun {
             tau: None,
             sigma_spacing: None,
             noise_path: NoisePath::Sequential,
+            variance: None,
         }
     }
 
@@ -267,15 +272,17 @@ pub fn sample_by_name<B: Backend, const D: usize, M: Denoiser<B, D>>(
     rng: &mut StdRng,
     mut on_step: impl FnMut(StepEvent<'_, B, D>),
 ) -> Result<Tensor<B, D>, SamplerError> {
-    let mut sampler = run.build::<B, D, M>(schedule)?;
+    let mut sampler = run.build::<B, D, M>(schedule, denoiser.learns_variance())?;
     sampler.run(denoiser, noise, rng, &mut on_step)
 }
 
 impl NamedRun {
-    /// The sampler laid over `schedule`, behind a trait object.
+    /// The sampler laid over `schedule` for a model that `learns_variance` or not, behind a
+    /// trait object.
     fn build<B: Backend, const D: usize, M: Denoiser<B, D>>(
         &self,
         schedule: &NoiseSchedule,
+        learns_variance: bool,
     ) -> Result<Box<dyn SamplerRun<B, D, M>>, SamplerError> {
         if self.sigma_spacing.is_some_and(SigmaSpacing::is_spaced)
             && !self.sampler.takes_sigma_spacing()
@@ -300,9 +307,15 @@ impl NamedRun {
                          dpm++sde, euler_a and dpm2_a",
             });
         }
+        if self.variance.is_some() && self.sampler != SamplerName::Ddpm {
+            return Err(SamplerError::Incompatible {
+                sampler: self.sampler.name(),
+                reason: "only ddpm takes a variance; the other samplers' steps set their own",
+            });
+        }
         let steps = self.steps;
         Ok(match self.sampler {
-            SamplerName::Ddpm => Box::new(Ddpm::new(self.ddpm(), schedule, steps)?),
+            SamplerName::Ddpm => Box::new(Ddpm::new(self.ddpm(learns_variance), schedule, steps)?),
             SamplerName::Ddim => Box::new(Ddim::new(self.ddim(), schedule, steps)?),
             SamplerName::Pndm => Box::new(Pndm::new(self.pndm(), schedule, steps)?),
             SamplerName::Euler => Box::new(Euler::new(self.euler(false), schedule, steps)?),
@@ -375,12 +388,13 @@ impl NamedRun {
         }
     }
 
-    fn ddpm(&self) -> DdpmConfig {
+    fn ddpm(&self, learns_variance: bool) -> DdpmConfig {
         let default = DdpmConfig::default();
+        let learned = learns_variance.then_some(VarianceType::LearnedRange);
         DdpmConfig {
+            variance_type: self.variance.or(learned).unwrap_or(default.variance_type),
             clipping: self.clipping(),
             grid: self.grid(default.grid),
-            ..default
         }
     }
 

@@ -8,10 +8,14 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use kiln_forward::Prediction;
 use kiln_pipeline::{
-    Condition, Generation, NamedRun, PipelineError, SamplerName, UNetDenoiser, load_for_sampling,
+    Condition, Generation, NamedRun, PipelineError, SamplerName, SamplingModel, UNetDenoiser,
+    load_for_sampling,
 };
-use kiln_sampler::{ClassConditional, Denoiser, GuidanceConfig, Guided, SamplerError};
+use kiln_sampler::{
+    ClassConditional, Denoiser, GuidanceConfig, Guided, SamplerError, VarianceType,
+};
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use kiln_unet::UNetConfig;
 
 #[test]
 fn a_diffusers_folder_generates_with_every_sampler() {
@@ -305,4 +309,83 @@ fn guiding_a_unet_in_one_doubled_call_matches_two_calls() {
     let diff = (got - expected.clone()).abs().max().into_scalar();
     let scale = expected.abs().max().into_scalar();
     assert!(diff <= 1e-5 * scale, "max |Δ| {diff} of {scale}");
+}
+
+/// A UNet with twice its input channels out learns its variance: DDPM reads it by default
+/// (`learned_range`), every other sampler takes the prediction alone, and a diffusers export
+/// says `variance_type = "learned_range"` and loads back as one.
+#[test]
+fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
+    let device = Default::default();
+    let config = UNetConfig::tiny(1).with_out_channels(2);
+    let unet = config.init::<Flex>(&device).unwrap();
+    assert!(unet.learns_variance());
+    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+    let model = SamplingModel::new(unet, config, Prediction::Epsilon, schedule, Some(8), None);
+    let ddpm = |variance: Option<VarianceType>| -> Vec<f32> {
+        let run = NamedRun {
+            variance,
+            ..NamedRun::new(SamplerName::Ddpm, 5, true)
+        };
+        let generation = Generation {
+            seed: 2,
+            ..Generation::with_run(run, 2, 8)
+        };
+        let images = model.generate(generation, &device, |_| {}).unwrap();
+        images.into_data().to_vec().unwrap()
+    };
+    let learned = ddpm(Some(VarianceType::LearnedRange));
+    assert_eq!(ddpm(None), learned);
+    assert_ne!(ddpm(Some(VarianceType::FixedSmall)), learned);
+    let ddim = Generation::new(SamplerName::Ddim, 3, 2, 8);
+    let images = model.generate(ddim.clone(), &device, |_| {}).unwrap();
+    assert_eq!(images.dims(), [2, 1, 8, 8]);
+    let variance_elsewhere = NamedRun {
+        variance: Some(VarianceType::FixedLarge),
+        ..NamedRun::new(SamplerName::Ddim, 3, true)
+    };
+    let refused = model.generate(
+        Generation::with_run(variance_elsewhere, 2, 8),
+        &device,
+        |_| {},
+    );
+    assert!(matches!(
+        refused.unwrap_err(),
+        PipelineError::Sampler(SamplerError::Incompatible {
+            sampler: "ddim",
+            ..
+        })
+    ));
+
+    let pipeline = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("learned-variance-pipeline");
+    let _ = fs::remove_dir_all(&pipeline);
+    model.save_diffusers(&pipeline).unwrap();
+    let scheduler_file = pipeline.join("scheduler/scheduler_config.json");
+    let scheduler: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&scheduler_file).unwrap()).unwrap();
+    assert_eq!(scheduler["variance_type"], "learned_range");
+    let loaded = load_for_sampling::<Flex>(&pipeline, &device).unwrap();
+    assert!(loaded.model.learns_variance());
+    let reloaded = loaded.generate(ddim, &device, |_| {}).unwrap();
+    assert_eq!(reloaded.into_data(), images.into_data());
+
+    // A model whose output holds no variance cannot be `learned_range`; diffusers' `learned`
+    // (the output taken as the variance itself) is not Kiln's.
+    let plain =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_scale_shift");
+    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("claims-learned-variance");
+    let _ = fs::remove_dir_all(&folder);
+    fs::create_dir_all(&folder).unwrap();
+    for name in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        fs::copy(plain.join(name), folder.join(name)).unwrap();
+    }
+    for (variance, complaint) in [
+        ("learned_range", "output channels do not hold a variance"),
+        ("learned", "unsupported variance_type \"learned\""),
+    ] {
+        let config = format!(r#"{{"variance_type": "{variance}"}}"#);
+        fs::write(folder.join("scheduler_config.json"), config).unwrap();
+        let error = load_for_sampling::<Flex>(&folder, &device).unwrap_err();
+        assert!(error.to_string().contains(complaint), "{error}");
+    }
 }

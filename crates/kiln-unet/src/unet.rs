@@ -242,6 +242,19 @@ impl<B: Backend> UNet<B> {
         self.in_channels
     }
 
+    /// The number of output channels: the input's, or twice that for a model that also
+    /// learns the variance of its reverse steps (`UNetConfig::out_channels`).
+    pub fn out_channels(&self) -> usize {
+        self.conv_out.weight.shape()[0]
+    }
+
+    /// Whether the model learns the variance of its reverse steps beside its prediction
+    /// (Nichol & Dhariwal 2021): twice as many output channels as input channels, the
+    /// prediction first (diffusers' layout for `variance_type = "learned_range"`).
+    pub fn learns_variance(&self) -> bool {
+        self.out_channels() == 2 * self.in_channels
+    }
+
     /// The null label of a class-conditional model (its last class embedding, used for
     /// unconditional calls); `None` for an unconditional model. Labels below it are classes.
     pub fn null_label(&self) -> Option<usize> {
