@@ -35,7 +35,7 @@ use kiln::metrics::FaceEncoder;
 use kiln::pipeline::{
     Condition, Generation, NamedRun, RunFolder, STATE_FILE, SamplerName, load_for_sampling, pixels,
 };
-use kiln::sampler::{GuidanceConfig, NoisePath, SigmaSpacing};
+use kiln::sampler::{GuidanceConfig, NoisePath, SigmaSpacing, VarianceType};
 use kiln::schedule::{NoiseSchedule, TimestepSpacing};
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels, read_state};
 
@@ -99,6 +99,11 @@ struct Args {
     /// seed keeps one noise path, and nearly one image, across step counts.
     #[arg(long, value_parser = names::by_name::<NoisePath>(&NoisePath::NAMES, []))]
     noise_path: Option<NoisePath>,
+    /// For --sampler ddpm: the variance of its steps, fixed_small, fixed_large or
+    /// learned_range (default: learned_range for a model that learns its variance, trained
+    /// with face_train --variance-type learned_range, else fixed_small).
+    #[arg(long, value_parser = ["fixed_small", "fixed_large", "learned_range"])]
+    variance: Option<String>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -367,6 +372,7 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
         tau: args.tau.or(base.tau),
         sigma_spacing: args.sigmas.or(base.sigma_spacing),
         noise_path: args.noise_path.unwrap_or(base.noise_path),
+        variance: args.variance.as_deref().and_then(VarianceType::from_name),
     }
 }
 

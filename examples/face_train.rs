@@ -125,6 +125,11 @@ struct Args {
     /// at the pure noise sampling starts from; needs --prediction v_prediction (or sample).
     #[arg(long)]
     rescale_betas_zero_snr: bool,
+    /// The variance of the reverse steps: fixed_small, or learned_range, which the model
+    /// learns beside its prediction with the hybrid loss of Nichol & Dhariwal 2021 (its UNet
+    /// gets twice the image's channels out; DDPM then samples with it).
+    #[arg(long, default_value = "fixed_small", value_parser = ["fixed_small", "learned_range"])]
+    variance_type: String,
     /// Min-SNR-γ loss weighting (5 is the paper's choice); off by default.
     #[arg(long)]
     min_snr_gamma: Option<f64>,
@@ -461,9 +466,15 @@ fn report_data(
 
 /// The run's configuration from the flags, class-conditional when the data has `classes`.
 fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig {
+    let learns_variance = args.variance_type == "learned_range";
     let unet = args
         .preset
         .config(channels)
+        .with_out_channels(if learns_variance {
+            2 * channels
+        } else {
+            channels
+        })
         .with_num_class_embeds((!classes.is_empty()).then_some(classes.len() + 1));
     let conditioning = (!classes.is_empty())
         .then(|| ClassConditioning::new(classes.to_vec()).with_label_dropout(args.label_dropout));
@@ -487,6 +498,7 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_prediction(args.prediction.clone())
         .with_beta_schedule(args.beta_schedule.clone())
         .with_rescale_betas_zero_snr(args.rescale_betas_zero_snr.then_some(true))
+        .with_variance_type(Some(args.variance_type.clone()))
         .with_min_snr_gamma(args.min_snr_gamma)
         .with_timestep_density(Some(
             TimestepDensity::new(density.into())

@@ -75,6 +75,16 @@ pub struct TrainConfig {
     /// flow itself: see [`kiln_forward::Prediction::Flow`]).
     #[config(default = "String::from(\"epsilon\")")]
     pub prediction: String,
+    /// The variance of the model's reverse steps, by its diffusers name: `fixed_small`, the
+    /// posterior variance β̃_t that DDPM samples with (Ho et al. 2020), or `learned_range`:
+    /// the model also learns v ∈ [−1, 1] per value, log σ² = (v + 1)/2 · log β_t +
+    /// (1 − v)/2 · log β̃_t, trained with the hybrid loss L_simple + λ L_vlb, λ = 0.001, whose
+    /// bound term reaches only v (Nichol & Dhariwal 2021, "Improved Denoising Diffusion
+    /// Probabilistic Models", §3.1). Its UNet has twice the input channels out (the
+    /// prediction, then v), and DDPM samples with its variance. `None` is `fixed_small` (an
+    /// `Option` so that the checkpoints of runs from before it existed still load).
+    #[config(default = "None")]
+    pub variance_type: Option<String>,
     /// Min-SNR-γ loss weighting (Hang et al. 2023); `None` weighs every timestep equally.
     #[config(default = "None")]
     pub min_snr_gamma: Option<f64>,
@@ -299,6 +309,18 @@ impl TrainConfig {
         })
     }
 
+    /// Whether the model learns its variance (`variance_type = "learned_range"`).
+    pub fn learns_variance(&self) -> Result<bool, TrainError> {
+        match self.variance_type.as_deref() {
+            None | Some("fixed_small") => Ok(false),
+            Some("learned_range") => Ok(true),
+            Some(other) => Err(invalid(
+                "variance_type",
+                format!("{other:?}; expected fixed_small or learned_range"),
+            )),
+        }
+    }
+
     /// What a [`Distillation`] run trains its student with (`None` for ordinary training).
     pub fn distiller(&self) -> Result<Option<Distiller>, TrainError> {
         let Some(distillation) = &self.distillation else {
@@ -476,6 +498,7 @@ impl TrainConfig {
             ));
         }
         self.distiller()?;
+        self.check_variance(prediction)?;
         self.learning_rate_at(u64::from(u32::MAX), u64::from(u32::MAX))?;
         if let Some(density) = &self.timestep_density {
             density.density()?;
@@ -559,12 +582,52 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Checks that the UNet's output holds what the variance type needs (the prediction, and
+    /// for `learned_range` v beside it) and that a learned variance trains on a β schedule's
+    /// reverse steps outside a distillation.
+    fn check_variance(&self, prediction: Prediction) -> Result<(), TrainError> {
+        let learns = self.learns_variance()?;
+        let channels = self.unet.in_channels;
+        let out = if learns { 2 * channels } else { channels };
+        if self.unet.out_channels != out {
+            let holds = if learns {
+                "the prediction and the learned variance"
+            } else {
+                "the prediction"
+            };
+            return Err(invalid(
+                "unet.out_channels",
+                format!(
+                    "{}; {holds} of {channels} channels take {out}",
+                    self.unet.out_channels
+                ),
+            ));
+        }
+        if learns && prediction == Prediction::Flow {
+            return Err(invalid(
+                "variance_type",
+                "learned_range with flow_prediction: rectified flow's steps have no variance to \
+                 learn"
+                    .into(),
+            ));
+        }
+        if learns && self.distillation.is_some() {
+            return Err(invalid(
+                "variance_type",
+                "learned_range in a distillation, whose student learns its teacher's \
+                 deterministic steps"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The first field (in alphabetical order) in which `other` differs from `self`, other
     /// than those a resumed run may change; `None` if the runs are compatible. Timestep
     /// densities are compared by the draws they make: no density, `uniform` and any density
     /// of a distillation (which does not use it) agree, and a parameter the scheme does not
     /// use (`mode_scale` of `logit_normal`) may differ; `rescale_betas_zero_snr` `None` and
-    /// `Some(false)` agree.
+    /// `Some(false)` agree, as do `variance_type` `None` and `fixed_small`.
     pub fn first_difference(&self, other: &TrainConfig) -> Option<ConfigDifference> {
         let (ours, theirs) = (fields(self), fields(other));
         let (compared_ours, compared_theirs) = (
@@ -586,7 +649,7 @@ impl TrainConfig {
     }
 
     /// This config as [`TrainConfig::first_difference`] compares it: `rescale_betas_zero_snr`
-    /// `None` where it is off; its timestep density `None` where the draws are uniform or a
+    /// `None` where it is off, `variance_type` `None` where it is `fixed_small`; its timestep density `None` where the draws are uniform or a
     /// distillation's, else with only the parameters its scheme reads (the others at their
     /// defaults). A density that does not validate is kept as it is.
     fn compared_form(&self) -> TrainConfig {
@@ -606,9 +669,11 @@ impl TrainConfig {
                 Err(_) => Some(density.clone()),
             },
         };
+        let variance = self.variance_type.clone();
         self.clone()
             .with_timestep_density(density)
             .with_rescale_betas_zero_snr(self.rescale_betas_zero_snr.filter(|&on| on))
+            .with_variance_type(variance.filter(|name| name != "fixed_small"))
     }
 }
 
@@ -719,6 +784,46 @@ mod tests {
         let on = config().with_rescale_betas_zero_snr(Some(true));
         let difference = on.first_difference(&off).unwrap();
         assert_eq!(difference.field, "rescale_betas_zero_snr");
+    }
+
+    #[test]
+    fn a_learned_variance_needs_its_output_channels_and_a_beta_schedule() {
+        let with_out_channels = |mut config: TrainConfig, channels| {
+            config.unet.out_channels = channels;
+            config
+        };
+        let learned =
+            with_out_channels(config(), 2).with_variance_type(Some("learned_range".into()));
+        learned.validate().unwrap();
+        assert!(learned.learns_variance().unwrap());
+        let error = |config: TrainConfig| config.validate().unwrap_err().to_string();
+        // The UNet's output must hold the prediction, and v beside it when learned.
+        let short = with_out_channels(learned.clone(), 1);
+        assert_eq!(
+            error(short),
+            "unet.out_channels: 1; the prediction and the learned variance of 1 channels take 2"
+        );
+        let doubled = with_out_channels(config(), 2);
+        assert!(error(doubled).starts_with("unet.out_channels: 2; the prediction of 1"));
+        let unknown = learned.clone().with_variance_type(Some("learned".into()));
+        assert!(error(unknown).starts_with("variance_type: \"learned\"; expected"));
+        let flow = learned
+            .clone()
+            .with_prediction("flow_prediction".into())
+            .with_beta_schedule("rectified_flow".into());
+        assert!(error(flow).starts_with("variance_type: learned_range with flow_prediction"));
+        let distilled = learned
+            .clone()
+            .with_distillation(Some(Distillation::new("teacher".into(), 4)));
+        assert!(error(distilled).starts_with("variance_type: learned_range in a distillation"));
+        // Fixed is fixed, however it is written; learned is a different run.
+        let fixed = config().with_variance_type(Some("fixed_small".into()));
+        assert_eq!(config().first_difference(&fixed), None);
+        assert_eq!(fixed.first_difference(&config()), None);
+        let difference = learned
+            .first_difference(&learned.clone().with_variance_type(None))
+            .unwrap();
+        assert_eq!(difference.field, "variance_type");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One optimizer step's randomness and one worker's share of its gradients.
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
 use kiln_pipeline::SamplingModel;
@@ -84,12 +84,11 @@ impl StepDraws {
     }
 }
 
-/// What the loss is made of, set up once per run and worker: the target kind, the loss
-/// weighting, and on the worker's device the forward process, the training images and, for a
+/// What the loss is made of, set up once per run and worker: what the model outputs and how
+/// its errors are weighed, and on the worker's device the forward process, the training images and, for a
 /// distillation, the teacher.
 pub(crate) struct Objective<B: AutodiffBackend> {
-    pub(crate) prediction: Prediction,
-    pub(crate) weighting: LossWeighting,
+    pub(crate) kind: LossKind,
     pub(crate) process: ForwardProcess<B>,
     pub(crate) images: DeviceImages<B::InnerBackend>,
     pub(crate) distillation: Option<(Distiller, SamplingModel<B::InnerBackend>)>,
@@ -122,8 +121,7 @@ pub(crate) fn gradients<B: AutodiffBackend>(
     step: u64,
 ) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>), TrainError> {
     let Objective {
-        prediction,
-        weighting,
+        kind,
         process,
         images,
         distillation,
@@ -161,20 +159,19 @@ pub(crate) fn gradients<B: AutodiffBackend>(
                     device,
                 );
                 let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
-                let target = process.target(*prediction, x0, noise, t)?;
-                let weights = process.loss_weights(*weighting, *prediction, t)?;
-                let output = model.forward(noisy, t_tensor, part_labels)?;
-                let per_image: Tensor<B, 1> = (output - target)
-                    .powi_scalar(2)
-                    .flatten::<2>(1, 3)
-                    .mean_dim(1)
-                    .squeeze_dim(1);
-                (per_image * weights).sum()
+                let output = model.forward(noisy.clone(), t_tensor, part_labels)?;
+                let noised = Noised {
+                    x0,
+                    noise,
+                    noisy,
+                    timesteps: t,
+                };
+                denoising_loss(process, *kind, noised, output)?.sum()
             }
             Some((distiller, teacher)) => distiller
                 .loss(
                     model,
-                    *prediction,
+                    kind.prediction,
                     teacher,
                     x0,
                     noise,
@@ -189,6 +186,98 @@ pub(crate) fn gradients<B: AutodiffBackend>(
         accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
     }
     Ok((accumulator.grads(), Tensor::cat(part_losses, 0).sum()))
+}
+
+/// Clean images, their noise and the noised images x_t at their timesteps.
+pub(crate) struct Noised<'a, B: Backend> {
+    pub(crate) x0: Tensor<B, 4>,
+    pub(crate) noise: Tensor<B, 4>,
+    pub(crate) noisy: Tensor<B, 4>,
+    pub(crate) timesteps: &'a [usize],
+}
+
+/// What the model is trained to output and how its errors are weighed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LossKind {
+    pub(crate) prediction: Prediction,
+    pub(crate) weighting: LossWeighting,
+    /// The output holds v beside the prediction (`learned_range`).
+    pub(crate) learns_variance: bool,
+}
+
+/// Each image's loss, shape `[batch]`, for the model's `output` at the `noised` images: the
+/// weighted mean squared error of its prediction against the target (L_simple, Ho et al.
+/// 2020, with min-SNR weights where asked), plus for a model that learns its variance the
+/// bound term of the hybrid loss ([`variance_bound`]).
+pub(crate) fn denoising_loss<B: Backend>(
+    process: &ForwardProcess<B>,
+    kind: LossKind,
+    noised: Noised<'_, B>,
+    output: Tensor<B, 4>,
+) -> Result<Tensor<B, 1>, TrainError> {
+    let Noised {
+        x0,
+        noise,
+        noisy,
+        timesteps,
+    } = noised;
+    let target = process.target(kind.prediction, x0.clone(), noise, timesteps)?;
+    let weights = process.loss_weights(kind.weighting, kind.prediction, timesteps)?;
+    let (output, bound) = if kind.learns_variance {
+        let channels = x0.dims()[1];
+        let v = output.clone().narrow(1, channels, channels);
+        let output = output.narrow(1, 0, channels);
+        let bound = variance_bound(
+            process,
+            kind.prediction,
+            x0,
+            noisy,
+            timesteps,
+            output.clone(),
+            v,
+        )?;
+        (output, Some(bound))
+    } else {
+        (output, None)
+    };
+    let squared_error: Tensor<B, 1> = (output - target)
+        .powi_scalar(2)
+        .flatten::<2>(1, 3)
+        .mean_dim(1)
+        .squeeze_dim(1);
+    let weighted = squared_error * weights;
+    Ok(match bound {
+        Some(bound) => weighted + bound,
+        None => weighted,
+    })
+}
+
+/// The bound term of the hybrid loss L_simple + λ L_vlb, λ = 0.001 (Nichol & Dhariwal 2021,
+/// §3.1), per image: L_vlb = Σ_t L_t is estimated by T·L_t at each image's uniform timestep t,
+/// so the term is T/1000 · L_t, with L_t in bits per dimension ([`ForwardProcess::vlb_terms`])
+/// for the reverse step N(μ_θ, σ²_θ) of the model's prediction `output` and variance `v`. The
+/// prediction's gradient is stopped there, so the bound trains the variance alone and
+/// L_simple the mean, as in the paper.
+fn variance_bound<B: Backend>(
+    process: &ForwardProcess<B>,
+    prediction: Prediction,
+    x0: Tensor<B, 4>,
+    noisy: Tensor<B, 4>,
+    timesteps: &[usize],
+    output: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Result<Tensor<B, 1>, TrainError> {
+    let predicted_x0 = process.convert(
+        output.detach(),
+        noisy.clone(),
+        timesteps,
+        prediction,
+        Prediction::Sample,
+    )?;
+    let log_variance = process.learned_log_variance(v, timesteps)?;
+    let bits = process.vlb_terms(x0, noisy, timesteps, predicted_x0, log_variance)?;
+    let timestep_count = process.schedule().num_timesteps() as f64;
+    Ok(bits.mul_scalar(timestep_count / 1000.0))
 }
 
 /// Advances `rng` past `count` standard normal draws, as [`standard_normal`] would.
@@ -223,4 +312,90 @@ pub(crate) fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {
         epoch as u64,
     )));
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use kiln_schedule::{BetaSchedule, NoiseSchedule};
+
+    use super::*;
+    use crate::dataset::pixel_value;
+
+    type B = Autodiff<Flex>;
+
+    /// The hybrid loss of a model that learns its variance is L_simple plus T/1000 times the
+    /// bound's term in bits (λ = 0.001 on L_vlb ≈ T·L_t), and the bound reaches only v: the
+    /// prediction's gradient is L_simple's alone (Nichol & Dhariwal 2021, §3.1).
+    #[test]
+    fn the_hybrid_loss_adds_the_bound_and_trains_the_variance_with_it_alone() {
+        let device = Default::default();
+        // T = 500, so that the bound's weight, T/1000, is not 1.
+        let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 500).unwrap();
+        let process = ForwardProcess::<B>::new(schedule, &device);
+        let mut rng = StdRng::seed_from_u64(5);
+        // 8-bit levels in [−1, 1], as the training images are.
+        let levels: Vec<f32> = (0..32).map(|i| pixel_value((i * 37 % 256) as u8)).collect();
+        let x0 = Tensor::<B, 4>::from_data(TensorData::new(levels, [2, 1, 4, 4]), &device);
+        let noise = standard_normal::<B, 4>([2, 1, 4, 4], &mut rng, &device);
+        let timesteps = [0, 400];
+        let noisy = process
+            .q_sample(x0.clone(), &timesteps, noise.clone())
+            .unwrap();
+        let noised = || Noised {
+            x0: x0.clone(),
+            noise: noise.clone(),
+            noisy: noisy.clone(),
+            timesteps: &timesteps,
+        };
+        let kind = |learns_variance| LossKind {
+            prediction: Prediction::Epsilon,
+            weighting: LossWeighting::Uniform,
+            learns_variance,
+        };
+        let output = standard_normal::<B, 4>([2, 2, 4, 4], &mut rng, &device).require_grad();
+        let hybrid = denoising_loss(&process, kind(true), noised(), output.clone()).unwrap();
+        let prediction = output.clone().narrow(1, 0, 1).detach().require_grad();
+        let simple = denoising_loss(&process, kind(false), noised(), prediction.clone()).unwrap();
+
+        let predicted_x0 = process
+            .convert(
+                prediction.clone(),
+                noisy.clone(),
+                &timesteps,
+                Prediction::Epsilon,
+                Prediction::Sample,
+            )
+            .unwrap();
+        let log_variance = process
+            .learned_log_variance(output.clone().narrow(1, 1, 1), &timesteps)
+            .unwrap();
+        let bits = process
+            .vlb_terms(
+                x0.clone(),
+                noisy.clone(),
+                &timesteps,
+                predicted_x0,
+                log_variance,
+            )
+            .unwrap();
+        let values = |tensor: Tensor<B, 1>| -> Vec<f32> { tensor.into_data().to_vec().unwrap() };
+        let expected = values(simple.clone() + bits.mul_scalar(0.5));
+        for (got, want) in values(hybrid.clone()).into_iter().zip(expected) {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+
+        let hybrid_gradients = hybrid.sum().backward();
+        let simple_gradients = simple.sum().backward();
+        let gradient = output.grad(&hybrid_gradients).unwrap();
+        let prediction_gradient = gradient.clone().narrow(1, 0, 1);
+        let expected = prediction.grad(&simple_gradients).unwrap();
+        let gap: f32 = (prediction_gradient - expected).abs().max().into_scalar();
+        assert!(gap < 1e-7, "the bound reached the prediction: {gap}");
+        let variance_gradient: f32 = gradient.narrow(1, 1, 1).abs().max().into_scalar();
+        assert!(variance_gradient > 1e-3, "{variance_gradient}");
+    }
 }

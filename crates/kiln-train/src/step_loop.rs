@@ -16,7 +16,7 @@ use crate::pending::PendingLosses;
 use crate::reduction::{Reduction, Totals};
 use crate::resident::DeviceImages;
 use crate::run::{Done, Run};
-use crate::step::{Objective, StepDraws, epoch_order, gradients};
+use crate::step::{LossKind, Objective, StepDraws, epoch_order, gradients};
 use crate::teacher::load_teacher;
 
 /// What the worker on the calling thread does besides training: it reads the stop flag, reads
@@ -84,8 +84,11 @@ where
         _ => None,
     };
     let objective = Objective {
-        prediction: run.prediction,
-        weighting: config.weighting(),
+        kind: LossKind {
+            prediction: run.prediction,
+            weighting: config.weighting(),
+            learns_variance: config.learns_variance()?,
+        },
         process: ForwardProcess::new(run.schedule.clone(), device),
         images: DeviceImages::new(run.data, device),
         distillation,

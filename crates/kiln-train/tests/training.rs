@@ -1,8 +1,9 @@
 //! The training loop end to end on a small synthetic dataset at 16×16: the loss goes down,
 //! a stopped and resumed run ends bit-identical to an uninterrupted one, a killed checkpoint
 //! write leaves the previous checkpoint in charge, resuming with another config fails, two
-//! devices in threads train like one, a failing worker stops the run without a hang, and
-//! runs that end in pure noise (rectified flow, zero terminal SNR) train and sample.
+//! devices in threads train like one, a failing worker stops the run without a hang, runs
+//! that end in pure noise (rectified flow, zero terminal SNR) train and sample, and so does
+//! one that learns its variance.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use kiln_forward::Prediction;
 use kiln_pipeline::{
     Damage, Generation, LATEST, NamedRun, RunFolder, SamplerName, load_for_sampling,
 };
+use kiln_sampler::VarianceType;
 use kiln_schedule::TimestepSpacing;
 use kiln_train::{ImageFolder, RunOptions, TrainConfig, TrainError, TrainEvent, check_run, train};
 use kiln_unet::UNetConfig;
@@ -204,6 +206,39 @@ fn trains_and_samples_from_pure_noise(name: &str, config: &TrainConfig, predicti
         .unwrap();
     let values: Vec<f32> = images.into_data().to_vec().unwrap();
     assert!(values.iter().all(|v| v.is_finite()));
+}
+
+/// A run that learns its variance (`learned_range`, the hybrid loss of Nichol & Dhariwal 2021)
+/// trains, its loss (L_simple + the bound's term) goes down, and its folder loads back as a
+/// model that learns its variance, which DDPM samples with by default.
+#[test]
+fn a_learned_variance_run_trains_and_ddpm_samples_with_its_variance() {
+    let data = discs("learned-variance");
+    let mut config = config(6).with_variance_type(Some("learned_range".into()));
+    config.unet.out_channels = 2;
+    let out = scratch("learned-variance");
+    let losses = run(&config, &data, &out, false, None).unwrap();
+    assert!(losses.iter().all(|loss| loss.is_finite()));
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let (early, late) = (mean(&losses[..4]), mean(&losses[20..]));
+    assert!(late < 0.7 * early, "loss {early} -> {late}");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&out, &device).unwrap();
+    assert!(loaded.model.learns_variance());
+    let ddpm = |variance| -> Vec<f32> {
+        let run = NamedRun {
+            variance,
+            ..NamedRun::new(SamplerName::Ddpm, 10, true)
+        };
+        let images = loaded
+            .generate(Generation::with_run(run, 2, 16), &device, |_| {})
+            .unwrap();
+        images.into_data().to_vec().unwrap()
+    };
+    let learned = ddpm(None);
+    assert!(learned.iter().all(|v| v.is_finite()));
+    assert_eq!(learned, ddpm(Some(VarianceType::LearnedRange)));
+    assert_ne!(learned, ddpm(Some(VarianceType::FixedSmall)));
 }
 
 #[test]
