@@ -103,7 +103,7 @@ struct Args {
     /// learned_range (default: learned_range for a model that learns its variance, trained
     /// with face_train --variance-type learned_range, else fixed_small).
     #[arg(long, value_parser = ["fixed_small", "fixed_large", "learned_range"])]
-    variance: Option<String>,
+    variance_type: Option<String>,
     /// Seed of the initial noise (and of stochastic samplers).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -372,7 +372,10 @@ fn sampler_run(args: &Args, student: Option<NamedRun>) -> NamedRun {
         tau: args.tau.or(base.tau),
         sigma_spacing: args.sigmas.or(base.sigma_spacing),
         noise_path: args.noise_path.unwrap_or(base.noise_path),
-        variance: args.variance.as_deref().and_then(VarianceType::from_name),
+        variance: args
+            .variance_type
+            .as_deref()
+            .and_then(VarianceType::from_name),
     }
 }
 

@@ -6,8 +6,9 @@ would, and samples from it.
 
 Checks that `DDPMPipeline.from_pretrained` takes the folder with every weight in place (diffusers
 refuses missing weights, and this script refuses unexpected ones), that the scheduler holds the
-exported betas, then draws `--count` images with DDIM in `--steps` steps and writes them as one
-grid. That Kiln's tensors and config are diffusers' own is checked in Rust
+exported betas, then draws `--count` images with DDIM in `--steps` steps (DDPM for a model that
+learns its variance, `variance_type = "learned_range"`: diffusers' DDIM does not split the
+variance off the UNet's output) and writes them as one grid. That Kiln's tensors and config are diffusers' own is checked in Rust
 (crates/kiln-unet/tests/diffusers.rs); this is the end-to-end look.
 """
 
@@ -46,7 +47,10 @@ def main():
         f"{pipeline.scheduler.config.prediction_type}, {len(betas)} timesteps"
     )
 
-    pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+    sampler = "DDPM"
+    if pipeline.scheduler.config.variance_type != "learned_range":
+        pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+        sampler = "DDIM"
     generator = torch.Generator().manual_seed(args.seed)
     output = pipeline(
         batch_size=args.count,
@@ -63,7 +67,7 @@ def main():
         row, column = divmod(index, columns)
         grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
     Image.fromarray(grid.squeeze(-1) if channels == 1 else grid).save(args.out)
-    print(f"wrote {args.count} DDIM {args.steps}-step samples to {args.out}")
+    print(f"wrote {args.count} {sampler} {args.steps}-step samples to {args.out}")
 
 
 if __name__ == "__main__":

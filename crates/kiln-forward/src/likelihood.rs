@@ -1,14 +1,19 @@
-//! The terms of the variational bound on −log p(x_0) (Ho et al. 2020, eq. 5), for models
-//! that learn the variance of their reverse steps (Nichol & Dhariwal 2021, §3.1):
+//! The terms of the variational bound on −log p(x_0) (Ho et al. 2020, eq. 5; Nichol &
+//! Dhariwal 2021, eq. 4–7), for models that learn the variance of their reverse steps. In the
+//! papers' 1-based timesteps, with x_0 the data:
 //!
 //! ```text
-//! L_vlb = L_0 + L_1 + … + L_{T−1} + L_T
-//! L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t))      for t ≥ 1 (0-based: t ≥ 1)
+//! L_vlb   = L_0 + L_1 + … + L_{T−1} + L_T
+//! L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t))      2 ≤ t ≤ T
 //! L_0     = −log p_θ(x_0 | x_1)                                  the discretised decoder
 //! ```
 //!
-//! with p_θ(x_{t−1} | x_t) = N(μ_θ, σ²_θ I): μ_θ the posterior mean at the model's x̂_0, and
-//! log σ²_θ = (v + 1)/2 · log β_t + (1 − v)/2 · log β̃_t for the model's v.
+//! Kiln's timesteps are 0-based (timestep t is the papers' t + 1), so the model's call at
+//! timestep t is scored by the KL for t ≥ 1 and by the decoder at t = 0. The reverse step is
+//! p_θ = N(μ_θ, σ²_θ I): μ_θ the posterior mean at the model's x̂_0, and log σ²_θ =
+//! (v + 1)/2 · log β_t + (1 − v)/2 · log β̃_t for the model's v, nominally in [−1, 1] (eq. 15's
+//! interpolation, with v mapped from [−1, 1] as in the paper's code and diffusers'
+//! `learned_range`; not clamped).
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
@@ -38,7 +43,9 @@ pub fn normal_kl<B: Backend, const D: usize>(
 /// under N(`mean`, e^{`log_variance`}) discretised to those levels (Ho et al. 2020, eq. 13):
 /// the Gaussian's mass over x ± 1/255, with the lowest level taking everything below it and
 /// the highest everything above, so the 256 probabilities add up to 1. Probabilities are
-/// floored at 10⁻¹², as in Nichol & Dhariwal 2021's reference code.
+/// floored at 10⁻¹², as in Nichol & Dhariwal 2021's reference code; Φ is the exact normal
+/// CDF (through erf) where that code uses a tanh approximation, so the values differ from its
+/// slightly.
 pub fn discretized_gaussian_log_likelihood<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     mean: Tensor<B, D>,
@@ -69,8 +76,8 @@ fn standard_normal_cdf<B: Backend, const D: usize>(z: Tensor<B, D>) -> Tensor<B,
 }
 
 impl<B: Backend> ForwardProcess<B> {
-    /// log σ²_θ of a reverse step whose variance the model learns as v ∈ [−1, 1] per value
-    /// (Nichol & Dhariwal 2021, eq. 15; diffusers' `learned_range`):
+    /// log σ²_θ of a reverse step whose variance the model learns as v, nominally in [−1, 1],
+    /// per value (Nichol & Dhariwal 2021, eq. 15, v mapped as diffusers' `learned_range`):
     /// log σ² = (v + 1)/2 · log β_t + (1 − v)/2 · log β̃_t, with β̃_0 (which is 0) taken as
     /// β̃_1, as in [`crate::Posterior::log_variance_clipped`].
     pub fn learned_log_variance<const D: usize>(
@@ -85,13 +92,14 @@ impl<B: Backend> ForwardProcess<B> {
         Ok(v.add_scalar(1.0).mul_scalar(0.5) * span + low)
     }
 
-    /// The variational bound's term at each batch element's timestep, in bits per dimension
-    /// (the mean over a sample's values, divided by ln 2), shape `[batch]`: for the reverse
-    /// step N(μ_θ, e^{`log_variance`}) whose mean μ_θ is the posterior mean at
-    /// `predicted_x0` (the model's x̂_0), KL(q(x_{t−1} | x_t, x_0) ‖ p_θ) where t ≥ 1, and the
-    /// discretised decoder's −log p_θ(x_0 | x_1) where t = 0 ([`discretized_gaussian_log_likelihood`];
-    /// `x0` holds 8-bit data in [−1, 1]). This is L_{t} of Nichol & Dhariwal 2021 (§3.1);
-    /// T times its mean over uniform timesteps estimates L_vlb − L_T.
+    /// The variational bound's term at each batch element's (0-based) timestep t, in bits per
+    /// dimension (the mean over a sample's values, divided by ln 2), shape `[batch]`: for the
+    /// reverse step N(μ_θ, e^{`log_variance`}) from x_t, whose mean μ_θ is the posterior mean
+    /// at `predicted_x0` (the model's x̂_0), the KL from the posterior q at `x0` where t ≥ 1,
+    /// and the discretised decoder's −log p_θ(`x0` | x_t) where t = 0
+    /// ([`discretized_gaussian_log_likelihood`]; `x0` holds 8-bit data in [−1, 1]). This is
+    /// the papers' L_t (see the module's notes on the numbering); T times its mean over
+    /// uniform timesteps estimates L_vlb − L_T.
     pub fn vlb_terms<const D: usize>(
         &self,
         x0: Tensor<B, D>,

@@ -44,6 +44,30 @@ impl<'a, B: Backend> UNetDenoiser<'a, B> {
             .map_err(|error: UNetError| ModelError::new(error).into())
     }
 
+    /// `labels` on `device`, the null label for `None`, after checking that the model has
+    /// each class.
+    fn label_tensor(
+        &self,
+        labels: &[Option<usize>],
+        device: &B::Device,
+    ) -> Result<Tensor<B, 1, Int>, SamplerError> {
+        let null = self.model.null_label().unwrap_or(0);
+        if let Some(class) = labels
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&class| class >= null)
+        {
+            return Err(SamplerError::ClassOutOfRange {
+                class,
+                classes: null,
+            });
+        }
+        let labels: Vec<i64> = labels.iter().map(|l| l.unwrap_or(null) as i64).collect();
+        let count = labels.len();
+        Ok(Tensor::from_data(TensorData::new(labels, [count]), device))
+    }
+
     /// The prediction in the UNet's `output`: the first half of its channels where the model
     /// learns its variance, else all of them.
     fn prediction_part(&self, output: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -95,21 +119,24 @@ impl<B: Backend> ClassConditional<B, 4> for UNetDenoiser<'_, B> {
         timestep: f64,
         labels: &[Option<usize>],
     ) -> Result<Tensor<B, 4>, SamplerError> {
-        let null = self.classes();
-        if let Some(class) = labels
-            .iter()
-            .flatten()
-            .copied()
-            .find(|&class| class >= null)
-        {
-            return Err(SamplerError::ClassOutOfRange {
-                class,
-                classes: null,
-            });
-        }
-        let labels: Vec<i64> = labels.iter().map(|l| l.unwrap_or(null) as i64).collect();
-        let count = labels.len();
-        let labels = Tensor::from_data(TensorData::new(labels, [count]), &sample.device());
+        let labels = self.label_tensor(labels, &sample.device())?;
         Ok(self.prediction_part(self.forward(sample, timestep, Some(labels))?))
+    }
+
+    fn learns_variance(&self) -> bool {
+        self.model.learns_variance()
+    }
+
+    fn denoise_labelled_with_variance(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f64,
+        labels: &[Option<usize>],
+    ) -> Result<Tensor<B, 4>, SamplerError> {
+        if !self.model.learns_variance() {
+            return Err(SamplerError::NoLearnedVariance);
+        }
+        let labels = self.label_tensor(labels, &sample.device())?;
+        self.forward(sample, timestep, Some(labels))
     }
 }

@@ -210,10 +210,9 @@ impl<B: Backend> SamplingModel<B> {
     /// rescaled to zero terminal SNR) reaches diffusers exactly, with the prediction type,
     /// clipping of x̂_0 to [−1, 1] and `variance_type` (`learned_range` for a model that
     /// learns its variance, else `fixed_small`); `sample_size` is the model's image size
-    /// where known. A
-    /// schedule that ends in pure noise (ᾱ_{T−1} = 0) gets `timestep_spacing = "trailing"`, so
-    /// that a scheduler made from the config starts its steps there, as `face_sample` and the
-    /// training grids do (Lin et al. 2023, §3.3).
+    /// where known. A schedule that ends in pure noise (ᾱ_{T−1} = 0) gets
+    /// `timestep_spacing = "trailing"`, so that a scheduler made from the config starts its
+    /// steps there, as `face_sample` and the training grids do (Lin et al. 2023, §3.3).
     ///
     /// A `flow_prediction` model is refused ([`PipelineError::Unsupported`]): diffusers'
     /// `DDPMScheduler` has no such prediction type, and its flow schedulers feed the model

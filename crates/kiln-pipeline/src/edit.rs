@@ -11,8 +11,8 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use kiln_sampler::{
     Ddim, DdimConfig, Ddpm, DdpmConfig, DpmSolver, DpmSolverConfig, InversionMethod, InversionStep,
-    Resampling, SampleClipping, Sampler, SigmaSpacing, StepEvent, image_to_image, inpaint, invert,
-    sample, slerp,
+    Resampling, SampleClipping, Sampler, SigmaSpacing, StepEvent, VarianceType, image_to_image,
+    inpaint, invert, sample, slerp,
 };
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -107,7 +107,15 @@ impl<B: Backend> SamplingModel<B> {
             ));
         }
         let photos = self.repeat(photo, count)?;
-        let mut ddpm = Ddpm::new(DdpmConfig::default(), &self.schedule, settings.steps)?;
+        let config = DdpmConfig {
+            variance_type: if self.model.learns_variance() {
+                VarianceType::LearnedRange
+            } else {
+                VarianceType::FixedSmall
+            },
+            ..DdpmConfig::default()
+        };
+        let mut ddpm = Ddpm::new(config, &self.schedule, settings.steps)?;
         Ok(inpaint(
             &mut ddpm,
             &self.denoiser(),

@@ -23,9 +23,10 @@ use crate::{PipelineError, SamplingModel};
 ///   pipeline folder holding one as `unet/`, with the schedule and prediction type read from
 ///   `scheduler_config.json` beside it or from a sibling `scheduler/` folder, where present.
 ///
-/// A UNet with twice its input channels out learns its variance ([`kiln_unet::UNet::learns_variance`]),
-/// which DDPM then reads; a scheduler config with `variance_type = "learned_range"` for a UNet
-/// that does not, or with diffusers' `learned`, is an error.
+/// A UNet with twice its input channels out learns its variance
+/// ([`kiln_unet::UNet::learns_variance`]), which DDPM then reads, whatever the scheduler
+/// config's fixed `variance_type` says; a config with `variance_type = "learned_range"` for a
+/// UNet that does not learn one, or with diffusers' `learned`, is an error.
 pub fn load_for_sampling<B: Backend>(
     path: &Path,
     device: &B::Device,

@@ -312,31 +312,65 @@ fn guiding_a_unet_in_one_doubled_call_matches_two_calls() {
 }
 
 /// A UNet with twice its input channels out learns its variance: DDPM reads it by default
-/// (`learned_range`), every other sampler takes the prediction alone, and a diffusers export
-/// says `variance_type = "learned_range"` and loads back as one.
+/// (`learned_range`), guided or not, every other sampler takes the prediction alone, and a
+/// diffusers export says `variance_type = "learned_range"` and loads back as one.
 #[test]
 fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
     let device = Default::default();
-    let config = UNetConfig::tiny(1).with_out_channels(2);
+    // Two classes and the null label.
+    let config = UNetConfig::tiny(1)
+        .with_out_channels(2)
+        .with_num_class_embeds(Some(3));
     let unet = config.init::<Flex>(&device).unwrap();
     assert!(unet.learns_variance());
     let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
     let model = SamplingModel::new(unet, config, Prediction::Epsilon, schedule, Some(8), None);
-    let ddpm = |variance: Option<VarianceType>| -> Vec<f32> {
+    let ddpm = |model: &SamplingModel<Flex>, variance, condition| -> Vec<f32> {
         let run = NamedRun {
             variance,
             ..NamedRun::new(SamplerName::Ddpm, 5, true)
         };
         let generation = Generation {
             seed: 2,
+            condition,
             ..Generation::with_run(run, 2, 8)
         };
         let images = model.generate(generation, &device, |_| {}).unwrap();
         images.into_data().to_vec().unwrap()
     };
-    let learned = ddpm(Some(VarianceType::LearnedRange));
-    assert_eq!(ddpm(None), learned);
-    assert_ne!(ddpm(Some(VarianceType::FixedSmall)), learned);
+    let guided = Condition::Classes {
+        labels: vec![1, 0],
+        guidance: GuidanceConfig::new(2.0),
+    };
+    // Guided, the prediction is guided and the variance the classes' own (GLIDE's choice).
+    let x = kiln_forward::standard_normal::<Flex, 4>(
+        [2, 1, 8, 8],
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4),
+        &device,
+    );
+    let labelled = [Some(1), Some(0)];
+    let with_variance = model
+        .denoiser()
+        .denoise_labelled_with_variance(x.clone(), 300.0, &labelled)
+        .unwrap();
+    let guide = Guided::new(model.denoiser(), vec![1, 0], GuidanceConfig::new(2.0)).unwrap();
+    let guided_output = guide.denoise_with_variance(x.clone(), 300.0).unwrap();
+    assert_eq!(
+        guided_output.clone().narrow(1, 0, 1).into_data(),
+        guide.denoise(x, 300.0).unwrap().into_data()
+    );
+    assert_eq!(
+        guided_output.narrow(1, 1, 1).into_data(),
+        with_variance.narrow(1, 1, 1).into_data()
+    );
+    for condition in [Condition::Unconditional, guided] {
+        let learned = ddpm(&model, Some(VarianceType::LearnedRange), condition.clone());
+        assert_eq!(ddpm(&model, None, condition.clone()), learned);
+        assert_ne!(
+            ddpm(&model, Some(VarianceType::FixedSmall), condition),
+            learned
+        );
+    }
     let ddim = Generation::new(SamplerName::Ddim, 3, 2, 8);
     let images = model.generate(ddim.clone(), &device, |_| {}).unwrap();
     assert_eq!(images.dims(), [2, 1, 8, 8]);
@@ -368,6 +402,11 @@ fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
     assert!(loaded.model.learns_variance());
     let reloaded = loaded.generate(ddim, &device, |_| {}).unwrap();
     assert_eq!(reloaded.into_data(), images.into_data());
+    let unconditional = Condition::Unconditional;
+    assert_eq!(
+        ddpm(&loaded, None, unconditional.clone()),
+        ddpm(&model, None, unconditional)
+    );
 
     // A model whose output holds no variance cannot be `learned_range`; diffusers' `learned`
     // (the output taken as the variance itself) is not Kiln's.

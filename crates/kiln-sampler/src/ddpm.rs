@@ -9,16 +9,19 @@ use crate::sampler::{
 use crate::{SampleClipping, Sampler, SamplerError};
 
 /// The variance of DDPM's reverse steps (diffusers' `variance_type`; Ho et al. 2020, §3.2).
+/// More may come, so matches on it need a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum VarianceType {
     /// `fixed_small`: the posterior variance β̃_t, optimal for deterministic x_0.
     #[default]
     FixedSmall,
     /// `fixed_large`: β_t, optimal for x_0 ~ N(0, I).
     FixedLarge,
-    /// `learned_range`: the model's own, between the two (Nichol & Dhariwal 2021, eq. 15):
-    /// log σ² = (v + 1)/2 · log β_t + (1 − v)/2 · log β̃_t for the model's v ∈ [−1, 1], one
-    /// per value. The model gives v beside its prediction
+    /// `learned_range`: the model's own, between the two (Nichol & Dhariwal 2021, eq. 15, v
+    /// mapped from [−1, 1] as in their code and diffusers): log σ² = (v + 1)/2 · log β_t +
+    /// (1 − v)/2 · log β̃_t for the model's v, nominally in [−1, 1] (not clamped), one per
+    /// value. The model gives v beside its prediction
     /// ([`Denoiser::denoise_with_variance`](crate::Denoiser::denoise_with_variance)).
     LearnedRange,
 }
@@ -74,10 +77,10 @@ impl Default for DdpmConfig {
 /// last; see [`Ddim`](crate::Ddim) on diffusers' t − ⌊T/N⌋) with α = ᾱ_t/ᾱ_{t'} and β = 1 − α,
 ///
 /// ```text
-/// x_{t'} = √ᾱ_{t'} β/(1 − ᾱ_t) · x̂_0 + √α (1 − ᾱ_{t'})/(1 − ᾱ_t) · x_t + √v z,   z ~ N(0, I)
+/// x_{t'} = √ᾱ_{t'} β/(1 − ᾱ_t) · x̂_0 + √α (1 − ᾱ_{t'})/(1 − ᾱ_t) · x_t + σ z,   z ~ N(0, I)
 /// ```
 ///
-/// (the posterior mean of eq. 7 at the clipped x̂_0) with v = β̃ = (1 − ᾱ_{t'})/(1 − ᾱ_t)·β
+/// (the posterior mean of eq. 7 at the clipped x̂_0) with σ² = β̃ = (1 − ᾱ_{t'})/(1 − ᾱ_t)·β
 /// (`fixed_small`), β (`fixed_large`) or the model's interpolation between them in the log
 /// domain (`learned_range`; β̃ floored at 10⁻²⁰, as diffusers does), and no noise at t = 0.
 ///
@@ -156,9 +159,8 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
             let posterior = ((1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod) * beta).max(1e-20);
             let noise = standard_normal::<B, D>(x0.dims(), rng, &x0.device());
             next = next
-                + match (self.config.variance_type, learned) {
-                    (VarianceType::FixedLarge, _) => noise.mul_scalar(beta.sqrt()),
-                    (_, Some(v)) => {
+                + match learned {
+                    Some(v) => {
                         // σ = exp(½ log σ²), log σ² = log β̃ + (v + 1)/2 · (log β − log β̃).
                         let (low, high) = (posterior.ln(), beta.ln());
                         let log_variance = v
@@ -167,7 +169,10 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
                             .add_scalar(low);
                         noise * log_variance.mul_scalar(0.5).exp()
                     }
-                    _ => noise.mul_scalar(posterior.sqrt()),
+                    None if self.config.variance_type == VarianceType::FixedLarge => {
+                        noise.mul_scalar(beta.sqrt())
+                    }
+                    None => noise.mul_scalar(posterior.sqrt()),
                 };
         }
         Ok(Step {

@@ -26,8 +26,8 @@ pub trait Denoiser<B: Backend, const D: usize> {
     fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError>;
 
     /// Whether the model also learns the variance of each reverse step (Nichol & Dhariwal
-    /// 2021, §3.1), which [`Denoiser::denoise_with_variance`] then gives. `false` unless the
-    /// model says otherwise.
+    /// 2021, §3.1), which [`Denoiser::denoise_with_variance`] then gives (a model that learns
+    /// its variance implements both). `false` unless the model says otherwise.
     fn learns_variance(&self) -> bool {
         false
     }
@@ -35,8 +35,9 @@ pub trait Denoiser<B: Backend, const D: usize> {
     /// The model's prediction at `sample` = x_t and its learned variance, concatenated along
     /// dimension 1 (twice the sample's channels): the prediction, then v of the sample's
     /// shape, which DDPM's [`VarianceType::LearnedRange`](crate::VarianceType::LearnedRange)
-    /// reads. This is how diffusers' UNets with `variance_type = "learned_range"` lay out
-    /// their output; [`Denoiser::denoise`] gives the prediction alone.
+    /// reads. This is how diffusers lays out the output of a UNet whose scheduler has
+    /// `variance_type = "learned_range"` (twice the input channels out);
+    /// [`Denoiser::denoise`] gives the prediction alone.
     ///
     /// A model that does not learn its variance (the default) fails with
     /// [`SamplerError::NoLearnedVariance`].

@@ -27,6 +27,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 
 use crate::error::check_range;
+use crate::sampler::{check_output_shape, split_learned_variance};
 use crate::{Denoiser, SamplerError};
 
 /// A model that can be conditioned on a class label per batch element.
@@ -50,6 +51,25 @@ pub trait ClassConditional<B: Backend, const D: usize> {
         timestep: f64,
         labels: &[Option<usize>],
     ) -> Result<Tensor<B, D>, SamplerError>;
+
+    /// Whether the model also learns its variance ([`Denoiser::learns_variance`]); `false`
+    /// unless the model says otherwise.
+    fn learns_variance(&self) -> bool {
+        false
+    }
+
+    /// [`ClassConditional::denoise_labelled`] with the learned variance beside the prediction
+    /// ([`Denoiser::denoise_with_variance`]'s layout). A model that does not learn its
+    /// variance (the default) fails with [`SamplerError::NoLearnedVariance`].
+    fn denoise_labelled_with_variance(
+        &self,
+        sample: Tensor<B, D>,
+        timestep: f64,
+        labels: &[Option<usize>],
+    ) -> Result<Tensor<B, D>, SamplerError> {
+        let _ = (sample, timestep, labels);
+        Err(SamplerError::NoLearnedVariance)
+    }
 }
 
 impl<B: Backend, const D: usize, M: ClassConditional<B, D> + ?Sized> ClassConditional<B, D> for &M {
@@ -68,6 +88,19 @@ impl<B: Backend, const D: usize, M: ClassConditional<B, D> + ?Sized> ClassCondit
         labels: &[Option<usize>],
     ) -> Result<Tensor<B, D>, SamplerError> {
         (**self).denoise_labelled(sample, timestep, labels)
+    }
+
+    fn learns_variance(&self) -> bool {
+        (**self).learns_variance()
+    }
+
+    fn denoise_labelled_with_variance(
+        &self,
+        sample: Tensor<B, D>,
+        timestep: f64,
+        labels: &[Option<usize>],
+    ) -> Result<Tensor<B, D>, SamplerError> {
+        (**self).denoise_labelled_with_variance(sample, timestep, labels)
     }
 }
 
@@ -193,6 +226,71 @@ impl<M> Guided<M> {
             .as_ref()
             .is_none_or(|interval| interval.contains(&timestep))
     }
+
+    /// The guided output at `sample` = x_t, `with_variance` or not: the combination of the
+    /// conditional and unconditional predictions (rescaled where asked), followed along
+    /// dimension 1 by the conditional variance `with_variance`.
+    fn guide<B: Backend, const D: usize>(
+        &self,
+        sample: Tensor<B, D>,
+        timestep: f64,
+        with_variance: bool,
+    ) -> Result<Tensor<B, D>, SamplerError>
+    where
+        M: ClassConditional<B, D>,
+    {
+        let batch = sample.dims()[0];
+        self.check_batch(batch)?;
+        let call = |sample: Tensor<B, D>, labels: &[Option<usize>]| {
+            if with_variance {
+                self.model
+                    .denoise_labelled_with_variance(sample, timestep, labels)
+            } else {
+                self.model.denoise_labelled(sample, timestep, labels)
+            }
+        };
+        let scale = if self.guides_at(timestep) {
+            self.config.scale
+        } else {
+            1.0
+        };
+        if scale == 1.0 {
+            return call(sample, &self.labels);
+        }
+        if scale == 0.0 {
+            return call(sample, &vec![None; batch]);
+        }
+        let doubled = Tensor::cat(vec![sample.clone(), sample], 0);
+        let labels: Vec<Option<usize>> = self
+            .labels
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(None, batch))
+            .collect();
+        let outputs = call(doubled.clone(), &labels)?;
+        let (outputs, variance) = if with_variance {
+            let (outputs, variance) = split_learned_variance(outputs, &doubled)?;
+            (outputs, Some(variance.narrow(0, 0, batch)))
+        } else {
+            check_output_shape(&outputs, &doubled)?;
+            (outputs, None)
+        };
+        let conditional = outputs.clone().narrow(0, 0, batch);
+        let unconditional = outputs.narrow(0, batch, batch);
+        let mut guided =
+            unconditional.clone() + (conditional.clone() - unconditional).mul_scalar(scale);
+        if self.config.rescale != 0.0 {
+            let ratio = sample_std(conditional) / sample_std(guided.clone());
+            let factor = ratio
+                .mul_scalar(self.config.rescale)
+                .add_scalar(1.0 - self.config.rescale);
+            guided = guided * factor.reshape(broadcast_shape::<D>(batch));
+        }
+        Ok(match variance {
+            Some(variance) => Tensor::cat(vec![guided, variance], 1),
+            None => guided,
+        })
+    }
 }
 
 impl<B, const D: usize, M> Denoiser<B, D> for Guided<M>
@@ -206,49 +304,21 @@ where
 
     /// A batch not as long as the labels is a [`SamplerError::LabelCount`].
     fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError> {
-        let batch = sample.dims()[0];
-        self.check_batch(batch)?;
-        let scale = if self.guides_at(timestep) {
-            self.config.scale
-        } else {
-            1.0
-        };
-        if scale == 1.0 {
-            return self.model.denoise_labelled(sample, timestep, &self.labels);
-        }
-        if scale == 0.0 {
-            return self
-                .model
-                .denoise_labelled(sample, timestep, &vec![None; batch]);
-        }
-        let doubled = Tensor::cat(vec![sample.clone(), sample], 0);
-        let labels: Vec<Option<usize>> = self
-            .labels
-            .iter()
-            .copied()
-            .chain(std::iter::repeat_n(None, batch))
-            .collect();
-        let doubled_shape = doubled.dims();
-        let outputs = self.model.denoise_labelled(doubled, timestep, &labels)?;
-        if outputs.dims() != doubled_shape {
-            return Err(SamplerError::ShapeMismatch {
-                what: "model output",
-                expected: doubled_shape.to_vec(),
-                found: outputs.dims().to_vec(),
-            });
-        }
-        let conditional = outputs.clone().narrow(0, 0, batch);
-        let unconditional = outputs.narrow(0, batch, batch);
-        let guided =
-            unconditional.clone() + (conditional.clone() - unconditional).mul_scalar(scale);
-        if self.config.rescale == 0.0 {
-            return Ok(guided);
-        }
-        let ratio = sample_std(conditional) / sample_std(guided.clone());
-        let factor = ratio
-            .mul_scalar(self.config.rescale)
-            .add_scalar(1.0 - self.config.rescale);
-        Ok(guided * factor.reshape(broadcast_shape::<D>(batch)))
+        self.guide(sample, timestep, false)
+    }
+
+    fn learns_variance(&self) -> bool {
+        self.model.learns_variance()
+    }
+
+    /// The guided prediction, and beside it the variance the model learns for the classes
+    /// (the conditional call's, as GLIDE does; the unconditional one's at weight 0).
+    fn denoise_with_variance(
+        &self,
+        sample: Tensor<B, D>,
+        timestep: f64,
+    ) -> Result<Tensor<B, D>, SamplerError> {
+        self.guide(sample, timestep, true)
     }
 }
 

@@ -186,6 +186,9 @@ where
     let timestep = timestep_at(sampler.timesteps(), index)?;
     let input = x.clone().mul_scalar(sampler.model_input_scale(index));
     let output = if sampler.reads_learned_variance() {
+        if !denoiser.learns_variance() {
+            return Err(SamplerError::NoLearnedVariance);
+        }
         denoiser.denoise_with_variance(input, timestep)?
     } else {
         denoiser.denoise(input, timestep)?

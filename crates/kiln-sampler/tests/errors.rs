@@ -1084,6 +1084,9 @@ fn a_learned_variance_needs_a_model_that_learns_one_in_the_right_shape() {
         fn denoise(&self, x: Tensor<B, 2>, t: f64) -> Result<Tensor<B, 2>, SamplerError> {
             self.0.denoise(x, t)
         }
+        fn learns_variance(&self) -> bool {
+            true
+        }
         fn denoise_with_variance(
             &self,
             x: Tensor<B, 2>,

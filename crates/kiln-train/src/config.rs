@@ -649,9 +649,10 @@ impl TrainConfig {
     }
 
     /// This config as [`TrainConfig::first_difference`] compares it: `rescale_betas_zero_snr`
-    /// `None` where it is off, `variance_type` `None` where it is `fixed_small`; its timestep density `None` where the draws are uniform or a
-    /// distillation's, else with only the parameters its scheme reads (the others at their
-    /// defaults). A density that does not validate is kept as it is.
+    /// `None` where it is off, `variance_type` `None` where it is `fixed_small`; its timestep
+    /// density `None` where the draws are uniform or a distillation's, else with only the
+    /// parameters its scheme reads (the others at their defaults). A density that does not
+    /// validate is kept as it is.
     fn compared_form(&self) -> TrainConfig {
         let density = match (&self.timestep_density, &self.distillation) {
             (None, _) | (Some(_), Some(_)) => None,

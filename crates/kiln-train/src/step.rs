@@ -85,8 +85,8 @@ impl StepDraws {
 }
 
 /// What the loss is made of, set up once per run and worker: what the model outputs and how
-/// its errors are weighed, and on the worker's device the forward process, the training images and, for a
-/// distillation, the teacher.
+/// its errors are weighed, and on the worker's device the forward process, the training
+/// images and, for a distillation, the teacher.
 pub(crate) struct Objective<B: AutodiffBackend> {
     pub(crate) kind: LossKind,
     pub(crate) process: ForwardProcess<B>,
