@@ -51,7 +51,7 @@ impl<'a, B: Backend> UNetDenoiser<'a, B> {
         labels: &[Option<usize>],
         device: &B::Device,
     ) -> Result<Tensor<B, 1, Int>, SamplerError> {
-        let null = self.model.null_label().unwrap_or(0);
+        let null = ClassConditional::<B, 4>::classes(self);
         if let Some(class) = labels
             .iter()
             .flatten()

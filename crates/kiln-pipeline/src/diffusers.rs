@@ -240,13 +240,9 @@ impl<B: Backend> SamplingModel<B> {
             trained_betas: Some(betas),
             prediction_type: self.prediction.name().into(),
             rescale_betas_zero_snr: false,
-            variance_type: if self.model.learns_variance() {
-                VarianceType::LearnedRange
-            } else {
-                VarianceType::FixedSmall
-            }
-            .name()
-            .into(),
+            variance_type: VarianceType::default_for(self.model.learns_variance())
+                .name()
+                .into(),
         };
         let mut scheduler =
             serde_json::to_value(scheduler).map_err(|error| PipelineError::io(folder, error))?;

@@ -86,7 +86,8 @@ impl<B: Backend> SamplingModel<B> {
     }
 
     /// `count` fillings of the part of `photo` (`[1, C, H, W]`) where `mask` is 0 (1: kept),
-    /// sampled with DDPM and RePaint's `resampling` (Lugmayr et al. 2022).
+    /// sampled with DDPM (with the model's variance where it learns one) and RePaint's
+    /// `resampling` (Lugmayr et al. 2022).
     pub fn inpaint(
         &self,
         photo: Tensor<B, 4>,
@@ -108,11 +109,7 @@ impl<B: Backend> SamplingModel<B> {
         }
         let photos = self.repeat(photo, count)?;
         let config = DdpmConfig {
-            variance_type: if self.model.learns_variance() {
-                VarianceType::LearnedRange
-            } else {
-                VarianceType::FixedSmall
-            },
+            variance_type: VarianceType::default_for(self.model.learns_variance()),
             ..DdpmConfig::default()
         };
         let mut ddpm = Ddpm::new(config, &self.schedule, settings.steps)?;

@@ -390,9 +390,10 @@ impl NamedRun {
 
     fn ddpm(&self, learns_variance: bool) -> DdpmConfig {
         let default = DdpmConfig::default();
-        let learned = learns_variance.then_some(VarianceType::LearnedRange);
         DdpmConfig {
-            variance_type: self.variance.or(learned).unwrap_or(default.variance_type),
+            variance_type: self
+                .variance
+                .unwrap_or(VarianceType::default_for(learns_variance)),
             clipping: self.clipping(),
             grid: self.grid(default.grid),
         }

@@ -38,6 +38,16 @@ impl VarianceType {
         }
     }
 
+    /// DDPM's variance for a model that `learns_variance` or not: its own (`learned_range`),
+    /// else diffusers' default, `fixed_small`.
+    pub fn default_for(learns_variance: bool) -> Self {
+        if learns_variance {
+            Self::LearnedRange
+        } else {
+            Self::FixedSmall
+        }
+    }
+
     /// The diffusers name of the variance.
     pub fn name(self) -> &'static str {
         match self {
@@ -138,10 +148,10 @@ impl<B: Backend, const D: usize> Sampler<B, D> for Ddpm {
         let beta = 1.0 - alpha;
         let (output, learned) = match self.config.variance_type {
             VarianceType::LearnedRange => {
-                let (output, learned) = split_learned_variance(output, &sample)?;
+                let (output, learned) = split_learned_variance("DDPM", output, &sample)?;
                 (output, Some(learned))
             }
-            _ => (output, None),
+            VarianceType::FixedSmall | VarianceType::FixedLarge => (output, None),
         };
         let (x0, _) = clean_and_noise(
             "DDPM",

@@ -138,7 +138,8 @@ pub enum SamplerError {
     /// [`VarianceType::LearnedRange`](crate::VarianceType::LearnedRange)) run over a model that
     /// does not learn one.
     #[error(
-        "the sampler reads the variance a model learns (DDPM with learned_range), and this model does not learn one; use a fixed variance"
+        "the sampler reads the variance a model learns (DDPM with learned_range), and this \
+         model does not learn one; use a fixed variance"
     )]
     NoLearnedVariance,
 

@@ -11,7 +11,9 @@
 //! computed as one model call on a doubled batch. At a fixed x_t, ε, x_0 and v are affine
 //! functions of one another whose coefficients do not depend on the class, and the weights
 //! 1 − w and w sum to one, so combining ε predictions, x_0 predictions or v predictions gives the
-//! same guided step: the wrapper combines whatever the model outputs.
+//! same guided step: the wrapper combines whatever the model outputs. A model that learns its
+//! variance ([`Denoiser::learns_variance`]) has its predictions combined and the conditional
+//! call's variance passed on beside them (GLIDE's choice).
 //!
 //! Guidance rescale φ (Lin et al. 2023, §3.4 and Algorithm 2) pulls the guided output's
 //! per-sample standard deviation back towards the conditional one's, which over-strong guidance
@@ -269,7 +271,7 @@ impl<M> Guided<M> {
             .collect();
         let outputs = call(doubled.clone(), &labels)?;
         let (outputs, variance) = if with_variance {
-            let (outputs, variance) = split_learned_variance(outputs, &doubled)?;
+            let (outputs, variance) = split_learned_variance("guidance", outputs, &doubled)?;
             (outputs, Some(variance.narrow(0, 0, batch)))
         } else {
             check_output_shape(&outputs, &doubled)?;

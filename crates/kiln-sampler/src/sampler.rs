@@ -223,9 +223,9 @@ pub(crate) fn clean_and_noise<B: Backend, const D: usize>(
     Ok((combine(Prediction::Sample)?, combine(Prediction::Epsilon)?))
 }
 
-/// Fails unless the model's `output` has the `sample`'s shape: one of another shape (a UNet
-/// with a learned variance returns twice the channels) would otherwise reach burn's
-/// arithmetic, which panics or broadcasts.
+/// Fails unless the model's `output` has the `sample`'s shape: one of another shape (a model
+/// that returns its learned variance beside its prediction from `denoise`) would otherwise
+/// reach burn's arithmetic, which panics or broadcasts.
 pub(crate) fn check_output_shape<B: Backend, const D: usize>(
     output: &Tensor<B, D>,
     sample: &Tensor<B, D>,
@@ -242,14 +242,15 @@ pub(crate) fn check_output_shape<B: Backend, const D: usize>(
 
 /// The prediction and the learned variance v of a model `output` that holds both along
 /// dimension 1 ([`Denoiser::denoise_with_variance`]), each of the `sample`'s shape; an output
-/// of another shape fails.
+/// of another shape fails, as does a sample of rank 1 (`user` names who asked).
 pub(crate) fn split_learned_variance<B: Backend, const D: usize>(
+    user: &'static str,
     output: Tensor<B, D>,
     sample: &Tensor<B, D>,
 ) -> Result<(Tensor<B, D>, Tensor<B, D>), SamplerError> {
     if D < 2 {
         return Err(SamplerError::Incompatible {
-            sampler: "DDPM",
+            sampler: user,
             reason: "a learned variance comes beside the prediction along dimension 1, which a \
                      sample of rank 1 does not have",
         });

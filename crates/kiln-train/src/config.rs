@@ -77,11 +77,11 @@ pub struct TrainConfig {
     pub prediction: String,
     /// The variance of the model's reverse steps, by its diffusers name: `fixed_small`, the
     /// posterior variance β̃_t that DDPM samples with (Ho et al. 2020), or `learned_range`:
-    /// the model also learns v ∈ [−1, 1] per value, log σ² = (v + 1)/2 · log β_t +
-    /// (1 − v)/2 · log β̃_t, trained with the hybrid loss L_simple + λ L_vlb, λ = 0.001, whose
-    /// bound term reaches only v (Nichol & Dhariwal 2021, "Improved Denoising Diffusion
-    /// Probabilistic Models", §3.1). Its UNet has twice the input channels out (the
-    /// prediction, then v), and DDPM samples with its variance. `None` is `fixed_small` (an
+    /// the model also learns v (nominally in [−1, 1]) per value, log σ² =
+    /// (v + 1)/2 · log β_t + (1 − v)/2 · log β̃_t, trained with the hybrid loss
+    /// L_simple + λ L_vlb, λ = 0.001, whose bound term reaches only v (Nichol & Dhariwal
+    /// 2021, "Improved Denoising Diffusion Probabilistic Models", §3.1). Its UNet has twice
+    /// the input channels out (the prediction, then v), and DDPM samples with its variance. `None` is `fixed_small` (an
     /// `Option` so that the checkpoints of runs from before it existed still load).
     #[config(default = "None")]
     pub variance_type: Option<String>,
