@@ -8,8 +8,9 @@ Checks that `DDPMPipeline.from_pretrained` takes the folder with every weight in
 refuses missing weights, and this script refuses unexpected ones), that the scheduler holds the
 exported betas, then draws `--count` images with DDIM in `--steps` steps (DDPM for a model that
 learns its variance, `variance_type = "learned_range"`: diffusers' DDIM does not split the
-variance off the UNet's output) and writes them as one grid. That Kiln's tensors and config are diffusers' own is checked in Rust
-(crates/kiln-unet/tests/diffusers.rs); this is the end-to-end look.
+variance off the UNet's output) and writes them as one grid. That Kiln's tensors and config are
+diffusers' own is checked in Rust (crates/kiln-unet/tests/diffusers.rs); this is the end-to-end
+look.
 """
 
 import argparse
