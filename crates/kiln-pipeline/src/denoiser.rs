@@ -44,6 +44,20 @@ impl<'a, B: Backend> UNetDenoiser<'a, B> {
             .map_err(|error: UNetError| ModelError::new(error).into())
     }
 
+    /// The UNet's whole output, prediction and learned variance, for a model that learns its
+    /// variance; [`SamplerError::NoLearnedVariance`] for one that does not.
+    fn forward_with_variance(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f64,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Result<Tensor<B, 4>, SamplerError> {
+        if !self.model.learns_variance() {
+            return Err(SamplerError::NoLearnedVariance);
+        }
+        self.forward(sample, timestep, labels)
+    }
+
     /// `labels` on `device`, the null label for `None`, after checking that the model has
     /// each class.
     fn label_tensor(
@@ -97,10 +111,7 @@ impl<B: Backend> Denoiser<B, 4> for UNetDenoiser<'_, B> {
         sample: Tensor<B, 4>,
         timestep: f64,
     ) -> Result<Tensor<B, 4>, SamplerError> {
-        if !self.model.learns_variance() {
-            return Err(SamplerError::NoLearnedVariance);
-        }
-        self.forward(sample, timestep, None)
+        self.forward_with_variance(sample, timestep, None)
     }
 }
 
@@ -133,10 +144,7 @@ impl<B: Backend> ClassConditional<B, 4> for UNetDenoiser<'_, B> {
         timestep: f64,
         labels: &[Option<usize>],
     ) -> Result<Tensor<B, 4>, SamplerError> {
-        if !self.model.learns_variance() {
-            return Err(SamplerError::NoLearnedVariance);
-        }
         let labels = self.label_tensor(labels, &sample.device())?;
-        self.forward(sample, timestep, Some(labels))
+        self.forward_with_variance(sample, timestep, Some(labels))
     }
 }
