@@ -133,6 +133,11 @@ struct Args {
     /// Min-SNR-γ loss weighting (5 is the paper's choice); off by default.
     #[arg(long)]
     min_snr_gamma: Option<f64>,
+    /// Input perturbation γ (Ning et al. 2023; diffusers' --input_perturbation): the model is
+    /// shown x_t noised with ε + γ ξ and learns ε's target, against exposure bias (0.1 is the
+    /// paper's choice); off by default.
+    #[arg(long)]
+    input_perturbation: Option<f64>,
     /// How each image's training timestep is drawn: uniform, logit_normal (SD3's choice for
     /// rectified flow), mode or cosmap (Esser et al. 2024, §3.1; a noise level t ∈ [0, 1]
     /// becomes timestep ⌊t·T⌋). Default: logit_normal for rectified flow (--prediction
@@ -500,6 +505,7 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_rescale_betas_zero_snr(args.rescale_betas_zero_snr.then_some(true))
         .with_variance_type(Some(args.variance_type.clone()))
         .with_min_snr_gamma(args.min_snr_gamma)
+        .with_input_perturbation(args.input_perturbation)
         .with_timestep_density(Some(
             TimestepDensity::new(density.into())
                 .with_logit_mean(args.logit_mean)

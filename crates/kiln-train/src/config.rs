@@ -88,6 +88,14 @@ pub struct TrainConfig {
     /// Min-SNR-γ loss weighting (Hang et al. 2023); `None` weighs every timestep equally.
     #[config(default = "None")]
     pub min_snr_gamma: Option<f64>,
+    /// Input perturbation γ (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias in
+    /// Diffusion Models", DDPM-IP; diffusers' `--input_perturbation`): the model is shown x_t
+    /// noised with ε + γ ξ, ξ ~ N(0, I) drawn afresh, and still trained to the target of ε
+    /// alone (for ε-prediction, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t)(ε + γ ξ) with target ε). The
+    /// extra noise stands in for the errors that a sampler's earlier steps leave in its
+    /// input (exposure bias); the paper's γ is 0.1. `None` is off.
+    #[config(default = "None")]
+    pub input_perturbation: Option<f64>,
     /// How each image's training timestep is drawn (`None`: uniformly from the T, as Ho et
     /// al. 2020; see [`TimestepDensity`]).
     #[config(default = "None")]
@@ -508,6 +516,7 @@ impl TrainConfig {
                 .weight(1.0, Prediction::Epsilon)
                 .map_err(|_| invalid("min_snr_gamma", format!("{gamma}; must be > 0")))?;
         }
+        self.check_input_perturbation()?;
         let positive = [
             ("image_size", self.image_size),
             ("epochs", self.epochs),
@@ -616,6 +625,29 @@ impl TrainConfig {
                 "variance_type",
                 "learned_range in a distillation, whose student learns its teacher's \
                  deterministic steps"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `input_perturbation` must be a positive, finite γ, and no distillation's: a student
+    /// learns its teacher's answers at the very x_t it is shown.
+    fn check_input_perturbation(&self) -> Result<(), TrainError> {
+        let Some(gamma) = self.input_perturbation else {
+            return Ok(());
+        };
+        if !(gamma.is_finite() && gamma > 0.0) {
+            return Err(invalid(
+                "input_perturbation",
+                format!("{gamma}; must be > 0 and finite (leave it out to turn it off)"),
+            ));
+        }
+        if self.distillation.is_some() {
+            return Err(invalid(
+                "input_perturbation",
+                "in a distillation, whose student learns its teacher's answers at the x_t it \
+                 is shown"
                     .into(),
             ));
         }
@@ -785,6 +817,24 @@ mod tests {
         let on = config().with_rescale_betas_zero_snr(Some(true));
         let difference = on.first_difference(&off).unwrap();
         assert_eq!(difference.field, "rescale_betas_zero_snr");
+    }
+
+    #[test]
+    fn input_perturbation_is_a_positive_gamma_outside_distillation() {
+        let perturbed = config().with_input_perturbation(Some(0.1));
+        perturbed.validate().unwrap();
+        let error = |config: TrainConfig| config.validate().unwrap_err().to_string();
+        for gamma in [0.0, -0.1, f64::NAN, f64::INFINITY] {
+            let bad = config().with_input_perturbation(Some(gamma));
+            assert!(error(bad).starts_with("input_perturbation: "), "{gamma}");
+        }
+        let distilled = perturbed
+            .clone()
+            .with_distillation(Some(Distillation::new("teacher".into(), 4)));
+        assert!(error(distilled).starts_with("input_perturbation: in a distillation"));
+        // It changes what the model is shown: a resumed run may not turn it on.
+        let difference = config().first_difference(&perturbed).unwrap();
+        assert_eq!(difference.field, "input_perturbation");
     }
 
     #[test]

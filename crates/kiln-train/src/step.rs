@@ -18,7 +18,8 @@ use crate::{TrainConfig, TrainError};
 /// Everything random about one optimizer step, drawn from an RNG seeded with (seed, step) in
 /// this order: the images (from the epoch's order), a mirror flag and a timestep per image,
 /// for a class-conditional run a label-dropout flag per image, for trajectory consistency
-/// distillation a landing per image; the noise comes from `rng` afterwards, shard by shard.
+/// distillation a landing per image; the noise comes from `rng` afterwards, shard by shard,
+/// and the input perturbation's from a stream of its own, also shard by shard.
 pub(crate) struct StepDraws {
     indices: Vec<usize>,
     flips: Vec<bool>,
@@ -28,6 +29,9 @@ pub(crate) struct StepDraws {
     /// Where each image's answers land, for trajectory consistency distillation (else empty).
     landings: Vec<f64>,
     rng: StdRng,
+    /// The input perturbation's ξ ([`TrainConfig::input_perturbation`]), apart from `rng` so
+    /// that each shard's ε and ξ are the slices of the whole batch's.
+    perturbation_rng: StdRng,
 }
 
 impl StepDraws {
@@ -80,6 +84,7 @@ impl StepDraws {
             labels,
             landings,
             rng,
+            perturbation_rng: StdRng::seed_from_u64(mix(config.seed ^ PERTURBATION_STREAM, step)),
         })
     }
 }
@@ -139,6 +144,9 @@ pub(crate) fn gradients<B: AutodiffBackend>(
     for part in 0..config.batch_size / shard {
         if part % place.count != place.index {
             skip_normals(&mut draws.rng, shard_values);
+            if config.input_perturbation.is_some() {
+                skip_normals(&mut draws.perturbation_rng, shard_values);
+            }
             continue;
         }
         let range = part * shard..(part + 1) * shard;
@@ -146,6 +154,10 @@ pub(crate) fn gradients<B: AutodiffBackend>(
             images.batch(&draws.indices[range.clone()], &draws.flips[range.clone()])?,
         );
         let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
+        let perturbation = config.input_perturbation.map(|gamma| {
+            standard_normal::<B, 4>(x0.dims(), &mut draws.perturbation_rng, device)
+                .mul_scalar(gamma)
+        });
         let part_labels = draws.labels.as_ref().map(|labels| {
             let part = labels[range.clone()].to_vec();
             Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
@@ -158,14 +170,8 @@ pub(crate) fn gradients<B: AutodiffBackend>(
                     TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
                     device,
                 );
-                let noisy = process.q_sample(x0.clone(), t, noise.clone())?;
-                let output = model.forward(noisy.clone(), t_tensor, part_labels)?;
-                let noised = Noised {
-                    x0,
-                    noise,
-                    noisy,
-                    timesteps: t,
-                };
+                let noised = Noised::new(process, x0, noise, perturbation, t)?;
+                let output = model.forward(noised.noisy.clone(), t_tensor, part_labels)?;
                 denoising_loss(process, *kind, noised, output)?.sum()
             }
             Some((distiller, teacher)) => distiller
@@ -188,12 +194,38 @@ pub(crate) fn gradients<B: AutodiffBackend>(
     Ok((accumulator.grads(), Tensor::cat(part_losses, 0).sum()))
 }
 
-/// Clean images, their noise and the noised images x_t at their timesteps.
+/// Clean images, their noise ε (whose target the model learns) and the noised images x_t at
+/// their timesteps.
 pub(crate) struct Noised<'a, B: Backend> {
     pub(crate) x0: Tensor<B, 4>,
     pub(crate) noise: Tensor<B, 4>,
     pub(crate) noisy: Tensor<B, 4>,
     pub(crate) timesteps: &'a [usize],
+}
+
+impl<'a, B: Backend> Noised<'a, B> {
+    /// `x0` noised at `timesteps` with `noise` ε, plus the input `perturbation` γ ξ where
+    /// there is one: x_t is q_sample(x_0, t, ε + γ ξ) and the target stays ε's
+    /// ([`TrainConfig::input_perturbation`]).
+    pub(crate) fn new(
+        process: &ForwardProcess<B>,
+        x0: Tensor<B, 4>,
+        noise: Tensor<B, 4>,
+        perturbation: Option<Tensor<B, 4>>,
+        timesteps: &'a [usize],
+    ) -> Result<Self, TrainError> {
+        let input_noise = match perturbation {
+            Some(perturbation) => noise.clone() + perturbation,
+            None => noise.clone(),
+        };
+        let noisy = process.q_sample(x0.clone(), timesteps, input_noise)?;
+        Ok(Self {
+            x0,
+            noise,
+            noisy,
+            timesteps,
+        })
+    }
 }
 
 /// What the model is trained to output and how its errors are weighed.
@@ -290,6 +322,8 @@ fn skip_normals(rng: &mut StdRng, count: usize) {
 
 /// Separates the dropout seeds from the data seeds of the same step.
 const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7421;
+/// Separates the input perturbation's noise from the data seeds of the same step.
+const PERTURBATION_STREAM: u64 = 0x7065_7274_7572_6221;
 /// Separates the epoch orders from the step seeds.
 const ORDER_STREAM: u64 = 0x6f72_6465_7273_2121;
 
@@ -323,6 +357,43 @@ mod tests {
     use crate::dataset::pixel_value;
 
     type B = Autodiff<Flex>;
+
+    /// Input perturbation moves the model's input by √(1 − ᾱ_t) γ ξ and keeps the target ε:
+    /// an output of exactly ε scores 0 (Ning et al. 2023).
+    #[test]
+    fn input_perturbation_moves_the_input_and_keeps_the_target() {
+        let device = Default::default();
+        let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+        let alphas_cumprod = schedule.alphas_cumprod().to_vec();
+        let process = ForwardProcess::<B>::new(schedule, &device);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut normal = || standard_normal::<B, 4>([2, 1, 4, 4], &mut rng, &device);
+        let (x0, noise, xi) = (normal(), normal(), normal());
+        let timesteps = [10, 700];
+        let plain = Noised::new(&process, x0.clone(), noise.clone(), None, &timesteps).unwrap();
+        let gamma = 0.1;
+        let perturbation = Some(xi.clone().mul_scalar(gamma));
+        let perturbed = Noised::new(&process, x0, noise.clone(), perturbation, &timesteps).unwrap();
+
+        let values = |tensor: Tensor<B, 4>| -> Vec<f32> { tensor.into_data().to_vec().unwrap() };
+        let shift = values(perturbed.noisy.clone() - plain.noisy);
+        for (index, (shift, xi)) in shift.into_iter().zip(values(xi)).enumerate() {
+            let alpha_bar = alphas_cumprod[timesteps[index / 16]];
+            let want = (1.0 - alpha_bar).sqrt() * gamma * f64::from(xi);
+            assert!((f64::from(shift) - want).abs() < 1e-6, "{shift} vs {want}");
+        }
+        let kind = LossKind {
+            prediction: Prediction::Epsilon,
+            weighting: LossWeighting::Uniform,
+            learns_variance: false,
+        };
+        let loss: f32 = denoising_loss(&process, kind, perturbed, noise)
+            .unwrap()
+            .abs()
+            .max()
+            .into_scalar();
+        assert_eq!(loss, 0.0);
+    }
 
     /// The hybrid loss of a model that learns its variance is L_simple plus T/1000 times the
     /// bound's term in bits (λ = 0.001 on L_vlb ≈ T·L_t), and the bound reaches only v: the

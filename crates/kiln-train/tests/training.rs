@@ -430,14 +430,35 @@ fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
     let data = discs("split-devices");
     // Stopped after 5 steps (mid-epoch: a checkpoint is written on the stop request).
     let config = config(2);
-    let one = scratch("one-device");
-    let whole = run(&config, &data, &one, false, Some(5)).unwrap();
-    let two = scratch("two-devices");
-    let split = run_on(&config, &data, &two, false, Some(5), 2, |_| {}).unwrap();
+    two_devices_and_micro_batches_match_one(&data, &config, "plain");
+    // Input perturbation draws a second normal per value: each worker skips the others' too.
+    let perturbed = config.clone().with_input_perturbation(Some(0.1));
+    two_devices_and_micro_batches_match_one(&data, &perturbed, "perturbed");
+
+    let error = run_on(
+        &config,
+        &data,
+        &scratch("three-devices"),
+        false,
+        None,
+        3,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(error, TrainError::BatchSplit { .. }), "{error}");
+}
+
+/// Five steps of `config` on one device, on two and with four micro-batches: the same losses
+/// and, on two devices, the same weights.
+fn two_devices_and_micro_batches_match_one(data: &ImageFolder, config: &TrainConfig, name: &str) {
+    let one = scratch(&format!("one-device-{name}"));
+    let whole = run(config, data, &one, false, Some(5)).unwrap();
+    let two = scratch(&format!("two-devices-{name}"));
+    let split = run_on(config, data, &two, false, Some(5), 2, |_| {}).unwrap();
     let accumulated = run(
         &config.clone().with_grad_accumulation(4),
-        &data,
-        &scratch("accumulated"),
+        data,
+        &scratch(&format!("accumulated-{name}")),
         false,
         Some(5),
     )
@@ -453,20 +474,8 @@ fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
         runs::max_difference(&a[0], &b[0]),
         runs::max_difference(&a[1], &b[1]),
     );
-    println!("two devices vs one after 5 steps: max |Δ| trained {trained:e}, EMA {ema:e}");
+    println!("{name}: two devices vs one after 5 steps: max |Δ| trained {trained:e}, EMA {ema:e}");
     assert!(trained <= 1e-5 && ema <= 1e-5, "{trained} {ema}");
-
-    let error = run_on(
-        &config,
-        &data,
-        &scratch("three-devices"),
-        false,
-        None,
-        3,
-        |_| {},
-    )
-    .unwrap_err();
-    assert!(matches!(error, TrainError::BatchSplit { .. }), "{error}");
 }
 
 #[test]
