@@ -99,7 +99,10 @@ pub(crate) fn read_scheduler(file: &Path) -> Result<SchedulerSettings, PipelineE
                 betas.len(),
                 parsed.num_train_timesteps
             );
-            return Err(PipelineError::io(file, problem));
+            return Err(PipelineError::Inconsistent {
+                path: file.to_path_buf(),
+                problem,
+            });
         }
         let schedule =
             NoiseSchedule::from_betas(betas).map_err(|error| PipelineError::io(file, error))?;

@@ -36,6 +36,16 @@ pub enum PipelineError {
         /// Its value.
         value: String,
     },
+    /// A recorded setting that contradicts another in its file (`trained_betas` of another
+    /// length than `num_train_timesteps`) or the model beside it (`variance_type =
+    /// "learned_range"` for a UNet whose output holds no variance).
+    #[error("{path}: {problem}")]
+    Inconsistent {
+        /// The file that holds the setting.
+        path: PathBuf,
+        /// The two things that disagree.
+        problem: String,
+    },
     /// A class asked for by a name (or number) the model does not have.
     #[error(
         "no class {name:?}; the model has {classes} classes: give a name such as {example:?} or a number below {classes}"

@@ -72,7 +72,10 @@ pub fn load_for_sampling<B: Backend>(
                     model.out_channels(),
                     model.in_channels()
                 );
-                return Err(PipelineError::io(&file, problem));
+                return Err(PipelineError::Inconsistent {
+                    path: file,
+                    problem,
+                });
             }
             (settings.prediction, settings.schedule)
         }

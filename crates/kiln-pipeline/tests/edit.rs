@@ -5,16 +5,18 @@ use std::path::Path;
 
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor};
+use kiln_forward::Prediction;
 use kiln_pipeline::edit::box_mask;
 use kiln_pipeline::{
     EditSettings, Generation, Inversion, PipelineError, PixelBox, SamplerName, SamplingModel,
     load_for_sampling,
 };
 use kiln_sampler::{
-    Denoiser, DpmSolver, DpmSolverConfig, InversionMethod, Resampling, Sampler, SamplerError,
-    SigmaSpacing, sample,
+    Ddpm, DdpmConfig, Denoiser, DpmSolver, DpmSolverConfig, InversionMethod, Resampling, Sampler,
+    SamplerError, SigmaSpacing, VarianceType, inpaint, sample,
 };
-use kiln_unet::UNetError;
+use kiln_schedule::{BetaSchedule, NoiseSchedule};
+use kiln_unet::{UNetConfig, UNetError};
 use rand::{SeedableRng, rngs::StdRng};
 
 type B = Flex;
@@ -68,6 +70,61 @@ fn an_empty_batch_is_refused_before_the_model_runs() {
         .image_to_image(photo(&model), 0, 0.5, SETTINGS, |_| {})
         .unwrap_err();
     assert!(is_empty_batch(&error), "{error}");
+}
+
+/// RePaint on a model that learns its variance samples DDPM with that variance
+/// (`learned_range`), not with the fixed one.
+#[test]
+fn inpainting_samples_with_the_variance_a_model_learns() {
+    let device = Default::default();
+    let config = UNetConfig::tiny(1).with_out_channels(2);
+    let unet = config.init::<B>(&device).unwrap();
+    let schedule = NoiseSchedule::new(&BetaSchedule::linear(), 1000).unwrap();
+    let model = SamplingModel::new(unet, config, Prediction::Epsilon, schedule, Some(8), None);
+    let resampling = Resampling {
+        jump_length: 1,
+        repeats: 2,
+    };
+    let photo = Tensor::<B, 4>::random([1, 1, 8, 8], Distribution::Uniform(-1.0, 1.0), &device);
+    let covered = PixelBox {
+        x: 2,
+        y: 2,
+        width: 4,
+        height: 4,
+    };
+    let mask = box_mask::<B>([1, 1, 8, 8], covered, &device).unwrap();
+    let count = 2;
+    let filled = model
+        .inpaint(
+            photo.clone(),
+            mask.clone(),
+            count,
+            resampling,
+            SETTINGS,
+            |_| {},
+        )
+        .unwrap();
+    let with = |variance_type| -> Tensor<B, 4> {
+        let config = DdpmConfig {
+            variance_type,
+            ..DdpmConfig::default()
+        };
+        let mut ddpm = Ddpm::new(config, &model.schedule, SETTINGS.steps).unwrap();
+        inpaint(
+            &mut ddpm,
+            &model.denoiser(),
+            &model.schedule,
+            photo.clone().repeat_dim(0, count),
+            mask.clone().repeat_dim(0, count),
+            Some(resampling),
+            &mut StdRng::seed_from_u64(SETTINGS.seed),
+            |_| {},
+        )
+        .unwrap()
+    };
+    let gap = |other: Tensor<B, 4>| -> f32 { (filled.clone() - other).abs().max().into_scalar() };
+    assert_eq!(gap(with(VarianceType::LearnedRange)), 0.0);
+    assert!(gap(with(VarianceType::FixedSmall)) > 1e-3);
 }
 
 #[test]

@@ -241,6 +241,10 @@ fn trained_betas_must_cover_every_timestep() {
         error.to_string().contains("trained_betas holds 2 values"),
         "{error}"
     );
+    assert!(
+        matches!(error, PipelineError::Inconsistent { .. }),
+        "{error:?}"
+    );
 }
 
 #[test]
@@ -426,5 +430,10 @@ fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
         fs::write(folder.join("scheduler_config.json"), config).unwrap();
         let error = load_for_sampling::<Flex>(&folder, &device).unwrap_err();
         assert!(error.to_string().contains(complaint), "{error}");
+        let typed = match variance {
+            "learned_range" => matches!(error, PipelineError::Inconsistent { .. }),
+            _ => matches!(error, PipelineError::Unsupported { .. }),
+        };
+        assert!(typed, "{error:?}");
     }
 }
