@@ -357,16 +357,42 @@ fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
         .denoiser()
         .denoise_labelled_with_variance(x.clone(), 300.0, &labelled)
         .unwrap();
-    let guide = Guided::new(model.denoiser(), vec![1, 0], GuidanceConfig::new(2.0)).unwrap();
-    let guided_output = guide.denoise_with_variance(x.clone(), 300.0).unwrap();
-    assert_eq!(
-        guided_output.clone().narrow(1, 0, 1).into_data(),
-        guide.denoise(x, 300.0).unwrap().into_data()
+    let unconditional = model
+        .denoiser()
+        .denoise_labelled_with_variance(x.clone(), 300.0, &[None, None])
+        .unwrap();
+    assert_ne!(
+        unconditional.clone().narrow(1, 1, 1).into_data(),
+        with_variance.clone().narrow(1, 1, 1).into_data()
     );
-    assert_eq!(
-        guided_output.narrow(1, 1, 1).into_data(),
-        with_variance.narrow(1, 1, 1).into_data()
-    );
+    // Rescaled, outside its interval (where the classes' own call is the answer) or at weight
+    // 0 (the unconditional call's), the prediction is the guided one and the variance the
+    // call's whose prediction leads.
+    let rescaled = GuidanceConfig {
+        rescale: 0.7,
+        ..GuidanceConfig::new(2.0)
+    };
+    let outside = GuidanceConfig {
+        interval: Some(500.0..=900.0),
+        ..GuidanceConfig::new(2.0)
+    };
+    for (guidance, variance_from) in [
+        (GuidanceConfig::new(2.0), &with_variance),
+        (rescaled, &with_variance),
+        (outside, &with_variance),
+        (GuidanceConfig::new(0.0), &unconditional),
+    ] {
+        let guide = Guided::new(model.denoiser(), vec![1, 0], guidance).unwrap();
+        let guided_output = guide.denoise_with_variance(x.clone(), 300.0).unwrap();
+        assert_eq!(
+            guided_output.clone().narrow(1, 0, 1).into_data(),
+            guide.denoise(x.clone(), 300.0).unwrap().into_data()
+        );
+        assert_eq!(
+            guided_output.narrow(1, 1, 1).into_data(),
+            variance_from.clone().narrow(1, 1, 1).into_data()
+        );
+    }
     for condition in [Condition::Unconditional, guided] {
         let learned = ddpm(&model, Some(VarianceType::LearnedRange), condition.clone());
         assert_eq!(ddpm(&model, None, condition.clone()), learned);
