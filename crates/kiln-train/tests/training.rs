@@ -425,6 +425,34 @@ fn resuming_with_another_config_names_the_difference() {
     assert!(error.to_string().contains("already holds a run"), "{error}");
 }
 
+/// A stop request makes a log point of its own: with log points further apart than the run,
+/// the step that stops it mid-epoch is still read, reported and checkpointed.
+#[test]
+fn a_stop_request_is_a_log_point() {
+    let data = discs("stop-log-point");
+    let out = scratch("stop-log-point");
+    let _turn = common::my_turn();
+    // Set before the first step, so step 0 (of 4 per epoch) carries the request.
+    let stop = AtomicBool::new(true);
+    let options = RunOptions {
+        log_every: 1000,
+        ..RunOptions::new(&out, false, &stop)
+    };
+    let mut reported = Vec::new();
+    let summary = train::<B>(&config(2), &data, &[Default::default()], options, |event| {
+        if let TrainEvent::Step {
+            step, log_point, ..
+        } = event
+        {
+            reported.push((step, log_point));
+        }
+    })
+    .unwrap();
+    assert!(summary.interrupted && summary.steps == 1, "{summary:?}");
+    assert_eq!(reported, [(1, 1)]);
+    assert!(summary.checkpoint.is_some());
+}
+
 #[test]
 fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
     let data = discs("split-devices");
