@@ -240,7 +240,8 @@ fn student_steps(from: usize, to: usize) -> Result<Vec<usize>, Box<dyn Error>> {
 }
 
 /// The run of `stage`: the teacher's run, with v-prediction, this run's length and learning
-/// rate, and the distillation.
+/// rate, and the distillation (without the teacher's input perturbation, which a student's
+/// run refuses).
 fn stage_config(args: &Args, stage: &Stage) -> Result<TrainConfig, Box<dyn Error>> {
     let teacher = &stage.teacher;
     let latest = RunFolder::new(teacher)
@@ -260,6 +261,7 @@ fn stage_config(args: &Args, stage: &Stage) -> Result<TrainConfig, Box<dyn Error
     Ok(teacher_config
         .with_prediction("v_prediction".into())
         .with_distillation(Some(stage.distillation.clone()))
+        .with_input_perturbation(None)
         .with_epochs(epochs)
         .with_learning_rate(args.lr)
         .with_warmup_steps(args.warmup_steps)

@@ -368,18 +368,13 @@ fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
     // Rescaled, outside its interval (where the classes' own call is the answer) or at weight
     // 0 (the unconditional call's), the prediction is the guided one and the variance the
     // call's whose prediction leads.
-    let rescaled = GuidanceConfig {
-        rescale: 0.7,
-        ..GuidanceConfig::new(2.0)
-    };
-    let outside = GuidanceConfig {
-        interval: Some(500.0..=900.0),
-        ..GuidanceConfig::new(2.0)
-    };
     for (guidance, variance_from) in [
         (GuidanceConfig::new(2.0), &with_variance),
-        (rescaled, &with_variance),
-        (outside, &with_variance),
+        (GuidanceConfig::new(2.0).with_rescale(0.7), &with_variance),
+        (
+            GuidanceConfig::new(2.0).with_interval(500.0..=900.0),
+            &with_variance,
+        ),
         (GuidanceConfig::new(0.0), &unconditional),
     ] {
         let guide = Guided::new(model.denoiser(), vec![1, 0], guidance).unwrap();

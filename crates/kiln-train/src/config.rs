@@ -89,11 +89,15 @@ pub struct TrainConfig {
     #[config(default = "None")]
     pub min_snr_gamma: Option<f64>,
     /// Input perturbation γ (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias in
-    /// Diffusion Models", DDPM-IP; diffusers' `--input_perturbation`): the model is shown x_t
-    /// noised with ε + γ ξ, ξ ~ N(0, I) drawn afresh, and still trained to the target of ε
-    /// alone (for ε-prediction, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t)(ε + γ ξ) with target ε). The
-    /// extra noise stands in for the errors that a sampler's earlier steps leave in its
-    /// input (exposure bias); the paper's γ is 0.1. `None` is off.
+    /// Diffusion Models", DDPM-IP; diffusers' `--input_perturbation`): the model is shown
+    /// x_t = √ᾱ_t x_0 + √(1 − ᾱ_t)(ε + γ ξ), ξ ~ N(0, I) drawn afresh, and still trained to
+    /// the target of the unperturbed ε (ε itself, v = √ᾱ_t ε − √(1 − ᾱ_t) x_0, x_0, or
+    /// ε − x_0). The extra noise stands in for the errors that a sampler's earlier steps
+    /// leave in its input (exposure bias); diffusers recommends γ = 0.1. With a learned
+    /// variance the bound's posterior is taken at the perturbed x_t, as the paper's code
+    /// does, so even an exact ε leaves the mean off by β_t γ ξ / (√α_t √(1 − ᾱ_t)) and v
+    /// learns a slightly larger variance near the data. Refused in a distillation; `None` is
+    /// off.
     #[config(default = "None")]
     pub input_perturbation: Option<f64>,
     /// How each image's training timestep is drawn (`None`: uniformly from the T, as Ho et
@@ -126,7 +130,7 @@ pub struct TrainConfig {
     #[config(default = 3)]
     pub keep_checkpoints: usize,
     /// The seed of everything random: the initial weights, the data order, flips, timesteps,
-    /// noise, dropout and the sample grids' noise. (The initial weights and dropout come from
+    /// noise and its input perturbation, dropout and the sample grids' noise. (The initial weights and dropout come from
     /// burn's backend RNG, which is global to the process: two runs reproduce each other
     /// only if nothing else draws from it meanwhile.)
     #[config(default = 0)]
@@ -221,7 +225,8 @@ impl TimestepDensity {
 }
 
 /// Distillation of a teacher into the run's model, which starts from the teacher's weights
-/// (the run's `min_snr_gamma` and `timestep_density` are not used). Three methods:
+/// (the run's `min_snr_gamma` and `timestep_density` are not used, and an
+/// `input_perturbation` is refused). Three methods:
 ///
 /// - `progressive` (the default): one round of progressive distillation (Salimans & Ho 2022,
 ///   [`kiln_distill::ProgressiveDistillation`]). The student learns to take one DDIM step where
@@ -646,9 +651,10 @@ impl TrainConfig {
         if self.distillation.is_some() {
             return Err(invalid(
                 "input_perturbation",
-                "in a distillation, whose student learns its teacher's answers at the x_t it \
-                 is shown"
-                    .into(),
+                format!(
+                    "{gamma} in a distillation, whose student learns its teacher's answers at \
+                     the x_t it is shown"
+                ),
             ));
         }
         Ok(())
@@ -831,7 +837,7 @@ mod tests {
         let distilled = perturbed
             .clone()
             .with_distillation(Some(Distillation::new("teacher".into(), 4)));
-        assert!(error(distilled).starts_with("input_perturbation: in a distillation"));
+        assert!(error(distilled).starts_with("input_perturbation: 0.1 in a distillation"));
         // It changes what the model is shown: a resumed run may not turn it on.
         let difference = config().first_difference(&perturbed).unwrap();
         assert_eq!(difference.field, "input_perturbation");

@@ -29,9 +29,10 @@ pub(crate) struct StepDraws {
     /// Where each image's answers land, for trajectory consistency distillation (else empty).
     landings: Vec<f64>,
     rng: StdRng,
-    /// The input perturbation's ξ ([`TrainConfig::input_perturbation`]), apart from `rng` so
-    /// that each shard's ε and ξ are the slices of the whole batch's.
-    perturbation_rng: StdRng,
+    /// The input perturbation's γ and the random numbers its ξ come from
+    /// ([`TrainConfig::input_perturbation`]), apart from `rng` so that each shard's ε and ξ
+    /// are the slices of the whole batch's.
+    perturbation: Option<(f64, StdRng)>,
 }
 
 impl StepDraws {
@@ -84,7 +85,10 @@ impl StepDraws {
             labels,
             landings,
             rng,
-            perturbation_rng: StdRng::seed_from_u64(mix(config.seed ^ PERTURBATION_STREAM, step)),
+            perturbation: config.input_perturbation.map(|gamma| {
+                let seed = mix(config.seed ^ PERTURBATION_STREAM, step);
+                (gamma, StdRng::seed_from_u64(seed))
+            }),
         })
     }
 }
@@ -112,11 +116,12 @@ pub(crate) struct Place {
 ///
 /// The batch is cut into micro-batches (gradient accumulation), each into one shard per
 /// worker; shard p belongs to worker p mod W. The noise of every shard is drawn in order from
-/// the step's RNG (a worker draws and skips the others'), so W workers together see exactly
-/// the numbers one worker with the whole batch would. Each shard's loss is divided by the
-/// whole batch size, so the workers' losses and gradients add up to the step's. The loss
-/// stays on the device: reading it back would wait for the backward pass (the trainer reads
-/// the losses of many steps at once).
+/// the step's RNG, and its input perturbation from the perturbation's (a worker draws its own
+/// shards and skips the others'), so W workers together see exactly the numbers one worker
+/// with the whole batch would. Each shard's loss is divided by the whole batch size, so the
+/// workers' losses and gradients add up to the step's. The loss stays on the device: reading
+/// it back would wait for the backward pass (the trainer reads the losses of many steps at
+/// once).
 pub(crate) fn gradients<B: AutodiffBackend>(
     model: &UNet<B>,
     config: &TrainConfig,
@@ -144,8 +149,8 @@ pub(crate) fn gradients<B: AutodiffBackend>(
     for part in 0..config.batch_size / shard {
         if part % place.count != place.index {
             skip_normals(&mut draws.rng, shard_values);
-            if config.input_perturbation.is_some() {
-                skip_normals(&mut draws.perturbation_rng, shard_values);
+            if let Some((_, rng)) = draws.perturbation.as_mut() {
+                skip_normals(rng, shard_values);
             }
             continue;
         }
@@ -154,10 +159,6 @@ pub(crate) fn gradients<B: AutodiffBackend>(
             images.batch(&draws.indices[range.clone()], &draws.flips[range.clone()])?,
         );
         let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
-        let perturbation = config.input_perturbation.map(|gamma| {
-            standard_normal::<B, 4>(x0.dims(), &mut draws.perturbation_rng, device)
-                .mul_scalar(gamma)
-        });
         let part_labels = draws.labels.as_ref().map(|labels| {
             let part = labels[range.clone()].to_vec();
             Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
@@ -170,6 +171,9 @@ pub(crate) fn gradients<B: AutodiffBackend>(
                     TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
                     device,
                 );
+                let perturbation = draws.perturbation.as_mut().map(|(gamma, rng)| {
+                    standard_normal::<B, 4>(x0.dims(), rng, device).mul_scalar(*gamma)
+                });
                 let noised = Noised::new(process, x0, noise, perturbation, t)?;
                 let output = model.forward(noised.noisy.clone(), t_tensor, part_labels)?;
                 denoising_loss(process, *kind, noised, output)?.sum()
@@ -358,8 +362,9 @@ mod tests {
 
     type B = Autodiff<Flex>;
 
-    /// Input perturbation moves the model's input by √(1 − ᾱ_t) γ ξ and keeps the target ε:
-    /// an output of exactly ε scores 0 (Ning et al. 2023).
+    /// Input perturbation moves the model's input by √(1 − ᾱ_t) γ ξ and keeps the targets of
+    /// the unperturbed ε: an output of exactly ε, or of v = √ᾱ_t ε − √(1 − ᾱ_t) x_0, scores 0
+    /// (Ning et al. 2023).
     #[test]
     fn input_perturbation_moves_the_input_and_keeps_the_target() {
         let device = Default::default();
@@ -370,29 +375,44 @@ mod tests {
         let mut normal = || standard_normal::<B, 4>([2, 1, 4, 4], &mut rng, &device);
         let (x0, noise, xi) = (normal(), normal(), normal());
         let timesteps = [10, 700];
-        let plain = Noised::new(&process, x0.clone(), noise.clone(), None, &timesteps).unwrap();
         let gamma = 0.1;
-        let perturbation = Some(xi.clone().mul_scalar(gamma));
-        let perturbed = Noised::new(&process, x0, noise.clone(), perturbation, &timesteps).unwrap();
+        let perturbed = || {
+            let perturbation = Some(xi.clone().mul_scalar(gamma));
+            Noised::new(
+                &process,
+                x0.clone(),
+                noise.clone(),
+                perturbation,
+                &timesteps,
+            )
+            .unwrap()
+        };
+        let plain = Noised::new(&process, x0.clone(), noise.clone(), None, &timesteps).unwrap();
 
         let values = |tensor: Tensor<B, 4>| -> Vec<f32> { tensor.into_data().to_vec().unwrap() };
-        let shift = values(perturbed.noisy.clone() - plain.noisy);
-        for (index, (shift, xi)) in shift.into_iter().zip(values(xi)).enumerate() {
+        let shift = values(perturbed().noisy - plain.noisy);
+        for (index, (shift, xi)) in shift.into_iter().zip(values(xi.clone())).enumerate() {
             let alpha_bar = alphas_cumprod[timesteps[index / 16]];
             let want = (1.0 - alpha_bar).sqrt() * gamma * f64::from(xi);
             assert!((f64::from(shift) - want).abs() < 1e-6, "{shift} vs {want}");
         }
-        let kind = LossKind {
-            prediction: Prediction::Epsilon,
-            weighting: LossWeighting::Uniform,
-            learns_variance: false,
+        let per_image = |coefficient: fn(f64) -> f64| {
+            let values = timesteps.map(|t| coefficient(alphas_cumprod[t]) as f32);
+            Tensor::<B, 4>::from_data(TensorData::new(values.to_vec(), [2, 1, 1, 1]), &device)
         };
-        let loss: f32 = denoising_loss(&process, kind, perturbed, noise)
-            .unwrap()
-            .abs()
-            .max()
-            .into_scalar();
-        assert_eq!(loss, 0.0);
+        let v = noise.clone() * per_image(f64::sqrt) - x0.clone() * per_image(|a| (1.0 - a).sqrt());
+        for (prediction, output) in [(Prediction::Epsilon, noise.clone()), (Prediction::V, v)] {
+            let kind = LossKind {
+                prediction,
+                weighting: LossWeighting::Uniform,
+                learns_variance: false,
+            };
+            let loss: f32 = denoising_loss(&process, kind, perturbed(), output)
+                .unwrap()
+                .max()
+                .into_scalar();
+            assert!(loss < 1e-12, "{prediction:?}: {loss}");
+        }
     }
 
     /// The hybrid loss of a model that learns its variance is L_simple plus T/1000 times the

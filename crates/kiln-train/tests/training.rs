@@ -458,10 +458,11 @@ fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
     let data = discs("split-devices");
     // Stopped after 5 steps (mid-epoch: a checkpoint is written on the stop request).
     let config = config(2);
-    two_devices_and_micro_batches_match_one(&data, &config, "plain");
+    let plain = two_devices_and_micro_batches_match_one(&data, &config, "plain");
     // Input perturbation draws a second normal per value: each worker skips the others' too.
     let perturbed = config.clone().with_input_perturbation(Some(0.1));
-    two_devices_and_micro_batches_match_one(&data, &perturbed, "perturbed");
+    let perturbed = two_devices_and_micro_batches_match_one(&data, &perturbed, "perturbed");
+    assert_ne!(plain, perturbed);
 
     let error = run_on(
         &config,
@@ -477,8 +478,12 @@ fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
 }
 
 /// Five steps of `config` on one device, on two and with four micro-batches: the same losses
-/// and, on two devices, the same weights.
-fn two_devices_and_micro_batches_match_one(data: &ImageFolder, config: &TrainConfig, name: &str) {
+/// and, on two devices, the same weights. Returns the losses on one device.
+fn two_devices_and_micro_batches_match_one(
+    data: &ImageFolder,
+    config: &TrainConfig,
+    name: &str,
+) -> Vec<f64> {
     let one = scratch(&format!("one-device-{name}"));
     let whole = run(config, data, &one, false, Some(5)).unwrap();
     let two = scratch(&format!("two-devices-{name}"));
@@ -504,6 +509,7 @@ fn two_devices_and_micro_batches_match_one(data: &ImageFolder, config: &TrainCon
     );
     println!("{name}: two devices vs one after 5 steps: max |Δ| trained {trained:e}, EMA {ema:e}");
     assert!(trained <= 1e-5 && ema <= 1e-5, "{trained} {ema}");
+    whole
 }
 
 #[test]
