@@ -130,9 +130,9 @@ pub struct TrainConfig {
     #[config(default = 3)]
     pub keep_checkpoints: usize,
     /// The seed of everything random: the initial weights, the data order, flips, timesteps,
-    /// noise and its input perturbation, dropout and the sample grids' noise. (The initial weights and dropout come from
-    /// burn's backend RNG, which is global to the process: two runs reproduce each other
-    /// only if nothing else draws from it meanwhile.)
+    /// noise and its input perturbation, dropout and the sample grids' noise. (The initial
+    /// weights and dropout come from burn's backend RNG, which is global to the process: two
+    /// runs reproduce each other only if nothing else draws from it meanwhile.)
     #[config(default = 0)]
     pub seed: u64,
 }
