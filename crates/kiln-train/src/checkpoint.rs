@@ -129,7 +129,7 @@ where
     let model = state
         .config
         .unet
-        .init::<B>(device)?
+        .init_for_loading::<B>(device)?
         .load_file(checkpoint.join(MODEL_FILE), &recorder, device)
         .map_err(|_| unreadable(MODEL_FILE))?;
     let record = Recorder::<B>::load(&recorder, checkpoint.join(OPTIMIZER_FILE), device)

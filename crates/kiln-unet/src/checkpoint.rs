@@ -35,13 +35,14 @@ pub fn save_checkpoint<B: Backend>(
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`]: its configuration, and the module built
-/// from it on `device` with the stored weights.
+/// from it on `device` with the stored weights. Nothing is drawn from burn's backend RNG (the
+/// module is built by [`UNetConfig::init_for_loading`]).
 pub fn load_checkpoint<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(UNetConfig, UNet<B>), UNetError> {
     let config = read_config(path)?;
-    let model = load_weights(config.init::<B>(device)?, path)?;
+    let model = load_weights(config.init_for_loading::<B>(device)?, path)?;
     Ok((config, model))
 }
 

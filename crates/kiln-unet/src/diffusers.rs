@@ -280,7 +280,8 @@ impl DiffusersConfig {
 /// Tensor names are mapped from diffusers' (`…attentions.0.to_out.0.weight`,
 /// `…downsamplers.0.conv…`, `…upsamplers.0.conv…`) to Kiln's, linear weights are transposed
 /// and norm weights renamed by burn-store's `PyTorchToBurnAdapter`. Every tensor of the module
-/// must be found with its exact shape, and every tensor of the file used.
+/// must be found with its exact shape, and every tensor of the file used. Nothing is drawn
+/// from burn's backend RNG (the module is built by [`UNetConfig::init_for_loading`]).
 ///
 /// For a class-conditional diffusers model, the last class doubles as Kiln's null label.
 pub fn load_diffusers<B: Backend>(
@@ -297,7 +298,7 @@ pub fn load_diffusers<B: Backend>(
         message: error.to_string(),
     })?;
     let config = parsed.to_kiln()?;
-    let mut model = config.init::<B>(device)?;
+    let mut model = config.init_for_loading::<B>(device)?;
     let weights = folder.join(WEIGHTS_FILE);
     let mut store = RENAMES.iter().fold(
         SafetensorsStore::from_file(&weights).with_from_adapter(PyTorchToBurnAdapter),

@@ -333,6 +333,23 @@ impl UNetConfig {
         model.visit(&mut Materialize);
         Ok(model)
     }
+
+    /// Checks the configuration and builds the module on `device` with its parameters not yet
+    /// drawn, to load weights into with [`load_weights`](crate::load_weights) or burn-store's
+    /// `load_from`, which set each parameter without drawing it. So a load spends no time
+    /// on weights it replaces and draws nothing from burn's backend RNG, which is global to the
+    /// process: loading a model in one thread leaves a seeded run in another thread as it was.
+    /// A parameter that no load sets is drawn at its first use, from whatever the RNG holds
+    /// then; [`load_weights`](crate::load_weights) refuses a file that leaves one unset.
+    ///
+    /// burn 0.21's `load_record` (and so `load_file`) still draws the parameters inside
+    /// `Option` fields (biases, skip and class-embedding layers) before it replaces them:
+    /// `Option::load_record` counts their parameters, which initialises them (burn-core 0.21.0,
+    /// `src/module/param/primitive.rs`, line 32).
+    pub fn init_for_loading<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, UNetError> {
+        self.validate()?;
+        Ok(UNet::new(self, device))
+    }
 }
 
 /// Forces the lazy initialisation of every float parameter it visits.

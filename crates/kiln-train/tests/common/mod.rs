@@ -15,7 +15,8 @@ pub fn scratch(target: &str, name: &str) -> PathBuf {
 
 /// burn's backend RNG (initial weights, dropout) is global to the process, so runs and
 /// initialisations that must reproduce each other cannot overlap with anything that draws from
-/// it (a run, or building a model to load weights into): the tests take turns.
+/// it (a run, a seeded `init`, or burn's `load_file`): the tests take turns. Loading a model
+/// from safetensors (`load_for_sampling`) draws nothing, so it needs no turn.
 static BACKEND_RNG: Mutex<()> = Mutex::new(());
 
 /// Waits for this test's turn at the backend RNG.

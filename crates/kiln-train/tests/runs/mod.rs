@@ -64,9 +64,10 @@ pub fn final_weights(out: &Path) -> [BTreeMap<String, Vec<u8>>; 2] {
     let config = UNetConfig::tiny(1);
     let device = Default::default();
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    // burn's `load_file` draws the parameters inside `Option` fields before replacing them.
     let _turn = my_turn();
     let model: UNet<Flex> = config
-        .init(&device)
+        .init_for_loading(&device)
         .unwrap()
         .load_file(checkpoint.join("model"), &recorder, &device)
         .unwrap();
