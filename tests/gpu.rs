@@ -391,7 +391,7 @@ fn checkpoint_weights(out: &Path) -> [Vec<f32>; 2] {
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
     let trained: UNet<Cpu> = training_config(1)
         .unet
-        .init(&cpu())
+        .init_for_loading(&cpu())
         .unwrap()
         .load_file(checkpoint.join("model"), &recorder, &cpu())
         .unwrap();

@@ -69,7 +69,8 @@ pub struct UNet<B: Backend> {
 }
 
 impl<B: Backend> UNet<B> {
-    /// Builds the module; [`UNetConfig::init`] validates the configuration first.
+    /// Builds the module with lazy parameters; [`UNetConfig::init`] and
+    /// [`UNetConfig::init_for_loading`] validate the configuration first.
     pub(crate) fn new(config: &UNetConfig, device: &B::Device) -> Self {
         let channels = &config.block_out_channels;
         let levels = channels.len();
@@ -245,7 +246,8 @@ impl<B: Backend> UNet<B> {
     /// The number of output channels: the input's, or twice that for a model that also
     /// learns the variance of its reverse steps (`UNetConfig::out_channels`).
     pub fn out_channels(&self) -> usize {
-        self.conv_out.weight.shape()[0]
+        // The shape a loaded weight will have: asking the weight itself would draw it.
+        self.conv_out.weight.lazy_shape()[0]
     }
 
     /// Whether the model learns the variance of its reverse steps beside its prediction
@@ -343,7 +345,8 @@ impl UNetConfig {
     /// then; [`load_weights`](crate::load_weights) refuses a file that leaves one unset.
     ///
     /// burn 0.21's `load_record` (and so `load_file`) still draws the parameters inside
-    /// `Option` fields (biases, skip and class-embedding layers) before it replaces them:
+    /// `Option` fields (biases, skip connections, resamplers, the class embedding) before it
+    /// replaces them:
     /// `Option::load_record` counts their parameters, which initialises them (burn-core 0.21.0,
     /// `src/module/param/primitive.rs`, line 32).
     pub fn init_for_loading<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, UNetError> {

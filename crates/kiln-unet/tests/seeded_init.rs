@@ -48,7 +48,8 @@ fn seeded_init_repeats() {
 }
 
 /// A load between seeding and `init` leaves `init`'s weights those of the seed alone, for
-/// Kiln's checkpoints and for diffusers folders, and the loaded weights are the saved ones.
+/// Kiln's checkpoints and for diffusers folders, and the loaded weights are the saved ones;
+/// so does asking a model built to be loaded into for its output channels.
 #[test]
 fn loading_draws_nothing_from_the_backend_rng() {
     let _turn = my_turn();
@@ -67,6 +68,8 @@ fn loading_draws_nothing_from_the_backend_rng() {
     ];
     for load in loads {
         Flex::seed(&device, 7);
+        let unloaded = config().init_for_loading::<Flex>(&device).unwrap();
+        assert_eq!(unloaded.out_channels(), 1);
         let loaded = load();
         assert_eq!(weights(&config().init::<Flex>(&device).unwrap()), unseeded);
         assert_eq!(weights(&loaded), weights(&saved));
