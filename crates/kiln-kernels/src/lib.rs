@@ -11,11 +11,13 @@
 //! | [`multi_head_attention`] | per head of packed Q, K, V: c·QKᵀ into a per-thread buffer, exp(S − max) in place, E·V (`gemm`, strided) divided by the row sums; keeps the row log-sum-exps | P recomputed as exp(S − lse); dV = PᵀdO, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = c·dS K, dK = c·dSᵀQ |
 //! | [`conv2d`] | per image: im2col, then W·X̃ (`gemm`) | dW = Σ dY·X̃ᵀ (stride 1: one product per run of taps along a kernel row, over the padded image stored pixel-major); dx = dY convolved with the turned W (stride 1), col2im(Wᵀ·dY) otherwise |
 //! | [`silu`] | x·σ(x), SIMD `exp` | g·σ(x)·(1 + x·(1 − σ(x))) |
-//! | [`dropout`] | x·m/(1 − p), the mask m hashed from a drawn key and each element's index | g·m/(1 − p), m recomputed from the key |
+//! | [`dropout`] | x·m/(1 − p), the mask m hashed from a key (drawn, or its pass's: [`with_dropout_key`]) and each element's index | g·m/(1 − p), m recomputed from the key |
 //! | [`cat_channels`] | each image's two channel blocks copied side by side | dy's two blocks copied into two contiguous tensors |
 //! | [`pixels_to_tokens`], [`tokens_to_pixels`] | `[b, c, h, w]` ↔ `[b, h·w, c]` transposed into a contiguous tensor in 16 × 16 tiles | the opposite transpose |
 //! | [`softmax`] (last dimension) | one pass per row, SIMD `exp` | s ⊙ (g − ⟨g, s⟩) per row |
 //! | [`group_norm`] | mean and variance per (batch, group), then the affine map | the closed-form gradient of all three inputs |
+//!
+//! [`mix`] is the hash behind the dropout masks, exported for the other seeds derived from one.
 //!
 //! Each runs on images, heads, rows or chunks of a contiguous `f32` buffer split over rayon's
 //! threads, with the `gemm` crate's products and `rten-vecmath`'s SIMD `exp` and sums (AVX-512,
@@ -49,6 +51,7 @@ mod dropout;
 #[cfg(feature = "flex")]
 mod gemm;
 mod group_norm;
+mod mix;
 #[cfg(feature = "flex")]
 mod node;
 #[cfg(feature = "flex")]
@@ -65,8 +68,9 @@ mod unary;
 pub use attention::multi_head_attention;
 pub use concat::cat_channels;
 pub use conv::conv2d;
-pub use dropout::dropout;
+pub use dropout::{DropoutKey, dropout, with_dropout_key};
 pub use group_norm::group_norm;
+pub use mix::mix;
 pub use silu::silu;
 pub use softmax::softmax;
 pub use threads::on_worker_thread;

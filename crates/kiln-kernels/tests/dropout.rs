@@ -1,7 +1,7 @@
-//! Kiln's dropout on `Autodiff<Flex>`: the share of kept elements, their scale, the gradient, and
-//! the mask's dependence on the backend's seed only (not on the thread count). Its own test
-//! binary: the tests seed Flex's global generator, which other tests running alongside would
-//! draw from.
+//! Kiln's dropout on `Autodiff<Flex>`: the share of kept elements, their scale, the gradient,
+//! the mask's dependence on the backend's seed only (not on the thread count), and inside a
+//! keyed pass on the pass's key and each item's place in the batch only. Its own test binary:
+//! the tests seed Flex's global generator, which other tests running alongside would draw from.
 
 use std::sync::Mutex;
 
@@ -9,7 +9,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
-use kiln_kernels::dropout;
+use kiln_kernels::{DropoutKey, dropout, with_dropout_key};
 
 type A = Autodiff<Flex>;
 
@@ -96,4 +96,41 @@ fn outside_training_and_at_p_zero_it_is_the_identity() {
     assert_eq!(values(inference), values(x.clone()));
     let training = dropout(&module(0.0), Tensor::<A, 4>::from_inner(x.clone()));
     assert_eq!(values(training.inner()), values(x));
+}
+
+/// The two masks of one keyed pass over `x` (two dropouts of p = 0.5, seen as dropout(1)·(1 − p)
+/// so kept is 1 and dropped 0), after seeding the backend with `seed`.
+fn pass_masks(x: &Tensor<Flex, 4>, first_item: usize, seed: u64) -> [Vec<f32>; 2] {
+    A::seed(&Default::default(), seed);
+    let ones = Tensor::<A, 4>::ones(x.dims(), &Default::default());
+    let pass = DropoutKey { key: 9, first_item };
+    let mask = || values(dropout(&module(0.5), ones.clone()).inner().mul_scalar(0.5));
+    with_dropout_key(pass, || [mask(), mask()])
+}
+
+#[test]
+fn a_keyed_pass_masks_each_item_by_its_place_in_the_batch() {
+    let _turn = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let shape = [4, 3, 17, 9];
+    let (x, w) = (normal(shape), normal(shape));
+    let [_, before, _] = run(0.3, &x, &w, 11);
+    let whole = pass_masks(&x, 0, 1);
+    let front = pass_masks(&x.clone().narrow(0, 0, 3), 0, 2);
+    let back = pass_masks(&x.clone().narrow(0, 3, 1), 3, 3);
+    for n in 0..2 {
+        assert_eq!(
+            whole[n],
+            [front[n].clone(), back[n].clone()].concat(),
+            "mask {n}"
+        );
+    }
+    assert_ne!(whole[0], whole[1], "a pass's second mask is another");
+    let kept = whole[0].iter().filter(|&&m| m == 1.0).count();
+    assert!(whole[0].iter().all(|&m| m == 0.0 || m == 1.0));
+    assert!(
+        (kept as f64 / whole[0].len() as f64 - 0.5).abs() < 0.05,
+        "kept {kept}"
+    );
+    let [_, after, _] = run(0.3, &x, &w, 11);
+    assert_eq!(before, after, "outside the pass the seed decides again");
 }

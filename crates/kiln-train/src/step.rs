@@ -4,6 +4,8 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
+pub(crate) use kiln_kernels::mix;
+use kiln_kernels::{DropoutKey, with_dropout_key};
 use kiln_pipeline::SamplingModel;
 use kiln_unet::UNet;
 use rand::seq::SliceRandom;
@@ -118,10 +120,11 @@ pub(crate) struct Place {
 /// worker; shard p belongs to worker p mod W. The noise of every shard is drawn in order from
 /// the step's RNG, and its input perturbation from the perturbation's (a worker draws its own
 /// shards and skips the others'), so W workers together see exactly the numbers one worker
-/// with the whole batch would. Each shard's loss is divided by the whole batch size, so the
-/// workers' losses and gradients add up to the step's. The loss stays on the device: reading
-/// it back would wait for the backward pass (the trainer reads the losses of many steps at
-/// once).
+/// with the whole batch would; so do the dropout masks of Kiln's CPU kernel, keyed by the step
+/// and each image's place in the batch ([`with_dropout_key`]). Each shard's loss is divided
+/// by the whole batch size, so the workers' losses and gradients add up to the step's. The
+/// loss stays on the device: reading it back would wait for the backward pass (the trainer
+/// reads the losses of many steps at once).
 pub(crate) fn gradients<B: AutodiffBackend>(
     model: &UNet<B>,
     config: &TrainConfig,
@@ -140,10 +143,14 @@ pub(crate) fn gradients<B: AutodiffBackend>(
     let micro_batch = config.batch_size / config.grad_accumulation;
     let shard = micro_batch / place.count;
     let shard_values = shard * images.image_len();
-    B::seed(
-        device,
-        mix(config.seed ^ DROPOUT_STREAM, step) + place.index as u64,
-    );
+    // Kiln's dropout kernel keys its masks by the step and each image's place in the batch
+    // (below); burn's dropout, on other backends, draws from the backend's generator. Seeding
+    // it blocks until burn-fusion has launched the queued operations (burn-fusion 0.21,
+    // `backend.rs`: `client.sync`), so it is seeded only where there is dropout.
+    let dropout_key = mix(config.seed ^ DROPOUT_STREAM, step);
+    if config.unet.dropout > 0.0 {
+        B::seed(device, dropout_key + place.index as u64);
+    }
     let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
     let mut part_losses = Vec::new();
     for part in 0..config.batch_size / shard {
@@ -164,33 +171,39 @@ pub(crate) fn gradients<B: AutodiffBackend>(
             Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
         });
         let t = &draws.timesteps[range.clone()];
-        let landings = draws.landings.get(range).unwrap_or_default();
-        let loss = match distillation {
-            None => {
-                let t_tensor = Tensor::<B, 1>::from_data(
-                    TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
-                    device,
-                );
-                let perturbation = draws.perturbation.as_mut().map(|(gamma, rng)| {
-                    standard_normal::<B, 4>(x0.dims(), rng, device).mul_scalar(*gamma)
-                });
-                let noised = Noised::new(process, x0, noise, perturbation, t)?;
-                let output = model.forward(noised.noisy.clone(), t_tensor, part_labels)?;
-                denoising_loss(process, *kind, noised, output)?.sum()
-            }
-            Some((distiller, teacher)) => distiller
-                .loss(
-                    model,
-                    kind.prediction,
-                    teacher,
-                    x0,
-                    noise,
-                    t,
-                    landings,
-                    part_labels,
-                )?
-                .mul_scalar(shard as f64),
-        }
+        let landings = draws.landings.get(range.clone()).unwrap_or_default();
+        let pass = DropoutKey {
+            key: dropout_key,
+            first_item: range.start,
+        };
+        let loss = with_dropout_key(pass, || -> Result<_, TrainError> {
+            Ok(match distillation {
+                None => {
+                    let t_tensor = Tensor::<B, 1>::from_data(
+                        TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
+                        device,
+                    );
+                    let perturbation = draws.perturbation.as_mut().map(|(gamma, rng)| {
+                        standard_normal::<B, 4>(x0.dims(), rng, device).mul_scalar(*gamma)
+                    });
+                    let noised = Noised::new(process, x0, noise, perturbation, t)?;
+                    let output = model.forward(noised.noisy.clone(), t_tensor, part_labels)?;
+                    denoising_loss(process, *kind, noised, output)?.sum()
+                }
+                Some((distiller, teacher)) => distiller
+                    .loss(
+                        model,
+                        kind.prediction,
+                        teacher,
+                        x0,
+                        noise,
+                        t,
+                        landings,
+                        part_labels,
+                    )?
+                    .mul_scalar(shard as f64),
+            })
+        })?
         .div_scalar(config.batch_size as f64);
         part_losses.push(loss.clone().inner());
         accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
@@ -330,17 +343,6 @@ const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7421;
 const PERTURBATION_STREAM: u64 = 0x7065_7274_7572_6221;
 /// Separates the epoch orders from the step seeds.
 const ORDER_STREAM: u64 = 0x6f72_6465_7273_2121;
-
-/// A 64-bit seed for stream position `index` of `seed` (SplitMix64's finaliser, so nearby
-/// inputs give unrelated seeds).
-pub(crate) fn mix(seed: u64, index: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The order in which epoch `epoch` visits `len` images.
 pub(crate) fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {

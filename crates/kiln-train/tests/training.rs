@@ -460,6 +460,11 @@ fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
     let perturbed = config.clone().with_input_perturbation(Some(0.1));
     let perturbed = two_devices_and_micro_batches_match_one(&data, &perturbed, "perturbed");
     assert_ne!(plain, perturbed);
+    // Dropout masks are keyed by each image's place in the batch, not drawn by each worker.
+    let mut dropout = config.clone();
+    dropout.unet.dropout = 0.3;
+    let dropout = two_devices_and_micro_batches_match_one(&data, &dropout, "dropout");
+    assert_ne!(plain, dropout);
 
     let error = run_on(
         &config,
