@@ -262,6 +262,7 @@ fn stage_config(args: &Args, stage: &Stage) -> Result<TrainConfig, Box<dyn Error
         .with_prediction("v_prediction".into())
         .with_distillation(Some(stage.distillation.clone()))
         .with_input_perturbation(None)
+        .with_noise_offset(None)
         .with_epochs(epochs)
         .with_learning_rate(args.lr)
         .with_warmup_steps(args.warmup_steps)

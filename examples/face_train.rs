@@ -138,6 +138,11 @@ struct Args {
     /// paper's choice); off by default.
     #[arg(long)]
     input_perturbation: Option<f64>,
+    /// Offset noise s (Guttenberg 2023; diffusers' --noise_offset): one N(0, s²) shift per
+    /// image and channel added to the noise, so the model learns to change whole images'
+    /// brightness (0.1 at most is diffusers' advice); off by default.
+    #[arg(long)]
+    noise_offset: Option<f64>,
     /// How each image's training timestep is drawn: uniform, logit_normal (SD3's choice for
     /// rectified flow), mode or cosmap (Esser et al. 2024, §3.1; a noise level t ∈ [0, 1]
     /// becomes timestep ⌊t·T⌋). Default: logit_normal for rectified flow (--prediction
@@ -506,6 +511,7 @@ fn train_config(args: &Args, channels: usize, classes: &[String]) -> TrainConfig
         .with_variance_type(Some(args.variance_type.clone()))
         .with_min_snr_gamma(args.min_snr_gamma)
         .with_input_perturbation(args.input_perturbation)
+        .with_noise_offset(args.noise_offset)
         .with_timestep_density(Some(
             TimestepDensity::new(density.into())
                 .with_logit_mean(args.logit_mean)

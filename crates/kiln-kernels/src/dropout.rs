@@ -47,17 +47,19 @@ thread_local! {
     static PASS: Cell<Option<(DropoutKey, u64)>> = const { Cell::new(None) };
 }
 
-/// Runs `f` with the dropout masks of Kiln's Flex kernel on this thread keyed by `key` rather
-/// than drawn from the backend's generator: the n-th dropout inside `f` has the key
-/// [`mix`](crate::mix)(K, n) and numbers its elements from item `first_item`'s, so element j
-/// of item b of an `s`-element-per-item tensor is kept as element (first_item + b)·s + j.
+/// Runs `f` with the dropout masks of Kiln's Flex kernel (feature `flex`) on this thread keyed
+/// by `key` rather than drawn from the backend's generator: the n-th dropout inside `f` that
+/// applies (on `Autodiff<Flex>`, p > 0) has the key [`mix`](crate::mix)(K, n) and numbers its
+/// elements from item `first_item`'s, so element j of item b of an `s`-element-per-item tensor
+/// is kept as element (first_item + b)·s + j.
 ///
-/// So a batch cut into parts, each run (forward and backward) inside `with_dropout_key` with
-/// the same K and its own first item, draws exactly the masks the whole batch would in one
-/// pass, whatever threads run the parts and in whatever order; the backend's generator, one per
-/// process, cannot give that to threads that draw at the same time. The previous key (or none)
-/// is back when `f` returns or unwinds. burn's dropout, on every other backend, draws from the
-/// backend's generator still.
+/// So a batch cut into parts, each part's forward pass run inside `with_dropout_key` with the
+/// same K and its own first item (the backward replays the masks the forward drew), draws
+/// exactly the masks the whole batch would in one pass, whatever threads run the parts and in
+/// whatever order; the backend's generator, one per process, cannot give that to threads that
+/// draw at the same time. The previous key (or none) is back when `f` returns or unwinds.
+/// burn's dropout, on every other backend or without the feature, draws from the backend's
+/// generator still.
 pub fn with_dropout_key<R>(key: DropoutKey, f: impl FnOnce() -> R) -> R {
     /// Puts the previous key back when dropped.
     struct Restore(Option<(DropoutKey, u64)>);

@@ -17,7 +17,8 @@
 //! | [`softmax`] (last dimension) | one pass per row, SIMD `exp` | s ⊙ (g − ⟨g, s⟩) per row |
 //! | [`group_norm`] | mean and variance per (batch, group), then the affine map | the closed-form gradient of all three inputs |
 //!
-//! [`mix`] is the hash behind the dropout masks, exported for the other seeds derived from one.
+//! [`mix`], the hash behind the dropout masks, is exported too: Kiln's trainer derives its
+//! other seeds (each step's, each epoch's) with it.
 //!
 //! Each runs on images, heads, rows or chunks of a contiguous `f32` buffer split over rayon's
 //! threads, with the `gemm` crate's products and `rten-vecmath`'s SIMD `exp` and sums (AVX-512,

@@ -100,6 +100,16 @@ pub struct TrainConfig {
     /// off.
     #[config(default = "None")]
     pub input_perturbation: Option<f64>,
+    /// Offset noise s (Guttenberg 2023, "Diffusion With Offset Noise"; diffusers'
+    /// `--noise_offset`): the noise is ε = ε₀ + s η, ε₀ ~ N(0, I) per pixel and η ~ N(0, 1) one
+    /// value per image and channel, shared by all its pixels; x_t is made with it and the target
+    /// is its (ε itself, v, x_0 or ε − x_0). Per-pixel noise hardly moves an image's mean, so
+    /// even at T − 1 a model sees its channel means nearly as they are in the data and learns
+    /// little about changing them; the shared shift teaches it to, for images much darker or
+    /// brighter than the average. diffusers' scripts suggest s = 0.1 at most. Refused in a
+    /// distillation; `None` is off.
+    #[config(default = "None")]
+    pub noise_offset: Option<f64>,
     /// How each image's training timestep is drawn (`None`: uniformly from the T, as Ho et
     /// al. 2020; see [`TimestepDensity`]).
     #[config(default = "None")]
@@ -225,8 +235,8 @@ impl TimestepDensity {
 }
 
 /// Distillation of a teacher into the run's model, which starts from the teacher's weights
-/// (the run's `min_snr_gamma` and `timestep_density` are not used, and an
-/// `input_perturbation` is refused). Three methods:
+/// (the run's `min_snr_gamma` and `timestep_density` are not used, and `input_perturbation`
+/// and `noise_offset` are refused). Three methods:
 ///
 /// - `progressive` (the default): one round of progressive distillation (Salimans & Ho 2022,
 ///   [`kiln_distill::ProgressiveDistillation`]). The student learns to take one DDIM step where
@@ -521,7 +531,8 @@ impl TrainConfig {
                 .weight(1.0, Prediction::Epsilon)
                 .map_err(|_| invalid("min_snr_gamma", format!("{gamma}; must be > 0")))?;
         }
-        self.check_input_perturbation()?;
+        self.check_noise_scale("input_perturbation", self.input_perturbation)?;
+        self.check_noise_scale("noise_offset", self.noise_offset)?;
         let positive = [
             ("image_size", self.image_size),
             ("epochs", self.epochs),
@@ -636,23 +647,24 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// `input_perturbation` must be a positive, finite γ, and no distillation's: a student
-    /// learns its teacher's answers at the very x_t it is shown.
-    fn check_input_perturbation(&self) -> Result<(), TrainError> {
-        let Some(gamma) = self.input_perturbation else {
+    /// The scale of extra noise (`input_perturbation`, `noise_offset`) must be positive and
+    /// finite, and no distillation's: a student learns its teacher's answers at the very x_t
+    /// it is shown, made from the noise its teacher learned on.
+    fn check_noise_scale(&self, field: &str, scale: Option<f64>) -> Result<(), TrainError> {
+        let Some(scale) = scale else {
             return Ok(());
         };
-        if !(gamma.is_finite() && gamma > 0.0) {
+        if !(scale.is_finite() && scale > 0.0) {
             return Err(invalid(
-                "input_perturbation",
-                format!("{gamma}; must be > 0 and finite (leave it out to turn it off)"),
+                field,
+                format!("{scale}; must be > 0 and finite (leave it out to turn it off)"),
             ));
         }
         if self.distillation.is_some() {
             return Err(invalid(
-                "input_perturbation",
+                field,
                 format!(
-                    "{gamma} in a distillation, whose student learns its teacher's answers at \
+                    "{scale} in a distillation, whose student learns its teacher's answers at \
                      the x_t it is shown"
                 ),
             ));
@@ -826,21 +838,29 @@ mod tests {
     }
 
     #[test]
-    fn input_perturbation_is_a_positive_gamma_outside_distillation() {
-        let perturbed = config().with_input_perturbation(Some(0.1));
-        perturbed.validate().unwrap();
+    fn extra_noise_is_a_positive_scale_outside_distillation() {
+        type With = fn(TrainConfig, Option<f64>) -> TrainConfig;
+        let cases: [(&str, With); 2] = [
+            ("input_perturbation", TrainConfig::with_input_perturbation),
+            ("noise_offset", TrainConfig::with_noise_offset),
+        ];
         let error = |config: TrainConfig| config.validate().unwrap_err().to_string();
-        for gamma in [0.0, -0.1, f64::NAN, f64::INFINITY] {
-            let bad = config().with_input_perturbation(Some(gamma));
-            assert!(error(bad).starts_with("input_perturbation: "), "{gamma}");
+        for (field, with) in cases {
+            let noisier = with(config(), Some(0.1));
+            noisier.validate().unwrap();
+            for scale in [0.0, -0.1, f64::NAN, f64::INFINITY] {
+                let bad = with(config(), Some(scale));
+                assert!(error(bad).starts_with(&format!("{field}: ")), "{scale}");
+            }
+            let distilled = noisier
+                .clone()
+                .with_distillation(Some(Distillation::new("teacher".into(), 4)));
+            let message = error(distilled);
+            assert!(message.starts_with(&format!("{field}: 0.1 in a distillation")));
+            // It changes what the model is shown: a resumed run may not turn it on.
+            let difference = config().first_difference(&noisier).unwrap();
+            assert_eq!(difference.field, field);
         }
-        let distilled = perturbed
-            .clone()
-            .with_distillation(Some(Distillation::new("teacher".into(), 4)));
-        assert!(error(distilled).starts_with("input_perturbation: 0.1 in a distillation"));
-        // It changes what the model is shown: a resumed run may not turn it on.
-        let difference = config().first_difference(&perturbed).unwrap();
-        assert_eq!(difference.field, "input_perturbation");
     }
 
     #[test]

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use kiln_kernels::mix;
 use kiln_pipeline::{Generation, NamedRun, RunFolder};
 
 use crate::csv_log::CsvLog;
 use crate::options::{Evaluation, TrainEvent};
 use crate::plot;
 use crate::sampling::{Sampled, sample_condition};
-use crate::step::mix;
 use crate::{TrainConfig, TrainError};
 
 /// The header of `metrics.csv`: the step and epoch evaluated, the scores (memorisation empty

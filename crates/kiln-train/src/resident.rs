@@ -63,6 +63,11 @@ impl<B: Backend> DeviceImages<B> {
         self.len() == 0
     }
 
+    /// Channels of each image.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
     /// Values in one image: channels × size × size.
     pub fn image_len(&self) -> usize {
         self.channels * self.image_size * self.image_size

@@ -4,8 +4,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_forward::{ForwardProcess, LossWeighting, Prediction, standard_normal};
-pub(crate) use kiln_kernels::mix;
-use kiln_kernels::{DropoutKey, with_dropout_key};
+use kiln_kernels::{DropoutKey, mix, with_dropout_key};
 use kiln_pipeline::SamplingModel;
 use kiln_unet::UNet;
 use rand::seq::SliceRandom;
@@ -21,7 +20,8 @@ use crate::{TrainConfig, TrainError};
 /// this order: the images (from the epoch's order), a mirror flag and a timestep per image,
 /// for a class-conditional run a label-dropout flag per image, for trajectory consistency
 /// distillation a landing per image; the noise comes from `rng` afterwards, shard by shard,
-/// and the input perturbation's from a stream of its own, also shard by shard.
+/// and the noise offset's and the input perturbation's from streams of their own, also shard
+/// by shard.
 pub(crate) struct StepDraws {
     indices: Vec<usize>,
     flips: Vec<bool>,
@@ -31,10 +31,38 @@ pub(crate) struct StepDraws {
     /// Where each image's answers land, for trajectory consistency distillation (else empty).
     landings: Vec<f64>,
     rng: StdRng,
-    /// The input perturbation's γ and the random numbers its ξ come from
-    /// ([`TrainConfig::input_perturbation`]), apart from `rng` so that each shard's ε and ξ
-    /// are the slices of the whole batch's.
-    perturbation: Option<(f64, StdRng)>,
+    /// The noise offset's per-channel shifts ([`TrainConfig::noise_offset`]).
+    offset: Option<ScaledNoise>,
+    /// The input perturbation's γ ξ ([`TrainConfig::input_perturbation`]).
+    perturbation: Option<ScaledNoise>,
+}
+
+/// Extra noise of one kind, s·N(0, I): its scale s and a stream of normal draws of its own,
+/// seeded with (seed, step), apart from the step's `rng` so that each shard's ε and extra noise
+/// are the slices of the whole batch's.
+struct ScaledNoise {
+    scale: f64,
+    rng: StdRng,
+}
+
+impl ScaledNoise {
+    /// The extra noise of scale `scale` (none without one) of step `step`, from `stream`.
+    fn for_step(scale: Option<f64>, config: &TrainConfig, stream: u64, step: u64) -> Option<Self> {
+        scale.map(|scale| Self {
+            scale,
+            rng: StdRng::seed_from_u64(mix(config.seed ^ stream, step)),
+        })
+    }
+
+    /// The next `dims` values, scaled, on `device`.
+    fn draw<B: Backend>(&mut self, dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+        standard_normal::<B, 4>(dims, &mut self.rng, device).mul_scalar(self.scale)
+    }
+
+    /// Skips the next `count` values, another worker's.
+    fn skip(&mut self, count: usize) {
+        skip_normals(&mut self.rng, count);
+    }
 }
 
 impl StepDraws {
@@ -87,10 +115,13 @@ impl StepDraws {
             labels,
             landings,
             rng,
-            perturbation: config.input_perturbation.map(|gamma| {
-                let seed = mix(config.seed ^ PERTURBATION_STREAM, step);
-                (gamma, StdRng::seed_from_u64(seed))
-            }),
+            offset: ScaledNoise::for_step(config.noise_offset, config, OFFSET_STREAM, step),
+            perturbation: ScaledNoise::for_step(
+                config.input_perturbation,
+                config,
+                PERTURBATION_STREAM,
+                step,
+            ),
         })
     }
 }
@@ -133,31 +164,29 @@ pub(crate) fn gradients<B: AutodiffBackend>(
     mut draws: StepDraws,
     step: u64,
 ) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>), TrainError> {
-    let Objective {
-        kind,
-        process,
-        images,
-        distillation,
-        device,
-    } = objective;
+    let Objective { images, device, .. } = objective;
     let micro_batch = config.batch_size / config.grad_accumulation;
     let shard = micro_batch / place.count;
     let shard_values = shard * images.image_len();
+    let shard_channels = shard * images.channels();
     // Kiln's dropout kernel keys its masks by the step and each image's place in the batch
     // (below); burn's dropout, on other backends, draws from the backend's generator. Seeding
     // it blocks until burn-fusion has launched the queued operations (burn-fusion 0.21,
     // `backend.rs`: `client.sync`), so it is seeded only where there is dropout.
     let dropout_key = mix(config.seed ^ DROPOUT_STREAM, step);
     if config.unet.dropout > 0.0 {
-        B::seed(device, dropout_key + place.index as u64);
+        B::seed(device, dropout_key.wrapping_add(place.index as u64));
     }
     let mut accumulator = GradientsAccumulator::<UNet<B>>::new();
     let mut part_losses = Vec::new();
     for part in 0..config.batch_size / shard {
         if part % place.count != place.index {
             skip_normals(&mut draws.rng, shard_values);
-            if let Some((_, rng)) = draws.perturbation.as_mut() {
-                skip_normals(rng, shard_values);
+            if let Some(offset) = draws.offset.as_mut() {
+                offset.skip(shard_channels);
+            }
+            if let Some(perturbation) = draws.perturbation.as_mut() {
+                perturbation.skip(shard_values);
             }
             continue;
         }
@@ -165,50 +194,94 @@ pub(crate) fn gradients<B: AutodiffBackend>(
         let x0 = Tensor::from_inner(
             images.batch(&draws.indices[range.clone()], &draws.flips[range.clone()])?,
         );
-        let noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
+        let mut noise = standard_normal::<B, 4>(x0.dims(), &mut draws.rng, device);
+        if let Some(offset) = draws.offset.as_mut() {
+            noise = offset_noise(noise, offset.draw(per_channel(x0.dims()), device));
+        }
         let part_labels = draws.labels.as_ref().map(|labels| {
             let part = labels[range.clone()].to_vec();
             Tensor::<B, 1, Int>::from_data(TensorData::new(part, [shard]), device)
         });
-        let t = &draws.timesteps[range.clone()];
-        let landings = draws.landings.get(range.clone()).unwrap_or_default();
+        let perturbation = draws
+            .perturbation
+            .as_mut()
+            .map(|perturbation| perturbation.draw(x0.dims(), device));
+        let drawn = Shard {
+            x0,
+            noise,
+            perturbation,
+            timesteps: &draws.timesteps[range.clone()],
+            landings: draws.landings.get(range.clone()).unwrap_or_default(),
+            labels: part_labels,
+        };
         let pass = DropoutKey {
             key: dropout_key,
             first_item: range.start,
         };
-        let loss = with_dropout_key(pass, || -> Result<_, TrainError> {
-            Ok(match distillation {
-                None => {
-                    let t_tensor = Tensor::<B, 1>::from_data(
-                        TensorData::new(t.iter().map(|&t| t as f32).collect(), [shard]),
-                        device,
-                    );
-                    let perturbation = draws.perturbation.as_mut().map(|(gamma, rng)| {
-                        standard_normal::<B, 4>(x0.dims(), rng, device).mul_scalar(*gamma)
-                    });
-                    let noised = Noised::new(process, x0, noise, perturbation, t)?;
-                    let output = model.forward(noised.noisy.clone(), t_tensor, part_labels)?;
-                    denoising_loss(process, *kind, noised, output)?.sum()
-                }
-                Some((distiller, teacher)) => distiller
-                    .loss(
-                        model,
-                        kind.prediction,
-                        teacher,
-                        x0,
-                        noise,
-                        t,
-                        landings,
-                        part_labels,
-                    )?
-                    .mul_scalar(shard as f64),
-            })
-        })?
-        .div_scalar(config.batch_size as f64);
+        let loss = with_dropout_key(pass, || shard_loss(model, objective, drawn))?
+            .div_scalar(config.batch_size as f64);
         part_losses.push(loss.clone().inner());
         accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
     }
     Ok((accumulator.grads(), Tensor::cat(part_losses, 0).sum()))
+}
+
+/// One value per image and channel of a tensor of `dims`.
+fn per_channel([images, channels, ..]: [usize; 4]) -> [usize; 4] {
+    [images, channels, 1, 1]
+}
+
+/// Offset noise ([`TrainConfig::noise_offset`]): `noise` plus one shift per image and channel,
+/// `shifts` (s η, of shape `[images, channels, 1, 1]`), added to each of its pixels.
+fn offset_noise<B: Backend>(noise: Tensor<B, 4>, shifts: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dims = noise.dims();
+    noise + shifts.expand(dims)
+}
+
+/// What one shard's loss is computed from: its clean images, their noise ε, the input
+/// perturbation γ ξ where there is one, timesteps, landings (trajectory consistency
+/// distillation) and class labels.
+struct Shard<'a, B: AutodiffBackend> {
+    x0: Tensor<B, 4>,
+    noise: Tensor<B, 4>,
+    perturbation: Option<Tensor<B, 4>>,
+    timesteps: &'a [usize],
+    landings: &'a [f64],
+    labels: Option<Tensor<B, 1, Int>>,
+}
+
+/// The loss of `shard`'s images, summed over them: the denoising loss of the model's output at
+/// their x_t, or a distillation's loss against its teacher.
+fn shard_loss<B: AutodiffBackend>(
+    model: &UNet<B>,
+    objective: &Objective<B>,
+    shard: Shard<'_, B>,
+) -> Result<Tensor<B, 1>, TrainError> {
+    let Shard {
+        x0,
+        noise,
+        perturbation,
+        timesteps,
+        landings,
+        labels,
+    } = shard;
+    let count = timesteps.len();
+    match &objective.distillation {
+        None => {
+            let t = timesteps.iter().map(|&t| t as f32).collect();
+            let t = Tensor::<B, 1>::from_data(TensorData::new(t, [count]), &objective.device);
+            let noised = Noised::new(&objective.process, x0, noise, perturbation, timesteps)?;
+            let output = model.forward(noised.noisy.clone(), t, labels)?;
+            Ok(denoising_loss(&objective.process, objective.kind, noised, output)?.sum())
+        }
+        Some((distiller, teacher)) => {
+            let prediction = objective.kind.prediction;
+            let loss = distiller.loss(
+                model, prediction, teacher, x0, noise, timesteps, landings, labels,
+            )?;
+            Ok(loss.mul_scalar(count as f64))
+        }
+    }
 }
 
 /// Clean images, their noise ε (whose target the model learns) and the noised images x_t at
@@ -339,6 +412,8 @@ fn skip_normals(rng: &mut StdRng, count: usize) {
 
 /// Separates the dropout seeds from the data seeds of the same step.
 const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7421;
+/// Separates the noise offset's shifts from the data seeds of the same step.
+const OFFSET_STREAM: u64 = 0x6f66_6673_6574_2121;
 /// Separates the input perturbation's noise from the data seeds of the same step.
 const PERTURBATION_STREAM: u64 = 0x7065_7274_7572_6221;
 /// Separates the epoch orders from the step seeds.
@@ -363,6 +438,22 @@ mod tests {
     use crate::dataset::pixel_value;
 
     type B = Autodiff<Flex>;
+
+    /// Offset noise adds one shift per image and channel to each of its pixels.
+    #[test]
+    fn offset_noise_shifts_each_channel_of_each_image_as_a_whole() {
+        let device = Default::default();
+        let mut rng = StdRng::seed_from_u64(3);
+        let noise = standard_normal::<B, 4>([2, 3, 4, 5], &mut rng, &device);
+        let shifts = standard_normal::<B, 4>(per_channel(noise.dims()), &mut rng, &device);
+        let values = |tensor: Tensor<B, 4>| -> Vec<f32> { tensor.into_data().to_vec().unwrap() };
+        let moved = values(offset_noise(noise.clone(), shifts.clone()) - noise);
+        let shifts = values(shifts);
+        for (index, moved) in moved.into_iter().enumerate() {
+            let shift = shifts[index / 20];
+            assert!((moved - shift).abs() < 1e-6, "{index}: {moved} vs {shift}");
+        }
+    }
 
     /// Input perturbation moves the model's input by √(1 − ᾱ_t) γ ξ and keeps the targets of
     /// the unperturbed ε: an output of exactly ε, or of v = √ᾱ_t ε − √(1 − ᾱ_t) x_0, scores 0

@@ -18,9 +18,10 @@
 //! ([`crate::Distiller`]). Images
 //! are visited in a fresh random order each epoch (seeded with (s, epoch)). Because every draw
 //! is seeded from the step number (dropout included: Kiln's CPU kernel keys its masks by (s, k)
-//! and each image's place in the batch, burn's dropout on the GPU backends draws from the
+//! and each image's place in the batch; burn's dropout on the GPU backends draws from the
 //! backend's generator, seeded with (s, k) and the worker), a run resumed from a checkpoint
-//! continues with exactly the numbers it would have drawn.
+//! continues with exactly the numbers it would have drawn; the one exception is dropout on
+//! several GPUs in one process, whose workers share that generator.
 //!
 //! Synchronous data parallelism (as PyTorch's DistributedDataParallel): every device of every
 //! process is a worker with its own replica of the model and its own optimizer. Each step the
