@@ -37,16 +37,28 @@ fn a_checkpoint_restores_config_and_outputs_exactly() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A fresh `tiny(1)` model saved as `model.safetensors` in the scratch folder `name`: the
+/// folder and the file.
+fn tiny_checkpoint(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    let path = dir.join("model.safetensors");
+    let config = UNetConfig::tiny(1);
+    save_checkpoint(
+        &config.init::<B>(&Default::default()).unwrap(),
+        &config,
+        &path,
+    )
+    .unwrap();
+    (dir, path)
+}
+
 /// A checkpoint without a tensor of the module (an unconditional model loaded as a
 /// class-conditional one) is an error naming it, not a weight left to be drawn at random.
 #[test]
 fn weights_without_a_tensor_of_the_module_name_it() {
     let device = Default::default();
-    let dir = temp_dir("missing");
-    let path = dir.join("model.safetensors");
-    let config = UNetConfig::tiny(1);
-    save_checkpoint(&config.init::<B>(&device).unwrap(), &config, &path).unwrap();
-    let conditional = config.with_num_class_embeds(Some(3));
+    let (dir, path) = tiny_checkpoint("missing");
+    let conditional = UNetConfig::tiny(1).with_num_class_embeds(Some(3));
     let error = load_weights(conditional.init_for_loading::<B>(&device).unwrap(), &path);
     let message = error.unwrap_err().to_string();
     assert!(message.contains("class_embedding.weight"), "{message}");
@@ -56,10 +68,7 @@ fn weights_without_a_tensor_of_the_module_name_it() {
 #[test]
 fn weights_into_another_architecture_name_the_tensor_and_shapes() {
     let device = Default::default();
-    let dir = temp_dir("mismatch");
-    let path = dir.join("model.safetensors");
-    let config = UNetConfig::tiny(1);
-    save_checkpoint(&config.init::<B>(&device).unwrap(), &config, &path).unwrap();
+    let (dir, path) = tiny_checkpoint("mismatch");
     let wider = UNetConfig::new(vec![32, 128], vec![false, true])
         .with_in_channels(1)
         .with_out_channels(1)
