@@ -140,7 +140,7 @@ struct Args {
     input_perturbation: Option<f64>,
     /// Offset noise s (Guttenberg 2023; diffusers' --noise_offset): one N(0, s²) shift per
     /// image and channel added to the noise, so the model learns to change whole images'
-    /// brightness (0.1 at most is diffusers' advice); off by default.
+    /// brightness (Guttenberg used 0.1); off by default.
     #[arg(long)]
     noise_offset: Option<f64>,
     /// How each image's training timestep is drawn: uniform, logit_normal (SD3's choice for

@@ -102,12 +102,14 @@ pub struct TrainConfig {
     pub input_perturbation: Option<f64>,
     /// Offset noise s (Guttenberg 2023, "Diffusion With Offset Noise"; diffusers'
     /// `--noise_offset`): the noise is ε = ε₀ + s η, ε₀ ~ N(0, I) per pixel and η ~ N(0, 1) one
-    /// value per image and channel, shared by all its pixels; x_t is made with it and the target
-    /// is its (ε itself, v, x_0 or ε − x_0). Per-pixel noise hardly moves an image's mean, so
-    /// even at T − 1 a model sees its channel means nearly as they are in the data and learns
-    /// little about changing them; the shared shift teaches it to, for images much darker or
-    /// brighter than the average. diffusers' scripts suggest s = 0.1 at most. Refused in a
-    /// distillation; `None` is off.
+    /// value per image and channel, shared by all its pixels. x_t is made with this ε, and so
+    /// is the target (ε itself, v or ε − x_0; an x_0 target does not involve it); an input
+    /// perturbation is added on top of it. Per-pixel noise moves the mean of an H×W channel by
+    /// only 1/√(HW) of its σ, so over most of the schedule the model sees the data's channel
+    /// means through the noise and learns little about changing them; the shared shift
+    /// teaches it to, for images much darker or brighter than the average. Guttenberg used
+    /// s = 0.1. A learned variance's bound still takes the Gaussian posterior of per-pixel
+    /// noise. Refused in a distillation; `None` is off.
     #[config(default = "None")]
     pub noise_offset: Option<f64>,
     /// How each image's training timestep is drawn (`None`: uniformly from the T, as Ho et
@@ -648,8 +650,8 @@ impl TrainConfig {
     }
 
     /// The scale of extra noise (`input_perturbation`, `noise_offset`) must be positive and
-    /// finite, and no distillation's: a student learns its teacher's answers at the very x_t
-    /// it is shown, made from the noise its teacher learned on.
+    /// finite, and no distillation's: a student learns its teacher's answers at x_t made from
+    /// plain Gaussian noise.
     fn check_noise_scale(&self, field: &str, scale: Option<f64>) -> Result<(), TrainError> {
         let Some(scale) = scale else {
             return Ok(());
@@ -665,7 +667,7 @@ impl TrainConfig {
                 field,
                 format!(
                     "{scale} in a distillation, whose student learns its teacher's answers at \
-                     the x_t it is shown"
+                     x_t made from plain Gaussian noise"
                 ),
             ));
         }

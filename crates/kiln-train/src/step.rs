@@ -46,11 +46,12 @@ struct ScaledNoise {
 }
 
 impl ScaledNoise {
-    /// The extra noise of scale `scale` (none without one) of step `step`, from `stream`.
-    fn for_step(scale: Option<f64>, config: &TrainConfig, stream: u64, step: u64) -> Option<Self> {
+    /// The extra noise of scale `scale` (none without one) of step `step` of the run seeded
+    /// with `seed`, from `stream`.
+    fn for_step(scale: Option<f64>, seed: u64, stream: u64, step: u64) -> Option<Self> {
         scale.map(|scale| Self {
             scale,
-            rng: StdRng::seed_from_u64(mix(config.seed ^ stream, step)),
+            rng: StdRng::seed_from_u64(mix(seed ^ stream, step)),
         })
     }
 
@@ -115,10 +116,10 @@ impl StepDraws {
             labels,
             landings,
             rng,
-            offset: ScaledNoise::for_step(config.noise_offset, config, OFFSET_STREAM, step),
+            offset: ScaledNoise::for_step(config.noise_offset, config.seed, OFFSET_STREAM, step),
             perturbation: ScaledNoise::for_step(
                 config.input_perturbation,
-                config,
+                config.seed,
                 PERTURBATION_STREAM,
                 step,
             ),
@@ -149,8 +150,9 @@ pub(crate) struct Place {
 ///
 /// The batch is cut into micro-batches (gradient accumulation), each into one shard per
 /// worker; shard p belongs to worker p mod W. The noise of every shard is drawn in order from
-/// the step's RNG, and its input perturbation from the perturbation's (a worker draws its own
-/// shards and skips the others'), so W workers together see exactly the numbers one worker
+/// the step's RNG, and its noise offset and input perturbation from their own streams (a
+/// worker draws its own shards and skips the others'), so W workers together see exactly the
+/// numbers one worker
 /// with the whole batch would; so do the dropout masks of Kiln's CPU kernel, keyed by the step
 /// and each image's place in the batch ([`with_dropout_key`]). Each shard's loss is divided
 /// by the whole batch size, so the workers' losses and gradients add up to the step's. The
@@ -206,7 +208,7 @@ pub(crate) fn gradients<B: AutodiffBackend>(
             .perturbation
             .as_mut()
             .map(|perturbation| perturbation.draw(x0.dims(), device));
-        let drawn = Shard {
+        let drawn = ShardDraws {
             x0,
             noise,
             perturbation,
@@ -232,16 +234,15 @@ fn per_channel([images, channels, ..]: [usize; 4]) -> [usize; 4] {
 }
 
 /// Offset noise ([`TrainConfig::noise_offset`]): `noise` plus one shift per image and channel,
-/// `shifts` (s η, of shape `[images, channels, 1, 1]`), added to each of its pixels.
+/// `shifts` (s η, of shape `[images, channels, 1, 1]`), broadcast over its pixels.
 fn offset_noise<B: Backend>(noise: Tensor<B, 4>, shifts: Tensor<B, 4>) -> Tensor<B, 4> {
-    let dims = noise.dims();
-    noise + shifts.expand(dims)
+    noise + shifts
 }
 
 /// What one shard's loss is computed from: its clean images, their noise ε, the input
 /// perturbation γ ξ where there is one, timesteps, landings (trajectory consistency
 /// distillation) and class labels.
-struct Shard<'a, B: AutodiffBackend> {
+struct ShardDraws<'a, B: Backend> {
     x0: Tensor<B, 4>,
     noise: Tensor<B, 4>,
     perturbation: Option<Tensor<B, 4>>,
@@ -250,21 +251,21 @@ struct Shard<'a, B: AutodiffBackend> {
     labels: Option<Tensor<B, 1, Int>>,
 }
 
-/// The loss of `shard`'s images, summed over them: the denoising loss of the model's output at
+/// The loss of the `drawn` shard's images, summed over them: the denoising loss of the model's output at
 /// their x_t, or a distillation's loss against its teacher.
 fn shard_loss<B: AutodiffBackend>(
     model: &UNet<B>,
     objective: &Objective<B>,
-    shard: Shard<'_, B>,
+    drawn: ShardDraws<'_, B>,
 ) -> Result<Tensor<B, 1>, TrainError> {
-    let Shard {
+    let ShardDraws {
         x0,
         noise,
         perturbation,
         timesteps,
         landings,
         labels,
-    } = shard;
+    } = drawn;
     let count = timesteps.len();
     match &objective.distillation {
         None => {

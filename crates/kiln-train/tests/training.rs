@@ -460,10 +460,14 @@ fn two_devices_in_threads_train_like_one_and_so_do_micro_batches() {
     let perturbed = config.clone().with_input_perturbation(Some(0.1));
     let perturbed = two_devices_and_micro_batches_match_one(&data, &perturbed, "perturbed");
     assert_ne!(plain, perturbed);
-    // So does the noise offset, one shift per image and channel.
-    let offset = config.clone().with_noise_offset(Some(0.1));
-    let offset = two_devices_and_micro_batches_match_one(&data, &offset, "offset");
-    assert_ne!(plain, offset);
+    // So does the noise offset, one shift per image and channel (three channels here, so
+    // that the shifts' layout and skips count channels).
+    let rgb_dir = scratch("split-devices-rgb-data");
+    runs::write_discs(&rgb_dir);
+    let mut offset = config.clone().with_noise_offset(Some(0.1));
+    (offset.unet.in_channels, offset.unet.out_channels) = (3, 3);
+    let rgb = runs::load_discs_as(&rgb_dir, 3);
+    two_devices_and_micro_batches_match_one(&rgb, &offset, "offset");
     // Dropout masks are keyed by each image's place in the batch, not drawn by each worker.
     let mut dropout = config.clone();
     dropout.unet.dropout = 0.3;

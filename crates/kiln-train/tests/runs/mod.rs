@@ -11,7 +11,7 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use image::{DynamicImage, ImageBuffer, Luma};
 use kiln_pipeline::RunFolder;
 use kiln_train::{ImageFolder, ImageFolderOptions, Labels, TrainConfig};
-use kiln_unet::{UNet, UNetConfig, save_checkpoint};
+use kiln_unet::{UNet, UNetConfig, read_config, save_checkpoint};
 use safetensors::SafeTensors;
 
 use crate::common::my_turn;
@@ -33,9 +33,15 @@ pub fn write_discs(dir: &Path) {
 
 /// The discs written by [`write_discs`] into `dir`.
 pub fn load_discs(dir: &Path) -> ImageFolder {
+    load_discs_as(dir, 1)
+}
+
+/// The discs written by [`write_discs`] into `dir`, with `channels` channels (3: the gray
+/// value in each).
+pub fn load_discs_as(dir: &Path, channels: usize) -> ImageFolder {
     let options = ImageFolderOptions {
         image_size: 16,
-        channels: 1,
+        channels,
         strict: true,
         labels: Labels::None,
     };
@@ -61,7 +67,7 @@ pub fn config(epochs: usize) -> TrainConfig {
 /// the weights are compared by value.)
 pub fn final_weights(out: &Path) -> [BTreeMap<String, Vec<u8>>; 2] {
     let checkpoint = RunFolder::new(out).latest_checkpoint().unwrap().unwrap();
-    let config = UNetConfig::tiny(1);
+    let config = read_config(&checkpoint.join("ema.safetensors")).unwrap();
     let device = Default::default();
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
     // burn's `load_file` draws the parameters inside `Option` fields before replacing them.
