@@ -7,9 +7,15 @@ cannot draw images much darker or brighter than average.
 
     python3 scripts/brightness.py runs/faces-train runs/samples-v runs/samples-v-zsnr
 
+A PNG file given instead of a folder is read as `face_sample`'s grid (`--out`): `--count`
+tiles of `--tile` pixels, ⌈√count⌉ to a row, 2 white pixels apart.
+
+    python3 scripts/brightness.py runs/faces-train runs/grid.png --count 500 --tile 32
+
 Needs numpy and pillow (`pip install numpy pillow`).
 """
-import sys
+import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +37,31 @@ def image_means(folder):
     return np.array([square_mean(file) for file in sorted(Path(folder).rglob("*.png"))])
 
 
+def tile_means(grid, count, tile, gap=2):
+    """The mean of each of the first `count` tiles of face_sample's grid `grid`."""
+    pixels = np.asarray(Image.open(grid).convert("L"), dtype=np.float64) / 255
+    columns = math.ceil(math.sqrt(count))
+    means = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = row * (tile + gap), column * (tile + gap)
+        means.append(pixels[top : top + tile, left : left + tile].mean())
+    return np.array(means)
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="folders of PNGs, or face_sample grids")
+    parser.add_argument("--count", type=int, default=500, help="images in each grid")
+    parser.add_argument("--tile", type=int, default=32, help="a grid's tile size in pixels")
+    args = parser.parse_args()
     print("| images | count | mean | std | 1st – 99th percentile | darkest – brightest |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for folder in sys.argv[1:]:
-        means = image_means(folder)
+    for folder in args.paths:
+        if Path(folder).is_file():
+            means = tile_means(folder, args.count, args.tile)
+        else:
+            means = image_means(folder)
         low, high = np.percentile(means, [1, 99])
         print(
             f"| {folder} | {len(means)} | {means.mean():.3f} | {means.std():.3f} | "
