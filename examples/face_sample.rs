@@ -122,6 +122,10 @@ struct Args {
     /// Guidance rescale φ in [0, 1] (Lin et al. 2023).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     rescale: f64,
+    /// Epsilon scaling (Ning et al. 2024): divide every step's noise prediction by λ > 0
+    /// (1: off; docs/samplers.md has the faces' measurements).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    epsilon_scaling: f64,
     /// Images per row of the grid (default: about √count).
     #[arg(long)]
     columns: Option<usize>,
@@ -243,6 +247,7 @@ impl BackendTask for Sampling {
             let generation = Generation {
                 seed: args.seed + if scoring { row as u64 } else { 0 },
                 condition,
+                epsilon_scaling: args.epsilon_scaling,
                 ..Generation::with_run(run, args.count, image_size)
             };
             let images = loaded.generate(generation, &device, |event| {

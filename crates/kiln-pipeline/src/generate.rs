@@ -3,7 +3,7 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
-use kiln_sampler::{GuidanceConfig, Guided, StepEvent};
+use kiln_sampler::{EpsilonScaled, GuidanceConfig, Guided, StepEvent};
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 use rand::{SeedableRng, rngs::StdRng};
@@ -46,6 +46,9 @@ pub struct Generation {
     pub seed: u64,
     /// Unconditional, or which classes with what guidance.
     pub condition: Condition,
+    /// Epsilon scaling's λ (Ning et al. 2024, [`EpsilonScaled`]): every step's noise
+    /// prediction, guided or not, divided by λ; 1 (the default) leaves it as it is.
+    pub epsilon_scaling: f64,
 }
 
 impl Generation {
@@ -64,6 +67,7 @@ impl Generation {
             image_size,
             seed: 0,
             condition: Condition::Unconditional,
+            epsilon_scaling: 1.0,
         }
     }
 }
@@ -71,8 +75,8 @@ impl Generation {
 /// Generates images in [−1, 1] (approximately; see [`crate::pixels`] for display) with
 /// `model`, calling `on_step` after every sampler step.
 ///
-/// A count of 0, a size the model cannot take or labels that do not fit are errors before
-/// the first step.
+/// A count of 0, a size the model cannot take, labels that do not fit or an epsilon scaling
+/// that is not finite and positive are errors before the first step.
 pub fn generate<B: Backend>(
     model: &UNet<B>,
     prediction: Prediction,
@@ -92,14 +96,17 @@ pub fn generate<B: Backend>(
     let noise = standard_normal::<B, 4>(shape, &mut rng, device);
     let denoiser = UNetDenoiser::new(model, prediction);
     let run = generation.run;
+    let lambda = generation.epsilon_scaling;
     Ok(match &generation.condition {
         Condition::Unconditional => {
-            sample_by_name(run, schedule, &denoiser, noise, &mut rng, on_step)?
+            let scaled = EpsilonScaled::new(denoiser, schedule, lambda)?;
+            sample_by_name(run, schedule, &scaled, noise, &mut rng, on_step)?
         }
         Condition::Classes { labels, guidance } => {
             let guided = Guided::new(denoiser, labels.clone(), guidance.clone())?;
             guided.check_batch(generation.count)?;
-            sample_by_name(run, schedule, &guided, noise, &mut rng, on_step)?
+            let scaled = EpsilonScaled::new(guided, schedule, lambda)?;
+            sample_by_name(run, schedule, &scaled, noise, &mut rng, on_step)?
         }
     })
 }

@@ -458,3 +458,84 @@ fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
         assert!(typed, "{error:?}");
     }
 }
+
+/// A noise-predicting model whose every output is divided by λ: epsilon scaling written out.
+struct Divided<'a> {
+    model: &'a dyn Denoiser<Flex, 4>,
+    lambda: f64,
+}
+
+impl Denoiser<Flex, 4> for Divided<'_> {
+    fn prediction(&self) -> Prediction {
+        Prediction::Epsilon
+    }
+
+    fn denoise(&self, x: Tensor<Flex, 4>, t: f64) -> Result<Tensor<Flex, 4>, SamplerError> {
+        Ok(self.model.denoise(x, t)? / self.lambda)
+    }
+}
+
+/// A generation's epsilon scaling divides every step's noise prediction by λ, after guidance
+/// where there is guidance; a λ that is not positive is refused.
+#[test]
+fn epsilon_scaling_divides_each_steps_noise_prediction() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_classes");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    assert_eq!(loaded.prediction, Prediction::Epsilon);
+    let size = loaded.image_size.unwrap();
+    let lambda = 1.05;
+    let run = NamedRun::new(SamplerName::Ddim, 3, true);
+    let by_hand = |model: &dyn Denoiser<Flex, 4>| {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+        let shape = [2, loaded.model.in_channels(), size, size];
+        let noise = kiln_forward::standard_normal::<Flex, 4>(shape, &mut rng, &device);
+        let divided = Divided { model, lambda };
+        kiln_pipeline::sample_by_name(run, &loaded.schedule, &divided, noise, &mut rng, |_| {})
+            .unwrap()
+    };
+    let guidance = GuidanceConfig::new(2.0);
+    let guided = Guided::new(loaded.denoiser(), vec![1, 3], guidance.clone()).unwrap();
+    let conditions = [
+        (Condition::Unconditional, by_hand(&loaded.denoiser())),
+        (
+            Condition::Classes {
+                labels: vec![1, 3],
+                guidance,
+            },
+            by_hand(&guided),
+        ),
+    ];
+    for (condition, expected) in conditions {
+        let generation = Generation {
+            seed: 5,
+            condition: condition.clone(),
+            epsilon_scaling: lambda,
+            ..Generation::with_run(run, 2, size)
+        };
+        let images = loaded
+            .generate(generation.clone(), &device, |_| {})
+            .unwrap();
+        let diff = (images - expected.clone()).abs().max().into_scalar();
+        assert!(diff <= 1e-5, "{condition:?}: max |Δ| {diff}");
+        let plain = Generation {
+            epsilon_scaling: 1.0,
+            ..generation
+        };
+        let unscaled = loaded.generate(plain, &device, |_| {}).unwrap();
+        let moved = (unscaled - expected).abs().max().into_scalar();
+        assert!(moved > 1e-3, "{condition:?}: λ moved the images by {moved}");
+    }
+    let refused = Generation {
+        epsilon_scaling: 0.0,
+        ..Generation::with_run(run, 1, size)
+    };
+    assert!(matches!(
+        loaded.generate(refused, &device, |_| {}),
+        Err(PipelineError::Sampler(SamplerError::OutOfRange {
+            name: "epsilon scaling",
+            ..
+        }))
+    ));
+}

@@ -12,14 +12,8 @@ use kiln_schedule::NoiseSchedule;
 use rand::Rng;
 
 use crate::error::check_range;
-use crate::sampler::{StepEvent, linear, sample, sample_from, step_once};
+use crate::sampler::{StepEvent, alpha_cumprod_at, linear, sample, sample_from, step_once};
 use crate::{Denoiser, Sampler, SamplerError};
-
-/// ᾱ at a (fractional) timestep.
-fn alpha_cumprod_at(schedule: &NoiseSchedule, timestep: f64) -> f64 {
-    let sigma = schedule.sigma_at(timestep);
-    1.0 / (1.0 + sigma * sigma)
-}
 
 /// ᾱ of the sampler's state before step `index` (1, the clean data, after the last step).
 fn level<B: Backend, const D: usize, S: Sampler<B, D>>(

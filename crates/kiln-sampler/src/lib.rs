@@ -45,7 +45,8 @@
 //! from the sample up, one model call a step, to the noise that [`DpmSolver::new`] takes back.
 //!
 //! Classifier-free guidance ([`Guided`]) wraps any [`ClassConditional`] model into a
-//! [`Denoiser`], so every sampler samples a chosen class.
+//! [`Denoiser`], so every sampler samples a chosen class; epsilon scaling ([`EpsilonScaled`])
+//! wraps any model, so every sampler can shrink its noise prediction against exposure bias.
 //!
 //! [`GaussianMixture`] is an exact denoiser for data from a Gaussian mixture: a test oracle for
 //! samplers, Kiln's and yours.
@@ -62,6 +63,7 @@ mod dpm_solver;
 mod dpm_solver_sde;
 mod dpm_solver_singlestep;
 mod editing;
+mod epsilon_scaling;
 mod error;
 mod euler;
 mod flow;
@@ -93,6 +95,7 @@ pub use dpm_solver_sde::{DpmSolverSde, DpmSolverSdeConfig};
 pub use dpm_solver_singlestep::{DpmSolverSinglestep, DpmSolverSinglestepConfig};
 pub use dpm2::{Dpm2, Dpm2Config};
 pub use editing::{Resampling, image_to_image, inpaint, slerp};
+pub use epsilon_scaling::EpsilonScaled;
 pub use error::{ModelError, SamplerError};
 pub use euler::{Euler, EulerConfig};
 pub use flow::{FlowSampler, FnVelocity, VelocityModel, sample_flow};

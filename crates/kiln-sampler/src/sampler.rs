@@ -352,6 +352,13 @@ pub(crate) fn whole_timesteps(
         .collect())
 }
 
+/// ᾱ at a (fractional) timestep: 1/(1 + σ(t)²), with σ interpolated as
+/// [`NoiseSchedule::sigma_at`] does.
+pub(crate) fn alpha_cumprod_at(schedule: &NoiseSchedule, timestep: f64) -> f64 {
+    let sigma = schedule.sigma_at(timestep);
+    1.0 / (1.0 + sigma * sigma)
+}
+
 /// ᾱ after the last step: 1 (the clean data) with `set_alpha_to_one`, else ᾱ_0.
 pub(crate) fn final_alpha_cumprod(set_alpha_to_one: bool, schedule: &NoiseSchedule) -> f64 {
     if set_alpha_to_one {
