@@ -1,38 +1,47 @@
-//! Epsilon scaling (Ning et al. 2024, "Elucidating the Exposure Bias in Diffusion Models",
-//! §5) as a [`Denoiser`] wrapper, so every sampler gets it.
-//!
-//! A model is trained on x_t drawn from the forward process, but sampled on the x_t its own
-//! earlier steps made, whose errors add up (exposure bias); Ning et al. find the predicted
-//! noise's norm larger at sampling than in training and shrink it at every step:
-//!
-//! ```text
-//! ε̂'(x_t, t) = ε̂(x_t, t) / λ,   λ ≥ 1
-//! ```
-//!
-//! (their uniform schedule, λ_t = b; ComfyUI's `EpsilonScaling` node defaults to 1.005). The
-//! sampler then steps with ε̂' in place of ε̂, for its x̂_0 as for its direction. A model that
-//! predicts x_0, v or a flow velocity has its output replaced by the same kind computed from
-//! x_t and ε̂': with a = √ᾱ_t, s = √(1 − ᾱ_t),
-//!
-//! ```text
-//! ε̂ = c_x x_t + c_f f,   ε̂' = ε̂/λ,   f' = d_x x_t + d_ε ε̂'  (so f' = f − d_ε (1 − 1/λ) ε̂)
-//! ```
-//!
-//! ([`Prediction::conversion_coefficients`] there and back); in σ-space terms x̂_0' = x_σ −
-//! (x_σ − x̂_0)/λ with x_σ = x_t/a, the form ComfyUI applies to its denoised output. Where
-//! ᾱ_t = 0 (a zero-terminal-SNR schedule's last timestep) the noise is x_t itself and the
-//! output is left as it is. Wrapped around guidance ([`crate::Guided`]), it scales the guided
-//! prediction.
+//! Epsilon scaling (Ning et al. 2024, "Elucidating the Exposure Bias in Diffusion Models")
+//! as a [`Denoiser`] wrapper, so every sampler gets it: [`EpsilonScaled`].
 
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 use kiln_schedule::NoiseSchedule;
 
 use crate::error::check_range;
-use crate::sampler::{alpha_cumprod_at, linear, split_learned_variance};
+use crate::sampler::{alpha_cumprod_at, check_output_shape, linear, split_learned_variance};
 use crate::{Denoiser, SamplerError};
 
-/// A [`Denoiser`] whose noise prediction is divided by λ at every call (epsilon scaling).
+/// A [`Denoiser`] whose noise prediction is divided by λ at every call: epsilon scaling
+/// (Ning et al. 2024, "Elucidating the Exposure Bias in Diffusion Models").
+///
+/// A model is trained on x_t drawn from the forward process but sampled on the x_t its own
+/// earlier steps made, whose errors add up (exposure bias); Ning et al. find the predicted
+/// noise's norm larger at sampling than in training and shrink it at every step,
+///
+/// ```text
+/// ε̂'(x_t, t) = ε̂(x_t, t) / λ,   λ ≥ 1
+/// ```
+///
+/// (their uniform schedule, λ_t = b; ComfyUI's `EpsilonScaling` node defaults to 1.005). The
+/// sampler then steps with ε̂' in place of ε̂, for its x̂_0 as for its direction. A model that
+/// predicts x_0, v or a flow velocity has its output f replaced by the same kind computed
+/// from x_t and ε̂': with f = d_x x_t + d_ε ε̂ (the kind in terms of x_t and the noise at ᾱ_t,
+/// [`Prediction::conversion_coefficients`]),
+///
+/// ```text
+/// f' = d_x x_t + d_ε ε̂/λ = f/λ + (1 − 1/λ) d_x x_t
+/// ```
+///
+/// so x̂_0' = x̂_0/λ + (1 − 1/λ) x_σ with x_σ = x_t/√ᾱ_t, the form ComfyUI applies to its
+/// denoised output, and v' = v/λ − (1 − 1/λ) σ x_t. ᾱ_t is 1/(1 + σ(t)²) with σ interpolated
+/// linearly between timesteps ([`NoiseSchedule::sigma_at`]); a sampler that calls the model
+/// at a σ of its own between two timesteps (spaced σ, midpoints) converts with that σ, which
+/// differs from the interpolated one by a fraction of a percent (a few percent where a
+/// multistep solver rounds a spaced σ's timestep), an error of (1 − 1/λ) times that in the
+/// x_t term; a noise prediction (d_x = 0) has none. Where ᾱ_t = 0 (past the last timestep
+/// but one of a zero-terminal-SNR schedule) the noise is x_t itself and the output is left as
+/// it is.
+///
+/// Wrapped around guidance ([`crate::Guided`]) it scales the guided prediction; a learned
+/// variance ([`Denoiser::denoise_with_variance`]) is passed on as the model gave it.
 ///
 /// ```
 /// use burn::backend::Flex;
@@ -79,7 +88,7 @@ impl<'s, M> EpsilonScaled<'s, M> {
     }
 
     /// `output`, a prediction of kind `prediction` at x_t = `sample`, recomputed from its
-    /// noise prediction divided by λ.
+    /// noise prediction divided by λ: f/λ + (1 − 1/λ) d_x x_t.
     fn scale<B: Backend, const D: usize>(
         &self,
         prediction: Prediction,
@@ -88,14 +97,12 @@ impl<'s, M> EpsilonScaled<'s, M> {
         timestep: f64,
     ) -> Tensor<B, D> {
         let alpha_cumprod = alpha_cumprod_at(self.schedule, timestep);
-        if self.lambda == 1.0 || alpha_cumprod == 0.0 {
+        if alpha_cumprod == 0.0 {
             return output;
         }
-        let [eps_x, eps_f] = prediction.conversion_coefficients(Prediction::Epsilon, alpha_cumprod);
-        let [_, back] = Prediction::Epsilon.conversion_coefficients(prediction, alpha_cumprod);
-        // f' = f − d_ε (1 − 1/λ) (c_x x_t + c_f f)
-        let shrink = back * (1.0 - 1.0 / self.lambda);
-        linear(&output, 1.0 - shrink * eps_f, sample, -shrink * eps_x)
+        let [on_sample, _] = Prediction::Epsilon.conversion_coefficients(prediction, alpha_cumprod);
+        let shrink = 1.0 - 1.0 / self.lambda;
+        linear(&output, 1.0 / self.lambda, sample, shrink * on_sample)
     }
 }
 
@@ -110,6 +117,10 @@ where
 
     fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError> {
         let output = self.model.denoise(sample.clone(), timestep)?;
+        if self.lambda == 1.0 {
+            return Ok(output);
+        }
+        check_output_shape(&output, &sample)?;
         Ok(self.scale(self.model.prediction(), &sample, output, timestep))
     }
 
@@ -124,6 +135,9 @@ where
         timestep: f64,
     ) -> Result<Tensor<B, D>, SamplerError> {
         let output = self.model.denoise_with_variance(sample.clone(), timestep)?;
+        if self.lambda == 1.0 {
+            return Ok(output);
+        }
         let (output, variance) = split_learned_variance("epsilon scaling", output, &sample)?;
         let scaled = self.scale(self.model.prediction(), &sample, output, timestep);
         Ok(Tensor::cat(vec![scaled, variance], 1))
@@ -174,7 +188,7 @@ mod tests {
     }
 
     /// ComfyUI's form on a model of x_0: x̂_0' = x_σ − (x_σ − x̂_0)/λ with x_σ = x_t/√ᾱ_t,
-    /// at a whole and at a fractional timestep (σ interpolated as the σ-space samplers do).
+    /// at a whole and at a fractional timestep (σ interpolated linearly between timesteps).
     #[test]
     fn shrinks_the_step_from_x_sigma_to_a_predicted_x0() {
         let schedule = schedule();
@@ -258,6 +272,19 @@ mod tests {
         output
             .into_data()
             .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-6));
+    }
+
+    /// An output of another shape is refused before it is combined with x_t (where it would
+    /// broadcast).
+    #[test]
+    fn refuses_an_output_of_another_shape() {
+        let schedule = schedule();
+        let one = FnDenoiser::new(Prediction::Sample, |x: Tensor<B, 2>, _| x.narrow(1, 0, 1));
+        let scaled = EpsilonScaled::new(one, &schedule, 1.1).unwrap();
+        assert!(matches!(
+            scaled.denoise(sample(), 300.0),
+            Err(SamplerError::ShapeMismatch { .. })
+        ));
     }
 
     #[test]
