@@ -9,11 +9,15 @@
 //! cargo run --release --example face_sample -- --checkpoint ddpm-celebahq-256 --count 4 --steps 50
 //! cargo run --release --example face_sample -- --checkpoint runs/people --class s7 --guidance 3
 //! cargo run --release --example face_sample -- --checkpoint runs/people --class s1,s2,s3 --count 8
+//! cargo run --release --example face_sample -- --checkpoint runs/faces --guide-checkpoint runs/faces-tiny
 //! ```
 //!
 //! `--class` (a model trained with `face_train --labels folders`) samples those classes with
-//! classifier-free guidance of weight `--guidance`: one class fills the grid; several give one
-//! row each, with the same noise down every column.
+//! classifier-free guidance of weight `--guidance` (with `--apg`, adaptive projected guidance):
+//! one class fills the grid; several give one row each, with the same noise down every column.
+//! `--guide-checkpoint` (a smaller or shorter run on the same faces, `face_train --preset tiny
+//! --epochs 25`) guides the model with that weaker version of itself (autoguidance, weight
+//! `--autoguidance`), with or without classes.
 //!
 //! `--checkpoint` takes a run folder of `face_train` (its latest EMA weights), one of its
 //! checkpoint folders, a Kiln UNet `.safetensors` file, or a diffusers model folder (such as a
@@ -35,7 +39,9 @@ use kiln::metrics::FaceEncoder;
 use kiln::pipeline::{
     Condition, Generation, NamedRun, RunFolder, STATE_FILE, SamplerName, load_for_sampling, pixels,
 };
-use kiln::sampler::{GuidanceConfig, NoisePath, SigmaSpacing, VarianceType};
+use kiln::sampler::{
+    GuidanceConfig, NoisePath, ProjectedGuidance, SigmaSpacing, StepEvent, VarianceType,
+};
 use kiln::schedule::{NoiseSchedule, TimestepSpacing};
 use kiln::train::{ImageFolder, ImageFolderOptions, Labels, read_state};
 
@@ -122,6 +128,31 @@ struct Args {
     /// Guidance rescale φ in [0, 1] (Lin et al. 2023).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     rescale: f64,
+    /// Adaptive projected guidance (Sadat et al. 2025) with --class: guide with the update's
+    /// component along the conditional x̂_0 weighted by --apg-eta, capped at
+    /// --apg-norm-threshold and with --apg-momentum, in place of classifier-free guidance.
+    #[arg(long, requires = "class")]
+    apg: bool,
+    /// With --apg: η, the weight of the update's component along the conditional x̂_0 (0,
+    /// the default: dropped; 1 with no cap and no momentum: classifier-free guidance).
+    #[arg(long, requires = "apg", allow_negative_numbers = true)]
+    apg_eta: Option<f64>,
+    /// With --apg: r, the largest norm of the update per image in x̂_0's units (0, the
+    /// default: no cap).
+    #[arg(long, requires = "apg", allow_negative_numbers = true)]
+    apg_norm_threshold: Option<f64>,
+    /// With --apg: momentum β in [−1, 1] (default −0.5; 0: none; negative pushes away from
+    /// the direction already taken).
+    #[arg(long, requires = "apg", allow_negative_numbers = true)]
+    apg_momentum: Option<f64>,
+    /// Autoguidance (Karras et al. 2024): guide with this weaker version of the model (a
+    /// smaller or shorter run on the same data, schedule and prediction type; a run folder,
+    /// checkpoint or file as --checkpoint takes), with weight --autoguidance.
+    #[arg(long)]
+    guide_checkpoint: Option<PathBuf>,
+    /// With --guide-checkpoint: the autoguidance weight w (1: the model alone).
+    #[arg(long, default_value_t = 2.0, requires = "guide_checkpoint")]
+    autoguidance: f64,
     /// Epsilon scaling (Ning et al. 2024): divide every step's noise prediction by λ > 0
     /// (1: off; docs/samplers.md has the faces' measurements).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
@@ -188,6 +219,10 @@ impl BackendTask for Sampling {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let args = self.0;
         let loaded = load_for_sampling::<B>(&args.checkpoint, &device)?;
+        let guide = match &args.guide_checkpoint {
+            Some(path) => Some(load_for_sampling::<B>(path, &device)?),
+            None => None,
+        };
         let image_size = args
             .image_size
             .or(loaded.image_size)
@@ -204,11 +239,13 @@ impl BackendTask for Sampling {
             vec![Condition::Unconditional]
         } else {
             let guidance = GuidanceConfig::new(args.guidance).with_rescale(args.rescale);
+            let projection = projection(&args);
             labels
                 .iter()
                 .map(|&label| Condition::Classes {
                     labels: vec![label; args.count],
                     guidance: guidance.clone(),
+                    projection,
                 })
                 .collect()
         };
@@ -250,7 +287,7 @@ impl BackendTask for Sampling {
                 epsilon_scaling: args.epsilon_scaling,
                 ..Generation::with_run(run, args.count, image_size)
             };
-            let images = loaded.generate(generation, &device, |event| {
+            let on_step = |event: StepEvent<'_, B, 4>| {
                 eprint!("\r{} step {}/{}", run.sampler, event.index + 1, event.steps);
                 let keep = (0..frames).any(|k| k * (event.steps - 1) / (frames - 1) == event.index);
                 if args.strip.is_some() && keep && row == 0 {
@@ -258,7 +295,17 @@ impl BackendTask for Sampling {
                     noisy.push(first(event.sample));
                     denoised.push(first(event.denoised));
                 }
-            })?;
+            };
+            let images = match &guide {
+                Some(guide) => loaded.generate_autoguided(
+                    guide,
+                    args.autoguidance,
+                    generation,
+                    &device,
+                    on_step,
+                ),
+                None => loaded.generate(generation, &device, on_step),
+            }?;
             batches.push(images);
         }
         eprintln!();
@@ -486,6 +533,18 @@ fn write_each<B: Backend>(
     Ok(())
 }
 
+/// Adaptive projected guidance's settings with --apg (the library's defaults where not given).
+fn projection(args: &Args) -> Option<ProjectedGuidance> {
+    args.apg.then(|| {
+        let default = ProjectedGuidance::default();
+        ProjectedGuidance {
+            parallel: args.apg_eta.unwrap_or(default.parallel),
+            norm_threshold: args.apg_norm_threshold.unwrap_or(default.norm_threshold),
+            momentum: args.apg_momentum.unwrap_or(default.momentum),
+        }
+    })
+}
+
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
@@ -520,6 +579,37 @@ mod tests {
     fn a_negative_guidance_weight_is_a_number_for_the_library_to_refuse() {
         let args = parse(&["--class", "s1", "--guidance", "-3", "--rescale", "-0.5"]).unwrap();
         assert_eq!((args.guidance, args.rescale), (-3.0, -0.5));
+    }
+
+    #[test]
+    fn apg_takes_the_library_defaults_for_what_is_not_given_and_needs_a_class() {
+        let given = |flags: &[&str]| projection(&parse(flags).unwrap());
+        assert_eq!(given(&["--class", "s1"]), None);
+        assert_eq!(
+            given(&["--class", "s1", "--apg"]),
+            Some(ProjectedGuidance::default())
+        );
+        let momentum = given(&["--class", "s1", "--apg", "--apg-momentum", "-0.3"]);
+        assert_eq!(
+            momentum,
+            Some(ProjectedGuidance {
+                momentum: -0.3,
+                ..ProjectedGuidance::default()
+            })
+        );
+        assert!(parse(&["--apg"]).is_err(), "--apg without --class");
+        assert!(
+            parse(&["--class", "s1", "--apg-eta", "1"]).is_err(),
+            "--apg-eta alone"
+        );
+    }
+
+    #[test]
+    fn autoguidance_needs_a_guide_and_defaults_to_weight_two() {
+        let args = parse(&["--guide-checkpoint", "runs/guide"]).unwrap();
+        assert_eq!(args.guide_checkpoint, Some(PathBuf::from("runs/guide")));
+        assert_eq!(args.autoguidance, 2.0);
+        assert!(parse(&["--autoguidance", "3"]).is_err());
     }
 
     #[test]

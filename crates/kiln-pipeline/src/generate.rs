@@ -3,7 +3,10 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::{Prediction, standard_normal};
-use kiln_sampler::{EpsilonScaled, GuidanceConfig, Guided, StepEvent};
+use kiln_sampler::{
+    ClassConditional, Denoiser, EpsilonScaled, GuidanceConfig, Guided, ProjectedGuidance,
+    ProjectedGuided, StepEvent,
+};
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::UNet;
 use rand::{SeedableRng, rngs::StdRng};
@@ -23,6 +26,9 @@ pub enum Condition {
         labels: Vec<usize>,
         /// The guidance weight, rescale and interval.
         guidance: GuidanceConfig,
+        /// Adaptive projected guidance's update in place of classifier-free guidance's
+        /// ([`ProjectedGuided`]; `None`: classifier-free guidance).
+        projection: Option<ProjectedGuidance>,
     },
 }
 
@@ -75,8 +81,9 @@ impl Generation {
 /// Generates images in [−1, 1] (approximately; see [`crate::pixels`] for display) with
 /// `model`, calling `on_step` after every sampler step.
 ///
-/// A count of 0, a size the model cannot take, labels that do not fit or an epsilon scaling
-/// that is not finite and positive are errors before the first step.
+/// A count of 0, a size the model cannot take, labels that do not fit, guidance settings out
+/// of range or an epsilon scaling that is not finite and positive are errors before the first
+/// step.
 pub fn generate<B: Backend>(
     model: &UNet<B>,
     prediction: Prediction,
@@ -85,6 +92,16 @@ pub fn generate<B: Backend>(
     device: &B::Device,
     on_step: impl FnMut(StepEvent<'_, B, 4>),
 ) -> Result<Tensor<B, 4>, PipelineError> {
+    let shape = image_shape(model, &generation)?;
+    let denoiser = UNetDenoiser::new(model, prediction);
+    generate_with(denoiser, schedule, shape, generation, device, on_step)
+}
+
+/// The shape of `generation`'s images for `model`, checked against what it can take.
+pub(crate) fn image_shape<B: Backend>(
+    model: &UNet<B>,
+    generation: &Generation,
+) -> Result<[usize; 4], PipelineError> {
     let shape = [
         generation.count,
         model.in_channels(),
@@ -92,21 +109,74 @@ pub fn generate<B: Backend>(
         generation.image_size,
     ];
     model.check_shape(shape)?;
+    Ok(shape)
+}
+
+/// [`generate`] with any model of images of `shape`.
+pub(crate) fn generate_with<B, M>(
+    denoiser: M,
+    schedule: &NoiseSchedule,
+    shape: [usize; 4],
+    generation: Generation,
+    device: &B::Device,
+    on_step: impl FnMut(StepEvent<'_, B, 4>),
+) -> Result<Tensor<B, 4>, PipelineError>
+where
+    B: Backend,
+    M: Denoiser<B, 4> + ClassConditional<B, 4>,
+{
     let mut rng = StdRng::seed_from_u64(generation.seed);
     let noise = standard_normal::<B, 4>(shape, &mut rng, device);
-    let denoiser = UNetDenoiser::new(model, prediction);
-    let run = generation.run;
-    let lambda = generation.epsilon_scaling;
-    Ok(match &generation.condition {
-        Condition::Unconditional => {
-            let scaled = EpsilonScaled::new(denoiser, schedule, lambda)?;
-            sample_by_name(run, schedule, &scaled, noise, &mut rng, on_step)?
-        }
-        Condition::Classes { labels, guidance } => {
+    let scaled_run = ScaledRun {
+        run: generation.run,
+        schedule,
+        lambda: generation.epsilon_scaling,
+        rng,
+    };
+    match &generation.condition {
+        Condition::Unconditional => scaled_run.sample(denoiser, noise, on_step),
+        Condition::Classes {
+            labels,
+            guidance,
+            projection,
+        } => {
             let guided = Guided::new(denoiser, labels.clone(), guidance.clone())?;
             guided.check_batch(generation.count)?;
-            let scaled = EpsilonScaled::new(guided, schedule, lambda)?;
-            sample_by_name(run, schedule, &scaled, noise, &mut rng, on_step)?
+            match projection {
+                None => scaled_run.sample(guided, noise, on_step),
+                Some(projection) => {
+                    let projected = ProjectedGuided::new(guided, schedule, *projection)?;
+                    scaled_run.sample(projected, noise, on_step)
+                }
+            }
         }
-    })
+    }
+}
+
+/// A named run over `schedule` with epsilon scaling λ, whose stochastic steps draw from `rng`.
+struct ScaledRun<'s> {
+    run: NamedRun,
+    schedule: &'s NoiseSchedule,
+    lambda: f64,
+    rng: StdRng,
+}
+
+impl ScaledRun<'_> {
+    /// `model` with its noise prediction divided by λ, sampled from `noise`.
+    fn sample<B: Backend, M: Denoiser<B, 4>>(
+        mut self,
+        model: M,
+        noise: Tensor<B, 4>,
+        on_step: impl FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        let scaled = EpsilonScaled::new(model, self.schedule, self.lambda)?;
+        Ok(sample_by_name(
+            self.run,
+            self.schedule,
+            &scaled,
+            noise,
+            &mut self.rng,
+            on_step,
+        )?)
+    }
 }

@@ -2,11 +2,12 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
-use kiln_sampler::{SamplerError, StepEvent};
+use kiln_sampler::{AutoGuided, SamplerError, StepEvent};
 use kiln_schedule::NoiseSchedule;
 use kiln_unet::{UNet, UNetConfig};
 
-use crate::{Generation, PipelineError, UNetDenoiser, generate};
+use crate::generate::{generate_with, image_shape};
+use crate::{Condition, Generation, PipelineError, UNetDenoiser, generate};
 
 /// A model ready to generate with ([`crate::load_for_sampling`] makes one), and what a
 /// sampler needs to know about its training. Editing real images: see [`crate::edit`].
@@ -69,6 +70,46 @@ impl<B: Backend> SamplingModel<B> {
             device,
             on_step,
         )
+    }
+
+    /// [`Self::generate`] with the model guided by `guide`, a weaker version of it (smaller,
+    /// or trained for less long, on the same data, schedule and prediction type), with weight
+    /// `scale`: autoguidance ([`AutoGuided`]; 1 is the model alone). Each guided step runs
+    /// both models.
+    ///
+    /// A guide trained on another schedule, for another number of channels, predicting
+    /// another kind of output or, for class-conditional generation, with other classes is a
+    /// [`SamplerError::Incompatible`];
+    /// the rest is checked as [`Self::generate`] checks it.
+    pub fn generate_autoguided(
+        &self,
+        guide: &SamplingModel<B>,
+        scale: f64,
+        generation: Generation,
+        device: &B::Device,
+        on_step: impl FnMut(StepEvent<'_, B, 4>),
+    ) -> Result<Tensor<B, 4>, PipelineError> {
+        let incompatible = |reason| {
+            Err(SamplerError::Incompatible {
+                sampler: "autoguidance",
+                reason,
+            }
+            .into())
+        };
+        if guide.schedule.alphas_cumprod() != self.schedule.alphas_cumprod() {
+            return incompatible("the guiding model was trained on another noise schedule");
+        }
+        if guide.model.in_channels() != self.model.in_channels() {
+            return incompatible("the guiding model takes images of another number of channels");
+        }
+        let classes = matches!(generation.condition, Condition::Classes { .. });
+        if classes && guide.class_names != self.class_names {
+            return incompatible("the guiding model was trained on other classes");
+        }
+        let shape = image_shape(&self.model, &generation)?;
+        guide.model.check_shape(shape)?;
+        let guided = AutoGuided::new(self.denoiser(), guide.denoiser(), scale)?;
+        generate_with(guided, &self.schedule, shape, generation, device, on_step)
     }
 
     /// The model as a sampler sees it.

@@ -12,7 +12,8 @@ use kiln_pipeline::{
     load_for_sampling,
 };
 use kiln_sampler::{
-    ClassConditional, Denoiser, GuidanceConfig, Guided, SamplerError, VarianceType,
+    AutoGuided, ClassConditional, Denoiser, GuidanceConfig, Guided, ProjectedGuidance,
+    ProjectedGuided, SamplerError, VarianceType,
 };
 use kiln_schedule::{BetaSchedule, NoiseSchedule};
 use kiln_unet::UNetConfig;
@@ -205,6 +206,7 @@ fn a_model_saved_as_a_diffusers_pipeline_loads_back_the_same() {
         condition: Condition::Classes {
             labels: vec![0, 1],
             guidance: GuidanceConfig::new(2.0),
+            projection: None,
         },
         ..Generation::new(SamplerName::Ddim, 3, 2, model.image_size.unwrap())
     };
@@ -262,6 +264,7 @@ fn an_unconditional_model_cannot_be_guided() {
         condition: Condition::Classes {
             labels: vec![0],
             guidance: GuidanceConfig::new(2.0),
+            projection: None,
         },
         ..Generation::new(SamplerName::Ddim, 2, 1, loaded.image_size.unwrap())
     };
@@ -345,6 +348,7 @@ fn a_unet_that_learns_its_variance_samples_and_round_trips_through_diffusers() {
     let guided = Condition::Classes {
         labels: vec![1, 0],
         guidance: GuidanceConfig::new(2.0),
+        projection: None,
     };
     // Guided, the prediction is guided and the variance the classes' own (GLIDE's choice).
     let x = kiln_forward::standard_normal::<Flex, 4>(
@@ -503,6 +507,7 @@ fn epsilon_scaling_divides_each_steps_noise_prediction() {
             Condition::Classes {
                 labels: vec![1, 3],
                 guidance,
+                projection: None,
             },
             by_hand(&guided),
         ),
@@ -538,4 +543,149 @@ fn epsilon_scaling_divides_each_steps_noise_prediction() {
             ..
         }))
     ));
+}
+
+/// Generation with adaptive projected guidance is a sampler run over `ProjectedGuided` (the
+/// momentum starting afresh), it moves the images away from classifier-free guidance's, and a
+/// setting out of range is refused before the first step.
+#[test]
+fn projected_guidance_generates_as_the_wrapper_samples() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_classes");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    let size = loaded.image_size.unwrap();
+    let run = NamedRun::new(SamplerName::Ddim, 3, true);
+    let (labels, guidance) = (vec![1, 3], GuidanceConfig::new(3.0));
+    let projection = ProjectedGuidance {
+        parallel: 0.0,
+        norm_threshold: 2.0,
+        momentum: -0.5,
+    };
+    let guided = Guided::new(loaded.denoiser(), labels.clone(), guidance.clone()).unwrap();
+    let projected = ProjectedGuided::new(guided, &loaded.schedule, projection).unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let shape = [2, loaded.model.in_channels(), size, size];
+    let noise = kiln_forward::standard_normal::<Flex, 4>(shape, &mut rng, &device);
+    let expected =
+        kiln_pipeline::sample_by_name(run, &loaded.schedule, &projected, noise, &mut rng, |_| {})
+            .unwrap();
+    let generation = |projection| Generation {
+        seed: 5,
+        condition: Condition::Classes {
+            labels: labels.clone(),
+            guidance: guidance.clone(),
+            projection,
+        },
+        ..Generation::with_run(run, 2, size)
+    };
+    let images = loaded
+        .generate(generation(Some(projection)), &device, |_| {})
+        .unwrap();
+    let diff = (images - expected.clone()).abs().max().into_scalar();
+    assert!(diff <= 1e-5, "max |Δ| {diff}");
+    let classifier_free = loaded.generate(generation(None), &device, |_| {}).unwrap();
+    let moved = (classifier_free - expected).abs().max().into_scalar();
+    assert!(moved > 1e-3, "the projection moved the images by {moved}");
+    let refused = generation(Some(ProjectedGuidance {
+        momentum: -2.0,
+        ..projection
+    }));
+    assert!(matches!(
+        loaded.generate(refused, &device, |_| {}),
+        Err(PipelineError::Sampler(SamplerError::OutOfRange {
+            name: "projected guidance momentum",
+            ..
+        }))
+    ));
+}
+
+/// Autoguided generation is a sampler run over `AutoGuided` (unconditional and guided towards
+/// classes on top), it moves the images away from the model's own, and a guide of another
+/// schedule, other classes or other channels is refused.
+#[test]
+fn autoguided_generation_samples_the_model_guided_by_its_guide() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-unet/tests/fixtures/unet_classes");
+    let device = Default::default();
+    let loaded = load_for_sampling::<Flex>(&fixture, &device).unwrap();
+    let size = loaded.image_size.unwrap();
+    // The guide: the same architecture, freshly initialised.
+    let guide = |schedule: NoiseSchedule, classes: Option<Vec<String>>| {
+        let unet = loaded.config.init::<Flex>(&device).unwrap();
+        let config = loaded.config.clone();
+        SamplingModel::new(
+            unet,
+            config,
+            loaded.prediction,
+            schedule,
+            Some(size),
+            classes,
+        )
+    };
+    let weak = guide(loaded.schedule.clone(), Some(loaded.class_names.clone()));
+    let run = NamedRun::new(SamplerName::Ddim, 3, true);
+    let classes = Condition::Classes {
+        labels: vec![1, 3],
+        guidance: GuidanceConfig::new(2.0),
+        projection: None,
+    };
+    for condition in [Condition::Unconditional, classes.clone()] {
+        let generation = Generation {
+            seed: 5,
+            condition: condition.clone(),
+            ..Generation::with_run(run, 2, size)
+        };
+        let images = loaded
+            .generate_autoguided(&weak, 2.5, generation.clone(), &device, |_| {})
+            .unwrap();
+        let autoguided = AutoGuided::new(loaded.denoiser(), weak.denoiser(), 2.5).unwrap();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+        let shape = [2, loaded.model.in_channels(), size, size];
+        let noise = kiln_forward::standard_normal::<Flex, 4>(shape, &mut rng, &device);
+        let schedule = &loaded.schedule;
+        let expected = match &condition {
+            Condition::Unconditional => {
+                kiln_pipeline::sample_by_name(run, schedule, &autoguided, noise, &mut rng, |_| {})
+            }
+            Condition::Classes { guidance, .. } => {
+                let guided = Guided::new(autoguided, vec![1, 3], guidance.clone()).unwrap();
+                kiln_pipeline::sample_by_name(run, schedule, &guided, noise, &mut rng, |_| {})
+            }
+        }
+        .unwrap();
+        let diff = (images.clone() - expected).abs().max().into_scalar();
+        assert!(diff <= 1e-5, "{condition:?}: max |Δ| {diff}");
+        let alone = loaded.generate(generation, &device, |_| {}).unwrap();
+        let moved = (alone - images).abs().max().into_scalar();
+        assert!(
+            moved > 1e-3,
+            "{condition:?}: autoguidance moved the images by {moved}"
+        );
+    }
+    let incompatible = |guide: &SamplingModel<Flex>, condition: Condition| {
+        let generation = Generation {
+            condition,
+            ..Generation::with_run(run, 2, size)
+        };
+        matches!(
+            loaded.generate_autoguided(guide, 2.0, generation, &device, |_| {}),
+            Err(PipelineError::Sampler(SamplerError::Incompatible {
+                sampler: "autoguidance",
+                ..
+            }))
+        )
+    };
+    let cosine = NoiseSchedule::new(&BetaSchedule::cosine(), 1000).unwrap();
+    let other_schedule = guide(cosine, None);
+    assert!(incompatible(&other_schedule, Condition::Unconditional));
+    let other_classes = guide(loaded.schedule.clone(), Some(vec!["a".into(); 4]));
+    assert!(incompatible(&other_classes, classes));
+    let channels = loaded.model.in_channels() + 1;
+    let config = UNetConfig::tiny(channels).with_num_class_embeds(Some(5));
+    let unet = config.init::<Flex>(&device).unwrap();
+    let schedule = loaded.schedule.clone();
+    let other_channels =
+        SamplingModel::new(unet, config, loaded.prediction, schedule, Some(size), None);
+    assert!(incompatible(&other_channels, Condition::Unconditional));
 }

@@ -229,15 +229,15 @@ impl<M> Guided<M> {
             .is_none_or(|interval| interval.contains(&timestep))
     }
 
-    /// The guided output at `sample` = x_t, `with_variance` or not: the combination of the
-    /// conditional and unconditional predictions (rescaled where asked), followed along
-    /// dimension 1 by the conditional variance `with_variance`.
-    fn guide<B: Backend, const D: usize>(
+    /// The model's outputs for a guided call at `sample` = x_t, `with_variance` or not: one
+    /// call's output where guidance needs one (weight 0 or 1, or outside the interval), else
+    /// the two halves of one call on the doubled batch.
+    pub(crate) fn outputs<B: Backend, const D: usize>(
         &self,
         sample: Tensor<B, D>,
         timestep: f64,
         with_variance: bool,
-    ) -> Result<Tensor<B, D>, SamplerError>
+    ) -> Result<GuidedOutputs<B, D>, SamplerError>
     where
         M: ClassConditional<B, D>,
     {
@@ -257,10 +257,10 @@ impl<M> Guided<M> {
             1.0
         };
         if scale == 1.0 {
-            return call(sample, &self.labels);
+            return call(sample, &self.labels).map(GuidedOutputs::Single);
         }
         if scale == 0.0 {
-            return call(sample, &vec![None; batch]);
+            return call(sample, &vec![None; batch]).map(GuidedOutputs::Single);
         }
         let doubled = Tensor::cat(vec![sample.clone(), sample], 0);
         let labels: Vec<Option<usize>> = self
@@ -277,21 +277,75 @@ impl<M> Guided<M> {
             check_output_shape(&outputs, &doubled)?;
             (outputs, None)
         };
-        let conditional = outputs.clone().narrow(0, 0, batch);
-        let unconditional = outputs.narrow(0, batch, batch);
-        let mut guided =
-            unconditional.clone() + (conditional.clone() - unconditional).mul_scalar(scale);
-        if self.config.rescale != 0.0 {
-            let ratio = sample_std(conditional) / sample_std(guided.clone());
-            let factor = ratio
-                .mul_scalar(self.config.rescale)
-                .add_scalar(1.0 - self.config.rescale);
-            guided = guided * factor.reshape(broadcast_shape::<D>(batch));
-        }
-        Ok(match variance {
+        Ok(GuidedOutputs::Pair(GuidedPair {
+            conditional: outputs.clone().narrow(0, 0, batch),
+            unconditional: outputs.narrow(0, batch, batch),
+            variance,
+            scale,
+        }))
+    }
+
+    /// The guided output at `sample` = x_t, `with_variance` or not: the combination of the
+    /// conditional and unconditional predictions (rescaled where asked), followed along
+    /// dimension 1 by the conditional variance `with_variance`.
+    fn guide<B: Backend, const D: usize>(
+        &self,
+        sample: Tensor<B, D>,
+        timestep: f64,
+        with_variance: bool,
+    ) -> Result<Tensor<B, D>, SamplerError>
+    where
+        M: ClassConditional<B, D>,
+    {
+        Ok(match self.outputs(sample, timestep, with_variance)? {
+            GuidedOutputs::Single(output) => output,
+            GuidedOutputs::Pair(pair) => {
+                let difference = pair.conditional.clone() - pair.unconditional.clone();
+                let guided = pair.unconditional.clone() + difference.mul_scalar(pair.scale);
+                pair.finish(guided, self.config.rescale)
+            }
+        })
+    }
+}
+
+/// What a guided call's model outputs are ([`Guided::outputs`]).
+pub(crate) enum GuidedOutputs<B: Backend, const D: usize> {
+    /// One call's output, already what the sampler gets.
+    Single(Tensor<B, D>),
+    /// The conditional and unconditional predictions, for the caller to combine.
+    Pair(GuidedPair<B, D>),
+}
+
+/// The two predictions of one guided call on the doubled batch, with the guidance weight w
+/// in force there.
+pub(crate) struct GuidedPair<B: Backend, const D: usize> {
+    /// f(x_t, t, c).
+    pub(crate) conditional: Tensor<B, D>,
+    /// f(x_t, t, ∅).
+    pub(crate) unconditional: Tensor<B, D>,
+    /// The conditional call's learned variance, where the sampler asked for it.
+    pub(crate) variance: Option<Tensor<B, D>>,
+    /// w.
+    pub(crate) scale: f64,
+}
+
+impl<B: Backend, const D: usize> GuidedPair<B, D> {
+    /// `guided`, a combination of the pair, rescaled by φ = `rescale` towards the conditional
+    /// prediction's standard deviation (Lin et al. 2023; none at 0), followed along dimension
+    /// 1 by the conditional variance where there is one.
+    pub(crate) fn finish(self, guided: Tensor<B, D>, rescale: f64) -> Tensor<B, D> {
+        let guided = if rescale == 0.0 {
+            guided
+        } else {
+            let batch = guided.dims()[0];
+            let ratio = sample_std(self.conditional) / sample_std(guided.clone());
+            let factor = ratio.mul_scalar(rescale).add_scalar(1.0 - rescale);
+            guided * factor.reshape(broadcast_shape::<D>(batch))
+        };
+        match self.variance {
             Some(variance) => Tensor::cat(vec![guided, variance], 1),
             None => guided,
-        })
+        }
     }
 }
 
@@ -327,7 +381,13 @@ where
 /// Each sample's standard deviation over its elements (Bessel-corrected), as `[batch]`.
 fn sample_std<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 1> {
     let batch = x.dims()[0];
-    x.reshape([batch as i32, -1]).var(1).sqrt().reshape([batch])
+    rows(x).var(1).sqrt().reshape([batch])
+}
+
+/// `x` flattened to one row per sample.
+pub(crate) fn rows<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 2> {
+    let batch = x.dims()[0];
+    x.reshape([batch as i32, -1])
 }
 
 /// `[batch, 1, …, 1]` with rank `D`.

@@ -45,7 +45,9 @@
 //! from the sample up, one model call a step, to the noise that [`DpmSolver::new`] takes back.
 //!
 //! Classifier-free guidance ([`Guided`]) wraps any [`ClassConditional`] model into a
-//! [`Denoiser`], so every sampler samples a chosen class; epsilon scaling ([`EpsilonScaled`])
+//! [`Denoiser`], so every sampler samples a chosen class, and [`ProjectedGuided`] guides with
+//! adaptive projected guidance's update instead; autoguidance ([`AutoGuided`]) guides any model
+//! with a weaker version of itself; epsilon scaling ([`EpsilonScaled`])
 //! wraps any model, so every sampler can shrink its noise prediction against exposure bias.
 //!
 //! [`GaussianMixture`] is an exact denoiser for data from a Gaussian mixture: a test oracle for
@@ -53,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+mod autoguidance;
 mod brownian;
 mod ddim;
 mod ddpm;
@@ -78,6 +81,7 @@ mod midpoint_calls;
 mod mixture;
 mod multistep;
 mod pndm;
+mod projected_guidance;
 mod sa_solver;
 mod sampler;
 mod sigma_grid;
@@ -85,6 +89,7 @@ mod tcd;
 mod thresholding;
 mod unipc;
 
+pub use autoguidance::AutoGuided;
 pub use brownian::NoisePath;
 pub use ddim::{Ddim, DdimConfig};
 pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
@@ -109,6 +114,7 @@ pub use lcm::{ConsistencyScalings, Lcm, LcmConfig};
 pub use lms::{Lms, LmsConfig};
 pub use mixture::{GaussianMixture, sliced_wasserstein_2};
 pub use pndm::{Pndm, PndmConfig};
+pub use projected_guidance::{ProjectedGuidance, ProjectedGuided};
 pub use sa_solver::{SaSolver, SaSolverAlgorithm, SaSolverConfig, SaSolverTau};
 pub use sampler::{Sampler, Step, StepEvent, sample, sample_from};
 pub use sigma_grid::{FinalSigmas, SigmaSpacing};

@@ -42,6 +42,7 @@ pub(crate) fn sample_condition(config: &TrainConfig, indices: std::ops::Range<us
         Some(classes) => Condition::Classes {
             labels: indices.map(|i| i % classes.names.len()).collect(),
             guidance: GuidanceConfig::new(1.0),
+            projection: None,
         },
     }
 }

@@ -195,6 +195,7 @@ fn a_run_keeps_its_class_names_and_samples_a_class_by_name() {
         condition: Condition::Classes {
             labels,
             guidance: GuidanceConfig::new(3.0),
+            projection: None,
         },
         ..Generation::new(SamplerName::Ddim, 3, count, 16)
     };
