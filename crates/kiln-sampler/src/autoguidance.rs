@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 
 use crate::error::check_range;
-use crate::sampler::{check_output_shape, split_learned_variance};
+use crate::sampler::{check_output_shape, join_output, split_output};
 use crate::{ClassConditional, Denoiser, SamplerError};
 
 /// A model guided by a weaker version of itself (autoguidance; Karras et al. 2024, "Guiding a
@@ -23,7 +23,8 @@ use crate::{ClassConditional, Denoiser, SamplerError};
 /// Where the two models' errors agree, the difference pushes away from them, so samples move
 /// towards the data without the loss of variety that guidance towards a class brings; it works
 /// for unconditional models, which classifier-free guidance cannot guide. w = 1 is the model
-/// alone (one call); otherwise each call runs both models. Both must predict the same kind of
+/// alone and w = 0 the guide alone (one call; the model's too where its learned variance is
+/// asked for); otherwise each call runs both models. Both must predict the same kind of
 /// output (the weights sum to one, so the combination is then the same step for every kind,
 /// as for classifier-free guidance); a model that learns its variance has the combined
 /// prediction and its own variance, and a guide that learns one gives its prediction alone.
@@ -70,22 +71,22 @@ impl<M, G> AutoGuided<M, G> {
         })
     }
 
-    /// The guided prediction from the model's prediction `output` and the guiding model's
-    /// `guide` for `sample`: f_g + w (f − f_g).
+    /// The guided prediction from the model's prediction `output` (of the `sample`'s shape)
+    /// and the guiding model's `guide` for `sample`: f_g + w (f − f_g).
     fn combine<B: Backend, const D: usize>(
         &self,
         output: Tensor<B, D>,
         guide: Tensor<B, D>,
         sample: &Tensor<B, D>,
     ) -> Result<Tensor<B, D>, SamplerError> {
-        check_output_shape(&output, sample)?;
         check_output_shape(&guide, sample)?;
         Ok(guide.clone() + (output - guide).mul_scalar(self.scale))
     }
 
-    /// The model's output `model(x_t)` where w = 1; else the guided output from it and the
-    /// guiding model's `guide(x_t)`, followed along dimension 1 by the model's variance
-    /// `with_variance` (which `model` then returns after its prediction).
+    /// The model's output `model(x_t)` where w = 1, the guiding model's `guide(x_t)` where
+    /// w = 0 without a variance; else the guided output from the two, followed along
+    /// dimension 1 by the model's variance `with_variance` (which `model` then returns after
+    /// its prediction).
     fn guided<B: Backend, const D: usize>(
         &self,
         sample: Tensor<B, D>,
@@ -96,18 +97,19 @@ impl<M, G> AutoGuided<M, G> {
         if self.scale == 1.0 {
             return model(sample);
         }
-        let output = model(sample.clone())?;
-        let (output, variance) = if with_variance {
-            let (output, variance) = split_learned_variance("autoguidance", output, &sample)?;
-            (output, Some(variance))
-        } else {
-            (output, None)
-        };
+        if self.scale == 0.0 && !with_variance {
+            let output = guide(sample.clone())?;
+            check_output_shape(&output, &sample)?;
+            return Ok(output);
+        }
+        let (output, variance) = split_output(
+            "autoguidance",
+            model(sample.clone())?,
+            &sample,
+            with_variance,
+        )?;
         let guided = self.combine(output, guide(sample.clone())?, &sample)?;
-        Ok(match variance {
-            Some(variance) => Tensor::cat(vec![guided, variance], 1),
-            None => guided,
-        })
+        Ok(join_output(guided, variance))
     }
 }
 

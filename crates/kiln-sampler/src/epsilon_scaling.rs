@@ -6,7 +6,7 @@ use kiln_forward::Prediction;
 use kiln_schedule::NoiseSchedule;
 
 use crate::error::check_range;
-use crate::sampler::{alpha_cumprod_at, check_output_shape, linear, split_learned_variance};
+use crate::sampler::{alpha_cumprod_at, join_output, linear, split_output};
 use crate::{Denoiser, SamplerError};
 
 /// A [`Denoiser`] whose noise prediction is divided by λ at every call: epsilon scaling
@@ -87,6 +87,26 @@ impl<'s, M> EpsilonScaled<'s, M> {
         self.lambda
     }
 
+    /// The model's `output` at x_t = `sample` (followed by its learned variance where
+    /// `with_variance`, which stays as it is) with the prediction scaled ([`Self::scale`]).
+    fn scaled<B: Backend, const D: usize>(
+        &self,
+        sample: &Tensor<B, D>,
+        output: Tensor<B, D>,
+        timestep: f64,
+        with_variance: bool,
+    ) -> Result<Tensor<B, D>, SamplerError>
+    where
+        M: Denoiser<B, D>,
+    {
+        if self.lambda == 1.0 {
+            return Ok(output);
+        }
+        let (output, variance) = split_output("epsilon scaling", output, sample, with_variance)?;
+        let scaled = self.scale(self.model.prediction(), sample, output, timestep);
+        Ok(join_output(scaled, variance))
+    }
+
     /// `output`, a prediction of kind `prediction` at x_t = `sample`, recomputed from its
     /// noise prediction divided by λ: f/λ + (1 − 1/λ) d_x x_t.
     fn scale<B: Backend, const D: usize>(
@@ -117,11 +137,7 @@ where
 
     fn denoise(&self, sample: Tensor<B, D>, timestep: f64) -> Result<Tensor<B, D>, SamplerError> {
         let output = self.model.denoise(sample.clone(), timestep)?;
-        if self.lambda == 1.0 {
-            return Ok(output);
-        }
-        check_output_shape(&output, &sample)?;
-        Ok(self.scale(self.model.prediction(), &sample, output, timestep))
+        self.scaled(&sample, output, timestep, false)
     }
 
     fn learns_variance(&self) -> bool {
@@ -135,12 +151,7 @@ where
         timestep: f64,
     ) -> Result<Tensor<B, D>, SamplerError> {
         let output = self.model.denoise_with_variance(sample.clone(), timestep)?;
-        if self.lambda == 1.0 {
-            return Ok(output);
-        }
-        let (output, variance) = split_learned_variance("epsilon scaling", output, &sample)?;
-        let scaled = self.scale(self.model.prediction(), &sample, output, timestep);
-        Ok(Tensor::cat(vec![scaled, variance], 1))
+        self.scaled(&sample, output, timestep, true)
     }
 }
 

@@ -29,7 +29,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use kiln_forward::Prediction;
 
 use crate::error::check_range;
-use crate::sampler::{check_output_shape, split_learned_variance};
+use crate::sampler::{join_output, split_output};
 use crate::{Denoiser, SamplerError};
 
 /// A model that can be conditioned on a class label per batch element.
@@ -270,17 +270,11 @@ impl<M> Guided<M> {
             .chain(std::iter::repeat_n(None, batch))
             .collect();
         let outputs = call(doubled.clone(), &labels)?;
-        let (outputs, variance) = if with_variance {
-            let (outputs, variance) = split_learned_variance("guidance", outputs, &doubled)?;
-            (outputs, Some(variance.narrow(0, 0, batch)))
-        } else {
-            check_output_shape(&outputs, &doubled)?;
-            (outputs, None)
-        };
+        let (outputs, variance) = split_output("guidance", outputs, &doubled, with_variance)?;
         Ok(GuidedOutputs::Pair(GuidedPair {
             conditional: outputs.clone().narrow(0, 0, batch),
             unconditional: outputs.narrow(0, batch, batch),
-            variance,
+            variance: variance.map(|variance| variance.narrow(0, 0, batch)),
             scale,
         }))
     }
@@ -342,10 +336,7 @@ impl<B: Backend, const D: usize> GuidedPair<B, D> {
             let factor = ratio.mul_scalar(rescale).add_scalar(1.0 - rescale);
             guided * factor.reshape(broadcast_shape::<D>(batch))
         };
-        match self.variance {
-            Some(variance) => Tensor::cat(vec![guided, variance], 1),
-            None => guided,
-        }
+        join_output(guided, self.variance)
     }
 }
 

@@ -269,6 +269,36 @@ pub(crate) fn split_learned_variance<B: Backend, const D: usize>(
     Ok((output.narrow(1, 0, channels), variance))
 }
 
+/// The prediction of a model `output` and, where `with_variance`, the learned variance that
+/// follows it along dimension 1 ([`split_learned_variance`]); without, an output not of the
+/// `sample`'s shape fails. [`join_output`] puts the two back together.
+pub(crate) fn split_output<B: Backend, const D: usize>(
+    user: &'static str,
+    output: Tensor<B, D>,
+    sample: &Tensor<B, D>,
+    with_variance: bool,
+) -> Result<(Tensor<B, D>, Option<Tensor<B, D>>), SamplerError> {
+    if with_variance {
+        let (prediction, variance) = split_learned_variance(user, output, sample)?;
+        Ok((prediction, Some(variance)))
+    } else {
+        check_output_shape(&output, sample)?;
+        Ok((output, None))
+    }
+}
+
+/// `prediction` followed along dimension 1 by the learned `variance` where there is one: a
+/// model output as [`split_output`] found it.
+pub(crate) fn join_output<B: Backend, const D: usize>(
+    prediction: Tensor<B, D>,
+    variance: Option<Tensor<B, D>>,
+) -> Tensor<B, D> {
+    match variance {
+        Some(variance) => Tensor::cat(vec![prediction, variance], 1),
+        None => prediction,
+    }
+}
+
 /// a·x + b·y, skipping zero terms.
 pub(crate) fn linear<B: Backend, const D: usize>(
     x: &Tensor<B, D>,

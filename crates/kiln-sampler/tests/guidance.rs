@@ -678,6 +678,13 @@ fn widened(variance: f64, prediction: Prediction) -> GaussianMixture {
     .with_prediction(prediction)
 }
 
+/// A model of kind `prediction` that fails the test if it is called.
+fn uncalled(prediction: Prediction) -> impl Denoiser<B, 2> {
+    kiln_sampler::FnDenoiser::new(prediction, |_: Tensor<B, 2>, _| -> Tensor<B, 2> {
+        panic!("a model that w = 0 leaves out was called")
+    })
+}
+
 #[test]
 fn autoguidance_combines_the_two_models_for_every_kind_and_label() {
     let x = points(4, 3);
@@ -688,11 +695,14 @@ fn autoguidance_combines_the_two_models_for_every_kind_and_label() {
             let f = Denoiser::<B, 2>::denoise(&model, x.clone(), t).unwrap();
             let g = Denoiser::<B, 2>::denoise(&guide, x.clone(), t).unwrap();
             let guided = AutoGuided::new::<B, 2>(model.clone(), guide.clone(), 2.5).unwrap();
-            let expected = g.clone() + (f.clone() - g).mul_scalar(2.5);
+            let expected = g.clone() + (f.clone() - g.clone()).mul_scalar(2.5);
             let diff = max_abs_diff(guided.denoise(x.clone(), t).unwrap(), expected);
             assert!(diff < 1e-5, "{prediction:?} at t = {t}: {diff}");
             let alone = AutoGuided::new::<B, 2>(model.clone(), guide.clone(), 1.0).unwrap();
             assert_eq!(values(alone.denoise(x.clone(), t).unwrap()), values(f));
+            let guide_alone = AutoGuided::new::<B, 2>(uncalled(prediction), guide.clone(), 0.0);
+            let got = guide_alone.unwrap().denoise(x.clone(), t).unwrap();
+            assert_eq!(values(got), values(g.clone()), "w = 0");
             let fl = model.denoise_labelled(x.clone(), t, &labels).unwrap();
             let gl = guide.denoise_labelled(x.clone(), t, &labels).unwrap();
             let expected = gl.clone() + (fl - gl).mul_scalar(2.5);
