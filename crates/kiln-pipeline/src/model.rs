@@ -74,13 +74,12 @@ impl<B: Backend> SamplingModel<B> {
 
     /// [`Self::generate`] with the model guided by `guide`, a weaker version of it (smaller,
     /// or trained for less long, on the same data, schedule and prediction type), with weight
-    /// `scale`: autoguidance ([`AutoGuided`]; 1 is the model alone). Each guided step runs
-    /// both models.
+    /// `scale`: autoguidance ([`AutoGuided`]; 1 is the model alone, 0 the guide alone). Each
+    /// step at any other weight runs both models.
     ///
     /// A guide trained on another schedule, for another number of channels, predicting
     /// another kind of output or, for class-conditional generation, with other classes is a
-    /// [`SamplerError::Incompatible`];
-    /// the rest is checked as [`Self::generate`] checks it.
+    /// [`SamplerError::Incompatible`]; the rest is checked as [`Self::generate`] checks it.
     pub fn generate_autoguided(
         &self,
         guide: &SamplingModel<B>,
